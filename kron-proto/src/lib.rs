@@ -1,0 +1,337 @@
+//! The D-Bus contract between `pam_kron.so`, `kronctl` and `otpd`.
+//!
+//! One file holds every name, type and bound that crosses the bus, so the module, the CLI and
+//! the daemon cannot drift apart. The interface name carries a version: an incompatible change
+//! gets `io.kron.Otpd2`, never a silent edit of `Otpd1`.
+//!
+//! A login is a short conversation driven by otpd:
+//! 1. the module calls [`OtpdProxy::begin_login`] with what PAM knows;
+//! 2. otpd answers with a [`Step`]: show its messages, then either ask `prompt` and send the
+//!    answer back with [`OtpdProxy::answer`], or stop with the outcome in `kind`;
+//! 3. this repeats until a step is terminal ([`StepKind::is_terminal`]).
+
+use serde::{Deserialize, Serialize};
+use zbus::{Type, proxy};
+
+/// Well-known bus name otpd owns. Only root may own it (see the D-Bus policy file).
+pub const BUS_NAME: &str = "io.kron.Otpd";
+/// Object path of the one object otpd serves.
+pub const OBJECT_PATH: &str = "/io/kron/Otpd";
+/// Versioned interface name.
+pub const INTERFACE: &str = "io.kron.Otpd1";
+/// Address used when neither a module argument nor a command-line flag names one.
+pub const DEFAULT_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
+
+/// Longest user name accepted anywhere (bytes).
+pub const MAX_USER_LEN: usize = 256;
+/// Longest PAM service, rhost or tty string accepted (bytes).
+pub const MAX_FIELD_LEN: usize = 1024;
+/// Longest answer a person may type at a prompt (bytes).
+pub const MAX_RESPONSE_LEN: usize = 512;
+/// Longest login handle (bytes).
+pub const MAX_HANDLE_LEN: usize = 64;
+/// Most messages one step may carry.
+pub const MAX_MESSAGES: usize = 16;
+/// Longest message text (bytes); a terminal QR code fits comfortably.
+pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
+/// Longest prompt text (bytes).
+pub const MAX_PROMPT_LEN: usize = 256;
+
+/// What the module must do after rendering a step's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum StepKind {
+    /// Ask `prompt` (echo as `echo` says) and send the answer with `Answer`.
+    Prompt = 1,
+    /// The second factor passed: PAM_SUCCESS.
+    Accept = 2,
+    /// Refused (wrong code, throttled, not allowed): PAM_AUTH_ERR.
+    Deny = 3,
+    /// Nothing to check for this login (exempt, or optional and not enrolled): PAM_IGNORE,
+    /// so the rest of the stack decides and kron never grants access on its own.
+    Skip = 4,
+    /// otpd could not decide (store failure and the like): PAM_AUTHINFO_UNAVAIL.
+    Unavailable = 5,
+}
+
+impl StepKind {
+    /// True for every kind that ends the login conversation.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, StepKind::Prompt)
+    }
+}
+
+impl TryFrom<u32> for StepKind {
+    type Error = u32;
+    fn try_from(raw: u32) -> Result<Self, u32> {
+        Ok(match raw {
+            1 => StepKind::Prompt,
+            2 => StepKind::Accept,
+            3 => StepKind::Deny,
+            4 => StepKind::Skip,
+            5 => StepKind::Unavailable,
+            other => return Err(other),
+        })
+    }
+}
+
+/// How a message is shown: `PAM_TEXT_INFO` or `PAM_ERROR_MSG`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MessageLevel {
+    Info = 1,
+    Error = 2,
+}
+
+impl TryFrom<u32> for MessageLevel {
+    type Error = u32;
+    fn try_from(raw: u32) -> Result<Self, u32> {
+        match raw {
+            1 => Ok(MessageLevel::Info),
+            2 => Ok(MessageLevel::Error),
+            other => Err(other),
+        }
+    }
+}
+
+/// One text for the person at the terminal: `(level, text)`, level as [`MessageLevel`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Message {
+    pub level: u32,
+    pub text: String,
+}
+
+impl Message {
+    pub fn info(text: impl Into<String>) -> Self {
+        Message { level: MessageLevel::Info as u32, text: text.into() }
+    }
+    pub fn error(text: impl Into<String>) -> Self {
+        Message { level: MessageLevel::Error as u32, text: text.into() }
+    }
+}
+
+/// One turn of the login conversation, from otpd to the module.
+///
+/// D-Bus signature `(ua(us)sbs)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Step {
+    /// A [`StepKind`] as u32; anything else is a malformed reply.
+    pub kind: u32,
+    /// Shown in order before the prompt or the outcome.
+    pub messages: Vec<Message>,
+    /// The question to ask; empty unless `kind` is `Prompt`.
+    pub prompt: String,
+    /// Whether the answer may be echoed (never for codes).
+    pub echo: bool,
+    /// Opaque handle to pass to `Answer`; empty on terminal steps.
+    pub handle: String,
+}
+
+/// Why a [`Step`] from the bus was refused by the receiving side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepError {
+    UnknownKind(u32),
+    UnknownLevel(u32),
+    TooManyMessages,
+    MessageTooLong,
+    PromptTooLong,
+    HandleTooLong,
+    PromptWithoutHandle,
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepError::UnknownKind(k) => write!(f, "unknown step kind {k}"),
+            StepError::UnknownLevel(l) => write!(f, "unknown message level {l}"),
+            StepError::TooManyMessages => write!(f, "too many messages in one step"),
+            StepError::MessageTooLong => write!(f, "message too long"),
+            StepError::PromptTooLong => write!(f, "prompt too long"),
+            StepError::HandleTooLong => write!(f, "login handle too long"),
+            StepError::PromptWithoutHandle => write!(f, "prompt step without a handle"),
+        }
+    }
+}
+
+impl std::error::Error for StepError {}
+
+impl Step {
+    /// Checks every bound of the contract and returns the step's kind.
+    /// The module calls this on each reply and denies on error (fail closed).
+    pub fn validate(&self) -> Result<StepKind, StepError> {
+        let kind = StepKind::try_from(self.kind).map_err(StepError::UnknownKind)?;
+        if self.messages.len() > MAX_MESSAGES {
+            return Err(StepError::TooManyMessages);
+        }
+        for message in &self.messages {
+            MessageLevel::try_from(message.level).map_err(StepError::UnknownLevel)?;
+            if message.text.len() > MAX_MESSAGE_LEN {
+                return Err(StepError::MessageTooLong);
+            }
+        }
+        if self.prompt.len() > MAX_PROMPT_LEN {
+            return Err(StepError::PromptTooLong);
+        }
+        if self.handle.len() > MAX_HANDLE_LEN {
+            return Err(StepError::HandleTooLong);
+        }
+        if kind == StepKind::Prompt && self.handle.is_empty() {
+            return Err(StepError::PromptWithoutHandle);
+        }
+        Ok(kind)
+    }
+
+    /// A terminal step with the given messages.
+    pub fn terminal(kind: StepKind, messages: Vec<Message>) -> Self {
+        debug_assert!(kind.is_terminal());
+        Step { kind: kind as u32, messages, prompt: String::new(), echo: false, handle: String::new() }
+    }
+}
+
+/// A pending enrollment, as returned to `kronctl enroll`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Enrollment {
+    /// Whose token this is.
+    pub user: String,
+    /// `otpauth://totp/...` URI for authenticator apps.
+    pub uri: String,
+    /// Base32 secret for manual entry.
+    pub secret: String,
+    /// Unix time (seconds) after which the pending token is void.
+    pub expires: u64,
+}
+
+/// What `Status` and `List` report for one user. Never contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct UserStatus {
+    pub user: String,
+    /// A confirmed token exists.
+    pub enrolled: bool,
+    /// An unconfirmed enrollment is waiting (and not yet expired).
+    pub pending: bool,
+    /// Code checks are currently refused because of failed attempts.
+    pub locked: bool,
+    /// Unix time when the next attempt is allowed; 0 when not locked.
+    pub locked_until: u64,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// Unix time of the last accepted code; 0 if never.
+    pub last_used: u64,
+}
+
+/// Errors otpd returns, as D-Bus error names `io.kron.Otpd1.Error.<Variant>`.
+/// Texts never contain codes or secrets.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "io.kron.Otpd1.Error")]
+pub enum OtpdError {
+    /// Transport-level failure on the client side.
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// The caller may not do this for this user.
+    AccessDenied(String),
+    /// A malformed or oversize argument.
+    InvalidArgument(String),
+    /// No such user, token or enrollment.
+    NotFound(String),
+    /// The request conflicts with what is stored (e.g. a confirmed token already exists).
+    Conflict(String),
+    /// Too many failed attempts; retry later.
+    Throttled(String),
+    /// The code was wrong, already used or the enrollment expired.
+    Rejected(String),
+    /// otpd could not complete the request (storage and the like).
+    Failed(String),
+}
+
+/// Client side of `io.kron.Otpd1`, used by `pam_kron.so` and `kronctl`.
+#[proxy(
+    interface = "io.kron.Otpd1",
+    default_service = "io.kron.Otpd",
+    default_path = "/io/kron/Otpd"
+
+)]
+pub trait Otpd {
+    /// Starts a login check for `user` (root, or the user themself).
+    fn begin_login(&self, user: &str, service: &str, rhost: &str, tty: &str) -> zbus::Result<Step>;
+    /// Sends the answer to the prompt of the step that carried `handle`.
+    fn answer(&self, handle: &str, response: &str) -> zbus::Result<Step>;
+    /// Starts (or restarts) an enrollment. Empty `user` means the caller.
+    fn enroll(&self, user: &str) -> zbus::Result<Enrollment>;
+    /// Confirms the pending enrollment with a code from the new token.
+    fn confirm(&self, user: &str, code: &str) -> zbus::Result<()>;
+    /// Reports one user. Empty `user` means the caller.
+    fn status(&self, user: &str) -> zbus::Result<UserStatus>;
+    /// Reports every user in the store (admin).
+    fn list(&self) -> zbus::Result<Vec<UserStatus>>;
+    /// Deletes a user's token, pending enrollment and counters (admin). True if anything existed.
+    fn reset(&self, user: &str) -> zbus::Result<bool>;
+    /// Clears a user's failure counter and backoff (admin). True if the user was throttled.
+    fn unlock(&self, user: &str) -> zbus::Result<bool>;
+    /// Daemon version, for `kronctl doctor` and packaging checks.
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+}
+
+/// Checks a user name for use as a store key and in otpauth labels: 1..=256 bytes of printable
+/// ASCII or UTF-8 without whitespace, control characters, `/`, `\` or `:`.
+pub fn validate_user(user: &str) -> Result<(), String> {
+    if user.is_empty() {
+        return Err("user name is empty".into());
+    }
+    if user.len() > MAX_USER_LEN {
+        return Err(format!("user name longer than {MAX_USER_LEN} bytes"));
+    }
+    if user.starts_with('-') {
+        return Err("user name starts with '-'".into());
+    }
+    if let Some(bad) = user.chars().find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | ':')) {
+        return Err(format!("user name contains a forbidden character {:?}", bad));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_kinds_round_trip() {
+        for kind in [StepKind::Prompt, StepKind::Accept, StepKind::Deny, StepKind::Skip, StepKind::Unavailable] {
+            assert_eq!(StepKind::try_from(kind as u32), Ok(kind));
+        }
+        assert_eq!(StepKind::try_from(0), Err(0));
+        assert_eq!(StepKind::try_from(99), Err(99));
+    }
+
+    #[test]
+    fn validate_refuses_malformed_steps() {
+        let mut step = Step::terminal(StepKind::Accept, vec![Message::info("ok")]);
+        assert_eq!(step.validate(), Ok(StepKind::Accept));
+        step.kind = 42;
+        assert_eq!(step.validate(), Err(StepError::UnknownKind(42)));
+        step.kind = StepKind::Prompt as u32;
+        assert_eq!(step.validate(), Err(StepError::PromptWithoutHandle));
+        step.handle = "h".repeat(MAX_HANDLE_LEN + 1);
+        assert_eq!(step.validate(), Err(StepError::HandleTooLong));
+        step.handle = "h".into();
+        step.messages = vec![Message { level: 7, text: String::new() }];
+        assert_eq!(step.validate(), Err(StepError::UnknownLevel(7)));
+        step.messages = vec![Message::info("x"); MAX_MESSAGES + 1];
+        assert_eq!(step.validate(), Err(StepError::TooManyMessages));
+        step.messages = vec![Message::info("x".repeat(MAX_MESSAGE_LEN + 1))];
+        assert_eq!(step.validate(), Err(StepError::MessageTooLong));
+    }
+
+    #[test]
+    fn user_names_are_bounded() {
+        assert!(validate_user("alice").is_ok());
+        assert!(validate_user("alice@EXAMPLE.COM").is_ok());
+        assert!(validate_user("").is_err());
+        assert!(validate_user("-rf").is_err());
+        assert!(validate_user("a b").is_err());
+        assert!(validate_user("a:b").is_err());
+        assert!(validate_user("../etc").is_err());
+        assert!(validate_user("a\nb").is_err());
+        assert!(validate_user(&"a".repeat(MAX_USER_LEN + 1)).is_err());
+    }
+}
