@@ -1,0 +1,1 @@
+//! Harness for kron integration tests.
