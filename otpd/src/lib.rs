@@ -1,3 +1,10 @@
 //! otpd: the kron daemon. Owns every decision and all state; see docs/architecture.md.
 
+pub mod config;
+pub mod crypto;
+pub mod error;
 pub mod qr;
+pub mod record;
+pub mod store;
+pub mod throttle;
+pub mod totp;

@@ -1,0 +1,335 @@
+//! `/etc/kron/otpd.toml`: parsing and validation. Every error names file:line.
+
+use crate::error::Error;
+use serde::{Deserialize, Deserializer, de};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kron/otpd.toml";
+/// Largest config file otpd reads; anything bigger is a mistake, not a config.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+const MAX_RULES: usize = 1000;
+
+/// What a login needs for a user, as decided by the first matching rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Must pass a code; no token → denied.
+    Require,
+    /// Ask only if a token is enrolled.
+    Optional,
+    /// No token → enroll during this login.
+    Enroll,
+    /// Never ask.
+    Exempt,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Require => "require",
+            Mode::Optional => "optional",
+            Mode::Enroll => "enroll",
+            Mode::Exempt => "exempt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum Algorithm {
+    SHA1,
+    SHA256,
+    SHA512,
+}
+
+/// Parameters for new tokens and the verification window.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TotpConfig {
+    pub algorithm: Algorithm,
+    #[serde(deserialize_with = "digits")]
+    pub digits: u8,
+    #[serde(deserialize_with = "period")]
+    pub period: u64,
+    #[serde(deserialize_with = "skew")]
+    pub skew: u8,
+}
+
+impl Default for TotpConfig {
+    fn default() -> Self {
+        TotpConfig { algorithm: Algorithm::SHA1, digits: 6, period: 30, skew: 1 }
+    }
+}
+
+/// Backoff after failed attempts; see docs/throttling.md for the arithmetic.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    #[serde(deserialize_with = "free_attempts")]
+    pub free_attempts: u32,
+    #[serde(deserialize_with = "positive_secs")]
+    pub base_delay: u64,
+    #[serde(deserialize_with = "positive_secs")]
+    pub max_delay: u64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig { free_attempts: 3, base_delay: 30, max_delay: 4 * 3600 }
+    }
+}
+
+/// One `[[group]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRule {
+    /// NSS group name, or `*` for every user.
+    #[serde(deserialize_with = "group_name")]
+    pub name: String,
+    pub mode: Mode,
+    /// PAM services the rule applies to; `None` = all.
+    #[serde(default, deserialize_with = "services")]
+    pub services: Option<Vec<String>>,
+}
+
+impl GroupRule {
+    pub fn applies_to_service(&self, service: &str) -> bool {
+        self.services.as_ref().is_none_or(|list| list.iter().any(|s| s == service))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    #[serde(deserialize_with = "issuer")]
+    pub issuer: String,
+    pub state_dir: PathBuf,
+    pub bus: Option<String>,
+    pub default_mode: Mode,
+    pub admin_group: String,
+    pub contact: String,
+    #[serde(deserialize_with = "positive_secs")]
+    pub enroll_window: u64,
+    #[serde(deserialize_with = "positive_secs")]
+    pub login_timeout: u64,
+    pub totp: TotpConfig,
+    pub throttle: ThrottleConfig,
+    #[serde(rename = "group", deserialize_with = "rules")]
+    pub groups: Vec<GroupRule>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            issuer: "Kron".into(),
+            state_dir: PathBuf::from("/var/lib/kron"),
+            bus: None,
+            default_mode: Mode::Optional,
+            admin_group: "kron-admin".into(),
+            contact: "your system administrator".into(),
+            enroll_window: 600,
+            login_timeout: 300,
+            totp: TotpConfig::default(),
+            throttle: ThrottleConfig::default(),
+            groups: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`. A missing file at the default path means "all defaults"
+    /// (a fresh install); a missing file named explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, Error> {
+        let text = match read_bounded(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+            Err(e) => return Err(Error::Config(format!("{}: {e}", path.display()))),
+        };
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses config text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, Error> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_of(text, span.start)).unwrap_or(1);
+            Error::Config(format!("{origin}:{line}: {}", e.message()))
+        })?;
+        if !config.state_dir.is_absolute() {
+            let line = find_key_line(text, "state_dir").unwrap_or(1);
+            return Err(Error::Config(format!("{origin}:{line}: state_dir must be an absolute path")));
+        }
+        if config.throttle.max_delay < config.throttle.base_delay {
+            let line = find_key_line(text, "max_delay").unwrap_or(1);
+            return Err(Error::Config(format!("{origin}:{line}: max_delay must not be below base_delay")));
+        }
+        Ok(config)
+    }
+
+    /// The address otpd serves on: `--bus`, else the `bus` key, else the system bus.
+    pub fn bus_address(&self, flag: Option<&str>) -> String {
+        flag.map(str::to_owned)
+            .or_else(|| self.bus.clone())
+            .unwrap_or_else(|| kron_proto::DEFAULT_BUS_ADDRESS.to_owned())
+    }
+}
+
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+    }
+    Ok(text)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|line| {
+        let line = line.trim_start();
+        line.starts_with(key) && line[key.len()..].trim_start().starts_with('=')
+    }).map(|index| index + 1)
+}
+
+fn digits<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    match u8::deserialize(d)? {
+        n @ (6 | 8) => Ok(n),
+        n => Err(de::Error::custom(format!("digits must be 6 or 8, not {n}"))),
+    }
+}
+
+fn period<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match u64::deserialize(d)? {
+        n @ (30 | 60) => Ok(n),
+        n => Err(de::Error::custom(format!("period must be 30 or 60 seconds, not {n}"))),
+    }
+}
+
+fn skew<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    match u8::deserialize(d)? {
+        n @ 0..=2 => Ok(n),
+        n => Err(de::Error::custom(format!("skew must be 0, 1 or 2 steps, not {n}"))),
+    }
+}
+
+fn free_attempts<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        n @ 1..=10 => Ok(n),
+        n => Err(de::Error::custom(format!("free_attempts must be between 1 and 10, not {n}"))),
+    }
+}
+
+fn positive_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match u64::deserialize(d)? {
+        n @ 1..=86_400 => Ok(n),
+        n => Err(de::Error::custom(format!("expected seconds between 1 and 86400, not {n}"))),
+    }
+}
+
+fn issuer<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let issuer = String::deserialize(d)?;
+    if issuer.is_empty() || issuer.len() > 64 || issuer.contains(':') || issuer.chars().any(char::is_control) {
+        return Err(de::Error::custom("issuer must be 1 to 64 characters without ':' or control characters"));
+    }
+    Ok(issuer)
+}
+
+fn group_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    if name == "*" {
+        return Ok(name);
+    }
+    kron_proto::validate_user(&name).map_err(|e| de::Error::custom(e.replace("user name", "group name")))?;
+    Ok(name)
+}
+
+fn services<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    if list.is_empty() {
+        return Err(de::Error::custom("services must name at least one PAM service (omit it to match all)"));
+    }
+    if let Some(bad) = list.iter().find(|s| s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control())) {
+        return Err(de::Error::custom(format!("invalid PAM service name {bad:?}")));
+    }
+    Ok(Some(list))
+}
+
+fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<GroupRule>, D::Error> {
+    let rules = Vec::<GroupRule>::deserialize(d)?;
+    if rules.len() > MAX_RULES {
+        return Err(de::Error::custom(format!("more than {MAX_RULES} [[group]] rules")));
+    }
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        match Config::parse(text, "otpd.toml") {
+            Err(Error::Config(message)) => message,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let config = Config::parse("", "otpd.toml").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.totp.skew, 1);
+        assert_eq!(config.bus_address(None), kron_proto::DEFAULT_BUS_ADDRESS);
+        assert_eq!(config.bus_address(Some("unix:path=/x")), "unix:path=/x");
+    }
+
+    #[test]
+    fn shipped_config_parses_to_defaults() {
+        let text = include_str!("../../conf/otpd.toml");
+        assert_eq!(Config::parse(text, "otpd.toml").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let config = Config::parse(
+            r#"
+issuer = "Example"
+state_dir = "/srv/kron"
+default_mode = "require"
+[totp]
+algorithm = "SHA256"
+digits = 8
+period = 60
+[[group]]
+name = "wheel"
+mode = "require"
+services = ["sudo", "sshd"]
+[[group]]
+name = "*"
+mode = "exempt"
+"#,
+            "otpd.toml",
+        )
+        .unwrap();
+        assert_eq!(config.groups.len(), 2);
+        assert!(config.groups[0].applies_to_service("sudo"));
+        assert!(!config.groups[0].applies_to_service("login"));
+        assert!(config.groups[1].applies_to_service("login"));
+        assert_eq!(config.totp.digits, 8);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        assert_eq!(error_of("issuer = \"x\"\n\ndefault_mode = \"maybe\"\n").split(':').nth(1), Some("3"));
+        assert!(error_of("[totp]\ndigits = 7\n").starts_with("otpd.toml:2:"));
+        assert!(error_of("[totp]\ndigits = 7\n").contains("6 or 8"));
+        assert!(error_of("\n\nbogus_key = 1\n").starts_with("otpd.toml:3:"));
+        assert!(error_of("[[group]]\nname = \"wheel\"\nmode = \"require\"\nservices = []\n").starts_with("otpd.toml:4:"));
+        assert!(error_of("state_dir = \"relative\"\n").starts_with("otpd.toml:1:"));
+        assert!(error_of("[throttle]\nbase_delay = 60\nmax_delay = 30\n").starts_with("otpd.toml:3:"));
+        assert!(error_of("issuer = \"a:b\"\n").contains("issuer"));
+        assert!(error_of("not toml at all [").starts_with("otpd.toml:1:"));
+    }
+}

@@ -1,0 +1,143 @@
+//! Secrets at rest: XChaCha20-Poly1305 under a 256-bit key kept in a root-only file.
+//! The user name is bound in as associated data, so a sealed secret moved to another user's
+//! record does not open.
+
+use crate::error::{Error, Result};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+const KEY_BYTES: usize = 32;
+const NONCE_BYTES: usize = 24;
+const AAD_PREFIX: &[u8] = b"kron-secret-v1:";
+
+/// A secret as stored: random nonce and ciphertext with tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+pub struct SecretKey {
+    cipher: XChaCha20Poly1305,
+}
+
+impl SecretKey {
+    /// Loads the key at `path`, creating it (0600, exclusively) on first start.
+    pub fn load_or_create(path: &Path) -> Result<SecretKey> {
+        let key = match std::fs::File::open(path) {
+            Ok(file) => read_key(file, path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(path)?,
+            Err(e) => return Err(Error::Crypto(format!("{}: {e}", path.display()))),
+        };
+        Ok(SecretKey::from_bytes(&key))
+    }
+
+    pub fn from_bytes(key: &[u8; KEY_BYTES]) -> SecretKey {
+        SecretKey { cipher: XChaCha20Poly1305::new(key.into()) }
+    }
+
+    pub fn seal(&self, user: &str, secret: &[u8]) -> Result<Sealed> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        getrandom::fill(&mut nonce).map_err(|e| Error::Crypto(e.to_string()))?;
+        let aad = aad(user);
+        let ciphertext = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: secret, aad: &aad })
+            .map_err(|_| Error::Crypto("sealing a secret failed".into()))?;
+        Ok(Sealed { nonce: nonce.to_vec(), ciphertext })
+    }
+
+    pub fn open(&self, user: &str, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>> {
+        if sealed.nonce.len() != NONCE_BYTES {
+            return Err(Error::Crypto(format!("stored secret of {user} has a malformed nonce")));
+        }
+        let aad = aad(user);
+        self.cipher
+            .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
+            .map(Zeroizing::new)
+            .map_err(|_| Error::Crypto(format!("stored secret of {user} does not open with this key")))
+    }
+}
+
+fn aad(user: &str) -> Vec<u8> {
+    [AAD_PREFIX, user.as_bytes()].concat()
+}
+
+fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
+    let mode = file.metadata().map_err(|e| Error::Crypto(e.to_string()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::Crypto(format!(
+            "{} is readable by others (mode {:o}); run chmod 600 on it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    let mut key = Zeroizing::new([0u8; KEY_BYTES]);
+    let mut reader = file.take(KEY_BYTES as u64 + 1);
+    let mut buffer = Zeroizing::new(Vec::with_capacity(KEY_BYTES + 1));
+    reader.read_to_end(&mut buffer).map_err(|e| Error::Crypto(e.to_string()))?;
+    if buffer.len() != KEY_BYTES {
+        return Err(Error::Crypto(format!("{} is not a {KEY_BYTES}-byte key", path.display())));
+    }
+    key.copy_from_slice(&buffer);
+    Ok(key)
+}
+
+fn create_key(path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
+    let mut key = Zeroizing::new([0u8; KEY_BYTES]);
+    getrandom::fill(key.as_mut()).map_err(|e| Error::Crypto(e.to_string()))?;
+    let temporary = path.with_extension("new");
+    let _ = std::fs::remove_file(&temporary);
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+        file.write_all(key.as_ref())?;
+        file.sync_all()?;
+        // A hard link fails if another otpd created the key meanwhile: never overwrite a key.
+        std::fs::hard_link(&temporary, path)?;
+        std::fs::remove_file(&temporary)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| Error::Crypto(format!("creating {}: {e}", path.display())))?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_binding() {
+        let key = SecretKey::from_bytes(&[7u8; KEY_BYTES]);
+        let sealed = key.seal("alice", b"secret bytes").unwrap();
+        assert_eq!(key.open("alice", &sealed).unwrap().as_slice(), b"secret bytes");
+        assert!(key.open("bob", &sealed).is_err(), "bound to the user");
+        let mut tampered = sealed.clone();
+        tampered.ciphertext[0] ^= 1;
+        assert!(key.open("alice", &tampered).is_err());
+        let other = SecretKey::from_bytes(&[8u8; KEY_BYTES]);
+        assert!(other.open("alice", &sealed).is_err());
+        assert_ne!(key.seal("alice", b"secret bytes").unwrap().nonce, sealed.nonce);
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        let first = SecretKey::load_or_create(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let sealed = first.seal("alice", b"x").unwrap();
+        let second = SecretKey::load_or_create(&path).unwrap();
+        assert_eq!(second.open("alice", &sealed).unwrap().as_slice(), b"x");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(SecretKey::load_or_create(&path).is_err(), "refuses a readable key");
+    }
+}

@@ -1,0 +1,72 @@
+//! The one error type of otpd, and its mapping onto the D-Bus errors of `io.kron.Otpd1`.
+//! Texts never contain a code or a secret.
+
+use kron_proto::OtpdError;
+
+#[derive(Debug)]
+pub enum Error {
+    /// The caller may not do this.
+    AccessDenied(String),
+    /// Malformed or oversize input.
+    InvalidArgument(String),
+    /// No such user, token or enrollment.
+    NotFound(String),
+    /// Conflicts with stored state (e.g. a confirmed token exists).
+    Conflict(String),
+    /// Too many failed attempts; the next one is allowed at this unix time.
+    Throttled { until: u64 },
+    /// Wrong, reused or expired code.
+    Rejected(String),
+    /// The configuration is invalid: "file:line: reason".
+    Config(String),
+    /// The store failed; state is unchanged or the failure is reported before any reply.
+    Store(String),
+    /// Sealing or opening a secret failed (wrong key, tampered record).
+    Crypto(String),
+    /// The bus or another system service failed.
+    System(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::AccessDenied(m) => write!(f, "access denied: {m}"),
+            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::NotFound(m) => write!(f, "not found: {m}"),
+            Error::Conflict(m) => write!(f, "conflict: {m}"),
+            Error::Throttled { until } => write!(f, "too many failed attempts; retry after {until} (unix time)"),
+            Error::Rejected(m) => write!(f, "rejected: {m}"),
+            Error::Config(m) => write!(f, "{m}"),
+            Error::Store(m) => write!(f, "store: {m}"),
+            Error::Crypto(m) => write!(f, "crypto: {m}"),
+            Error::System(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
+impl From<Error> for OtpdError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::AccessDenied(m) => OtpdError::AccessDenied(m),
+            Error::InvalidArgument(m) => OtpdError::InvalidArgument(m),
+            Error::NotFound(m) => OtpdError::NotFound(m),
+            Error::Conflict(m) => OtpdError::Conflict(m),
+            e @ Error::Throttled { .. } => OtpdError::Throttled(e.to_string()),
+            Error::Rejected(m) => OtpdError::Rejected(m),
+            // Internal details go to the journal, not to the caller.
+            Error::Config(_) | Error::Store(_) | Error::Crypto(_) | Error::System(_) => {
+                OtpdError::Failed("otpd could not complete the request; see its log".into())
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,204 @@
+//! What otpd stores per user, and the state changes the login logic needs. The changes are
+//! pure functions on a record so every store backend applies them the same way atomically.
+
+use crate::config::ThrottleConfig;
+use crate::crypto::Sealed;
+use crate::throttle::delay_after;
+use crate::totp::TokenParams;
+use serde::{Deserialize, Serialize};
+
+/// A token secret (sealed) with the parameters it was made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub params: TokenParams,
+    pub secret: Sealed,
+    /// Unix time the token was made.
+    pub created: u64,
+}
+
+/// An enrollment waiting for its confirming code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub token: Token,
+    /// Unix time after which the pending token is void.
+    pub expires: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The confirmed token; changed only by an admin reset.
+    pub token: Option<Token>,
+    pub pending: Option<Pending>,
+    /// Highest time step ever accepted for the current token; codes for it or any earlier step
+    /// are refused (replay prevention).
+    pub last_step: Option<u64>,
+    /// Unix time of the last accepted code; 0 if never.
+    pub last_used: u64,
+    /// Failed (or still running) attempts since the last success.
+    pub failures: u32,
+    /// No attempt is allowed before this unix time.
+    pub next_attempt: u64,
+}
+
+/// Outcome of charging an attempt against the throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Allowed,
+    Throttled { until: u64 },
+}
+
+/// Outcome of offering a verified time step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    Accepted,
+    /// The step (or a later one) was already accepted: a replay.
+    Replayed,
+    /// There is no token (it was reset meanwhile).
+    NoToken,
+}
+
+/// Outcome of confirming a pending enrollment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    Confirmed,
+    /// No pending enrollment, or a different one than the code was checked against.
+    NoPending,
+    Expired,
+    /// A confirmed token exists already; only an admin reset replaces it.
+    AlreadyEnrolled,
+}
+
+impl UserRecord {
+    pub fn is_locked(&self, now: u64) -> bool {
+        now < self.next_attempt
+    }
+
+    /// Counts an attempt before its code is checked, so parallel guesses cannot slip past the
+    /// limit: each one is charged first, and a success clears the count again.
+    pub fn charge_attempt(&mut self, now: u64, config: &ThrottleConfig) -> Attempt {
+        if self.is_locked(now) {
+            return Attempt::Throttled { until: self.next_attempt };
+        }
+        self.failures = self.failures.saturating_add(1);
+        let delay = delay_after(self.failures, config);
+        self.next_attempt = if delay == 0 { 0 } else { now.saturating_add(delay) };
+        Attempt::Allowed
+    }
+
+    /// Records `step` as used if it is later than every step used before.
+    pub fn accept_step(&mut self, step: u64, now: u64) -> StepOutcome {
+        if self.token.is_none() {
+            return StepOutcome::NoToken;
+        }
+        if self.last_step.is_some_and(|last| step <= last) {
+            return StepOutcome::Replayed;
+        }
+        self.last_step = Some(step);
+        self.last_used = now;
+        self.clear_failures();
+        StepOutcome::Accepted
+    }
+
+    /// Stores a new pending enrollment unless a confirmed token exists.
+    pub fn set_pending(&mut self, pending: Pending) -> Result<(), ConfirmOutcome> {
+        if self.token.is_some() {
+            return Err(ConfirmOutcome::AlreadyEnrolled);
+        }
+        self.pending = Some(pending);
+        Ok(())
+    }
+
+    /// Turns `expected` (the pending enrollment the code was checked against) into the
+    /// confirmed token, with `step` already used.
+    pub fn confirm(&mut self, expected: &Pending, step: u64, now: u64) -> ConfirmOutcome {
+        if self.token.is_some() {
+            return ConfirmOutcome::AlreadyEnrolled;
+        }
+        match &self.pending {
+            Some(pending) if pending == expected => {}
+            _ => return ConfirmOutcome::NoPending,
+        }
+        if now >= expected.expires {
+            self.pending = None;
+            return ConfirmOutcome::Expired;
+        }
+        self.token = self.pending.take().map(|p| p.token);
+        self.last_step = Some(step);
+        self.last_used = now;
+        self.clear_failures();
+        ConfirmOutcome::Confirmed
+    }
+
+    /// Clears the throttle. True if the user was throttled or had failures.
+    pub fn clear_failures(&mut self) -> bool {
+        let had = self.failures > 0 || self.next_attempt > 0;
+        self.failures = 0;
+        self.next_attempt = 0;
+        had
+    }
+
+    /// A pending enrollment that has not expired at `now`.
+    pub fn live_pending(&self, now: u64) -> Option<&Pending> {
+        self.pending.as_ref().filter(|p| now < p.expires)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Algorithm;
+
+    fn token(byte: u8) -> Token {
+        Token {
+            params: TokenParams { algorithm: Algorithm::SHA1, digits: 6, period: 30 },
+            secret: Sealed { nonce: vec![byte; 24], ciphertext: vec![byte; 36] },
+            created: 1,
+        }
+    }
+
+    fn enrolled() -> UserRecord {
+        UserRecord { token: Some(token(1)), ..UserRecord::default() }
+    }
+
+    #[test]
+    fn a_step_is_accepted_once() {
+        let mut record = enrolled();
+        assert_eq!(record.accept_step(100, 3000), StepOutcome::Accepted);
+        assert_eq!(record.accept_step(100, 3001), StepOutcome::Replayed);
+        assert_eq!(record.accept_step(99, 3001), StepOutcome::Replayed);
+        assert_eq!(record.accept_step(101, 3030), StepOutcome::Accepted);
+        assert_eq!(record.last_used, 3030);
+        assert_eq!(UserRecord::default().accept_step(5, 1), StepOutcome::NoToken);
+    }
+
+    #[test]
+    fn attempts_are_charged_and_success_clears() {
+        let config = ThrottleConfig::default();
+        let mut record = enrolled();
+        let now = 10_000;
+        assert_eq!(record.charge_attempt(now, &config), Attempt::Allowed);
+        assert_eq!(record.charge_attempt(now, &config), Attempt::Allowed);
+        assert_eq!(record.charge_attempt(now, &config), Attempt::Allowed);
+        assert_eq!(record.charge_attempt(now, &config), Attempt::Throttled { until: now + 30 });
+        assert!(record.is_locked(now + 29));
+        assert_eq!(record.charge_attempt(now + 30, &config), Attempt::Allowed);
+        assert_eq!(record.next_attempt, now + 30 + 60);
+        assert_eq!(record.accept_step(7, now + 90), StepOutcome::Accepted);
+        assert_eq!((record.failures, record.next_attempt), (0, 0));
+    }
+
+    #[test]
+    fn enrollment_confirms_only_the_checked_pending_and_not_after_expiry() {
+        let mut record = UserRecord::default();
+        let pending = Pending { token: token(2), expires: 500 };
+        record.set_pending(pending.clone()).unwrap();
+        let other = Pending { token: token(3), expires: 500 };
+        assert_eq!(record.confirm(&other, 10, 100), ConfirmOutcome::NoPending);
+        assert_eq!(record.clone().confirm(&pending, 10, 500), ConfirmOutcome::Expired);
+        assert_eq!(record.confirm(&pending, 10, 100), ConfirmOutcome::Confirmed);
+        assert_eq!(record.token, Some(token(2)));
+        assert_eq!(record.last_step, Some(10), "the confirming code cannot log in again");
+        assert_eq!(record.set_pending(other), Err(ConfirmOutcome::AlreadyEnrolled));
+        assert_eq!(record.live_pending(0), None);
+    }
+}

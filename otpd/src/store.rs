@@ -1,0 +1,217 @@
+//! Durable state behind a small trait. Every operation is atomic per user and durable before it
+//! returns, so a reply that says "done" survives a crash or restart. sled 0.34.7 is the backend.
+
+use crate::config::ThrottleConfig;
+use crate::error::{Error, Result};
+use crate::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, UserRecord};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The operations the login logic needs, each atomic for one user.
+pub trait Store: Send + Sync {
+    fn get(&self, user: &str) -> Result<Option<UserRecord>>;
+    /// Every stored user, sorted by name.
+    fn list(&self) -> Result<Vec<(String, UserRecord)>>;
+    /// Charges one attempt unless the user is in backoff ("count a failure" before checking).
+    fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt>;
+    /// Accepts time step `step` for `user` if it is later than every step accepted before.
+    fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome>;
+    /// Saves a pending enrollment unless a confirmed token exists.
+    fn save_pending(&self, user: &str, pending: Pending) -> Result<std::result::Result<(), ConfirmOutcome>>;
+    /// Turns the pending enrollment the code was checked against into the confirmed token.
+    fn confirm(&self, user: &str, expected: &Pending, step: u64, now: u64) -> Result<ConfirmOutcome>;
+    /// Deletes everything stored for `user`. True if anything existed.
+    fn reset(&self, user: &str) -> Result<bool>;
+    /// Clears the throttle of `user`. True if there was anything to clear.
+    fn unlock(&self, user: &str) -> Result<bool>;
+}
+
+pub struct SledStore {
+    db: sled::Db,
+    users: sled::Tree,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`, which is made 0700.
+    pub fn open(dir: &Path) -> Result<SledStore> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        let db = sled::Config::new()
+            .path(dir)
+            // Bounded cache: otpd's memory must stay small at a million users.
+            .cache_capacity(16 * 1024 * 1024)
+            .mode(sled::Mode::LowSpace)
+            .open()?;
+        let users = db.open_tree("users")?;
+        Ok(SledStore { db, users })
+    }
+
+    /// Applies `change` atomically (compare-and-swap loop) and flushes before returning.
+    /// `change` gets the current record (default if absent) and returns its result; it may run
+    /// more than once under contention, so it must be a pure function of the record.
+    fn update<R>(&self, user: &str, mut change: impl FnMut(&mut UserRecord) -> R) -> Result<R> {
+        loop {
+            let current = self.users.get(user)?;
+            let mut record = match &current {
+                Some(bytes) => decode(user, bytes)?,
+                None => UserRecord::default(),
+            };
+            let before = record.clone();
+            let outcome = change(&mut record);
+            if record == before {
+                return Ok(outcome);
+            }
+            let new = encode(&record)?;
+            match self.users.compare_and_swap(user, current, Some(new))? {
+                Ok(()) => {
+                    self.db.flush()?;
+                    return Ok(outcome);
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+fn decode(user: &str, bytes: &[u8]) -> Result<UserRecord> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Store(format!("record of {user} is unreadable: {e}")))
+}
+
+fn encode(record: &UserRecord) -> Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| Error::Store(e.to_string()))
+}
+
+impl Store for SledStore {
+    fn get(&self, user: &str) -> Result<Option<UserRecord>> {
+        self.users.get(user)?.map(|bytes| decode(user, &bytes)).transpose()
+    }
+
+    fn list(&self) -> Result<Vec<(String, UserRecord)>> {
+        self.users
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                let user = String::from_utf8_lossy(&key).into_owned();
+                let record = decode(&user, &value)?;
+                Ok((user, record))
+            })
+            .collect()
+    }
+
+    fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt> {
+        self.update(user, |record| record.charge_attempt(now, config))
+    }
+
+    fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome> {
+        self.update(user, |record| record.accept_step(step, now))
+    }
+
+    fn save_pending(&self, user: &str, pending: Pending) -> Result<std::result::Result<(), ConfirmOutcome>> {
+        self.update(user, |record| record.set_pending(pending.clone()))
+    }
+
+    fn confirm(&self, user: &str, expected: &Pending, step: u64, now: u64) -> Result<ConfirmOutcome> {
+        self.update(user, |record| record.confirm(expected, step, now))
+    }
+
+    fn reset(&self, user: &str) -> Result<bool> {
+        let existed = self.users.remove(user)?.is_some();
+        self.db.flush()?;
+        Ok(existed)
+    }
+
+    fn unlock(&self, user: &str) -> Result<bool> {
+        if self.users.get(user)?.is_none() {
+            return Ok(false);
+        }
+        self.update(user, UserRecord::clear_failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Algorithm;
+    use crate::crypto::Sealed;
+    use crate::record::Token;
+    use crate::totp::TokenParams;
+    use std::sync::Arc;
+
+    fn token() -> Token {
+        Token {
+            params: TokenParams { algorithm: Algorithm::SHA1, digits: 6, period: 30 },
+            secret: Sealed { nonce: vec![1; 24], ciphertext: vec![2; 36] },
+            created: 1,
+        }
+    }
+
+    fn enrolled_store(dir: &Path) -> SledStore {
+        let store = SledStore::open(dir).unwrap();
+        let pending = Pending { token: token(), expires: 1000 };
+        store.save_pending("alice", pending.clone()).unwrap().unwrap();
+        assert_eq!(store.confirm("alice", &pending, 10, 100).unwrap(), ConfirmOutcome::Confirmed);
+        store
+    }
+
+    #[test]
+    fn racing_acceptances_of_one_step_yield_exactly_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(enrolled_store(dir.path()));
+        let winners: usize = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || store.accept_step("alice", 11, 200).unwrap() == StepOutcome::Accepted)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum();
+        assert_eq!(winners, 1);
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = enrolled_store(dir.path());
+            assert_eq!(store.accept_step("alice", 12, 200).unwrap(), StepOutcome::Accepted);
+            store.charge_attempt("alice", 300, &ThrottleConfig::default()).unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let record = store.get("alice").unwrap().unwrap();
+        assert_eq!(record.last_step, Some(12));
+        assert_eq!(record.failures, 1);
+        assert_eq!(store.accept_step("alice", 12, 201).unwrap(), StepOutcome::Replayed);
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn reset_and_unlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = enrolled_store(dir.path());
+        let config = ThrottleConfig::default();
+        for _ in 0..5 {
+            store.charge_attempt("alice", 500, &config).unwrap();
+        }
+        assert!(store.get("alice").unwrap().unwrap().is_locked(500));
+        assert!(store.unlock("alice").unwrap());
+        assert!(!store.get("alice").unwrap().unwrap().is_locked(500));
+        assert!(!store.unlock("nobody").unwrap());
+        assert!(store.get("nobody").unwrap().is_none(), "unlock creates nothing");
+        assert!(store.reset("alice").unwrap());
+        assert!(!store.reset("alice").unwrap());
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn corrupt_record_is_reported_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.users.insert("mallory", b"not json".as_slice()).unwrap();
+        assert!(store.get("mallory").is_err());
+        assert!(store.accept_step("mallory", 1, 1).is_err());
+        assert_eq!(store.users.get("mallory").unwrap().unwrap().as_ref(), b"not json");
+    }
+}
