@@ -1,1 +1,5 @@
-fn main() {}
+//! otpd, the kron daemon. All logic lives in the library; see `otpd::daemon`.
+
+fn main() {
+    std::process::exit(otpd::daemon::main());
+}

@@ -193,7 +193,10 @@ impl ConfirmArgs {
             }
         };
         check_code(code)?;
-        Ok(ConfirmTarget { user, code: code.clone() })
+        Ok(ConfirmTarget {
+            user,
+            code: code.clone(),
+        })
     }
 }
 
@@ -202,9 +205,11 @@ impl ConfirmArgs {
 pub fn check_code(code: &str) -> Result<(), String> {
     let digits = code.bytes().all(|b| b.is_ascii_digit());
     if !digits || !matches!(code.len(), 6 | 8) {
-        return Err("CODE must be the 6 or 8 digits your authenticator app shows \
+        return Err(
+            "CODE must be the 6 or 8 digits your authenticator app shows \
                     (usage: kronctl confirm [USER] CODE)"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -231,7 +236,9 @@ where
         && let Err(reason) = confirm.target()
     {
         let mut cmd = command();
-        let confirm_cmd = cmd.find_subcommand_mut("confirm").expect("confirm is defined");
+        let confirm_cmd = cmd
+            .find_subcommand_mut("confirm")
+            .expect("confirm is defined");
         return Err(confirm_cmd.error(ErrorKind::ValueValidation, reason));
     }
     Ok(cli)
@@ -261,13 +268,25 @@ mod tests {
     #[test]
     fn confirm_with_one_positional_is_the_code_for_self() {
         let target = confirm_target(&["confirm", "123456"]);
-        assert_eq!(target, ConfirmTarget { user: None, code: "123456".into() });
+        assert_eq!(
+            target,
+            ConfirmTarget {
+                user: None,
+                code: "123456".into()
+            }
+        );
     }
 
     #[test]
     fn confirm_with_two_positionals_is_user_then_code() {
         let target = confirm_target(&["confirm", "alice", "12345678"]);
-        assert_eq!(target, ConfirmTarget { user: Some("alice".into()), code: "12345678".into() });
+        assert_eq!(
+            target,
+            ConfirmTarget {
+                user: Some("alice".into()),
+                code: "12345678".into()
+            }
+        );
     }
 
     #[test]
@@ -295,14 +314,21 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::ValueValidation);
         assert!(parse(&["confirm"]).is_err());
         assert_eq!(
-            parse(&["confirm", "alice", "123456", "extra"]).unwrap_err().kind(),
+            parse(&["confirm", "alice", "123456", "extra"])
+                .unwrap_err()
+                .kind(),
             ErrorKind::UnknownArgument
         );
     }
 
     #[test]
     fn user_arguments_are_validated() {
-        for args in [&["status", "a b"][..], &["reset", "-rf"], &["unlock", "../x"], &["enroll", ""]] {
+        for args in [
+            &["status", "a b"][..],
+            &["reset", "-rf"],
+            &["unlock", "../x"],
+            &["enroll", ""],
+        ] {
             assert!(parse(args).is_err(), "{args:?} must be refused");
         }
         assert!(parse(&["reset"]).is_err(), "reset needs a USER");
@@ -320,7 +346,13 @@ mod tests {
             }
             other => panic!("expected enroll, got {other:?}"),
         }
-        assert!(matches!(parse(&["enroll"]).unwrap().command, Command::Enroll { user: None, png: None }));
+        assert!(matches!(
+            parse(&["enroll"]).unwrap().command,
+            Command::Enroll {
+                user: None,
+                png: None
+            }
+        ));
     }
 
     #[test]
@@ -345,9 +377,15 @@ mod tests {
             Cli::from_arg_matches(&matches).unwrap()
         };
         assert_eq!(parse_with_env(&["status"]).bus, env_value);
-        assert_eq!(parse_with_env(&["--bus", "unix:path=/x", "status"]).bus, "unix:path=/x");
+        assert_eq!(
+            parse_with_env(&["--bus", "unix:path=/x", "status"]).bus,
+            "unix:path=/x"
+        );
         // Global flags may also follow the subcommand.
-        assert_eq!(parse_with_env(&["status", "--bus", "unix:path=/y"]).bus, "unix:path=/y");
+        assert_eq!(
+            parse_with_env(&["status", "--bus", "unix:path=/y"]).bus,
+            "unix:path=/y"
+        );
     }
 
     #[test]
@@ -356,6 +394,9 @@ mod tests {
             .mut_arg("bus", |arg| arg.env("KRON_TEST_VARIABLE_THAT_IS_NEVER_SET"))
             .try_get_matches_from(["kronctl", "list"])
             .unwrap();
-        assert_eq!(Cli::from_arg_matches(&matches).unwrap().bus, DEFAULT_BUS_ADDRESS);
+        assert_eq!(
+            Cli::from_arg_matches(&matches).unwrap().bus,
+            DEFAULT_BUS_ADDRESS
+        );
     }
 }

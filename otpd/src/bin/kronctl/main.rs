@@ -1,1 +1,28 @@
-fn main() {}
+//! `kronctl`: the command-line client of otpd, for users (enroll, confirm, status) and
+//! administrators (list, reset, unlock). See docs/kronctl.md.
+//!
+//! It holds no policy: otpd authorizes every call by the caller's uid and decides everything;
+//! kronctl turns a command line into one D-Bus call and the answer into text or JSON.
+
+mod cli;
+mod client;
+mod commands;
+mod error;
+mod render;
+mod secret_file;
+mod time;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 from here, with clap's message; --help and --version exit 0.
+    let cli = cli::parse_from(std::env::args_os()).unwrap_or_else(|error| error.exit());
+    // zbus's own executor on this thread: kronctl makes one call and needs no runtime of its own.
+    match zbus::block_on(commands::run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kronctl: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

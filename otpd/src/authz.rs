@@ -1,0 +1,89 @@
+//! Who may do what. The caller is the uid the bus daemon reported for the sender, never a
+//! claim of the caller itself.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::users::{Account, Directory};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+}
+
+impl Caller {
+    pub fn is_root(self) -> bool {
+        self.uid == 0
+    }
+
+    /// Root, or a member of `admin_group`.
+    pub fn is_admin(self, config: &Config, directory: &dyn Directory) -> Result<bool> {
+        if self.is_root() {
+            return Ok(true);
+        }
+        let Some(admin_gid) = directory.group_gid(&config.admin_group)? else {
+            return Ok(false);
+        };
+        let Some(name) = directory.name_of(self.uid)? else {
+            return Ok(false);
+        };
+        Ok(directory.by_name(&name)?.is_some_and(|account| account.uid == self.uid && account.gids.contains(&admin_gid)))
+    }
+
+    pub fn require_admin(self, config: &Config, directory: &dyn Directory) -> Result<()> {
+        if self.is_admin(config, directory)? {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied(format!("only root or members of {} may do this", config.admin_group)))
+        }
+    }
+
+    /// Login checks: root (sshd, sudo, su) for anyone; a user (a screen locker) only for
+    /// themselves. Non-root callers cannot probe other names, known or not.
+    pub fn may_log_in_as(self, account: Option<&Account>) -> Result<()> {
+        if self.is_root() || account.is_some_and(|a| a.uid == self.uid) {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied("a login check may only be made by root or for yourself".into()))
+        }
+    }
+
+    /// Self-service (enroll, confirm): admins for anyone, users for themselves.
+    pub fn may_self_serve(self, target_uid: u32, config: &Config, directory: &dyn Directory) -> Result<()> {
+        if target_uid == self.uid || self.is_admin(config, directory)? {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied("you may only manage your own token".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::fake::FakeDirectory;
+
+    #[test]
+    fn roles() {
+        let directory = FakeDirectory::default()
+            .with_user("root", 0, &["root"])
+            .with_user("alice", 1001, &["kron-admin"])
+            .with_user("bob", 1002, &["users"]);
+        let config = Config::default();
+        let root = Caller { uid: 0 };
+        let alice = Caller { uid: 1001 };
+        let bob = Caller { uid: 1002 };
+        let stranger = Caller { uid: 4242 };
+        assert!(root.is_admin(&config, &directory).unwrap());
+        assert!(alice.is_admin(&config, &directory).unwrap());
+        assert!(!bob.is_admin(&config, &directory).unwrap());
+        assert!(!stranger.is_admin(&config, &directory).unwrap());
+        let bob_account = directory.by_name("bob").unwrap().unwrap();
+        assert!(root.may_log_in_as(None).is_ok());
+        assert!(bob.may_log_in_as(Some(&bob_account)).is_ok());
+        assert!(alice.may_log_in_as(Some(&bob_account)).is_err(), "admins do not check others' logins");
+        assert!(bob.may_log_in_as(None).is_err());
+        assert!(bob.may_self_serve(1002, &config, &directory).is_ok());
+        assert!(bob.may_self_serve(1001, &config, &directory).is_err());
+        assert!(alice.may_self_serve(1002, &config, &directory).is_ok());
+    }
+}

@@ -1,0 +1,142 @@
+//! One function per subcommand: ask otpd, render the answer, print it.
+
+use std::io::Write;
+use std::ops::Deref;
+use std::path::Path;
+
+use kron_proto::Enrollment;
+use zeroize::Zeroize;
+
+use crate::cli::{Cli, Command};
+use crate::client::Otpd;
+use crate::error::Error;
+use crate::render::{self, AdminAction, EnrollExtras};
+use crate::secret_file::SecretFile;
+use crate::time::Clock;
+
+/// Pixels per QR module in the PNG: about 300 px wide for a typical otpauth URI.
+const PNG_SCALE: u32 = 6;
+
+pub async fn run(cli: &Cli) -> Result<(), Error> {
+    let clock = Clock::local();
+    match &cli.command {
+        Command::Enroll { user, png } => enroll(cli, user.as_deref(), png.as_deref(), &clock).await,
+        Command::Confirm(args) => {
+            // Already checked by cli::parse_from; checked again so this never sends garbage.
+            let target = args.target().map_err(Error::Usage)?;
+            let otpd = Otpd::connect(&cli.bus).await?;
+            otpd.confirm(target.user.as_deref().unwrap_or(""), &target.code)
+                .await?;
+            let user = target.user.as_deref();
+            print(&if cli.json {
+                render::confirm_json(user)
+            } else {
+                render::confirm_human(user)
+            })
+        }
+        Command::Status { user } => {
+            let status = Otpd::connect(&cli.bus)
+                .await?
+                .status(user.as_deref().unwrap_or(""))
+                .await?;
+            print(&if cli.json {
+                render::status_json(&status)
+            } else {
+                render::status_human(&status, &clock)
+            })
+        }
+        Command::List => {
+            let statuses = Otpd::connect(&cli.bus).await?.list().await?;
+            print(&if cli.json {
+                render::list_json(&statuses)
+            } else {
+                render::list_human(&statuses, &clock)
+            })
+        }
+        Command::Reset { user } => admin(cli, AdminAction::Reset, user).await,
+        Command::Unlock { user } => admin(cli, AdminAction::Unlock, user).await,
+    }
+}
+
+async fn enroll(
+    cli: &Cli,
+    user: Option<&str>,
+    png: Option<&Path>,
+    clock: &Clock,
+) -> Result<(), Error> {
+    let otpd = Otpd::connect(&cli.bus).await?;
+    // Before calling otpd, so an unusable path leaves no fresh enrollment behind.
+    let png_file = png.map(SecretFile::create).transpose()?;
+    let enrollment = Wiped(otpd.enroll(user.unwrap_or("")).await?);
+
+    if let Some(file) = png_file {
+        let mut image = otpd::qr::png(&enrollment.uri, PNG_SCALE).map_err(|reason| Error::Io {
+            what: "cannot render the QR code as PNG".into(),
+            source: std::io::Error::other(reason),
+        })?;
+        let written = file.finish(&image);
+        image.zeroize();
+        written?;
+    }
+
+    let mut text = if cli.json {
+        render::enroll_json(&enrollment, png)
+    } else {
+        // A URI too long for a QR code still leaves the secret for manual entry.
+        let mut qr = otpd::qr::terminal(&enrollment.uri).ok();
+        let extras = EnrollExtras {
+            qr: qr.as_deref(),
+            png,
+            requested_user: user,
+        };
+        let text = render::enroll_human(&enrollment, &extras, clock);
+        qr.zeroize();
+        text
+    };
+    let printed = print(&text);
+    text.zeroize();
+    printed
+}
+
+async fn admin(cli: &Cli, action: AdminAction, user: &str) -> Result<(), Error> {
+    let otpd = Otpd::connect(&cli.bus).await?;
+    let changed = match action {
+        AdminAction::Reset => otpd.reset(user).await?,
+        AdminAction::Unlock => otpd.unlock(user).await?,
+    };
+    print(&if cli.json {
+        render::admin_json(action, user, changed)
+    } else {
+        render::admin_human(action, user, changed)
+    })
+}
+
+/// Writes the whole output at once; a closed pipe is an error, not a panic as in `print!`.
+fn print(text: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|source| Error::Io {
+            what: "cannot write to stdout".into(),
+            source,
+        })
+}
+
+/// An enrollment whose secret and URI (which embeds the secret) are overwritten when dropped,
+/// on every path, so they do not linger in freed memory longer than needed.
+struct Wiped(Enrollment);
+
+impl Deref for Wiped {
+    type Target = Enrollment;
+    fn deref(&self) -> &Enrollment {
+        &self.0
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        self.0.secret.zeroize();
+        self.0.uri.zeroize();
+    }
+}

@@ -1,0 +1,132 @@
+//! Start-up and shutdown of otpd: arguments, config, state directory, key, store, bus.
+
+use crate::audit::Audit;
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::crypto::SecretKey;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::service::OtpdService;
+use crate::store::SledStore;
+use crate::users::{Directory, Nss};
+use clap::Parser;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// otpd — the kron daemon: decides every two-factor login and owns all token state.
+#[derive(Debug, Parser)]
+#[command(name = "otpd", version, about, long_about = None)]
+pub struct Args {
+    /// Configuration file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// D-Bus address to serve on (overrides the `bus` config key; default: the system bus).
+    #[arg(long, value_name = "ADDRESS")]
+    pub bus: Option<String>,
+    /// Validate the configuration, print "ok" (or file:line: reason) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Also write audit lines to stderr (foreground runs, tests).
+    #[arg(long)]
+    pub log_stderr: bool,
+}
+
+/// Runs otpd; returns the process exit code.
+pub fn main() -> i32 {
+    let args = Args::parse();
+    let explicit = std::env::args_os().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="));
+    let config = match Config::load(&args.config, explicit) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("otpd: {e}");
+            return 1;
+        }
+    };
+    if args.check_config {
+        for warning in config_warnings(&config, &Nss) {
+            eprintln!("otpd: warning: {}: {warning}", args.config.display());
+        }
+        println!("ok");
+        return 0;
+    }
+    match serve(config, &args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("otpd: {e}");
+            1
+        }
+    }
+}
+
+/// Things that are valid but probably not meant: groups NSS does not know.
+pub fn config_warnings(config: &Config, directory: &dyn Directory) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for rule in config.groups.iter().filter(|r| r.name != "*") {
+        if !matches!(directory.group_gid(&rule.name), Ok(Some(_))) {
+            warnings.push(format!("group {:?} is unknown to NSS; its rule matches nobody", rule.name));
+        }
+    }
+    if !matches!(directory.group_gid(&config.admin_group), Ok(Some(_))) {
+        warnings.push(format!("admin_group {:?} does not exist; only root can manage tokens", config.admin_group));
+    }
+    warnings
+}
+
+fn serve(config: Config, args: &Args) -> Result<()> {
+    // Everything otpd creates (store files, key) is private to root.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    prepare_state_dir(&config.state_dir)?;
+    let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
+    let store = SledStore::open(&config.state_dir.join("store"))?;
+    let audit = Audit::new(args.log_stderr);
+    let address = config.bus_address(args.bus.as_deref());
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::System(format!("cannot start the runtime: {e}")))?;
+    let engine = Arc::new(Engine::new(config, Box::new(store), key, Box::new(Nss), audit, hostname));
+    runtime.block_on(async {
+        let service = OtpdService::new(engine.clone(), tokio::runtime::Handle::current());
+        let connection = zbus::connection::Builder::address(address.as_str())
+            .name(kron_proto::BUS_NAME)
+            .serve_at(kron_proto::OBJECT_PATH, service)
+            .replace_existing_names(false)
+            .build()
+            .await
+            .map_err(|e| Error::System(format!("cannot serve {} on {address}: {e}", kron_proto::BUS_NAME)))?;
+        engine.log_event(&format!("serving {} on {address}", kron_proto::BUS_NAME));
+        wait_for_stop().await;
+        engine.log_event("stopping");
+        drop(connection);
+        Ok(())
+    })
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers otpd still serves; systemd's SIGKILL ends it and every
+        // reported change is already durable.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+/// Creates the state directory 0700, or tightens an existing one we own.
+fn prepare_state_dir(dir: &Path) -> Result<()> {
+    let io = |e: std::io::Error| Error::System(format!("state directory {}: {e}", dir.display()));
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Every login decision, as one pure function of (config, account facts, stored record, now).
+
+use crate::config::{Config, Mode};
+use crate::error::Result;
+use crate::record::UserRecord;
+use crate::users::{Account, Directory};
+
+/// What a login needs, before any code is typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to check: exempt, or optional without a token.
+    Skip { mode: Mode },
+    /// Ask for a code from the confirmed token.
+    AskCode { mode: Mode },
+    /// No token yet: enroll during this login.
+    Enroll,
+    /// A code is required but there is no token; the login cannot pass.
+    NoToken,
+    /// Too many failures; the next attempt is allowed at `until`.
+    Throttled { until: u64 },
+    /// The account does not exist: ask for a code anyway (so nothing reveals that) and refuse.
+    UnknownUser,
+}
+
+/// The mode of the first rule whose group holds the account and whose services include
+/// `service`, else the default mode.
+pub fn mode_for(config: &Config, account: &Account, service: &str, directory: &dyn Directory) -> Result<Mode> {
+    for rule in &config.groups {
+        if !rule.applies_to_service(service) {
+            continue;
+        }
+        if rule.name == "*" {
+            return Ok(rule.mode);
+        }
+        // A group NSS cannot resolve (LDAP down, typo) matches nobody; `otpd --check-config`
+        // warns about it.
+        if let Some(gid) = directory.group_gid(&rule.name)? {
+            if account.gids.contains(&gid) {
+                return Ok(rule.mode);
+            }
+        }
+    }
+    Ok(config.default_mode)
+}
+
+/// Decides what this login needs.
+pub fn decide(mode: Option<Mode>, record: Option<&UserRecord>, now: u64) -> Decision {
+    let Some(mode) = mode else {
+        return Decision::UnknownUser;
+    };
+    let has_token = record.is_some_and(|r| r.token.is_some());
+    if mode == Mode::Exempt {
+        return Decision::Skip { mode };
+    }
+    if !has_token {
+        return match mode {
+            Mode::Optional => Decision::Skip { mode },
+            Mode::Enroll => Decision::Enroll,
+            _ => Decision::NoToken,
+        };
+    }
+    match record {
+        Some(record) if record.is_locked(now) => Decision::Throttled { until: record.next_attempt },
+        _ => Decision::AskCode { mode },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Algorithm, GroupRule};
+    use crate::crypto::Sealed;
+    use crate::record::Token;
+    use crate::totp::TokenParams;
+    use crate::users::fake::FakeDirectory;
+
+    fn rule(name: &str, mode: Mode, services: Option<&[&str]>) -> GroupRule {
+        GroupRule { name: name.into(), mode, services: services.map(|s| s.iter().map(|x| x.to_string()).collect()) }
+    }
+
+    fn enrolled() -> UserRecord {
+        UserRecord {
+            token: Some(Token {
+                params: TokenParams { algorithm: Algorithm::SHA1, digits: 6, period: 30 },
+                secret: Sealed { nonce: vec![0; 24], ciphertext: vec![0; 36] },
+                created: 0,
+            }),
+            ..UserRecord::default()
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_services_refine() {
+        let directory = FakeDirectory::default()
+            .with_user("alice", 1001, &["wheel", "staff"])
+            .with_user("bob", 1002, &["staff"])
+            .with_user("carol", 1003, &[]);
+        let config = Config {
+            default_mode: Mode::Optional,
+            groups: vec![
+                rule("wheel", Mode::Require, Some(&["sudo"])),
+                rule("staff", Mode::Enroll, None),
+                rule("ghost-group", Mode::Exempt, None),
+            ],
+            ..Config::default()
+        };
+        let account = |name| directory.by_name(name).unwrap().unwrap();
+        let mode = |name, service| mode_for(&config, &account(name), service, &directory).unwrap();
+        assert_eq!(mode("alice", "sudo"), Mode::Require);
+        assert_eq!(mode("alice", "sshd"), Mode::Enroll, "wheel rule is sudo-only");
+        assert_eq!(mode("bob", "sudo"), Mode::Enroll);
+        assert_eq!(mode("carol", "sshd"), Mode::Optional, "default mode");
+        let everyone = Config { groups: vec![rule("*", Mode::Exempt, Some(&["cron"]))], ..config.clone() };
+        assert_eq!(mode_for(&everyone, &account("carol"), "cron", &directory).unwrap(), Mode::Exempt);
+        assert_eq!(mode_for(&everyone, &account("carol"), "sshd", &directory).unwrap(), Mode::Optional);
+    }
+
+    #[test]
+    fn each_mode_with_and_without_token() {
+        let token = enrolled();
+        let now = 1000;
+        assert_eq!(decide(Some(Mode::Exempt), Some(&token), now), Decision::Skip { mode: Mode::Exempt });
+        assert_eq!(decide(Some(Mode::Optional), None, now), Decision::Skip { mode: Mode::Optional });
+        assert_eq!(decide(Some(Mode::Optional), Some(&token), now), Decision::AskCode { mode: Mode::Optional });
+        assert_eq!(decide(Some(Mode::Require), None, now), Decision::NoToken);
+        assert_eq!(decide(Some(Mode::Require), Some(&token), now), Decision::AskCode { mode: Mode::Require });
+        assert_eq!(decide(Some(Mode::Enroll), None, now), Decision::Enroll);
+        assert_eq!(decide(Some(Mode::Enroll), Some(&token), now), Decision::AskCode { mode: Mode::Enroll });
+        assert_eq!(decide(None, Some(&token), now), Decision::UnknownUser);
+        let pending_only = UserRecord { pending: enrolled().token.map(|t| crate::record::Pending { token: t, expires: 5 }), ..UserRecord::default() };
+        assert_eq!(decide(Some(Mode::Require), Some(&pending_only), now), Decision::NoToken);
+    }
+
+    #[test]
+    fn throttled_users_are_refused_before_any_prompt() {
+        let locked = UserRecord { next_attempt: 2000, failures: 5, ..enrolled() };
+        assert_eq!(decide(Some(Mode::Require), Some(&locked), 1999), Decision::Throttled { until: 2000 });
+        assert_eq!(decide(Some(Mode::Require), Some(&locked), 2000), Decision::AskCode { mode: Mode::Require });
+        assert_eq!(decide(Some(Mode::Exempt), Some(&locked), 1999), Decision::Skip { mode: Mode::Exempt });
+    }
+}

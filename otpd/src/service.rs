@@ -1,0 +1,150 @@
+//! The D-Bus face of otpd: `io.kron.Otpd1` on `/io/kron/Otpd`. Each call learns the caller's
+//! uid from the bus daemon, then runs the engine on a blocking thread (store writes fsync).
+
+use crate::authz::Caller;
+use crate::engine::{Engine, LoginRequest};
+use crate::error::Error;
+use kron_proto::{Enrollment, OtpdError, Step, UserStatus};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use zbus::message::Header;
+use zbus::{Connection, interface};
+
+pub struct OtpdService {
+    engine: Arc<Engine>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl OtpdService {
+    pub fn new(engine: Arc<Engine>, runtime: tokio::runtime::Handle) -> Self {
+        OtpdService { engine, runtime }
+    }
+
+    /// Runs `work` with the caller's identity on tokio's blocking pool.
+    async fn call<T, F>(&self, connection: &Connection, header: &Header<'_>, work: F) -> Result<T, OtpdError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine, Caller, u64) -> crate::error::Result<T> + Send + 'static,
+    {
+        let caller = caller_of(connection, header).await?;
+        let engine = self.engine.clone();
+        let result = self
+            .runtime
+            .spawn_blocking(move || work(&engine, caller, now()))
+            .await
+            .map_err(|e| Error::System(format!("request task failed: {e}")))
+            .and_then(|r| r);
+        result.map_err(|e| {
+            // Internal failures reach the caller only as "see the log": log them here.
+            if matches!(e, Error::Store(_) | Error::Crypto(_) | Error::System(_) | Error::Config(_)) {
+                self.engine.log_failure(&e);
+            }
+            OtpdError::from(e)
+        })
+    }
+}
+
+/// The uid the bus daemon vouches for (SO_PEERCRED at connect time), never a claim.
+async fn caller_of(connection: &Connection, header: &Header<'_>) -> Result<Caller, OtpdError> {
+    let sender = header
+        .sender()
+        .ok_or_else(|| OtpdError::AccessDenied("call without a sender".into()))?
+        .to_owned();
+    let proxy = zbus::fdo::DBusProxy::new(connection).await.map_err(OtpdError::ZBus)?;
+    let uid = proxy
+        .get_connection_unix_user(sender.into())
+        .await
+        .map_err(|e| OtpdError::AccessDenied(format!("cannot identify the caller: {e}")))?;
+    Ok(Caller { uid })
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[interface(name = "io.kron.Otpd1")]
+impl OtpdService {
+    async fn begin_login(
+        &self,
+        user: String,
+        service: String,
+        rhost: String,
+        tty: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Step, OtpdError> {
+        let request = LoginRequest { user, service, rhost, tty };
+        self.call(connection, &header, move |engine, caller, now| engine.begin_login(caller, request, now)).await
+    }
+
+    async fn answer(
+        &self,
+        handle: String,
+        response: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Step, OtpdError> {
+        let response = zeroize::Zeroizing::new(response);
+        self.call(connection, &header, move |engine, caller, now| engine.answer(caller, &handle, &response, now)).await
+    }
+
+    async fn enroll(
+        &self,
+        user: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Enrollment, OtpdError> {
+        self.call(connection, &header, move |engine, caller, now| engine.enroll(caller, &user, now)).await
+    }
+
+    async fn confirm(
+        &self,
+        user: String,
+        code: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), OtpdError> {
+        let code = zeroize::Zeroizing::new(code);
+        self.call(connection, &header, move |engine, caller, now| engine.confirm(caller, &user, &code, now)).await
+    }
+
+    async fn status(
+        &self,
+        user: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<UserStatus, OtpdError> {
+        self.call(connection, &header, move |engine, caller, now| engine.status(caller, &user, now)).await
+    }
+
+    async fn list(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<UserStatus>, OtpdError> {
+        self.call(connection, &header, move |engine, caller, now| engine.list(caller, now)).await
+    }
+
+    async fn reset(
+        &self,
+        user: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<bool, OtpdError> {
+        self.call(connection, &header, move |engine, caller, _| engine.reset(caller, &user)).await
+    }
+
+    async fn unlock(
+        &self,
+        user: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<bool, OtpdError> {
+        self.call(connection, &header, move |engine, caller, _| engine.unlock(caller, &user)).await
+    }
+
+    #[zbus(property)]
+    async fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+}

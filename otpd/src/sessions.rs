@@ -1,0 +1,115 @@
+//! Logins waiting for an answer at the prompt: in memory, bounded, each bound to the uid that
+//! began it and void after its deadline.
+
+use crate::authz::Caller;
+use crate::engine::LoginRequest;
+use crate::error::{Error, Result};
+use crate::record::Pending;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Logins in progress at once; beyond this new ones are refused (memory stays bounded even if
+/// a client begins logins and never answers).
+const MAX_SESSIONS: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub enum LoginKind {
+    /// A code from the confirmed token is expected.
+    Code,
+    /// Prompted only so nothing reveals the account has no token; always refused.
+    NoToken,
+    /// Prompted only so nothing reveals the account does not exist; always refused.
+    UnknownUser,
+    /// The confirming code of this pending enrollment is expected.
+    Enroll(Pending),
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginSession {
+    pub caller: Caller,
+    pub request: LoginRequest,
+    pub kind: LoginKind,
+    pub deadline: u64,
+}
+
+impl LoginSession {
+    pub fn new(caller: Caller, request: LoginRequest, kind: LoginKind, deadline: u64) -> Self {
+        LoginSession { caller, request, kind, deadline }
+    }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, LoginSession>>,
+}
+
+impl Sessions {
+    /// Stores `session` under a fresh unguessable handle; `None` when full.
+    pub fn insert(&self, session: LoginSession, now: u64) -> Option<String> {
+        let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if live.len() >= MAX_SESSIONS {
+            live.retain(|_, s| now < s.deadline);
+            if live.len() >= MAX_SESSIONS {
+                return None;
+            }
+        }
+        let handle = new_handle()?;
+        live.insert(handle.clone(), session);
+        Some(handle)
+    }
+
+    /// Removes and returns the session for `handle`: each prompt is answered once. `None` if
+    /// unknown or past its deadline. A different caller gets an error and the session stays.
+    pub fn take(&self, handle: &str, caller: Caller, now: u64) -> Result<Option<LoginSession>> {
+        if handle.len() > kron_proto::MAX_HANDLE_LEN {
+            return Err(Error::InvalidArgument("login handle too long".into()));
+        }
+        let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match live.get(handle) {
+            None => return Ok(None),
+            Some(session) if session.caller != caller => {
+                return Err(Error::AccessDenied("this login was begun by another caller".into()));
+            }
+            Some(_) => {}
+        }
+        Ok(live.remove(handle).filter(|session| now < session.deadline))
+    }
+}
+
+fn new_handle() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(uid: u32, deadline: u64) -> LoginSession {
+        LoginSession::new(Caller { uid }, LoginRequest::default(), LoginKind::Code, deadline)
+    }
+
+    #[test]
+    fn handles_are_single_use_caller_bound_and_expire() {
+        let sessions = Sessions::default();
+        let handle = sessions.insert(session(0, 100), 10).unwrap();
+        assert_eq!(handle.len(), 32);
+        assert!(sessions.take(&handle, Caller { uid: 1000 }, 10).is_err());
+        assert!(sessions.take(&handle, Caller { uid: 0 }, 10).unwrap().is_some());
+        assert!(sessions.take(&handle, Caller { uid: 0 }, 10).unwrap().is_none(), "single use");
+        let late = sessions.insert(session(0, 100), 10).unwrap();
+        assert!(sessions.take(&late, Caller { uid: 0 }, 100).unwrap().is_none(), "expired");
+        assert!(sessions.take(&"x".repeat(65), Caller { uid: 0 }, 10).is_err());
+    }
+
+    #[test]
+    fn bounded() {
+        let sessions = Sessions::default();
+        for _ in 0..MAX_SESSIONS {
+            sessions.insert(session(0, 100), 10).unwrap();
+        }
+        assert!(sessions.insert(session(0, 100), 10).is_none());
+        assert!(sessions.insert(session(0, 100), 100).is_some(), "expired ones are purged");
+    }
+}
