@@ -361,3 +361,236 @@ fn status_of(user: String, record: &UserRecord, now: u64) -> UserStatus {
         last_used: record.last_used,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GroupRule, Mode};
+    use crate::store::SledStore;
+    use crate::users::fake::FakeDirectory;
+
+    const NOW: u64 = 1_800_000_000;
+    const ROOT: Caller = Caller { uid: 0 };
+    const ALICE: Caller = Caller { uid: 1001 };
+    const BOB: Caller = Caller { uid: 1002 };
+
+    struct Fixture {
+        engine: Engine,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(config: Config) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = FakeDirectory::default()
+            .with_user("root", 0, &["root"])
+            .with_user("alice", 1001, &["wheel"])
+            .with_user("bob", 1002, &["users"])
+            .with_user("admin", 1003, &["kron-admin"]);
+        let engine = Engine::new(
+            config,
+            Box::new(SledStore::open(&dir.path().join("store")).unwrap()),
+            SecretKey::from_bytes(&[9; 32]),
+            Box::new(directory),
+            Audit::new(false),
+            "host".into(),
+        );
+        Fixture { engine, _dir: dir }
+    }
+
+    fn login(user: &str, service: &str) -> LoginRequest {
+        LoginRequest { user: user.into(), service: service.into(), rhost: "192.0.2.1".into(), tty: "pts/1".into() }
+    }
+
+    fn kind(step: &Step) -> StepKind {
+        step.validate().unwrap()
+    }
+
+    /// Enrolls `user` at NOW - 300 and returns the base32 secret.
+    fn enroll(engine: &Engine, user: &str) -> Vec<u8> {
+        let enrollment = engine.enroll(ROOT, user, NOW - 300).unwrap();
+        let secret = totp_rs::Secret::try_from_base32(&enrollment.secret).unwrap().as_bytes().to_vec();
+        engine.confirm(ROOT, user, &code(&secret, NOW - 300), NOW - 300).unwrap();
+        secret
+    }
+
+    fn code(secret: &[u8], at: u64) -> String {
+        totp::code_at(secret, TokenParams::from(&crate::config::TotpConfig::default()), at)
+    }
+
+    fn attempt(engine: &Engine, user: &str, answer: &str, now: u64) -> Step {
+        let step = engine.begin_login(ROOT, login(user, "sshd"), now).unwrap();
+        if kind(&step) != StepKind::Prompt {
+            return step;
+        }
+        engine.answer(ROOT, &step.handle, answer, now).unwrap()
+    }
+
+    #[test]
+    fn right_code_accepted_once_wrong_refused() {
+        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let secret = enroll(&f.engine, "alice");
+        assert_eq!(kind(&attempt(&f.engine, "alice", "000000", NOW)), StepKind::Deny);
+        let good = code(&secret, NOW);
+        assert_eq!(kind(&attempt(&f.engine, "alice", &good, NOW)), StepKind::Accept);
+        let replay = attempt(&f.engine, "alice", &good, NOW + 5);
+        assert_eq!(kind(&replay), StepKind::Deny);
+        assert!(replay.messages[0].text.contains("already used"));
+        // The code of the step before is dead too once a later step was used.
+        assert_eq!(kind(&attempt(&f.engine, "alice", &code(&secret, NOW - 30), NOW)), StepKind::Deny);
+        assert_eq!(kind(&attempt(&f.engine, "alice", &code(&secret, NOW + 30), NOW + 30)), StepKind::Accept);
+    }
+
+    #[test]
+    fn throttling_refuses_even_right_codes_until_unlock() {
+        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let secret = enroll(&f.engine, "alice");
+        for _ in 0..3 {
+            assert_eq!(kind(&attempt(&f.engine, "alice", "000000", NOW)), StepKind::Deny);
+        }
+        let refused = attempt(&f.engine, "alice", &code(&secret, NOW), NOW + 1);
+        assert_eq!(kind(&refused), StepKind::Deny);
+        assert!(refused.messages[0].text.contains("Too many failed attempts"), "{refused:?}");
+        assert!(f.engine.status(ROOT, "alice", NOW + 1).unwrap().locked);
+        assert!(f.engine.unlock(Caller { uid: 1003 }, "alice").unwrap(), "admin group may unlock");
+        assert_eq!(kind(&attempt(&f.engine, "alice", &code(&secret, NOW + 1), NOW + 1)), StepKind::Accept);
+        // Backoff ends by itself too.
+        for _ in 0..3 {
+            attempt(&f.engine, "alice", "000000", NOW + 100);
+        }
+        assert_eq!(kind(&attempt(&f.engine, "alice", &code(&secret, NOW + 130), NOW + 130)), StepKind::Accept);
+    }
+
+    #[test]
+    fn modes_and_per_service_rules() {
+        let config = Config {
+            default_mode: Mode::Optional,
+            groups: vec![
+                GroupRule { name: "wheel".into(), mode: Mode::Require, services: Some(vec!["sudo".into()]) },
+                GroupRule { name: "users".into(), mode: Mode::Exempt, services: None },
+            ],
+            ..Config::default()
+        };
+        let f = fixture(config);
+        let e = &f.engine;
+        // alice: require for sudo, optional elsewhere; no token yet.
+        assert_eq!(kind(&e.begin_login(ROOT, login("alice", "sshd"), NOW).unwrap()), StepKind::Skip);
+        let sudo = e.begin_login(ROOT, login("alice", "sudo"), NOW).unwrap();
+        assert_eq!(kind(&sudo), StepKind::Prompt, "no-token users are prompted like everyone");
+        let denied = e.answer(ROOT, &sudo.handle, "123456", NOW).unwrap();
+        assert_eq!(kind(&denied), StepKind::Deny);
+        assert!(denied.messages[1].text.contains("your system administrator"));
+        // bob: exempt everywhere, even with a token.
+        enroll(e, "bob");
+        assert_eq!(kind(&e.begin_login(ROOT, login("bob", "sudo"), NOW).unwrap()), StepKind::Skip);
+        // root: optional, enrolled → asked.
+        enroll(e, "root");
+        assert_eq!(kind(&e.begin_login(ROOT, login("root", "login"), NOW).unwrap()), StepKind::Prompt);
+    }
+
+    #[test]
+    fn unknown_user_reads_like_a_wrong_code() {
+        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let secret = enroll(&f.engine, "alice");
+        let unknown = attempt(&f.engine, "nobody", "123456", NOW);
+        let wrong = attempt(&f.engine, "alice", "123456", NOW);
+        assert_eq!(kind(&unknown), StepKind::Deny);
+        assert_eq!(unknown.messages, wrong.messages);
+        assert!(f.engine.store.get("nobody").unwrap().is_none(), "unknown names create no records");
+        let _ = secret;
+    }
+
+    #[test]
+    fn enroll_mode_shows_qr_and_saves_only_on_the_right_code_before_the_deadline() {
+        let f = fixture(Config { default_mode: Mode::Enroll, ..Config::default() });
+        let e = &f.engine;
+        let first = e.begin_login(ROOT, login("bob", "sshd"), NOW).unwrap();
+        assert_eq!(kind(&first), StepKind::Prompt);
+        let texts: Vec<&str> = first.messages.iter().map(|m| m.text.as_str()).collect();
+        assert!(texts.iter().any(|t| t.contains('▀') || t.contains('▄')), "QR shown");
+        let key_line = texts.iter().find(|t| t.starts_with("Or enter this key manually: ")).unwrap();
+        let base32: String = key_line["Or enter this key manually: ".len()..].split_whitespace().collect();
+        let secret = totp_rs::Secret::try_from_base32(&base32).unwrap().as_bytes().to_vec();
+        // Wrong code: nothing saved, and the same QR comes back.
+        assert_eq!(kind(&e.answer(ROOT, &first.handle, "000000", NOW).unwrap()), StepKind::Deny);
+        assert!(!e.status(ROOT, "bob", NOW).unwrap().enrolled);
+        let again = e.begin_login(ROOT, login("bob", "sshd"), NOW + 10).unwrap();
+        assert_eq!(again.messages[3], first.messages[3], "same secret offered again");
+        // Right code: saved, login passes, and the code cannot be replayed.
+        let right = code(&secret, NOW + 10);
+        let done = e.answer(ROOT, &again.handle, &right, NOW + 10).unwrap();
+        assert_eq!(kind(&done), StepKind::Accept);
+        assert!(e.status(ROOT, "bob", NOW + 10).unwrap().enrolled);
+        assert_eq!(kind(&attempt(e, "bob", &right, NOW + 11)), StepKind::Deny);
+        // A missed deadline saves nothing.
+        let late = e.begin_login(ROOT, login("alice", "sshd"), NOW).unwrap();
+        let window = e.config.enroll_window;
+        let late_secret = {
+            let line = late.messages.iter().find(|m| m.text.starts_with("Or enter")).unwrap();
+            let b32: String = line.text["Or enter this key manually: ".len()..].split_whitespace().collect();
+            totp_rs::Secret::try_from_base32(&b32).unwrap().as_bytes().to_vec()
+        };
+        let step = e.answer(ROOT, &late.handle, &code(&late_secret, NOW + window), NOW + window).unwrap();
+        assert_eq!(kind(&step), StepKind::Deny);
+        assert!(!e.status(ROOT, "alice", NOW + window).unwrap().enrolled);
+    }
+
+    #[test]
+    fn callers_act_only_within_their_rights() {
+        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let e = &f.engine;
+        enroll(e, "bob");
+        // A user may check their own login (screen locker) but not another's, known or not.
+        assert!(e.begin_login(ALICE, login("alice", "xscreensaver"), NOW).is_ok());
+        assert!(matches!(e.begin_login(ALICE, login("bob", "sshd"), NOW), Err(Error::AccessDenied(_))));
+        assert!(matches!(e.begin_login(ALICE, login("nobody", "sshd"), NOW), Err(Error::AccessDenied(_))));
+        // An answer from another caller is refused.
+        let step = e.begin_login(ROOT, login("bob", "sshd"), NOW).unwrap();
+        assert!(matches!(e.answer(ALICE, &step.handle, "123456", NOW), Err(Error::AccessDenied(_))));
+        // Management.
+        assert!(matches!(e.reset(ALICE, "bob"), Err(Error::AccessDenied(_))));
+        assert!(matches!(e.unlock(ALICE, "bob"), Err(Error::AccessDenied(_))));
+        assert!(matches!(e.list(ALICE, NOW), Err(Error::AccessDenied(_))));
+        assert!(matches!(e.status(ALICE, "bob", NOW), Err(Error::AccessDenied(_))));
+        assert!(matches!(e.enroll(ALICE, "bob", NOW), Err(Error::AccessDenied(_))));
+        assert_eq!(e.status(ALICE, "", NOW).unwrap().user, "alice");
+        // Self-enrollment only while holding no confirmed token; never replacing one.
+        assert!(e.enroll(ALICE, "", NOW).is_ok());
+        assert!(matches!(e.enroll(BOB, "", NOW), Err(Error::Conflict(_))));
+        assert!(matches!(e.enroll(ROOT, "bob", NOW), Err(Error::Conflict(_))), "even root resets first");
+        assert!(e.reset(Caller { uid: 1003 }, "bob").unwrap());
+        assert!(e.enroll(BOB, "", NOW).is_ok());
+        assert_eq!(e.list(ROOT, NOW).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn malformed_input_is_refused_without_changing_state() {
+        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let e = &f.engine;
+        enroll(e, "alice");
+        let before = e.store.get("alice").unwrap();
+        for user in ["", "a b", "x:y", &"a".repeat(300)] {
+            assert!(matches!(e.begin_login(ROOT, login(user, "sshd"), NOW), Err(Error::InvalidArgument(_))));
+            assert!(matches!(e.reset(ROOT, user), Err(Error::InvalidArgument(_))));
+        }
+        let mut long = login("alice", "sshd");
+        long.rhost = "r".repeat(MAX_FIELD_LEN + 1);
+        assert!(matches!(e.begin_login(ROOT, long, NOW), Err(Error::InvalidArgument(_))));
+        assert!(matches!(e.answer(ROOT, "nohandle", &"1".repeat(MAX_RESPONSE_LEN + 1), NOW), Err(Error::InvalidArgument(_))));
+        assert_eq!(kind(&e.answer(ROOT, "nohandle", "123456", NOW).unwrap()), StepKind::Deny);
+        assert!(matches!(e.confirm(ROOT, "alice", "12", NOW), Err(Error::Conflict(_))));
+        assert_eq!(e.store.get("alice").unwrap(), before);
+    }
+
+    #[test]
+    fn pending_enrollment_expires() {
+        let f = fixture(Config::default());
+        let e = &f.engine;
+        let enrollment = e.enroll(ROOT, "bob", NOW).unwrap();
+        assert!(e.status(ROOT, "bob", NOW).unwrap().pending);
+        let secret = totp_rs::Secret::try_from_base32(&enrollment.secret).unwrap().as_bytes().to_vec();
+        let at = enrollment.expires;
+        assert!(!e.status(ROOT, "bob", at).unwrap().pending);
+        assert!(matches!(e.confirm(ROOT, "bob", &code(&secret, at), at), Err(Error::NotFound(_))));
+        assert!(!e.status(ROOT, "bob", at).unwrap().enrolled);
+    }
+}
