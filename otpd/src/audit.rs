@@ -20,63 +20,94 @@ pub struct Subject<'a> {
     pub caller_uid: u32,
 }
 
+#[derive(Clone, Copy)]
+enum Severity {
+    Info,
+    Notice,
+}
+
+fn connect() -> Option<Logger<LoggerBackend, Formatter3164>> {
+    let formatter = Formatter3164 {
+        facility: Facility::LOG_AUTHPRIV,
+        hostname: None,
+        process: "otpd".into(),
+        pid: std::process::id(),
+    };
+    syslog::unix(formatter).ok()
+}
+
 impl Audit {
     pub fn new(stderr: bool) -> Audit {
-        let formatter = Formatter3164 {
-            facility: Facility::LOG_AUTHPRIV,
-            hostname: None,
-            process: "otpd".into(),
-            pid: std::process::id(),
-        };
         // No syslog socket (a container, a test) must not stop logins; stderr still works.
-        let syslog = syslog::unix(formatter).ok();
-        Audit { syslog: Mutex::new(syslog), stderr }
+        Audit {
+            syslog: Mutex::new(connect()),
+            stderr,
+        }
     }
 
     /// Records `event` (accepted, rejected, throttled, ...) with an optional free-text detail.
     pub fn record(&self, event: &str, subject: &Subject<'_>, detail: &str) {
-        let line = format_line(event, subject, detail);
-        if self.stderr {
-            eprintln!("{line}");
-        }
-        if let Ok(mut guard) = self.syslog.lock() {
-            if let Some(logger) = guard.as_mut() {
-                let result = match event {
-                    "accepted" | "enrolled" | "skipped" | "enroll-started" => logger.info(&line),
-                    _ => logger.notice(&line),
-                };
-                if result.is_err() {
-                    // The socket went away (journald restart): reconnect once for next time.
-                    *guard = None;
-                }
-            }
-        }
+        let severity = match event {
+            "accepted" | "enrolled" | "skipped" | "enroll-started" => Severity::Info,
+            _ => Severity::Notice,
+        };
+        self.write(severity, &format_line(event, subject, detail));
     }
 
     /// A daemon-level message (start, stop, errors) that is not about one user.
     pub fn daemon(&self, message: &str) {
-        let line: String = format!("otpd: {message}").chars().map(|c| if c.is_control() { '_' } else { c }).collect();
+        let line: String = format!("otpd: {message}")
+            .chars()
+            .map(|c| if c.is_control() { '_' } else { c })
+            .collect();
+        self.write(Severity::Notice, &line);
+    }
+
+    fn write(&self, severity: Severity, line: &str) {
         if self.stderr {
             eprintln!("{line}");
         }
-        if let Ok(mut guard) = self.syslog.lock() {
-            if let Some(logger) = guard.as_mut() {
-                let _ = logger.notice(&line);
+        let mut guard = self
+            .syslog
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // One reconnect per line: the socket goes away when journald restarts.
+        for _ in 0..2 {
+            let Some(logger) = guard.as_mut() else {
+                *guard = connect();
+                continue;
+            };
+            let sent = match severity {
+                Severity::Info => logger.info(line),
+                Severity::Notice => logger.notice(line),
+            };
+            if sent.is_ok() {
+                return;
             }
+            *guard = connect();
         }
     }
 }
 
 fn format_line(event: &str, subject: &Subject<'_>, detail: &str) -> String {
     let mut line = format!("kron event={event}");
-    for (key, value) in [("user", subject.user), ("service", subject.service), ("rhost", subject.rhost), ("tty", subject.tty)] {
+    for (key, value) in [
+        ("user", subject.user),
+        ("service", subject.service),
+        ("rhost", subject.rhost),
+        ("tty", subject.tty),
+    ] {
         if !value.is_empty() {
             let _ = write!(line, " {key}={}", sanitize(value));
         }
     }
     let _ = write!(line, " caller_uid={}", subject.caller_uid);
     if !detail.is_empty() {
-        let detail: String = detail.chars().take(256).map(|c| if c.is_control() || c == '"' { '\'' } else { c }).collect();
+        let detail: String = detail
+            .chars()
+            .take(256)
+            .map(|c| if c.is_control() || c == '"' { '\'' } else { c })
+            .collect();
         let _ = write!(line, " detail=\"{detail}\"");
     }
     line
@@ -84,7 +115,11 @@ fn format_line(event: &str, subject: &Subject<'_>, detail: &str) -> String {
 
 /// Keeps one event on one line whatever a remote host name or user name contains.
 fn sanitize(value: &str) -> String {
-    value.chars().take(256).map(|c| if c.is_control() || c == ' ' { '_' } else { c }).collect()
+    value
+        .chars()
+        .take(256)
+        .map(|c| if c.is_control() || c == ' ' { '_' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -93,8 +128,17 @@ mod tests {
 
     #[test]
     fn lines_are_single_and_escaped() {
-        let subject = Subject { user: "alice", service: "sshd", rhost: "evil\nhost name", tty: "", caller_uid: 0 };
+        let subject = Subject {
+            user: "alice",
+            service: "sshd",
+            rhost: "evil\nhost name",
+            tty: "",
+            caller_uid: 0,
+        };
         let line = format_line("rejected", &subject, "wrong \"code\"");
-        assert_eq!(line, "kron event=rejected user=alice service=sshd rhost=evil_host_name caller_uid=0 detail=\"wrong 'code'\"");
+        assert_eq!(
+            line,
+            "kron event=rejected user=alice service=sshd rhost=evil_host_name caller_uid=0 detail=\"wrong 'code'\""
+        );
     }
 }

@@ -26,14 +26,19 @@ impl Caller {
         let Some(name) = directory.name_of(self.uid)? else {
             return Ok(false);
         };
-        Ok(directory.by_name(&name)?.is_some_and(|account| account.uid == self.uid && account.gids.contains(&admin_gid)))
+        Ok(directory
+            .by_name(&name)?
+            .is_some_and(|account| account.uid == self.uid && account.gids.contains(&admin_gid)))
     }
 
     pub fn require_admin(self, config: &Config, directory: &dyn Directory) -> Result<()> {
         if self.is_admin(config, directory)? {
             Ok(())
         } else {
-            Err(Error::AccessDenied(format!("only root or members of {} may do this", config.admin_group)))
+            Err(Error::AccessDenied(format!(
+                "only root or members of {} may do this",
+                config.admin_group
+            )))
         }
     }
 
@@ -43,16 +48,25 @@ impl Caller {
         if self.is_root() || account.is_some_and(|a| a.uid == self.uid) {
             Ok(())
         } else {
-            Err(Error::AccessDenied("a login check may only be made by root or for yourself".into()))
+            Err(Error::AccessDenied(
+                "a login check may only be made by root or for yourself".into(),
+            ))
         }
     }
 
     /// Self-service (enroll, confirm): admins for anyone, users for themselves.
-    pub fn may_self_serve(self, target_uid: u32, config: &Config, directory: &dyn Directory) -> Result<()> {
+    pub fn may_self_serve(
+        self,
+        target_uid: u32,
+        config: &Config,
+        directory: &dyn Directory,
+    ) -> Result<()> {
         if target_uid == self.uid || self.is_admin(config, directory)? {
             Ok(())
         } else {
-            Err(Error::AccessDenied("you may only manage your own token".into()))
+            Err(Error::AccessDenied(
+                "you may only manage your own token".into(),
+            ))
         }
     }
 }
@@ -80,7 +94,10 @@ mod tests {
         let bob_account = directory.by_name("bob").unwrap().unwrap();
         assert!(root.may_log_in_as(None).is_ok());
         assert!(bob.may_log_in_as(Some(&bob_account)).is_ok());
-        assert!(alice.may_log_in_as(Some(&bob_account)).is_err(), "admins do not check others' logins");
+        assert!(
+            alice.may_log_in_as(Some(&bob_account)).is_err(),
+            "admins do not check others' logins"
+        );
         assert!(bob.may_log_in_as(None).is_err());
         assert!(bob.may_self_serve(1002, &config, &directory).is_ok());
         assert!(bob.may_self_serve(1001, &config, &directory).is_err());

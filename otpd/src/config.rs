@@ -56,7 +56,12 @@ pub struct TotpConfig {
 
 impl Default for TotpConfig {
     fn default() -> Self {
-        TotpConfig { algorithm: Algorithm::SHA1, digits: 6, period: 30, skew: 1 }
+        TotpConfig {
+            algorithm: Algorithm::SHA1,
+            digits: 6,
+            period: 30,
+            skew: 1,
+        }
     }
 }
 
@@ -74,7 +79,11 @@ pub struct ThrottleConfig {
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
-        ThrottleConfig { free_attempts: 3, base_delay: 30, max_delay: 4 * 3600 }
+        ThrottleConfig {
+            free_attempts: 3,
+            base_delay: 30,
+            max_delay: 4 * 3600,
+        }
     }
 }
 
@@ -93,7 +102,9 @@ pub struct GroupRule {
 
 impl GroupRule {
     pub fn applies_to_service(&self, service: &str) -> bool {
-        self.services.as_ref().is_none_or(|list| list.iter().any(|s| s == service))
+        self.services
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|s| s == service))
     }
 }
 
@@ -141,7 +152,9 @@ impl Config {
     pub fn load(path: &Path, explicit: bool) -> Result<Config, Error> {
         let text = match read_bounded(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default());
+            }
             Err(e) => return Err(Error::Config(format!("{}: {e}", path.display()))),
         };
         Config::parse(&text, &path.display().to_string())
@@ -155,11 +168,15 @@ impl Config {
         })?;
         if !config.state_dir.is_absolute() {
             let line = find_key_line(text, "state_dir").unwrap_or(1);
-            return Err(Error::Config(format!("{origin}:{line}: state_dir must be an absolute path")));
+            return Err(Error::Config(format!(
+                "{origin}:{line}: state_dir must be an absolute path"
+            )));
         }
         if config.throttle.max_delay < config.throttle.base_delay {
             let line = find_key_line(text, "max_delay").unwrap_or(1);
-            return Err(Error::Config(format!("{origin}:{line}: max_delay must not be below base_delay")));
+            return Err(Error::Config(format!(
+                "{origin}:{line}: max_delay must not be below base_delay"
+            )));
         }
         Ok(config)
     }
@@ -178,20 +195,28 @@ fn read_bounded(path: &Path) -> std::io::Result<String> {
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
     if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(std::io::Error::other(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_CONFIG_BYTES} bytes"
+        )));
     }
     Ok(text)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        let line = line.trim_start();
-        line.starts_with(key) && line[key.len()..].trim_start().starts_with('=')
-    }).map(|index| index + 1)
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.starts_with(key) && line[key.len()..].trim_start().starts_with('=')
+        })
+        .map(|index| index + 1)
 }
 
 fn digits<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
@@ -204,35 +229,49 @@ fn digits<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
 fn period<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match u64::deserialize(d)? {
         n @ (30 | 60) => Ok(n),
-        n => Err(de::Error::custom(format!("period must be 30 or 60 seconds, not {n}"))),
+        n => Err(de::Error::custom(format!(
+            "period must be 30 or 60 seconds, not {n}"
+        ))),
     }
 }
 
 fn skew<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     match u8::deserialize(d)? {
         n @ 0..=2 => Ok(n),
-        n => Err(de::Error::custom(format!("skew must be 0, 1 or 2 steps, not {n}"))),
+        n => Err(de::Error::custom(format!(
+            "skew must be 0, 1 or 2 steps, not {n}"
+        ))),
     }
 }
 
 fn free_attempts<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     match u32::deserialize(d)? {
         n @ 1..=10 => Ok(n),
-        n => Err(de::Error::custom(format!("free_attempts must be between 1 and 10, not {n}"))),
+        n => Err(de::Error::custom(format!(
+            "free_attempts must be between 1 and 10, not {n}"
+        ))),
     }
 }
 
 fn positive_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match u64::deserialize(d)? {
         n @ 1..=86_400 => Ok(n),
-        n => Err(de::Error::custom(format!("expected seconds between 1 and 86400, not {n}"))),
+        n => Err(de::Error::custom(format!(
+            "expected seconds between 1 and 86400, not {n}"
+        ))),
     }
 }
 
 fn issuer<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let issuer = String::deserialize(d)?;
-    if issuer.is_empty() || issuer.len() > 64 || issuer.contains(':') || issuer.chars().any(char::is_control) {
-        return Err(de::Error::custom("issuer must be 1 to 64 characters without ':' or control characters"));
+    if issuer.is_empty()
+        || issuer.len() > 64
+        || issuer.contains(':')
+        || issuer.chars().any(char::is_control)
+    {
+        return Err(de::Error::custom(
+            "issuer must be 1 to 64 characters without ':' or control characters",
+        ));
     }
     Ok(issuer)
 }
@@ -242,17 +281,24 @@ fn group_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     if name == "*" {
         return Ok(name);
     }
-    kron_proto::validate_user(&name).map_err(|e| de::Error::custom(e.replace("user name", "group name")))?;
+    kron_proto::validate_user(&name)
+        .map_err(|e| de::Error::custom(e.replace("user name", "group name")))?;
     Ok(name)
 }
 
 fn services<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
     if list.is_empty() {
-        return Err(de::Error::custom("services must name at least one PAM service (omit it to match all)"));
+        return Err(de::Error::custom(
+            "services must name at least one PAM service (omit it to match all)",
+        ));
     }
-    if let Some(bad) = list.iter().find(|s| s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control())) {
-        return Err(de::Error::custom(format!("invalid PAM service name {bad:?}")));
+    if let Some(bad) = list.iter().find(|s| {
+        s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        return Err(de::Error::custom(format!(
+            "invalid PAM service name {bad:?}"
+        )));
     }
     Ok(Some(list))
 }
@@ -260,7 +306,9 @@ fn services<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::E
 fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<GroupRule>, D::Error> {
     let rules = Vec::<GroupRule>::deserialize(d)?;
     if rules.len() > MAX_RULES {
-        return Err(de::Error::custom(format!("more than {MAX_RULES} [[group]] rules")));
+        return Err(de::Error::custom(format!(
+            "more than {MAX_RULES} [[group]] rules"
+        )));
     }
     Ok(rules)
 }
@@ -322,13 +370,23 @@ mode = "exempt"
 
     #[test]
     fn errors_name_file_and_line() {
-        assert_eq!(error_of("issuer = \"x\"\n\ndefault_mode = \"maybe\"\n").split(':').nth(1), Some("3"));
+        assert_eq!(
+            error_of("issuer = \"x\"\n\ndefault_mode = \"maybe\"\n")
+                .split(':')
+                .nth(1),
+            Some("3")
+        );
         assert!(error_of("[totp]\ndigits = 7\n").starts_with("otpd.toml:2:"));
         assert!(error_of("[totp]\ndigits = 7\n").contains("6 or 8"));
         assert!(error_of("\n\nbogus_key = 1\n").starts_with("otpd.toml:3:"));
-        assert!(error_of("[[group]]\nname = \"wheel\"\nmode = \"require\"\nservices = []\n").starts_with("otpd.toml:4:"));
+        assert!(
+            error_of("[[group]]\nname = \"wheel\"\nmode = \"require\"\nservices = []\n")
+                .starts_with("otpd.toml:4:")
+        );
         assert!(error_of("state_dir = \"relative\"\n").starts_with("otpd.toml:1:"));
-        assert!(error_of("[throttle]\nbase_delay = 60\nmax_delay = 30\n").starts_with("otpd.toml:3:"));
+        assert!(
+            error_of("[throttle]\nbase_delay = 60\nmax_delay = 30\n").starts_with("otpd.toml:3:")
+        );
         assert!(error_of("issuer = \"a:b\"\n").contains("issuer"));
         assert!(error_of("not toml at all [").starts_with("otpd.toml:1:"));
     }

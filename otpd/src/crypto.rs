@@ -38,7 +38,9 @@ impl SecretKey {
     }
 
     pub fn from_bytes(key: &[u8; KEY_BYTES]) -> SecretKey {
-        SecretKey { cipher: XChaCha20Poly1305::new(key.into()) }
+        SecretKey {
+            cipher: XChaCha20Poly1305::new(key.into()),
+        }
     }
 
     pub fn seal(&self, user: &str, secret: &[u8]) -> Result<Sealed> {
@@ -47,20 +49,41 @@ impl SecretKey {
         let aad = aad(user);
         let ciphertext = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: secret, aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: secret,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| Error::Crypto("sealing a secret failed".into()))?;
-        Ok(Sealed { nonce: nonce.to_vec(), ciphertext })
+        Ok(Sealed {
+            nonce: nonce.to_vec(),
+            ciphertext,
+        })
     }
 
     pub fn open(&self, user: &str, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>> {
         if sealed.nonce.len() != NONCE_BYTES {
-            return Err(Error::Crypto(format!("stored secret of {user} has a malformed nonce")));
+            return Err(Error::Crypto(format!(
+                "stored secret of {user} has a malformed nonce"
+            )));
         }
         let aad = aad(user);
         self.cipher
-            .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: &aad,
+                },
+            )
             .map(Zeroizing::new)
-            .map_err(|_| Error::Crypto(format!("stored secret of {user} does not open with this key")))
+            .map_err(|_| {
+                Error::Crypto(format!(
+                    "stored secret of {user} does not open with this key"
+                ))
+            })
     }
 }
 
@@ -69,7 +92,11 @@ fn aad(user: &str) -> Vec<u8> {
 }
 
 fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
-    let mode = file.metadata().map_err(|e| Error::Crypto(e.to_string()))?.permissions().mode();
+    let mode = file
+        .metadata()
+        .map_err(|e| Error::Crypto(e.to_string()))?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         return Err(Error::Crypto(format!(
             "{} is readable by others (mode {:o}); run chmod 600 on it",
@@ -80,9 +107,14 @@ fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
     let mut reader = file.take(KEY_BYTES as u64 + 1);
     let mut buffer = Zeroizing::new(Vec::with_capacity(KEY_BYTES + 1));
-    reader.read_to_end(&mut buffer).map_err(|e| Error::Crypto(e.to_string()))?;
+    reader
+        .read_to_end(&mut buffer)
+        .map_err(|e| Error::Crypto(e.to_string()))?;
     if buffer.len() != KEY_BYTES {
-        return Err(Error::Crypto(format!("{} is not a {KEY_BYTES}-byte key", path.display())));
+        return Err(Error::Crypto(format!(
+            "{} is not a {KEY_BYTES}-byte key",
+            path.display()
+        )));
     }
     key.copy_from_slice(&buffer);
     Ok(key)
@@ -94,7 +126,11 @@ fn create_key(path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
     let temporary = path.with_extension("new");
     let _ = std::fs::remove_file(&temporary);
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
         file.write_all(key.as_ref())?;
         file.sync_all()?;
         // A hard link fails if another otpd created the key meanwhile: never overwrite a key.
@@ -117,14 +153,20 @@ mod tests {
     fn seal_open_round_trip_and_binding() {
         let key = SecretKey::from_bytes(&[7u8; KEY_BYTES]);
         let sealed = key.seal("alice", b"secret bytes").unwrap();
-        assert_eq!(key.open("alice", &sealed).unwrap().as_slice(), b"secret bytes");
+        assert_eq!(
+            key.open("alice", &sealed).unwrap().as_slice(),
+            b"secret bytes"
+        );
         assert!(key.open("bob", &sealed).is_err(), "bound to the user");
         let mut tampered = sealed.clone();
         tampered.ciphertext[0] ^= 1;
         assert!(key.open("alice", &tampered).is_err());
         let other = SecretKey::from_bytes(&[8u8; KEY_BYTES]);
         assert!(other.open("alice", &sealed).is_err());
-        assert_ne!(key.seal("alice", b"secret bytes").unwrap().nonce, sealed.nonce);
+        assert_ne!(
+            key.seal("alice", b"secret bytes").unwrap().nonce,
+            sealed.nonce
+        );
     }
 
     #[test]
@@ -138,6 +180,9 @@ mod tests {
         let second = SecretKey::load_or_create(&path).unwrap();
         assert_eq!(second.open("alice", &sealed).unwrap().as_slice(), b"x");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(SecretKey::load_or_create(&path).is_err(), "refuses a readable key");
+        assert!(
+            SecretKey::load_or_create(&path).is_err(),
+            "refuses a readable key"
+        );
     }
 }

@@ -17,9 +17,9 @@ use std::sync::Arc;
 #[derive(Debug, Parser)]
 #[command(name = "otpd", version, about, long_about = None)]
 pub struct Args {
-    /// Configuration file.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
-    pub config: PathBuf,
+    /// Configuration file [default: /etc/kron/otpd.toml; all defaults if that file is absent].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// D-Bus address to serve on (overrides the `bus` config key; default: the system bus).
     #[arg(long, value_name = "ADDRESS")]
     pub bus: Option<String>,
@@ -34,8 +34,11 @@ pub struct Args {
 /// Runs otpd; returns the process exit code.
 pub fn main() -> i32 {
     let args = Args::parse();
-    let explicit = std::env::args_os().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="));
-    let config = match Config::load(&args.config, explicit) {
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let config = match Config::load(&path, args.config.is_some()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("otpd: {e}");
@@ -44,7 +47,7 @@ pub fn main() -> i32 {
     };
     if args.check_config {
         for warning in config_warnings(&config, &Nss) {
-            eprintln!("otpd: warning: {}: {warning}", args.config.display());
+            eprintln!("otpd: warning: {}: {warning}", path.display());
         }
         println!("ok");
         return 0;
@@ -63,11 +66,17 @@ pub fn config_warnings(config: &Config, directory: &dyn Directory) -> Vec<String
     let mut warnings = Vec::new();
     for rule in config.groups.iter().filter(|r| r.name != "*") {
         if !matches!(directory.group_gid(&rule.name), Ok(Some(_))) {
-            warnings.push(format!("group {:?} is unknown to NSS; its rule matches nobody", rule.name));
+            warnings.push(format!(
+                "group {:?} is unknown to NSS; its rule matches nobody",
+                rule.name
+            ));
         }
     }
     if !matches!(directory.group_gid(&config.admin_group), Ok(Some(_))) {
-        warnings.push(format!("admin_group {:?} does not exist; only root can manage tokens", config.admin_group));
+        warnings.push(format!(
+            "admin_group {:?} does not exist; only root can manage tokens",
+            config.admin_group
+        ));
     }
     warnings
 }
@@ -89,7 +98,14 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::System(format!("cannot start the runtime: {e}")))?;
-    let engine = Arc::new(Engine::new(config, Box::new(store), key, Box::new(Nss), audit, hostname));
+    let engine = Arc::new(Engine::new(
+        config,
+        Box::new(store),
+        key,
+        Box::new(Nss),
+        audit,
+        hostname,
+    ));
     runtime.block_on(async {
         let service = OtpdService::new(engine.clone(), tokio::runtime::Handle::current());
         let connection = zbus::connection::Builder::address(address.as_str())
@@ -98,7 +114,12 @@ fn serve(config: Config, args: &Args) -> Result<()> {
             .replace_existing_names(false)
             .build()
             .await
-            .map_err(|e| Error::System(format!("cannot serve {} on {address}: {e}", kron_proto::BUS_NAME)))?;
+            .map_err(|e| {
+                Error::System(format!(
+                    "cannot serve {} on {address}: {e}",
+                    kron_proto::BUS_NAME
+                ))
+            })?;
         engine.log_event(&format!("serving {} on {address}", kron_proto::BUS_NAME));
         wait_for_stop().await;
         engine.log_event("stopping");
@@ -109,7 +130,10 @@ fn serve(config: Config, args: &Args) -> Result<()> {
 
 async fn wait_for_stop() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers otpd still serves; systemd's SIGKILL ends it and every
         // reported change is already durable.
         std::future::pending::<()>().await;
@@ -125,7 +149,11 @@ async fn wait_for_stop() {
 fn prepare_state_dir(dir: &Path) -> Result<()> {
     let io = |e: std::io::Error| Error::System(format!("state directory {}: {e}", dir.display()));
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     Ok(())

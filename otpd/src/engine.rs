@@ -44,7 +44,15 @@ impl Engine {
         audit: Audit,
         hostname: String,
     ) -> Engine {
-        Engine { config, store, key, directory, audit, sessions: Sessions::default(), hostname }
+        Engine {
+            config,
+            store,
+            key,
+            directory,
+            audit,
+            sessions: Sessions::default(),
+            hostname,
+        }
     }
 
     // ---- login conversation -------------------------------------------------------------
@@ -57,7 +65,12 @@ impl Engine {
         caller.may_log_in_as(account.as_ref())?;
         let subject = subject(&request, caller);
         let mode = match &account {
-            Some(account) => Some(mode_for(&self.config, account, &request.service, &*self.directory)?),
+            Some(account) => Some(mode_for(
+                &self.config,
+                account,
+                &request.service,
+                &*self.directory,
+            )?),
             None => None,
         };
         let record = match account {
@@ -66,19 +79,27 @@ impl Engine {
         };
         let kind = match decide(mode, record.as_ref(), now) {
             Decision::Skip { mode } => {
-                self.audit.record("skipped", &subject, &format!("mode {}", mode.as_str()));
+                self.audit
+                    .record("skipped", &subject, &format!("mode {}", mode.as_str()));
                 return Ok(Step::terminal(StepKind::Skip, vec![]));
             }
             Decision::Throttled { until } => {
                 self.audit.record("throttled", &subject, "");
-                return Ok(Step::terminal(StepKind::Deny, messages::throttled(until, now)));
+                return Ok(Step::terminal(
+                    StepKind::Deny,
+                    messages::throttled(until, now),
+                ));
             }
             Decision::AskCode { .. } => LoginKind::Code,
             Decision::NoToken => LoginKind::NoToken,
             Decision::UnknownUser => LoginKind::UnknownUser,
             Decision::Enroll => return self.begin_enrollment_login(caller, request, record, now),
         };
-        Ok(self.prompt(LoginSession::new(caller, request, kind, self.login_deadline(now)), vec![], now))
+        Ok(self.prompt(
+            LoginSession::new(caller, request, kind, self.login_deadline(now)),
+            vec![],
+            now,
+        ))
     }
 
     /// Answers the prompt of the step that carried `handle`.
@@ -94,30 +115,59 @@ impl Engine {
         match session.kind {
             LoginKind::UnknownUser => {
                 self.audit.record("rejected", &subject, "unknown user");
-                Ok(Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact)))
+                Ok(Step::terminal(
+                    StepKind::Deny,
+                    messages::rejected(&self.config.contact),
+                ))
             }
             LoginKind::NoToken => {
                 self.audit.record("rejected", &subject, "no token enrolled");
-                Ok(Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact)))
+                Ok(Step::terminal(
+                    StepKind::Deny,
+                    messages::rejected(&self.config.contact),
+                ))
             }
             LoginKind::Code => self.check_code(user, response, &subject, now),
-            LoginKind::Enroll(ref pending) => self.finish_enrollment_login(user, pending, response, &subject, now),
+            LoginKind::Enroll(ref pending) => {
+                self.finish_enrollment_login(user, pending, response, &subject, now)
+            }
         }
     }
 
-    fn check_code(&self, user: &str, response: &str, subject: &Subject<'_>, now: u64) -> Result<Step> {
-        if let Attempt::Throttled { until } = self.store.charge_attempt(user, now, &self.config.throttle)? {
+    fn check_code(
+        &self,
+        user: &str,
+        response: &str,
+        subject: &Subject<'_>,
+        now: u64,
+    ) -> Result<Step> {
+        if let Attempt::Throttled { until } =
+            self.store
+                .charge_attempt(user, now, &self.config.throttle)?
+        {
             self.audit.record("throttled", subject, "");
-            return Ok(Step::terminal(StepKind::Deny, messages::throttled(until, now)));
+            return Ok(Step::terminal(
+                StepKind::Deny,
+                messages::throttled(until, now),
+            ));
         }
         let Some(token) = self.store.get(user)?.and_then(|record| record.token) else {
-            self.audit.record("rejected", subject, "token was reset during the login");
-            return Ok(Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact)));
+            self.audit
+                .record("rejected", subject, "token was reset during the login");
+            return Ok(Step::terminal(
+                StepKind::Deny,
+                messages::rejected(&self.config.contact),
+            ));
         };
         let secret = self.key.open(user, &token.secret)?;
-        let Some(step) = totp::matching_step(&secret, token.params, self.config.totp.skew, response, now) else {
+        let Some(step) =
+            totp::matching_step(&secret, token.params, self.config.totp.skew, response, now)
+        else {
             self.audit.record("rejected", subject, "wrong code");
-            return Ok(Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact)));
+            return Ok(Step::terminal(
+                StepKind::Deny,
+                messages::rejected(&self.config.contact),
+            ));
         };
         Ok(match self.store.accept_step(user, step, now)? {
             StepOutcome::Accepted => {
@@ -129,13 +179,20 @@ impl Engine {
                 Step::terminal(StepKind::Deny, messages::replayed())
             }
             StepOutcome::NoToken => {
-                self.audit.record("rejected", subject, "token was reset during the login");
+                self.audit
+                    .record("rejected", subject, "token was reset during the login");
                 Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
             }
         })
     }
 
-    fn begin_enrollment_login(&self, caller: Caller, request: LoginRequest, record: Option<UserRecord>, now: u64) -> Result<Step> {
+    fn begin_enrollment_login(
+        &self,
+        caller: Caller,
+        request: LoginRequest,
+        record: Option<UserRecord>,
+        now: u64,
+    ) -> Result<Step> {
         let subject = subject(&request, caller);
         // Show the enrollment already waiting (same QR, same deadline) rather than a new one,
         // so a person who mistyped the code can simply try again.
@@ -143,7 +200,11 @@ impl Engine {
             Some(pending) => pending.clone(),
             None => {
                 let pending = self.new_pending(&request.user, now)?;
-                if self.store.save_pending(&request.user, pending.clone())?.is_err() {
+                if self
+                    .store
+                    .save_pending(&request.user, pending.clone())?
+                    .is_err()
+                {
                     // A token was confirmed meanwhile: start over as an ordinary login.
                     return self.begin_login(caller, request, now);
                 }
@@ -153,18 +214,35 @@ impl Engine {
         };
         let secret = self.key.open(&request.user, &pending.token.secret)?;
         let uri = self.otpauth_uri(&request.user, &secret, pending.token.params)?;
-        let qr = crate::qr::terminal(&uri).map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;
+        let qr = crate::qr::terminal(&uri)
+            .map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;
         let shown = messages::enrollment(&qr, &totp::base32(&secret), pending.expires, now);
         let deadline = pending.expires.min(self.login_deadline(now));
         let session = LoginSession::new(caller, request, LoginKind::Enroll(pending), deadline);
         Ok(self.prompt(session, shown, now))
     }
 
-    fn finish_enrollment_login(&self, user: &str, pending: &Pending, response: &str, subject: &Subject<'_>, now: u64) -> Result<Step> {
+    fn finish_enrollment_login(
+        &self,
+        user: &str,
+        pending: &Pending,
+        response: &str,
+        subject: &Subject<'_>,
+        now: u64,
+    ) -> Result<Step> {
         let secret = self.key.open(user, &pending.token.secret)?;
-        let Some(step) = totp::matching_step(&secret, pending.token.params, self.config.totp.skew, response, now) else {
+        let Some(step) = totp::matching_step(
+            &secret,
+            pending.token.params,
+            self.config.totp.skew,
+            response,
+            now,
+        ) else {
             self.audit.record("enroll-rejected", subject, "wrong code");
-            return Ok(Step::terminal(StepKind::Deny, messages::enrollment_wrong_code(pending.expires, now)));
+            return Ok(Step::terminal(
+                StepKind::Deny,
+                messages::enrollment_wrong_code(pending.expires, now),
+            ));
         };
         Ok(match self.store.confirm(user, pending, step, now)? {
             ConfirmOutcome::Confirmed => {
@@ -172,11 +250,13 @@ impl Engine {
                 Step::terminal(StepKind::Accept, messages::enrolled())
             }
             ConfirmOutcome::Expired => {
-                self.audit.record("enroll-rejected", subject, "enrollment expired");
+                self.audit
+                    .record("enroll-rejected", subject, "enrollment expired");
                 Step::terminal(StepKind::Deny, messages::enrollment_expired())
             }
             ConfirmOutcome::NoPending | ConfirmOutcome::AlreadyEnrolled => {
-                self.audit.record("enroll-rejected", subject, "enrollment replaced meanwhile");
+                self.audit
+                    .record("enroll-rejected", subject, "enrollment replaced meanwhile");
                 Step::terminal(StepKind::Deny, messages::enrollment_replaced())
             }
         })
@@ -192,7 +272,8 @@ impl Engine {
                 handle,
             },
             None => {
-                self.audit.daemon("too many logins in progress; refusing new ones");
+                self.audit
+                    .daemon("too many logins in progress; refusing new ones");
                 Step::terminal(StepKind::Unavailable, messages::busy())
             }
         }
@@ -218,10 +299,25 @@ impl Engine {
         let secret = self.key.open(&user, &pending.token.secret)?;
         let uri = self.otpauth_uri(&user, &secret, pending.token.params)?;
         if self.store.save_pending(&user, pending.clone())?.is_err() {
-            return Err(Error::Conflict(format!("{user} already has a confirmed token")));
+            return Err(Error::Conflict(format!(
+                "{user} already has a confirmed token"
+            )));
         }
-        self.audit.record("enroll-started", &Subject { user: &user, caller_uid: caller.uid, ..Subject::default() }, "kronctl");
-        Ok(Enrollment { user, uri, secret: totp::base32(&secret), expires: pending.expires })
+        self.audit.record(
+            "enroll-started",
+            &Subject {
+                user: &user,
+                caller_uid: caller.uid,
+                ..Subject::default()
+            },
+            "kronctl",
+        );
+        Ok(Enrollment {
+            user,
+            uri,
+            secret: totp::base32(&secret),
+            expires: pending.expires,
+        })
     }
 
     /// Confirms the pending enrollment of `user` ("" = the caller) with a code.
@@ -234,25 +330,47 @@ impl Engine {
         caller.may_self_serve(account.uid, &self.config, &*self.directory)?;
         let record = self.store.get(&user)?.unwrap_or_default();
         if record.token.is_some() {
-            return Err(Error::Conflict(format!("{user} already has a confirmed token")));
+            return Err(Error::Conflict(format!(
+                "{user} already has a confirmed token"
+            )));
         }
         let Some(pending) = record.live_pending(now).cloned() else {
-            return Err(Error::NotFound(format!("no pending enrollment for {user} (or it expired); run `kronctl enroll` again")));
+            return Err(Error::NotFound(format!(
+                "no pending enrollment for {user} (or it expired); run `kronctl enroll` again"
+            )));
         };
-        let subject = Subject { user: &user, caller_uid: caller.uid, ..Subject::default() };
+        let subject = Subject {
+            user: &user,
+            caller_uid: caller.uid,
+            ..Subject::default()
+        };
         let secret = self.key.open(&user, &pending.token.secret)?;
-        let Some(step) = totp::matching_step(&secret, pending.token.params, self.config.totp.skew, code, now) else {
+        let Some(step) = totp::matching_step(
+            &secret,
+            pending.token.params,
+            self.config.totp.skew,
+            code,
+            now,
+        ) else {
             self.audit.record("enroll-rejected", &subject, "wrong code");
-            return Err(Error::Rejected("wrong code; check the device clock and try the next code".into()));
+            return Err(Error::Rejected(
+                "wrong code; check the device clock and try the next code".into(),
+            ));
         };
         match self.store.confirm(&user, &pending, step, now)? {
             ConfirmOutcome::Confirmed => {
                 self.audit.record("enrolled", &subject, "kronctl");
                 Ok(())
             }
-            ConfirmOutcome::Expired => Err(Error::Rejected("the enrollment expired; run `kronctl enroll` again".into())),
-            ConfirmOutcome::NoPending => Err(Error::Conflict("the enrollment was replaced meanwhile; use the newest QR code".into())),
-            ConfirmOutcome::AlreadyEnrolled => Err(Error::Conflict(format!("{user} already has a confirmed token"))),
+            ConfirmOutcome::Expired => Err(Error::Rejected(
+                "the enrollment expired; run `kronctl enroll` again".into(),
+            )),
+            ConfirmOutcome::NoPending => Err(Error::Conflict(
+                "the enrollment was replaced meanwhile; use the newest QR code".into(),
+            )),
+            ConfirmOutcome::AlreadyEnrolled => Err(Error::Conflict(format!(
+                "{user} already has a confirmed token"
+            ))),
         }
     }
 
@@ -262,7 +380,9 @@ impl Engine {
         if !caller.is_admin(&self.config, &*self.directory)? {
             let account = self.directory.by_name(&user)?;
             if account.is_none_or(|a| a.uid != caller.uid) {
-                return Err(Error::AccessDenied("only root or the admin group may see other users".into()));
+                return Err(Error::AccessDenied(
+                    "only root or the admin group may see other users".into(),
+                ));
             }
         }
         let record = self.store.get(&user)?.unwrap_or_default();
@@ -272,7 +392,12 @@ impl Engine {
     /// Reports every stored user (admin).
     pub fn list(&self, caller: Caller, now: u64) -> Result<Vec<UserStatus>> {
         caller.require_admin(&self.config, &*self.directory)?;
-        Ok(self.store.list()?.into_iter().map(|(user, record)| status_of(user, &record, now)).collect())
+        Ok(self
+            .store
+            .list()?
+            .into_iter()
+            .map(|(user, record)| status_of(user, &record, now))
+            .collect())
     }
 
     /// Deletes everything stored for `user` (admin).
@@ -280,7 +405,15 @@ impl Engine {
         kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         caller.require_admin(&self.config, &*self.directory)?;
         let existed = self.store.reset(user)?;
-        self.audit.record("reset", &Subject { user, caller_uid: caller.uid, ..Subject::default() }, if existed { "" } else { "nothing stored" });
+        self.audit.record(
+            "reset",
+            &Subject {
+                user,
+                caller_uid: caller.uid,
+                ..Subject::default()
+            },
+            if existed { "" } else { "nothing stored" },
+        );
         Ok(existed)
     }
 
@@ -289,7 +422,15 @@ impl Engine {
         kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         caller.require_admin(&self.config, &*self.directory)?;
         let cleared = self.store.unlock(user)?;
-        self.audit.record("unlocked", &Subject { user, caller_uid: caller.uid, ..Subject::default() }, "");
+        self.audit.record(
+            "unlocked",
+            &Subject {
+                user,
+                caller_uid: caller.uid,
+                ..Subject::default()
+            },
+            "",
+        );
         Ok(cleared)
     }
 
@@ -318,13 +459,20 @@ impl Engine {
     }
 
     fn existing_account(&self, user: &str) -> Result<crate::users::Account> {
-        self.directory.by_name(user)?.ok_or_else(|| Error::NotFound(format!("no such user: {user}")))
+        self.directory
+            .by_name(user)?
+            .ok_or_else(|| Error::NotFound(format!("no such user: {user}")))
     }
 
     fn new_pending(&self, user: &str, now: u64) -> Result<Pending> {
-        let secret = totp::new_secret().map_err(|e| Error::System(format!("no randomness: {e}")))?;
+        let secret =
+            totp::new_secret().map_err(|e| Error::System(format!("no randomness: {e}")))?;
         Ok(Pending {
-            token: Token { params: TokenParams::from(&self.config.totp), secret: self.key.seal(user, &secret)?, created: now },
+            token: Token {
+                params: TokenParams::from(&self.config.totp),
+                secret: self.key.seal(user, &secret)?,
+                created: now,
+            },
             expires: now.saturating_add(self.config.enroll_window),
         })
     }
@@ -337,16 +485,28 @@ impl Engine {
 
 fn validate_request(request: &LoginRequest) -> Result<()> {
     kron_proto::validate_user(&request.user).map_err(Error::InvalidArgument)?;
-    for (name, value) in [("service", &request.service), ("rhost", &request.rhost), ("tty", &request.tty)] {
+    for (name, value) in [
+        ("service", &request.service),
+        ("rhost", &request.rhost),
+        ("tty", &request.tty),
+    ] {
         if value.len() > MAX_FIELD_LEN {
-            return Err(Error::InvalidArgument(format!("{name} longer than {MAX_FIELD_LEN} bytes")));
+            return Err(Error::InvalidArgument(format!(
+                "{name} longer than {MAX_FIELD_LEN} bytes"
+            )));
         }
     }
     Ok(())
 }
 
 fn subject(request: &LoginRequest, caller: Caller) -> Subject<'_> {
-    Subject { user: &request.user, service: &request.service, rhost: &request.rhost, tty: &request.tty, caller_uid: caller.uid }
+    Subject {
+        user: &request.user,
+        service: &request.service,
+        rhost: &request.rhost,
+        tty: &request.tty,
+        caller_uid: caller.uid,
+    }
 }
 
 fn status_of(user: String, record: &UserRecord, now: u64) -> UserStatus {
@@ -398,7 +558,12 @@ mod tests {
     }
 
     fn login(user: &str, service: &str) -> LoginRequest {
-        LoginRequest { user: user.into(), service: service.into(), rhost: "192.0.2.1".into(), tty: "pts/1".into() }
+        LoginRequest {
+            user: user.into(),
+            service: service.into(),
+            rhost: "192.0.2.1".into(),
+            tty: "pts/1".into(),
+        }
     }
 
     fn kind(step: &Step) -> StepKind {
@@ -408,13 +573,22 @@ mod tests {
     /// Enrolls `user` at NOW - 300 and returns the base32 secret.
     fn enroll(engine: &Engine, user: &str) -> Vec<u8> {
         let enrollment = engine.enroll(ROOT, user, NOW - 300).unwrap();
-        let secret = totp_rs::Secret::try_from_base32(&enrollment.secret).unwrap().as_bytes().to_vec();
-        engine.confirm(ROOT, user, &code(&secret, NOW - 300), NOW - 300).unwrap();
+        let secret = totp_rs::Secret::try_from_base32(&enrollment.secret)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        engine
+            .confirm(ROOT, user, &code(&secret, NOW - 300), NOW - 300)
+            .unwrap();
         secret
     }
 
     fn code(secret: &[u8], at: u64) -> String {
-        totp::code_at(secret, TokenParams::from(&crate::config::TotpConfig::default()), at)
+        totp::code_at(
+            secret,
+            TokenParams::from(&crate::config::TotpConfig::default()),
+            at,
+        )
     }
 
     fn attempt(engine: &Engine, user: &str, answer: &str, now: u64) -> Step {
@@ -427,37 +601,87 @@ mod tests {
 
     #[test]
     fn right_code_accepted_once_wrong_refused() {
-        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let f = fixture(Config {
+            default_mode: Mode::Require,
+            ..Config::default()
+        });
         let secret = enroll(&f.engine, "alice");
-        assert_eq!(kind(&attempt(&f.engine, "alice", "000000", NOW)), StepKind::Deny);
+        assert_eq!(
+            kind(&attempt(&f.engine, "alice", "000000", NOW)),
+            StepKind::Deny
+        );
         let good = code(&secret, NOW);
-        assert_eq!(kind(&attempt(&f.engine, "alice", &good, NOW)), StepKind::Accept);
+        assert_eq!(
+            kind(&attempt(&f.engine, "alice", &good, NOW)),
+            StepKind::Accept
+        );
         let replay = attempt(&f.engine, "alice", &good, NOW + 5);
         assert_eq!(kind(&replay), StepKind::Deny);
         assert!(replay.messages[0].text.contains("already used"));
         // The code of the step before is dead too once a later step was used.
-        assert_eq!(kind(&attempt(&f.engine, "alice", &code(&secret, NOW - 30), NOW)), StepKind::Deny);
-        assert_eq!(kind(&attempt(&f.engine, "alice", &code(&secret, NOW + 30), NOW + 30)), StepKind::Accept);
+        assert_eq!(
+            kind(&attempt(&f.engine, "alice", &code(&secret, NOW - 30), NOW)),
+            StepKind::Deny
+        );
+        assert_eq!(
+            kind(&attempt(
+                &f.engine,
+                "alice",
+                &code(&secret, NOW + 30),
+                NOW + 30
+            )),
+            StepKind::Accept
+        );
     }
 
     #[test]
     fn throttling_refuses_even_right_codes_until_unlock() {
-        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let f = fixture(Config {
+            default_mode: Mode::Require,
+            ..Config::default()
+        });
         let secret = enroll(&f.engine, "alice");
         for _ in 0..3 {
-            assert_eq!(kind(&attempt(&f.engine, "alice", "000000", NOW)), StepKind::Deny);
+            assert_eq!(
+                kind(&attempt(&f.engine, "alice", "000000", NOW)),
+                StepKind::Deny
+            );
         }
         let refused = attempt(&f.engine, "alice", &code(&secret, NOW), NOW + 1);
         assert_eq!(kind(&refused), StepKind::Deny);
-        assert!(refused.messages[0].text.contains("Too many failed attempts"), "{refused:?}");
+        assert!(
+            refused.messages[0]
+                .text
+                .contains("Too many failed attempts"),
+            "{refused:?}"
+        );
         assert!(f.engine.status(ROOT, "alice", NOW + 1).unwrap().locked);
-        assert!(f.engine.unlock(Caller { uid: 1003 }, "alice").unwrap(), "admin group may unlock");
-        assert_eq!(kind(&attempt(&f.engine, "alice", &code(&secret, NOW + 1), NOW + 1)), StepKind::Accept);
+        assert!(
+            f.engine.unlock(Caller { uid: 1003 }, "alice").unwrap(),
+            "admin group may unlock"
+        );
+        assert_eq!(
+            kind(&attempt(
+                &f.engine,
+                "alice",
+                &code(&secret, NOW + 1),
+                NOW + 1
+            )),
+            StepKind::Accept
+        );
         // Backoff ends by itself too.
         for _ in 0..3 {
             attempt(&f.engine, "alice", "000000", NOW + 100);
         }
-        assert_eq!(kind(&attempt(&f.engine, "alice", &code(&secret, NOW + 130), NOW + 130)), StepKind::Accept);
+        assert_eq!(
+            kind(&attempt(
+                &f.engine,
+                "alice",
+                &code(&secret, NOW + 130),
+                NOW + 130
+            )),
+            StepKind::Accept
+        );
     }
 
     #[test]
@@ -465,56 +689,107 @@ mod tests {
         let config = Config {
             default_mode: Mode::Optional,
             groups: vec![
-                GroupRule { name: "wheel".into(), mode: Mode::Require, services: Some(vec!["sudo".into()]) },
-                GroupRule { name: "users".into(), mode: Mode::Exempt, services: None },
+                GroupRule {
+                    name: "wheel".into(),
+                    mode: Mode::Require,
+                    services: Some(vec!["sudo".into()]),
+                },
+                GroupRule {
+                    name: "users".into(),
+                    mode: Mode::Exempt,
+                    services: None,
+                },
             ],
             ..Config::default()
         };
         let f = fixture(config);
         let e = &f.engine;
         // alice: require for sudo, optional elsewhere; no token yet.
-        assert_eq!(kind(&e.begin_login(ROOT, login("alice", "sshd"), NOW).unwrap()), StepKind::Skip);
+        assert_eq!(
+            kind(&e.begin_login(ROOT, login("alice", "sshd"), NOW).unwrap()),
+            StepKind::Skip
+        );
         let sudo = e.begin_login(ROOT, login("alice", "sudo"), NOW).unwrap();
-        assert_eq!(kind(&sudo), StepKind::Prompt, "no-token users are prompted like everyone");
+        assert_eq!(
+            kind(&sudo),
+            StepKind::Prompt,
+            "no-token users are prompted like everyone"
+        );
         let denied = e.answer(ROOT, &sudo.handle, "123456", NOW).unwrap();
         assert_eq!(kind(&denied), StepKind::Deny);
-        assert!(denied.messages[1].text.contains("your system administrator"));
+        assert!(
+            denied.messages[1]
+                .text
+                .contains("your system administrator")
+        );
         // bob: exempt everywhere, even with a token.
         enroll(e, "bob");
-        assert_eq!(kind(&e.begin_login(ROOT, login("bob", "sudo"), NOW).unwrap()), StepKind::Skip);
+        assert_eq!(
+            kind(&e.begin_login(ROOT, login("bob", "sudo"), NOW).unwrap()),
+            StepKind::Skip
+        );
         // root: optional, enrolled → asked.
         enroll(e, "root");
-        assert_eq!(kind(&e.begin_login(ROOT, login("root", "login"), NOW).unwrap()), StepKind::Prompt);
+        assert_eq!(
+            kind(&e.begin_login(ROOT, login("root", "login"), NOW).unwrap()),
+            StepKind::Prompt
+        );
     }
 
     #[test]
     fn unknown_user_reads_like_a_wrong_code() {
-        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let f = fixture(Config {
+            default_mode: Mode::Require,
+            ..Config::default()
+        });
         let secret = enroll(&f.engine, "alice");
         let unknown = attempt(&f.engine, "nobody", "123456", NOW);
         let wrong = attempt(&f.engine, "alice", "123456", NOW);
         assert_eq!(kind(&unknown), StepKind::Deny);
         assert_eq!(unknown.messages, wrong.messages);
-        assert!(f.engine.store.get("nobody").unwrap().is_none(), "unknown names create no records");
+        assert!(
+            f.engine.store.get("nobody").unwrap().is_none(),
+            "unknown names create no records"
+        );
         let _ = secret;
     }
 
     #[test]
     fn enroll_mode_shows_qr_and_saves_only_on_the_right_code_before_the_deadline() {
-        let f = fixture(Config { default_mode: Mode::Enroll, ..Config::default() });
+        let f = fixture(Config {
+            default_mode: Mode::Enroll,
+            ..Config::default()
+        });
         let e = &f.engine;
         let first = e.begin_login(ROOT, login("bob", "sshd"), NOW).unwrap();
         assert_eq!(kind(&first), StepKind::Prompt);
         let texts: Vec<&str> = first.messages.iter().map(|m| m.text.as_str()).collect();
-        assert!(texts.iter().any(|t| t.contains('▀') || t.contains('▄')), "QR shown");
-        let key_line = texts.iter().find(|t| t.starts_with("Or enter this key manually: ")).unwrap();
-        let base32: String = key_line["Or enter this key manually: ".len()..].split_whitespace().collect();
-        let secret = totp_rs::Secret::try_from_base32(&base32).unwrap().as_bytes().to_vec();
+        assert!(
+            texts.iter().any(|t| t.contains('▀') || t.contains('▄')),
+            "QR shown"
+        );
+        let key_line = texts
+            .iter()
+            .find(|t| t.starts_with("Or enter this key manually: "))
+            .unwrap();
+        let base32: String = key_line["Or enter this key manually: ".len()..]
+            .split_whitespace()
+            .collect();
+        let secret = totp_rs::Secret::try_from_base32(&base32)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
         // Wrong code: nothing saved, and the same QR comes back.
-        assert_eq!(kind(&e.answer(ROOT, &first.handle, "000000", NOW).unwrap()), StepKind::Deny);
+        assert_eq!(
+            kind(&e.answer(ROOT, &first.handle, "000000", NOW).unwrap()),
+            StepKind::Deny
+        );
         assert!(!e.status(ROOT, "bob", NOW).unwrap().enrolled);
         let again = e.begin_login(ROOT, login("bob", "sshd"), NOW + 10).unwrap();
-        assert_eq!(again.messages[3], first.messages[3], "same secret offered again");
+        assert_eq!(
+            again.messages[3], first.messages[3],
+            "same secret offered again"
+        );
         // Right code: saved, login passes, and the code cannot be replayed.
         let right = code(&secret, NOW + 10);
         let done = e.answer(ROOT, &again.handle, &right, NOW + 10).unwrap();
@@ -525,38 +800,81 @@ mod tests {
         let late = e.begin_login(ROOT, login("alice", "sshd"), NOW).unwrap();
         let window = e.config.enroll_window;
         let late_secret = {
-            let line = late.messages.iter().find(|m| m.text.starts_with("Or enter")).unwrap();
-            let b32: String = line.text["Or enter this key manually: ".len()..].split_whitespace().collect();
-            totp_rs::Secret::try_from_base32(&b32).unwrap().as_bytes().to_vec()
+            let line = late
+                .messages
+                .iter()
+                .find(|m| m.text.starts_with("Or enter"))
+                .unwrap();
+            let b32: String = line.text["Or enter this key manually: ".len()..]
+                .split_whitespace()
+                .collect();
+            totp_rs::Secret::try_from_base32(&b32)
+                .unwrap()
+                .as_bytes()
+                .to_vec()
         };
-        let step = e.answer(ROOT, &late.handle, &code(&late_secret, NOW + window), NOW + window).unwrap();
+        let step = e
+            .answer(
+                ROOT,
+                &late.handle,
+                &code(&late_secret, NOW + window),
+                NOW + window,
+            )
+            .unwrap();
         assert_eq!(kind(&step), StepKind::Deny);
         assert!(!e.status(ROOT, "alice", NOW + window).unwrap().enrolled);
     }
 
     #[test]
     fn callers_act_only_within_their_rights() {
-        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let f = fixture(Config {
+            default_mode: Mode::Require,
+            ..Config::default()
+        });
         let e = &f.engine;
         enroll(e, "bob");
         // A user may check their own login (screen locker) but not another's, known or not.
-        assert!(e.begin_login(ALICE, login("alice", "xscreensaver"), NOW).is_ok());
-        assert!(matches!(e.begin_login(ALICE, login("bob", "sshd"), NOW), Err(Error::AccessDenied(_))));
-        assert!(matches!(e.begin_login(ALICE, login("nobody", "sshd"), NOW), Err(Error::AccessDenied(_))));
+        assert!(
+            e.begin_login(ALICE, login("alice", "xscreensaver"), NOW)
+                .is_ok()
+        );
+        assert!(matches!(
+            e.begin_login(ALICE, login("bob", "sshd"), NOW),
+            Err(Error::AccessDenied(_))
+        ));
+        assert!(matches!(
+            e.begin_login(ALICE, login("nobody", "sshd"), NOW),
+            Err(Error::AccessDenied(_))
+        ));
         // An answer from another caller is refused.
         let step = e.begin_login(ROOT, login("bob", "sshd"), NOW).unwrap();
-        assert!(matches!(e.answer(ALICE, &step.handle, "123456", NOW), Err(Error::AccessDenied(_))));
+        assert!(matches!(
+            e.answer(ALICE, &step.handle, "123456", NOW),
+            Err(Error::AccessDenied(_))
+        ));
         // Management.
         assert!(matches!(e.reset(ALICE, "bob"), Err(Error::AccessDenied(_))));
-        assert!(matches!(e.unlock(ALICE, "bob"), Err(Error::AccessDenied(_))));
+        assert!(matches!(
+            e.unlock(ALICE, "bob"),
+            Err(Error::AccessDenied(_))
+        ));
         assert!(matches!(e.list(ALICE, NOW), Err(Error::AccessDenied(_))));
-        assert!(matches!(e.status(ALICE, "bob", NOW), Err(Error::AccessDenied(_))));
-        assert!(matches!(e.enroll(ALICE, "bob", NOW), Err(Error::AccessDenied(_))));
+        assert!(matches!(
+            e.status(ALICE, "bob", NOW),
+            Err(Error::AccessDenied(_))
+        ));
+        assert!(matches!(
+            e.enroll(ALICE, "bob", NOW),
+            Err(Error::AccessDenied(_))
+        ));
         assert_eq!(e.status(ALICE, "", NOW).unwrap().user, "alice");
         // Self-enrollment only while holding no confirmed token; never replacing one.
         assert!(e.enroll(ALICE, "", NOW).is_ok());
         assert!(matches!(e.enroll(BOB, "", NOW), Err(Error::Conflict(_))));
-        assert!(matches!(e.enroll(ROOT, "bob", NOW), Err(Error::Conflict(_))), "even root resets first");
+        assert!(
+            matches!(e.enroll(ROOT, "bob", NOW), Err(Error::Conflict(_))),
+            "even root resets first"
+        );
         assert!(e.reset(Caller { uid: 1003 }, "bob").unwrap());
         assert!(e.enroll(BOB, "", NOW).is_ok());
         assert_eq!(e.list(ROOT, NOW).unwrap().len(), 2);
@@ -564,20 +882,41 @@ mod tests {
 
     #[test]
     fn malformed_input_is_refused_without_changing_state() {
-        let f = fixture(Config { default_mode: Mode::Require, ..Config::default() });
+        let f = fixture(Config {
+            default_mode: Mode::Require,
+            ..Config::default()
+        });
         let e = &f.engine;
         enroll(e, "alice");
         let before = e.store.get("alice").unwrap();
         for user in ["", "a b", "x:y", &"a".repeat(300)] {
-            assert!(matches!(e.begin_login(ROOT, login(user, "sshd"), NOW), Err(Error::InvalidArgument(_))));
-            assert!(matches!(e.reset(ROOT, user), Err(Error::InvalidArgument(_))));
+            assert!(matches!(
+                e.begin_login(ROOT, login(user, "sshd"), NOW),
+                Err(Error::InvalidArgument(_))
+            ));
+            assert!(matches!(
+                e.reset(ROOT, user),
+                Err(Error::InvalidArgument(_))
+            ));
         }
         let mut long = login("alice", "sshd");
         long.rhost = "r".repeat(MAX_FIELD_LEN + 1);
-        assert!(matches!(e.begin_login(ROOT, long, NOW), Err(Error::InvalidArgument(_))));
-        assert!(matches!(e.answer(ROOT, "nohandle", &"1".repeat(MAX_RESPONSE_LEN + 1), NOW), Err(Error::InvalidArgument(_))));
-        assert_eq!(kind(&e.answer(ROOT, "nohandle", "123456", NOW).unwrap()), StepKind::Deny);
-        assert!(matches!(e.confirm(ROOT, "alice", "12", NOW), Err(Error::Conflict(_))));
+        assert!(matches!(
+            e.begin_login(ROOT, long, NOW),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            e.answer(ROOT, "nohandle", &"1".repeat(MAX_RESPONSE_LEN + 1), NOW),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(
+            kind(&e.answer(ROOT, "nohandle", "123456", NOW).unwrap()),
+            StepKind::Deny
+        );
+        assert!(matches!(
+            e.confirm(ROOT, "alice", "12", NOW),
+            Err(Error::Conflict(_))
+        ));
         assert_eq!(e.store.get("alice").unwrap(), before);
     }
 
@@ -587,10 +926,16 @@ mod tests {
         let e = &f.engine;
         let enrollment = e.enroll(ROOT, "bob", NOW).unwrap();
         assert!(e.status(ROOT, "bob", NOW).unwrap().pending);
-        let secret = totp_rs::Secret::try_from_base32(&enrollment.secret).unwrap().as_bytes().to_vec();
+        let secret = totp_rs::Secret::try_from_base32(&enrollment.secret)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
         let at = enrollment.expires;
         assert!(!e.status(ROOT, "bob", at).unwrap().pending);
-        assert!(matches!(e.confirm(ROOT, "bob", &code(&secret, at), at), Err(Error::NotFound(_))));
+        assert!(matches!(
+            e.confirm(ROOT, "bob", &code(&secret, at), at),
+            Err(Error::NotFound(_))
+        ));
         assert!(!e.status(ROOT, "bob", at).unwrap().enrolled);
     }
 }

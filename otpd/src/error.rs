@@ -34,7 +34,10 @@ impl std::fmt::Display for Error {
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::NotFound(m) => write!(f, "not found: {m}"),
             Error::Conflict(m) => write!(f, "conflict: {m}"),
-            Error::Throttled { until } => write!(f, "too many failed attempts; retry after {until} (unix time)"),
+            Error::Throttled { until } => write!(
+                f,
+                "too many failed attempts; retry after {until} (unix time)"
+            ),
             Error::Rejected(m) => write!(f, "rejected: {m}"),
             Error::Config(m) => write!(f, "{m}"),
             Error::Store(m) => write!(f, "store: {m}"),

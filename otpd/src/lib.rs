@@ -1,19 +1,19 @@
 //! otpd: the kron daemon. Owns every decision and all state; see docs/architecture.md.
 
+pub mod audit;
+pub mod authz;
 pub mod config;
 pub mod crypto;
+pub mod daemon;
+pub mod engine;
 pub mod error;
+pub mod messages;
+pub mod policy;
 pub mod qr;
 pub mod record;
+pub mod service;
+pub mod sessions;
 pub mod store;
 pub mod throttle;
 pub mod totp;
-pub mod audit;
-pub mod authz;
-pub mod engine;
-pub mod messages;
-pub mod policy;
-pub mod sessions;
 pub mod users;
-pub mod service;
-pub mod daemon;

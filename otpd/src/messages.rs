@@ -9,12 +9,16 @@ pub const CODE_PROMPT: &str = "Verification code: ";
 pub fn rejected(contact: &str) -> Vec<Message> {
     vec![
         Message::error("Verification failed."),
-        Message::info(format!("If you have no authenticator token yet, ask {contact} to set one up.")),
+        Message::info(format!(
+            "If you have no authenticator token yet, ask {contact} to set one up."
+        )),
     ]
 }
 
 pub fn replayed() -> Vec<Message> {
-    vec![Message::error("That code was already used. Wait for the next code and try again.")]
+    vec![Message::error(
+        "That code was already used. Wait for the next code and try again.",
+    )]
 }
 
 pub fn throttled(until: u64, now: u64) -> Vec<Message> {
@@ -26,19 +30,30 @@ pub fn throttled(until: u64, now: u64) -> Vec<Message> {
 }
 
 pub fn login_expired() -> Vec<Message> {
-    vec![Message::error("The login took too long. Please start again.")]
+    vec![Message::error(
+        "The login took too long. Please start again.",
+    )]
 }
 
 pub fn busy() -> Vec<Message> {
-    vec![Message::error("Two-factor authentication is busy; please try again in a moment.")]
+    vec![Message::error(
+        "Two-factor authentication is busy; please try again in a moment.",
+    )]
 }
 
 pub fn enrollment(qr: &str, base32: &str, expires: u64, now: u64) -> Vec<Message> {
     vec![
-        Message::info("Two-factor authentication must be set up for this account before you can log in."),
-        Message::info("Scan this QR code with an authenticator app (Google Authenticator, Microsoft Authenticator, ...):"),
+        Message::info(
+            "Two-factor authentication must be set up for this account before you can log in.",
+        ),
+        Message::info(
+            "Scan this QR code with an authenticator app (Google Authenticator, Microsoft Authenticator, ...):",
+        ),
         Message::info(qr.trim_end().to_owned()),
-        Message::info(format!("Or enter this key manually: {}", group_in_fours(base32))),
+        Message::info(format!(
+            "Or enter this key manually: {}",
+            group_in_fours(base32)
+        )),
         Message::info(format!(
             "Then enter the code the app shows. This setup expires in {} (at {}).",
             duration(expires.saturating_sub(now)),
@@ -50,24 +65,37 @@ pub fn enrollment(qr: &str, base32: &str, expires: u64, now: u64) -> Vec<Message
 pub fn enrollment_wrong_code(expires: u64, now: u64) -> Vec<Message> {
     vec![
         Message::error("Wrong code; the token was not saved."),
-        Message::info(format!("Log in again to retry with the same QR code within {}.", duration(expires.saturating_sub(now)))),
+        Message::info(format!(
+            "Log in again to retry with the same QR code within {}.",
+            duration(expires.saturating_sub(now))
+        )),
     ]
 }
 
 pub fn enrollment_expired() -> Vec<Message> {
-    vec![Message::error("The setup expired and nothing was saved. Log in again for a new QR code.")]
+    vec![Message::error(
+        "The setup expired and nothing was saved. Log in again for a new QR code.",
+    )]
 }
 
 pub fn enrollment_replaced() -> Vec<Message> {
-    vec![Message::error("The setup was replaced by a newer one and nothing was saved. Log in again.")]
+    vec![Message::error(
+        "The setup was replaced by a newer one and nothing was saved. Log in again.",
+    )]
 }
 
 pub fn enrolled() -> Vec<Message> {
-    vec![Message::info("Two-factor authentication is now set up for this account.")]
+    vec![Message::info(
+        "Two-factor authentication is now set up for this account.",
+    )]
 }
 
 fn group_in_fours(text: &str) -> String {
-    text.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
+    text.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// "45 seconds", "3 minutes", "2 hours 5 minutes".
@@ -78,7 +106,11 @@ pub fn duration(seconds: u64) -> String {
         60..3600 => plural(seconds.div_ceil(60), "minute"),
         _ => {
             let (hours, minutes) = (seconds / 3600, (seconds % 3600).div_ceil(60));
-            if minutes == 0 { plural(hours, "hour") } else { format!("{} {}", plural(hours, "hour"), plural(minutes, "minute")) }
+            if minutes == 0 {
+                plural(hours, "hour")
+            } else {
+                format!("{} {}", plural(hours, "hour"), plural(minutes, "minute"))
+            }
         }
     }
 }
@@ -86,7 +118,11 @@ pub fn duration(seconds: u64) -> String {
 /// "14:05 UTC": servers log in UTC and a login prompt has no reliable time zone.
 pub fn utc(unix: u64) -> String {
     let seconds_of_day = unix % 86_400;
-    format!("{:02}:{:02} UTC", seconds_of_day / 3600, seconds_of_day % 3600 / 60)
+    format!(
+        "{:02}:{:02} UTC",
+        seconds_of_day / 3600,
+        seconds_of_day % 3600 / 60
+    )
 }
 
 #[cfg(test)]
@@ -101,6 +137,10 @@ mod tests {
         assert_eq!(duration(14400 + 59), "4 hours 1 minute");
         assert_eq!(utc(1_700_000_000), "22:13 UTC");
         assert_eq!(group_in_fours("ABCDEFGHIJ"), "ABCD EFGH IJ");
-        assert_eq!(rejected("ops"), rejected("ops"), "one text for every refusal");
+        assert_eq!(
+            rejected("ops"),
+            rejected("ops"),
+            "one text for every refusal"
+        );
     }
 }

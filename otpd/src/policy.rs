@@ -24,7 +24,12 @@ pub enum Decision {
 
 /// The mode of the first rule whose group holds the account and whose services include
 /// `service`, else the default mode.
-pub fn mode_for(config: &Config, account: &Account, service: &str, directory: &dyn Directory) -> Result<Mode> {
+pub fn mode_for(
+    config: &Config,
+    account: &Account,
+    service: &str,
+    directory: &dyn Directory,
+) -> Result<Mode> {
     for rule in &config.groups {
         if !rule.applies_to_service(service) {
             continue;
@@ -34,10 +39,11 @@ pub fn mode_for(config: &Config, account: &Account, service: &str, directory: &d
         }
         // A group NSS cannot resolve (LDAP down, typo) matches nobody; `otpd --check-config`
         // warns about it.
-        if let Some(gid) = directory.group_gid(&rule.name)? {
-            if account.gids.contains(&gid) {
-                return Ok(rule.mode);
-            }
+        if directory
+            .group_gid(&rule.name)?
+            .is_some_and(|gid| account.gids.contains(&gid))
+        {
+            return Ok(rule.mode);
         }
     }
     Ok(config.default_mode)
@@ -60,7 +66,9 @@ pub fn decide(mode: Option<Mode>, record: Option<&UserRecord>, now: u64) -> Deci
         };
     }
     match record {
-        Some(record) if record.is_locked(now) => Decision::Throttled { until: record.next_attempt },
+        Some(record) if record.is_locked(now) => Decision::Throttled {
+            until: record.next_attempt,
+        },
         _ => Decision::AskCode { mode },
     }
 }
@@ -75,14 +83,25 @@ mod tests {
     use crate::users::fake::FakeDirectory;
 
     fn rule(name: &str, mode: Mode, services: Option<&[&str]>) -> GroupRule {
-        GroupRule { name: name.into(), mode, services: services.map(|s| s.iter().map(|x| x.to_string()).collect()) }
+        GroupRule {
+            name: name.into(),
+            mode,
+            services: services.map(|s| s.iter().map(|x| x.to_string()).collect()),
+        }
     }
 
     fn enrolled() -> UserRecord {
         UserRecord {
             token: Some(Token {
-                params: TokenParams { algorithm: Algorithm::SHA1, digits: 6, period: 30 },
-                secret: Sealed { nonce: vec![0; 24], ciphertext: vec![0; 36] },
+                params: TokenParams {
+                    algorithm: Algorithm::SHA1,
+                    digits: 6,
+                    period: 30,
+                },
+                secret: Sealed {
+                    nonce: vec![0; 24],
+                    ciphertext: vec![0; 36],
+                },
                 created: 0,
             }),
             ..UserRecord::default()
@@ -107,35 +126,93 @@ mod tests {
         let account = |name| directory.by_name(name).unwrap().unwrap();
         let mode = |name, service| mode_for(&config, &account(name), service, &directory).unwrap();
         assert_eq!(mode("alice", "sudo"), Mode::Require);
-        assert_eq!(mode("alice", "sshd"), Mode::Enroll, "wheel rule is sudo-only");
+        assert_eq!(
+            mode("alice", "sshd"),
+            Mode::Enroll,
+            "wheel rule is sudo-only"
+        );
         assert_eq!(mode("bob", "sudo"), Mode::Enroll);
         assert_eq!(mode("carol", "sshd"), Mode::Optional, "default mode");
-        let everyone = Config { groups: vec![rule("*", Mode::Exempt, Some(&["cron"]))], ..config.clone() };
-        assert_eq!(mode_for(&everyone, &account("carol"), "cron", &directory).unwrap(), Mode::Exempt);
-        assert_eq!(mode_for(&everyone, &account("carol"), "sshd", &directory).unwrap(), Mode::Optional);
+        let everyone = Config {
+            groups: vec![rule("*", Mode::Exempt, Some(&["cron"]))],
+            ..config.clone()
+        };
+        assert_eq!(
+            mode_for(&everyone, &account("carol"), "cron", &directory).unwrap(),
+            Mode::Exempt
+        );
+        assert_eq!(
+            mode_for(&everyone, &account("carol"), "sshd", &directory).unwrap(),
+            Mode::Optional
+        );
     }
 
     #[test]
     fn each_mode_with_and_without_token() {
         let token = enrolled();
         let now = 1000;
-        assert_eq!(decide(Some(Mode::Exempt), Some(&token), now), Decision::Skip { mode: Mode::Exempt });
-        assert_eq!(decide(Some(Mode::Optional), None, now), Decision::Skip { mode: Mode::Optional });
-        assert_eq!(decide(Some(Mode::Optional), Some(&token), now), Decision::AskCode { mode: Mode::Optional });
+        assert_eq!(
+            decide(Some(Mode::Exempt), Some(&token), now),
+            Decision::Skip { mode: Mode::Exempt }
+        );
+        assert_eq!(
+            decide(Some(Mode::Optional), None, now),
+            Decision::Skip {
+                mode: Mode::Optional
+            }
+        );
+        assert_eq!(
+            decide(Some(Mode::Optional), Some(&token), now),
+            Decision::AskCode {
+                mode: Mode::Optional
+            }
+        );
         assert_eq!(decide(Some(Mode::Require), None, now), Decision::NoToken);
-        assert_eq!(decide(Some(Mode::Require), Some(&token), now), Decision::AskCode { mode: Mode::Require });
+        assert_eq!(
+            decide(Some(Mode::Require), Some(&token), now),
+            Decision::AskCode {
+                mode: Mode::Require
+            }
+        );
         assert_eq!(decide(Some(Mode::Enroll), None, now), Decision::Enroll);
-        assert_eq!(decide(Some(Mode::Enroll), Some(&token), now), Decision::AskCode { mode: Mode::Enroll });
+        assert_eq!(
+            decide(Some(Mode::Enroll), Some(&token), now),
+            Decision::AskCode { mode: Mode::Enroll }
+        );
         assert_eq!(decide(None, Some(&token), now), Decision::UnknownUser);
-        let pending_only = UserRecord { pending: enrolled().token.map(|t| crate::record::Pending { token: t, expires: 5 }), ..UserRecord::default() };
-        assert_eq!(decide(Some(Mode::Require), Some(&pending_only), now), Decision::NoToken);
+        let pending_only = UserRecord {
+            pending: enrolled().token.map(|t| crate::record::Pending {
+                token: t,
+                expires: 5,
+            }),
+            ..UserRecord::default()
+        };
+        assert_eq!(
+            decide(Some(Mode::Require), Some(&pending_only), now),
+            Decision::NoToken
+        );
     }
 
     #[test]
     fn throttled_users_are_refused_before_any_prompt() {
-        let locked = UserRecord { next_attempt: 2000, failures: 5, ..enrolled() };
-        assert_eq!(decide(Some(Mode::Require), Some(&locked), 1999), Decision::Throttled { until: 2000 });
-        assert_eq!(decide(Some(Mode::Require), Some(&locked), 2000), Decision::AskCode { mode: Mode::Require });
-        assert_eq!(decide(Some(Mode::Exempt), Some(&locked), 1999), Decision::Skip { mode: Mode::Exempt });
+        let locked = UserRecord {
+            next_attempt: 2000,
+            failures: 5,
+            ..enrolled()
+        };
+        assert_eq!(
+            decide(Some(Mode::Require), Some(&locked), 1999),
+            Decision::Throttled { until: 2000 }
+        );
+        assert_eq!(
+            decide(Some(Mode::Require), Some(&locked), 2000),
+            Decision::AskCode {
+                mode: Mode::Require
+            }
+        );
+        assert_eq!(
+            decide(Some(Mode::Exempt), Some(&locked), 1999),
+            Decision::Skip { mode: Mode::Exempt }
+        );
     }
 }

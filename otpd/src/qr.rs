@@ -16,7 +16,8 @@ pub fn terminal(data: &str) -> Result<String, qrcode::types::QrError> {
 
 /// Renders `data` as an 8-bit grayscale PNG, `scale` pixels per module, with a quiet zone.
 pub fn png(data: &str, scale: u32) -> Result<Vec<u8>, String> {
-    let code = QrCode::with_error_correction_level(data.as_bytes(), EcLevel::M).map_err(|e| e.to_string())?;
+    let code = QrCode::with_error_correction_level(data.as_bytes(), EcLevel::M)
+        .map_err(|e| e.to_string())?;
     let modules = code.width() as u32;
     let quiet = 4;
     let side = (modules + 2 * quiet) * scale;
@@ -39,7 +40,9 @@ pub fn png(data: &str, scale: u32) -> Result<Vec<u8>, String> {
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(&pixels).map_err(|e| e.to_string())?;
+        writer
+            .write_image_data(&pixels)
+            .map_err(|e| e.to_string())?;
     }
     Ok(out)
 }

@@ -77,11 +77,17 @@ impl UserRecord {
     /// limit: each one is charged first, and a success clears the count again.
     pub fn charge_attempt(&mut self, now: u64, config: &ThrottleConfig) -> Attempt {
         if self.is_locked(now) {
-            return Attempt::Throttled { until: self.next_attempt };
+            return Attempt::Throttled {
+                until: self.next_attempt,
+            };
         }
         self.failures = self.failures.saturating_add(1);
         let delay = delay_after(self.failures, config);
-        self.next_attempt = if delay == 0 { 0 } else { now.saturating_add(delay) };
+        self.next_attempt = if delay == 0 {
+            0
+        } else {
+            now.saturating_add(delay)
+        };
         Attempt::Allowed
     }
 
@@ -150,14 +156,24 @@ mod tests {
 
     fn token(byte: u8) -> Token {
         Token {
-            params: TokenParams { algorithm: Algorithm::SHA1, digits: 6, period: 30 },
-            secret: Sealed { nonce: vec![byte; 24], ciphertext: vec![byte; 36] },
+            params: TokenParams {
+                algorithm: Algorithm::SHA1,
+                digits: 6,
+                period: 30,
+            },
+            secret: Sealed {
+                nonce: vec![byte; 24],
+                ciphertext: vec![byte; 36],
+            },
             created: 1,
         }
     }
 
     fn enrolled() -> UserRecord {
-        UserRecord { token: Some(token(1)), ..UserRecord::default() }
+        UserRecord {
+            token: Some(token(1)),
+            ..UserRecord::default()
+        }
     }
 
     #[test]
@@ -168,7 +184,10 @@ mod tests {
         assert_eq!(record.accept_step(99, 3001), StepOutcome::Replayed);
         assert_eq!(record.accept_step(101, 3030), StepOutcome::Accepted);
         assert_eq!(record.last_used, 3030);
-        assert_eq!(UserRecord::default().accept_step(5, 1), StepOutcome::NoToken);
+        assert_eq!(
+            UserRecord::default().accept_step(5, 1),
+            StepOutcome::NoToken
+        );
     }
 
     #[test]
@@ -179,7 +198,10 @@ mod tests {
         assert_eq!(record.charge_attempt(now, &config), Attempt::Allowed);
         assert_eq!(record.charge_attempt(now, &config), Attempt::Allowed);
         assert_eq!(record.charge_attempt(now, &config), Attempt::Allowed);
-        assert_eq!(record.charge_attempt(now, &config), Attempt::Throttled { until: now + 30 });
+        assert_eq!(
+            record.charge_attempt(now, &config),
+            Attempt::Throttled { until: now + 30 }
+        );
         assert!(record.is_locked(now + 29));
         assert_eq!(record.charge_attempt(now + 30, &config), Attempt::Allowed);
         assert_eq!(record.next_attempt, now + 30 + 60);
@@ -190,15 +212,31 @@ mod tests {
     #[test]
     fn enrollment_confirms_only_the_checked_pending_and_not_after_expiry() {
         let mut record = UserRecord::default();
-        let pending = Pending { token: token(2), expires: 500 };
+        let pending = Pending {
+            token: token(2),
+            expires: 500,
+        };
         record.set_pending(pending.clone()).unwrap();
-        let other = Pending { token: token(3), expires: 500 };
+        let other = Pending {
+            token: token(3),
+            expires: 500,
+        };
         assert_eq!(record.confirm(&other, 10, 100), ConfirmOutcome::NoPending);
-        assert_eq!(record.clone().confirm(&pending, 10, 500), ConfirmOutcome::Expired);
+        assert_eq!(
+            record.clone().confirm(&pending, 10, 500),
+            ConfirmOutcome::Expired
+        );
         assert_eq!(record.confirm(&pending, 10, 100), ConfirmOutcome::Confirmed);
         assert_eq!(record.token, Some(token(2)));
-        assert_eq!(record.last_step, Some(10), "the confirming code cannot log in again");
-        assert_eq!(record.set_pending(other), Err(ConfirmOutcome::AlreadyEnrolled));
+        assert_eq!(
+            record.last_step,
+            Some(10),
+            "the confirming code cannot log in again"
+        );
+        assert_eq!(
+            record.set_pending(other),
+            Err(ConfirmOutcome::AlreadyEnrolled)
+        );
         assert_eq!(record.live_pending(0), None);
     }
 }

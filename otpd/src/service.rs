@@ -21,7 +21,12 @@ impl OtpdService {
     }
 
     /// Runs `work` with the caller's identity on tokio's blocking pool.
-    async fn call<T, F>(&self, connection: &Connection, header: &Header<'_>, work: F) -> Result<T, OtpdError>
+    async fn call<T, F>(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+        work: F,
+    ) -> Result<T, OtpdError>
     where
         T: Send + 'static,
         F: FnOnce(&Engine, Caller, u64) -> crate::error::Result<T> + Send + 'static,
@@ -36,7 +41,10 @@ impl OtpdService {
             .and_then(|r| r);
         result.map_err(|e| {
             // Internal failures reach the caller only as "see the log": log them here.
-            if matches!(e, Error::Store(_) | Error::Crypto(_) | Error::System(_) | Error::Config(_)) {
+            if matches!(
+                e,
+                Error::Store(_) | Error::Crypto(_) | Error::System(_) | Error::Config(_)
+            ) {
                 self.engine.log_failure(&e);
             }
             OtpdError::from(e)
@@ -50,7 +58,9 @@ async fn caller_of(connection: &Connection, header: &Header<'_>) -> Result<Calle
         .sender()
         .ok_or_else(|| OtpdError::AccessDenied("call without a sender".into()))?
         .to_owned();
-    let proxy = zbus::fdo::DBusProxy::new(connection).await.map_err(OtpdError::ZBus)?;
+    let proxy = zbus::fdo::DBusProxy::new(connection)
+        .await
+        .map_err(OtpdError::ZBus)?;
     let uid = proxy
         .get_connection_unix_user(sender.into())
         .await
@@ -59,7 +69,10 @@ async fn caller_of(connection: &Connection, header: &Header<'_>) -> Result<Calle
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[interface(name = "io.kron.Otpd1")]
@@ -73,8 +86,16 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Step, OtpdError> {
-        let request = LoginRequest { user, service, rhost, tty };
-        self.call(connection, &header, move |engine, caller, now| engine.begin_login(caller, request, now)).await
+        let request = LoginRequest {
+            user,
+            service,
+            rhost,
+            tty,
+        };
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.begin_login(caller, request, now)
+        })
+        .await
     }
 
     async fn answer(
@@ -85,7 +106,10 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Step, OtpdError> {
         let response = zeroize::Zeroizing::new(response);
-        self.call(connection, &header, move |engine, caller, now| engine.answer(caller, &handle, &response, now)).await
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.answer(caller, &handle, &response, now)
+        })
+        .await
     }
 
     async fn enroll(
@@ -94,7 +118,10 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Enrollment, OtpdError> {
-        self.call(connection, &header, move |engine, caller, now| engine.enroll(caller, &user, now)).await
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.enroll(caller, &user, now)
+        })
+        .await
     }
 
     async fn confirm(
@@ -105,7 +132,10 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), OtpdError> {
         let code = zeroize::Zeroizing::new(code);
-        self.call(connection, &header, move |engine, caller, now| engine.confirm(caller, &user, &code, now)).await
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.confirm(caller, &user, &code, now)
+        })
+        .await
     }
 
     async fn status(
@@ -114,7 +144,10 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<UserStatus, OtpdError> {
-        self.call(connection, &header, move |engine, caller, now| engine.status(caller, &user, now)).await
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.status(caller, &user, now)
+        })
+        .await
     }
 
     async fn list(
@@ -122,7 +155,10 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<UserStatus>, OtpdError> {
-        self.call(connection, &header, move |engine, caller, now| engine.list(caller, now)).await
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.list(caller, now)
+        })
+        .await
     }
 
     async fn reset(
@@ -131,7 +167,10 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<bool, OtpdError> {
-        self.call(connection, &header, move |engine, caller, _| engine.reset(caller, &user)).await
+        self.call(connection, &header, move |engine, caller, _| {
+            engine.reset(caller, &user)
+        })
+        .await
     }
 
     async fn unlock(
@@ -140,7 +179,10 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<bool, OtpdError> {
-        self.call(connection, &header, move |engine, caller, _| engine.unlock(caller, &user)).await
+        self.call(connection, &header, move |engine, caller, _| {
+            engine.unlock(caller, &user)
+        })
+        .await
     }
 
     #[zbus(property)]

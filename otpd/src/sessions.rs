@@ -34,7 +34,12 @@ pub struct LoginSession {
 
 impl LoginSession {
     pub fn new(caller: Caller, request: LoginRequest, kind: LoginKind, deadline: u64) -> Self {
-        LoginSession { caller, request, kind, deadline }
+        LoginSession {
+            caller,
+            request,
+            kind,
+            deadline,
+        }
     }
 }
 
@@ -46,7 +51,10 @@ pub struct Sessions {
 impl Sessions {
     /// Stores `session` under a fresh unguessable handle; `None` when full.
     pub fn insert(&self, session: LoginSession, now: u64) -> Option<String> {
-        let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if live.len() >= MAX_SESSIONS {
             live.retain(|_, s| now < s.deadline);
             if live.len() >= MAX_SESSIONS {
@@ -64,11 +72,16 @@ impl Sessions {
         if handle.len() > kron_proto::MAX_HANDLE_LEN {
             return Err(Error::InvalidArgument("login handle too long".into()));
         }
-        let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match live.get(handle) {
             None => return Ok(None),
             Some(session) if session.caller != caller => {
-                return Err(Error::AccessDenied("this login was begun by another caller".into()));
+                return Err(Error::AccessDenied(
+                    "this login was begun by another caller".into(),
+                ));
             }
             Some(_) => {}
         }
@@ -87,7 +100,12 @@ mod tests {
     use super::*;
 
     fn session(uid: u32, deadline: u64) -> LoginSession {
-        LoginSession::new(Caller { uid }, LoginRequest::default(), LoginKind::Code, deadline)
+        LoginSession::new(
+            Caller { uid },
+            LoginRequest::default(),
+            LoginKind::Code,
+            deadline,
+        )
     }
 
     #[test]
@@ -96,11 +114,32 @@ mod tests {
         let handle = sessions.insert(session(0, 100), 10).unwrap();
         assert_eq!(handle.len(), 32);
         assert!(sessions.take(&handle, Caller { uid: 1000 }, 10).is_err());
-        assert!(sessions.take(&handle, Caller { uid: 0 }, 10).unwrap().is_some());
-        assert!(sessions.take(&handle, Caller { uid: 0 }, 10).unwrap().is_none(), "single use");
+        assert!(
+            sessions
+                .take(&handle, Caller { uid: 0 }, 10)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            sessions
+                .take(&handle, Caller { uid: 0 }, 10)
+                .unwrap()
+                .is_none(),
+            "single use"
+        );
         let late = sessions.insert(session(0, 100), 10).unwrap();
-        assert!(sessions.take(&late, Caller { uid: 0 }, 100).unwrap().is_none(), "expired");
-        assert!(sessions.take(&"x".repeat(65), Caller { uid: 0 }, 10).is_err());
+        assert!(
+            sessions
+                .take(&late, Caller { uid: 0 }, 100)
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
+        assert!(
+            sessions
+                .take(&"x".repeat(65), Caller { uid: 0 }, 10)
+                .is_err()
+        );
     }
 
     #[test]
@@ -110,6 +149,9 @@ mod tests {
             sessions.insert(session(0, 100), 10).unwrap();
         }
         assert!(sessions.insert(session(0, 100), 10).is_none());
-        assert!(sessions.insert(session(0, 100), 100).is_some(), "expired ones are purged");
+        assert!(
+            sessions.insert(session(0, 100), 100).is_some(),
+            "expired ones are purged"
+        );
     }
 }

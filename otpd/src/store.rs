@@ -17,9 +17,19 @@ pub trait Store: Send + Sync {
     /// Accepts time step `step` for `user` if it is later than every step accepted before.
     fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome>;
     /// Saves a pending enrollment unless a confirmed token exists.
-    fn save_pending(&self, user: &str, pending: Pending) -> Result<std::result::Result<(), ConfirmOutcome>>;
+    fn save_pending(
+        &self,
+        user: &str,
+        pending: Pending,
+    ) -> Result<std::result::Result<(), ConfirmOutcome>>;
     /// Turns the pending enrollment the code was checked against into the confirmed token.
-    fn confirm(&self, user: &str, expected: &Pending, step: u64, now: u64) -> Result<ConfirmOutcome>;
+    fn confirm(
+        &self,
+        user: &str,
+        expected: &Pending,
+        step: u64,
+        now: u64,
+    ) -> Result<ConfirmOutcome>;
     /// Deletes everything stored for `user`. True if anything existed.
     fn reset(&self, user: &str) -> Result<bool>;
     /// Clears the throttle of `user`. True if there was anything to clear.
@@ -34,7 +44,8 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir`, which is made 0700.
     pub fn open(dir: &Path) -> Result<SledStore> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         let db = sled::Config::new()
@@ -75,7 +86,8 @@ impl SledStore {
 }
 
 fn decode(user: &str, bytes: &[u8]) -> Result<UserRecord> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Store(format!("record of {user} is unreadable: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Store(format!("record of {user} is unreadable: {e}")))
 }
 
 fn encode(record: &UserRecord) -> Result<Vec<u8>> {
@@ -84,7 +96,10 @@ fn encode(record: &UserRecord) -> Result<Vec<u8>> {
 
 impl Store for SledStore {
     fn get(&self, user: &str) -> Result<Option<UserRecord>> {
-        self.users.get(user)?.map(|bytes| decode(user, &bytes)).transpose()
+        self.users
+            .get(user)?
+            .map(|bytes| decode(user, &bytes))
+            .transpose()
     }
 
     fn list(&self) -> Result<Vec<(String, UserRecord)>> {
@@ -107,11 +122,21 @@ impl Store for SledStore {
         self.update(user, |record| record.accept_step(step, now))
     }
 
-    fn save_pending(&self, user: &str, pending: Pending) -> Result<std::result::Result<(), ConfirmOutcome>> {
+    fn save_pending(
+        &self,
+        user: &str,
+        pending: Pending,
+    ) -> Result<std::result::Result<(), ConfirmOutcome>> {
         self.update(user, |record| record.set_pending(pending.clone()))
     }
 
-    fn confirm(&self, user: &str, expected: &Pending, step: u64, now: u64) -> Result<ConfirmOutcome> {
+    fn confirm(
+        &self,
+        user: &str,
+        expected: &Pending,
+        step: u64,
+        now: u64,
+    ) -> Result<ConfirmOutcome> {
         self.update(user, |record| record.confirm(expected, step, now))
     }
 
@@ -140,17 +165,33 @@ mod tests {
 
     fn token() -> Token {
         Token {
-            params: TokenParams { algorithm: Algorithm::SHA1, digits: 6, period: 30 },
-            secret: Sealed { nonce: vec![1; 24], ciphertext: vec![2; 36] },
+            params: TokenParams {
+                algorithm: Algorithm::SHA1,
+                digits: 6,
+                period: 30,
+            },
+            secret: Sealed {
+                nonce: vec![1; 24],
+                ciphertext: vec![2; 36],
+            },
             created: 1,
         }
     }
 
     fn enrolled_store(dir: &Path) -> SledStore {
         let store = SledStore::open(dir).unwrap();
-        let pending = Pending { token: token(), expires: 1000 };
-        store.save_pending("alice", pending.clone()).unwrap().unwrap();
-        assert_eq!(store.confirm("alice", &pending, 10, 100).unwrap(), ConfirmOutcome::Confirmed);
+        let pending = Pending {
+            token: token(),
+            expires: 1000,
+        };
+        store
+            .save_pending("alice", pending.clone())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store.confirm("alice", &pending, 10, 100).unwrap(),
+            ConfirmOutcome::Confirmed
+        );
         store
     }
 
@@ -161,7 +202,9 @@ mod tests {
         let winners: usize = (0..16)
             .map(|_| {
                 let store = store.clone();
-                std::thread::spawn(move || store.accept_step("alice", 11, 200).unwrap() == StepOutcome::Accepted)
+                std::thread::spawn(move || {
+                    store.accept_step("alice", 11, 200).unwrap() == StepOutcome::Accepted
+                })
             })
             .collect::<Vec<_>>()
             .into_iter()
@@ -175,14 +218,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = enrolled_store(dir.path());
-            assert_eq!(store.accept_step("alice", 12, 200).unwrap(), StepOutcome::Accepted);
-            store.charge_attempt("alice", 300, &ThrottleConfig::default()).unwrap();
+            assert_eq!(
+                store.accept_step("alice", 12, 200).unwrap(),
+                StepOutcome::Accepted
+            );
+            store
+                .charge_attempt("alice", 300, &ThrottleConfig::default())
+                .unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();
         let record = store.get("alice").unwrap().unwrap();
         assert_eq!(record.last_step, Some(12));
         assert_eq!(record.failures, 1);
-        assert_eq!(store.accept_step("alice", 12, 201).unwrap(), StepOutcome::Replayed);
+        assert_eq!(
+            store.accept_step("alice", 12, 201).unwrap(),
+            StepOutcome::Replayed
+        );
         let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
     }
@@ -199,7 +250,10 @@ mod tests {
         assert!(store.unlock("alice").unwrap());
         assert!(!store.get("alice").unwrap().unwrap().is_locked(500));
         assert!(!store.unlock("nobody").unwrap());
-        assert!(store.get("nobody").unwrap().is_none(), "unlock creates nothing");
+        assert!(
+            store.get("nobody").unwrap().is_none(),
+            "unlock creates nothing"
+        );
         assert!(store.reset("alice").unwrap());
         assert!(!store.reset("alice").unwrap());
         assert!(store.list().unwrap().is_empty());
@@ -209,9 +263,15 @@ mod tests {
     fn corrupt_record_is_reported_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.users.insert("mallory", b"not json".as_slice()).unwrap();
+        store
+            .users
+            .insert("mallory", b"not json".as_slice())
+            .unwrap();
         assert!(store.get("mallory").is_err());
         assert!(store.accept_step("mallory", 1, 1).is_err());
-        assert_eq!(store.users.get("mallory").unwrap().unwrap().as_ref(), b"not json");
+        assert_eq!(
+            store.users.get("mallory").unwrap().unwrap().as_ref(),
+            b"not json"
+        );
     }
 }

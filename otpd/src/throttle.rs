@@ -12,7 +12,10 @@ pub fn delay_after(failures: u32, config: &ThrottleConfig) -> u64 {
     }
     let doublings = failures - config.free_attempts;
     let factor = 1u64.checked_shl(doublings).unwrap_or(u64::MAX);
-    config.base_delay.saturating_mul(factor).min(config.max_delay)
+    config
+        .base_delay
+        .saturating_mul(factor)
+        .min(config.max_delay)
 }
 
 /// Guesses an attacker gets in `horizon` seconds when every guess is wrong and each one is made
@@ -41,7 +44,10 @@ mod tests {
     fn delay_grows_then_caps() {
         let config = ThrottleConfig::default();
         let delays: Vec<u64> = (1..=12).map(|f| delay_after(f, &config)).collect();
-        assert_eq!(delays, [0, 0, 30, 60, 120, 240, 480, 960, 1920, 3840, 7680, 14400]);
+        assert_eq!(
+            delays,
+            [0, 0, 30, 60, 120, 240, 480, 960, 1920, 3840, 7680, 14400]
+        );
         assert_eq!(delay_after(u32::MAX, &config), config.max_delay);
     }
 
@@ -58,7 +64,11 @@ mod tests {
 
     #[test]
     fn simulation_matches_closed_form() {
-        let config = ThrottleConfig { free_attempts: 1, base_delay: 10, max_delay: 40 };
+        let config = ThrottleConfig {
+            free_attempts: 1,
+            base_delay: 10,
+            max_delay: 40,
+        };
         // delays after failures 1..: 10, 20, 40, 40, ...; guesses at t = 0, 10, 30, 70, 110, ...
         assert_eq!(max_guesses(&config, 70), 3);
         assert_eq!(max_guesses(&config, 71), 4);

@@ -15,7 +15,11 @@ pub struct TokenParams {
 
 impl From<&TotpConfig> for TokenParams {
     fn from(config: &TotpConfig) -> Self {
-        TokenParams { algorithm: config.algorithm, digits: config.digits, period: config.period }
+        TokenParams {
+            algorithm: config.algorithm,
+            digits: config.digits,
+            period: config.period,
+        }
     }
 }
 
@@ -59,7 +63,13 @@ pub fn normalise_code(input: &str, digits: u8) -> Option<Zeroizing<String>> {
 
 /// The time step `code` is valid for at `now`, within ±`skew` steps, or `None`.
 /// Comparison is constant time (totp-rs compares tokens with constant_time_eq).
-pub fn matching_step(secret: &[u8], params: TokenParams, skew: u8, code: &str, now: u64) -> Option<u64> {
+pub fn matching_step(
+    secret: &[u8],
+    params: TokenParams,
+    skew: u8,
+    code: &str,
+    now: u64,
+) -> Option<u64> {
     let code = normalise_code(code, params.digits)?;
     totp(secret, params, skew).check(&code, now)
 }
@@ -75,7 +85,12 @@ pub fn base32(secret: &[u8]) -> String {
 }
 
 /// `otpauth://totp/Issuer:user@host?...` for authenticator apps.
-pub fn otpauth_uri(secret: &[u8], params: TokenParams, issuer: &str, account: &str) -> Result<String, String> {
+pub fn otpauth_uri(
+    secret: &[u8],
+    params: TokenParams,
+    issuer: &str,
+    account: &str,
+) -> Result<String, String> {
     builder(secret, params, 0)
         .with_account_name(account)
         .with_issuer(Some(issuer))
@@ -91,7 +106,11 @@ mod tests {
     const RFC_SECRET: &[u8] = b"12345678901234567890";
 
     fn params(algorithm: Algorithm, digits: u8) -> TokenParams {
-        TokenParams { algorithm, digits, period: 30 }
+        TokenParams {
+            algorithm,
+            digits,
+            period: 30,
+        }
     }
 
     #[test]
@@ -102,9 +121,15 @@ mod tests {
         assert_eq!(code_at(RFC_SECRET, p, 1111111109), "07081804");
         assert_eq!(code_at(RFC_SECRET, p, 2000000000), "69279037");
         let sha256 = b"12345678901234567890123456789012";
-        assert_eq!(code_at(sha256, params(Algorithm::SHA256, 8), 59), "46119246");
+        assert_eq!(
+            code_at(sha256, params(Algorithm::SHA256, 8), 59),
+            "46119246"
+        );
         let sha512 = b"1234567890123456789012345678901234567890123456789012345678901234";
-        assert_eq!(code_at(sha512, params(Algorithm::SHA512, 8), 59), "90693936");
+        assert_eq!(
+            code_at(sha512, params(Algorithm::SHA512, 8), 59),
+            "90693936"
+        );
     }
 
     #[test]
@@ -115,11 +140,17 @@ mod tests {
         let previous = code_at(RFC_SECRET, p, now - 30);
         let next = code_at(RFC_SECRET, p, now + 30);
         let two_ahead = code_at(RFC_SECRET, p, now + 60);
-        assert_eq!(matching_step(RFC_SECRET, p, 1, &previous, now), Some(step - 1));
+        assert_eq!(
+            matching_step(RFC_SECRET, p, 1, &previous, now),
+            Some(step - 1)
+        );
         assert_eq!(matching_step(RFC_SECRET, p, 1, &next, now), Some(step + 1));
         assert_eq!(matching_step(RFC_SECRET, p, 1, &two_ahead, now), None);
         assert_eq!(matching_step(RFC_SECRET, p, 0, &previous, now), None);
-        assert_eq!(matching_step(RFC_SECRET, p, 2, &two_ahead, now), Some(step + 2));
+        assert_eq!(
+            matching_step(RFC_SECRET, p, 2, &two_ahead, now),
+            Some(step + 2)
+        );
     }
 
     #[test]
@@ -129,7 +160,15 @@ mod tests {
         let code = code_at(RFC_SECRET, p, now);
         let spaced = format!("{} {}", &code[..3], &code[3..]);
         assert!(matching_step(RFC_SECRET, p, 1, &spaced, now).is_some());
-        for bad in ["", "12345", "1234567", "abcdef", "12345x", "١٢٣٤٥٦", &format!("{code}\n")] {
+        for bad in [
+            "",
+            "12345",
+            "1234567",
+            "abcdef",
+            "12345x",
+            "١٢٣٤٥٦",
+            &format!("{code}\n"),
+        ] {
             assert_eq!(matching_step(RFC_SECRET, p, 1, bad, now), None, "{bad:?}");
         }
     }
@@ -139,8 +178,14 @@ mod tests {
         let p = params(Algorithm::SHA1, 6);
         assert_eq!(base32(b"Hello!\xde\xad\xbe\xef"), "JBSWY3DPEHPK3PXP");
         let uri = otpauth_uri(b"Hello!\xde\xad\xbe\xef", p, "Kron", "alice@host").unwrap();
-        assert!(uri.starts_with("otpauth://totp/Kron:alice%40host?"), "{uri}");
-        assert!(uri.contains("secret=JBSWY3DPEHPK3PXP") && uri.contains("issuer=Kron"), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/Kron:alice%40host?"),
+            "{uri}"
+        );
+        assert!(
+            uri.contains("secret=JBSWY3DPEHPK3PXP") && uri.contains("issuer=Kron"),
+            "{uri}"
+        );
         assert_eq!(new_secret().unwrap().len(), SECRET_BYTES);
     }
 }

@@ -34,7 +34,8 @@ impl Directory for Nss {
         let Some(user) = User::from_name(name).map_err(|e| nss_error("a user", e))? else {
             return Ok(None);
         };
-        let cname = CString::new(name).map_err(|_| Error::InvalidArgument("user name contains NUL".into()))?;
+        let cname = CString::new(name)
+            .map_err(|_| Error::InvalidArgument("user name contains NUL".into()))?;
         let gids = getgrouplist(&cname, user.gid).map_err(|e| nss_error("groups", e))?;
         Ok(Some(Account {
             name: user.name,
@@ -44,11 +45,15 @@ impl Directory for Nss {
     }
 
     fn name_of(&self, uid: u32) -> Result<Option<String>> {
-        Ok(User::from_uid(Uid::from_raw(uid)).map_err(|e| nss_error("a uid", e))?.map(|u| u.name))
+        Ok(User::from_uid(Uid::from_raw(uid))
+            .map_err(|e| nss_error("a uid", e))?
+            .map(|u| u.name))
     }
 
     fn group_gid(&self, name: &str) -> Result<Option<u32>> {
-        Ok(Group::from_name(name).map_err(|e| nss_error("a group", e))?.map(|g| g.gid.as_raw()))
+        Ok(Group::from_name(name)
+            .map_err(|e| nss_error("a group", e))?
+            .map(|g| g.gid.as_raw()))
     }
 }
 
@@ -73,7 +78,14 @@ pub mod fake {
                     *self.groups.entry(g.to_string()).or_insert(next)
                 })
                 .collect();
-            self.users.insert(name.into(), Account { name: name.into(), uid, gids });
+            self.users.insert(
+                name.into(),
+                Account {
+                    name: name.into(),
+                    uid,
+                    gids,
+                },
+            );
             self
         }
     }
@@ -83,7 +95,11 @@ pub mod fake {
             Ok(self.users.get(name).cloned())
         }
         fn name_of(&self, uid: u32) -> Result<Option<String>> {
-            Ok(self.users.values().find(|a| a.uid == uid).map(|a| a.name.clone()))
+            Ok(self
+                .users
+                .values()
+                .find(|a| a.uid == uid)
+                .map(|a| a.name.clone()))
         }
         fn group_gid(&self, name: &str) -> Result<Option<u32>> {
             Ok(self.groups.get(name).copied())

@@ -13,6 +13,8 @@ use kron_proto::DEFAULT_BUS_ADDRESS;
 /// Name of the environment variable that may carry `--bus`.
 pub const BUS_ENV: &str = "KRON_BUS";
 
+const CONFIRM_USAGE: &str = "kronctl confirm [USER] CODE";
+
 const LONG_ABOUT: &str = "\
 kronctl talks to otpd, the kron daemon, over D-Bus to manage TOTP second factors for Linux \
 logins: enroll a token and confirm it, show its status, and, as an administrator, list, reset \
@@ -185,6 +187,17 @@ impl ConfirmArgs {
     /// the code: even a mistyped one may be most of a valid code.
     pub fn target(&self) -> Result<ConfirmTarget, String> {
         let (user, code) = match &self.second {
+            // `confirm alice`: a user name where the code should be; say what is missing. A
+            // code starts with a digit, so anything starting with a digit is treated as a
+            // mistyped code and not echoed back.
+            None if !self.first.starts_with(|c: char| c.is_ascii_digit())
+                && kron_proto::validate_user(&self.first).is_ok() =>
+            {
+                return Err(format!(
+                    "missing CODE after USER {} (usage: {CONFIRM_USAGE})",
+                    self.first
+                ));
+            }
             None => (None, &self.first),
             Some(code) => {
                 kron_proto::validate_user(&self.first)
@@ -205,11 +218,9 @@ impl ConfirmArgs {
 pub fn check_code(code: &str) -> Result<(), String> {
     let digits = code.bytes().all(|b| b.is_ascii_digit());
     if !digits || !matches!(code.len(), 6 | 8) {
-        return Err(
-            "CODE must be the 6 or 8 digits your authenticator app shows \
-                    (usage: kronctl confirm [USER] CODE)"
-                .into(),
-        );
+        return Err(format!(
+            "CODE must be the 6 or 8 digits your authenticator app shows (usage: {CONFIRM_USAGE})"
+        ));
     }
     Ok(())
 }
@@ -296,8 +307,8 @@ mod tests {
             &["confirm", "1234567"],
             &["confirm", "123456789"],
             &["confirm", "12a456"],
+            &["confirm", "12a456b"],
             &["confirm", "١٢٣٤٥٦"], // Arabic-Indic digits are not ASCII digits
-            &["confirm", "alice"],
             &["confirm", "alice", "bob"],
             &["confirm", "alice", ""],
         ] {
@@ -306,6 +317,16 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             assert!(!err.to_string().contains("12a456"));
         }
+    }
+
+    #[test]
+    fn confirm_with_only_a_user_says_the_code_is_missing() {
+        let err = parse(&["confirm", "alice"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(
+            err.to_string().contains("missing CODE after USER alice"),
+            "{err}"
+        );
     }
 
     #[test]

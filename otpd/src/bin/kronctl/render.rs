@@ -204,7 +204,7 @@ pub fn status_human(status: &UserStatus, clock: &Clock) -> String {
     };
     let last_used = match status.last_used {
         0 => "never".to_owned(),
-        when => clock.datetime_and_relative(when),
+        when => clock.datetime_and_ago(when),
     };
     format!(
         "user:      {}\ntoken:     {}\nlocked:    {locked}\nfailures:  {}\nlast used: {last_used}\n",

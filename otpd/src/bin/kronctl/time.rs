@@ -69,6 +69,20 @@ impl Clock {
         }
     }
 
+    /// `3 hours ago`, for instants that lie in the past by nature (last use): one stamped in
+    /// the current second, or a little ahead by clock skew, reads `just now`.
+    pub fn ago(&self, unix: u64) -> String {
+        match self.now.checked_sub(unix) {
+            Some(0) | None => "just now".into(),
+            Some(behind) => format!("{} ago", span(behind)),
+        }
+    }
+
+    /// `2025-01-02 15:04:05 +01:00 (3 hours ago)`
+    pub fn datetime_and_ago(&self, unix: u64) -> String {
+        format!("{} ({})", self.datetime(unix), self.ago(unix))
+    }
+
     /// `2025-01-02 15:04:05 +01:00 (in 10 minutes)`
     pub fn datetime_and_relative(&self, unix: u64) -> String {
         format!("{} ({})", self.datetime(unix), self.relative(unix))
@@ -165,7 +179,10 @@ fn local_offset(unix: u64) -> Option<i64> {
     if result.is_null() {
         return None;
     }
-    #[allow(clippy::useless_conversion, reason = "c_long is 32 bits on 32-bit targets")]
+    #[allow(
+        clippy::useless_conversion,
+        reason = "c_long is 32 bits on 32-bit targets"
+    )]
     Some(i64::from(tm.tm_gmtoff))
 }
 
@@ -219,6 +236,13 @@ mod tests {
         assert_eq!(clock.relative(T - 60), "1 minute ago");
         assert_eq!(clock.relative(T - 47 * 3600), "47 hours ago");
         assert_eq!(clock.relative(T - 3 * 86_400), "3 days ago");
+        assert_eq!(clock.ago(T), "just now");
+        assert_eq!(clock.ago(T + 20), "just now");
+        assert_eq!(clock.ago(T - 90), "1 minute ago");
+        assert_eq!(
+            clock.datetime_and_ago(T - 3600),
+            "2025-01-02 13:04:05 +00:00 (1 hour ago)"
+        );
         assert_eq!(
             clock.datetime_and_relative(T + 600),
             "2025-01-02 14:14:05 +00:00 (in 10 minutes)"
