@@ -103,10 +103,16 @@ pub struct Message {
 
 impl Message {
     pub fn info(text: impl Into<String>) -> Self {
-        Message { level: MessageLevel::Info as u32, text: text.into() }
+        Message {
+            level: MessageLevel::Info as u32,
+            text: text.into(),
+        }
     }
     pub fn error(text: impl Into<String>) -> Self {
-        Message { level: MessageLevel::Error as u32, text: text.into() }
+        Message {
+            level: MessageLevel::Error as u32,
+            text: text.into(),
+        }
     }
 }
 
@@ -184,7 +190,13 @@ impl Step {
     /// A terminal step with the given messages.
     pub fn terminal(kind: StepKind, messages: Vec<Message>) -> Self {
         debug_assert!(kind.is_terminal());
-        Step { kind: kind as u32, messages, prompt: String::new(), echo: false, handle: String::new() }
+        Step {
+            kind: kind as u32,
+            messages,
+            prompt: String::new(),
+            echo: false,
+            handle: String::new(),
+        }
     }
 }
 
@@ -248,7 +260,6 @@ pub enum OtpdError {
     interface = "io.kron.Otpd1",
     default_service = "io.kron.Otpd",
     default_path = "/io/kron/Otpd"
-
 )]
 pub trait Otpd {
     /// Starts a login check for `user` (root, or the user themself).
@@ -284,8 +295,14 @@ pub fn validate_user(user: &str) -> Result<(), String> {
     if user.starts_with('-') {
         return Err("user name starts with '-'".into());
     }
-    if let Some(bad) = user.chars().find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | ':')) {
-        return Err(format!("user name contains a forbidden character {:?}", bad));
+    if let Some(bad) = user
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | ':'))
+    {
+        return Err(format!(
+            "user name contains a forbidden character {:?}",
+            bad
+        ));
     }
     Ok(())
 }
@@ -296,7 +313,13 @@ mod tests {
 
     #[test]
     fn step_kinds_round_trip() {
-        for kind in [StepKind::Prompt, StepKind::Accept, StepKind::Deny, StepKind::Skip, StepKind::Unavailable] {
+        for kind in [
+            StepKind::Prompt,
+            StepKind::Accept,
+            StepKind::Deny,
+            StepKind::Skip,
+            StepKind::Unavailable,
+        ] {
             assert_eq!(StepKind::try_from(kind as u32), Ok(kind));
         }
         assert_eq!(StepKind::try_from(0), Err(0));
@@ -314,7 +337,10 @@ mod tests {
         step.handle = "h".repeat(MAX_HANDLE_LEN + 1);
         assert_eq!(step.validate(), Err(StepError::HandleTooLong));
         step.handle = "h".into();
-        step.messages = vec![Message { level: 7, text: String::new() }];
+        step.messages = vec![Message {
+            level: 7,
+            text: String::new(),
+        }];
         assert_eq!(step.validate(), Err(StepError::UnknownLevel(7)));
         step.messages = vec![Message::info("x"); MAX_MESSAGES + 1];
         assert_eq!(step.validate(), Err(StepError::TooManyMessages));
