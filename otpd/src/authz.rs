@@ -8,9 +8,17 @@ use crate::users::{Account, Directory};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
+    /// Kernel audit session of the calling process (`/proc/PID/sessionid`), if it has one.
+    /// Set by pam_loginuid at login and not changeable by the user: what "the same login
+    /// session" means for step-up grace.
+    pub session: Option<u32>,
 }
 
 impl Caller {
+    pub const fn new(uid: u32) -> Caller {
+        Caller { uid, session: None }
+    }
+
     pub fn is_root(self) -> bool {
         self.uid == 0
     }
@@ -83,10 +91,10 @@ mod tests {
             .with_user("alice", 1001, &["kron-admin"])
             .with_user("bob", 1002, &["users"]);
         let config = Config::default();
-        let root = Caller { uid: 0 };
-        let alice = Caller { uid: 1001 };
-        let bob = Caller { uid: 1002 };
-        let stranger = Caller { uid: 4242 };
+        let root = Caller::new(0);
+        let alice = Caller::new(1001);
+        let bob = Caller::new(1002);
+        let stranger = Caller::new(4242);
         assert!(root.is_admin(&config, &directory).unwrap());
         assert!(alice.is_admin(&config, &directory).unwrap());
         assert!(!bob.is_admin(&config, &directory).unwrap());

@@ -8,6 +8,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/kron/otpd.toml";
 /// Largest config file otpd reads; anything bigger is a mistake, not a config.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 const MAX_RULES: usize = 1000;
+/// Longest step-up grace: an hour, so a forgotten terminal does not stay privileged all day.
+pub const MAX_GRACE: u64 = 3600;
 
 /// What a login needs for a user, as decided by the first matching rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -98,6 +100,10 @@ pub struct GroupRule {
     /// PAM services the rule applies to; `None` = all.
     #[serde(default, deserialize_with = "services")]
     pub services: Option<Vec<String>>,
+    /// Step-up grace in seconds: a login this rule decides is not asked again within this
+    /// long of a code passed in the same login session and terminal. 0 = off (the default).
+    #[serde(default, deserialize_with = "grace")]
+    pub grace: u64,
 }
 
 impl GroupRule {
@@ -262,6 +268,15 @@ fn positive_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+fn grace<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match u64::deserialize(d)? {
+        n @ 0..=MAX_GRACE => Ok(n),
+        n => Err(de::Error::custom(format!(
+            "grace must be between 0 and {MAX_GRACE} seconds, not {n}"
+        ))),
+    }
+}
+
 fn issuer<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let issuer = String::deserialize(d)?;
     if issuer.is_empty()
@@ -354,6 +369,7 @@ period = 60
 name = "wheel"
 mode = "require"
 services = ["sudo", "sshd"]
+grace = 300
 [[group]]
 name = "*"
 mode = "exempt"
@@ -366,6 +382,7 @@ mode = "exempt"
         assert!(!config.groups[0].applies_to_service("login"));
         assert!(config.groups[1].applies_to_service("login"));
         assert_eq!(config.totp.digits, 8);
+        assert_eq!((config.groups[0].grace, config.groups[1].grace), (300, 0));
     }
 
     #[test]
@@ -388,6 +405,10 @@ mode = "exempt"
             error_of("[throttle]\nbase_delay = 60\nmax_delay = 30\n").starts_with("otpd.toml:3:")
         );
         assert!(error_of("issuer = \"a:b\"\n").contains("issuer"));
+        assert!(
+            error_of("[[group]]\nname = \"w\"\nmode = \"require\"\ngrace = 7200\n")
+                .starts_with("otpd.toml:4:")
+        );
         assert!(error_of("not toml at all [").starts_with("otpd.toml:1:"));
     }
 }

@@ -7,8 +7,9 @@ use crate::authz::Caller;
 use crate::config::Config;
 use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
+use crate::grace::GraceLedger;
 use crate::messages;
-use crate::policy::{Decision, decide, mode_for};
+use crate::policy::{Decision, decide, policy_for};
 use crate::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
 use crate::sessions::{LoginKind, LoginSession, Sessions};
 use crate::store::Store;
@@ -23,6 +24,7 @@ pub struct Engine {
     directory: Box<dyn Directory>,
     audit: Audit,
     sessions: Sessions,
+    grace: GraceLedger,
     hostname: String,
 }
 
@@ -51,6 +53,7 @@ impl Engine {
             directory,
             audit,
             sessions: Sessions::default(),
+            grace: GraceLedger::default(),
             hostname,
         }
     }
@@ -64,8 +67,8 @@ impl Engine {
         let account = self.directory.by_name(&request.user)?;
         caller.may_log_in_as(account.as_ref())?;
         let subject = subject(&request, caller);
-        let mode = match &account {
-            Some(account) => Some(mode_for(
+        let policy = match &account {
+            Some(account) => Some(policy_for(
                 &self.config,
                 account,
                 &request.service,
@@ -77,7 +80,7 @@ impl Engine {
             Some(_) => self.store.get(&request.user)?,
             None => None,
         };
-        let kind = match decide(mode, record.as_ref(), now) {
+        let kind = match decide(policy.map(|p| p.mode), record.as_ref(), now) {
             Decision::Skip { mode } => {
                 self.audit
                     .record("skipped", &subject, &format!("mode {}", mode.as_str()));
@@ -89,6 +92,12 @@ impl Engine {
                     StepKind::Deny,
                     messages::throttled(until, now),
                 ));
+            }
+            Decision::AskCode { .. }
+                if policy.is_some_and(|p| self.grace.covers(caller, &request, p.grace, now)) =>
+            {
+                self.audit.record("accepted", &subject, "step-up grace");
+                return Ok(Step::terminal(StepKind::Accept, vec![]));
             }
             Decision::AskCode { .. } => LoginKind::Code,
             Decision::NoToken => LoginKind::NoToken,
@@ -112,26 +121,24 @@ impl Engine {
         };
         let subject = subject(&session.request, caller);
         let user = session.request.user.as_str();
-        match session.kind {
+        let step = match session.kind {
             LoginKind::UnknownUser => {
                 self.audit.record("rejected", &subject, "unknown user");
-                Ok(Step::terminal(
-                    StepKind::Deny,
-                    messages::rejected(&self.config.contact),
-                ))
+                Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
             }
             LoginKind::NoToken => {
                 self.audit.record("rejected", &subject, "no token enrolled");
-                Ok(Step::terminal(
-                    StepKind::Deny,
-                    messages::rejected(&self.config.contact),
-                ))
+                Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
             }
-            LoginKind::Code => self.check_code(user, response, &subject, now),
+            LoginKind::Code => self.check_code(user, response, &subject, now)?,
             LoginKind::Enroll(ref pending) => {
-                self.finish_enrollment_login(user, pending, response, &subject, now)
+                self.finish_enrollment_login(user, pending, response, &subject, now)?
             }
+        };
+        if step.kind == StepKind::Accept as u32 {
+            self.grace.record_pass(caller, &session.request, now);
         }
+        Ok(step)
     }
 
     fn check_code(
@@ -405,6 +412,7 @@ impl Engine {
         kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         caller.require_admin(&self.config, &*self.directory)?;
         let existed = self.store.reset(user)?;
+        self.grace.forget(user);
         self.audit.record(
             "reset",
             &Subject {
@@ -530,9 +538,9 @@ mod tests {
     use crate::users::fake::FakeDirectory;
 
     const NOW: u64 = 1_800_000_000;
-    const ROOT: Caller = Caller { uid: 0 };
-    const ALICE: Caller = Caller { uid: 1001 };
-    const BOB: Caller = Caller { uid: 1002 };
+    const ROOT: Caller = Caller::new(0);
+    const ALICE: Caller = Caller::new(1001);
+    const BOB: Caller = Caller::new(1002);
 
     struct Fixture {
         engine: Engine,
@@ -657,7 +665,7 @@ mod tests {
         );
         assert!(f.engine.status(ROOT, "alice", NOW + 1).unwrap().locked);
         assert!(
-            f.engine.unlock(Caller { uid: 1003 }, "alice").unwrap(),
+            f.engine.unlock(Caller::new(1003), "alice").unwrap(),
             "admin group may unlock"
         );
         assert_eq!(
@@ -685,6 +693,107 @@ mod tests {
     }
 
     #[test]
+    fn step_up_grace_stays_in_its_session_terminal_and_window() {
+        let rule = |grace| GroupRule {
+            name: "*".into(),
+            mode: Mode::Require,
+            services: Some(vec!["sudo".into()]),
+            grace,
+        };
+        let config = Config {
+            default_mode: Mode::Require,
+            groups: vec![rule(300)],
+            ..Config::default()
+        };
+        let f = fixture(config);
+        let e = &f.engine;
+        let secret = enroll(e, "alice");
+        let sudo = |tty: &str| LoginRequest {
+            user: "alice".into(),
+            service: "sudo".into(),
+            rhost: String::new(),
+            tty: tty.into(),
+        };
+        let here = Caller {
+            uid: 0,
+            session: Some(42),
+        };
+        let step = e.begin_login(here, sudo("/dev/pts/1"), NOW).unwrap();
+        assert_eq!(kind(&step), StepKind::Prompt, "the first sudo asks");
+        assert_eq!(
+            kind(
+                &e.answer(here, &step.handle, &code(&secret, NOW), NOW)
+                    .unwrap()
+            ),
+            StepKind::Accept
+        );
+        assert_eq!(
+            kind(&e.begin_login(here, sudo("/dev/pts/1"), NOW + 299).unwrap()),
+            StepKind::Accept,
+            "within grace"
+        );
+        assert_eq!(
+            kind(&e.begin_login(here, sudo("/dev/pts/1"), NOW + 300).unwrap()),
+            StepKind::Prompt,
+            "window over"
+        );
+        assert_eq!(
+            kind(&e.begin_login(here, sudo("/dev/pts/2"), NOW + 1).unwrap()),
+            StepKind::Prompt,
+            "other terminal"
+        );
+        let other_session = Caller {
+            uid: 0,
+            session: Some(43),
+        };
+        assert_eq!(
+            kind(
+                &e.begin_login(other_session, sudo("/dev/pts/1"), NOW + 1)
+                    .unwrap()
+            ),
+            StepKind::Prompt
+        );
+        assert_eq!(
+            kind(
+                &e.begin_login(Caller::new(0), sudo("/dev/pts/1"), NOW + 1)
+                    .unwrap()
+            ),
+            StepKind::Prompt
+        );
+        let sshd = LoginRequest {
+            service: "sshd".into(),
+            ..sudo("/dev/pts/1")
+        };
+        assert_eq!(
+            kind(&e.begin_login(here, sshd, NOW + 1).unwrap()),
+            StepKind::Prompt,
+            "rule without grace"
+        );
+        // Off by default.
+        let off = fixture(Config {
+            default_mode: Mode::Require,
+            groups: vec![rule(0)],
+            ..Config::default()
+        });
+        let secret = enroll(&off.engine, "alice");
+        let step = off
+            .engine
+            .begin_login(here, sudo("/dev/pts/1"), NOW)
+            .unwrap();
+        off.engine
+            .answer(here, &step.handle, &code(&secret, NOW), NOW)
+            .unwrap();
+        assert_eq!(
+            kind(
+                &off.engine
+                    .begin_login(here, sudo("/dev/pts/1"), NOW + 1)
+                    .unwrap()
+            ),
+            StepKind::Prompt
+        );
+    }
+
+    #[test]
     fn modes_and_per_service_rules() {
         let config = Config {
             default_mode: Mode::Optional,
@@ -693,11 +802,13 @@ mod tests {
                     name: "wheel".into(),
                     mode: Mode::Require,
                     services: Some(vec!["sudo".into()]),
+                    grace: 0,
                 },
                 GroupRule {
                     name: "users".into(),
                     mode: Mode::Exempt,
                     services: None,
+                    grace: 0,
                 },
             ],
             ..Config::default()
@@ -875,7 +986,7 @@ mod tests {
             matches!(e.enroll(ROOT, "bob", NOW), Err(Error::Conflict(_))),
             "even root resets first"
         );
-        assert!(e.reset(Caller { uid: 1003 }, "bob").unwrap());
+        assert!(e.reset(Caller::new(1003), "bob").unwrap());
         assert!(e.enroll(BOB, "", NOW).is_ok());
         assert_eq!(e.list(ROOT, NOW).unwrap().len(), 2);
     }

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod engine;
 pub mod error;
+pub mod grace;
 pub mod messages;
 pub mod policy;
 pub mod qr;

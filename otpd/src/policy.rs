@@ -22,31 +22,53 @@ pub enum Decision {
     UnknownUser,
 }
 
-/// The mode of the first rule whose group holds the account and whose services include
-/// `service`, else the default mode.
+/// What the matching rule says about one login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub mode: Mode,
+    /// Step-up grace in seconds; 0 = off.
+    pub grace: u64,
+}
+
+/// The first rule whose group holds the account and whose services include `service`, else
+/// the default mode without grace.
+pub fn policy_for(
+    config: &Config,
+    account: &Account,
+    service: &str,
+    directory: &dyn Directory,
+) -> Result<Policy> {
+    for rule in &config.groups {
+        if !rule.applies_to_service(service) {
+            continue;
+        }
+        // A group NSS cannot resolve (LDAP down, typo) matches nobody; `otpd --check-config`
+        // warns about it.
+        let member = rule.name == "*"
+            || directory
+                .group_gid(&rule.name)?
+                .is_some_and(|gid| account.gids.contains(&gid));
+        if member {
+            return Ok(Policy {
+                mode: rule.mode,
+                grace: rule.grace,
+            });
+        }
+    }
+    Ok(Policy {
+        mode: config.default_mode,
+        grace: 0,
+    })
+}
+
+/// The mode [`policy_for`] decides.
 pub fn mode_for(
     config: &Config,
     account: &Account,
     service: &str,
     directory: &dyn Directory,
 ) -> Result<Mode> {
-    for rule in &config.groups {
-        if !rule.applies_to_service(service) {
-            continue;
-        }
-        if rule.name == "*" {
-            return Ok(rule.mode);
-        }
-        // A group NSS cannot resolve (LDAP down, typo) matches nobody; `otpd --check-config`
-        // warns about it.
-        if directory
-            .group_gid(&rule.name)?
-            .is_some_and(|gid| account.gids.contains(&gid))
-        {
-            return Ok(rule.mode);
-        }
-    }
-    Ok(config.default_mode)
+    Ok(policy_for(config, account, service, directory)?.mode)
 }
 
 /// Decides what this login needs.
@@ -87,6 +109,7 @@ mod tests {
             name: name.into(),
             mode,
             services: services.map(|s| s.iter().map(|x| x.to_string()).collect()),
+            grace: 0,
         }
     }
 

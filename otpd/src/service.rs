@@ -62,10 +62,21 @@ async fn caller_of(connection: &Connection, header: &Header<'_>) -> Result<Calle
         .await
         .map_err(OtpdError::ZBus)?;
     let uid = proxy
-        .get_connection_unix_user(sender.into())
+        .get_connection_unix_user(sender.clone().into())
         .await
         .map_err(|e| OtpdError::AccessDenied(format!("cannot identify the caller: {e}")))?;
-    Ok(Caller { uid })
+    // Without an audit session step-up grace never applies; nothing else depends on it.
+    let session = match proxy.get_connection_unix_process_id(sender.into()).await {
+        Ok(pid) => audit_session(pid),
+        Err(_) => None,
+    };
+    Ok(Caller { uid, session })
+}
+
+/// `/proc/PID/sessionid`; `None` when unset (4294967295) or unreadable.
+fn audit_session(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/sessionid")).ok()?;
+    text.trim().parse::<u32>().ok().filter(|&id| id != u32::MAX)
 }
 
 fn now() -> u64 {

@@ -101,7 +101,7 @@ mod tests {
 
     fn session(uid: u32, deadline: u64) -> LoginSession {
         LoginSession::new(
-            Caller { uid },
+            Caller::new(uid),
             LoginRequest::default(),
             LoginKind::Code,
             deadline,
@@ -113,33 +113,26 @@ mod tests {
         let sessions = Sessions::default();
         let handle = sessions.insert(session(0, 100), 10).unwrap();
         assert_eq!(handle.len(), 32);
-        assert!(sessions.take(&handle, Caller { uid: 1000 }, 10).is_err());
+        assert!(sessions.take(&handle, Caller::new(1000), 10).is_err());
         assert!(
             sessions
-                .take(&handle, Caller { uid: 0 }, 10)
+                .take(&handle, Caller::new(0), 10)
                 .unwrap()
                 .is_some()
         );
         assert!(
             sessions
-                .take(&handle, Caller { uid: 0 }, 10)
+                .take(&handle, Caller::new(0), 10)
                 .unwrap()
                 .is_none(),
             "single use"
         );
         let late = sessions.insert(session(0, 100), 10).unwrap();
         assert!(
-            sessions
-                .take(&late, Caller { uid: 0 }, 100)
-                .unwrap()
-                .is_none(),
+            sessions.take(&late, Caller::new(0), 100).unwrap().is_none(),
             "expired"
         );
-        assert!(
-            sessions
-                .take(&"x".repeat(65), Caller { uid: 0 }, 10)
-                .is_err()
-        );
+        assert!(sessions.take(&"x".repeat(65), Caller::new(0), 10).is_err());
     }
 
     #[test]
