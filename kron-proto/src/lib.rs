@@ -229,7 +229,43 @@ pub struct UserStatus {
     pub failures: u32,
     /// Unix time of the last accepted code; 0 if never.
     pub last_used: u64,
+    /// Unused recovery codes left.
+    pub recovery_codes: u32,
 }
+
+/// A token brought in from another system (google-authenticator, pam_oath) by `kronctl import`.
+/// Travels only from root's kronctl to otpd; otpd seals the secret at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct TokenImport {
+    pub user: String,
+    /// Raw secret bytes (not base32).
+    pub secret: Vec<u8>,
+    /// `SHA1`, `SHA256` or `SHA512`.
+    pub algorithm: String,
+    /// 6 or 8.
+    pub digits: u8,
+    /// 30 or 60 seconds.
+    pub period: u64,
+    /// Highest time step already used on the old system (0 = none): it stays used.
+    pub last_step: u64,
+    /// One-time codes of the old system (e.g. scratch codes); they become recovery codes.
+    pub recovery_codes: Vec<String>,
+}
+
+/// What an import did, or would do with `dry_run`, for one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ImportResult {
+    pub user: String,
+    /// `imported`, `replaced` or `skipped`.
+    pub outcome: String,
+    /// Why it was skipped; empty otherwise.
+    pub reason: String,
+}
+
+/// Longest export file otpd accepts for import.
+pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;
+/// Most tokens in one `ImportTokens` call.
+pub const MAX_IMPORT_TOKENS: usize = 100_000;
 
 /// Errors otpd returns, as D-Bus error names `io.kron.Otpd1.Error.<Variant>`.
 /// Texts never contain codes or secrets.
@@ -278,6 +314,21 @@ pub trait Otpd {
     fn reset(&self, user: &str) -> zbus::Result<bool>;
     /// Clears a user's failure counter and backoff (admin). True if the user was throttled.
     fn unlock(&self, user: &str) -> zbus::Result<bool>;
+    /// Makes a fresh set of recovery codes for `user` ("" = the caller), invalidating the old
+    /// set, and returns them (shown once). A user renewing their own set must pass `code`, a
+    /// current code from their token; root and admins pass "".
+    fn recovery_codes(&self, user: &str, code: &str) -> zbus::Result<Vec<String>>;
+    /// Exports every token (`user` = "") or one user's, encrypted to `passphrase` in the age
+    /// format (root only). Returns the file contents.
+    fn export(&self, user: &str, passphrase: &str) -> zbus::Result<Vec<u8>>;
+    /// Restores an export (root only). Existing users are skipped unless `replace`; with
+    /// `dry_run` nothing is written. A damaged file or wrong passphrase changes nothing.
+    fn import(&self, data: &[u8], passphrase: &str, replace: bool, dry_run: bool) -> zbus::Result<Vec<ImportResult>>;
+    /// Enrolls tokens migrated from another system (root only), as `import` does.
+    fn import_tokens(&self, tokens: Vec<TokenImport>, replace: bool, dry_run: bool) -> zbus::Result<Vec<ImportResult>>;
+    /// The caller's own token as an otpauth URI, to add it to a second app: only with a
+    /// current code, and only where `allow_token_export` is on.
+    fn export_token(&self, code: &str) -> zbus::Result<String>;
     /// Daemon version, for `kronctl doctor` and packaging checks.
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;

@@ -128,6 +128,8 @@ pub struct Config {
     pub enroll_window: u64,
     #[serde(deserialize_with = "positive_secs")]
     pub login_timeout: u64,
+    /// Users may export their own token (`kronctl export-token`) after passing a code.
+    pub allow_token_export: bool,
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     #[serde(rename = "group", deserialize_with = "rules")]
@@ -145,6 +147,7 @@ impl Default for Config {
             contact: "your system administrator".into(),
             enroll_window: 600,
             login_timeout: 300,
+            allow_token_export: false,
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             groups: Vec::new(),

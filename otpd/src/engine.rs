@@ -19,13 +19,49 @@ use kron_proto::{Enrollment, MAX_FIELD_LEN, MAX_RESPONSE_LEN, Step, StepKind, Us
 
 pub struct Engine {
     pub config: Config,
-    store: Box<dyn Store>,
-    key: SecretKey,
-    directory: Box<dyn Directory>,
-    audit: Audit,
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) key: SecretKey,
+    pub(crate) directory: Box<dyn Directory>,
+    pub(crate) audit: Audit,
     sessions: Sessions,
-    grace: GraceLedger,
-    hostname: String,
+    pub(crate) grace: GraceLedger,
+    pub(crate) hostname: String,
+}
+
+/// The outcome of checking one typed code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Accepted,
+    AcceptedRecovery {
+        left: usize,
+    },
+    Throttled {
+        until: u64,
+    },
+    Replayed,
+    Wrong,
+    /// No token (reset during the login).
+    NoToken,
+}
+
+impl Verdict {
+    pub(crate) fn event(self) -> &'static str {
+        match self {
+            Verdict::Accepted | Verdict::AcceptedRecovery { .. } => "accepted",
+            Verdict::Throttled { .. } => "throttled",
+            Verdict::Replayed | Verdict::Wrong | Verdict::NoToken => "rejected",
+        }
+    }
+
+    pub(crate) fn detail(self) -> &'static str {
+        match self {
+            Verdict::AcceptedRecovery { .. } => "recovery code",
+            Verdict::Replayed => "code already used",
+            Verdict::Wrong => "wrong code",
+            Verdict::NoToken => "token was reset during the login",
+            Verdict::Accepted | Verdict::Throttled { .. } => "",
+        }
+    }
 }
 
 /// What PAM told the module about this login.
@@ -148,48 +184,59 @@ impl Engine {
         subject: &Subject<'_>,
         now: u64,
     ) -> Result<Step> {
+        let verdict = self.verify(user, response, now)?;
+        self.audit
+            .record(verdict.event(), subject, verdict.detail());
+        Ok(match verdict {
+            Verdict::Accepted => Step::terminal(StepKind::Accept, vec![]),
+            Verdict::AcceptedRecovery { left } => {
+                Step::terminal(StepKind::Accept, messages::recovery_used(left))
+            }
+            Verdict::Throttled { until } => {
+                Step::terminal(StepKind::Deny, messages::throttled(until, now))
+            }
+            Verdict::Replayed => Step::terminal(StepKind::Deny, messages::replayed()),
+            Verdict::Wrong | Verdict::NoToken => {
+                Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
+            }
+        })
+    }
+
+    /// Checks a code (or a recovery code) for `user`: charges the attempt first, then accepts
+    /// the matching step at most once.
+    pub(crate) fn verify(&self, user: &str, response: &str, now: u64) -> Result<Verdict> {
         if let Attempt::Throttled { until } =
             self.store
                 .charge_attempt(user, now, &self.config.throttle)?
         {
-            self.audit.record("throttled", subject, "");
-            return Ok(Step::terminal(
-                StepKind::Deny,
-                messages::throttled(until, now),
-            ));
+            return Ok(Verdict::Throttled { until });
         }
-        let Some(token) = self.store.get(user)?.and_then(|record| record.token) else {
-            self.audit
-                .record("rejected", subject, "token was reset during the login");
-            return Ok(Step::terminal(
-                StepKind::Deny,
-                messages::rejected(&self.config.contact),
-            ));
+        let Some(record) = self.store.get(user)? else {
+            return Ok(Verdict::NoToken);
         };
+        let Some(token) = record.token else {
+            return Ok(Verdict::NoToken);
+        };
+        if let (Some(set), Some(code)) = (
+            &record.recovery,
+            crate::recovery::candidate(response, token.params.digits),
+        ) {
+            let hash = crate::recovery::hash(&code, &set.salt).map_err(Error::System)?;
+            return Ok(match self.store.use_recovery(user, &hash, now)? {
+                Some(left) => Verdict::AcceptedRecovery { left },
+                None => Verdict::Wrong,
+            });
+        }
         let secret = self.key.open(user, &token.secret)?;
         let Some(step) =
             totp::matching_step(&secret, token.params, self.config.totp.skew, response, now)
         else {
-            self.audit.record("rejected", subject, "wrong code");
-            return Ok(Step::terminal(
-                StepKind::Deny,
-                messages::rejected(&self.config.contact),
-            ));
+            return Ok(Verdict::Wrong);
         };
         Ok(match self.store.accept_step(user, step, now)? {
-            StepOutcome::Accepted => {
-                self.audit.record("accepted", subject, "");
-                Step::terminal(StepKind::Accept, vec![])
-            }
-            StepOutcome::Replayed => {
-                self.audit.record("rejected", subject, "code already used");
-                Step::terminal(StepKind::Deny, messages::replayed())
-            }
-            StepOutcome::NoToken => {
-                self.audit
-                    .record("rejected", subject, "token was reset during the login");
-                Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
-            }
+            StepOutcome::Accepted => Verdict::Accepted,
+            StepOutcome::Replayed => Verdict::Replayed,
+            StepOutcome::NoToken => Verdict::NoToken,
         })
     }
 
@@ -455,7 +502,7 @@ impl Engine {
     }
 
     /// "" means the caller; anything else must be a well-formed user name.
-    fn resolve_target(&self, caller: Caller, user: &str) -> Result<String> {
+    pub(crate) fn resolve_target(&self, caller: Caller, user: &str) -> Result<String> {
         if user.is_empty() {
             return self
                 .directory
@@ -466,7 +513,7 @@ impl Engine {
         Ok(user.to_owned())
     }
 
-    fn existing_account(&self, user: &str) -> Result<crate::users::Account> {
+    pub(crate) fn existing_account(&self, user: &str) -> Result<crate::users::Account> {
         self.directory
             .by_name(user)?
             .ok_or_else(|| Error::NotFound(format!("no such user: {user}")))
@@ -485,7 +532,12 @@ impl Engine {
         })
     }
 
-    fn otpauth_uri(&self, user: &str, secret: &[u8], params: TokenParams) -> Result<String> {
+    pub(crate) fn otpauth_uri(
+        &self,
+        user: &str,
+        secret: &[u8],
+        params: TokenParams,
+    ) -> Result<String> {
         let account = format!("{user}@{}", self.hostname);
         totp::otpauth_uri(secret, params, &self.config.issuer, &account).map_err(Error::System)
     }
@@ -527,27 +579,31 @@ fn status_of(user: String, record: &UserRecord, now: u64) -> UserStatus {
         locked_until: if locked { record.next_attempt } else { 0 },
         failures: record.failures,
         last_used: record.last_used,
+        recovery_codes: record
+            .recovery
+            .as_ref()
+            .map_or(0, |set| set.hashes.len() as u32),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{GroupRule, Mode};
     use crate::store::SledStore;
     use crate::users::fake::FakeDirectory;
 
-    const NOW: u64 = 1_800_000_000;
-    const ROOT: Caller = Caller::new(0);
+    pub(crate) const NOW: u64 = 1_800_000_000;
+    pub(crate) const ROOT: Caller = Caller::new(0);
     const ALICE: Caller = Caller::new(1001);
     const BOB: Caller = Caller::new(1002);
 
-    struct Fixture {
-        engine: Engine,
+    pub(crate) struct Fixture {
+        pub(crate) engine: Engine,
         _dir: tempfile::TempDir,
     }
 
-    fn fixture(config: Config) -> Fixture {
+    pub(crate) fn fixture(config: Config) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let directory = FakeDirectory::default()
             .with_user("root", 0, &["root"])
@@ -574,12 +630,12 @@ mod tests {
         }
     }
 
-    fn kind(step: &Step) -> StepKind {
+    pub(crate) fn kind(step: &Step) -> StepKind {
         step.validate().unwrap()
     }
 
     /// Enrolls `user` at NOW - 300 and returns the base32 secret.
-    fn enroll(engine: &Engine, user: &str) -> Vec<u8> {
+    pub(crate) fn enroll(engine: &Engine, user: &str) -> Vec<u8> {
         let enrollment = engine.enroll(ROOT, user, NOW - 300).unwrap();
         let secret = totp_rs::Secret::try_from_base32(&enrollment.secret)
             .unwrap()
@@ -591,7 +647,7 @@ mod tests {
         secret
     }
 
-    fn code(secret: &[u8], at: u64) -> String {
+    pub(crate) fn code(secret: &[u8], at: u64) -> String {
         totp::code_at(
             secret,
             TokenParams::from(&crate::config::TotpConfig::default()),

@@ -2,16 +2,19 @@
 
 pub mod audit;
 pub mod authz;
+pub mod backup;
 pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod grace;
+pub mod lifecycle;
 pub mod messages;
 pub mod policy;
 pub mod qr;
 pub mod record;
+pub mod recovery;
 pub mod service;
 pub mod sessions;
 pub mod store;

@@ -29,6 +29,18 @@ pub fn throttled(until: u64, now: u64) -> Vec<Message> {
     ))]
 }
 
+pub fn recovery_used(left: usize) -> Vec<Message> {
+    let mut shown = vec![Message::info(format!(
+        "Recovery code accepted; {left} left."
+    ))];
+    if left <= 3 {
+        shown.push(Message::info(
+            "Make a new set soon with `kronctl recovery-codes`.",
+        ));
+    }
+    shown
+}
+
 pub fn login_expired() -> Vec<Message> {
     vec![Message::error(
         "The login took too long. Please start again.",

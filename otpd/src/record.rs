@@ -3,6 +3,7 @@
 
 use crate::config::ThrottleConfig;
 use crate::crypto::Sealed;
+use crate::recovery::RecoverySet;
 use crate::throttle::delay_after;
 use crate::totp::TokenParams;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,7 @@ pub struct Pending {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct UserRecord {
     /// The confirmed token; changed only by an admin reset.
     pub token: Option<Token>,
@@ -38,6 +40,17 @@ pub struct UserRecord {
     pub failures: u32,
     /// No attempt is allowed before this unix time.
     pub next_attempt: u64,
+    /// Hashes of the unused recovery codes.
+    pub recovery: Option<RecoverySet>,
+}
+
+/// Outcome of storing an imported record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    Imported,
+    Replaced,
+    /// A confirmed token exists and `replace` was not given.
+    Kept,
 }
 
 /// Outcome of charging an attempt against the throttle.
@@ -143,10 +156,45 @@ impl UserRecord {
         had
     }
 
+    /// Installs a new recovery set (the old one dies). False if there is no token.
+    pub fn set_recovery(&mut self, set: RecoverySet) -> bool {
+        if self.token.is_none() {
+            return false;
+        }
+        self.recovery = Some(set);
+        true
+    }
+
+    /// Uses up the recovery code whose hash is `hash`. Returns the codes left, or `None` if it
+    /// is not an unused code of this user.
+    pub fn use_recovery(&mut self, hash: &[u8], now: u64) -> Option<usize> {
+        self.token.as_ref()?;
+        let set = self.recovery.as_mut()?;
+        let index = set.hashes.iter().position(|h| constant_time_eq(h, hash))?;
+        set.hashes.remove(index);
+        let left = set.hashes.len();
+        self.last_used = now;
+        self.clear_failures();
+        Some(left)
+    }
+
+    /// What storing `incoming` over this record does.
+    pub fn import_outcome(&self, replace: bool) -> ImportOutcome {
+        match (self.token.is_some(), replace) {
+            (false, _) => ImportOutcome::Imported,
+            (true, true) => ImportOutcome::Replaced,
+            (true, false) => ImportOutcome::Kept,
+        }
+    }
+
     /// A pending enrollment that has not expired at `now`.
     pub fn live_pending(&self, now: u64) -> Option<&Pending> {
         self.pending.as_ref().filter(|p| now < p.expires)
     }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -238,5 +286,28 @@ mod tests {
             Err(ConfirmOutcome::AlreadyEnrolled)
         );
         assert_eq!(record.live_pending(0), None);
+    }
+
+    #[test]
+    fn recovery_codes_work_once_and_need_a_token() {
+        let set = RecoverySet {
+            salt: vec![1],
+            hashes: vec![vec![1; 32], vec![2; 32]],
+            created: 0,
+        };
+        assert!(!UserRecord::default().set_recovery(set.clone()));
+        let mut record = enrolled();
+        assert!(record.set_recovery(set));
+        record.failures = 2;
+        assert_eq!(record.use_recovery(&[2; 32], 50), Some(1));
+        assert_eq!((record.failures, record.last_used), (0, 50));
+        assert_eq!(record.use_recovery(&[2; 32], 51), None, "single use");
+        assert_eq!(record.use_recovery(&[3; 32], 51), None);
+        assert_eq!(record.import_outcome(false), ImportOutcome::Kept);
+        assert_eq!(record.import_outcome(true), ImportOutcome::Replaced);
+        assert_eq!(
+            UserRecord::default().import_outcome(false),
+            ImportOutcome::Imported
+        );
     }
 }

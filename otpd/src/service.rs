@@ -4,7 +4,7 @@
 use crate::authz::Caller;
 use crate::engine::{Engine, LoginRequest};
 use crate::error::Error;
-use kron_proto::{Enrollment, OtpdError, Step, UserStatus};
+use kron_proto::{Enrollment, ImportResult, OtpdError, Step, TokenImport, UserStatus};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use zbus::message::Header;
@@ -192,6 +192,77 @@ impl OtpdService {
     ) -> Result<bool, OtpdError> {
         self.call(connection, &header, move |engine, caller, _| {
             engine.unlock(caller, &user)
+        })
+        .await
+    }
+
+    async fn recovery_codes(
+        &self,
+        user: String,
+        code: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<String>, OtpdError> {
+        let code = zeroize::Zeroizing::new(code);
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.recovery_codes(caller, &user, &code, now)
+        })
+        .await
+    }
+
+    async fn export(
+        &self,
+        user: String,
+        passphrase: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<u8>, OtpdError> {
+        let passphrase = zeroize::Zeroizing::new(passphrase);
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.export(caller, &user, &passphrase, now)
+        })
+        .await
+    }
+
+    async fn import(
+        &self,
+        data: Vec<u8>,
+        passphrase: String,
+        replace: bool,
+        dry_run: bool,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<ImportResult>, OtpdError> {
+        let passphrase = zeroize::Zeroizing::new(passphrase);
+        self.call(connection, &header, move |engine, caller, _| {
+            engine.import(caller, &data, &passphrase, replace, dry_run)
+        })
+        .await
+    }
+
+    async fn import_tokens(
+        &self,
+        tokens: Vec<TokenImport>,
+        replace: bool,
+        dry_run: bool,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<ImportResult>, OtpdError> {
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.import_tokens(caller, tokens, replace, dry_run, now)
+        })
+        .await
+    }
+
+    async fn export_token(
+        &self,
+        code: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, OtpdError> {
+        let code = zeroize::Zeroizing::new(code);
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.export_token(caller, &code, now)
         })
         .await
     }

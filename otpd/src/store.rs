@@ -3,7 +3,8 @@
 
 use crate::config::ThrottleConfig;
 use crate::error::{Error, Result};
-use crate::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, UserRecord};
+use crate::record::{Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, UserRecord};
+use crate::recovery::RecoverySet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -34,6 +35,12 @@ pub trait Store: Send + Sync {
     fn reset(&self, user: &str) -> Result<bool>;
     /// Clears the throttle of `user`. True if there was anything to clear.
     fn unlock(&self, user: &str) -> Result<bool>;
+    /// Replaces the recovery set of `user`. False if the user has no token.
+    fn set_recovery(&self, user: &str, set: RecoverySet) -> Result<bool>;
+    /// Uses up one recovery code by its hash; the number left, or `None` if it is not valid.
+    fn use_recovery(&self, user: &str, hash: &[u8], now: u64) -> Result<Option<usize>>;
+    /// Stores an imported record unless a confirmed token exists and `replace` is false.
+    fn import(&self, user: &str, record: UserRecord, replace: bool) -> Result<ImportOutcome>;
 }
 
 pub struct SledStore {
@@ -151,6 +158,27 @@ impl Store for SledStore {
             return Ok(false);
         }
         self.update(user, UserRecord::clear_failures)
+    }
+
+    fn set_recovery(&self, user: &str, set: RecoverySet) -> Result<bool> {
+        if self.users.get(user)?.is_none() {
+            return Ok(false);
+        }
+        self.update(user, |record| record.set_recovery(set.clone()))
+    }
+
+    fn use_recovery(&self, user: &str, hash: &[u8], now: u64) -> Result<Option<usize>> {
+        self.update(user, |record| record.use_recovery(hash, now))
+    }
+
+    fn import(&self, user: &str, incoming: UserRecord, replace: bool) -> Result<ImportOutcome> {
+        self.update(user, |record| {
+            let outcome = record.import_outcome(replace);
+            if outcome != ImportOutcome::Kept {
+                *record = incoming.clone();
+            }
+            outcome
+        })
     }
 }
 

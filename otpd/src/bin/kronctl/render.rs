@@ -330,6 +330,7 @@ mod tests {
             locked_until: 0,
             failures: 0,
             last_used: 0,
+            recovery_codes: 0,
         }
     }
 

@@ -1,0 +1,339 @@
+//! Module arguments: the words after `pam_kron.so` on the PAM configuration line.
+//!
+//! Only the configuration line is read, never the environment: sudo and su run the module with
+//! the invoking user's environment, so anything read from there would be under that user's
+//! control (design.md §3.1).
+//!
+//! Decisions, documented in docs/pam_kron.md:
+//! - a known argument with a bad value (`timeout=0`, `bus=tcp:...`, `debug=yes`) is a
+//!   configuration error: the login is denied with PAM_SERVICE_ERR, never run with a guessed
+//!   value;
+//! - an unknown argument is logged and ignored, as mature modules do, so that a line written for a
+//!   newer version still works with this one;
+//! - a repeated argument is logged, and the last one counts.
+
+use std::ffi::CStr;
+use std::fmt;
+use std::time::Duration;
+
+/// Default bound on each exchange with otpd (connect + authenticate, or one method call).
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest accepted `timeout=`; a login that waits a minute for a daemon is already broken.
+pub(crate) const MAX_TIMEOUT_SECS: u64 = 60;
+/// Longest accepted `bus=` address (bytes).
+pub(crate) const MAX_BUS_LEN: usize = 1024;
+/// How much of an unknown or bad argument is quoted in the log.
+const MAX_QUOTED: usize = 64;
+
+/// The parsed module arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Args {
+    /// D-Bus address of the bus otpd is on.
+    pub bus: String,
+    /// Bound on each exchange with otpd.
+    pub timeout: Duration,
+    /// Log each step of the login to syslog (never codes, answers or message texts).
+    pub debug: bool,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            bus: kron_proto::DEFAULT_BUS_ADDRESS.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            debug: false,
+        }
+    }
+}
+
+/// A known argument with a value the module refuses to run with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ArgError {
+    /// `bus` or `timeout` without `=VALUE`.
+    MissingValue(&'static str),
+    /// `debug=...`: a flag takes no value.
+    UnexpectedValue(&'static str),
+    /// The value is not UTF-8.
+    NotUtf8(&'static str),
+    /// `bus=` is empty, too long, not a `unix:` address, or does not parse.
+    BadBus(String),
+    /// `timeout=` is not whole seconds in 1..=MAX_TIMEOUT_SECS.
+    BadTimeout(String),
+}
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgError::MissingValue(key) => write!(f, "argument `{key}` needs a value: {key}=VALUE"),
+            ArgError::UnexpectedValue(key) => write!(f, "argument `{key}` takes no value"),
+            ArgError::NotUtf8(key) => write!(f, "value of `{key}=` is not UTF-8"),
+            ArgError::BadBus(why) => write!(f, "bad bus= address: {why}"),
+            ArgError::BadTimeout(value) => write!(
+                f,
+                "bad timeout={value}: expected whole seconds from 1 to {MAX_TIMEOUT_SECS}"
+            ),
+        }
+    }
+}
+
+/// The result of parsing, with what should be logged either way.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub args: Result<Args, ArgError>,
+    /// Ignored or repeated arguments, for the log (LOG_WARNING).
+    pub warnings: Vec<String>,
+}
+
+/// Parses the module arguments. The first bad value wins; warnings are collected regardless.
+pub(crate) fn parse(raw: &[&CStr]) -> Parsed {
+    let mut args = Args::default();
+    let mut warnings = Vec::new();
+    let mut error = None;
+    let mut seen: Vec<&'static str> = Vec::new();
+
+    for arg in raw {
+        let bytes = arg.to_bytes();
+        let (key, value) = match bytes.iter().position(|&b| b == b'=') {
+            Some(at) => (&bytes[..at], Some(&bytes[at + 1..])),
+            None => (bytes, None),
+        };
+        let result = match key {
+            b"bus" => apply("bus", value, &mut seen, &mut warnings, |v| {
+                args.bus = parse_bus(v)?;
+                Ok(())
+            }),
+            b"timeout" => apply("timeout", value, &mut seen, &mut warnings, |v| {
+                args.timeout = parse_timeout(v)?;
+                Ok(())
+            }),
+            b"debug" => match value {
+                None => {
+                    args.debug = true;
+                    Ok(())
+                }
+                Some(_) => Err(ArgError::UnexpectedValue("debug")),
+            },
+            _ => {
+                warnings.push(format!("unknown argument {} ignored", quote(bytes)));
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            error.get_or_insert(e);
+        }
+    }
+
+    Parsed {
+        args: match error {
+            Some(e) => Err(e),
+            None => Ok(args),
+        },
+        warnings,
+    }
+}
+
+/// Handles `key=value`: requires the value, decodes it, notes repeats, and applies it.
+fn apply(
+    key: &'static str,
+    value: Option<&[u8]>,
+    seen: &mut Vec<&'static str>,
+    warnings: &mut Vec<String>,
+    set: impl FnOnce(&str) -> Result<(), ArgError>,
+) -> Result<(), ArgError> {
+    let value = value.ok_or(ArgError::MissingValue(key))?;
+    let value = std::str::from_utf8(value).map_err(|_| ArgError::NotUtf8(key))?;
+    if seen.contains(&key) {
+        warnings.push(format!(
+            "argument `{key}=` given more than once; the last one counts"
+        ));
+    } else {
+        seen.push(key);
+    }
+    set(value)
+}
+
+/// Accepts only `unix:` addresses: only a local socket carries the caller's credentials, which
+/// otpd authorizes every call by, and other transports (tcp, autolaunch, unixexec) either cannot
+/// or would reach outside the configured socket.
+fn parse_bus(value: &str) -> Result<String, ArgError> {
+    if value.is_empty() {
+        return Err(ArgError::BadBus("empty address".into()));
+    }
+    if value.len() > MAX_BUS_LEN {
+        return Err(ArgError::BadBus(format!("longer than {MAX_BUS_LEN} bytes")));
+    }
+    if !value.starts_with("unix:") {
+        return Err(ArgError::BadBus(format!(
+            "{} is not a unix: address",
+            quote(value.as_bytes())
+        )));
+    }
+    value
+        .parse::<zbus::Address>()
+        .map_err(|e| ArgError::BadBus(format!("{}: {e}", quote(value.as_bytes()))))?;
+    Ok(value.to_owned())
+}
+
+/// Whole seconds, ASCII digits only (no sign, no space, no unit), 1..=MAX_TIMEOUT_SECS.
+fn parse_timeout(value: &str) -> Result<Duration, ArgError> {
+    let bad = || ArgError::BadTimeout(quote(value.as_bytes()));
+    // The length check keeps the parse from overflowing; leading zeros are harmless.
+    if value.is_empty() || value.len() > 4 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let secs: u64 = value.parse().map_err(|_| bad())?;
+    if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// A printable, bounded rendering of an argument for the log.
+fn quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_QUOTED)]);
+    let ellipsis = if bytes.len() > MAX_QUOTED { "..." } else { "" };
+    format!("\"{}{ellipsis}\"", text.escape_debug())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&CStr]) -> Parsed {
+        parse(args)
+    }
+
+    #[test]
+    fn no_arguments_give_the_defaults() {
+        let parsed = run(&[]);
+        assert_eq!(parsed.args, Ok(Args::default()));
+        assert_eq!(parsed.args.unwrap().bus, kron_proto::DEFAULT_BUS_ADDRESS);
+        assert!(parsed.warnings.is_empty());
+    }
+
+    #[test]
+    fn known_arguments_are_applied() {
+        let parsed = run(&[c"bus=unix:path=/tmp/kron bus", c"timeout=12", c"debug"]);
+        let args = parsed.args.unwrap();
+        assert_eq!(args.bus, "unix:path=/tmp/kron bus");
+        assert_eq!(args.timeout, Duration::from_secs(12));
+        assert!(args.debug);
+        assert!(parsed.warnings.is_empty());
+    }
+
+    #[test]
+    fn abstract_sockets_are_accepted() {
+        let args = run(&[c"bus=unix:abstract=/tmp/dbus-x"]).args.unwrap();
+        assert_eq!(args.bus, "unix:abstract=/tmp/dbus-x");
+    }
+
+    #[test]
+    fn timeout_bounds() {
+        assert_eq!(
+            run(&[c"timeout=1"]).args.unwrap().timeout,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            run(&[c"timeout=60"]).args.unwrap().timeout,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            run(&[c"timeout=007"]).args.unwrap().timeout,
+            Duration::from_secs(7)
+        );
+        for bad in [
+            c"timeout=0",
+            c"timeout=61",
+            c"timeout=",
+            c"timeout=-1",
+            c"timeout=+5",
+            c"timeout= 5",
+            c"timeout=5s",
+            c"timeout=1.5",
+            c"timeout=abc",
+            c"timeout=99999999999999999999999",
+        ] {
+            assert!(
+                matches!(run(&[bad]).args, Err(ArgError::BadTimeout(_))),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_bus_addresses_are_refused() {
+        for bad in [
+            c"bus=",
+            c"bus=tcp:host=127.0.0.1,port=1234",
+            c"bus=unixexec:path=/bin/sh",
+            c"bus=autolaunch:",
+            c"bus=/run/dbus/system_bus_socket",
+            c"bus=unix:",
+            c"bus=unix:path",
+        ] {
+            assert!(
+                matches!(run(&[bad]).args, Err(ArgError::BadBus(_))),
+                "{bad:?} should be refused"
+            );
+        }
+        let long = format!("bus=unix:path=/{}", "a".repeat(MAX_BUS_LEN));
+        let long = std::ffi::CString::new(long).unwrap();
+        assert!(matches!(run(&[&long]).args, Err(ArgError::BadBus(_))));
+    }
+
+    #[test]
+    fn values_must_be_present_and_flags_take_none() {
+        assert_eq!(run(&[c"bus"]).args, Err(ArgError::MissingValue("bus")));
+        assert_eq!(
+            run(&[c"timeout"]).args,
+            Err(ArgError::MissingValue("timeout"))
+        );
+        assert_eq!(
+            run(&[c"debug=1"]).args,
+            Err(ArgError::UnexpectedValue("debug"))
+        );
+        assert_eq!(
+            run(&[c"debug="]).args,
+            Err(ArgError::UnexpectedValue("debug"))
+        );
+    }
+
+    #[test]
+    fn non_utf8_values_are_refused() {
+        let raw = std::ffi::CString::new(b"bus=unix:path=/tmp/\xff".to_vec()).unwrap();
+        assert_eq!(run(&[&raw]).args, Err(ArgError::NotUtf8("bus")));
+    }
+
+    #[test]
+    fn unknown_arguments_are_ignored_with_a_warning() {
+        let parsed = run(&[c"use_first_pass", c"nullok=1", c"debug"]);
+        assert!(parsed.args.unwrap().debug);
+        assert_eq!(parsed.warnings.len(), 2);
+        assert!(parsed.warnings[0].contains("use_first_pass"));
+        // Case matters, as it does for every PAM module.
+        assert_eq!(run(&[c"DEBUG"]).warnings.len(), 1);
+    }
+
+    #[test]
+    fn warnings_are_bounded_and_printable() {
+        let raw = std::ffi::CString::new(format!("x\x1b[2J{}", "y".repeat(500))).unwrap();
+        let parsed = run(&[&raw]);
+        let warning = &parsed.warnings[0];
+        assert!(!warning.contains('\x1b'));
+        assert!(warning.len() < 200, "{warning}");
+    }
+
+    #[test]
+    fn repeats_warn_and_the_last_counts() {
+        let parsed = run(&[c"timeout=3", c"timeout=4"]);
+        assert_eq!(parsed.args.unwrap().timeout, Duration::from_secs(4));
+        assert_eq!(parsed.warnings.len(), 1);
+    }
+
+    #[test]
+    fn the_first_error_wins_and_warnings_survive() {
+        let parsed = run(&[c"frobnicate", c"timeout=0", c"bus=tcp:"]);
+        assert!(matches!(parsed.args, Err(ArgError::BadTimeout(_))));
+        assert_eq!(parsed.warnings.len(), 1);
+    }
+}
