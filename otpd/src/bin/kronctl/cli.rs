@@ -18,7 +18,7 @@ const CONFIRM_USAGE: &str = "kronctl confirm [USER] CODE";
 const LONG_ABOUT: &str = "\
 kronctl talks to otpd, the kron daemon, over D-Bus to manage TOTP second factors for Linux \
 logins: enroll a token and confirm it, show its status, and, as an administrator, list, reset \
-and unlock users.
+and unlock users. `kronctl doctor` checks the machine's sshd, PAM, D-Bus and clock setup.
 
 otpd decides everything: who may do what is checked there, by the uid the bus reports for \
 kronctl, never by anything kronctl says. A user may enroll, confirm and inspect their own token; \
@@ -43,6 +43,9 @@ Examples:
   Talk to an otpd on a private bus:
     KRON_BUS=unix:path=/tmp/test-bus kronctl status
 
+  Check the machine for mistakes that lock admins out or bypass the second factor:
+    sudo kronctl doctor
+
 Exit status:
   0  success
   1  otpd failed, or another error (e.g. writing the PNG file)
@@ -52,7 +55,8 @@ Exit status:
   5  no such user, token or enrollment
   6  conflict with what is stored (e.g. a confirmed token already exists)
   7  throttled after too many failed attempts; retry later
-  8  code rejected (wrong, already used, or the enrollment expired)";
+  8  code rejected (wrong, already used, or the enrollment expired)
+kronctl doctor has its own: 0 nothing wrong, 1 something is wrong, 2 usage error.";
 
 /// `kronctl [--bus ADDRESS] [--json] COMMAND`
 #[derive(Debug, Parser)]
@@ -158,6 +162,68 @@ Examples:
         #[arg(value_parser = parse_user)]
         user: String,
     },
+
+    /// Check this machine for mistakes that lock admins out or bypass the second factor
+    ///
+    /// Reads sshd's and PAM's configuration, the D-Bus policy and otpd's config, asks otpd
+    /// over the bus, and checks the clock. Prints one line per finding with a one-line fix.
+    /// Exit status 0 when nothing is wrong (warnings allowed), 1 when anything is.
+    #[command(after_help = DOCTOR_AFTER_HELP)]
+    Doctor(DoctorArgs),
+}
+
+/// Every check `kronctl doctor` runs, by its stable id (see docs/kronctl.md).
+pub const DOCTOR_CHECKS: [&str; 15] = [
+    "otpd-config",
+    "dbus-policy",
+    "otpd-reachable",
+    "sshd-config",
+    "sshd-usepam",
+    "sshd-kbdinteractive",
+    "sshd-publickey",
+    "sshd-root-login",
+    "sshd-match",
+    "pam-sshd",
+    "pam-sshd-order",
+    "pam-sudo",
+    "pam-sudo-order",
+    "admin-lockout",
+    "clock-sync",
+];
+
+const DOCTOR_AFTER_HELP: &str = "\
+Examples:
+  sudo kronctl doctor
+  sudo kronctl doctor --json --skip clock-sync
+  kronctl doctor --root /mnt/image --skip otpd-reachable --skip admin-lockout
+
+Exit status:
+  0  no errors (warnings allowed)
+  1  at least one error, or the report could not be written
+  2  usage error";
+
+/// `doctor [--root DIR] [--config FILE] [--skip CHECK]...`
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Read /etc/ssh, /etc/pam.d, /etc/kron and the D-Bus policy directories under DIR
+    ///
+    /// For images, chroots and tests. Accounts and groups still come from this machine's NSS,
+    /// and otpd is still asked on --bus.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// otpd's config file [default: /etc/kron/otpd.toml under --root]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Do not run CHECK (repeatable, or comma-separated)
+    #[arg(
+        long,
+        value_name = "CHECK",
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(DOCTOR_CHECKS)
+    )]
+    pub skip: Vec<String>,
 }
 
 /// `confirm [USER] CODE`. Clap cannot put an optional positional before a required one, so
@@ -374,6 +440,56 @@ mod tests {
                 png: None
             }
         ));
+    }
+
+    #[test]
+    fn doctor_takes_root_config_and_skips() {
+        let cli = parse(&[
+            "doctor",
+            "--root",
+            "/mnt/image",
+            "--config",
+            "/tmp/otpd.toml",
+            "--skip",
+            "clock-sync,otpd-reachable",
+            "--skip",
+            "admin-lockout",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        match cli.command {
+            Command::Doctor(args) => {
+                assert_eq!(args.root, PathBuf::from("/mnt/image"));
+                assert_eq!(args.config, Some(PathBuf::from("/tmp/otpd.toml")));
+                assert_eq!(args.skip, ["clock-sync", "otpd-reachable", "admin-lockout"]);
+            }
+            other => panic!("expected doctor, got {other:?}"),
+        }
+        match parse(&["doctor"]).unwrap().command {
+            Command::Doctor(args) => {
+                assert_eq!(args.root, PathBuf::from("/"));
+                assert_eq!(args.config, None);
+                assert!(args.skip.is_empty());
+            }
+            other => panic!("expected doctor, got {other:?}"),
+        }
+        let err = parse(&["doctor", "--skip", "nonsense"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn doctor_check_ids_are_unique_kebab_case() {
+        let mut ids = DOCTOR_CHECKS.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), DOCTOR_CHECKS.len());
+        for id in DOCTOR_CHECKS {
+            assert!(
+                id.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{id}"
+            );
+        }
     }
 
     #[test]

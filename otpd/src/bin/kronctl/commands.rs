@@ -55,6 +55,7 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Reset { user } => admin(cli, AdminAction::Reset, user).await,
         Command::Unlock { user } => admin(cli, AdminAction::Unlock, user).await,
+        Command::Doctor(args) => crate::doctor::run(cli, args).await,
     }
 }
 
@@ -112,7 +113,7 @@ async fn admin(cli: &Cli, action: AdminAction, user: &str) -> Result<(), Error> 
 }
 
 /// Writes the whole output at once; a closed pipe is an error, not a panic as in `print!`.
-fn print(text: &str) -> Result<(), Error> {
+pub fn print(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())

@@ -48,6 +48,10 @@ pub enum Error {
         what: String,
         source: io::Error,
     },
+    /// `kronctl doctor` found this many errors; its report on stdout says which.
+    Unhealthy {
+        errors: usize,
+    },
 }
 
 impl Error {
@@ -60,7 +64,9 @@ impl Error {
             Error::Conflict(_) => exit::CONFLICT,
             Error::Throttled(_) => exit::THROTTLED,
             Error::Rejected(_) => exit::REJECTED,
-            Error::Failed(_) | Error::Protocol(_) | Error::Io { .. } => exit::FAILED,
+            Error::Failed(_) | Error::Protocol(_) | Error::Io { .. } | Error::Unhealthy { .. } => {
+                exit::FAILED
+            }
         }
     }
 
@@ -145,6 +151,8 @@ impl fmt::Display for Error {
             Error::Failed(text) => ("otpd failed", text),
             Error::Protocol(text) => ("unexpected answer from otpd", text),
             Error::Io { what, source } => return write!(f, "{}: {source}", one_line(what)),
+            Error::Unhealthy { errors: 1 } => return write!(f, "doctor found 1 error"),
+            Error::Unhealthy { errors } => return write!(f, "doctor found {errors} errors"),
         };
         match (label.is_empty(), text.trim().is_empty()) {
             (true, _) => write!(f, "{}", one_line(text)),

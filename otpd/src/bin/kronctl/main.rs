@@ -1,5 +1,6 @@
 //! `kronctl`: the command-line client of otpd, for users (enroll, confirm, status) and
-//! administrators (list, reset, unlock). See docs/kronctl.md.
+//! administrators (list, reset, unlock), and `kronctl doctor`, which checks the machine's setup.
+//! See docs/kronctl.md.
 //!
 //! It holds no policy: otpd authorizes every call by the caller's uid and decides everything;
 //! kronctl turns a command line into one D-Bus call and the answer into text or JSON.
@@ -7,6 +8,7 @@
 mod cli;
 mod client;
 mod commands;
+mod doctor;
 mod error;
 mod render;
 mod secret_file;
