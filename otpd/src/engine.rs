@@ -211,10 +211,9 @@ impl Engine {
         {
             return Ok(Verdict::Throttled { until });
         }
-        let Some(record) = self.store.get(user)? else {
-            return Ok(Verdict::NoToken);
-        };
-        let Some(token) = record.token else {
+        let record = self.store.get(user)?.unwrap_or_default();
+        let Some(token) = record.token.clone() else {
+            self.persist_failure(Verdict::NoToken)?;
             return Ok(Verdict::NoToken);
         };
         if let (Some(set), Some(code)) = (
@@ -222,22 +221,42 @@ impl Engine {
             crate::recovery::candidate(response, token.params.digits),
         ) {
             let hash = crate::recovery::hash(&code, &set.salt).map_err(Error::System)?;
-            return Ok(match self.store.use_recovery(user, &hash, now)? {
+            let verdict = match self.store.use_recovery(user, &hash, now)? {
                 Some(left) => Verdict::AcceptedRecovery { left },
                 None => Verdict::Wrong,
-            });
+            };
+            self.persist_failure(verdict)?;
+            return Ok(verdict);
         }
         let secret = self.key.open(user, &token.secret)?;
-        let Some(step) =
-            totp::matching_step(&secret, token.params, self.config.totp.skew, response, now)
-        else {
-            return Ok(Verdict::Wrong);
+        let verdict = match totp::matching_step(
+            &secret,
+            token.params,
+            self.config.totp.skew,
+            response,
+            now,
+        ) {
+            None => Verdict::Wrong,
+            Some(step) => match self.store.accept_step(user, step, now)? {
+                StepOutcome::Accepted => Verdict::Accepted,
+                StepOutcome::Replayed => Verdict::Replayed,
+                StepOutcome::NoToken => Verdict::NoToken,
+            },
         };
-        Ok(match self.store.accept_step(user, step, now)? {
-            StepOutcome::Accepted => Verdict::Accepted,
-            StepOutcome::Replayed => Verdict::Replayed,
-            StepOutcome::NoToken => Verdict::NoToken,
-        })
+        self.persist_failure(verdict)?;
+        Ok(verdict)
+    }
+
+    /// An accepted step was flushed with the charge; a failure must be durable before its
+    /// reply too, or a restart would forget it and hand the guesser free attempts.
+    fn persist_failure(&self, verdict: Verdict) -> Result<()> {
+        if matches!(
+            verdict,
+            Verdict::Wrong | Verdict::Replayed | Verdict::NoToken
+        ) {
+            self.store.flush()?;
+        }
+        Ok(())
     }
 
     fn begin_enrollment_login(

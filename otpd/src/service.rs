@@ -58,18 +58,21 @@ async fn caller_of(connection: &Connection, header: &Header<'_>) -> Result<Calle
         .sender()
         .ok_or_else(|| OtpdError::AccessDenied("call without a sender".into()))?
         .to_owned();
-    let proxy = zbus::fdo::DBusProxy::new(connection)
+    let proxy = zbus::fdo::DBusProxy::builder(connection)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
         .await
         .map_err(OtpdError::ZBus)?;
-    let uid = proxy
-        .get_connection_unix_user(sender.clone().into())
+    // One round trip for uid and pid: this runs on every call of every login.
+    let credentials = proxy
+        .get_connection_credentials(sender.into())
         .await
         .map_err(|e| OtpdError::AccessDenied(format!("cannot identify the caller: {e}")))?;
+    let uid = credentials
+        .unix_user_id()
+        .ok_or_else(|| OtpdError::AccessDenied("the bus did not report the caller's uid".into()))?;
     // Without an audit session step-up grace never applies; nothing else depends on it.
-    let session = match proxy.get_connection_unix_process_id(sender.into()).await {
-        Ok(pid) => audit_session(pid),
-        Err(_) => None,
-    };
+    let session = credentials.process_id().and_then(audit_session);
     Ok(Caller { uid, session })
 }
 

@@ -14,6 +14,7 @@ pub trait Store: Send + Sync {
     /// Every stored user, sorted by name.
     fn list(&self) -> Result<Vec<(String, UserRecord)>>;
     /// Charges one attempt unless the user is in backoff ("count a failure" before checking).
+    /// Not flushed by itself: the success or failure that follows is, before any reply.
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt>;
     /// Accepts time step `step` for `user` if it is later than every step accepted before.
     fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome>;
@@ -41,6 +42,8 @@ pub trait Store: Send + Sync {
     fn use_recovery(&self, user: &str, hash: &[u8], now: u64) -> Result<Option<usize>>;
     /// Stores an imported record unless a confirmed token exists and `replace` is false.
     fn import(&self, user: &str, record: UserRecord, replace: bool) -> Result<ImportOutcome>;
+    /// Makes every change so far durable.
+    fn flush(&self) -> Result<()>;
 }
 
 pub struct SledStore {
@@ -68,7 +71,18 @@ impl SledStore {
     /// Applies `change` atomically (compare-and-swap loop) and flushes before returning.
     /// `change` gets the current record (default if absent) and returns its result; it may run
     /// more than once under contention, so it must be a pure function of the record.
-    fn update<R>(&self, user: &str, mut change: impl FnMut(&mut UserRecord) -> R) -> Result<R> {
+    fn update<R>(&self, user: &str, change: impl FnMut(&mut UserRecord) -> R) -> Result<R> {
+        let outcome = self.update_unflushed(user, change)?;
+        self.db.flush()?;
+        Ok(outcome)
+    }
+
+    /// [`SledStore::update`] without the flush.
+    fn update_unflushed<R>(
+        &self,
+        user: &str,
+        mut change: impl FnMut(&mut UserRecord) -> R,
+    ) -> Result<R> {
         loop {
             let current = self.users.get(user)?;
             let mut record = match &current {
@@ -81,12 +95,12 @@ impl SledStore {
                 return Ok(outcome);
             }
             let new = encode(&record)?;
-            match self.users.compare_and_swap(user, current, Some(new))? {
-                Ok(()) => {
-                    self.db.flush()?;
-                    return Ok(outcome);
-                }
-                Err(_) => continue,
+            if self
+                .users
+                .compare_and_swap(user, current, Some(new))?
+                .is_ok()
+            {
+                return Ok(outcome);
             }
         }
     }
@@ -122,7 +136,7 @@ impl Store for SledStore {
     }
 
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt> {
-        self.update(user, |record| record.charge_attempt(now, config))
+        self.update_unflushed(user, |record| record.charge_attempt(now, config))
     }
 
     fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome> {
@@ -169,6 +183,11 @@ impl Store for SledStore {
 
     fn use_recovery(&self, user: &str, hash: &[u8], now: u64) -> Result<Option<usize>> {
         self.update(user, |record| record.use_recovery(hash, now))
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
     }
 
     fn import(&self, user: &str, incoming: UserRecord, replace: bool) -> Result<ImportOutcome> {
