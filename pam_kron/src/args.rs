@@ -34,6 +34,9 @@ pub(crate) struct Args {
     pub timeout: Duration,
     /// Log each step of the login to syslog (never codes, answers or message texts).
     pub debug: bool,
+    /// Show otpd's messages even when the application passes PAM_SILENT: sudo up to 1.9.13
+    /// always does, which would hide "wrong code", "try again in …" and enrollment texts.
+    pub nosilent: bool,
 }
 
 impl Default for Args {
@@ -42,6 +45,7 @@ impl Default for Args {
             bus: kron_proto::DEFAULT_BUS_ADDRESS.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             debug: false,
+            nosilent: false,
         }
     }
 }
@@ -106,13 +110,8 @@ pub(crate) fn parse(raw: &[&CStr]) -> Parsed {
                 args.timeout = parse_timeout(v)?;
                 Ok(())
             }),
-            b"debug" => match value {
-                None => {
-                    args.debug = true;
-                    Ok(())
-                }
-                Some(_) => Err(ArgError::UnexpectedValue("debug")),
-            },
+            b"debug" => flag("debug", value, &mut args.debug),
+            b"nosilent" => flag("nosilent", value, &mut args.nosilent),
             _ => {
                 warnings.push(format!("unknown argument {} ignored", quote(bytes)));
                 Ok(())
@@ -129,6 +128,17 @@ pub(crate) fn parse(raw: &[&CStr]) -> Parsed {
             None => Ok(args),
         },
         warnings,
+    }
+}
+
+/// Handles a flag: it takes no value.
+fn flag(key: &'static str, value: Option<&[u8]>, field: &mut bool) -> Result<(), ArgError> {
+    match value {
+        None => {
+            *field = true;
+            Ok(())
+        }
+        Some(_) => Err(ArgError::UnexpectedValue(key)),
     }
 }
 
@@ -213,11 +223,21 @@ mod tests {
 
     #[test]
     fn known_arguments_are_applied() {
-        let parsed = run(&[c"bus=unix:path=/tmp/kron bus", c"timeout=12", c"debug"]);
+        let parsed = run(&[
+            c"bus=unix:path=/tmp/kron bus",
+            c"timeout=12",
+            c"debug",
+            c"nosilent",
+        ]);
         let args = parsed.args.unwrap();
         assert_eq!(args.bus, "unix:path=/tmp/kron bus");
         assert_eq!(args.timeout, Duration::from_secs(12));
-        assert!(args.debug);
+        assert!(args.debug && args.nosilent);
+        assert!(!Args::default().nosilent);
+        assert_eq!(
+            run(&[c"nosilent=1"]).args,
+            Err(ArgError::UnexpectedValue("nosilent"))
+        );
         assert!(parsed.warnings.is_empty());
     }
 

@@ -43,6 +43,8 @@ pub(crate) fn authenticate(
         }
     };
 
+    // `nosilent` on the PAM line overrides an application that always passes PAM_SILENT.
+    let silent = silent && !args.nosilent;
     // From here on the handle is only read, so the conversation and the log can share it.
     let pamh: &PamHandle = pamh;
     let log = Log::new(pamh, args.debug);
