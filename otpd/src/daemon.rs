@@ -15,7 +15,14 @@ use std::sync::Arc;
 
 /// otpd — the kron daemon: decides every two-factor login and owns all token state.
 #[derive(Debug, Parser)]
-#[command(name = "otpd", version, about, long_about = None)]
+#[command(
+    name = "otpd",
+    version,
+    about = "The kron daemon: decides every two-factor login and owns all token state",
+    long_about = "otpd serves io.kron.Otpd on the system bus (or --bus). pam_kron.so asks it what each \
+login needs; kronctl manages tokens through it. It keeps tokens encrypted in a sled store under \
+state_dir and writes every decision to syslog (authpriv). Configuration: otpd.toml(5)."
+)]
 pub struct Args {
     /// Configuration file [default: /etc/kron/otpd.toml; all defaults if that file is absent].
     #[arg(long, value_name = "FILE")]

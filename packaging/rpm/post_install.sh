@@ -1,0 +1,28 @@
+# %post of kron. $1: 1 on first install, 2 or more on upgrade. See docs/packaging.md.
+# rpm runs scriptlets with plain /bin/sh; every step fails soft (`|| :`) so that a missing
+# helper cannot leave a half-done transaction, and says what went wrong.
+
+# Members may manage other users' tokens (admin_group in /etc/kron/otpd.toml).
+if ! getent group kron-admin >/dev/null; then
+    groupadd -r kron-admin || echo "kron: could not create group kron-admin" >&2
+fi
+
+# The store's directory, private from the start (the package cannot carry it, see the
+# generate-rpm metadata in otpd/Cargo.toml). An existing one may hold tokens: left alone.
+if [ ! -e /var/lib/kron ]; then
+    mkdir -m 0700 /var/lib/kron || echo "kron: could not create /var/lib/kron" >&2
+fi
+
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || :
+    if [ "$1" -eq 1 ]; then
+        # The distribution's preset policy decides whether otpd starts at boot (Fedora:
+        # disabled unless a preset enables it). Either way D-Bus activation starts otpd
+        # on the first login that needs it.
+        systemctl --no-reload preset otpd.service || :
+    fi
+fi
+
+# Nothing touches the PAM stacks: enabling pam_kron is the administrator's step, with
+# authselect or by hand (docs/packaging.md, "RPM systems and authselect").
+exit 0
