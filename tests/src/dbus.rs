@@ -1,0 +1,143 @@
+//! Raw D-Bus calls to otpd: any method, any body, errors reported by their D-Bus name.
+//!
+//! The tests use these to probe otpd with calls no well-behaved client would make (wrong
+//! signatures, oversize strings) and to wait for otpd to own its name.
+
+use kron_proto::{BUS_NAME, INTERFACE, OBJECT_PATH, Step, UserStatus};
+use serde::de::DeserializeOwned;
+use zbus::message::Message;
+
+/// A D-Bus error reply (or a transport failure, named `transport`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// The D-Bus error name, e.g. `io.kron.Otpd1.Error.AccessDenied`.
+    pub name: String,
+    /// The human text that came with it.
+    pub text: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.text)
+    }
+}
+
+impl From<zbus::Error> for CallError {
+    fn from(err: zbus::Error) -> Self {
+        match err {
+            zbus::Error::MethodError(name, text, _) => CallError {
+                name: name.to_string(),
+                text: text.unwrap_or_default(),
+            },
+            zbus::Error::FDO(fdo) => {
+                use zbus::DBusError as _;
+                CallError {
+                    name: fdo.name().to_string(),
+                    text: fdo.description().unwrap_or_default().to_string(),
+                }
+            }
+            other => CallError {
+                name: "transport".into(),
+                text: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The error name otpd uses for `variant` (e.g. `"AccessDenied"`).
+pub fn otpd_error(variant: &str) -> String {
+    format!("{INTERFACE}.Error.{variant}")
+}
+
+/// Calls `member` of otpd's interface with `body` and returns the reply.
+pub fn call<B>(conn: &zbus::Connection, member: &str, body: &B) -> Result<Message, CallError>
+where
+    B: serde::Serialize + zbus::DynamicType,
+{
+    call_interface(conn, INTERFACE, member, body)
+}
+
+/// Calls `interface.member` on otpd's object with `body` and returns the reply.
+pub fn call_interface<B>(
+    conn: &zbus::Connection,
+    interface: &str,
+    member: &str,
+    body: &B,
+) -> Result<Message, CallError>
+where
+    B: serde::Serialize + zbus::DynamicType,
+{
+    zbus::block_on(conn.call_method(Some(BUS_NAME), OBJECT_PATH, Some(interface), member, body))
+        .map_err(CallError::from)
+}
+
+/// Decodes a reply body, panicking with the signature on a mismatch.
+pub fn decode<T: DeserializeOwned + zbus::Type>(reply: &Message) -> T {
+    reply
+        .body()
+        .deserialize::<T>()
+        .unwrap_or_else(|err| panic!("unexpected reply {:?}: {err}", reply.body().signature()))
+}
+
+/// `BeginLogin(user, service, rhost, tty)`.
+pub fn begin_login(conn: &zbus::Connection, user: &str, service: &str) -> Result<Step, CallError> {
+    call(conn, "BeginLogin", &(user, service, "", "")).map(|reply| decode(&reply))
+}
+
+/// `Answer(handle, response)`.
+pub fn answer(conn: &zbus::Connection, handle: &str, response: &str) -> Result<Step, CallError> {
+    call(conn, "Answer", &(handle, response)).map(|reply| decode(&reply))
+}
+
+/// `Status(user)`.
+pub fn status(conn: &zbus::Connection, user: &str) -> Result<UserStatus, CallError> {
+    call(conn, "Status", &(user,)).map(|reply| decode(&reply))
+}
+
+/// The `Version` property, read with `org.freedesktop.DBus.Properties.Get`.
+pub fn version(conn: &zbus::Connection) -> Result<String, CallError> {
+    let reply = call_interface(
+        conn,
+        "org.freedesktop.DBus.Properties",
+        "Get",
+        &(INTERFACE, "Version"),
+    )?;
+    let value: zbus::OwnedVariant = decode(&reply);
+    String::try_from(value).map_err(|err| CallError {
+        name: "decode".into(),
+        text: err.to_string(),
+    })
+}
+
+/// Whether any connection owns `name` on the bus.
+pub fn name_has_owner(conn: &zbus::Connection, name: &str) -> bool {
+    let reply = zbus::block_on(conn.call_method(
+        Some("org.freedesktop.DBus"),
+        "/org/freedesktop/DBus",
+        Some("org.freedesktop.DBus"),
+        "NameHasOwner",
+        &(name,),
+    ))
+    .expect("NameHasOwner");
+    decode(&reply)
+}
+
+/// Calls `member` of otpd's interface with `dbus-send` as `identity` (for calls from another
+/// uid than the test's). `args` are dbus-send typed arguments such as `string:alice`. A D-Bus
+/// error shows in stderr as `Error <name>: <text>`.
+pub fn send_as(
+    identity: &crate::process::Identity,
+    address: &str,
+    member: &str,
+    args: &[&str],
+) -> crate::process::Output {
+    let mut command = identity.command("dbus-send");
+    command
+        .arg(format!("--bus={address}"))
+        .arg("--print-reply")
+        .arg(format!("--dest={BUS_NAME}"))
+        .arg(OBJECT_PATH)
+        .arg(format!("{INTERFACE}.{member}"))
+        .args(args);
+    crate::process::run(&mut command)
+}

@@ -1,0 +1,178 @@
+//! The real otpd, on a private bus and a temporary state directory.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::bus::{self, Bus};
+use crate::{artifacts, dbus, process, scratch};
+
+/// How long otpd may take to own its name or to stop. Generous: CI is a loaded 2-core machine.
+pub const START_LIMIT: Duration = Duration::from_secs(120);
+
+/// A running otpd. Killed on drop; [`Otpd::stderr`] holds everything it logged.
+pub struct Otpd {
+    dir: TempDir,
+    config: PathBuf,
+    bus_address: String,
+    child: Option<Child>,
+}
+
+impl std::fmt::Debug for Otpd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Otpd")
+            .field("config", &self.config)
+            .field("bus", &self.bus_address)
+            .finish()
+    }
+}
+
+impl Otpd {
+    /// Writes a config (state inside a temp dir, then `extra_toml`) and starts otpd on `bus`.
+    ///
+    /// `extra_toml` is appended after the `state_dir` line: top-level keys first, then tables
+    /// such as `[totp]`, `[throttle]` and `[[group]]`.
+    pub fn start(bus: &Bus, extra_toml: &str) -> Otpd {
+        let dir = scratch::private_dir("kron-otpd.");
+        let config = dir.path().join("otpd.toml");
+        let text = config_text(&dir.path().join("state"), extra_toml);
+        scratch::write_file(&config, &text, 0o600);
+        let mut otpd = Otpd {
+            dir,
+            config,
+            bus_address: bus.address().to_string(),
+            child: None,
+        };
+        otpd.launch();
+        otpd
+    }
+
+    /// The config file otpd was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The store directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Everything otpd wrote to stderr so far, across restarts.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The pid of the running otpd.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("otpd is running").id()
+    }
+
+    /// Stops otpd with SIGTERM ("flush and stop") and returns how it exited.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("otpd is running");
+        process::send_signal(child.id(), libc::SIGTERM);
+        process::wait_bounded(&mut child, START_LIMIT).unwrap_or_else(|| {
+            panic!(
+                "otpd ignored SIGTERM for {START_LIMIT:?}:\n{}",
+                self.stderr()
+            )
+        })
+    }
+
+    /// Kills otpd with SIGKILL (a crash) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops otpd and starts it again on the same config and store.
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "otpd exited with {status} on SIGTERM:\n{}",
+            self.stderr()
+        );
+        self.launch();
+    }
+
+    /// Starts otpd again after [`Otpd::stop`] or [`Otpd::kill`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "otpd is already running");
+        self.launch();
+    }
+
+    /// True while the otpd process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("waitpid otpd").is_none(),
+            None => false,
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("otpd.stderr")
+    }
+
+    fn launch(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open otpd stderr log");
+        let child = Command::new(artifacts::otpd())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--bus")
+            .arg(&self.bus_address)
+            .arg("--log-stderr")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("start otpd");
+        self.child = Some(child);
+        self.wait_until_serving();
+    }
+
+    /// Polls the `Version` property until otpd answers; fails early if otpd exits.
+    fn wait_until_serving(&mut self) {
+        let address = self.bus_address.clone();
+        let mut connection: Option<zbus::Connection> = None;
+        process::wait_for("otpd to serve io.kron.Otpd", START_LIMIT, || {
+            if !self.is_running() {
+                panic!("otpd exited during start-up:\n{}", self.stderr());
+            }
+            if connection.is_none() {
+                connection = bus::connect(&address).ok();
+            }
+            let conn = connection.as_ref()?;
+            dbus::version(conn).ok()
+        });
+    }
+}
+
+impl Drop for Otpd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `otpd --check-config --config FILE` and returns what it did.
+pub fn check_config(config: &Path) -> process::Output {
+    process::run(
+        Command::new(artifacts::otpd())
+            .arg("--check-config")
+            .arg("--config")
+            .arg(config),
+    )
+}
+
+fn config_text(state_dir: &Path, extra_toml: &str) -> String {
+    format!("state_dir = \"{}\"\n{extra_toml}\n", state_dir.display())
+}
