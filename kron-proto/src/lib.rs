@@ -323,9 +323,20 @@ pub trait Otpd {
     fn export(&self, user: &str, passphrase: &str) -> zbus::Result<Vec<u8>>;
     /// Restores an export (root only). Existing users are skipped unless `replace`; with
     /// `dry_run` nothing is written. A damaged file or wrong passphrase changes nothing.
-    fn import(&self, data: &[u8], passphrase: &str, replace: bool, dry_run: bool) -> zbus::Result<Vec<ImportResult>>;
+    fn import(
+        &self,
+        data: &[u8],
+        passphrase: &str,
+        replace: bool,
+        dry_run: bool,
+    ) -> zbus::Result<Vec<ImportResult>>;
     /// Enrolls tokens migrated from another system (root only), as `import` does.
-    fn import_tokens(&self, tokens: Vec<TokenImport>, replace: bool, dry_run: bool) -> zbus::Result<Vec<ImportResult>>;
+    fn import_tokens(
+        &self,
+        tokens: Vec<TokenImport>,
+        replace: bool,
+        dry_run: bool,
+    ) -> zbus::Result<Vec<ImportResult>>;
     /// The caller's own token as an otpauth URI, to add it to a second app: only with a
     /// current code, and only where `allow_token_export` is on.
     fn export_token(&self, code: &str) -> zbus::Result<String>;
