@@ -17,8 +17,10 @@ const CONFIRM_USAGE: &str = "kronctl confirm [USER] CODE";
 
 const LONG_ABOUT: &str = "\
 kronctl talks to otpd, the kron daemon, over D-Bus to manage TOTP second factors for Linux \
-logins: enroll a token and confirm it, show its status, and, as an administrator, list, reset \
-and unlock users. `kronctl doctor` checks the machine's sshd, PAM, D-Bus and clock setup.
+logins: enroll a token and confirm it, show its status, make recovery codes, and, as an \
+administrator, list, reset and unlock users, back up and restore every token, and migrate \
+tokens from google-authenticator and pam_oath. `kronctl doctor` checks the machine's sshd, PAM, \
+D-Bus and clock setup.
 
 otpd decides everything: who may do what is checked there, by the uid the bus reports for \
 kronctl, never by anything kronctl says. A user may enroll, confirm and inspect their own token; \
@@ -39,6 +41,18 @@ Examples:
     sudo kronctl list --json
     sudo kronctl unlock alice
     sudo kronctl reset alice
+
+  Recovery codes for a lost phone (yourself: asks for a current code first):
+    kronctl recovery-codes
+    sudo kronctl recovery-codes alice
+
+  Back up every token, restore it (root; asks for a passphrase):
+    sudo kronctl export /root/kron-backup.age
+    sudo kronctl import /root/kron-backup.age
+
+  Migrate from google-authenticator or pam_oath, looking first:
+    sudo kronctl import --dry-run --google-authenticator --all-homes
+    sudo kronctl import --oath-usersfile /etc/users.oath
 
   Talk to an otpd on a private bus:
     KRON_BUS=unix:path=/tmp/test-bus kronctl status
@@ -163,6 +177,61 @@ Examples:
         user: String,
     },
 
+    /// Make a fresh set of recovery codes, show them once; the previous set stops working
+    ///
+    /// Each code works once, typed at the ordinary code prompt, for a lost or broken phone.
+    /// Renewing your own set needs a current code from your app (or a recovery code): from
+    /// --code, else asked on the terminal (or read from stdin). Administrators renewing
+    /// someone else's set need none.
+    #[command(after_help = "\
+Examples:
+  kronctl recovery-codes
+  sudo kronctl recovery-codes alice --json")]
+    RecoveryCodes(RecoveryCodesArgs),
+
+    /// Write every token (or one user's) to FILE, encrypted with a passphrase (root)
+    ///
+    /// The file is in the age format: `age -d FILE` opens it too. It holds every secret, the
+    /// last used time steps and the recovery code hashes. The passphrase is asked twice on the
+    /// terminal, or read from --passphrase-file, or from stdin when stdin is not a terminal;
+    /// never from the command line. FILE is created with mode 0600 and never overwritten.
+    #[command(after_help = "\
+Examples:
+  sudo kronctl export /root/kron-backup.age
+  sudo kronctl export alice.age --user alice --passphrase-file /root/pass")]
+    Export(ExportArgs),
+
+    /// Restore an export, or migrate tokens from google-authenticator or pam_oath (root)
+    ///
+    /// Without a source flag, PATH is a file written by `kronctl export`. With
+    /// --google-authenticator, each PATH is a ~/.google_authenticator-format file (the user is
+    /// its owner) or a directory of such files named after their users; --all-homes also reads
+    /// every user's ~/.google_authenticator. With --oath-usersfile, PATH is pam_oath's users
+    /// file. Prints what happened to each user: imported, replaced, or skipped and why. Users
+    /// who already have a token are skipped unless --replace. Source files are never changed.
+    #[command(
+        override_usage = "kronctl import [OPTIONS] FILE\n       \
+                          kronctl import [OPTIONS] --google-authenticator [--all-homes] [PATH]...\n       \
+                          kronctl import [OPTIONS] --oath-usersfile PATH",
+        after_help = "\
+Examples:
+  sudo kronctl import /root/kron-backup.age
+  sudo kronctl import --dry-run --google-authenticator --all-homes
+  sudo kronctl import --google-authenticator /home/alice/.google_authenticator /var/lib/ga/
+  sudo kronctl import --oath-usersfile /etc/users.oath --json"
+    )]
+    Import(ImportArgs),
+
+    /// Show your own token as a QR code and otpauth URI, to add it to a second app
+    ///
+    /// Needs a current code (from --code, else asked), and works only where otpd's config has
+    /// `allow_token_export = true` (off by default).
+    #[command(after_help = "\
+Examples:
+  kronctl export-token
+  kronctl export-token --png ~/token.png")]
+    ExportToken(ExportTokenArgs),
+
     /// Check this machine for mistakes that lock admins out or bypass the second factor
     ///
     /// Reads sshd's and PAM's configuration, the D-Bus policy and otpd's config, asks otpd
@@ -170,6 +239,124 @@ Examples:
     /// Exit status 0 when nothing is wrong (warnings allowed), 1 when anything is.
     #[command(after_help = DOCTOR_AFTER_HELP)]
     Doctor(DoctorArgs),
+}
+
+/// `recovery-codes [USER] [--code CODE]`
+#[derive(Debug, Args)]
+pub struct RecoveryCodesArgs {
+    /// Whose codes to renew (administrators); yourself when omitted
+    #[arg(value_parser = parse_user)]
+    pub user: Option<String>,
+
+    /// A current code from your app, or a recovery code, proving it is you (self-service)
+    ///
+    /// Asked on the terminal when omitted and the set is your own.
+    #[arg(long, value_name = "CODE")]
+    pub code: Option<String>,
+}
+
+/// `export FILE [--user USER] [--passphrase-file FILE]`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Where to write the export; must not exist yet
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Only this user's token (to move a person to another host)
+    #[arg(long, value_name = "USER", value_parser = parse_user)]
+    pub user: Option<String>,
+
+    /// Read the passphrase from the first line of this file
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `import [FILE | --google-authenticator PATH... | --oath-usersfile PATH] ...`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The export to restore, or the files and directories of the chosen source
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// PATHs are google-authenticator files or directories of them
+    #[arg(long, conflicts_with = "oath_usersfile")]
+    pub google_authenticator: bool,
+
+    /// Also read ~/.google_authenticator of every account (with --google-authenticator)
+    #[arg(long, requires = "google_authenticator")]
+    pub all_homes: bool,
+
+    /// PATH is pam_oath's users file
+    #[arg(long)]
+    pub oath_usersfile: bool,
+
+    /// Overwrite the tokens of users who already have one
+    #[arg(long)]
+    pub replace: bool,
+
+    /// Print what would happen; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Read the export's passphrase from the first line of this file
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["google_authenticator", "oath_usersfile"]
+    )]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// Where `import` reads from, once its arguments are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportSource {
+    /// A file written by `kronctl export`.
+    Backup(PathBuf),
+    GoogleAuthenticator {
+        paths: Vec<PathBuf>,
+        all_homes: bool,
+    },
+    OathUsersfile(PathBuf),
+}
+
+impl ImportArgs {
+    /// The source, with the arity clap cannot check on one shared positional.
+    pub fn source(&self) -> Result<ImportSource, String> {
+        if self.google_authenticator {
+            if self.paths.is_empty() && !self.all_homes {
+                return Err("--google-authenticator needs a PATH or --all-homes".into());
+            }
+            return Ok(ImportSource::GoogleAuthenticator {
+                paths: self.paths.clone(),
+                all_homes: self.all_homes,
+            });
+        }
+        let [path] = self.paths.as_slice() else {
+            return Err(if self.oath_usersfile {
+                "--oath-usersfile takes exactly one PATH: the users file".into()
+            } else {
+                "import takes exactly one FILE (or --google-authenticator / --oath-usersfile)"
+                    .into()
+            });
+        };
+        Ok(if self.oath_usersfile {
+            ImportSource::OathUsersfile(path.clone())
+        } else {
+            ImportSource::Backup(path.clone())
+        })
+    }
+}
+
+/// `export-token [--code CODE] [--png FILE]`
+#[derive(Debug, Args)]
+pub struct ExportTokenArgs {
+    /// A current code from your app, proving it is you; asked on the terminal when omitted
+    #[arg(long, value_name = "CODE")]
+    pub code: Option<String>,
+
+    /// Also write the QR code as a PNG image to FILE (mode 0600, never overwritten)
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
 }
 
 /// Every check `kronctl doctor` runs, by its stable id (see docs/kronctl.md).
@@ -291,6 +478,22 @@ pub fn check_code(code: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A code that proves who you are: a TOTP code or a recovery code (6 to 12 digits, dashes
+/// and blanks allowed, as the codes are shown). Never repeated in the message.
+pub fn check_proof_code(code: &str) -> Result<(), String> {
+    let digits = code.bytes().filter(u8::is_ascii_digit).count();
+    let clean = code
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'-' || b == b' ');
+    if !clean || !(6..=12).contains(&digits) {
+        return Err(
+            "CODE must be the code your authenticator app shows, or one of your recovery codes"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 fn parse_user(raw: &str) -> Result<String, String> {
     kron_proto::validate_user(raw)?;
     Ok(raw.to_owned())
@@ -317,6 +520,28 @@ where
             .find_subcommand_mut("confirm")
             .expect("confirm is defined");
         return Err(confirm_cmd.error(ErrorKind::ValueValidation, reason));
+    }
+    // Checked here rather than by a value parser, whose message would repeat the code.
+    let proof = match &cli.command {
+        Command::RecoveryCodes(args) => args.code.as_deref().map(|c| ("recovery-codes", c)),
+        Command::ExportToken(args) => args.code.as_deref().map(|c| ("export-token", c)),
+        _ => None,
+    };
+    if let Some((name, code)) = proof
+        && let Err(reason) = check_proof_code(code)
+    {
+        let mut cmd = command();
+        let sub = cmd.find_subcommand_mut(name).expect("defined above");
+        return Err(sub.error(ErrorKind::ValueValidation, reason));
+    }
+    if let Command::Import(import) = &cli.command
+        && let Err(reason) = import.source()
+    {
+        let mut cmd = command();
+        let import_cmd = cmd
+            .find_subcommand_mut("import")
+            .expect("import is defined");
+        return Err(import_cmd.error(ErrorKind::WrongNumberOfValues, reason));
     }
     Ok(cli)
 }
@@ -476,6 +701,103 @@ mod tests {
         }
         let err = parse(&["doctor", "--skip", "nonsense"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    fn import_source(args: &[&str]) -> Result<ImportSource, clap::Error> {
+        match parse(args)?.command {
+            Command::Import(import) => Ok(import.source().unwrap()),
+            other => panic!("expected import, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn import_takes_one_backup_or_a_source_flag() {
+        assert_eq!(
+            import_source(&["import", "b.age", "--replace"]).unwrap(),
+            ImportSource::Backup("b.age".into())
+        );
+        assert_eq!(
+            import_source(&["import", "--google-authenticator", "/a", "/b"]).unwrap(),
+            ImportSource::GoogleAuthenticator {
+                paths: vec!["/a".into(), "/b".into()],
+                all_homes: false
+            }
+        );
+        assert_eq!(
+            import_source(&[
+                "import",
+                "--google-authenticator",
+                "--all-homes",
+                "--dry-run"
+            ])
+            .unwrap(),
+            ImportSource::GoogleAuthenticator {
+                paths: Vec::new(),
+                all_homes: true
+            }
+        );
+        assert_eq!(
+            import_source(&["import", "--oath-usersfile", "/etc/users.oath"]).unwrap(),
+            ImportSource::OathUsersfile("/etc/users.oath".into())
+        );
+        for bad in [
+            &["import"][..],
+            &["import", "a", "b"],
+            &["import", "--google-authenticator"],
+            &["import", "--oath-usersfile"],
+            &["import", "--oath-usersfile", "a", "b"],
+            &["import", "--all-homes"],
+            &["import", "--google-authenticator", "--oath-usersfile", "a"],
+            &["import", "--oath-usersfile", "a", "--passphrase-file", "p"],
+        ] {
+            let err = parse(bad).expect_err(&format!("{bad:?} must be refused"));
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn lifecycle_commands_parse() {
+        match parse(&["recovery-codes", "alice", "--code", "12345-67890"])
+            .unwrap()
+            .command
+        {
+            Command::RecoveryCodes(args) => {
+                assert_eq!(args.user.as_deref(), Some("alice"));
+                assert_eq!(args.code.as_deref(), Some("12345-67890"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["export", "f.age", "--user", "bob", "--passphrase-file", "p"])
+            .unwrap()
+            .command
+        {
+            Command::Export(args) => {
+                assert_eq!(args.file, PathBuf::from("f.age"));
+                assert_eq!(args.user.as_deref(), Some("bob"));
+                assert_eq!(args.passphrase_file, Some(PathBuf::from("p")));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["export-token", "--png", "t.png"]).unwrap().command {
+            Command::ExportToken(args) => {
+                assert_eq!(args.png, Some(PathBuf::from("t.png")));
+                assert_eq!(args.code, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["recovery-codes", "--code", "12ab56"][..],
+            &["recovery-codes", "--code", "12345"],
+            &["export-token", "--code", "1234567890123"],
+            &["export"],
+            &["export", "f", "--user", "a b"],
+            // Never a passphrase on the command line.
+            &["export", "f", "--passphrase", "x"],
+        ] {
+            let err = parse(bad).expect_err(&format!("{bad:?} must be refused"));
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+            assert!(!err.to_string().contains("12ab56"));
+        }
     }
 
     #[test]

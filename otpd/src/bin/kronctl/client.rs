@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kron_proto::{Enrollment, OtpdProxy, UserStatus};
+use kron_proto::{Enrollment, ImportResult, OtpdProxy, TokenImport, UserStatus};
 use zbus::proxy::CacheProperties;
 
 use crate::error::Error;
@@ -74,5 +74,57 @@ impl Otpd {
     /// True if the user was throttled.
     pub async fn unlock(&self, user: &str) -> Result<bool, Error> {
         self.proxy.unlock(user).await.map_err(|e| self.fail(e))
+    }
+
+    /// A fresh recovery set for `user` ("" = the caller); `code` proves a self-service call.
+    pub async fn recovery_codes(&self, user: &str, code: &str) -> Result<Vec<String>, Error> {
+        self.proxy
+            .recovery_codes(user, code)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The age file of every token (`user` = "") or one user's.
+    pub async fn export(&self, user: &str, passphrase: &str) -> Result<Vec<u8>, Error> {
+        self.proxy
+            .export(user, passphrase)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    pub async fn import(
+        &self,
+        data: &[u8],
+        passphrase: &str,
+        replace: bool,
+        dry_run: bool,
+    ) -> Result<Vec<ImportResult>, Error> {
+        self.proxy
+            .import(data, passphrase, replace, dry_run)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// `ImportTokens`, sent from a borrowed slice (the generated proxy method would take the
+    /// tokens by value and drop their secrets unwiped), so the caller can wipe them after.
+    pub async fn import_tokens(
+        &self,
+        tokens: &[TokenImport],
+        replace: bool,
+        dry_run: bool,
+    ) -> Result<Vec<ImportResult>, Error> {
+        self.proxy
+            .inner()
+            .call("ImportTokens", &(tokens, replace, dry_run))
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The caller's own token as an otpauth URI.
+    pub async fn export_token(&self, code: &str) -> Result<String, Error> {
+        self.proxy
+            .export_token(code)
+            .await
+            .map_err(|e| self.fail(e))
     }
 }

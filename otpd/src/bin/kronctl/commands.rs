@@ -10,6 +10,7 @@ use zeroize::Zeroize;
 use crate::cli::{Cli, Command};
 use crate::client::Otpd;
 use crate::error::Error;
+use crate::lifecycle;
 use crate::render::{self, AdminAction, EnrollExtras};
 use crate::secret_file::SecretFile;
 use crate::time::Clock;
@@ -55,6 +56,10 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Reset { user } => admin(cli, AdminAction::Reset, user).await,
         Command::Unlock { user } => admin(cli, AdminAction::Unlock, user).await,
+        Command::RecoveryCodes(args) => lifecycle::recovery_codes(cli, args).await,
+        Command::Export(args) => lifecycle::export(cli, args).await,
+        Command::Import(args) => lifecycle::import(cli, args).await,
+        Command::ExportToken(args) => lifecycle::export_token(cli, args).await,
         Command::Doctor(args) => crate::doctor::run(cli, args).await,
     }
 }

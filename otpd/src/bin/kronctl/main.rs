@@ -1,5 +1,6 @@
-//! `kronctl`: the command-line client of otpd, for users (enroll, confirm, status) and
-//! administrators (list, reset, unlock), and `kronctl doctor`, which checks the machine's setup.
+//! `kronctl`: the command-line client of otpd, for users (enroll, confirm, status, recovery
+//! codes) and administrators (list, reset, unlock, export, import and migration), and
+//! `kronctl doctor`, which checks the machine's setup.
 //! See docs/kronctl.md.
 //!
 //! It holds no policy: otpd authorizes every call by the caller's uid and decides everything;
@@ -10,6 +11,9 @@ mod client;
 mod commands;
 mod doctor;
 mod error;
+mod lifecycle;
+mod migrate;
+mod passphrase;
 mod render;
 mod secret_file;
 mod time;

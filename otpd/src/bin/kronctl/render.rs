@@ -40,7 +40,7 @@ pub fn group_secret(secret: &str) -> String {
 }
 
 /// Serializes a JSON value as one line. Serializing these plain structs cannot fail.
-fn json_line(value: &impl Serialize) -> String {
+pub fn json_line(value: &impl Serialize) -> String {
     let mut line = serde_json::to_string(value).expect("plain data serializes");
     line.push('\n');
     line
@@ -163,6 +163,8 @@ struct StatusJson<'a> {
     failures: u32,
     /// Unix seconds; 0 when never.
     last_used: u64,
+    /// Unused recovery codes.
+    recovery_codes: u32,
 }
 
 impl<'a> From<&'a UserStatus> for StatusJson<'a> {
@@ -175,6 +177,7 @@ impl<'a> From<&'a UserStatus> for StatusJson<'a> {
             locked_until: status.locked_until,
             failures: status.failures,
             last_used: status.last_used,
+            recovery_codes: status.recovery_codes,
         }
     }
 }
@@ -206,8 +209,14 @@ pub fn status_human(status: &UserStatus, clock: &Clock) -> String {
         0 => "never".to_owned(),
         when => clock.datetime_and_ago(when),
     };
+    let recovery = match status.recovery_codes {
+        0 => "none".to_owned(),
+        1 => "1 code left".to_owned(),
+        left => format!("{left} codes left"),
+    };
     format!(
-        "user:      {}\ntoken:     {}\nlocked:    {locked}\nfailures:  {}\nlast used: {last_used}\n",
+        "user:      {}\ntoken:     {}\nrecovery:  {recovery}\nlocked:    {locked}\nfailures:  {}\n\
+         last used: {last_used}\n",
         one_line(&status.user),
         token_state(status),
         status.failures,
@@ -363,6 +372,7 @@ mod tests {
             json!({
                 "user": "bob", "enrolled": true, "pending": false, "locked": true,
                 "locked_until": NOW + 60, "failures": 5, "last_used": NOW - 10,
+                "recovery_codes": 0,
             })
         );
     }
@@ -450,6 +460,7 @@ mod tests {
             status_human(&status("alice"), &clock()),
             "user:      alice\n\
              token:     enrolled\n\
+             recovery:  none\n\
              locked:    no\n\
              failures:  0\n\
              last used: never\n"
@@ -461,10 +472,12 @@ mod tests {
         locked.locked_until = NOW + 300;
         locked.failures = 7;
         locked.last_used = NOW - 2 * 86_400;
+        locked.recovery_codes = 9;
         assert_eq!(
             status_human(&locked, &clock()),
             "user:      bob\n\
              token:     pending; the enrollment waits for `kronctl confirm`\n\
+             recovery:  9 codes left\n\
              locked:    yes, until 2025-01-02 15:09:05 +01:00 (in 5 minutes)\n\
              failures:  7\n\
              last used: 2024-12-31 15:04:05 +01:00 (2 days ago)\n"
@@ -475,7 +488,7 @@ mod tests {
     fn status_human_neutralizes_terminal_escapes() {
         let text = status_human(&status("evil\x1b]0;pwned\x07\nuser: root"), &clock());
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'));
-        assert_eq!(text.lines().count(), 5);
+        assert_eq!(text.lines().count(), 6);
     }
 
     #[test]
