@@ -84,9 +84,8 @@ fn passphrase(text: &str) -> Result<SecretString> {
 
 /// Serialises and encrypts `backup` to `pass`.
 pub fn seal(backup: &Backup, pass: &str) -> Result<Vec<u8>> {
-    let json = Zeroizing::new(
-        serde_json::to_vec_pretty(backup).map_err(|e| Error::System(e.to_string()))?,
-    );
+    let json =
+        Zeroizing::new(serde_json::to_vec(backup).map_err(|e| Error::System(e.to_string()))?);
     let encryptor = age::Encryptor::with_user_passphrase(passphrase(pass)?);
     let mut out = Vec::new();
     let write = || -> std::io::Result<()> {

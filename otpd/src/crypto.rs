@@ -18,7 +18,9 @@ const AAD_PREFIX: &[u8] = b"kron-secret-v1:";
 /// A secret as stored: random nonce and ciphertext with tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealed {
+    #[serde(with = "hex::serde")]
     pub nonce: Vec<u8>,
+    #[serde(with = "hex::serde")]
     pub ciphertext: Vec<u8>,
 }
 

@@ -157,7 +157,20 @@ impl Engine {
                     .unwrap_or_default()
                     .import_outcome(replace)
             } else {
-                self.store.import(&user, record, replace)?
+                let incoming = match &record.token {
+                    Some(token) => Some((token.params, self.key.open(&user, &token.secret)?)),
+                    None => None,
+                };
+                let same_token = |stored: &Token| {
+                    incoming.as_ref().is_some_and(|(params, secret)| {
+                        stored.params == *params
+                            && self
+                                .key
+                                .open(&user, &stored.secret)
+                                .is_ok_and(|s| s == *secret)
+                    })
+                };
+                self.store.import(&user, record, replace, &same_token)?
             };
             let (outcome, reason) = match outcome {
                 ImportOutcome::Imported => ("imported", String::new()),
@@ -411,6 +424,11 @@ mod tests {
         assert_eq!(
             e.import(ROOT, &file, "pass phrase", true, false).unwrap()[0].outcome,
             "replaced"
+        );
+        assert_eq!(
+            kind(&login(e, &code(&secret, NOW + 30), NOW + 31)),
+            StepKind::Deny,
+            "replacing with an older export keeps the steps used since"
         );
     }
 

@@ -187,9 +187,52 @@ impl UserRecord {
         }
     }
 
+    /// Stores `incoming` over this record unless that is [`ImportOutcome::Kept`]. When the
+    /// stored token is the same token (`same_token`), the steps it already used stay used:
+    /// an older export must not make a used code valid again.
+    pub fn absorb(
+        &mut self,
+        incoming: &UserRecord,
+        replace: bool,
+        same_token: &dyn Fn(&Token) -> bool,
+    ) -> ImportOutcome {
+        let outcome = self.import_outcome(replace);
+        if outcome == ImportOutcome::Kept {
+            return outcome;
+        }
+        let mut next = incoming.clone();
+        if self.token.as_ref().is_some_and(same_token) {
+            next.last_step = self.last_step.max(next.last_step);
+            next.last_used = self.last_used.max(next.last_used);
+            next.recovery = newest_unused(self.recovery.take(), next.recovery);
+        }
+        *self = next;
+        outcome
+    }
+
     /// A pending enrollment that has not expired at `now`.
     pub fn live_pending(&self, now: u64) -> Option<&Pending> {
         self.pending.as_ref().filter(|p| now < p.expires)
+    }
+}
+
+/// Of two recovery sets of one token: the codes unused in both if they are the same set, else
+/// the newer set. A code used since a snapshot must not come back with it.
+fn newest_unused(
+    stored: Option<RecoverySet>,
+    incoming: Option<RecoverySet>,
+) -> Option<RecoverySet> {
+    match (stored, incoming) {
+        (Some(mut stored), Some(incoming)) if stored.salt == incoming.salt => {
+            stored.hashes.retain(|hash| incoming.hashes.contains(hash));
+            Some(stored)
+        }
+        (Some(stored), Some(incoming)) => Some(if stored.created >= incoming.created {
+            stored
+        } else {
+            incoming
+        }),
+        (stored, incoming) => stored.or(incoming),
     }
 }
 
@@ -308,6 +351,39 @@ mod tests {
         assert_eq!(
             UserRecord::default().import_outcome(false),
             ImportOutcome::Imported
+        );
+    }
+
+    #[test]
+    fn replacing_the_same_token_keeps_its_used_steps() {
+        let mut stored = UserRecord {
+            last_step: Some(50),
+            last_used: 9,
+            ..enrolled()
+        };
+        let older = UserRecord {
+            last_step: Some(40),
+            last_used: 5,
+            ..enrolled()
+        };
+        assert_eq!(
+            stored.clone().absorb(&older, false, &|_| true),
+            ImportOutcome::Kept
+        );
+        let mut same = stored.clone();
+        assert_eq!(
+            same.absorb(&older, true, &|_| true),
+            ImportOutcome::Replaced
+        );
+        assert_eq!((same.last_step, same.last_used), (Some(50), 9));
+        assert_eq!(
+            stored.absorb(&older, true, &|_| false),
+            ImportOutcome::Replaced
+        );
+        assert_eq!(
+            stored.last_step,
+            Some(40),
+            "another token starts from its own steps"
         );
     }
 }

@@ -15,10 +15,28 @@ const SALT_BYTES: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoverySet {
+    #[serde(with = "hex::serde")]
     pub salt: Vec<u8>,
     /// argon2id(code, salt) of each unused code.
+    #[serde(with = "hex_list")]
     pub hashes: Vec<Vec<u8>>,
     pub created: u64,
+}
+
+/// A list of byte strings as hex strings: compact in the store and in exports.
+mod hex_list {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(list: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(hex::encode))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|item| hex::decode(item).map_err(D::Error::custom))
+            .collect()
+    }
 }
 
 /// A fresh set: the codes to show once (formatted `12345-67890`) and what to store.
@@ -46,8 +64,14 @@ pub fn generate(now: u64) -> Result<(Vec<Zeroizing<String>>, RecoverySet), Strin
     ))
 }
 
+/// Most codes one imported set may hold (google-authenticator makes at most 10).
+pub const MAX_IMPORTED: usize = 32;
+
 /// A set made from codes of another system (google-authenticator scratch codes), as typed.
 pub fn from_existing(codes: &[String], now: u64) -> Result<RecoverySet, String> {
+    if codes.len() > MAX_IMPORTED {
+        return Err(format!("more than {MAX_IMPORTED} recovery codes"));
+    }
     let mut salt = vec![0u8; SALT_BYTES];
     getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
     let hashes = codes
@@ -120,6 +144,9 @@ mod tests {
         assert!(!set.hashes.contains(&hash("0000000000", &set.salt).unwrap()));
         let (_, other) = generate(5).unwrap();
         assert_ne!(set.salt, other.salt);
+        let json = serde_json::to_string(&set).unwrap();
+        assert!(json.contains(&hex::encode(&set.hashes[0])), "{json}");
+        assert_eq!(serde_json::from_str::<RecoverySet>(&json).unwrap(), set);
     }
 
     #[test]
@@ -135,5 +162,6 @@ mod tests {
         assert!(candidate("12345", 6).is_none());
         assert!(from_existing(&["12345678".into()], 0).is_ok());
         assert!(from_existing(&["nope".into()], 0).is_err());
+        assert!(from_existing(&vec!["12345678".to_string(); MAX_IMPORTED + 1], 0).is_err());
     }
 }

@@ -3,7 +3,9 @@
 
 use crate::config::ThrottleConfig;
 use crate::error::{Error, Result};
-use crate::record::{Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, UserRecord};
+use crate::record::{
+    Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
+};
 use crate::recovery::RecoverySet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -40,8 +42,15 @@ pub trait Store: Send + Sync {
     fn set_recovery(&self, user: &str, set: RecoverySet) -> Result<bool>;
     /// Uses up one recovery code by its hash; the number left, or `None` if it is not valid.
     fn use_recovery(&self, user: &str, hash: &[u8], now: u64) -> Result<Option<usize>>;
-    /// Stores an imported record unless a confirmed token exists and `replace` is false.
-    fn import(&self, user: &str, record: UserRecord, replace: bool) -> Result<ImportOutcome>;
+    /// Stores an imported record unless a confirmed token exists and `replace` is false;
+    /// see [`UserRecord::absorb`] for `same_token`.
+    fn import(
+        &self,
+        user: &str,
+        record: UserRecord,
+        replace: bool,
+        same_token: &dyn Fn(&Token) -> bool,
+    ) -> Result<ImportOutcome>;
     /// Makes every change so far durable.
     fn flush(&self) -> Result<()>;
 }
@@ -190,14 +199,14 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn import(&self, user: &str, incoming: UserRecord, replace: bool) -> Result<ImportOutcome> {
-        self.update(user, |record| {
-            let outcome = record.import_outcome(replace);
-            if outcome != ImportOutcome::Kept {
-                *record = incoming.clone();
-            }
-            outcome
-        })
+    fn import(
+        &self,
+        user: &str,
+        incoming: UserRecord,
+        replace: bool,
+        same_token: &dyn Fn(&Token) -> bool,
+    ) -> Result<ImportOutcome> {
+        self.update(user, |record| record.absorb(&incoming, replace, same_token))
     }
 }
 

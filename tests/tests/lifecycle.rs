@@ -879,7 +879,6 @@ fn export_and_import_are_root_only_and_token_export_is_opt_in() {
 /// export is imported again with --replace. Ignored until otpd keeps the higher last used
 /// step on replace (today the record is overwritten, so the code is accepted a second time).
 #[test]
-#[ignore = "otpd: import --replace overwrites the last used step with the file's older one"]
 fn replace_with_an_older_export_keeps_used_steps_used() {
     let world = World::start(REQUIRE);
     let user = TestUser::new();
