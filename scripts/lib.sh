@@ -39,32 +39,11 @@ cargo_target_dir() {
     cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
 }
 
-# A system-bus-like dbus-daemon config listening on $2 that includes kron's policy file $3.
+# A system-bus-like dbus-daemon config listening on $2 that includes kron's policy file $3
+# (the template the integration tests use too).
 write_bus_config() {
-    cat > "$1" <<XML
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$2</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>$3</include>
-</busconfig>
-XML
+    sed -e "s|@SOCKET@|$2|g" -e "s|@POLICY@|$3|g" \
+        "$(dirname "${BASH_SOURCE[0]}")/private-bus.conf.in" > "$1"
 }
 
 wait_for_socket() {

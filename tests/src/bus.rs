@@ -109,37 +109,10 @@ impl Drop for Bus {
     }
 }
 
-/// A system-bus-like configuration listening on `socket` that includes `policy`.
+/// A system-bus-like configuration listening on `socket` that includes `policy`; the same
+/// template scripts/demo uses.
 fn config_text(socket: &Path, policy: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"
-          send_member="UpdateActivationEnvironment"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-        socket = socket.display(),
-        policy = policy.display(),
-    )
+    include_str!("../../scripts/private-bus.conf.in")
+        .replace("@SOCKET@", &socket.display().to_string())
+        .replace("@POLICY@", &policy.display().to_string())
 }
