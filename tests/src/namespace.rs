@@ -9,8 +9,10 @@ use std::process::Command;
 
 use crate::process::Identity;
 
-/// Mounts `source` over `target` inside the namespace, then execs the program.
+/// Optionally starts a new kernel audit session (`--loginuid UID`), mounts `source` over
+/// `target` inside the namespace, then execs the program.
 const SCRIPT: &str = r#"set -e
+if [ "$1" = "--loginuid" ]; then echo "$2" > /proc/self/loginuid; shift 2; fi
 while [ "$1" != "--" ]; do mount --bind "$1" "$2"; shift 2; done
 shift
 exec "$@""#;
@@ -19,6 +21,7 @@ exec "$@""#;
 #[derive(Debug, Clone, Default)]
 pub struct PrivateMounts {
     binds: Vec<(PathBuf, PathBuf)>,
+    loginuid: Option<u32>,
 }
 
 impl PrivateMounts {
@@ -30,6 +33,15 @@ impl PrivateMounts {
     pub fn bind(mut self, source: &Path, target: &Path) -> PrivateMounts {
         self.binds
             .push((source.to_path_buf(), target.to_path_buf()));
+        self
+    }
+
+    /// Also starts a new kernel audit session for the program, as `pam_loginuid` does at a
+    /// login: root writes `uid` to `/proc/self/loginuid` before the mounts, and the kernel gives
+    /// the process a fresh `/proc/self/sessionid`, which every process it starts inherits (a
+    /// user cannot change it). Each command built this way gets its own session.
+    pub fn audit_session(mut self, uid: u32) -> PrivateMounts {
+        self.loginuid = Some(uid);
         self
     }
 
@@ -46,6 +58,9 @@ impl PrivateMounts {
             SCRIPT,
             "sh",
         ]);
+        if let Some(uid) = self.loginuid {
+            command.arg("--loginuid").arg(uid.to_string());
+        }
         for (source, target) in &self.binds {
             command.arg(source).arg(target);
         }
@@ -53,5 +68,35 @@ impl PrivateMounts {
         let inner = identity.command(program);
         command.arg(inner.get_program()).args(inner.get_args());
         command
+    }
+}
+
+/// The contents of some of the machine's own files, to check at the end of a test that it
+/// changed none of them (missing files count too).
+#[derive(Debug)]
+pub struct MachineFiles {
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl MachineFiles {
+    /// Reads `paths` now.
+    pub fn snapshot(paths: &[&str]) -> MachineFiles {
+        MachineFiles {
+            files: paths
+                .iter()
+                .map(|path| (PathBuf::from(path), std::fs::read(path).ok()))
+                .collect(),
+        }
+    }
+
+    /// Panics naming the first file whose contents (or existence) changed since the snapshot.
+    pub fn assert_unchanged(&self) {
+        for (path, before) in &self.files {
+            assert!(
+                std::fs::read(path).ok() == *before,
+                "the machine's {} was changed",
+                path.display()
+            );
+        }
     }
 }

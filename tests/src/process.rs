@@ -88,6 +88,59 @@ pub fn run_with_input(command: &mut Command, input: &str) -> Output {
     }
 }
 
+/// A command started with [`spawn`]: it runs on while the test does other things (answers its
+/// prompts), its output going to temporary files as with [`run`].
+#[derive(Debug)]
+pub struct Spawned {
+    child: Child,
+    stdout: File,
+    stderr: File,
+}
+
+/// Starts `command` with stdin from /dev/null and its output in temporary files.
+pub fn spawn(command: &mut Command) -> Spawned {
+    let stdout = tempfile::tempfile().expect("temporary file for stdout");
+    let stderr = tempfile::tempfile().expect("temporary file for stderr");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(stdout.try_clone().expect("clone stdout file"))
+        .stderr(stderr.try_clone().expect("clone stderr file"))
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+    Spawned {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+impl Spawned {
+    /// True once the command has exited (it is not reaped yet for [`Spawned::finish`]).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits for the command to end, at most [`COMMAND_TIMEOUT`], and returns its output.
+    pub fn finish(mut self) -> Output {
+        let status = wait_bounded(&mut self.child, COMMAND_TIMEOUT)
+            .unwrap_or_else(|| panic!("command still running after {COMMAND_TIMEOUT:?}"));
+        Output {
+            status,
+            stdout: read_all(self.stdout.try_clone().expect("clone stdout file")),
+            stderr: read_all(self.stderr.try_clone().expect("clone stderr file")),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
 /// Waits for `child` to exit, at most `limit`; kills it and returns `None` past that.
 pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
