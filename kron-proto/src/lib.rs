@@ -52,6 +52,9 @@ pub enum StepKind {
     Skip = 4,
     /// otpd could not decide (store failure and the like): PAM_AUTHINFO_UNAVAIL.
     Unavailable = 5,
+    /// Refused because of too many failed attempts: PAM_MAXTRIES, so applications (sudo, sshd)
+    /// stop retrying instead of repeating the refusal.
+    Throttled = 6,
 }
 
 impl StepKind {
@@ -70,6 +73,7 @@ impl TryFrom<u32> for StepKind {
             3 => StepKind::Deny,
             4 => StepKind::Skip,
             5 => StepKind::Unavailable,
+            6 => StepKind::Throttled,
             other => return Err(other),
         })
     }
@@ -200,8 +204,8 @@ impl Step {
     }
 }
 
-/// A pending enrollment, as returned to `kronctl enroll`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+/// A pending enrollment, as returned to `kronctl enroll`. `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct Enrollment {
     /// Whose token this is.
     pub user: String,
@@ -234,8 +238,9 @@ pub struct UserStatus {
 }
 
 /// A token brought in from another system (google-authenticator, pam_oath) by `kronctl import`.
-/// Travels only from root's kronctl to otpd; otpd seals the secret at once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+/// Travels only from root's kronctl to otpd; otpd seals the secret at once. `Debug` hides the
+/// secret and the codes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct TokenImport {
     pub user: String,
     /// Raw secret bytes (not base32).
@@ -250,6 +255,31 @@ pub struct TokenImport {
     pub last_step: u64,
     /// One-time codes of the old system (e.g. scratch codes); they become recovery codes.
     pub recovery_codes: Vec<String>,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("user", &self.user)
+            .field("uri", &"<redacted>")
+            .field("secret", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TokenImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenImport")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .field("algorithm", &self.algorithm)
+            .field("digits", &self.digits)
+            .field("period", &self.period)
+            .field("last_step", &self.last_step)
+            .field("recovery_codes", &self.recovery_codes.len())
+            .finish()
+    }
 }
 
 /// What an import did, or would do with `dry_run`, for one user.
@@ -381,6 +411,7 @@ mod tests {
             StepKind::Deny,
             StepKind::Skip,
             StepKind::Unavailable,
+            StepKind::Throttled,
         ] {
             assert_eq!(StepKind::try_from(kind as u32), Ok(kind));
         }
@@ -408,6 +439,28 @@ mod tests {
         assert_eq!(step.validate(), Err(StepError::TooManyMessages));
         step.messages = vec![Message::info("x".repeat(MAX_MESSAGE_LEN + 1))];
         assert_eq!(step.validate(), Err(StepError::MessageTooLong));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let enrollment = Enrollment {
+            user: "alice".into(),
+            uri: "otpauth://totp/x?secret=JBSWY3DP".into(),
+            secret: "JBSWY3DP".into(),
+            expires: 1,
+        };
+        assert!(!format!("{enrollment:?}").contains("JBSWY3DP"));
+        let token = TokenImport {
+            user: "alice".into(),
+            secret: b"0123456789".to_vec(),
+            algorithm: "SHA1".into(),
+            digits: 6,
+            period: 30,
+            last_step: 0,
+            recovery_codes: vec!["87654321".into()],
+        };
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("87654321") && !shown.contains("48, 49"), "{shown}");
     }
 
     #[test]

@@ -62,6 +62,33 @@ impl Caller {
         }
     }
 
+    /// Acting on `target`'s token (enroll, confirm, recovery codes, reset, unlock): users for
+    /// themselves; admins for others, except that only root may act on root or on another
+    /// admin, so a helpdesk account cannot quietly obtain a second factor for them.
+    pub fn may_manage(
+        self,
+        target: &Account,
+        config: &Config,
+        directory: &dyn Directory,
+    ) -> Result<()> {
+        if self.is_root() || target.uid == self.uid {
+            return Ok(());
+        }
+        if !self.is_admin(config, directory)? {
+            return Err(Error::AccessDenied(
+                "you may only manage your own token".into(),
+            ));
+        }
+        let admin_gid = directory.group_gid(&config.admin_group)?;
+        if target.uid == 0 || admin_gid.is_some_and(|gid| target.gids.contains(&gid)) {
+            return Err(Error::AccessDenied(format!(
+                "only root may manage the token of {} (root or an admin)",
+                target.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Self-service (enroll, confirm): admins for anyone, users for themselves.
     pub fn may_self_serve(
         self,
@@ -110,5 +137,13 @@ mod tests {
         assert!(bob.may_self_serve(1002, &config, &directory).is_ok());
         assert!(bob.may_self_serve(1001, &config, &directory).is_err());
         assert!(alice.may_self_serve(1002, &config, &directory).is_ok());
+        let root_account = directory.by_name("root").unwrap().unwrap();
+        let alice_account = directory.by_name("alice").unwrap().unwrap();
+        assert!(alice.may_manage(&bob_account, &config, &directory).is_ok());
+        assert!(alice.may_manage(&root_account, &config, &directory).is_err(), "admins not over root");
+        assert!(Caller::new(1004).may_manage(&alice_account, &config, &directory).is_err());
+        assert!(root.may_manage(&alice_account, &config, &directory).is_ok());
+        assert!(bob.may_manage(&bob_account, &config, &directory).is_ok());
+        assert!(bob.may_manage(&alice_account, &config, &directory).is_err());
     }
 }

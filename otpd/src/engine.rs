@@ -13,6 +13,7 @@ use crate::policy::{Decision, decide, policy_for};
 use crate::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
 use crate::sessions::{LoginKind, LoginSession, Sessions};
 use crate::store::Store;
+use crate::strangers::{SelfServiceLimiter, StrangerThrottle};
 use crate::totp::{self, TokenParams};
 use crate::users::Directory;
 use kron_proto::{Enrollment, MAX_FIELD_LEN, MAX_RESPONSE_LEN, Step, StepKind, UserStatus};
@@ -25,7 +26,16 @@ pub struct Engine {
     pub(crate) audit: Audit,
     sessions: Sessions,
     pub(crate) grace: GraceLedger,
+    strangers: StrangerThrottle,
+    pub(crate) limiter: SelfServiceLimiter,
     pub(crate) hostname: String,
+}
+
+/// The outcome of checking a confirming code.
+enum PendingCheck {
+    Throttled { until: u64 },
+    Wrong,
+    Done(ConfirmOutcome),
 }
 
 /// The outcome of checking one typed code.
@@ -90,6 +100,8 @@ impl Engine {
             audit,
             sessions: Sessions::default(),
             grace: GraceLedger::default(),
+            strangers: StrangerThrottle::default(),
+            limiter: SelfServiceLimiter::default(),
             hostname,
         }
     }
@@ -98,10 +110,16 @@ impl Engine {
 
     /// First step of a login: decides what it needs and asks for a code, shows an enrollment,
     /// skips or denies.
-    pub fn begin_login(&self, caller: Caller, request: LoginRequest, now: u64) -> Result<Step> {
+    pub fn begin_login(&self, caller: Caller, mut request: LoginRequest, now: u64) -> Result<Step> {
         validate_request(&request)?;
         let account = self.directory.by_name(&request.user)?;
         caller.may_log_in_as(account.as_ref())?;
+        // NSS may resolve several names to one account (SSSD ignores case, `user@domain`):
+        // everything is kept under the account's own name, or an alias would find no token.
+        if let Some(account) = account.as_ref().filter(|a| a.name != request.user) {
+            let typed = std::mem::replace(&mut request.user, account.name.clone());
+            self.audit.record("alias", &subject(&request, caller), &format!("typed as {typed}"));
+        }
         let subject = subject(&request, caller);
         let policy = match &account {
             Some(account) => Some(policy_for(
@@ -124,10 +142,7 @@ impl Engine {
             }
             Decision::Throttled { until } => {
                 self.audit.record("throttled", &subject, "");
-                return Ok(Step::terminal(
-                    StepKind::Deny,
-                    messages::throttled(until, now),
-                ));
+                return Ok(throttled(until, now));
             }
             Decision::AskCode { .. }
                 if policy.is_some_and(|p| self.grace.covers(caller, &request, p.grace, now)) =>
@@ -137,7 +152,13 @@ impl Engine {
             }
             Decision::AskCode { .. } => LoginKind::Code,
             Decision::NoToken => LoginKind::NoToken,
-            Decision::UnknownUser => LoginKind::UnknownUser,
+            Decision::UnknownUser => match self.strangers.locked_until(&request.user, now) {
+                Some(until) => {
+                    self.audit.record("throttled", &subject, "unknown user");
+                    return Ok(throttled(until, now));
+                }
+                None => LoginKind::UnknownUser,
+            },
             Decision::Enroll => return self.begin_enrollment_login(caller, request, record, now),
         };
         Ok(self.prompt(
@@ -158,13 +179,18 @@ impl Engine {
         let subject = subject(&session.request, caller);
         let user = session.request.user.as_str();
         let step = match session.kind {
+            // Refused whatever was typed, but charged like a wrong code, so the throttle
+            // reads the same for every name.
             LoginKind::UnknownUser => {
-                self.audit.record("rejected", &subject, "unknown user");
-                Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
+                let attempt = self.strangers.charge(user, now, &self.config.throttle);
+                self.refuse_without_token(attempt, &subject, "unknown user", now)
             }
             LoginKind::NoToken => {
-                self.audit.record("rejected", &subject, "no token enrolled");
-                Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
+                let attempt = self
+                    .store
+                    .charge_attempt(user, now, &self.config.throttle)?;
+                self.store.flush()?;
+                self.refuse_without_token(attempt, &subject, "no token enrolled", now)
             }
             LoginKind::Code => self.check_code(user, response, &subject, now)?,
             LoginKind::Enroll(ref pending) => {
@@ -192,14 +218,31 @@ impl Engine {
             Verdict::AcceptedRecovery { left } => {
                 Step::terminal(StepKind::Accept, messages::recovery_used(left))
             }
-            Verdict::Throttled { until } => {
-                Step::terminal(StepKind::Deny, messages::throttled(until, now))
-            }
+            Verdict::Throttled { until } => throttled(until, now),
             Verdict::Replayed => Step::terminal(StepKind::Deny, messages::replayed()),
             Verdict::Wrong | Verdict::NoToken => {
                 Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
             }
         })
+    }
+
+    fn refuse_without_token(
+        &self,
+        attempt: Attempt,
+        subject: &Subject<'_>,
+        why: &str,
+        now: u64,
+    ) -> Step {
+        match attempt {
+            Attempt::Throttled { until } => {
+                self.audit.record("throttled", subject, why);
+                throttled(until, now)
+            }
+            Attempt::Allowed => {
+                self.audit.record("rejected", subject, why);
+                Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
+            }
+        }
     }
 
     /// Checks a code (or a recovery code) for `user`: charges the attempt first, then accepts
@@ -211,6 +254,15 @@ impl Engine {
         {
             return Ok(Verdict::Throttled { until });
         }
+        let verdict = self.verify_charged(user, response, now);
+        if verdict.is_err() {
+            // The charge must survive even a failed check; the error itself is what's reported.
+            let _ = self.store.flush();
+        }
+        verdict
+    }
+
+    fn verify_charged(&self, user: &str, response: &str, now: u64) -> Result<Verdict> {
         let record = self.store.get(user)?.unwrap_or_default();
         let Some(token) = record.token.clone() else {
             self.persist_failure(Verdict::NoToken)?;
@@ -269,10 +321,13 @@ impl Engine {
         let subject = subject(&request, caller);
         // Show the enrollment already waiting (same QR, same deadline) rather than a new one,
         // so a person who mistyped the code can simply try again.
-        let pending = match record.as_ref().and_then(|r| r.live_pending(now)) {
+        // Only an enrollment begun at a login is shown again: one an admin made with kronctl
+        // may be on its way to the person, and must not be shown to whoever logs in first.
+        let waiting = record.as_ref().and_then(|r| r.live_pending(now)).filter(|p| p.at_login);
+        let pending = match waiting {
             Some(pending) => pending.clone(),
             None => {
-                let pending = self.new_pending(&request.user, now)?;
+                let pending = self.new_pending(&request.user, now, true)?;
                 if self
                     .store
                     .save_pending(&request.user, pending.clone())?
@@ -290,7 +345,9 @@ impl Engine {
         let qr = crate::qr::terminal(&uri)
             .map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;
         let shown = messages::enrollment(&qr, &totp::base32(&secret), pending.expires, now);
-        let deadline = pending.expires.min(self.login_deadline(now));
+        // The session outlives the enrollment if need be, so a late answer is told that the
+        // setup expired rather than that the login took too long.
+        let deadline = self.login_deadline(now);
         let session = LoginSession::new(caller, request, LoginKind::Enroll(pending), deadline);
         Ok(self.prompt(session, shown, now))
     }
@@ -303,36 +360,64 @@ impl Engine {
         subject: &Subject<'_>,
         now: u64,
     ) -> Result<Step> {
-        let secret = self.key.open(user, &pending.token.secret)?;
-        let Some(step) = totp::matching_step(
-            &secret,
-            pending.token.params,
-            self.config.totp.skew,
-            response,
-            now,
-        ) else {
-            self.audit.record("enroll-rejected", subject, "wrong code");
-            return Ok(Step::terminal(
-                StepKind::Deny,
-                messages::enrollment_wrong_code(pending.expires, now),
-            ));
-        };
-        Ok(match self.store.confirm(user, pending, step, now)? {
-            ConfirmOutcome::Confirmed => {
+        Ok(match self.check_pending(user, pending, response, now)? {
+            PendingCheck::Throttled { until } => {
+                self.audit.record("throttled", subject, "enrollment");
+                throttled(until, now)
+            }
+            PendingCheck::Wrong => {
+                self.audit.record("enroll-rejected", subject, "wrong code");
+                Step::terminal(
+                    StepKind::Deny,
+                    messages::enrollment_wrong_code(pending.expires, now),
+                )
+            }
+            PendingCheck::Done(ConfirmOutcome::Confirmed) => {
                 self.audit.record("enrolled", subject, "at login");
                 Step::terminal(StepKind::Accept, messages::enrolled())
             }
-            ConfirmOutcome::Expired => {
+            PendingCheck::Done(ConfirmOutcome::Expired) => {
                 self.audit
                     .record("enroll-rejected", subject, "enrollment expired");
                 Step::terminal(StepKind::Deny, messages::enrollment_expired())
             }
-            ConfirmOutcome::NoPending | ConfirmOutcome::AlreadyEnrolled => {
+            PendingCheck::Done(ConfirmOutcome::NoPending | ConfirmOutcome::AlreadyEnrolled) => {
                 self.audit
                     .record("enroll-rejected", subject, "enrollment replaced meanwhile");
                 Step::terminal(StepKind::Deny, messages::enrollment_replaced())
             }
         })
+    }
+
+    /// Checks a confirming code against `pending`, charged against the throttle like any
+    /// code, and saves the token if it matches.
+    fn check_pending(
+        &self,
+        user: &str,
+        pending: &Pending,
+        code: &str,
+        now: u64,
+    ) -> Result<PendingCheck> {
+        if let Attempt::Throttled { until } =
+            self.store.charge_attempt(user, now, &self.config.throttle)?
+        {
+            return Ok(PendingCheck::Throttled { until });
+        }
+        let checked = (|| {
+            let secret = self.key.open(user, &pending.token.secret)?;
+            let params = pending.token.params;
+            Ok(
+                match totp::matching_step(&secret, params, self.config.totp.skew, code, now) {
+                    None => PendingCheck::Wrong,
+                    Some(step) => PendingCheck::Done(self.store.confirm(user, pending, step, now)?),
+                },
+            )
+        })();
+        // A confirmed token was flushed with the charge; anything else must be durable too.
+        if !matches!(checked, Ok(PendingCheck::Done(ConfirmOutcome::Confirmed))) {
+            self.store.flush()?;
+        }
+        checked
     }
 
     fn prompt(&self, session: LoginSession, messages: Vec<kron_proto::Message>, now: u64) -> Step {
@@ -362,13 +447,14 @@ impl Engine {
     pub fn enroll(&self, caller: Caller, user: &str, now: u64) -> Result<Enrollment> {
         let user = self.resolve_target(caller, user)?;
         let account = self.existing_account(&user)?;
-        caller.may_self_serve(account.uid, &self.config, &*self.directory)?;
+        caller.may_manage(&account, &self.config, &*self.directory)?;
+        self.limiter.spend(caller, now)?;
         if self.store.get(&user)?.is_some_and(|r| r.token.is_some()) {
             return Err(Error::Conflict(format!(
                 "{user} already has a confirmed token; an admin must run `kronctl reset {user}` first"
             )));
         }
-        let pending = self.new_pending(&user, now)?;
+        let pending = self.new_pending(&user, now, false)?;
         let secret = self.key.open(&user, &pending.token.secret)?;
         let uri = self.otpauth_uri(&user, &secret, pending.token.params)?;
         if self.store.save_pending(&user, pending.clone())?.is_err() {
@@ -400,7 +486,8 @@ impl Engine {
         }
         let user = self.resolve_target(caller, user)?;
         let account = self.existing_account(&user)?;
-        caller.may_self_serve(account.uid, &self.config, &*self.directory)?;
+        caller.may_manage(&account, &self.config, &*self.directory)?;
+        self.limiter.spend(caller, now)?;
         let record = self.store.get(&user)?.unwrap_or_default();
         if record.token.is_some() {
             return Err(Error::Conflict(format!(
@@ -417,31 +504,25 @@ impl Engine {
             caller_uid: caller.uid,
             ..Subject::default()
         };
-        let secret = self.key.open(&user, &pending.token.secret)?;
-        let Some(step) = totp::matching_step(
-            &secret,
-            pending.token.params,
-            self.config.totp.skew,
-            code,
-            now,
-        ) else {
-            self.audit.record("enroll-rejected", &subject, "wrong code");
-            return Err(Error::Rejected(
-                "wrong code; check the device clock and try the next code".into(),
-            ));
-        };
-        match self.store.confirm(&user, &pending, step, now)? {
-            ConfirmOutcome::Confirmed => {
+        match self.check_pending(&user, &pending, code, now)? {
+            PendingCheck::Throttled { until } => Err(Error::Throttled { until }),
+            PendingCheck::Wrong => {
+                self.audit.record("enroll-rejected", &subject, "wrong code");
+                Err(Error::Rejected(
+                    "wrong code; check the device clock and try the next code".into(),
+                ))
+            }
+            PendingCheck::Done(ConfirmOutcome::Confirmed) => {
                 self.audit.record("enrolled", &subject, "kronctl");
                 Ok(())
             }
-            ConfirmOutcome::Expired => Err(Error::Rejected(
+            PendingCheck::Done(ConfirmOutcome::Expired) => Err(Error::Rejected(
                 "the enrollment expired; run `kronctl enroll` again".into(),
             )),
-            ConfirmOutcome::NoPending => Err(Error::Conflict(
+            PendingCheck::Done(ConfirmOutcome::NoPending) => Err(Error::Conflict(
                 "the enrollment was replaced meanwhile; use the newest QR code".into(),
             )),
-            ConfirmOutcome::AlreadyEnrolled => Err(Error::Conflict(format!(
+            PendingCheck::Done(ConfirmOutcome::AlreadyEnrolled) => Err(Error::Conflict(format!(
                 "{user} already has a confirmed token"
             ))),
         }
@@ -475,8 +556,7 @@ impl Engine {
 
     /// Deletes everything stored for `user` (admin).
     pub fn reset(&self, caller: Caller, user: &str) -> Result<bool> {
-        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
-        caller.require_admin(&self.config, &*self.directory)?;
+        let user = &self.managed_target(caller, user)?;
         let existed = self.store.reset(user)?;
         self.grace.forget(user);
         self.audit.record(
@@ -493,8 +573,7 @@ impl Engine {
 
     /// Clears the throttle of `user` (admin).
     pub fn unlock(&self, caller: Caller, user: &str) -> Result<bool> {
-        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
-        caller.require_admin(&self.config, &*self.directory)?;
+        let user = &self.managed_target(caller, user)?;
         let cleared = self.store.unlock(user)?;
         self.audit.record(
             "unlocked",
@@ -529,7 +608,25 @@ impl Engine {
                 .ok_or_else(|| Error::NotFound(format!("uid {} has no user name", caller.uid)));
         }
         kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
-        Ok(user.to_owned())
+        // The account's own name when NSS knows it (see begin_login); as given otherwise.
+        Ok(self
+            .directory
+            .by_name(user)?
+            .map_or_else(|| user.to_owned(), |account| account.name))
+    }
+
+    /// The target of an admin operation (reset, unlock): admins only, and only root may act on
+    /// root or on another admin. Names NSS no longer knows (deleted users) are allowed.
+    fn managed_target(&self, caller: Caller, user: &str) -> Result<String> {
+        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
+        caller.require_admin(&self.config, &*self.directory)?;
+        match self.directory.by_name(user)? {
+            Some(account) => {
+                caller.may_manage(&account, &self.config, &*self.directory)?;
+                Ok(account.name)
+            }
+            None => Ok(user.to_owned()),
+        }
     }
 
     pub(crate) fn existing_account(&self, user: &str) -> Result<crate::users::Account> {
@@ -538,7 +635,7 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("no such user: {user}")))
     }
 
-    fn new_pending(&self, user: &str, now: u64) -> Result<Pending> {
+    fn new_pending(&self, user: &str, now: u64, at_login: bool) -> Result<Pending> {
         let secret =
             totp::new_secret().map_err(|e| Error::System(format!("no randomness: {e}")))?;
         Ok(Pending {
@@ -548,6 +645,7 @@ impl Engine {
                 created: now,
             },
             expires: now.saturating_add(self.config.enroll_window),
+            at_login,
         })
     }
 
@@ -560,6 +658,11 @@ impl Engine {
         let account = format!("{user}@{}", self.hostname);
         totp::otpauth_uri(secret, params, &self.config.issuer, &account).map_err(Error::System)
     }
+}
+
+/// The refusal for too many failed attempts: PAM_MAXTRIES, so applications stop retrying.
+fn throttled(until: u64, now: u64) -> Step {
+    Step::terminal(StepKind::Throttled, messages::throttled(until, now))
 }
 
 fn validate_request(request: &LoginRequest) -> Result<()> {
@@ -620,6 +723,14 @@ pub(crate) mod tests {
     pub(crate) struct Fixture {
         pub(crate) engine: Engine,
         _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        /// The engine, keeping the store directory alive for the rest of the test process.
+        fn into_engine(self) -> Engine {
+            std::mem::forget(self._dir);
+            self.engine
+        }
     }
 
     pub(crate) fn fixture(config: Config) -> Fixture {
@@ -731,7 +842,7 @@ pub(crate) mod tests {
             );
         }
         let refused = attempt(&f.engine, "alice", &code(&secret, NOW), NOW + 1);
-        assert_eq!(kind(&refused), StepKind::Deny);
+        assert_eq!(kind(&refused), StepKind::Throttled);
         assert!(
             refused.messages[0]
                 .text
@@ -938,6 +1049,81 @@ pub(crate) mod tests {
             "unknown names create no records"
         );
         let _ = secret;
+    }
+
+    #[test]
+    fn aliases_of_one_account_share_its_token() {
+        let f = fixture(Config::default());
+        let e = &f.engine;
+        let secret = enroll(e, "alice");
+        // SSSD-style: another spelling NSS resolves to the same account.
+        let mut directory = FakeDirectory::default()
+            .with_user("root", 0, &["root"])
+            .with_user("alice", 1001, &["wheel"]);
+        let account = directory.users["alice"].clone();
+        directory.users.insert("ALICE".into(), account);
+        let e = Engine { directory: Box::new(directory), ..f.into_engine() };
+        let step = e.begin_login(ROOT, login("ALICE", "sshd"), NOW).unwrap();
+        assert_eq!(kind(&step), StepKind::Prompt, "optional mode still asks: the token is found");
+        assert_eq!(kind(&e.answer(ROOT, &step.handle, &code(&secret, NOW), NOW).unwrap()), StepKind::Accept);
+        assert!(matches!(e.enroll(ROOT, "ALICE", NOW), Err(Error::Conflict(_))));
+        assert!(e.store.get("ALICE").unwrap().is_none());
+    }
+
+    #[test]
+    fn admins_cannot_act_on_root_or_other_admins() {
+        let f = fixture(Config::default());
+        let e = &f.engine;
+        enroll(e, "root");
+        let admin = Caller::new(1003);
+        assert!(matches!(e.reset(admin, "root"), Err(Error::AccessDenied(_))));
+        assert!(matches!(e.recovery_codes(admin, "root", "", NOW), Err(Error::AccessDenied(_))));
+        assert!(matches!(e.enroll(admin, "admin", NOW), Ok(_)), "their own");
+        assert!(e.enroll(admin, "bob", NOW).is_ok());
+        assert!(e.reset(ROOT, "root").unwrap());
+    }
+
+    #[test]
+    fn confirming_codes_are_throttled_and_kronctl_enrollments_not_shown_at_login() {
+        let f = fixture(Config {
+            default_mode: Mode::Enroll,
+            ..Config::default()
+        });
+        let e = &f.engine;
+        let enrollment = e.enroll(ROOT, "bob", NOW).unwrap();
+        let step = e.begin_login(ROOT, login("bob", "sshd"), NOW).unwrap();
+        assert!(
+            !step.messages.iter().any(|m| m.text.contains(&enrollment.secret[..4])),
+            "the admin's pending QR is not shown to whoever logs in"
+        );
+        for _ in 0..3 {
+            assert!(matches!(e.confirm(ROOT, "bob", "000000", NOW), Err(Error::Rejected(_) | Error::NotFound(_))));
+        }
+        assert!(e.status(ROOT, "bob", NOW).unwrap().locked, "wrong confirming codes count");
+    }
+
+    #[test]
+    fn throttling_reads_the_same_with_or_without_account_or_token() {
+        let f = fixture(Config {
+            default_mode: Mode::Require,
+            ..Config::default()
+        });
+        enroll(&f.engine, "alice");
+        // alice has a token, bob has none, nobody does not exist.
+        for user in ["alice", "bob", "nobody"] {
+            for _ in 0..3 {
+                assert_eq!(kind(&attempt(&f.engine, user, "000000", NOW)), StepKind::Deny);
+            }
+        }
+        let throttled: Vec<Step> = ["alice", "bob", "nobody"]
+            .iter()
+            .map(|user| attempt(&f.engine, user, "000000", NOW + 1))
+            .collect();
+        for step in &throttled {
+            assert_eq!(kind(step), StepKind::Throttled, "{step:?}");
+            assert_eq!(step.messages, throttled[0].messages);
+        }
+        assert!(f.engine.store.get("nobody").unwrap().is_none(), "still no record");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod recovery;
 pub mod service;
 pub mod sessions;
 pub mod store;
+pub mod strangers;
 pub mod throttle;
 pub mod totp;
 pub mod users;

@@ -1,7 +1,7 @@
 //! Every login decision, as one pure function of (config, account facts, stored record, now).
 
 use crate::config::{Config, Mode};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::UserRecord;
 use crate::users::{Account, Directory};
 
@@ -38,27 +38,47 @@ pub fn policy_for(
     service: &str,
     directory: &dyn Directory,
 ) -> Result<Policy> {
-    for rule in &config.groups {
-        if !rule.applies_to_service(service) {
-            continue;
+    // The strongest rule skipped because NSS could not resolve its group.
+    let mut unresolved: Option<&crate::config::GroupRule> = None;
+    let mut decided = Policy { mode: config.default_mode, grace: 0 };
+    for rule in config.groups.iter().filter(|r| r.applies_to_service(service)) {
+        if rule.name == "*" {
+            decided = Policy { mode: rule.mode, grace: rule.grace };
+            break;
         }
-        // A group NSS cannot resolve (LDAP down, typo) matches nobody; `otpd --check-config`
-        // warns about it.
-        let member = rule.name == "*"
-            || directory
-                .group_gid(&rule.name)?
-                .is_some_and(|gid| account.gids.contains(&gid));
-        if member {
-            return Ok(Policy {
-                mode: rule.mode,
-                grace: rule.grace,
-            });
+        match directory.group_gid(&rule.name)? {
+            Some(gid) if account.gids.contains(&gid) => {
+                decided = Policy { mode: rule.mode, grace: rule.grace };
+                break;
+            }
+            Some(_) => {}
+            None => {
+                if unresolved.is_none_or(|u| strength(rule.mode) > strength(u.mode)) {
+                    unresolved = Some(rule);
+                }
+            }
         }
     }
-    Ok(Policy {
-        mode: config.default_mode,
-        grace: 0,
-    })
+    // A group NSS cannot resolve (directory down, typo) must not quietly hand its members a
+    // weaker rule: fail closed. `otpd --check-config` and `kronctl doctor` warn about typos.
+    if let Some(rule) = unresolved.filter(|u| strength(u.mode) > strength(decided.mode)) {
+        return Err(Error::System(format!(
+            "group {:?} of a {} rule cannot be resolved; refusing to fall back to {}",
+            rule.name,
+            rule.mode.as_str(),
+            decided.mode.as_str()
+        )));
+    }
+    Ok(decided)
+}
+
+/// How much a mode asks of a user, for "is this weaker?".
+fn strength(mode: Mode) -> u8 {
+    match mode {
+        Mode::Exempt => 0,
+        Mode::Optional => 1,
+        Mode::Enroll | Mode::Require => 2,
+    }
 }
 
 /// The mode [`policy_for`] decides.
@@ -80,18 +100,23 @@ pub fn decide(mode: Option<Mode>, record: Option<&UserRecord>, now: u64) -> Deci
     if mode == Mode::Exempt {
         return Decision::Skip { mode };
     }
-    if !has_token {
-        return match mode {
-            Mode::Optional => Decision::Skip { mode },
-            Mode::Enroll => Decision::Enroll,
-            _ => Decision::NoToken,
+    if !has_token && mode == Mode::Optional {
+        return Decision::Skip { mode };
+    }
+    if !has_token && mode == Mode::Enroll {
+        return Decision::Enroll;
+    }
+    // With or without a token: a throttle that skipped token-less accounts would tell a guesser
+    // which accounts have one.
+    if let Some(record) = record.filter(|r| r.is_locked(now)) {
+        return Decision::Throttled {
+            until: record.next_attempt,
         };
     }
-    match record {
-        Some(record) if record.is_locked(now) => Decision::Throttled {
-            until: record.next_attempt,
-        },
-        _ => Decision::AskCode { mode },
+    if has_token {
+        Decision::AskCode { mode }
+    } else {
+        Decision::NoToken
     }
 }
 
@@ -156,6 +181,19 @@ mod tests {
         );
         assert_eq!(mode("bob", "sudo"), Mode::Enroll);
         assert_eq!(mode("carol", "sshd"), Mode::Optional, "default mode");
+        let unresolvable = Config {
+            groups: vec![rule("ghost-admins", Mode::Require, None)],
+            ..config.clone()
+        };
+        assert!(
+            mode_for(&unresolvable, &account("carol"), "sshd", &directory).is_err(),
+            "a require rule NSS cannot resolve does not fall back to optional"
+        );
+        let weaker = Config {
+            groups: vec![rule("ghost-admins", Mode::Exempt, None)],
+            ..config.clone()
+        };
+        assert_eq!(mode_for(&weaker, &account("carol"), "sshd", &directory).unwrap(), Mode::Optional);
         let everyone = Config {
             groups: vec![rule("*", Mode::Exempt, Some(&["cron"]))],
             ..config.clone()
@@ -207,6 +245,7 @@ mod tests {
             pending: enrolled().token.map(|t| crate::record::Pending {
                 token: t,
                 expires: 5,
+                at_login: false,
             }),
             ..UserRecord::default()
         };

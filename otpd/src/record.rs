@@ -23,6 +23,9 @@ pub struct Pending {
     pub token: Token,
     /// Unix time after which the pending token is void.
     pub expires: u64,
+    /// Begun at a login (shown again to the next login) rather than by kronctl.
+    #[serde(default)]
+    pub at_login: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +43,8 @@ pub struct UserRecord {
     pub failures: u32,
     /// No attempt is allowed before this unix time.
     pub next_attempt: u64,
+    /// Unix time of the last charged attempt: failures decay by one per `max_delay` of quiet.
+    pub last_attempt: u64,
     /// Hashes of the unused recovery codes.
     pub recovery: Option<RecoverySet>,
 }
@@ -87,13 +92,20 @@ impl UserRecord {
     }
 
     /// Counts an attempt before its code is checked, so parallel guesses cannot slip past the
-    /// limit: each one is charged first, and a success clears the count again.
+    /// limit: each one is charged first, and a success takes back only its own charge.
+    /// Failures are forgotten one per `max_delay` without attempts, never all at once by a
+    /// success: otherwise each of the user's own logins would hand a guesser fresh free attempts.
     pub fn charge_attempt(&mut self, now: u64, config: &ThrottleConfig) -> Attempt {
         if self.is_locked(now) {
             return Attempt::Throttled {
                 until: self.next_attempt,
             };
         }
+        let quiet_periods = now.saturating_sub(self.last_attempt) / config.max_delay.max(1);
+        self.failures = self
+            .failures
+            .saturating_sub(u32::try_from(quiet_periods).unwrap_or(u32::MAX));
+        self.last_attempt = now;
         self.failures = self.failures.saturating_add(1);
         let delay = delay_after(self.failures, config);
         self.next_attempt = if delay == 0 {
@@ -114,7 +126,7 @@ impl UserRecord {
         }
         self.last_step = Some(step);
         self.last_used = now;
-        self.clear_failures();
+        self.undo_charge();
         StepOutcome::Accepted
     }
 
@@ -144,11 +156,17 @@ impl UserRecord {
         self.token = self.pending.take().map(|p| p.token);
         self.last_step = Some(step);
         self.last_used = now;
-        self.clear_failures();
+        self.undo_charge();
         ConfirmOutcome::Confirmed
     }
 
     /// Clears the throttle. True if the user was throttled or had failures.
+    /// A passed check takes back the charge of its own attempt (and the wait it set).
+    fn undo_charge(&mut self) {
+        self.failures = self.failures.saturating_sub(1);
+        self.next_attempt = 0;
+    }
+
     pub fn clear_failures(&mut self) -> bool {
         let had = self.failures > 0 || self.next_attempt > 0;
         self.failures = 0;
@@ -174,7 +192,7 @@ impl UserRecord {
         set.hashes.remove(index);
         let left = set.hashes.len();
         self.last_used = now;
-        self.clear_failures();
+        self.undo_charge();
         Some(left)
     }
 
@@ -282,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn attempts_are_charged_and_success_clears() {
+    fn attempts_are_charged_success_takes_back_its_own_and_quiet_decays() {
         let config = ThrottleConfig::default();
         let mut record = enrolled();
         let now = 10_000;
@@ -297,7 +315,12 @@ mod tests {
         assert_eq!(record.charge_attempt(now + 30, &config), Attempt::Allowed);
         assert_eq!(record.next_attempt, now + 30 + 60);
         assert_eq!(record.accept_step(7, now + 90), StepOutcome::Accepted);
-        assert_eq!((record.failures, record.next_attempt), (0, 0));
+        assert_eq!((record.failures, record.next_attempt), (3, 0), "no fresh free attempts");
+        assert_eq!(record.charge_attempt(now + 91, &config), Attempt::Allowed);
+        assert_eq!(record.next_attempt, now + 91 + 60, "the ladder goes on");
+        let quiet = now + 91 + 4 * config.max_delay;
+        assert_eq!(record.charge_attempt(quiet, &config), Attempt::Allowed);
+        assert_eq!(record.failures, 1, "one failure forgotten per max_delay of quiet");
     }
 
     #[test]
@@ -306,11 +329,13 @@ mod tests {
         let pending = Pending {
             token: token(2),
             expires: 500,
+            at_login: false,
         };
         record.set_pending(pending.clone()).unwrap();
         let other = Pending {
             token: token(3),
             expires: 500,
+            at_login: false,
         };
         assert_eq!(record.confirm(&other, 10, 100), ConfirmOutcome::NoPending);
         assert_eq!(
@@ -343,7 +368,7 @@ mod tests {
         assert!(record.set_recovery(set));
         record.failures = 2;
         assert_eq!(record.use_recovery(&[2; 32], 50), Some(1));
-        assert_eq!((record.failures, record.last_used), (0, 50));
+        assert_eq!((record.failures, record.last_used), (1, 50));
         assert_eq!(record.use_recovery(&[2; 32], 51), None, "single use");
         assert_eq!(record.use_recovery(&[3; 32], 51), None);
         assert_eq!(record.import_outcome(false), ImportOutcome::Kept);

@@ -68,9 +68,19 @@ pub fn generate(now: u64) -> Result<(Vec<Zeroizing<String>>, RecoverySet), Strin
 pub const MAX_IMPORTED: usize = 32;
 
 /// A set made from codes of another system (google-authenticator scratch codes), as typed.
-pub fn from_existing(codes: &[String], now: u64) -> Result<RecoverySet, String> {
+/// Each must have at least 8 digits (weaker codes would undo the throttle's bound) and a length
+/// other than the token's `totp_digits`, or the prompt could never tell it from a TOTP code.
+pub fn from_existing(codes: &[String], totp_digits: u8, now: u64) -> Result<RecoverySet, String> {
     if codes.len() > MAX_IMPORTED {
         return Err(format!("more than {MAX_IMPORTED} recovery codes"));
+    }
+    for code in codes {
+        let digits = digits_only(code).ok_or_else(|| "recovery codes must be digits".to_string())?;
+        if digits.len() < 8 || digits.len() == usize::from(totp_digits) {
+            return Err(format!(
+                "recovery codes must have at least 8 digits and not {totp_digits} (the token's)"
+            ));
+        }
     }
     let mut salt = vec![0u8; SALT_BYTES];
     getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
@@ -160,8 +170,10 @@ mod tests {
         );
         assert!(candidate("1234a-67890", 6).is_none());
         assert!(candidate("12345", 6).is_none());
-        assert!(from_existing(&["12345678".into()], 0).is_ok());
-        assert!(from_existing(&["nope".into()], 0).is_err());
-        assert!(from_existing(&vec!["12345678".to_string(); MAX_IMPORTED + 1], 0).is_err());
+        assert!(from_existing(&["12345678".into()], 6, 0).is_ok());
+        assert!(from_existing(&["12345678".into()], 8, 0).is_err(), "never usable");
+        assert!(from_existing(&["123456".into()], 8, 0).is_err(), "too weak");
+        assert!(from_existing(&["nope".into()], 6, 0).is_err());
+        assert!(from_existing(&vec!["12345678".to_string(); MAX_IMPORTED + 1], 6, 0).is_err());
     }
 }

@@ -5,19 +5,39 @@ use crate::authz::Caller;
 use crate::engine::{Engine, LoginRequest};
 use crate::error::Error;
 use kron_proto::{Enrollment, ImportResult, OtpdError, Step, TokenImport, UserStatus};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
+use zbus::fdo::DBusProxy;
 use zbus::message::Header;
 use zbus::{Connection, interface};
 
 pub struct OtpdService {
     engine: Arc<Engine>,
     runtime: tokio::runtime::Handle,
+    /// A proxy for the bus daemon itself, built on the first call (it holds no answers).
+    bus: OnceLock<DBusProxy<'static>>,
 }
 
 impl OtpdService {
     pub fn new(engine: Arc<Engine>, runtime: tokio::runtime::Handle) -> Self {
-        OtpdService { engine, runtime }
+        OtpdService {
+            engine,
+            runtime,
+            bus: OnceLock::new(),
+        }
+    }
+
+    /// The proxy for the bus daemon on `connection`.
+    async fn bus(&self, connection: &Connection) -> Result<DBusProxy<'static>, OtpdError> {
+        if let Some(proxy) = self.bus.get() {
+            return Ok(proxy.clone());
+        }
+        let proxy = DBusProxy::builder(connection)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(OtpdError::ZBus)?;
+        Ok(self.bus.get_or_init(|| proxy).clone())
     }
 
     /// Runs `work` with the caller's identity on tokio's blocking pool.
@@ -31,7 +51,7 @@ impl OtpdService {
         T: Send + 'static,
         F: FnOnce(&Engine, Caller, u64) -> crate::error::Result<T> + Send + 'static,
     {
-        let caller = caller_of(connection, header).await?;
+        let caller = caller_of(&self.bus(connection).await?, header).await?;
         let engine = self.engine.clone();
         let result = self
             .runtime
@@ -53,16 +73,11 @@ impl OtpdService {
 }
 
 /// The uid the bus daemon vouches for (SO_PEERCRED at connect time), never a claim.
-async fn caller_of(connection: &Connection, header: &Header<'_>) -> Result<Caller, OtpdError> {
+async fn caller_of(proxy: &DBusProxy<'_>, header: &Header<'_>) -> Result<Caller, OtpdError> {
     let sender = header
         .sender()
         .ok_or_else(|| OtpdError::AccessDenied("call without a sender".into()))?
         .to_owned();
-    let proxy = zbus::fdo::DBusProxy::builder(connection)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .map_err(OtpdError::ZBus)?;
     // One round trip for uid and pid: this runs on every call of every login.
     let credentials = proxy
         .get_connection_credentials(sender.into())

@@ -11,6 +11,11 @@ use std::sync::Mutex;
 /// Logins in progress at once; beyond this new ones are refused (memory stays bounded even if
 /// a client begins logins and never answers).
 const MAX_SESSIONS: usize = 4096;
+/// Logins one non-root caller may have waiting at once; beyond this its oldest is dropped.
+/// Root callers (sshd, sudo) are not limited per uid, and a quarter of the table is kept for
+/// them, so no local user can fill it and deny everyone's logins.
+const MAX_PER_USER: usize = 8;
+const RESERVED_FOR_ROOT: usize = MAX_SESSIONS / 4;
 
 #[derive(Debug, Clone)]
 pub enum LoginKind {
@@ -55,9 +60,26 @@ impl Sessions {
             .live
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if live.len() >= MAX_SESSIONS {
+        let caller = session.caller;
+        if !caller.is_root() {
+            let mut own: Vec<(u64, String)> = live
+                .iter()
+                .filter(|(_, s)| s.caller.uid == caller.uid)
+                .map(|(handle, s)| (s.deadline, handle.clone()))
+                .collect();
+            if own.len() >= MAX_PER_USER {
+                own.sort();
+                live.remove(&own[0].1);
+            }
+        }
+        let limit = if caller.is_root() {
+            MAX_SESSIONS
+        } else {
+            MAX_SESSIONS - RESERVED_FOR_ROOT
+        };
+        if live.len() >= limit {
             live.retain(|_, s| now < s.deadline);
-            if live.len() >= MAX_SESSIONS {
+            if live.len() >= limit {
                 return None;
             }
         }
@@ -133,6 +155,18 @@ mod tests {
             "expired"
         );
         assert!(sessions.take(&"x".repeat(65), Caller::new(0), 10).is_err());
+    }
+
+    #[test]
+    fn one_user_cannot_crowd_out_others() {
+        let sessions = Sessions::default();
+        let handles: Vec<String> = (0..MAX_PER_USER + 3)
+            .map(|i| sessions.insert(session(1000, 100 + i as u64), 10).unwrap())
+            .collect();
+        let live = sessions.live.lock().unwrap();
+        assert_eq!(live.values().filter(|s| s.caller.uid == 1000).count(), MAX_PER_USER);
+        assert!(!live.contains_key(&handles[0]), "the oldest went first");
+        assert!(live.contains_key(handles.last().unwrap()));
     }
 
     #[test]

@@ -59,7 +59,15 @@ pub(crate) fn authenticate(
 
     match exchange(&args, &mut conv, &login, silent, &log) {
         Ok(verdict) => {
-            log.debug(&format!("user {:?}: otpd says {verdict:?}", login.user));
+            if verdict == Verdict::Unavailable {
+                // otpd answered but could not decide: an admin must hear of every such denial.
+                log.error(&format!(
+                    "user {:?}: otpd could not decide; login denied",
+                    login.user
+                ));
+            } else {
+                log.debug(&format!("user {:?}: otpd says {verdict:?}", login.user));
+            }
             verdict.code()
         }
         Err(e) => {

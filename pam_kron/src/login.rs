@@ -28,6 +28,7 @@ pub(crate) enum Verdict {
     Deny,
     Skip,
     Unavailable,
+    Throttled,
 }
 
 impl Verdict {
@@ -39,6 +40,7 @@ impl Verdict {
             // kron checked nothing, so it must not grant anything: the rest of the stack decides.
             Verdict::Skip => PamResultCode::PAM_IGNORE,
             Verdict::Unavailable => PamResultCode::PAM_AUTHINFO_UNAVAIL,
+            Verdict::Throttled => PamResultCode::PAM_MAXTRIES,
         }
     }
 }
@@ -83,6 +85,7 @@ pub(crate) async fn run<O: Otpd, C: Conversation>(
             StepKind::Accept => Verdict::Accept,
             StepKind::Deny => Verdict::Deny,
             StepKind::Skip => Verdict::Skip,
+            StepKind::Throttled => Verdict::Throttled,
             StepKind::Unavailable => {
                 if !silent && step.0.messages.is_empty() {
                     conv.show(MessageLevel::Error, UNAVAILABLE_TEXT)
@@ -202,6 +205,7 @@ mod tests {
             (StepKind::Deny, PAM_AUTH_ERR),
             (StepKind::Skip, PAM_IGNORE),
             (StepKind::Unavailable, PAM_AUTHINFO_UNAVAIL),
+            (StepKind::Throttled, PAM_MAXTRIES),
         ] {
             let (result, otpd, _, _) = drive(
                 vec![Ok(terminal(kind, vec![]))],
@@ -354,7 +358,7 @@ mod tests {
         let mut step = terminal(StepKind::Accept, vec![]);
         step.kind = 0;
         expect_malformed(step.clone());
-        step.kind = 6;
+        step.kind = 7;
         expect_malformed(step);
         expect_malformed(prompt("", vec![]));
         expect_malformed(prompt(&"h".repeat(100), vec![]));

@@ -360,7 +360,7 @@ pub struct ExportTokenArgs {
 }
 
 /// Every check `kronctl doctor` runs, by its stable id (see docs/kronctl.md).
-pub const DOCTOR_CHECKS: [&str; 15] = [
+pub const DOCTOR_CHECKS: [&str; 16] = [
     "otpd-config",
     "dbus-policy",
     "otpd-reachable",
@@ -368,6 +368,7 @@ pub const DOCTOR_CHECKS: [&str; 15] = [
     "sshd-usepam",
     "sshd-kbdinteractive",
     "sshd-publickey",
+    "sshd-no-first-factor",
     "sshd-root-login",
     "sshd-match",
     "pam-sshd",

@@ -34,25 +34,9 @@ impl Policy {
     /// for some account. Rules are tried in file order, so the first `*` rule for the service
     /// hides every later rule and the default.
     pub fn asks(&self, service: &str) -> Asks {
-        let Some(config) = &self.config else {
+        let Some(modes) = self.modes(service) else {
             return Asks::Always;
         };
-        let mut modes = Vec::new();
-        let mut everyone_matched = false;
-        for rule in config
-            .groups
-            .iter()
-            .filter(|r| r.applies_to_service(service))
-        {
-            modes.push(rule.mode);
-            if rule.name == "*" {
-                everyone_matched = true;
-                break;
-            }
-        }
-        if !everyone_matched {
-            modes.push(config.default_mode);
-        }
         modes
             .into_iter()
             .map(|mode| match mode {
@@ -62,6 +46,30 @@ impl Policy {
             })
             .max()
             .unwrap_or(Asks::Never)
+    }
+
+    /// Every mode some account can get on `service`: the modes of the rules for the service up
+    /// to and including the first `*` rule, and the default mode if no `*` rule hides it.
+    /// `None` when the config could not be loaded (any mode is then possible).
+    pub fn modes(&self, service: &str) -> Option<Vec<Mode>> {
+        let config = self.config.as_ref()?;
+        let mut modes = Vec::new();
+        for rule in config
+            .groups
+            .iter()
+            .filter(|r| r.applies_to_service(service))
+        {
+            if !modes.contains(&rule.mode) {
+                modes.push(rule.mode);
+            }
+            if rule.name == "*" {
+                return Some(modes);
+            }
+        }
+        if !modes.contains(&config.default_mode) {
+            modes.push(config.default_mode);
+        }
+        Some(modes)
     }
 }
 
@@ -174,6 +182,21 @@ mod tests {
             origin: "x".into(),
         };
         assert_eq!(unknown.asks("sshd"), Asks::Always);
+        assert_eq!(unknown.modes("sshd"), None);
+    }
+
+    #[test]
+    fn modes_lists_what_some_account_can_get() {
+        assert_eq!(policy("").modes("sshd"), Some(vec![Mode::Optional]));
+        let rules = policy(
+            "default_mode = \"require\"\n[[group]]\nname = \"ops\"\nmode = \"exempt\"\nservices = [\"sshd\"]\n[[group]]\nname = \"*\"\nmode = \"enroll\"\n[[group]]\nname = \"late\"\nmode = \"optional\"\n",
+        );
+        assert_eq!(
+            rules.modes("sshd"),
+            Some(vec![Mode::Exempt, Mode::Enroll]),
+            "the `*` rule hides later rules and the default"
+        );
+        assert_eq!(rules.modes("sudo"), Some(vec![Mode::Enroll]));
     }
 
     #[test]

@@ -73,10 +73,9 @@ const RETURN_NAMES: [&str; ret::COUNT] = [
     "incomplete",
 ];
 
-/// What pam_kron can return (see pam_kron/src/error.rs).
-const KRON_RESULTS: [usize; 7] = [
-    ret::SUCCESS,
-    ret::IGNORE,
+/// What pam_kron can return (see pam_kron/src/error.rs) besides success and PAM_IGNORE (the
+/// user is skipped: `exempt`, or `optional` without a token).
+const KRON_FAILURES: [usize; 5] = [
     ret::AUTH_ERR,
     ret::AUTHINFO_UNAVAIL,
     ret::MAXTRIES,
@@ -95,6 +94,77 @@ const ANY_RESULT: [usize; 9] = [
     ret::NEW_AUTHTOK_REQD,
     ret::PERM_DENIED,
 ];
+
+/// [`ANY_RESULT`] without success (and without PAM_IGNORE): a first factor that did not pass
+/// reports a failure; it does not abstain. (pam_unix never ignores; pam_sss and pam_ldap do
+/// only with `ignore_unknown_user`-style options.)
+const FACTOR_FAILURES: [usize; 6] = [
+    ret::AUTH_ERR,
+    ret::USER_UNKNOWN,
+    ret::AUTHINFO_UNAVAIL,
+    ret::CRED_INSUFFICIENT,
+    ret::MAXTRIES,
+    ret::PERM_DENIED,
+];
+
+/// Auth modules that check no secret of the person (access rules, environment, delays,
+/// logging, keyrings, trust in the remote host): their success is not a first factor. Every
+/// module not listed — pam_unix, pam_sss, pam_ldap, pam_krb5, pam_winbind, pam_userdb,
+/// pam_google_authenticator, pam_oath, pam_u2f, pam_yubico, pam_exec, a site's own — is taken
+/// to check a password, key or code, so a stack that needs one of them is not reported.
+const NOT_A_FACTOR: [&str; 40] = [
+    "pam_access.so",
+    "pam_cap.so",
+    "pam_debug.so",
+    "pam_deny.so",
+    "pam_echo.so",
+    "pam_ecryptfs.so",
+    "pam_env.so",
+    "pam_faildelay.so",
+    "pam_faillock.so",
+    "pam_fscrypt.so",
+    "pam_ftp.so",
+    "pam_gnome_keyring.so",
+    "pam_group.so",
+    "pam_issue.so",
+    "pam_keyinit.so",
+    "pam_kwallet.so",
+    "pam_kwallet5.so",
+    "pam_lastlog.so",
+    "pam_limits.so",
+    "pam_listfile.so",
+    "pam_localuser.so",
+    "pam_loginuid.so",
+    "pam_mail.so",
+    "pam_motd.so",
+    "pam_mount.so",
+    "pam_nologin.so",
+    "pam_permit.so",
+    "pam_rhosts.so",
+    "pam_rootok.so",
+    "pam_securetty.so",
+    "pam_selinux.so",
+    "pam_sepermit.so",
+    "pam_shells.so",
+    "pam_succeed_if.so",
+    "pam_tally2.so",
+    "pam_time.so",
+    "pam_timestamp.so",
+    "pam_usertype.so",
+    "pam_warn.so",
+    "pam_wheel.so",
+];
+
+/// What a search over the stack's runs looks for; every goal is a run that ends in success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// pam_kron ran and failed.
+    KronFailed,
+    /// pam_kron never ran: a line ended the stack, or jumped, before it.
+    KronSkipped,
+    /// pam_kron skipped the user (PAM_IGNORE), or never ran, and no first factor passed.
+    NoFactor,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Action {
@@ -228,12 +298,27 @@ impl Handler {
         matches!(self.module(), Some("pam_kron.so" | "libpam_kron.so"))
     }
 
-    fn results(&self) -> &'static [usize] {
+    /// A module that checks a secret of the person (see [`NOT_A_FACTOR`]); pam_kron is not
+    /// counted, being the second factor.
+    fn is_factor(&self) -> bool {
+        self.module()
+            .is_some_and(|module| !self.is_kron() && !NOT_A_FACTOR.contains(&module))
+    }
+
+    /// The results the search for `goal` lets this line return.
+    fn results(&self, goal: Goal) -> &'static [usize] {
+        if self.is_kron() && goal == Goal::KronSkipped {
+            return &[];
+        }
         match (&self.kind, self.module()) {
             (Kind::Module { broken: true, .. }, _) => &[ret::PERM_DENIED],
-            _ if self.is_kron() => &KRON_RESULTS,
+            _ if self.is_kron() => match goal {
+                Goal::NoFactor => &[ret::IGNORE],
+                _ => &KRON_FAILURES,
+            },
             (_, Some("pam_deny.so")) => &[ret::AUTH_ERR],
             (_, Some("pam_permit.so")) => &[ret::SUCCESS],
+            _ if goal == Goal::NoFactor && self.is_factor() => &FACTOR_FAILURES,
             _ => &ANY_RESULT,
         }
     }
@@ -310,6 +395,33 @@ impl Stack {
 
     pub fn has_kron(&self) -> bool {
         self.handlers.iter().any(Handler::is_kron)
+    }
+
+    /// Whether the auth stack can succeed with no first factor: pam_kron skips the user
+    /// (PAM_IGNORE: `exempt`, or `optional` without a token) or is not there, no module that
+    /// checks a secret passes, and the stack still returns success. Returns the line whose
+    /// success made the stack succeed (pam_permit, say).
+    pub fn succeeds_without_factor(&self) -> Option<String> {
+        match self.walk(Goal::NoFactor) {
+            Some(Bypass::NoFactor { passed_by }) => Some(self.handlers[passed_by].shown()),
+            _ => None,
+        }
+    }
+
+    /// The modules of the stack taken as first factors, each once, in stack order.
+    pub fn factors(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        for name in self
+            .handlers
+            .iter()
+            .filter(|h| h.is_factor())
+            .filter_map(Handler::module)
+        {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     }
 
     /// Reads `file` at `level`; false if it could not be read (libpam then fails the line
@@ -455,6 +567,16 @@ impl Stack {
     /// returns success although pam_kron did not pass. `skips` looks for runs where pam_kron
     /// never ran; otherwise for runs where it ran and failed.
     fn find_bypass(&self, skips: bool) -> Option<Bypass> {
+        self.walk(if skips {
+            Goal::KronSkipped
+        } else {
+            Goal::KronFailed
+        })
+    }
+
+    /// Runs libpam's dispatch over every combination of the results [`Handler::results`]
+    /// allows for `goal`, and returns the first run that ends in success.
+    fn walk(&self, goal: Goal) -> Option<Bypass> {
         let handlers = &self.handlers;
         let start = State {
             pos: 0,
@@ -464,6 +586,7 @@ impl Stack {
             substates: vec![(Impression::Undef, ret::PERM_DENIED); MAX_LEVEL + 2],
             kron_failed: None,
             skipped_by: None,
+            passed_by: None,
         };
         let mut seen = HashSet::new();
         let mut todo = vec![start];
@@ -477,9 +600,14 @@ impl Stack {
                 if !success {
                     continue;
                 }
-                match (skips, state.kron_failed, state.skipped_by) {
-                    (true, None, Some(by)) => return Some(Bypass::Skipped { by }),
-                    (false, Some(kron), _) => return Some(Bypass::FailureIgnored { kron }),
+                match (goal, state.kron_failed, state.skipped_by, state.passed_by) {
+                    (Goal::KronSkipped, None, Some(by), _) => return Some(Bypass::Skipped { by }),
+                    (Goal::KronFailed, Some(kron), _, _) => {
+                        return Some(Bypass::FailureIgnored { kron });
+                    }
+                    (Goal::NoFactor, _, _, Some(passed_by)) => {
+                        return Some(Bypass::NoFactor { passed_by });
+                    }
                     _ => continue,
                 }
             };
@@ -498,13 +626,11 @@ impl Stack {
             }
             // Pushed in reverse, so the first result (success) is explored first and the
             // reported line is the earliest one that can end the stack.
-            for &result in handler.results().iter().rev() {
+            // A pass, or a skip otpd decided on, is pam_kron doing its job: results() leaves
+            // them out of the searches for a bypass of pam_kron.
+            for &result in handler.results(goal).iter().rev() {
                 let mut next = state.clone();
-                if handler.is_kron() {
-                    // A pass, or a skip otpd decided on, is pam_kron doing its job.
-                    if skips || result == ret::SUCCESS || result == ret::IGNORE {
-                        continue;
-                    }
+                if handler.is_kron() && goal == Goal::KronFailed {
                     next.kron_failed.get_or_insert(pos);
                 }
                 let action = handler.action(result);
@@ -516,6 +642,9 @@ impl Stack {
                             || (next.impression == Impression::Positive
                                 && next.status == ret::SUCCESS)
                         {
+                            if next.impression == Impression::Undef && goal == Goal::NoFactor {
+                                next.passed_by = Some(pos);
+                            }
                             next.impression = Impression::Positive;
                             next.status = result;
                         }
@@ -602,6 +731,9 @@ struct State {
     kron_failed: Option<usize>,
     /// The first line whose `done` or jump passed over a pam_kron line on this path.
     skipped_by: Option<usize>,
+    /// The line whose result first made the stack's impression positive (only searched for
+    /// [`Goal::NoFactor`]).
+    passed_by: Option<usize>,
 }
 
 /// How a stack can succeed without pam_kron passing.
@@ -611,6 +743,8 @@ enum Bypass {
     Skipped { by: usize },
     /// pam_kron (this index) failed and the stack still succeeded.
     FailureIgnored { kron: usize },
+    /// No first factor passed and pam_kron did not ask; this line made the stack succeed.
+    NoFactor { passed_by: usize },
 }
 
 fn include_path(target: &str) -> String {
@@ -1008,6 +1142,111 @@ auth\toptional\t\t\tpam_cap.so
             "auth [success=1 default=ignore] pam_kron.so\nauth requisite pam_deny.so\nauth required pam_permit.so\n",
         );
         assert_eq!(verdicts(&jump), (None, None));
+    }
+
+    #[test]
+    fn stacks_that_pass_with_no_first_factor_are_found() {
+        // The key-then-code stack: pam_permit succeeds when pam_kron skips the user.
+        let key_then_code = Stack::parse(
+            "sshd",
+            "auth required pam_kron.so\nauth required pam_permit.so\n",
+        );
+        assert_eq!(
+            key_then_code.succeeds_without_factor().as_deref(),
+            Some("pam_permit.so (`required`, /etc/pam.d/sshd:2)")
+        );
+        assert!(key_then_code.factors().is_empty());
+        for text in [
+            // Modules that check no secret do not count.
+            "auth required pam_env.so\nauth requisite pam_nologin.so\nauth required pam_faildelay.so\nauth required pam_kron.so\nauth required pam_permit.so\n",
+            // A password module whose failure is ignored is no factor.
+            "auth optional pam_unix.so\nauth required pam_kron.so\nauth required pam_permit.so\n",
+            "auth [success=ok default=ignore] pam_sss.so\nauth required pam_kron.so\nauth required pam_permit.so\n",
+            // pam_rootok always passes inside sshd, which runs PAM as root.
+            "auth sufficient pam_rootok.so\nauth required pam_kron.so\n",
+            // No pam_kron at all.
+            "auth required pam_permit.so\n",
+        ] {
+            assert!(
+                Stack::parse("sshd", text)
+                    .succeeds_without_factor()
+                    .is_some(),
+                "{text}"
+            );
+        }
+        for text in [
+            // pam_kron alone: a stack in which every module ignored fails in libpam.
+            "auth required pam_kron.so\n",
+            "auth requisite pam_unix.so\nauth required pam_kron.so\nauth required pam_permit.so\n",
+            "auth required pam_unix.so\nauth required pam_kron.so\nauth required pam_permit.so\n",
+            "auth required pam_sss.so\nauth optional pam_kron.so\n",
+            // A module doctor does not know is taken to check something.
+            "auth required pam_corp_password.so\nauth required pam_kron.so\nauth required pam_permit.so\n",
+            "auth required pam_deny.so\nauth required pam_kron.so\nauth required pam_permit.so\n",
+        ] {
+            let stack = Stack::parse("sshd", text);
+            assert_eq!(stack.succeeds_without_factor(), None, "{text}");
+        }
+        assert_eq!(
+            Stack::parse(
+                "sshd",
+                "auth required pam_env.so\nauth required pam_corp_password.so\nauth required pam_unix.so\nauth required pam_corp_password.so\n"
+            )
+            .factors(),
+            ["pam_corp_password.so", "pam_unix.so"]
+        );
+    }
+
+    #[test]
+    fn password_first_stacks_need_a_first_factor() {
+        // Debian: common-auth's pam_unix, then pam_deny when it fails.
+        for text in [
+            "@include common-auth\nauth required pam_kron.so\n",
+            "@include common-auth\nauth required pam_kron.so\nauth required pam_permit.so\n",
+        ] {
+            let stack = with_common(text);
+            assert_eq!(stack.succeeds_without_factor(), None, "{text}");
+            assert_eq!(stack.factors(), ["pam_unix.so"]);
+        }
+        // RHEL 9's password-auth as a substack, then pam_kron and postlogin.
+        let dir = tempfile::tempdir().unwrap();
+        let pam = dir.path().join("etc/pam.d");
+        std::fs::create_dir_all(&pam).unwrap();
+        std::fs::write(
+            pam.join("password-auth"),
+            "auth required pam_env.so\nauth required pam_faildelay.so delay=2000000\n\
+             auth [default=1 ignore=ignore success=ok] pam_usertype.so isregular\n\
+             auth [default=1 ignore=ignore success=ok] pam_localuser.so\n\
+             auth sufficient pam_unix.so nullok\n\
+             auth [default=1 ignore=ignore success=ok] pam_usertype.so isregular\n\
+             auth sufficient pam_sss.so forward_pass\nauth required pam_deny.so\n",
+        )
+        .unwrap();
+        std::fs::write(
+            pam.join("postlogin"),
+            "session optional pam_umask.so silent\n",
+        )
+        .unwrap();
+        std::fs::write(
+            pam.join("sshd"),
+            "auth substack password-auth\nauth required pam_kron.so\nauth include postlogin\n",
+        )
+        .unwrap();
+        let root = Root::new(dir.path());
+        let stack = Stack::load(&root, "sshd");
+        assert!(stack.problems.is_empty(), "{:?}", stack.problems);
+        assert_eq!(stack.succeeds_without_factor(), None);
+        // RHEL's key-then-code stack: the password substack is gone.
+        std::fs::write(
+            pam.join("sshd"),
+            "auth required pam_kron.so\nauth required pam_permit.so\nauth include postlogin\n",
+        )
+        .unwrap();
+        assert!(
+            Stack::load(&root, "sshd")
+                .succeeds_without_factor()
+                .is_some()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - `sshd-usepam`: sshd runs PAM at all;
 //! - `sshd-kbdinteractive`: keyboard-interactive, the only way sshd shows pam_kron's prompt;
 //! - `sshd-publickey`: no authentication method completes a login without PAM;
+//! - `sshd-no-first-factor`: no login rests on a PAM stack that checks nothing but pam_kron;
 //! - `sshd-root-login`: root is not shut out by `PermitRootLogin prohibit-password`;
 //! - `sshd-match`: Match blocks that change any of this for some connections.
 //!
@@ -15,6 +16,8 @@
 //! are reported as warnings.
 
 use std::rc::Rc;
+
+use otpd::config::Mode;
 
 use super::config::{Asks, Policy};
 use super::pam::Stack;
@@ -32,6 +35,7 @@ const FIX_RELOAD: &str = "then `systemctl reload ssh`";
 const USE_PAM: &str = "usepam";
 const KBD_INTERACTIVE: &str = "kbdinteractiveauthentication";
 const PUBKEY: &str = "pubkeyauthentication";
+const PASSWORD: &str = "passwordauthentication";
 const HOSTBASED: &str = "hostbasedauthentication";
 const GSSAPI: &str = "gssapiauthentication";
 const METHODS: &str = "authenticationmethods";
@@ -377,6 +381,9 @@ pub fn check(root: &Root, policy: &Policy, stack: &Stack, out: &mut Findings) ->
     check_use_pam(&config, asks, kron_in_stack, out);
     check_kbd_interactive(&config, asks, kron_in_stack, out);
     check_bypass_methods(&config, asks, out);
+    if out.wants("sshd-no-first-factor") {
+        check_no_first_factor(&config, policy, stack, out);
+    }
     let root_may_log_in = check_root_login(&config, kron_in_stack, out);
     check_match_blocks(&config, out);
     SshdFacts {
@@ -545,6 +552,156 @@ fn check_bypass_methods(config: &SshdConfig, asks: Asks, out: &mut Findings) {
             fix,
         ),
     });
+}
+
+/// Methods that run PAM's auth stack, with the keyword that enables each (both on by default).
+const PAM_METHODS: [(&str, &str); 2] = [
+    ("keyboard-interactive", KBD_INTERACTIVE),
+    ("password", PASSWORD),
+];
+
+/// A login that needs nothing but PAM methods (keyboard-interactive, password) is only as
+/// strong as /etc/pam.d/sshd. If that stack can succeed while pam_kron skips the user and no
+/// module that checks a password or key passes (kron + pam_permit, the key-then-code stack),
+/// such a login needs no factor at all for the users pam_kron skips.
+fn check_no_first_factor(config: &SshdConfig, policy: &Policy, stack: &Stack, out: &mut Findings) {
+    const ID: &str = "sshd-no-first-factor";
+    if !config.flag(USE_PAM, false).0 {
+        out.push(Finding::ok(
+            ID,
+            "UsePAM is off: no SSH login rests on /etc/pam.d/sshd",
+        ));
+        return;
+    }
+    let enabled: Vec<&str> = PAM_METHODS
+        .iter()
+        .filter(|(_, keyword)| config.flag(keyword, true).0)
+        .map(|(method, _)| *method)
+        .collect();
+    let (lists, directive) = method_lists(config);
+    let alone: Vec<String> = match &lists {
+        None => enabled.iter().map(|m| m.to_string()).collect(),
+        Some(lists) => lists
+            .iter()
+            .filter(|list| {
+                list.iter().all(|method| {
+                    is_pam_method(method)
+                        && enabled.contains(&method.split(':').next().unwrap_or(method))
+                })
+            })
+            .map(|list| list.join(","))
+            .collect(),
+    };
+    if alone.is_empty() {
+        out.push(Finding::ok(
+            ID,
+            match directive {
+                Some(directive) if lists.is_some() => format!(
+                    "every SSH login needs more than /etc/pam.d/sshd: {}",
+                    directive.shown()
+                ),
+                _ => "keyboard-interactive and password are off: no SSH login rests on /etc/pam.d/sshd alone".to_owned(),
+            },
+        ));
+        return;
+    }
+    let how = match directive {
+        Some(directive) => format!(
+            "{} lets {} alone log in",
+            directive.shown(),
+            alone.join(" or ")
+        ),
+        None => format!(
+            "AuthenticationMethods is not set, so {} alone logs in",
+            alone.join(" or ")
+        ),
+    };
+    if !stack.exists() {
+        out.push(Finding::ok(
+            ID,
+            format!("no {}: nothing to check", stack.file),
+        ));
+        return;
+    }
+    let Some(passed_by) = stack.succeeds_without_factor() else {
+        let factors = stack.factors();
+        out.push(Finding::ok(
+            ID,
+            if factors.is_empty() {
+                format!(
+                    "{how}, and the auth stack of {} cannot succeed without a password or key",
+                    stack.file
+                )
+            } else {
+                format!(
+                    "{how}, and the auth stack of {} needs a password or key to pass ({})",
+                    stack.file,
+                    factors.join(", ")
+                )
+            },
+        ));
+        return;
+    };
+    let methods_file = directive.map_or(SSHD_CONFIG, |d| d.at.file.as_str());
+    let stack_file = &stack.file;
+    if !stack.has_kron() {
+        out.push(Finding::error(
+            ID,
+            format!(
+                "{how}, and the auth stack of {stack_file} succeeds without checking any password or key ({passed_by} lets it pass): anyone who knows a user name logs in over SSH"
+            ),
+            format!(
+                "put the password module (`@include common-auth`) back in {stack_file}, or set `AuthenticationMethods publickey,keyboard-interactive` in {methods_file}, {FIX_RELOAD}"
+            ),
+        ));
+        return;
+    }
+    let fix = format!(
+        "use `AuthenticationMethods publickey,keyboard-interactive` in {methods_file} ({FIX_RELOAD}), or put the password module (`@include common-auth`) before pam_kron.so in {stack_file}"
+    );
+    let stack_says = format!(
+        "{how}, and the auth stack of {stack_file} has no check but pam_kron ({passed_by} lets it pass when pam_kron skips a user)"
+    );
+    let modes = policy.modes("sshd");
+    let skipping: Vec<&str> = modes.as_ref().map_or_else(Vec::new, |modes| {
+        modes
+            .iter()
+            .filter(|m| matches!(m, Mode::Optional | Mode::Exempt))
+            .map(|m| m.as_str())
+            .collect()
+    });
+    let finding = match modes {
+        None => Finding::error(
+            ID,
+            format!(
+                "{stack_says}: otpd's config does not load, so users it would skip may log in with no factor at all"
+            ),
+            fix,
+        ),
+        Some(_) if !skipping.is_empty() => Finding::error(
+            ID,
+            format!(
+                "{stack_says}: the policy for sshd is {} for some users, and those pam_kron skips (exempt, or optional without a token) log in over SSH with no factor at all",
+                skipping.join("/")
+            ),
+            fix,
+        ),
+        Some(modes) if modes.contains(&Mode::Enroll) => Finding::error(
+            ID,
+            format!(
+                "{stack_says}: the policy for sshd is enroll for some users, so whoever connects first as a user without a token enrolls their own authenticator and logs in, with no password or key"
+            ),
+            fix,
+        ),
+        Some(_) => Finding::warning(
+            ID,
+            format!(
+                "{stack_says}: the policy requires a code from everyone, so logins still need it, but the code is then the only factor"
+            ),
+            fix,
+        ),
+    };
+    out.push(finding);
 }
 
 /// `PermitRootLogin prohibit-password` (OpenSSH's default) lets root in with keys only, so when
@@ -906,6 +1063,135 @@ mod tests {
                 "{sshd_config}"
             );
         }
+    }
+
+    const KEY_THEN_CODE_STACK: &str = "auth required pam_kron.so\nauth required pam_permit.so\n";
+    const NO_FACTOR: &str = "sshd-no-first-factor";
+
+    #[test]
+    fn keyboard_interactive_alone_on_a_kron_only_stack_needs_no_factor() {
+        let tree = Tree::new();
+        tree.write("/etc/pam.d/sshd", KEY_THEN_CODE_STACK);
+        for sshd_config in [
+            "UsePAM yes\nAuthenticationMethods keyboard-interactive\n",
+            "UsePAM yes\nAuthenticationMethods keyboard-interactive:pam\n",
+            "UsePAM yes\nAuthenticationMethods publickey,keyboard-interactive keyboard-interactive\n",
+            "UsePAM yes\nAuthenticationMethods any\n",
+            "UsePAM yes\n",
+            // The password method runs the same stack and any password passes.
+            "UsePAM yes\nKbdInteractiveAuthentication no\n",
+            "UsePAM yes\nAuthenticationMethods password\n",
+        ] {
+            tree.write(SSHD_CONFIG, sshd_config);
+            for (otpd_toml, expected) in [
+                ("", Severity::Error),
+                ("default_mode = \"exempt\"\n", Severity::Error),
+                (
+                    "default_mode = \"require\"\n[[group]]\nname = \"ops\"\nmode = \"optional\"\nservices = [\"sshd\"]\n",
+                    Severity::Error,
+                ),
+                ("default_mode = \"enroll\"\n", Severity::Error),
+                (REQUIRE, Severity::Warning),
+                // Optional only for sudo: every sshd login needs a code.
+                (
+                    "default_mode = \"require\"\n[[group]]\nname = \"ops\"\nmode = \"optional\"\nservices = [\"sudo\"]\n",
+                    Severity::Warning,
+                ),
+            ] {
+                assert_eq!(
+                    severity_of(&findings(&tree, otpd_toml), NO_FACTOR),
+                    expected,
+                    "{sshd_config}{otpd_toml}"
+                );
+            }
+        }
+        tree.write(
+            SSHD_CONFIG,
+            "UsePAM yes\nAuthenticationMethods keyboard-interactive\n",
+        );
+        let found = findings(&tree, "");
+        let finding = found.iter().find(|f| f.check == NO_FACTOR).unwrap();
+        assert!(
+            finding.message.contains(
+                "AuthenticationMethods keyboard-interactive (/etc/ssh/sshd_config:2) lets keyboard-interactive alone log in"
+            ) && finding
+                .message
+                .contains("pam_permit.so (`required`, /etc/pam.d/sshd:2)")
+                && finding.message.contains("optional"),
+            "{finding:?}"
+        );
+        assert_eq!(
+            finding.fix.as_deref(),
+            Some(
+                "use `AuthenticationMethods publickey,keyboard-interactive` in /etc/ssh/sshd_config (then `systemctl reload ssh`), or put the password module (`@include common-auth`) before pam_kron.so in /etc/pam.d/sshd"
+            )
+        );
+        let unloadable = Policy {
+            config: None,
+            origin: "otpd.toml".into(),
+        };
+        let mut out = Findings::new(&[]);
+        check(
+            &tree.root(),
+            &unloadable,
+            &Stack::load(&tree.root(), "sshd"),
+            &mut out,
+        );
+        assert_eq!(severity_of(&out.into_vec(), NO_FACTOR), Severity::Error);
+        // Without pam_kron the stack lets anyone in, whatever the policy.
+        tree.write("/etc/pam.d/sshd", "auth required pam_permit.so\n");
+        let found = findings(&tree, REQUIRE);
+        assert_eq!(severity_of(&found, NO_FACTOR), Severity::Error);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.check == NO_FACTOR && f.message.contains("anyone who knows a user name")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_first_factor_or_a_key_keeps_pam_logins_safe() {
+        let tree = Tree::new();
+        tree.write("/etc/pam.d/common-auth", "auth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\nauth required pam_permit.so\n");
+        // Password then code (docs/sshd.md): keyboard-interactive alone, the password in PAM.
+        tree.write("/etc/pam.d/sshd", KRON_STACK).write(
+            SSHD_CONFIG,
+            "UsePAM yes\nAuthenticationMethods keyboard-interactive\nPasswordAuthentication no\n",
+        );
+        for otpd_toml in ["", "default_mode = \"exempt\"\n", REQUIRE] {
+            let found = findings(&tree, otpd_toml);
+            assert_eq!(severity_of(&found, NO_FACTOR), Severity::Ok, "{found:#?}");
+        }
+        let found = findings(&tree, "");
+        let finding = found.iter().find(|f| f.check == NO_FACTOR).unwrap();
+        assert!(finding.message.contains("(pam_unix.so)"), "{finding:?}");
+        // Key then code: the key is the first factor.
+        tree.write("/etc/pam.d/sshd", KEY_THEN_CODE_STACK);
+        for sshd_config in [
+            GOOD,
+            "UsePAM yes\nAuthenticationMethods publickey,keyboard-interactive publickey,password\n",
+            "UsePAM yes\nKbdInteractiveAuthentication no\nPasswordAuthentication no\n",
+            "UsePAM no\n",
+            "UsePAM yes\nAuthenticationMethods keyboard-interactive\nKbdInteractiveAuthentication no\n",
+        ] {
+            tree.write(SSHD_CONFIG, sshd_config);
+            assert_eq!(
+                severity_of(&findings(&tree, ""), NO_FACTOR),
+                Severity::Ok,
+                "{sshd_config}"
+            );
+        }
+        // Skipped on request.
+        tree.write(SSHD_CONFIG, "UsePAM yes\n");
+        let mut out = Findings::new(&[NO_FACTOR.to_owned()]);
+        check(
+            &tree.root(),
+            &policy(""),
+            &Stack::load(&tree.root(), "sshd"),
+            &mut out,
+        );
+        assert!(out.into_vec().iter().all(|f| f.check != NO_FACTOR));
     }
 
     #[test]

@@ -72,16 +72,9 @@ impl Found {
     }
 }
 
-/// Secret lengths otpd accepts (80 to 512 bits).
+/// Secret lengths otpd accepts (80 to 512 bits): otpd's own check, so the two cannot drift.
 pub fn check_secret_len(secret: &[u8]) -> Result<(), String> {
-    if (10..=64).contains(&secret.len()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "unsupported: a secret of {} bytes; kron needs 10 to 64",
-            secret.len()
-        ))
-    }
+    otpd::backup::check_secret_len(secret).map_err(|why| format!("unsupported: {why}"))
 }
 
 /// What otpd is sent for `token`. The caller wipes the copy once it is sent.

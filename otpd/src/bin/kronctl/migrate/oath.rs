@@ -348,7 +348,7 @@ mod tests {
                 "malformed: the secret is not hexadecimal",
                 "malformed: no time of the last OTP",
                 "malformed: invalid time of the last OTP",
-                "unsupported: a secret of 4 bytes; kron needs 10 to 64",
+                "unsupported: a secret of 4 bytes is outside 10..=64",
                 "malformed: no user name",
                 "malformed: user name contains a forbidden character ':'",
                 "malformed: extra fields",
