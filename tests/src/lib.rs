@@ -39,6 +39,7 @@ pub use world::World;
 pub mod result {
     pub const SUCCESS: &str = "PAM_SUCCESS";
     pub const AUTH_ERR: &str = "PAM_AUTH_ERR";
+    pub const MAXTRIES: &str = "PAM_MAXTRIES";
     pub const AUTHINFO_UNAVAIL: &str = "PAM_AUTHINFO_UNAVAIL";
     pub const PERM_DENIED: &str = "PAM_PERM_DENIED";
     pub const IGNORE: &str = "PAM_IGNORE";

@@ -134,6 +134,21 @@ impl Transcript {
         self.assert_result("PAM_AUTH_ERR")
     }
 
+    /// Panics unless the last login was refused for too many failed attempts (PAM_MAXTRIES).
+    pub fn assert_throttled(&self) -> &Self {
+        self.assert_result("PAM_MAXTRIES")
+    }
+
+    /// Panics unless the last login was refused, by a wrong or used code or by the throttle.
+    pub fn assert_refused(&self) -> &Self {
+        assert!(
+            matches!(self.result(), "PAM_AUTH_ERR" | "PAM_MAXTRIES"),
+            "expected a refusal; transcript:\n{}",
+            self.raw
+        );
+        self
+    }
+
     /// Panics unless a code was asked (one prompt at least).
     pub fn assert_prompted(&self) -> &Self {
         assert!(

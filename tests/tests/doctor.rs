@@ -17,13 +17,14 @@ use tempfile::TempDir;
 const NO_BUS: &str = "unix:path=/nonexistent/kron-doctor-test/bus";
 
 /// Every check that reads only files, so a good tree passes all of them without otpd.
-const FILE_CHECKS: [&str; 12] = [
+const FILE_CHECKS: [&str; 13] = [
     "otpd-config",
     "dbus-policy",
     "sshd-config",
     "sshd-usepam",
     "sshd-kbdinteractive",
     "sshd-publickey",
+    "sshd-no-first-factor",
     "sshd-root-login",
     "sshd-match",
     "pam-sshd",
@@ -66,6 +67,15 @@ session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_
 session    required     pam_loginuid.so
 @include common-session
 @include common-password
+";
+
+/// docs/sshd.md's key-then-code stack: safe only when sshd has checked a key first.
+const KEY_THEN_CODE_SSHD: &str = "\
+auth       required     pam_kron.so
+auth       required     pam_permit.so
+account    required     pam_nologin.so
+@include common-account
+@include common-session
 ";
 
 const PAM_SUDO: &str = "\
@@ -332,6 +342,18 @@ fn each_mistake_is_found_by_its_check() {
             "warning",
         ),
         (
+            "the key-then-code PAM stack with keyboard-interactive alone: the code is the only factor",
+            |t| {
+                t.write("/etc/pam.d/sshd", KEY_THEN_CODE_SSHD).edit(
+                    "/etc/ssh/sshd_config",
+                    "publickey,keyboard-interactive",
+                    "keyboard-interactive",
+                );
+            },
+            "sshd-no-first-factor",
+            "warning",
+        ),
+        (
             "root shut out by PermitRootLogin prohibit-password",
             |t| {
                 t.edit("/etc/ssh/sshd_config", "PermitRootLogin no\n", "");
@@ -440,6 +462,116 @@ fn each_mistake_is_found_by_its_check() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// The key-then-code PAM stack (pam_kron, then pam_permit for the users pam_kron skips) lets a
+/// login through with no factor at all when sshd does not check a key first: found whenever
+/// keyboard-interactive alone completes a login and the policy lets anyone skip the code.
+#[test]
+fn kron_only_stack_without_a_key_is_found() {
+    let optional_for_ops = "default_mode = \"require\"\n[[group]]\nname = \"ops\"\nmode = \"optional\"\nservices = [\"sshd\"]\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("", "keyboard-interactive", "error"),
+        (
+            "default_mode = \"exempt\"\n",
+            "keyboard-interactive",
+            "error",
+        ),
+        (optional_for_ops, "keyboard-interactive", "error"),
+        (
+            "default_mode = \"enroll\"\n",
+            "keyboard-interactive",
+            "error",
+        ),
+        (REQUIRE, "keyboard-interactive", "warning"),
+        // No AuthenticationMethods: keyboard-interactive (and password) alone log in too.
+        ("", "any", "error"),
+        // Behind a key, as docs/sshd.md says: sound.
+        ("", "publickey,keyboard-interactive", "ok"),
+        (
+            "default_mode = \"exempt\"\n",
+            "publickey,keyboard-interactive",
+            "ok",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (otpd_toml, methods, expected) in cases {
+        let tree = Tree::good(otpd_toml);
+        tree.write("/etc/pam.d/sshd", KEY_THEN_CODE_SSHD).edit(
+            "/etc/ssh/sshd_config",
+            "AuthenticationMethods publickey,keyboard-interactive",
+            &format!("AuthenticationMethods {methods}"),
+        );
+        let report = tree.doctor(NO_BUS, &["--skip", "otpd-reachable,admin-lockout"]);
+        let found = report.worst("sshd-no-first-factor");
+        if found != *expected {
+            failures.push(format!(
+                "{otpd_toml:?} with AuthenticationMethods {methods}: sshd-no-first-factor is {found}, expected {expected}\n{}",
+                report.pretty()
+            ));
+        } else if *expected == "error" && report.exit_code() != Some(1) {
+            failures.push(format!(
+                "{otpd_toml:?} with AuthenticationMethods {methods}: exit {:?}\n{}",
+                report.exit_code(),
+                report.output.describe()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // The reported case: optional by default, keyboard-interactive alone.
+    let tree = Tree::good("");
+    tree.write("/etc/pam.d/sshd", KEY_THEN_CODE_SSHD).edit(
+        "/etc/ssh/sshd_config",
+        "publickey,keyboard-interactive",
+        "keyboard-interactive",
+    );
+    let report = tree.doctor(NO_BUS, &["--skip", "otpd-reachable,admin-lockout"]);
+    let message = report.messages("sshd-no-first-factor")[0];
+    assert!(
+        message.contains("pam_permit.so") && message.contains("no factor at all"),
+        "{}",
+        report.pretty()
+    );
+    let fix = report
+        .findings()
+        .iter()
+        .find(|f| f["check"] == "sshd-no-first-factor")
+        .and_then(|f| f["fix"].as_str())
+        .unwrap_or_default();
+    assert!(
+        fix.contains("AuthenticationMethods publickey,keyboard-interactive")
+            && fix.contains("@include common-auth"),
+        "{fix}"
+    );
+    // Every other file check is satisfied by this tree: this check alone finds it.
+    let others: Vec<&str> = FILE_CHECKS
+        .iter()
+        .copied()
+        .filter(|c| *c != "sshd-no-first-factor")
+        .collect();
+    report.assert_ok(&others);
+}
+
+/// Password then code (docs/sshd.md): Debian's common-auth before pam_kron, keyboard-interactive
+/// alone. pam_unix is the first factor, so no policy makes it a finding.
+#[test]
+fn password_then_code_passes() {
+    for otpd_toml in ["", "default_mode = \"exempt\"\n", REQUIRE] {
+        let tree = Tree::good(otpd_toml);
+        tree.edit(
+            "/etc/ssh/sshd_config",
+            "AuthenticationMethods publickey,keyboard-interactive",
+            "AuthenticationMethods keyboard-interactive\nPasswordAuthentication no",
+        );
+        let report = tree.doctor(NO_BUS, &["--skip", "otpd-reachable,admin-lockout"]);
+        report.assert_ok(&FILE_CHECKS);
+        assert!(
+            report.messages("sshd-no-first-factor")[0].contains("pam_unix.so"),
+            "{}",
+            report.pretty()
+        );
+    }
+}
+
 /// A machine without sshd: the sshd checks say so once and nothing else about sshd.
 #[test]
 fn no_sshd_skips_the_sshd_checks() {
@@ -451,6 +583,7 @@ fn no_sshd_skips_the_sshd_checks() {
         "sshd-usepam",
         "sshd-kbdinteractive",
         "sshd-publickey",
+        "sshd-no-first-factor",
         "sshd-root-login",
         "sshd-match",
     ] {

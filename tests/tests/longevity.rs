@@ -57,7 +57,10 @@ fn thousand_logins_in_one_process_leave_threads_and_fds_unchanged() {
         run.raw
     );
     assert!(
-        denials.iter().all(|r| r == result::AUTH_ERR),
+        // After three failures the unknown name is throttled like an account (PAM_MAXTRIES).
+        denials
+            .iter()
+            .all(|r| r == result::AUTH_ERR || r == result::MAXTRIES),
         "an unknown user was not refused:\n{}",
         run.raw
     );

@@ -158,12 +158,14 @@ fn sudo_messages() {
     ));
     let enrolled = TestUser::new();
     let without_token = TestUser::new();
+    // Its own user: each failure counts, with or without a token.
+    let silenced = TestUser::new();
     let (token, confirmed) = world.kronctl().enroll_confirmed_now(enrolled.name());
     let code = token.code_for_step(confirmed + 1);
     let once = ["passwd_tries=1"];
 
     let silent =
-        Sudo::new(&world.bus, &without_token, &[], &once).run_stdin(&without_token, &["123456"]);
+        Sudo::new(&world.bus, &silenced, &[], &once).run_stdin(&silenced, &["123456"]);
     assert_did_not_run(&silent);
     assert!(
         silent.stderr.contains("Verification code: "),

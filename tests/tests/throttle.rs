@@ -33,7 +33,7 @@ fn backoff_refuses_even_the_right_code_until_unlocked() {
     );
 
     let throttled = world.login(user.name()).answer(&right).run();
-    throttled.assert_denied();
+    throttled.assert_throttled();
     assert!(
         throttled.mentions("too many"),
         "throttling not explained:\n{}",
@@ -71,7 +71,7 @@ fn throttling_is_per_user() {
             .login(guessed.name())
             .answer(&wrong_code(&guessed_token.code_now()))
             .run()
-            .assert_denied();
+            .assert_refused();
     }
     world
         .login(other.name())

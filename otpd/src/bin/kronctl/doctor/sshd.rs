@@ -380,10 +380,10 @@ pub fn check(root: &Root, policy: &Policy, stack: &Stack, out: &mut Findings) ->
     let kron_in_stack = stack.has_kron();
     check_use_pam(&config, asks, kron_in_stack, out);
     check_kbd_interactive(&config, asks, kron_in_stack, out);
-    check_bypass_methods(&config, asks, out);
-    if out.wants("sshd-no-first-factor") {
-        check_no_first_factor(&config, policy, stack, out);
-    }
+    // The line that lets /etc/pam.d/sshd succeed with no first factor, if any.
+    let no_factor = stack.succeeds_without_factor();
+    check_bypass_methods(&config, asks, stack.exists() && no_factor.is_none(), out);
+    check_no_first_factor(&config, policy, stack, no_factor, out);
     let root_may_log_in = check_root_login(&config, kron_in_stack, out);
     check_match_blocks(&config, out);
     SshdFacts {
@@ -483,7 +483,14 @@ fn method_lists(config: &SshdConfig) -> (Option<Vec<Vec<String>>>, Option<&Direc
     }
 }
 
-fn check_bypass_methods(config: &SshdConfig, asks: Asks, out: &mut Findings) {
+/// `pam_checks_password`: /etc/pam.d/sshd cannot succeed without a first factor, so
+/// keyboard-interactive alone is a safe suggestion.
+fn check_bypass_methods(
+    config: &SshdConfig,
+    asks: Asks,
+    pam_checks_password: bool,
+    out: &mut Findings,
+) {
     if asks == Asks::Never {
         out.push(Finding::ok(
             "sshd-publickey",
@@ -541,7 +548,12 @@ fn check_bypass_methods(config: &SshdConfig, asks: Asks, out: &mut Findings) {
         }
     );
     let fix = format!(
-        "set `AuthenticationMethods publickey,keyboard-interactive` (or `keyboard-interactive`) in {}, {FIX_RELOAD}",
+        "set `AuthenticationMethods publickey,keyboard-interactive`{} in {}, {FIX_RELOAD}",
+        if pam_checks_password {
+            " (or `keyboard-interactive`: /etc/pam.d/sshd checks a password)"
+        } else {
+            ""
+        },
         directive.map_or(SSHD_CONFIG, |d| d.at.file.as_str())
     );
     out.push(match asks {
@@ -564,8 +576,19 @@ const PAM_METHODS: [(&str, &str); 2] = [
 /// strong as /etc/pam.d/sshd. If that stack can succeed while pam_kron skips the user and no
 /// module that checks a password or key passes (kron + pam_permit, the key-then-code stack),
 /// such a login needs no factor at all for the users pam_kron skips.
-fn check_no_first_factor(config: &SshdConfig, policy: &Policy, stack: &Stack, out: &mut Findings) {
+///
+/// `no_factor` is [`Stack::succeeds_without_factor`] of `stack`.
+fn check_no_first_factor(
+    config: &SshdConfig,
+    policy: &Policy,
+    stack: &Stack,
+    no_factor: Option<String>,
+    out: &mut Findings,
+) {
     const ID: &str = "sshd-no-first-factor";
+    if !out.wants(ID) {
+        return;
+    }
     if !config.flag(USE_PAM, false).0 {
         out.push(Finding::ok(
             ID,
@@ -623,7 +646,7 @@ fn check_no_first_factor(config: &SshdConfig, policy: &Policy, stack: &Stack, ou
         ));
         return;
     }
-    let Some(passed_by) = stack.succeeds_without_factor() else {
+    let Some(passed_by) = no_factor else {
         let factors = stack.factors();
         out.push(Finding::ok(
             ID,
@@ -1138,6 +1161,18 @@ mod tests {
             &mut out,
         );
         assert_eq!(severity_of(&out.into_vec(), NO_FACTOR), Severity::Error);
+        // sshd-publickey does not suggest keyboard-interactive alone for this stack.
+        tree.write(SSHD_CONFIG, "UsePAM yes\n");
+        let found = findings(&tree, REQUIRE);
+        let publickey = found.iter().find(|f| f.check == "sshd-publickey").unwrap();
+        assert!(
+            !publickey
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("or `keyboard-interactive`"),
+            "{publickey:?}"
+        );
         // Without pam_kron the stack lets anyone in, whatever the policy.
         tree.write("/etc/pam.d/sshd", "auth required pam_permit.so\n");
         let found = findings(&tree, REQUIRE);
@@ -1166,6 +1201,17 @@ mod tests {
         let found = findings(&tree, "");
         let finding = found.iter().find(|f| f.check == NO_FACTOR).unwrap();
         assert!(finding.message.contains("(pam_unix.so)"), "{finding:?}");
+        tree.write(SSHD_CONFIG, "UsePAM yes\n");
+        let found = findings(&tree, REQUIRE);
+        let publickey = found.iter().find(|f| f.check == "sshd-publickey").unwrap();
+        assert!(
+            publickey
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("(or `keyboard-interactive`: /etc/pam.d/sshd checks a password)"),
+            "{publickey:?}"
+        );
         // Key then code: the key is the first factor.
         tree.write("/etc/pam.d/sshd", KEY_THEN_CODE_STACK);
         for sshd_config in [
