@@ -239,6 +239,7 @@ mod tests {
         let pending = Pending {
             token: token(),
             expires: 1000,
+            at_login: false,
         };
         store
             .save_pending("alice", pending.clone())
