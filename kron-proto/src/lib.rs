@@ -460,7 +460,10 @@ mod tests {
             recovery_codes: vec!["87654321".into()],
         };
         let shown = format!("{token:?}");
-        assert!(!shown.contains("87654321") && !shown.contains("48, 49"), "{shown}");
+        assert!(
+            !shown.contains("87654321") && !shown.contains("48, 49"),
+            "{shown}"
+        );
     }
 
     #[test]

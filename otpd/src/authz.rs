@@ -140,8 +140,17 @@ mod tests {
         let root_account = directory.by_name("root").unwrap().unwrap();
         let alice_account = directory.by_name("alice").unwrap().unwrap();
         assert!(alice.may_manage(&bob_account, &config, &directory).is_ok());
-        assert!(alice.may_manage(&root_account, &config, &directory).is_err(), "admins not over root");
-        assert!(Caller::new(1004).may_manage(&alice_account, &config, &directory).is_err());
+        assert!(
+            alice
+                .may_manage(&root_account, &config, &directory)
+                .is_err(),
+            "admins not over root"
+        );
+        assert!(
+            Caller::new(1004)
+                .may_manage(&alice_account, &config, &directory)
+                .is_err()
+        );
         assert!(root.may_manage(&alice_account, &config, &directory).is_ok());
         assert!(bob.may_manage(&bob_account, &config, &directory).is_ok());
         assert!(bob.may_manage(&alice_account, &config, &directory).is_err());

@@ -118,7 +118,11 @@ impl Engine {
         // everything is kept under the account's own name, or an alias would find no token.
         if let Some(account) = account.as_ref().filter(|a| a.name != request.user) {
             let typed = std::mem::replace(&mut request.user, account.name.clone());
-            self.audit.record("alias", &subject(&request, caller), &format!("typed as {typed}"));
+            self.audit.record(
+                "alias",
+                &subject(&request, caller),
+                &format!("typed as {typed}"),
+            );
         }
         let subject = subject(&request, caller);
         let policy = match &account {
@@ -323,7 +327,10 @@ impl Engine {
         // so a person who mistyped the code can simply try again.
         // Only an enrollment begun at a login is shown again: one an admin made with kronctl
         // may be on its way to the person, and must not be shown to whoever logs in first.
-        let waiting = record.as_ref().and_then(|r| r.live_pending(now)).filter(|p| p.at_login);
+        let waiting = record
+            .as_ref()
+            .and_then(|r| r.live_pending(now))
+            .filter(|p| p.at_login);
         let pending = match waiting {
             Some(pending) => pending.clone(),
             None => {
@@ -399,7 +406,8 @@ impl Engine {
         now: u64,
     ) -> Result<PendingCheck> {
         if let Attempt::Throttled { until } =
-            self.store.charge_attempt(user, now, &self.config.throttle)?
+            self.store
+                .charge_attempt(user, now, &self.config.throttle)?
         {
             return Ok(PendingCheck::Throttled { until });
         }
@@ -1062,11 +1070,27 @@ pub(crate) mod tests {
             .with_user("alice", 1001, &["wheel"]);
         let account = directory.users["alice"].clone();
         directory.users.insert("ALICE".into(), account);
-        let e = Engine { directory: Box::new(directory), ..f.into_engine() };
+        let e = Engine {
+            directory: Box::new(directory),
+            ..f.into_engine()
+        };
         let step = e.begin_login(ROOT, login("ALICE", "sshd"), NOW).unwrap();
-        assert_eq!(kind(&step), StepKind::Prompt, "optional mode still asks: the token is found");
-        assert_eq!(kind(&e.answer(ROOT, &step.handle, &code(&secret, NOW), NOW).unwrap()), StepKind::Accept);
-        assert!(matches!(e.enroll(ROOT, "ALICE", NOW), Err(Error::Conflict(_))));
+        assert_eq!(
+            kind(&step),
+            StepKind::Prompt,
+            "optional mode still asks: the token is found"
+        );
+        assert_eq!(
+            kind(
+                &e.answer(ROOT, &step.handle, &code(&secret, NOW), NOW)
+                    .unwrap()
+            ),
+            StepKind::Accept
+        );
+        assert!(matches!(
+            e.enroll(ROOT, "ALICE", NOW),
+            Err(Error::Conflict(_))
+        ));
         assert!(e.store.get("ALICE").unwrap().is_none());
     }
 
@@ -1076,8 +1100,14 @@ pub(crate) mod tests {
         let e = &f.engine;
         enroll(e, "root");
         let admin = Caller::new(1003);
-        assert!(matches!(e.reset(admin, "root"), Err(Error::AccessDenied(_))));
-        assert!(matches!(e.recovery_codes(admin, "root", "", NOW), Err(Error::AccessDenied(_))));
+        assert!(matches!(
+            e.reset(admin, "root"),
+            Err(Error::AccessDenied(_))
+        ));
+        assert!(matches!(
+            e.recovery_codes(admin, "root", "", NOW),
+            Err(Error::AccessDenied(_))
+        ));
         assert!(e.enroll(admin, "admin", NOW).is_ok(), "their own");
         assert!(e.enroll(admin, "bob", NOW).is_ok());
         assert!(e.reset(ROOT, "root").unwrap());
@@ -1093,13 +1123,22 @@ pub(crate) mod tests {
         let enrollment = e.enroll(ROOT, "bob", NOW).unwrap();
         let step = e.begin_login(ROOT, login("bob", "sshd"), NOW).unwrap();
         assert!(
-            !step.messages.iter().any(|m| m.text.contains(&enrollment.secret[..4])),
+            !step
+                .messages
+                .iter()
+                .any(|m| m.text.contains(&enrollment.secret[..4])),
             "the admin's pending QR is not shown to whoever logs in"
         );
         for _ in 0..3 {
-            assert!(matches!(e.confirm(ROOT, "bob", "000000", NOW), Err(Error::Rejected(_) | Error::NotFound(_))));
+            assert!(matches!(
+                e.confirm(ROOT, "bob", "000000", NOW),
+                Err(Error::Rejected(_) | Error::NotFound(_))
+            ));
         }
-        assert!(e.status(ROOT, "bob", NOW).unwrap().locked, "wrong confirming codes count");
+        assert!(
+            e.status(ROOT, "bob", NOW).unwrap().locked,
+            "wrong confirming codes count"
+        );
     }
 
     #[test]
@@ -1112,7 +1151,10 @@ pub(crate) mod tests {
         // alice has a token, bob has none, nobody does not exist.
         for user in ["alice", "bob", "nobody"] {
             for _ in 0..3 {
-                assert_eq!(kind(&attempt(&f.engine, user, "000000", NOW)), StepKind::Deny);
+                assert_eq!(
+                    kind(&attempt(&f.engine, user, "000000", NOW)),
+                    StepKind::Deny
+                );
             }
         }
         let throttled: Vec<Step> = ["alice", "bob", "nobody"]
@@ -1123,7 +1165,10 @@ pub(crate) mod tests {
             assert_eq!(kind(step), StepKind::Throttled, "{step:?}");
             assert_eq!(step.messages, throttled[0].messages);
         }
-        assert!(f.engine.store.get("nobody").unwrap().is_none(), "still no record");
+        assert!(
+            f.engine.store.get("nobody").unwrap().is_none(),
+            "still no record"
+        );
     }
 
     #[test]

@@ -257,7 +257,11 @@ impl Engine {
         let recovery = if token.recovery_codes.is_empty() {
             None
         } else {
-            Some(recovery::from_existing(&token.recovery_codes, token.digits, now)?)
+            Some(recovery::from_existing(
+                &token.recovery_codes,
+                token.digits,
+                now,
+            )?)
         };
         Ok(UserRecord {
             token: Some(Token {

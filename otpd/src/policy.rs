@@ -40,15 +40,28 @@ pub fn policy_for(
 ) -> Result<Policy> {
     // The strongest rule skipped because NSS could not resolve its group.
     let mut unresolved: Option<&crate::config::GroupRule> = None;
-    let mut decided = Policy { mode: config.default_mode, grace: 0 };
-    for rule in config.groups.iter().filter(|r| r.applies_to_service(service)) {
+    let mut decided = Policy {
+        mode: config.default_mode,
+        grace: 0,
+    };
+    for rule in config
+        .groups
+        .iter()
+        .filter(|r| r.applies_to_service(service))
+    {
         if rule.name == "*" {
-            decided = Policy { mode: rule.mode, grace: rule.grace };
+            decided = Policy {
+                mode: rule.mode,
+                grace: rule.grace,
+            };
             break;
         }
         match directory.group_gid(&rule.name)? {
             Some(gid) if account.gids.contains(&gid) => {
-                decided = Policy { mode: rule.mode, grace: rule.grace };
+                decided = Policy {
+                    mode: rule.mode,
+                    grace: rule.grace,
+                };
                 break;
             }
             Some(_) => {}
@@ -193,7 +206,10 @@ mod tests {
             groups: vec![rule("ghost-admins", Mode::Exempt, None)],
             ..config.clone()
         };
-        assert_eq!(mode_for(&weaker, &account("carol"), "sshd", &directory).unwrap(), Mode::Optional);
+        assert_eq!(
+            mode_for(&weaker, &account("carol"), "sshd", &directory).unwrap(),
+            Mode::Optional
+        );
         let everyone = Config {
             groups: vec![rule("*", Mode::Exempt, Some(&["cron"]))],
             ..config.clone()

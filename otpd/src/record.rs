@@ -315,12 +315,19 @@ mod tests {
         assert_eq!(record.charge_attempt(now + 30, &config), Attempt::Allowed);
         assert_eq!(record.next_attempt, now + 30 + 60);
         assert_eq!(record.accept_step(7, now + 90), StepOutcome::Accepted);
-        assert_eq!((record.failures, record.next_attempt), (3, 0), "no fresh free attempts");
+        assert_eq!(
+            (record.failures, record.next_attempt),
+            (3, 0),
+            "no fresh free attempts"
+        );
         assert_eq!(record.charge_attempt(now + 91, &config), Attempt::Allowed);
         assert_eq!(record.next_attempt, now + 91 + 60, "the ladder goes on");
         let quiet = now + 91 + 4 * config.max_delay;
         assert_eq!(record.charge_attempt(quiet, &config), Attempt::Allowed);
-        assert_eq!(record.failures, 1, "one failure forgotten per max_delay of quiet");
+        assert_eq!(
+            record.failures, 1,
+            "one failure forgotten per max_delay of quiet"
+        );
     }
 
     #[test]

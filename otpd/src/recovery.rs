@@ -75,7 +75,8 @@ pub fn from_existing(codes: &[String], totp_digits: u8, now: u64) -> Result<Reco
         return Err(format!("more than {MAX_IMPORTED} recovery codes"));
     }
     for code in codes {
-        let digits = digits_only(code).ok_or_else(|| "recovery codes must be digits".to_string())?;
+        let digits =
+            digits_only(code).ok_or_else(|| "recovery codes must be digits".to_string())?;
         if digits.len() < 8 || digits.len() == usize::from(totp_digits) {
             return Err(format!(
                 "recovery codes must have at least 8 digits and not {totp_digits} (the token's)"
@@ -171,7 +172,10 @@ mod tests {
         assert!(candidate("1234a-67890", 6).is_none());
         assert!(candidate("12345", 6).is_none());
         assert!(from_existing(&["12345678".into()], 6, 0).is_ok());
-        assert!(from_existing(&["12345678".into()], 8, 0).is_err(), "never usable");
+        assert!(
+            from_existing(&["12345678".into()], 8, 0).is_err(),
+            "never usable"
+        );
         assert!(from_existing(&["123456".into()], 8, 0).is_err(), "too weak");
         assert!(from_existing(&["nope".into()], 6, 0).is_err());
         assert!(from_existing(&vec!["12345678".to_string(); MAX_IMPORTED + 1], 6, 0).is_err());

@@ -164,7 +164,10 @@ mod tests {
             .map(|i| sessions.insert(session(1000, 100 + i as u64), 10).unwrap())
             .collect();
         let live = sessions.live.lock().unwrap();
-        assert_eq!(live.values().filter(|s| s.caller.uid == 1000).count(), MAX_PER_USER);
+        assert_eq!(
+            live.values().filter(|s| s.caller.uid == 1000).count(),
+            MAX_PER_USER
+        );
         assert!(!live.contains_key(&handles[0]), "the oldest went first");
         assert!(live.contains_key(handles.last().unwrap()));
     }

@@ -70,7 +70,9 @@ impl SelfServiceLimiter {
             *count = 0;
         }
         if *count >= SELF_SERVICE_PER_MINUTE {
-            return Err(crate::error::Error::Throttled { until: (minute + 1) * 60 });
+            return Err(crate::error::Error::Throttled {
+                until: (minute + 1) * 60,
+            });
         }
         *count += 1;
         Ok(())

@@ -164,8 +164,7 @@ fn sudo_messages() {
     let code = token.code_for_step(confirmed + 1);
     let once = ["passwd_tries=1"];
 
-    let silent =
-        Sudo::new(&world.bus, &silenced, &[], &once).run_stdin(&silenced, &["123456"]);
+    let silent = Sudo::new(&world.bus, &silenced, &[], &once).run_stdin(&silenced, &["123456"]);
     assert_did_not_run(&silent);
     assert!(
         silent.stderr.contains("Verification code: "),
