@@ -3,12 +3,21 @@
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
 
 pub struct Audit {
-    syslog: Mutex<Option<Logger<LoggerBackend, Formatter3164>>>,
+    syslog: Mutex<Syslog>,
     stderr: bool,
 }
+
+struct Syslog {
+    logger: Option<Logger<LoggerBackend, Formatter3164>>,
+    /// When a connect was last tried.
+    last_try: Option<Instant>,
+}
+
+const RECONNECT_EVERY: Duration = Duration::from_secs(10);
 
 /// Who a decision was about and where the request came from.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +49,10 @@ impl Audit {
     pub fn new(stderr: bool) -> Audit {
         // No syslog socket (a container, a test) must not stop logins; stderr still works.
         Audit {
-            syslog: Mutex::new(connect()),
+            syslog: Mutex::new(Syslog {
+                logger: connect(),
+                last_try: Some(Instant::now()),
+            }),
             stderr,
         }
     }
@@ -67,15 +79,26 @@ impl Audit {
         if self.stderr {
             eprintln!("{line}");
         }
-        let mut guard = self
+        let mut state = self
             .syslog
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // One reconnect per line: the socket goes away when journald restarts.
+        // One reconnect per line when the socket went away (journald restarted), but no more
+        // than one try every RECONNECT_EVERY when there is no syslog at all: a login must not
+        // pay for connects that keep failing.
         for _ in 0..2 {
-            let Some(logger) = guard.as_mut() else {
-                *guard = connect();
-                continue;
+            if state.logger.is_none() {
+                if state
+                    .last_try
+                    .is_some_and(|at| at.elapsed() < RECONNECT_EVERY)
+                {
+                    return;
+                }
+                state.last_try = Some(Instant::now());
+                state.logger = connect();
+            }
+            let Some(logger) = state.logger.as_mut() else {
+                return;
             };
             let sent = match severity {
                 Severity::Info => logger.info(line),
@@ -84,7 +107,7 @@ impl Audit {
             if sent.is_ok() {
                 return;
             }
-            *guard = connect();
+            state.logger = None;
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The D-Bus face of otpd: `io.kron.Otpd1` on `/io/kron/Otpd`. Each call learns the caller's
-//! uid from the bus daemon, then runs the engine on a blocking thread (store writes fsync).
+//! uid from the bus daemon (once per connection), then runs the engine on a blocking thread
+//! (store writes fsync).
 
 use crate::authz::Caller;
 use crate::engine::{Engine, LoginRequest};
 use crate::error::Error;
 use kron_proto::{Enrollment, ImportResult, OtpdError, Step, TokenImport, UserStatus};
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
@@ -16,6 +18,43 @@ pub struct OtpdService {
     runtime: tokio::runtime::Handle,
     /// A proxy for the bus daemon itself, built on the first call (it holds no answers).
     bus: OnceLock<DBusProxy<'static>>,
+    callers: KnownCallers,
+}
+
+/// What the bus reported about each recent sender, so the second call of a login (Answer, on
+/// the connection that sent BeginLogin) needs no second round trip to the bus daemon.
+///
+/// This caches nothing across connections: the key is the sender's unique connection name
+/// (":1.42"), which the bus never gives to another connection while it runs, together with the
+/// bus's GUID, which a restarted bus changes. A connection's credentials are fixed when it
+/// connects (the bus records SO_PEERCRED then), so asking again would get the same answer.
+/// Bounded: the oldest entries go first; a caller that was forgotten is simply asked about again.
+#[derive(Default)]
+struct KnownCallers {
+    entries: Mutex<(HashMap<String, Caller>, VecDeque<String>)>,
+}
+
+/// More than the connections the system bus allows at once (256 per uid by default).
+const MAX_KNOWN_CALLERS: usize = 4096;
+
+impl KnownCallers {
+    fn get(&self, key: &str) -> Option<Caller> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.0.get(key).copied()
+    }
+
+    fn insert(&self, key: String, caller: Caller) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let (map, order) = &mut *entries;
+        if map.insert(key.clone(), caller).is_none() {
+            order.push_back(key);
+        }
+        while order.len() > MAX_KNOWN_CALLERS {
+            if let Some(oldest) = order.pop_front() {
+                map.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl OtpdService {
@@ -24,7 +63,27 @@ impl OtpdService {
             engine,
             runtime,
             bus: OnceLock::new(),
+            callers: KnownCallers::default(),
         }
+    }
+
+    /// The caller of this message: from [`KnownCallers`] if its connection asked before,
+    /// otherwise from the bus daemon.
+    async fn caller(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+    ) -> Result<Caller, OtpdError> {
+        let sender = header
+            .sender()
+            .ok_or_else(|| OtpdError::AccessDenied("call without a sender".into()))?;
+        let key = format!("{}/{}", connection.server_guid(), sender);
+        if let Some(caller) = self.callers.get(&key) {
+            return Ok(caller);
+        }
+        let caller = caller_of(&self.bus(connection).await?, header).await?;
+        self.callers.insert(key, caller);
+        Ok(caller)
     }
 
     /// The proxy for the bus daemon on `connection`.
@@ -51,7 +110,7 @@ impl OtpdService {
         T: Send + 'static,
         F: FnOnce(&Engine, Caller, u64) -> crate::error::Result<T> + Send + 'static,
     {
-        let caller = caller_of(&self.bus(connection).await?, header).await?;
+        let caller = self.caller(connection, header).await?;
         let engine = self.engine.clone();
         let result = self
             .runtime
@@ -78,7 +137,7 @@ async fn caller_of(proxy: &DBusProxy<'_>, header: &Header<'_>) -> Result<Caller,
         .sender()
         .ok_or_else(|| OtpdError::AccessDenied("call without a sender".into()))?
         .to_owned();
-    // One round trip for uid and pid: this runs on every call of every login.
+    // One round trip for uid and pid: this runs on the first call of every connection.
     let credentials = proxy
         .get_connection_credentials(sender.into())
         .await
@@ -288,5 +347,36 @@ impl OtpdService {
     #[zbus(property)]
     async fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_callers_are_per_name_and_bounded() {
+        let known = KnownCallers::default();
+        known.insert("guid/:1.1".into(), Caller::new(1000));
+        assert_eq!(known.get("guid/:1.1"), Some(Caller::new(1000)));
+        assert_eq!(
+            known.get("guid/:1.2"),
+            None,
+            "another connection is asked about"
+        );
+        assert_eq!(
+            known.get("other-bus/:1.1"),
+            None,
+            "another bus is asked about"
+        );
+        for n in 0..MAX_KNOWN_CALLERS {
+            known.insert(format!("guid/:2.{n}"), Caller::new(0));
+        }
+        assert_eq!(known.get("guid/:1.1"), None, "the oldest entry went first");
+        let entries = known.entries.lock().unwrap();
+        assert_eq!(
+            (entries.0.len(), entries.1.len()),
+            (MAX_KNOWN_CALLERS, MAX_KNOWN_CALLERS)
+        );
     }
 }
