@@ -88,22 +88,6 @@ impl Caller {
         }
         Ok(())
     }
-
-    /// Self-service (enroll, confirm): admins for anyone, users for themselves.
-    pub fn may_self_serve(
-        self,
-        target_uid: u32,
-        config: &Config,
-        directory: &dyn Directory,
-    ) -> Result<()> {
-        if target_uid == self.uid || self.is_admin(config, directory)? {
-            Ok(())
-        } else {
-            Err(Error::AccessDenied(
-                "you may only manage your own token".into(),
-            ))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -134,9 +118,6 @@ mod tests {
             "admins do not check others' logins"
         );
         assert!(bob.may_log_in_as(None).is_err());
-        assert!(bob.may_self_serve(1002, &config, &directory).is_ok());
-        assert!(bob.may_self_serve(1001, &config, &directory).is_err());
-        assert!(alice.may_self_serve(1002, &config, &directory).is_ok());
         let root_account = directory.by_name("root").unwrap().unwrap();
         let alice_account = directory.by_name("alice").unwrap().unwrap();
         assert!(alice.may_manage(&bob_account, &config, &directory).is_ok());

@@ -136,10 +136,8 @@ pub fn decide(mode: Option<Mode>, record: Option<&UserRecord>, now: u64) -> Deci
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Algorithm, GroupRule};
-    use crate::crypto::Sealed;
-    use crate::record::Token;
-    use crate::totp::TokenParams;
+    use crate::config::GroupRule;
+    use crate::record::tests::enrolled;
     use crate::users::fake::FakeDirectory;
 
     fn rule(name: &str, mode: Mode, services: Option<&[&str]>) -> GroupRule {
@@ -148,24 +146,6 @@ mod tests {
             mode,
             services: services.map(|s| s.iter().map(|x| x.to_string()).collect()),
             grace: 0,
-        }
-    }
-
-    fn enrolled() -> UserRecord {
-        UserRecord {
-            token: Some(Token {
-                params: TokenParams {
-                    algorithm: Algorithm::SHA1,
-                    digits: 6,
-                    period: 30,
-                },
-                secret: Sealed {
-                    nonce: vec![0; 24],
-                    ciphertext: vec![0; 36],
-                },
-                created: 0,
-            }),
-            ..UserRecord::default()
         }
     }
 

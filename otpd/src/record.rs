@@ -259,11 +259,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Algorithm;
 
-    fn token(byte: u8) -> Token {
+    /// A token for tests whose sealed bytes are all `byte` (it never needs to open).
+    pub(crate) fn token(byte: u8) -> Token {
         Token {
             params: TokenParams {
                 algorithm: Algorithm::SHA1,
@@ -278,7 +279,7 @@ mod tests {
         }
     }
 
-    fn enrolled() -> UserRecord {
+    pub(crate) fn enrolled() -> UserRecord {
         UserRecord {
             token: Some(token(1)),
             ..UserRecord::default()

@@ -326,31 +326,13 @@ impl Drop for FlushDone<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Algorithm;
-    use crate::crypto::Sealed;
-    use crate::record::Token;
-    use crate::totp::TokenParams;
+    use crate::record::tests::token;
     use std::sync::Arc;
-
-    fn token() -> Token {
-        Token {
-            params: TokenParams {
-                algorithm: Algorithm::SHA1,
-                digits: 6,
-                period: 30,
-            },
-            secret: Sealed {
-                nonce: vec![1; 24],
-                ciphertext: vec![2; 36],
-            },
-            created: 1,
-        }
-    }
 
     fn enrolled_store(dir: &Path) -> SledStore {
         let store = SledStore::open(dir).unwrap();
         let pending = Pending {
-            token: token(),
+            token: token(1),
             expires: 1000,
             at_login: false,
         };
