@@ -110,20 +110,18 @@ fn group_in_fours(text: &str) -> String {
         .join(" ")
 }
 
-/// "45 seconds", "3 minutes", "2 hours 5 minutes".
+/// "45 seconds", "3 minutes", "2 hours 5 minutes": whole minutes rounded up, so the user
+/// never retries too early and 3599 s reads "1 hour", not "60 minutes".
 pub fn duration(seconds: u64) -> String {
     let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    match seconds {
-        0..60 => plural(seconds, "second"),
-        60..3600 => plural(seconds.div_ceil(60), "minute"),
-        _ => {
-            let (hours, minutes) = (seconds / 3600, (seconds % 3600).div_ceil(60));
-            if minutes == 0 {
-                plural(hours, "hour")
-            } else {
-                format!("{} {}", plural(hours, "hour"), plural(minutes, "minute"))
-            }
-        }
+    if seconds < 60 {
+        return plural(seconds, "second");
+    }
+    let minutes = seconds.div_ceil(60);
+    match (minutes / 60, minutes % 60) {
+        (0, minutes) => plural(minutes, "minute"),
+        (hours, 0) => plural(hours, "hour"),
+        (hours, minutes) => format!("{} {}", plural(hours, "hour"), plural(minutes, "minute")),
     }
 }
 
@@ -147,6 +145,8 @@ mod tests {
         assert_eq!(duration(61), "2 minutes");
         assert_eq!(duration(3600), "1 hour");
         assert_eq!(duration(14400 + 59), "4 hours 1 minute");
+        assert_eq!(duration(3599), "1 hour", "never \"60 minutes\"");
+        assert_eq!(duration(7199), "2 hours", "never \"1 hour 60 minutes\"");
         assert_eq!(utc(1_700_000_000), "22:13 UTC");
         assert_eq!(group_in_fours("ABCDEFGHIJ"), "ABCD EFGH IJ");
         assert_eq!(

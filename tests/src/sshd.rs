@@ -383,11 +383,14 @@ impl SshRun {
 
     /// [`SshRun::shown`] with the user name replaced by `USER` and ssh's host-key notice
     /// dropped: what may be compared between logins of different accounts.
+    /// `shown` with the user name and the retry time masked: two logins a moment apart may
+    /// be told "1 hour" and "59 minutes" and still be throttled alike.
     pub fn shown_anonymized(&self) -> String {
         self.shown()
             .replace(&self.user, "USER")
             .lines()
             .filter(|line| !line.starts_with("Warning: Permanently added"))
+            .map(mask_retry_time)
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -399,5 +402,19 @@ impl SshRun {
             self.prompts,
             self.output.describe()
         )
+    }
+}
+
+/// "Try again in 1 hour (after 17:54 UTC)." → "Try again in WHEN." so that only the wording
+/// is compared.
+fn mask_retry_time(line: &str) -> String {
+    const START: &str = "Try again in ";
+    match (line.find(START), line.rfind(" UTC)")) {
+        (Some(start), Some(end)) if start < end => format!(
+            "{}{START}WHEN{}",
+            &line[..start],
+            &line[end + " UTC)".len()..]
+        ),
+        _ => line.to_owned(),
     }
 }
