@@ -235,6 +235,21 @@ pub struct UserStatus {
     pub last_used: u64,
     /// Unused recovery codes left.
     pub recovery_codes: u32,
+    /// The email address codes go to, masked (`a***@example.com`); "" if none.
+    pub email: String,
+    /// The phone number codes go to, masked (`+49 *** ** 12`); "" if none.
+    pub phone: String,
+}
+
+/// Where a code or an enrollment was sent. Never the full address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Delivery {
+    /// "email" or "sms".
+    pub channel: String,
+    /// The masked address (`a***@example.com`, `+49 *** ** 12`).
+    pub destination: String,
+    /// Unix time the code or the enrollment expires.
+    pub expires: u64,
 }
 
 /// A token brought in from another system (google-authenticator, pam_oath) by `kronctl import`.
@@ -317,8 +332,10 @@ pub enum OtpdError {
     Throttled(String),
     /// The code was wrong, already used or the enrollment expired.
     Rejected(String),
-    /// otpd could not complete the request (storage and the like).
+    /// otpd could not complete the request (storage, a mail or SMS server, and the like).
     Failed(String),
+    /// The request needs the code sent to the user's contact (`SendEnrollmentCode`) first.
+    ValidationRequired(String),
 }
 
 /// Client side of `io.kron.Otpd1`, used by `pam_kron.so` and `kronctl`.
@@ -332,8 +349,18 @@ pub trait Otpd {
     fn begin_login(&self, user: &str, service: &str, rhost: &str, tty: &str) -> zbus::Result<Step>;
     /// Sends the answer to the prompt of the step that carried `handle`.
     fn answer(&self, handle: &str, response: &str) -> zbus::Result<Step>;
-    /// Starts (or restarts) an enrollment. Empty `user` means the caller.
-    fn enroll(&self, user: &str) -> zbus::Result<Enrollment>;
+    /// Starts (or restarts) an enrollment. Empty `user` means the caller. Where the caller must
+    /// prove the user's contact first (docs/delivery.md), `code` is the code that
+    /// `send_enrollment_code` sent; otherwise "".
+    fn enroll(&self, user: &str, code: &str) -> zbus::Result<Enrollment>;
+    /// Sends the validation code `enroll` needs to the user's email or phone (self-service).
+    fn send_enrollment_code(&self, user: &str) -> zbus::Result<Delivery>;
+    /// Makes a pending enrollment and sends it to the user by "email" or "sms" (admin). The
+    /// token still needs a confirming code within the enrollment window.
+    fn deliver_enrollment(&self, user: &str, channel: &str) -> zbus::Result<Delivery>;
+    /// Sets the address of `user` on `channel` ("email", "sms"); "" clears it (admin). True if
+    /// it changed.
+    fn set_contact(&self, user: &str, channel: &str, address: &str) -> zbus::Result<bool>;
     /// Confirms the pending enrollment with a code from the new token.
     fn confirm(&self, user: &str, code: &str) -> zbus::Result<()>;
     /// Reports one user. Empty `user` means the caller.

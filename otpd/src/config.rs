@@ -1,6 +1,9 @@
 //! `/etc/kron/otpd.toml`: parsing and validation. Every error names file:line.
 
+use crate::contact::{Channels, Patterns};
+use crate::delivery::config::{EmailConfig, SmsConfig};
 use crate::error::Error;
+use crate::sent::CodesConfig;
 use serde::{Deserialize, Deserializer, de};
 use std::path::{Path, PathBuf};
 
@@ -104,6 +107,12 @@ pub struct GroupRule {
     /// long of a code passed in the same login session and terminal. 0 = off (the default).
     #[serde(default, deserialize_with = "grace")]
     pub grace: u64,
+    /// Channels a code is sent on before an enrollment is shown; `None` = the top-level list.
+    #[serde(default)]
+    pub validate_enrollment: Option<Channels>,
+    /// Channels a login code may be sent on instead of TOTP; `None` = the top-level list.
+    #[serde(default)]
+    pub fallback: Option<Channels>,
 }
 
 impl GroupRule {
@@ -130,6 +139,14 @@ pub struct Config {
     pub login_timeout: u64,
     /// Users may export their own token (`kronctl export-token`) after passing a code.
     pub allow_token_export: bool,
+    /// Channels for validated enrollment where no rule names its own (docs/delivery.md).
+    pub validate_enrollment: Channels,
+    /// Fallback channels where no rule names its own.
+    pub fallback: Channels,
+    pub contacts: Patterns,
+    pub codes: CodesConfig,
+    pub email: Option<EmailConfig>,
+    pub sms: Option<SmsConfig>,
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     #[serde(rename = "group", deserialize_with = "rules")]
@@ -148,6 +165,12 @@ impl Default for Config {
             enroll_window: 600,
             login_timeout: 300,
             allow_token_export: false,
+            validate_enrollment: Channels::default(),
+            fallback: Channels::default(),
+            contacts: Patterns::default(),
+            codes: CodesConfig::default(),
+            email: None,
+            sms: None,
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             groups: Vec::new(),
@@ -187,7 +210,54 @@ impl Config {
                 "{origin}:{line}: max_delay must not be below base_delay"
             )));
         }
+        config.check_channels(text, origin)?;
         Ok(config)
+    }
+
+    /// Cross-key checks of the email and SMS settings: each section's own rules, and every
+    /// channel named in a list has its section.
+    fn check_channels(&self, text: &str, origin: &str) -> Result<(), Error> {
+        let section_error = |section: &str, reason: String| {
+            let line = find_section_line(text, section).unwrap_or(1);
+            Error::Config(format!("{origin}:{line}: [{section}]: {reason}"))
+        };
+        if let Some(email) = &self.email {
+            email.validate().map_err(|e| section_error("email", e))?;
+        }
+        if let Some(sms) = &self.sms {
+            sms.validate().map_err(|e| section_error("sms", e))?;
+        }
+        let lists = [
+            ("validate_enrollment", Some(self.validate_enrollment)),
+            ("fallback", Some(self.fallback)),
+        ]
+        .into_iter()
+        .chain(self.groups.iter().flat_map(|rule| {
+            [
+                ("validate_enrollment", rule.validate_enrollment),
+                ("fallback", rule.fallback),
+            ]
+        }));
+        for (key, channels) in lists {
+            for channel in channels.iter().flat_map(|c| c.iter()) {
+                if !self.has_channel(channel) {
+                    let line = find_key_line(text, key).unwrap_or(1);
+                    return Err(Error::Config(format!(
+                        "{origin}:{line}: {key} names \"{0}\" but there is no [{0}] section",
+                        channel.as_str()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `channel` has its config section.
+    pub fn has_channel(&self, channel: crate::delivery::Channel) -> bool {
+        match channel {
+            crate::delivery::Channel::Email => self.email.is_some(),
+            crate::delivery::Channel::Sms => self.sms.is_some(),
+        }
     }
 
     /// The address otpd serves on: `--bus`, else the `bus` key, else the system bus.
@@ -225,6 +295,12 @@ fn find_key_line(text: &str, key: &str) -> Option<usize> {
             let line = line.trim_start();
             line.starts_with(key) && line[key.len()..].trim_start().starts_with('=')
         })
+        .map(|index| index + 1)
+}
+
+fn find_section_line(text: &str, section: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| line.trim() == format!("[{section}]"))
         .map(|index| index + 1)
 }
 

@@ -1,10 +1,12 @@
 //! Secrets at rest: XChaCha20-Poly1305 under a 256-bit key kept in a root-only file.
 //! The user name is bound in as associated data, so a sealed secret moved to another user's
-//! record does not open.
+//! record does not open. Codes sent by email or SMS are stored as HMAC-SHA256 under a key
+//! derived from the same file, so the store alone does not let anyone search for them.
 
 use crate::error::{Error, Result};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -14,6 +16,10 @@ use zeroize::Zeroizing;
 const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 24;
 const AAD_PREFIX: &[u8] = b"kron-secret-v1:";
+/// Derives the MAC key from the file's key: one key, two purposes, never the same bytes.
+const MAC_KEY_LABEL: &[u8] = b"kron-sent-code-mac-v1";
+
+type HmacSha256 = Hmac<sha2::Sha256>;
 
 /// A secret as stored: random nonce and ciphertext with tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +32,7 @@ pub struct Sealed {
 
 pub struct SecretKey {
     cipher: XChaCha20Poly1305,
+    mac_key: Zeroizing<[u8; 32]>,
 }
 
 impl SecretKey {
@@ -40,9 +47,20 @@ impl SecretKey {
     }
 
     pub fn from_bytes(key: &[u8; KEY_BYTES]) -> SecretKey {
+        let mut mac_key = Zeroizing::new([0u8; 32]);
+        mac_key.copy_from_slice(&mac(key, &[MAC_KEY_LABEL]));
         SecretKey {
             cipher: XChaCha20Poly1305::new(key.into()),
+            mac_key,
         }
+    }
+
+    /// The stored form of a sent code: bound to the user and what the code is for.
+    pub fn code_mac(&self, user: &str, purpose: &str, code: &str) -> Vec<u8> {
+        mac(
+            self.mac_key.as_ref(),
+            &[user.as_bytes(), purpose.as_bytes(), code.as_bytes()],
+        )
     }
 
     pub fn seal(&self, user: &str, secret: &[u8]) -> Result<Sealed> {
@@ -87,6 +105,17 @@ impl SecretKey {
                 ))
             })
     }
+}
+
+/// HMAC-SHA256 over length-prefixed parts, so ("ab", "c") and ("a", "bc") differ.
+fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    // An HMAC key may have any length: new_from_slice cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
 }
 
 fn aad(user: &str) -> Vec<u8> {
@@ -169,6 +198,23 @@ mod tests {
             key.seal("alice", b"secret bytes").unwrap().nonce,
             sealed.nonce
         );
+    }
+
+    #[test]
+    fn code_macs_bind_key_user_purpose_and_code() {
+        let key = SecretKey::from_bytes(&[7u8; KEY_BYTES]);
+        let mac = key.code_mac("alice", "login", "12345678");
+        assert_eq!(mac.len(), 32);
+        assert_eq!(mac, key.code_mac("alice", "login", "12345678"));
+        for other in [
+            key.code_mac("bob", "login", "12345678"),
+            key.code_mac("alice", "enrollment", "12345678"),
+            key.code_mac("alice", "login", "12345679"),
+            key.code_mac("alicelogin", "", "12345678"),
+            SecretKey::from_bytes(&[8u8; KEY_BYTES]).code_mac("alice", "login", "12345678"),
+        ] {
+            assert_ne!(mac, other);
+        }
     }
 
     #[test]

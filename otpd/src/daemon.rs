@@ -105,6 +105,13 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::System(format!("cannot start the runtime: {e}")))?;
+    let delivery = crate::delivery::Deliverer::new(
+        config.email.as_ref(),
+        config.sms.as_ref(),
+        &config.issuer,
+        &hostname,
+        runtime.handle().clone(),
+    )?;
     let engine = Arc::new(Engine::new(
         config,
         Box::new(store),
@@ -112,6 +119,7 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         Box::new(Nss),
         audit,
         hostname,
+        Box::new(delivery),
     ));
     runtime.block_on(async {
         let service = OtpdService::new(engine.clone(), tokio::runtime::Handle::current());

@@ -5,12 +5,16 @@
 use crate::audit::{Audit, Subject};
 use crate::authz::Caller;
 use crate::config::Config;
+use crate::contact::Channels;
 use crate::crypto::SecretKey;
+use crate::delivery::{Channel, Deliver};
 use crate::error::{Error, Result};
 use crate::grace::GraceLedger;
 use crate::messages;
-use crate::policy::{Decision, decide, policy_for};
+use crate::outbound::{Sent, SentCheck};
+use crate::policy::{Decision, Policy, decide, policy_for};
 use crate::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
+use crate::sent::{CodeCheck, Purpose};
 use crate::sessions::{LoginKind, LoginSession, Sessions};
 use crate::store::Store;
 use crate::strangers::{SelfServiceLimiter, StrangerThrottle};
@@ -29,6 +33,7 @@ pub struct Engine {
     strangers: StrangerThrottle,
     pub(crate) limiter: SelfServiceLimiter,
     pub(crate) hostname: String,
+    pub(crate) delivery: Box<dyn Deliver>,
 }
 
 /// The outcome of checking a confirming code.
@@ -45,6 +50,8 @@ pub(crate) enum Verdict {
     AcceptedRecovery {
         left: usize,
     },
+    /// A login code sent by email or SMS.
+    AcceptedSent,
     Throttled {
         until: u64,
     },
@@ -57,7 +64,9 @@ pub(crate) enum Verdict {
 impl Verdict {
     pub(crate) fn event(self) -> &'static str {
         match self {
-            Verdict::Accepted | Verdict::AcceptedRecovery { .. } => "accepted",
+            Verdict::Accepted | Verdict::AcceptedRecovery { .. } | Verdict::AcceptedSent => {
+                "accepted"
+            }
             Verdict::Throttled { .. } => "throttled",
             Verdict::Replayed | Verdict::Wrong | Verdict::NoToken => "rejected",
         }
@@ -66,6 +75,7 @@ impl Verdict {
     pub(crate) fn detail(self) -> &'static str {
         match self {
             Verdict::AcceptedRecovery { .. } => "recovery code",
+            Verdict::AcceptedSent => "sent code",
             Verdict::Replayed => "code already used",
             Verdict::Wrong => "wrong code",
             Verdict::NoToken => "token was reset during the login",
@@ -91,6 +101,7 @@ impl Engine {
         directory: Box<dyn Directory>,
         audit: Audit,
         hostname: String,
+        delivery: Box<dyn Deliver>,
     ) -> Engine {
         Engine {
             config,
@@ -103,6 +114,7 @@ impl Engine {
             strangers: StrangerThrottle::default(),
             limiter: SelfServiceLimiter::default(),
             hostname,
+            delivery,
         }
     }
 
@@ -154,8 +166,20 @@ impl Engine {
                 self.audit.record("accepted", &subject, "step-up grace");
                 return Ok(Step::terminal(StepKind::Accept, vec![]));
             }
-            Decision::AskCode { .. } => LoginKind::Code,
-            Decision::NoToken => LoginKind::NoToken,
+            Decision::AskCode { .. } => {
+                let offer = self.reachable(&request.user, record.as_ref(), fallback_of(policy));
+                let shown = messages::fallback_hint(offer).into_iter().collect();
+                let session = LoginSession::new(
+                    caller,
+                    request,
+                    LoginKind::Code { offer },
+                    self.login_deadline(now),
+                );
+                return Ok(self.prompt(session, shown, now));
+            }
+            Decision::NoToken => {
+                return self.begin_without_token(caller, request, policy, record, now);
+            }
             Decision::UnknownUser => match self.strangers.locked_until(&request.user, now) {
                 Some(until) => {
                     self.audit.record("throttled", &subject, "unknown user");
@@ -163,13 +187,159 @@ impl Engine {
                 }
                 None => LoginKind::UnknownUser,
             },
-            Decision::Enroll => return self.begin_enrollment_login(caller, request, record, now),
+            Decision::Enroll => {
+                return self.begin_enroll_mode(caller, request, policy, record, now);
+            }
         };
         Ok(self.prompt(
             LoginSession::new(caller, request, kind, self.login_deadline(now)),
             vec![],
             now,
         ))
+    }
+
+    /// Mode `require` without a token: a delivered enrollment waiting for its code, else a
+    /// fallback code if the rule offers one and a contact exists, else a prompt that is always
+    /// refused (so nothing tells this account from one with a token).
+    fn begin_without_token(
+        &self,
+        caller: Caller,
+        request: LoginRequest,
+        policy: Option<Policy>,
+        record: Option<UserRecord>,
+        now: u64,
+    ) -> Result<Step> {
+        if let Some(pending) = delivered_pending(record.as_ref(), now) {
+            return Ok(self.begin_delivered(caller, request, pending, now));
+        }
+        let offer = self.reachable(&request.user, record.as_ref(), fallback_of(policy));
+        if offer.is_empty() {
+            let session = LoginSession::new(
+                caller,
+                request,
+                LoginKind::NoToken,
+                self.login_deadline(now),
+            );
+            return Ok(self.prompt(session, vec![], now));
+        }
+        self.begin_sent(caller, request, record.as_ref(), offer, Purpose::Login, now)
+    }
+
+    /// Mode `enroll` without a token: a delivered enrollment waiting for its code, else the
+    /// contact is proved first if the rule asks for it, else the QR code right away.
+    fn begin_enroll_mode(
+        &self,
+        caller: Caller,
+        request: LoginRequest,
+        policy: Option<Policy>,
+        record: Option<UserRecord>,
+        now: u64,
+    ) -> Result<Step> {
+        if let Some(pending) = delivered_pending(record.as_ref(), now) {
+            return Ok(self.begin_delivered(caller, request, pending, now));
+        }
+        let wanted = policy.map_or_else(Channels::default, |p| p.validate_enrollment);
+        if wanted.is_empty() {
+            return self.begin_enrollment_login(caller, request, record, now);
+        }
+        let subject = subject(&request, caller);
+        if let Some(record) = record.as_ref().filter(|r| r.is_locked(now)) {
+            self.audit.record("throttled", &subject, "enrollment");
+            return Ok(throttled(record.next_attempt, now));
+        }
+        let offer = self.reachable(&request.user, record.as_ref(), wanted);
+        if offer.is_empty() {
+            self.audit
+                .record("enroll-refused", &subject, "no contact to validate");
+            return Ok(Step::terminal(
+                StepKind::Deny,
+                messages::no_contact_for_enrollment(&self.config.contact),
+            ));
+        }
+        self.begin_sent(
+            caller,
+            request,
+            record.as_ref(),
+            offer,
+            Purpose::Enrollment,
+            now,
+        )
+    }
+
+    /// Prompts for a sent code for `purpose`: the one still live if there is one, else a new
+    /// one on the first channel of `offer` that takes it.
+    fn begin_sent(
+        &self,
+        caller: Caller,
+        request: LoginRequest,
+        record: Option<&UserRecord>,
+        offer: Channels,
+        purpose: Purpose,
+        now: u64,
+    ) -> Result<Step> {
+        let subject = subject(&request, caller);
+        let live = record
+            .and_then(|r| r.outbox.live(purpose, now))
+            .filter(|code| offer.contains(code.channel));
+        let sent = match live {
+            Some(code) => {
+                let address = self.address(&request.user, record, code.channel);
+                Sent::Done {
+                    channel: code.channel,
+                    masked: crate::contact::mask(code.channel, address.as_deref().unwrap_or("")),
+                    expires: code.expires,
+                }
+            }
+            None => {
+                let mut outcome = None;
+                for channel in offer.iter() {
+                    let sent = self.send_code(&subject, record, channel, purpose, now)?;
+                    let done = matches!(sent, Sent::Done { .. });
+                    outcome = Some(sent);
+                    if done {
+                        break;
+                    }
+                }
+                outcome.ok_or_else(|| Error::System("no channel to send on".into()))?
+            }
+        };
+        let told = sent.message(&self.config.contact, now);
+        match sent {
+            Sent::Done { .. } => {}
+            Sent::Spent { .. } => {
+                self.audit
+                    .record("throttled", &subject, "send budget spent");
+                return Ok(Step::terminal(StepKind::Throttled, vec![told]));
+            }
+            Sent::Failed { .. } => return Ok(Step::terminal(StepKind::Unavailable, vec![told])),
+        }
+        let kind = match purpose {
+            Purpose::Login => LoginKind::Sent { offer },
+            Purpose::Enrollment => LoginKind::Validate { offer },
+        };
+        let shown = std::iter::once(told)
+            .chain(messages::fallback_hint(offer))
+            .collect();
+        let session = LoginSession::new(caller, request, kind, self.login_deadline(now));
+        Ok(self.prompt(session, shown, now))
+    }
+
+    /// Asks for the confirming code of an enrollment sent to the user (`kronctl enroll --send`).
+    fn begin_delivered(
+        &self,
+        caller: Caller,
+        request: LoginRequest,
+        pending: Pending,
+        now: u64,
+    ) -> Step {
+        let channel = pending.delivered.unwrap_or(Channel::Email);
+        let session = LoginSession::new(
+            caller,
+            request,
+            LoginKind::Enroll(pending),
+            self.login_deadline(now),
+        );
+        self.prompt(session, vec![messages::delivered_enrollment(channel)], now)
     }
 
     /// Answers the prompt of the step that carried `handle`.
@@ -196,7 +366,22 @@ impl Engine {
                 self.store.flush()?;
                 self.refuse_without_token(attempt, &subject, "no token enrolled", now)
             }
-            LoginKind::Code => self.check_code(user, response, &subject, now)?,
+            LoginKind::Code { offer } | LoginKind::Sent { offer } => {
+                match requested_channel(response, offer) {
+                    Some(channel) => {
+                        return self.resend(caller, session.clone(), channel, Purpose::Login, now);
+                    }
+                    None => self.check_code(user, response, &subject, now)?,
+                }
+            }
+            LoginKind::Validate { offer } => match requested_channel(response, offer) {
+                Some(channel) => {
+                    return self.resend(caller, session.clone(), channel, Purpose::Enrollment, now);
+                }
+                None => {
+                    return self.finish_validation(caller, session.request.clone(), response, now);
+                }
+            },
             LoginKind::Enroll(ref pending) => {
                 self.finish_enrollment_login(user, pending, response, &subject, now)?
             }
@@ -207,6 +392,61 @@ impl Engine {
         Ok(step)
     }
 
+    /// Sends a new code on `channel` (typed at the prompt) and asks again, within the same
+    /// login: same kind, same deadline.
+    fn resend(
+        &self,
+        caller: Caller,
+        session: LoginSession,
+        channel: Channel,
+        purpose: Purpose,
+        now: u64,
+    ) -> Result<Step> {
+        let record = self.store.get(&session.request.user)?;
+        let sent = self.send_code(
+            &subject(&session.request, caller),
+            record.as_ref(),
+            channel,
+            purpose,
+            now,
+        )?;
+        let told = sent.message(&self.config.contact, now);
+        Ok(self.prompt(session, vec![told], now))
+    }
+
+    /// The sent code that proves the contact: on success the enrollment (QR) follows in the
+    /// same login.
+    fn finish_validation(
+        &self,
+        caller: Caller,
+        request: LoginRequest,
+        response: &str,
+        now: u64,
+    ) -> Result<Step> {
+        let subject = subject(&request, caller);
+        match self.check_sent_code(&request.user, Purpose::Enrollment, response, now)? {
+            SentCheck::Throttled { until } => {
+                self.audit
+                    .record("throttled", &subject, "enrollment validation");
+                Ok(throttled(until, now))
+            }
+            SentCheck::Refused(why) => {
+                self.audit.record("enroll-rejected", &subject, why);
+                Ok(Step::terminal(
+                    StepKind::Deny,
+                    messages::rejected(&self.config.contact),
+                ))
+            }
+            SentCheck::Accepted => {
+                self.audit.record("validated", &subject, "enrollment");
+                let record = self.store.get(&request.user)?;
+                let mut step = self.begin_enrollment_login(caller, request, record, now)?;
+                step.messages.insert(0, messages::code_accepted());
+                Ok(step)
+            }
+        }
+    }
+
     fn check_code(
         &self,
         user: &str,
@@ -214,11 +454,11 @@ impl Engine {
         subject: &Subject<'_>,
         now: u64,
     ) -> Result<Step> {
-        let verdict = self.verify(user, response, now)?;
+        let verdict = self.verify(user, response, Some(Purpose::Login), now)?;
         self.audit
             .record(verdict.event(), subject, verdict.detail());
         Ok(match verdict {
-            Verdict::Accepted => Step::terminal(StepKind::Accept, vec![]),
+            Verdict::Accepted | Verdict::AcceptedSent => Step::terminal(StepKind::Accept, vec![]),
             Verdict::AcceptedRecovery { left } => {
                 Step::terminal(StepKind::Accept, messages::recovery_used(left))
             }
@@ -249,16 +489,22 @@ impl Engine {
         }
     }
 
-    /// Checks a code (or a recovery code) for `user`: charges the attempt first, then accepts
-    /// the matching step at most once.
-    pub(crate) fn verify(&self, user: &str, response: &str, now: u64) -> Result<Verdict> {
+    /// Checks a code (or a recovery code, or with `sent` a code sent for that purpose) for
+    /// `user`: charges the attempt first, then accepts the matching step at most once.
+    pub(crate) fn verify(
+        &self,
+        user: &str,
+        response: &str,
+        sent: Option<Purpose>,
+        now: u64,
+    ) -> Result<Verdict> {
         if let Attempt::Throttled { until } =
             self.store
                 .charge_attempt(user, now, &self.config.throttle)?
         {
             return Ok(Verdict::Throttled { until });
         }
-        let verdict = self.verify_charged(user, response, now);
+        let verdict = self.verify_charged(user, response, sent, now);
         if verdict.is_err() {
             // The charge must survive even a failed check; the error itself is what's reported.
             let _ = self.store.flush();
@@ -266,8 +512,21 @@ impl Engine {
         verdict
     }
 
-    fn verify_charged(&self, user: &str, response: &str, now: u64) -> Result<Verdict> {
+    fn verify_charged(
+        &self,
+        user: &str,
+        response: &str,
+        sent: Option<Purpose>,
+        now: u64,
+    ) -> Result<Verdict> {
         let record = self.store.get(user)?.unwrap_or_default();
+        // A code sent by email or SMS (fallback) is tried first: it is the only thing a user
+        // without a token can pass with.
+        if let Some(purpose) = sent.filter(|&p| record.outbox.live(p, now).is_some())
+            && self.take_sent_code(user, purpose, response, now)? == CodeCheck::Accepted
+        {
+            return Ok(Verdict::AcceptedSent);
+        }
         let Some(token) = record.token.clone() else {
             self.persist_failure(Verdict::NoToken)?;
             return Ok(Verdict::NoToken);
@@ -451,8 +710,9 @@ impl Engine {
 
     // ---- management ----------------------------------------------------------------------
 
-    /// Starts (or restarts) an enrollment for `user` ("" = the caller).
-    pub fn enroll(&self, caller: Caller, user: &str, now: u64) -> Result<Enrollment> {
+    /// Starts (or restarts) an enrollment for `user` ("" = the caller). `code` is the
+    /// validation code where the caller must prove the contact first (docs/delivery.md).
+    pub fn enroll(&self, caller: Caller, user: &str, code: &str, now: u64) -> Result<Enrollment> {
         let user = self.resolve_target(caller, user)?;
         let account = self.existing_account(&user)?;
         caller.may_manage(&account, &self.config, &*self.directory)?;
@@ -462,6 +722,7 @@ impl Engine {
                 "{user} already has a confirmed token; an admin must run `kronctl reset {user}` first"
             )));
         }
+        self.check_enrollment_validation(caller, &account, code, now)?;
         let pending = self.new_pending(&user, now, false)?;
         let secret = self.key.open(&user, &pending.token.secret)?;
         let uri = self.otpauth_uri(&user, &secret, pending.token.params)?;
@@ -548,7 +809,7 @@ impl Engine {
             }
         }
         let record = self.store.get(&user)?.unwrap_or_default();
-        Ok(status_of(user, &record, now))
+        Ok(self.status_of(user, &record, now))
     }
 
     /// Reports every stored user (admin).
@@ -558,7 +819,7 @@ impl Engine {
             .store
             .list()?
             .into_iter()
-            .map(|(user, record)| status_of(user, &record, now))
+            .map(|(user, record)| self.status_of(user, &record, now))
             .collect())
     }
 
@@ -625,7 +886,7 @@ impl Engine {
 
     /// The target of an admin operation (reset, unlock): admins only, and only root may act on
     /// root or on another admin. Names NSS no longer knows (deleted users) are allowed.
-    fn managed_target(&self, caller: Caller, user: &str) -> Result<String> {
+    pub(crate) fn managed_target(&self, caller: Caller, user: &str) -> Result<String> {
         kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         caller.require_admin(&self.config, &*self.directory)?;
         match self.directory.by_name(user)? {
@@ -643,7 +904,7 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("no such user: {user}")))
     }
 
-    fn new_pending(&self, user: &str, now: u64, at_login: bool) -> Result<Pending> {
+    pub(crate) fn new_pending(&self, user: &str, now: u64, at_login: bool) -> Result<Pending> {
         let secret =
             totp::new_secret().map_err(|e| Error::System(format!("no randomness: {e}")))?;
         Ok(Pending {
@@ -654,6 +915,7 @@ impl Engine {
             },
             expires: now.saturating_add(self.config.enroll_window),
             at_login,
+            delivered: None,
         })
     }
 
@@ -666,6 +928,24 @@ impl Engine {
         let account = format!("{user}@{}", self.hostname);
         totp::otpauth_uri(secret, params, &self.config.issuer, &account).map_err(Error::System)
     }
+}
+
+/// The fallback channels of the rule; none for unknown accounts.
+fn fallback_of(policy: Option<Policy>) -> Channels {
+    policy.map_or_else(Channels::default, |p| p.fallback)
+}
+
+/// An enrollment sent to the user that still waits for its confirming code.
+fn delivered_pending(record: Option<&UserRecord>, now: u64) -> Option<Pending> {
+    record
+        .and_then(|r| r.live_pending(now))
+        .filter(|p| p.delivered.is_some())
+        .cloned()
+}
+
+/// The channel a person typed at the prompt ("email", "SMS"), if it is on offer.
+fn requested_channel(response: &str, offer: Channels) -> Option<Channel> {
+    Channel::parse(&response.trim().to_ascii_lowercase()).filter(|&c| offer.contains(c))
 }
 
 /// The refusal for too many failed attempts: PAM_MAXTRIES, so applications stop retrying.
@@ -699,6 +979,25 @@ fn subject(request: &LoginRequest, caller: Caller) -> Subject<'_> {
     }
 }
 
+impl Engine {
+    fn status_of(&self, user: String, record: &UserRecord, now: u64) -> UserStatus {
+        let masked = |channel| {
+            // The stored address or the pattern's, whether or not the channel is configured.
+            self.config
+                .contacts
+                .address(&record.contact, &user, channel)
+                .map(|a| crate::contact::mask(channel, &a))
+                .unwrap_or_default()
+        };
+        let (email, phone) = (masked(Channel::Email), masked(Channel::Sms));
+        UserStatus {
+            email,
+            phone,
+            ..status_of(user, record, now)
+        }
+    }
+}
+
 fn status_of(user: String, record: &UserRecord, now: u64) -> UserStatus {
     let locked = record.is_locked(now);
     UserStatus {
@@ -713,6 +1012,8 @@ fn status_of(user: String, record: &UserRecord, now: u64) -> UserStatus {
             .recovery
             .as_ref()
             .map_or(0, |set| set.hashes.len() as u32),
+        email: String::new(),
+        phone: String::new(),
     }
 }
 
@@ -735,13 +1036,21 @@ pub(crate) mod tests {
 
     impl Fixture {
         /// The engine, keeping the store directory alive for the rest of the test process.
-        fn into_engine(self) -> Engine {
+        pub(crate) fn into_engine(self) -> Engine {
             std::mem::forget(self._dir);
             self.engine
         }
     }
 
     pub(crate) fn fixture(config: Config) -> Fixture {
+        fixture_sending(config, std::sync::Arc::default())
+    }
+
+    /// A fixture whose email and SMS go to `delivery`.
+    pub(crate) fn fixture_sending(
+        config: Config,
+        delivery: std::sync::Arc<crate::delivery::fake::FakeDelivery>,
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let directory = FakeDirectory::default()
             .with_user("root", 0, &["root"])
@@ -755,11 +1064,12 @@ pub(crate) mod tests {
             Box::new(directory),
             Audit::new(false),
             "host".into(),
+            Box::new(delivery),
         );
         Fixture { engine, _dir: dir }
     }
 
-    fn login(user: &str, service: &str) -> LoginRequest {
+    pub(crate) fn login(user: &str, service: &str) -> LoginRequest {
         LoginRequest {
             user: user.into(),
             service: service.into(),
@@ -774,7 +1084,7 @@ pub(crate) mod tests {
 
     /// Enrolls `user` at NOW - 300 and returns the base32 secret.
     pub(crate) fn enroll(engine: &Engine, user: &str) -> Vec<u8> {
-        let enrollment = engine.enroll(ROOT, user, NOW - 300).unwrap();
+        let enrollment = engine.enroll(ROOT, user, "", NOW - 300).unwrap();
         let secret = totp_rs::Secret::try_from_base32(&enrollment.secret)
             .unwrap()
             .as_bytes()
@@ -893,6 +1203,8 @@ pub(crate) mod tests {
             mode: Mode::Require,
             services: Some(vec!["sudo".into()]),
             grace,
+            validate_enrollment: None,
+            fallback: None,
         };
         let config = Config {
             default_mode: Mode::Require,
@@ -997,12 +1309,16 @@ pub(crate) mod tests {
                     mode: Mode::Require,
                     services: Some(vec!["sudo".into()]),
                     grace: 0,
+                    validate_enrollment: None,
+                    fallback: None,
                 },
                 GroupRule {
                     name: "users".into(),
                     mode: Mode::Exempt,
                     services: None,
                     grace: 0,
+                    validate_enrollment: None,
+                    fallback: None,
                 },
             ],
             ..Config::default()
@@ -1088,7 +1404,7 @@ pub(crate) mod tests {
             StepKind::Accept
         );
         assert!(matches!(
-            e.enroll(ROOT, "ALICE", NOW),
+            e.enroll(ROOT, "ALICE", "", NOW),
             Err(Error::Conflict(_))
         ));
         assert!(e.store.get("ALICE").unwrap().is_none());
@@ -1108,8 +1424,8 @@ pub(crate) mod tests {
             e.recovery_codes(admin, "root", "", NOW),
             Err(Error::AccessDenied(_))
         ));
-        assert!(e.enroll(admin, "admin", NOW).is_ok(), "their own");
-        assert!(e.enroll(admin, "bob", NOW).is_ok());
+        assert!(e.enroll(admin, "admin", "", NOW).is_ok(), "their own");
+        assert!(e.enroll(admin, "bob", "", NOW).is_ok());
         assert!(e.reset(ROOT, "root").unwrap());
     }
 
@@ -1120,7 +1436,7 @@ pub(crate) mod tests {
             ..Config::default()
         });
         let e = &f.engine;
-        let enrollment = e.enroll(ROOT, "bob", NOW).unwrap();
+        let enrollment = e.enroll(ROOT, "bob", "", NOW).unwrap();
         let step = e.begin_login(ROOT, login("bob", "sshd"), NOW).unwrap();
         assert!(
             !step
@@ -1281,19 +1597,22 @@ pub(crate) mod tests {
             Err(Error::AccessDenied(_))
         ));
         assert!(matches!(
-            e.enroll(ALICE, "bob", NOW),
+            e.enroll(ALICE, "bob", "", NOW),
             Err(Error::AccessDenied(_))
         ));
         assert_eq!(e.status(ALICE, "", NOW).unwrap().user, "alice");
         // Self-enrollment only while holding no confirmed token; never replacing one.
-        assert!(e.enroll(ALICE, "", NOW).is_ok());
-        assert!(matches!(e.enroll(BOB, "", NOW), Err(Error::Conflict(_))));
+        assert!(e.enroll(ALICE, "", "", NOW).is_ok());
+        assert!(matches!(
+            e.enroll(BOB, "", "", NOW),
+            Err(Error::Conflict(_))
+        ));
         assert!(
-            matches!(e.enroll(ROOT, "bob", NOW), Err(Error::Conflict(_))),
+            matches!(e.enroll(ROOT, "bob", "", NOW), Err(Error::Conflict(_))),
             "even root resets first"
         );
         assert!(e.reset(Caller::new(1003), "bob").unwrap());
-        assert!(e.enroll(BOB, "", NOW).is_ok());
+        assert!(e.enroll(BOB, "", "", NOW).is_ok());
         assert_eq!(e.list(ROOT, NOW).unwrap().len(), 2);
     }
 
@@ -1341,7 +1660,7 @@ pub(crate) mod tests {
     fn pending_enrollment_expires() {
         let f = fixture(Config::default());
         let e = &f.engine;
-        let enrollment = e.enroll(ROOT, "bob", NOW).unwrap();
+        let enrollment = e.enroll(ROOT, "bob", "", NOW).unwrap();
         assert!(e.status(ROOT, "bob", NOW).unwrap().pending);
         let secret = totp_rs::Secret::try_from_base32(&enrollment.secret)
             .unwrap()

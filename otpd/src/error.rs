@@ -25,6 +25,10 @@ pub enum Error {
     Crypto(String),
     /// The bus or another system service failed.
     System(String),
+    /// An email or SMS could not be sent; the text names the channel and cause, never content.
+    Delivery(String),
+    /// The request needs the validation code sent to the user's contact first.
+    ValidationRequired(String),
 }
 
 impl std::fmt::Display for Error {
@@ -43,6 +47,8 @@ impl std::fmt::Display for Error {
             Error::Store(m) => write!(f, "store: {m}"),
             Error::Crypto(m) => write!(f, "crypto: {m}"),
             Error::System(m) => write!(f, "{m}"),
+            Error::Delivery(m) => write!(f, "{m}"),
+            Error::ValidationRequired(m) => write!(f, "validation required: {m}"),
         }
     }
 }
@@ -64,6 +70,8 @@ impl From<Error> for OtpdError {
             Error::Conflict(m) => OtpdError::Conflict(m),
             e @ Error::Throttled { .. } => OtpdError::Throttled(e.to_string()),
             Error::Rejected(m) => OtpdError::Rejected(m),
+            Error::Delivery(m) => OtpdError::Failed(m),
+            Error::ValidationRequired(m) => OtpdError::ValidationRequired(m),
             // Internal details go to the journal, not to the caller.
             Error::Config(_) | Error::Store(_) | Error::Crypto(_) | Error::System(_) => {
                 OtpdError::Failed("otpd could not complete the request; see its log".into())

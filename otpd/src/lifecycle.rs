@@ -284,14 +284,15 @@ impl Engine {
         if code.len() > kron_proto::MAX_RESPONSE_LEN {
             return Err(Error::InvalidArgument("code too long".into()));
         }
-        let verdict = self.verify(user, code, now)?;
+        // Only the token (or a recovery code) proves the token: a code sent by email does not.
+        let verdict = self.verify(user, code, None, now)?;
         self.audit.record(
             verdict.event(),
             &self.subject_of(user, caller),
             "kronctl proof",
         );
         match verdict {
-            Verdict::Accepted | Verdict::AcceptedRecovery { .. } => Ok(()),
+            Verdict::Accepted | Verdict::AcceptedRecovery { .. } | Verdict::AcceptedSent => Ok(()),
             Verdict::Throttled { until } => Err(Error::Throttled { until }),
             Verdict::Replayed => Err(Error::Rejected(
                 "that code was already used; wait for the next one".into(),

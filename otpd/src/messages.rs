@@ -2,6 +2,8 @@
 //! reveal more than intended: a wrong code, an unknown account and a missing token all read the
 //! same.
 
+use crate::contact::Channels;
+use crate::delivery::Channel;
 use kron_proto::Message;
 
 pub const CODE_PROMPT: &str = "Verification code: ";
@@ -100,6 +102,73 @@ pub fn enrolled() -> Vec<Message> {
     vec![Message::info(
         "Two-factor authentication is now set up for this account.",
     )]
+}
+
+/// "by email" / "by SMS".
+fn by(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Email => "by email",
+        Channel::Sms => "by SMS",
+    }
+}
+
+pub fn code_sent(channel: Channel, masked: &str, expires: u64, now: u64) -> Message {
+    Message::info(format!(
+        "A verification code was sent {} to {masked}. It is valid for {}.",
+        by(channel),
+        duration(expires.saturating_sub(now))
+    ))
+}
+
+/// `Or type "email" to get a code by email.`, naming every offered channel.
+pub fn fallback_hint(offer: Channels) -> Option<Message> {
+    let words: Vec<String> = offer
+        .iter()
+        .map(|c| format!("\"{}\"", c.as_str()))
+        .collect();
+    let ways: Vec<&str> = offer.iter().map(by).collect();
+    (!words.is_empty()).then(|| {
+        Message::info(format!(
+            "Or type {} to get a code {}.",
+            words.join(" or "),
+            ways.join(" or ")
+        ))
+    })
+}
+
+pub fn send_spent(channel: Channel, until: u64, now: u64) -> Message {
+    Message::error(format!(
+        "No more codes can be sent {} just now. Try again in {} (after {}).",
+        by(channel),
+        duration(until.saturating_sub(now)),
+        utc(until)
+    ))
+}
+
+pub fn send_failed(channel: Channel, contact: &str) -> Message {
+    Message::error(format!(
+        "The code could not be sent {}. Try again later, or ask {contact}.",
+        by(channel)
+    ))
+}
+
+pub fn no_contact_for_enrollment(contact: &str) -> Vec<Message> {
+    vec![Message::error(format!(
+        "Setting up two-factor authentication needs a verification code sent to your email \
+         address or phone, and none is on file for this account. Ask {contact} to add one."
+    ))]
+}
+
+pub fn code_accepted() -> Message {
+    Message::info("Code accepted.")
+}
+
+pub fn delivered_enrollment(channel: Channel) -> Message {
+    Message::info(format!(
+        "To finish setting up the token sent to you {}, enter the code your authenticator app \
+         shows for it.",
+        by(channel)
+    ))
 }
 
 fn group_in_fours(text: &str) -> String {

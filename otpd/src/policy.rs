@@ -1,6 +1,7 @@
 //! Every login decision, as one pure function of (config, account facts, stored record, now).
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, GroupRule, Mode};
+use crate::contact::Channels;
 use crate::error::{Error, Result};
 use crate::record::UserRecord;
 use crate::users::{Account, Directory};
@@ -28,6 +29,33 @@ pub struct Policy {
     pub mode: Mode,
     /// Step-up grace in seconds; 0 = off.
     pub grace: u64,
+    /// Channels a code goes to before an enrollment is shown (docs/delivery.md).
+    pub validate_enrollment: Channels,
+    /// Channels a login code may be sent on instead of TOTP.
+    pub fallback: Channels,
+}
+
+impl Policy {
+    fn default_of(config: &Config) -> Policy {
+        Policy {
+            mode: config.default_mode,
+            grace: 0,
+            validate_enrollment: config.validate_enrollment,
+            fallback: config.fallback,
+        }
+    }
+
+    /// What `rule` decides; the channel lists it leaves out come from the top level.
+    fn of_rule(rule: &GroupRule, config: &Config) -> Policy {
+        Policy {
+            mode: rule.mode,
+            grace: rule.grace,
+            validate_enrollment: rule
+                .validate_enrollment
+                .unwrap_or(config.validate_enrollment),
+            fallback: rule.fallback.unwrap_or(config.fallback),
+        }
+    }
 }
 
 /// The first rule whose group holds the account and whose services include `service`, else
@@ -39,29 +67,20 @@ pub fn policy_for(
     directory: &dyn Directory,
 ) -> Result<Policy> {
     // The strongest rule skipped because NSS could not resolve its group.
-    let mut unresolved: Option<&crate::config::GroupRule> = None;
-    let mut decided = Policy {
-        mode: config.default_mode,
-        grace: 0,
-    };
+    let mut unresolved: Option<&GroupRule> = None;
+    let mut decided = Policy::default_of(config);
     for rule in config
         .groups
         .iter()
         .filter(|r| r.applies_to_service(service))
     {
         if rule.name == "*" {
-            decided = Policy {
-                mode: rule.mode,
-                grace: rule.grace,
-            };
+            decided = Policy::of_rule(rule, config);
             break;
         }
         match directory.group_gid(&rule.name)? {
             Some(gid) if account.gids.contains(&gid) => {
-                decided = Policy {
-                    mode: rule.mode,
-                    grace: rule.grace,
-                };
+                decided = Policy::of_rule(rule, config);
                 break;
             }
             Some(_) => {}
@@ -146,6 +165,8 @@ mod tests {
             mode,
             services: services.map(|s| s.iter().map(|x| x.to_string()).collect()),
             grace: 0,
+            validate_enrollment: None,
+            fallback: None,
         }
     }
 
@@ -242,6 +263,7 @@ mod tests {
                 token: t,
                 expires: 5,
                 at_login: false,
+                delivered: None,
             }),
             ..UserRecord::default()
         };

@@ -2,8 +2,11 @@
 //! pure functions on a record so every store backend applies them the same way atomically.
 
 use crate::config::ThrottleConfig;
+use crate::contact::Contact;
 use crate::crypto::Sealed;
+use crate::delivery::Channel;
 use crate::recovery::RecoverySet;
+use crate::sent::Outbox;
 use crate::throttle::delay_after;
 use crate::totp::TokenParams;
 use serde::{Deserialize, Serialize};
@@ -26,6 +29,10 @@ pub struct Pending {
     /// Begun at a login (shown again to the next login) rather than by kronctl.
     #[serde(default)]
     pub at_login: bool,
+    /// Sent to the user's contact (`kronctl enroll --send`): its confirming code is taken at
+    /// the login prompt.
+    #[serde(default)]
+    pub delivered: Option<Channel>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +54,10 @@ pub struct UserRecord {
     pub last_attempt: u64,
     /// Hashes of the unused recovery codes.
     pub recovery: Option<RecoverySet>,
+    /// Email address and phone number set by an admin.
+    pub contact: Contact,
+    /// The live sent code and the recent sends (the send budget).
+    pub outbox: Outbox,
 }
 
 /// Outcome of storing an imported record.
@@ -165,6 +176,46 @@ impl UserRecord {
     fn undo_charge(&mut self) {
         self.failures = self.failures.saturating_sub(1);
         self.next_attempt = 0;
+    }
+
+    /// An admin reset: everything but the contact and the send budget, which outlive tokens
+    /// (re-enrolling may need the contact; a reset must not refill anyone's send budget).
+    /// True if anything was removed.
+    pub fn reset(&mut self) -> bool {
+        let kept = UserRecord {
+            contact: std::mem::take(&mut self.contact),
+            outbox: Outbox {
+                code: None,
+                sends: std::mem::take(&mut self.outbox.sends),
+            },
+            ..UserRecord::default()
+        };
+        // What is left in `self` now is exactly what the reset removes.
+        let removed = *self != UserRecord::default();
+        *self = kept;
+        removed
+    }
+
+    /// Uses up the sent code whose MAC for `purpose` is `mac`; a pass takes back its charge.
+    pub fn take_sent_code(
+        &mut self,
+        purpose: crate::sent::Purpose,
+        mac: &[u8],
+        now: u64,
+    ) -> crate::sent::CodeCheck {
+        let check = self.outbox.take(purpose, mac, now);
+        if check == crate::sent::CodeCheck::Accepted {
+            self.last_used = now;
+            self.undo_charge();
+        }
+        check
+    }
+
+    /// Drops `expected` if it is still the pending enrollment (its delivery failed).
+    pub fn drop_pending(&mut self, expected: &Pending) {
+        if self.pending.as_ref() == Some(expected) {
+            self.pending = None;
+        }
     }
 
     pub fn clear_failures(&mut self) -> bool {
@@ -338,12 +389,14 @@ pub(crate) mod tests {
             token: token(2),
             expires: 500,
             at_login: false,
+            delivered: None,
         };
         record.set_pending(pending.clone()).unwrap();
         let other = Pending {
             token: token(3),
             expires: 500,
             at_login: false,
+            delivered: None,
         };
         assert_eq!(record.confirm(&other, 10, 100), ConfirmOutcome::NoPending);
         assert_eq!(

@@ -5,7 +5,7 @@
 use crate::authz::Caller;
 use crate::engine::{Engine, LoginRequest};
 use crate::error::Error;
-use kron_proto::{Enrollment, ImportResult, OtpdError, Step, TokenImport, UserStatus};
+use kron_proto::{Delivery, Enrollment, ImportResult, OtpdError, Step, TokenImport, UserStatus};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -203,11 +203,52 @@ impl OtpdService {
     async fn enroll(
         &self,
         user: String,
+        code: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Enrollment, OtpdError> {
+        let code = zeroize::Zeroizing::new(code);
         self.call(connection, &header, move |engine, caller, now| {
-            engine.enroll(caller, &user, now)
+            engine.enroll(caller, &user, &code, now)
+        })
+        .await
+    }
+
+    async fn send_enrollment_code(
+        &self,
+        user: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Delivery, OtpdError> {
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.send_enrollment_code(caller, &user, now)
+        })
+        .await
+    }
+
+    async fn deliver_enrollment(
+        &self,
+        user: String,
+        channel: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Delivery, OtpdError> {
+        self.call(connection, &header, move |engine, caller, now| {
+            engine.deliver_enrollment(caller, &user, &channel, now)
+        })
+        .await
+    }
+
+    async fn set_contact(
+        &self,
+        user: String,
+        channel: String,
+        address: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<bool, OtpdError> {
+        self.call(connection, &header, move |engine, caller, _now| {
+            engine.set_contact(caller, &user, &channel, &address)
         })
         .await
     }

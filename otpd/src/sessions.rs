@@ -2,6 +2,7 @@
 //! began it and void after its deadline.
 
 use crate::authz::Caller;
+use crate::contact::Channels;
 use crate::engine::LoginRequest;
 use crate::error::{Error, Result};
 use crate::record::Pending;
@@ -19,12 +20,17 @@ const RESERVED_FOR_ROOT: usize = MAX_SESSIONS / 4;
 
 #[derive(Debug, Clone)]
 pub enum LoginKind {
-    /// A code from the confirmed token is expected.
-    Code,
+    /// A code from the confirmed token is expected (or a login code sent earlier); typing a
+    /// channel of `offer` sends one.
+    Code { offer: Channels },
     /// Prompted only so nothing reveals the account has no token; always refused.
     NoToken,
     /// Prompted only so nothing reveals the account does not exist; always refused.
     UnknownUser,
+    /// No token, but a login code was sent (fallback); typing a channel of `offer` resends.
+    Sent { offer: Channels },
+    /// A code was sent to prove the contact before the enrollment is shown.
+    Validate { offer: Channels },
     /// The confirming code of this pending enrollment is expected.
     Enroll(Pending),
 }
@@ -125,7 +131,9 @@ mod tests {
         LoginSession::new(
             Caller::new(uid),
             LoginRequest::default(),
-            LoginKind::Code,
+            LoginKind::Code {
+                offer: Channels::default(),
+            },
             deadline,
         )
     }

@@ -42,8 +42,11 @@ pub trait Store: Send + Sync {
         step: u64,
         now: u64,
     ) -> Result<ConfirmOutcome>;
-    /// Deletes everything stored for `user`. True if anything existed.
+    /// Deletes what `kronctl reset` removes ([`UserRecord::reset`]). True if anything existed.
     fn reset(&self, user: &str) -> Result<bool>;
+    /// Applies `change` atomically and durably. It may run more than once under contention,
+    /// so it must be a pure function of the record (results go to variables it sets each run).
+    fn modify(&self, user: &str, change: &mut dyn FnMut(&mut UserRecord)) -> Result<()>;
     /// Clears the throttle of `user`. True if there was anything to clear.
     fn unlock(&self, user: &str) -> Result<bool>;
     /// Replaces the recovery set of `user`. False if the user has no token.
@@ -132,12 +135,12 @@ impl SledStore {
             if record == before {
                 return Ok(outcome);
             }
-            let new = encode(&record)?;
-            if self
-                .users
-                .compare_and_swap(user, current, Some(new))?
-                .is_ok()
-            {
+            // Nothing left to keep (after a reset, say): no record at all.
+            let new = match record == UserRecord::default() {
+                true => None,
+                false => Some(encode(&record)?),
+            };
+            if self.users.compare_and_swap(user, current, new)?.is_ok() {
                 return Ok(outcome);
             }
         }
@@ -200,9 +203,11 @@ impl Store for SledStore {
     }
 
     fn reset(&self, user: &str) -> Result<bool> {
-        let existed = self.users.remove(user)?.is_some();
-        self.sync()?;
-        Ok(existed)
+        self.update(user, UserRecord::reset)
+    }
+
+    fn modify(&self, user: &str, change: &mut dyn FnMut(&mut UserRecord)) -> Result<()> {
+        self.update(user, change)
     }
 
     fn unlock(&self, user: &str) -> Result<bool> {
@@ -335,6 +340,7 @@ mod tests {
             token: token(1),
             expires: 1000,
             at_login: false,
+            delivered: None,
         };
         store
             .save_pending("alice", pending.clone())

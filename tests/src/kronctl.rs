@@ -1,6 +1,8 @@
 //! Running `kronctl` against a test bus, as root or as a test user.
 
-use std::process::Command;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 use serde_json::Value;
 
@@ -76,6 +78,27 @@ impl Kronctl {
         (self.enroll_confirmed(user, step - 1), step - 1)
     }
 
+    /// Starts `kronctl --bus ADDRESS [--json] ARGS...` with its stdin a pipe the test writes to
+    /// while it runs ([`Talking::send_line`]): for a kronctl that reads a code only after it
+    /// asked otpd to send one. Not a terminal, so kronctl reads a line from it.
+    pub fn spawn(&self, json: bool, args: &[&str]) -> Talking {
+        let stdout = tempfile::tempfile().expect("temporary file for stdout");
+        let stderr = tempfile::tempfile().expect("temporary file for stderr");
+        let mut command = self.command(json, args);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(stdout.try_clone().expect("clone stdout file"))
+            .stderr(stderr.try_clone().expect("clone stderr file"))
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+        Talking {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
     /// `kronctl --json status USER` as a JSON object.
     pub fn status(&self, user: &str) -> Value {
         self.json(&["status", user])
@@ -93,6 +116,55 @@ impl Kronctl {
         command.args(args);
         command
     }
+}
+
+/// A kronctl started with [`Kronctl::spawn`]. Killed on drop if still running.
+#[derive(Debug)]
+pub struct Talking {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: File,
+    stderr: File,
+}
+
+impl Talking {
+    /// Writes `line` and a newline to kronctl's stdin. A kronctl that already exited (it
+    /// failed before reading) makes the write fail: that is ignored, [`Talking::finish`] tells.
+    pub fn send_line(&mut self, line: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
+        }
+    }
+
+    /// Closes stdin, waits for kronctl to end (bounded) and returns what it did.
+    pub fn finish(mut self) -> Output {
+        drop(self.stdin.take());
+        let status = process::wait_bounded(&mut self.child, process::COMMAND_TIMEOUT)
+            .unwrap_or_else(|| {
+                panic!("kronctl still running after {:?}", process::COMMAND_TIMEOUT)
+            });
+        Output {
+            status,
+            stdout: read_back(&mut self.stdout),
+            stderr: read_back(&mut self.stderr),
+        }
+    }
+}
+
+impl Drop for Talking {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn read_back(file: &mut File) -> String {
+    let mut bytes = Vec::new();
+    file.rewind().expect("rewind output file");
+    file.read_to_end(&mut bytes).expect("read output file");
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The base32 secret in `kronctl --json enroll` output: the `secret` field, else the `secret`

@@ -115,11 +115,19 @@ pub enum Command {
     /// authenticator app holds it. Running enroll again restarts the enrollment with a new
     /// secret. A user may enroll only while holding no confirmed token; replacing a confirmed
     /// token needs an administrator's `kronctl reset` first.
+    ///
+    /// Where the config asks for validated enrollment, a user who is not an administrator is
+    /// first sent a code by email or SMS; kronctl asks for it (on the terminal, or a line on
+    /// stdin) before the QR code is shown. With --send, an administrator has the enrollment
+    /// sent to the user instead (email: QR code and URI; SMS: the key); nothing secret is
+    /// printed, and the user confirms it with a code at the next login or with `kronctl
+    /// confirm` before it expires.
     #[command(after_help = "\
 Examples:
   kronctl enroll
   kronctl enroll --png ~/kron-qr.png
-  sudo kronctl enroll alice --json")]
+  sudo kronctl enroll alice --json
+  sudo kronctl enroll alice --send email")]
     Enroll {
         /// Whose token to enroll (administrators); yourself when omitted
         #[arg(value_parser = parse_user)]
@@ -129,9 +137,25 @@ Examples:
         ///
         /// The file is created with mode 0600 because it holds the secret; an existing file
         /// (or symlink) at FILE is never overwritten. Delete it once the code is scanned.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "send")]
         png: Option<PathBuf>,
+
+        /// Send the enrollment to the user's contact instead of showing it (administrators)
+        #[arg(long, value_name = "CHANNEL", requires = "user")]
+        send: Option<Channel>,
     },
+
+    /// Show or set the email address and phone number codes are sent to (administrators)
+    ///
+    /// Without options, shows both (masked). Phone numbers are in international form
+    /// (+49 151 2345678). Addresses derived from the config's [contacts] patterns apply where
+    /// none is set. A user cannot set their own.
+    #[command(after_help = "\
+Examples:
+  sudo kronctl contact alice --email alice@example.com --phone '+49 151 2345 6712'
+  sudo kronctl contact alice --clear-phone
+  sudo kronctl contact alice")]
+    Contact(ContactArgs),
 
     /// Confirm the pending enrollment with a code from the authenticator app
     ///
@@ -414,6 +438,64 @@ pub struct DoctorArgs {
     pub skip: Vec<String>,
 }
 
+/// Where codes and enrollments are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    /// The name otpd knows it by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ContactArgs {
+    /// Whose contact to show or set
+    #[arg(value_parser = parse_user)]
+    pub user: String,
+
+    /// Set the email address
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "clear_email")]
+    pub email: Option<String>,
+
+    /// Set the phone number (international form: +, country code, number)
+    #[arg(long, value_name = "NUMBER", conflicts_with = "clear_phone")]
+    pub phone: Option<String>,
+
+    /// Remove the stored email address
+    #[arg(long)]
+    pub clear_email: bool,
+
+    /// Remove the stored phone number
+    #[arg(long)]
+    pub clear_phone: bool,
+}
+
+impl ContactArgs {
+    /// The changes asked for, as (channel, address; "" clears).
+    pub fn changes(&self) -> Vec<(Channel, &str)> {
+        let mut changes = Vec::new();
+        match (&self.email, self.clear_email) {
+            (Some(address), _) => changes.push((Channel::Email, address.as_str())),
+            (None, true) => changes.push((Channel::Email, "")),
+            (None, false) => {}
+        }
+        match (&self.phone, self.clear_phone) {
+            (Some(number), _) => changes.push((Channel::Sms, number.as_str())),
+            (None, true) => changes.push((Channel::Sms, "")),
+            (None, false) => {}
+        }
+        changes
+    }
+}
+
 /// `confirm [USER] CODE`. Clap cannot put an optional positional before a required one, so
 /// both are taken in order here and told apart by [`ConfirmArgs::target`].
 #[derive(Debug, Args)]
@@ -653,9 +735,10 @@ mod tests {
         let cli = parse(&["enroll", "bob", "--png", "/tmp/q.png", "--json"]).unwrap();
         assert!(cli.json);
         match cli.command {
-            Command::Enroll { user, png } => {
+            Command::Enroll { user, png, send } => {
                 assert_eq!(user.as_deref(), Some("bob"));
                 assert_eq!(png, Some(PathBuf::from("/tmp/q.png")));
+                assert_eq!(send, None);
             }
             other => panic!("expected enroll, got {other:?}"),
         }
@@ -663,9 +746,40 @@ mod tests {
             parse(&["enroll"]).unwrap().command,
             Command::Enroll {
                 user: None,
-                png: None
+                png: None,
+                send: None
             }
         ));
+        assert!(matches!(
+            parse(&["enroll", "bob", "--send", "sms"]).unwrap().command,
+            Command::Enroll {
+                send: Some(Channel::Sms),
+                ..
+            }
+        ));
+        assert!(
+            parse(&["enroll", "--send", "email"]).is_err(),
+            "needs a user"
+        );
+        assert!(parse(&["enroll", "bob", "--send", "fax"]).is_err());
+        assert!(parse(&["enroll", "bob", "--send", "email", "--png", "/tmp/q"]).is_err());
+    }
+
+    #[test]
+    fn contact_takes_addresses_or_clears() {
+        let Command::Contact(args) =
+            parse(&["contact", "bob", "--email", "b@x.example", "--clear-phone"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected contact");
+        };
+        assert_eq!(
+            args.changes(),
+            [(Channel::Email, "b@x.example"), (Channel::Sms, "")]
+        );
+        assert!(parse(&["contact", "bob", "--email", "b@x.example", "--clear-email"]).is_err());
+        assert!(parse(&["contact"]).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kron_proto::{Enrollment, ImportResult, OtpdProxy, TokenImport, UserStatus};
+use kron_proto::{Delivery, Enrollment, ImportResult, OtpdProxy, TokenImport, UserStatus};
 use zbus::proxy::CacheProperties;
 
 use crate::error::Error;
@@ -44,9 +44,41 @@ impl Otpd {
         Error::from_call(error, &self.address)
     }
 
-    /// `user` empty means the caller.
-    pub async fn enroll(&self, user: &str) -> Result<Enrollment, Error> {
-        self.proxy.enroll(user).await.map_err(|e| self.fail(e))
+    /// `user` empty means the caller; `code` is the validation code, if otpd asked for one.
+    pub async fn enroll(&self, user: &str, code: &str) -> Result<Enrollment, Error> {
+        self.proxy
+            .enroll(user, code)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Has otpd send the validation code `enroll` needs.
+    pub async fn send_enrollment_code(&self, user: &str) -> Result<Delivery, Error> {
+        self.proxy
+            .send_enrollment_code(user)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Has otpd make an enrollment and send it to the user on `channel`.
+    pub async fn deliver_enrollment(&self, user: &str, channel: &str) -> Result<Delivery, Error> {
+        self.proxy
+            .deliver_enrollment(user, channel)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Sets (or with "" clears) a contact address. True if it changed.
+    pub async fn set_contact(
+        &self,
+        user: &str,
+        channel: &str,
+        address: &str,
+    ) -> Result<bool, Error> {
+        self.proxy
+            .set_contact(user, channel, address)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// `user` empty means the caller.

@@ -7,7 +7,7 @@ use std::path::Path;
 use kron_proto::Enrollment;
 use zeroize::Zeroize;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Channel, Cli, Command, ContactArgs};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::lifecycle;
@@ -21,7 +21,15 @@ const PNG_SCALE: u32 = 6;
 pub async fn run(cli: &Cli) -> Result<(), Error> {
     let clock = Clock::local();
     match &cli.command {
-        Command::Enroll { user, png } => enroll(cli, user.as_deref(), png.as_deref(), &clock).await,
+        Command::Enroll {
+            user,
+            send: Some(channel),
+            ..
+        } => deliver(cli, user.as_deref().unwrap_or(""), *channel, &clock).await,
+        Command::Enroll { user, png, .. } => {
+            enroll(cli, user.as_deref(), png.as_deref(), &clock).await
+        }
+        Command::Contact(args) => contact(cli, args).await,
         Command::Confirm(args) => {
             // Already checked by cli::parse_from; checked again so this never sends garbage.
             let target = args.target().map_err(Error::Usage)?;
@@ -73,7 +81,10 @@ async fn enroll(
     let otpd = Otpd::connect(&cli.bus).await?;
     // Before calling otpd, so an unusable path leaves no fresh enrollment behind.
     let png_file = png.map(SecretFile::create).transpose()?;
-    let enrollment = Wiped(otpd.enroll(user.unwrap_or("")).await?);
+    let enrollment = Wiped(match otpd.enroll(user.unwrap_or(""), "").await {
+        Err(Error::ValidationRequired(_)) => validated_enrollment(&otpd, user, clock).await?,
+        other => other?,
+    });
 
     if let Some(file) = png_file {
         let mut image = otpd::qr::png(&enrollment.uri, PNG_SCALE).map_err(|reason| Error::Io {
@@ -102,6 +113,47 @@ async fn enroll(
     let printed = print(&text);
     text.zeroize();
     printed
+}
+
+/// Validated enrollment: otpd sends a code to the user's contact, the user types it here.
+/// The prompt goes to stderr so stdout keeps only the result (`--json` stays one value).
+async fn validated_enrollment(
+    otpd: &Otpd,
+    user: Option<&str>,
+    clock: &Clock,
+) -> Result<Enrollment, Error> {
+    let user = user.unwrap_or("");
+    let delivery = otpd.send_enrollment_code(user).await?;
+    eprintln!("{}", render::code_sent_human(&delivery, clock));
+    let code = crate::passphrase::code("Verification code: ")?;
+    otpd.enroll(user, &code).await
+}
+
+/// `enroll USER --send CHANNEL`: otpd makes the enrollment and sends it; only where it went
+/// and until when is shown.
+async fn deliver(cli: &Cli, user: &str, channel: Channel, clock: &Clock) -> Result<(), Error> {
+    let otpd = Otpd::connect(&cli.bus).await?;
+    let delivery = otpd.deliver_enrollment(user, channel.as_str()).await?;
+    print(&if cli.json {
+        render::delivery_json(user, &delivery)
+    } else {
+        render::delivery_human(user, &delivery, clock)
+    })
+}
+
+/// `contact USER [...]`: applies the changes asked for, then shows the result (masked).
+async fn contact(cli: &Cli, args: &ContactArgs) -> Result<(), Error> {
+    let otpd = Otpd::connect(&cli.bus).await?;
+    for (channel, address) in args.changes() {
+        otpd.set_contact(&args.user, channel.as_str(), address)
+            .await?;
+    }
+    let status = otpd.status(&args.user).await?;
+    print(&if cli.json {
+        render::contact_json(&status)
+    } else {
+        render::contact_human(&status)
+    })
 }
 
 async fn admin(cli: &Cli, action: AdminAction, user: &str) -> Result<(), Error> {

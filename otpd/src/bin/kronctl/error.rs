@@ -41,6 +41,8 @@ pub enum Error {
     Rejected(String),
     /// otpd reported an internal failure.
     Failed(String),
+    /// Enrolling needs the code otpd sends to the user's email or phone first.
+    ValidationRequired(String),
     /// otpd answered in a way this kronctl does not understand (version skew, broken reply).
     Protocol(String),
     /// A local file or stdout could not be written.
@@ -59,7 +61,7 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Unreachable { .. } => exit::UNREACHABLE,
-            Error::AccessDenied(_) => exit::ACCESS_DENIED,
+            Error::AccessDenied(_) | Error::ValidationRequired(_) => exit::ACCESS_DENIED,
             Error::NotFound(_) => exit::NOT_FOUND,
             Error::Conflict(_) => exit::CONFLICT,
             Error::Throttled(_) => exit::THROTTLED,
@@ -80,6 +82,7 @@ impl Error {
             OtpdError::Throttled(text) => Error::Throttled(text),
             OtpdError::Rejected(text) => Error::Rejected(text),
             OtpdError::Failed(text) => Error::Failed(text),
+            OtpdError::ValidationRequired(text) => Error::ValidationRequired(text),
             OtpdError::ZBus(transport) => Error::from_transport(transport, address),
         }
     }
@@ -149,6 +152,7 @@ impl fmt::Display for Error {
             Error::Throttled(text) => ("too many failed attempts", text),
             Error::Rejected(text) => ("rejected", text),
             Error::Failed(text) => ("otpd failed", text),
+            Error::ValidationRequired(text) => ("validation required", text),
             Error::Protocol(text) => ("unexpected answer from otpd", text),
             Error::Io { what, source } => return write!(f, "{}: {source}", one_line(what)),
             Error::Unhealthy { errors: 1 } => return write!(f, "doctor found 1 error"),
@@ -192,6 +196,10 @@ mod tests {
             (OtpdError::Throttled("x".into()), exit::THROTTLED),
             (OtpdError::Rejected("x".into()), exit::REJECTED),
             (OtpdError::Failed("x".into()), exit::FAILED),
+            (
+                OtpdError::ValidationRequired("x".into()),
+                exit::ACCESS_DENIED,
+            ),
         ];
         for (otpd, code) in cases {
             let reply = zbus::Error::DBus(std::sync::Arc::new(otpd));

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use kron_proto::{Enrollment, UserStatus};
+use kron_proto::{Delivery, Enrollment, UserStatus};
 use serde::Serialize;
 
 use crate::time::Clock;
@@ -165,6 +165,10 @@ struct StatusJson<'a> {
     last_used: u64,
     /// Unused recovery codes.
     recovery_codes: u32,
+    /// Masked; "" when none.
+    email: &'a str,
+    /// Masked; "" when none.
+    phone: &'a str,
 }
 
 impl<'a> From<&'a UserStatus> for StatusJson<'a> {
@@ -178,6 +182,8 @@ impl<'a> From<&'a UserStatus> for StatusJson<'a> {
             failures: status.failures,
             last_used: status.last_used,
             recovery_codes: status.recovery_codes,
+            email: &status.email,
+            phone: &status.phone,
         }
     }
 }
@@ -216,10 +222,96 @@ pub fn status_human(status: &UserStatus, clock: &Clock) -> String {
     };
     format!(
         "user:      {}\ntoken:     {}\nrecovery:  {recovery}\nlocked:    {locked}\nfailures:  {}\n\
-         last used: {last_used}\n",
+         last used: {last_used}\n{}",
         one_line(&status.user),
         token_state(status),
         status.failures,
+        contact_lines(status),
+    )
+}
+
+/// "email:     a***@example.com\nphone:     none\n".
+fn contact_lines(status: &UserStatus) -> String {
+    let shown = |masked: &str| match masked {
+        "" => "none".to_owned(),
+        masked => one_line(masked),
+    };
+    format!(
+        "email:     {}\nphone:     {}\n",
+        shown(&status.email),
+        shown(&status.phone)
+    )
+}
+
+// ------------------------------------------------------------------------- contacts, sending
+
+#[derive(Serialize)]
+struct ContactJson<'a> {
+    user: &'a str,
+    email: &'a str,
+    phone: &'a str,
+}
+
+pub fn contact_json(status: &UserStatus) -> String {
+    json_line(&ContactJson {
+        user: &status.user,
+        email: &status.email,
+        phone: &status.phone,
+    })
+}
+
+pub fn contact_human(status: &UserStatus) -> String {
+    format!(
+        "user:      {}\n{}",
+        one_line(&status.user),
+        contact_lines(status)
+    )
+}
+
+fn by(channel: &str) -> &'static str {
+    match channel {
+        "sms" => "by SMS",
+        _ => "by email",
+    }
+}
+
+/// Told on stderr before kronctl asks for the validation code.
+pub fn code_sent_human(delivery: &Delivery, clock: &Clock) -> String {
+    format!(
+        "A verification code was sent {} to {}; it is valid until {}.",
+        by(&delivery.channel),
+        one_line(&delivery.destination),
+        clock.datetime_and_relative(delivery.expires)
+    )
+}
+
+#[derive(Serialize)]
+struct DeliveryJson<'a> {
+    user: &'a str,
+    channel: &'a str,
+    destination: &'a str,
+    /// Unix seconds.
+    expires: u64,
+}
+
+pub fn delivery_json(user: &str, delivery: &Delivery) -> String {
+    json_line(&DeliveryJson {
+        user,
+        channel: &delivery.channel,
+        destination: &delivery.destination,
+        expires: delivery.expires,
+    })
+}
+
+pub fn delivery_human(user: &str, delivery: &Delivery, clock: &Clock) -> String {
+    format!(
+        "The enrollment for {} was sent {} to {}.\nIt stays inactive until {} enters a code from \
+         the app at the next login (or with `kronctl confirm`), before {}.\n",
+        one_line(user),
+        by(&delivery.channel),
+        one_line(&delivery.destination),
+        one_line(user),
+        clock.datetime_and_relative(delivery.expires)
     )
 }
 
@@ -340,6 +432,8 @@ mod tests {
             failures: 0,
             last_used: 0,
             recovery_codes: 0,
+            email: "a***@example.com".into(),
+            phone: String::new(),
         }
     }
 
@@ -372,7 +466,7 @@ mod tests {
             json!({
                 "user": "bob", "enrolled": true, "pending": false, "locked": true,
                 "locked_until": NOW + 60, "failures": 5, "last_used": NOW - 10,
-                "recovery_codes": 0,
+                "recovery_codes": 0, "email": "a***@example.com", "phone": "",
             })
         );
     }
@@ -463,7 +557,9 @@ mod tests {
              recovery:  none\n\
              locked:    no\n\
              failures:  0\n\
-             last used: never\n"
+             last used: never\n\
+             email:     a***@example.com\n\
+             phone:     none\n"
         );
         let mut locked = status("bob");
         locked.enrolled = false;
@@ -480,7 +576,9 @@ mod tests {
              recovery:  9 codes left\n\
              locked:    yes, until 2025-01-02 15:09:05 +01:00 (in 5 minutes)\n\
              failures:  7\n\
-             last used: 2024-12-31 15:04:05 +01:00 (2 days ago)\n"
+             last used: 2024-12-31 15:04:05 +01:00 (2 days ago)\n\
+             email:     a***@example.com\n\
+             phone:     none\n"
         );
     }
 
@@ -488,7 +586,7 @@ mod tests {
     fn status_human_neutralizes_terminal_escapes() {
         let text = status_human(&status("evil\x1b]0;pwned\x07\nuser: root"), &clock());
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'));
-        assert_eq!(text.lines().count(), 6);
+        assert_eq!(text.lines().count(), 8);
     }
 
     #[test]

@@ -1,0 +1,551 @@
+//! Codes and enrollments sent out of band: email over SMTP (`email`), SMS through an HTTP
+//! gateway (`sms`). The engine decides what to send and when; this module only renders the
+//! configured templates and hands the result to the server, so the engine's tests use
+//! [`fake::FakeDelivery`] and never touch the network.
+
+pub mod config;
+mod email;
+mod sms;
+mod template;
+
+use crate::error::Error;
+use config::{EmailConfig, SmsConfig};
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use zeroize::Zeroizing;
+
+/// An out-of-band channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Email, Channel::Sms];
+
+    /// The name in config, on D-Bus and at the prompt ("email", "sms").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+/// What to send. The texts around these values come from the config's templates.
+pub enum Content<'a> {
+    /// A one-time code, for validated enrollment or a fallback login.
+    Code {
+        code: &'a str,
+        /// Seconds the code stays valid.
+        valid_for: u64,
+    },
+    /// A token to set up (`kronctl enroll USER --send`): email carries the QR as a PNG
+    /// attachment and the otpauth URI, SMS the base32 secret for manual entry.
+    Enrollment {
+        uri: &'a str,
+        secret: &'a str,
+        qr_png: &'a [u8],
+        /// Unix time the enrollment expires.
+        expires: u64,
+    },
+}
+
+/// Who receives it: the account name (for templates) and the full address or number.
+pub struct Recipient<'a> {
+    pub user: &'a str,
+    pub address: &'a str,
+}
+
+/// Why a message could not be sent. The text names the channel, the server and the cause,
+/// never the content (it may hold a code or a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryError(pub String);
+
+impl std::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Sends messages. Called from blocking threads; each call returns once the server has
+/// accepted the message (SMTP `250`, HTTP 2xx) or the configured timeout has passed.
+pub trait Deliver: Send + Sync {
+    /// Whether `channel` is configured.
+    fn has(&self, channel: Channel) -> bool;
+    fn send(
+        &self,
+        channel: Channel,
+        to: &Recipient<'_>,
+        content: &Content<'_>,
+    ) -> Result<(), DeliveryError>;
+}
+
+/// Shared senders (tests keep a handle on the fake they hand the engine).
+impl<T: Deliver + ?Sized> Deliver for std::sync::Arc<T> {
+    fn has(&self, channel: Channel) -> bool {
+        (**self).has(channel)
+    }
+
+    fn send(
+        &self,
+        channel: Channel,
+        to: &Recipient<'_>,
+        content: &Content<'_>,
+    ) -> Result<(), DeliveryError> {
+        (**self).send(channel, to, content)
+    }
+}
+
+/// The real senders, built once at daemon start from the `[email]` and `[sms]` sections.
+///
+/// `send` is synchronous because the engine calls it from a blocking thread (tokio's
+/// `spawn_blocking`); it drives the async SMTP and HTTP clients on the daemon's runtime with
+/// `Handle::block_on`. So it must never be called from async code (block_on panics there),
+/// and the runtime must be a multi-thread one (a current-thread runtime's IO is driven only
+/// by its own `Runtime::block_on`).
+pub struct Deliverer {
+    email: Option<email::EmailSender>,
+    sms: Option<sms::SmsSender>,
+    issuer: String,
+    hostname: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Deliverer {
+    /// Reads the secret files and builds the clients. Errors are `Error::Config` naming the
+    /// section or the file and what to fix.
+    pub fn new(
+        email: Option<&EmailConfig>,
+        sms: Option<&SmsConfig>,
+        issuer: &str,
+        hostname: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Deliverer, Error> {
+        Ok(Deliverer {
+            email: email
+                .map(|config| email::EmailSender::new(config, hostname))
+                .transpose()?,
+            sms: sms.map(sms::SmsSender::new).transpose()?,
+            issuer: issuer.to_owned(),
+            hostname: hostname.to_owned(),
+            runtime,
+        })
+    }
+}
+
+impl Deliver for Deliverer {
+    fn has(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Email => self.email.is_some(),
+            Channel::Sms => self.sms.is_some(),
+        }
+    }
+
+    fn send(
+        &self,
+        channel: Channel,
+        to: &Recipient<'_>,
+        content: &Content<'_>,
+    ) -> Result<(), DeliveryError> {
+        let values = Values::new(&self.issuer, &self.hostname, to.user, content);
+        let not_configured = || {
+            DeliveryError(format!(
+                "{0} is not configured (otpd.toml has no [{0}] section)",
+                channel.as_str()
+            ))
+        };
+        match channel {
+            Channel::Email => self.email.as_ref().ok_or_else(not_configured)?.send(
+                &self.runtime,
+                to,
+                content,
+                &values,
+            ),
+            Channel::Sms => self.sms.as_ref().ok_or_else(not_configured)?.send(
+                &self.runtime,
+                to,
+                content,
+                &values,
+            ),
+        }
+    }
+}
+
+/// The values of one message's templates. Held in `Zeroizing` because they include the code
+/// or the token's secret.
+struct Values(Vec<(&'static str, Zeroizing<String>)>);
+
+impl Values {
+    fn new(issuer: &str, host: &str, user: &str, content: &Content<'_>) -> Values {
+        let mut values = vec![
+            ("user", Zeroizing::new(user.to_owned())),
+            ("host", Zeroizing::new(host.to_owned())),
+            ("issuer", Zeroizing::new(issuer.to_owned())),
+        ];
+        match content {
+            Content::Code { code, valid_for } => {
+                values.push(("code", Zeroizing::new((*code).to_owned())));
+                values.push((
+                    "minutes",
+                    Zeroizing::new(valid_for.div_ceil(60).to_string()),
+                ));
+            }
+            Content::Enrollment {
+                uri,
+                secret,
+                expires,
+                ..
+            } => {
+                values.push(("uri", Zeroizing::new((*uri).to_owned())));
+                values.push(("secret", Zeroizing::new((*secret).to_owned())));
+                values.push(("expires", Zeroizing::new(utc_date_time(*expires))));
+            }
+        }
+        Values(values)
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.0
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect()
+    }
+}
+
+/// "2026-03-01 14:05 UTC": the deadline of a delivered enrollment. UTC because the
+/// recipient's time zone is unknown.
+fn utc_date_time(unix: u64) -> String {
+    let time = i64::try_from(unix)
+        .ok()
+        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok());
+    match time {
+        Some(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        // Beyond year 9999: not a real deadline, but still say something readable.
+        None => format!("unix time {unix}"),
+    }
+}
+
+/// What the content carries that no error text may show: the code, the secret, the URI.
+fn secrets_of<'a>(content: &Content<'a>) -> Vec<&'a str> {
+    match content {
+        Content::Code { code, .. } => vec![code],
+        Content::Enrollment { uri, secret, .. } => vec![uri, secret],
+    }
+}
+
+/// A server's error text without any of `hidden` (the recipient, the code, the secret, the
+/// message), in case the server echoes what it was sent.
+fn redact(text: &str, hidden: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for value in hidden.iter().filter(|value| !value.is_empty()) {
+        text = text.replace(value, "[...]");
+    }
+    text
+}
+
+/// An error and its causes on one line, without repeating a cause the text already has.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Largest secret file: a password or an API token, never a document.
+const MAX_SECRET_BYTES: u64 = 4096;
+
+/// Reads a password or API secret: a regular file owned by root (or by otpd's own user, as in
+/// tests) that group and others cannot access, at most 4 KiB, one trailing newline ignored.
+fn read_secret(path: &Path) -> Result<Zeroizing<String>, Error> {
+    let fail = |reason: String| Error::Config(format!("{}: {reason}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let metadata = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if !metadata.is_file() {
+        return Err(fail("is not a regular file".into()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if metadata.uid() != 0 && metadata.uid() != euid {
+        return Err(fail(format!(
+            "is owned by uid {}, not root; run chown root: {}",
+            metadata.uid(),
+            path.display()
+        )));
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(fail(format!(
+            "is accessible by group or others (mode {mode:o}); run chmod 600 {}",
+            path.display()
+        )));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(fail(format!("is larger than {MAX_SECRET_BYTES} bytes")));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| fail("is not UTF-8 text".into()))?;
+    let text = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(text);
+    if text.is_empty() {
+        return Err(fail("is empty".into()));
+    }
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// One message the fake accepted.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Sent {
+        pub channel: Channel,
+        pub to: String,
+        /// The code, or the base32 secret of an enrollment.
+        pub payload: String,
+    }
+
+    /// Records what it is asked to send; `failing` makes every send fail.
+    #[derive(Default)]
+    pub struct FakeDelivery {
+        pub channels: Vec<Channel>,
+        pub sent: Mutex<Vec<Sent>>,
+        pub failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl FakeDelivery {
+        pub fn with(channels: &[Channel]) -> FakeDelivery {
+            FakeDelivery {
+                channels: channels.to_vec(),
+                ..FakeDelivery::default()
+            }
+        }
+
+        pub fn last(&self) -> Option<Sent> {
+            self.sent.lock().unwrap().last().cloned()
+        }
+
+        pub fn count(&self) -> usize {
+            self.sent.lock().unwrap().len()
+        }
+    }
+
+    impl Deliver for FakeDelivery {
+        fn has(&self, channel: Channel) -> bool {
+            self.channels.contains(&channel)
+        }
+
+        fn send(
+            &self,
+            channel: Channel,
+            to: &Recipient<'_>,
+            content: &Content<'_>,
+        ) -> Result<(), DeliveryError> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(DeliveryError(format!(
+                    "{} server unreachable",
+                    channel.as_str()
+                )));
+            }
+            let payload = match content {
+                Content::Code { code, .. } => code.to_string(),
+                Content::Enrollment { secret, .. } => secret.to_string(),
+            };
+            self.sent.lock().unwrap().push(Sent {
+                channel,
+                to: to.address.to_owned(),
+                payload,
+            });
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &tempfile::TempDir, text: &[u8], mode: u32) -> std::path::PathBuf {
+        let path = dir.path().join("secret");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn config_error(result: Result<Zeroizing<String>, Error>) -> String {
+        match result {
+            Err(Error::Config(message)) => message,
+            Err(other) => panic!("expected a config error, got {other:?}"),
+            Ok(_) => panic!("expected a config error"),
+        }
+    }
+
+    #[test]
+    fn secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, b"hunter2\n", 0o600);
+        assert_eq!(read_secret(&path).unwrap().as_str(), "hunter2");
+        let path = write(&dir, b"hunter2\r\n", 0o400);
+        assert_eq!(read_secret(&path).unwrap().as_str(), "hunter2");
+        let path = write(&dir, b" keep spaces \n\n", 0o600);
+        assert_eq!(read_secret(&path).unwrap().as_str(), " keep spaces \n");
+
+        let path = write(&dir, b"hunter2\n", 0o644);
+        let error = config_error(read_secret(&path));
+        assert_eq!(
+            error,
+            format!(
+                "{0}: is accessible by group or others (mode 644); run chmod 600 {0}",
+                path.display()
+            )
+        );
+        assert!(!error.contains("hunter2"));
+        let path = write(&dir, b"x", 0o620);
+        assert!(config_error(read_secret(&path)).contains("chmod 600"));
+        let path = write(&dir, b"\n", 0o600);
+        assert!(config_error(read_secret(&path)).ends_with("is empty"));
+        let path = write(&dir, &[b'x'; 4097], 0o600);
+        assert!(config_error(read_secret(&path)).ends_with("larger than 4096 bytes"));
+        let path = write(&dir, &[b'x'; 4096], 0o600);
+        assert_eq!(read_secret(&path).unwrap().len(), 4096);
+        let path = write(&dir, b"\xff\xfe", 0o600);
+        assert!(config_error(read_secret(&path)).ends_with("not UTF-8 text"));
+        assert!(config_error(read_secret(dir.path())).ends_with("is not a regular file"));
+        let missing = dir.path().join("missing");
+        assert!(config_error(read_secret(&missing)).starts_with(&*missing.to_string_lossy()));
+    }
+
+    #[test]
+    fn template_values() {
+        let code = Content::Code {
+            code: "12345678",
+            valid_for: 301,
+        };
+        let values = Values::new("Kron", "host1", "alice", &code);
+        let pairs = values.pairs();
+        assert!(pairs.contains(&("minutes", "6")));
+        assert!(pairs.contains(&("code", "12345678")));
+        assert!(pairs.contains(&("user", "alice")));
+        assert!(pairs.contains(&("host", "host1")));
+        assert!(pairs.contains(&("issuer", "Kron")));
+        let code = Content::Code {
+            code: "1",
+            valid_for: 300,
+        };
+        assert!(
+            Values::new("K", "h", "u", &code)
+                .pairs()
+                .contains(&("minutes", "5"))
+        );
+        assert_eq!(utc_date_time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_date_time(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc_date_time(1_772_373_959), "2026-03-01 14:05 UTC");
+        assert_eq!(utc_date_time(u64::MAX), format!("unix time {}", u64::MAX));
+    }
+
+    #[test]
+    fn redaction_and_causes() {
+        assert_eq!(
+            redact("550 <a@b.c> rejected 1234", &["a@b.c", "1234", ""]),
+            "550 <[...]> rejected [...]"
+        );
+        #[derive(Debug)]
+        struct Outer(std::io::Error, &'static str);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.1)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let cause = || std::io::Error::other("refused");
+        assert_eq!(describe(&Outer(cause(), "connect")), "connect: refused");
+        // A cause the text already shows is not repeated.
+        assert_eq!(
+            describe(&Outer(cause(), "connect: refused")),
+            "connect: refused"
+        );
+    }
+
+    #[test]
+    fn deliverer_channels() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let email: config::EmailConfig = toml::from_str(
+            "server = \"localhost\"\nsecurity = \"none\"\nfrom = \"kron@example.com\"\n",
+        )
+        .unwrap();
+        let deliverer = Deliverer::new(
+            Some(&email),
+            None,
+            "Kron",
+            "host1",
+            runtime.handle().clone(),
+        )
+        .unwrap();
+        assert!(deliverer.has(Channel::Email));
+        assert!(!deliverer.has(Channel::Sms));
+        let error = deliverer
+            .send(
+                Channel::Sms,
+                &Recipient {
+                    user: "alice",
+                    address: "+4915123456712",
+                },
+                &Content::Code {
+                    code: "12345678",
+                    valid_for: 300,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(
+            error.0,
+            "sms is not configured (otpd.toml has no [sms] section)"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, b"pw\n", 0o644);
+        let insecure: config::EmailConfig = toml::from_str(&format!(
+            "server = \"smtp.example.com\"\nfrom = \"kron@example.com\"\nusername = \"kron\"\n\
+             password_file = \"{}\"\n",
+            path.display()
+        ))
+        .unwrap();
+        let result = Deliverer::new(Some(&insecure), None, "Kron", "h", runtime.handle().clone());
+        match result {
+            Err(Error::Config(message)) => assert!(message.contains("chmod 600"), "{message}"),
+            _ => panic!("expected a config error"),
+        }
+    }
+}

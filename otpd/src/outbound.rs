@@ -1,0 +1,810 @@
+//! The engine's email and SMS work (docs/delivery.md): contacts, sending codes within the
+//! budget, validated enrollment, and enrollments delivered to the user. The login steps that
+//! use them are in `engine.rs`; this file owns sending and what kronctl calls.
+
+use crate::audit::Subject;
+use crate::authz::Caller;
+use crate::contact::{self, Channels};
+use crate::delivery::{Channel, Content, Recipient};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::messages;
+use crate::record::UserRecord;
+use crate::sent::{self, Budget, CodeCheck, Purpose, SentCode};
+use crate::totp;
+use kron_proto::{Delivery, MAX_RESPONSE_LEN};
+
+/// The PAM service name rules are looked up for when kronctl enrolls.
+const KRONCTL_SERVICE: &str = "kronctl";
+
+/// What became of one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Sent to `masked`; valid until `expires`.
+    Done {
+        channel: Channel,
+        masked: String,
+        expires: u64,
+    },
+    /// The budget is spent until then.
+    Spent { channel: Channel, until: u64 },
+    /// The server refused or could not be reached; nothing was stored.
+    Failed { channel: Channel },
+}
+
+impl Sent {
+    /// What the person at the prompt is told.
+    pub(crate) fn message(&self, contact: &str, now: u64) -> kron_proto::Message {
+        match self {
+            Sent::Done {
+                channel,
+                masked,
+                expires,
+            } => messages::code_sent(*channel, masked, *expires, now),
+            Sent::Spent { channel, until } => messages::send_spent(*channel, *until, now),
+            Sent::Failed { channel } => messages::send_failed(*channel, contact),
+        }
+    }
+}
+
+impl Engine {
+    /// The full address of `user` on `channel`, if the channel is configured and there is one.
+    pub(crate) fn address(
+        &self,
+        user: &str,
+        record: Option<&UserRecord>,
+        channel: Channel,
+    ) -> Option<String> {
+        if !self.config.has_channel(channel) || !self.delivery.has(channel) {
+            return None;
+        }
+        let stored = record.map(|r| r.contact.clone()).unwrap_or_default();
+        self.config.contacts.address(&stored, user, channel)
+    }
+
+    /// The channels of `wanted` that can reach `user`, in order.
+    pub(crate) fn reachable(
+        &self,
+        user: &str,
+        record: Option<&UserRecord>,
+        wanted: Channels,
+    ) -> Channels {
+        let list: Vec<Channel> = wanted
+            .iter()
+            .filter(|&c| self.address(user, record, c).is_some())
+            .collect();
+        Channels::of(&list)
+    }
+
+    /// Makes a code for `purpose`, spends the budget, sends it, and keeps it only if the server
+    /// took the message.
+    pub(crate) fn send_code(
+        &self,
+        subject: &Subject<'_>,
+        record: Option<&UserRecord>,
+        channel: Channel,
+        purpose: Purpose,
+        now: u64,
+    ) -> Result<Sent> {
+        let user = subject.user;
+        let address = self.address(user, record, channel).ok_or_else(|| {
+            Error::NotFound(format!("no {} contact for {user}", channel.as_str()))
+        })?;
+        let code = sent::new_code(self.config.codes.digits)
+            .map_err(|e| Error::System(format!("no randomness: {e}")))?;
+        let expires = now.saturating_add(self.config.codes.validity);
+        let mac = self.key.code_mac(user, purpose.as_str(), &code);
+        let stored = SentCode {
+            purpose,
+            channel,
+            mac: mac.clone(),
+            expires,
+        };
+        let mut budget = Budget::Allowed;
+        self.store.modify(user, &mut |record| {
+            budget = record
+                .outbox
+                .reserve(stored.clone(), now, &self.config.codes);
+        })?;
+        if let Budget::Spent { until } = budget {
+            self.audit.record(
+                "send-limited",
+                subject,
+                &format!("{} budget spent", channel.as_str()),
+            );
+            return Ok(Sent::Spent { channel, until });
+        }
+        let content = Content::Code {
+            code: &code,
+            valid_for: self.config.codes.validity,
+        };
+        let masked = contact::mask(channel, &address);
+        match self.delivery.send(
+            channel,
+            &Recipient {
+                user,
+                address: &address,
+            },
+            &content,
+        ) {
+            Ok(()) => {
+                self.audit.record(
+                    "code-sent",
+                    subject,
+                    &format!(
+                        "{} code by {} to {masked}",
+                        purpose.as_str(),
+                        channel.as_str()
+                    ),
+                );
+                Ok(Sent::Done {
+                    channel,
+                    masked,
+                    expires,
+                })
+            }
+            Err(e) => {
+                self.store.modify(user, &mut |record| {
+                    record.outbox.release(channel, &mac, now);
+                })?;
+                self.audit.record(
+                    "send-failed",
+                    subject,
+                    &format!("{} to {masked}: {e}", channel.as_str()),
+                );
+                Ok(Sent::Failed { channel })
+            }
+        }
+    }
+
+    /// Charges an attempt, then uses up the sent code for `purpose` if `response` is it.
+    pub(crate) fn check_sent_code(
+        &self,
+        user: &str,
+        purpose: Purpose,
+        response: &str,
+        now: u64,
+    ) -> Result<SentCheck> {
+        if let crate::record::Attempt::Throttled { until } =
+            self.store
+                .charge_attempt(user, now, &self.config.throttle)?
+        {
+            return Ok(SentCheck::Throttled { until });
+        }
+        let check = self.take_sent_code(user, purpose, response, now);
+        // Pass or fail, the charge (or its refund) must be durable before the reply.
+        self.store.flush()?;
+        Ok(match check? {
+            CodeCheck::Accepted => SentCheck::Accepted,
+            CodeCheck::Refused(why) => SentCheck::Refused(why),
+        })
+    }
+
+    /// Uses up the live sent code for `purpose` if `response` is it (not charged: the caller
+    /// has charged the attempt already).
+    pub(crate) fn take_sent_code(
+        &self,
+        user: &str,
+        purpose: Purpose,
+        response: &str,
+        now: u64,
+    ) -> Result<CodeCheck> {
+        let Some(code) = sent::candidate(response, self.config.codes.digits) else {
+            return Ok(CodeCheck::Refused("not a sent code"));
+        };
+        let mac = self.key.code_mac(user, purpose.as_str(), &code);
+        let mut check = CodeCheck::Refused("no code sent");
+        self.store.modify(user, &mut |record| {
+            check = record.take_sent_code(purpose, &mac, now);
+        })?;
+        Ok(check)
+    }
+
+    // ---- kronctl -------------------------------------------------------------------------
+
+    /// Sets (or with "" clears) the address of `user` on `channel` (admin). True if it changed.
+    pub fn set_contact(
+        &self,
+        caller: Caller,
+        user: &str,
+        channel: &str,
+        address: &str,
+    ) -> Result<bool> {
+        let channel = Channel::parse(channel).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown channel {channel:?}; use email or sms"))
+        })?;
+        if address.len() > kron_proto::MAX_FIELD_LEN {
+            return Err(Error::InvalidArgument("address too long".into()));
+        }
+        let user = self.managed_target(caller, user)?;
+        self.existing_account(&user)?;
+        let address = match address {
+            "" => None,
+            typed => Some(contact::normalize(channel, typed).map_err(Error::InvalidArgument)?),
+        };
+        let mut changed = false;
+        self.store.modify(&user, &mut |record| {
+            changed = record.contact.get(channel) != address.as_deref();
+            record.contact.set(channel, address.clone());
+        })?;
+        self.audit.record(
+            "contact-set",
+            &Subject {
+                user: &user,
+                caller_uid: caller.uid,
+                ..Subject::default()
+            },
+            &match &address {
+                Some(a) => format!("{} {}", channel.as_str(), contact::mask(channel, a)),
+                None => format!("{} cleared", channel.as_str()),
+            },
+        );
+        Ok(changed)
+    }
+
+    /// Whether `caller` must prove `user`'s contact before `kronctl enroll` shows a token:
+    /// when the rule for `user` asks for validation and the caller is not an admin, who is
+    /// the authority validation stands in for.
+    pub(crate) fn enrollment_needs_validation(
+        &self,
+        caller: Caller,
+        account: &crate::users::Account,
+    ) -> Result<Channels> {
+        if caller.is_admin(&self.config, &*self.directory)? {
+            return Ok(Channels::default());
+        }
+        let policy =
+            crate::policy::policy_for(&self.config, account, KRONCTL_SERVICE, &*self.directory)?;
+        Ok(policy.validate_enrollment)
+    }
+
+    /// Sends the code that `kronctl enroll` needs before it may show a token (self-service).
+    pub fn send_enrollment_code(&self, caller: Caller, user: &str, now: u64) -> Result<Delivery> {
+        let user = self.resolve_target(caller, user)?;
+        let account = self.existing_account(&user)?;
+        caller.may_manage(&account, &self.config, &*self.directory)?;
+        self.limiter.spend(caller, now)?;
+        let wanted = self.enrollment_needs_validation(caller, &account)?;
+        if wanted.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "enrolling {user} needs no validation code"
+            )));
+        }
+        let record = self.store.get(&user)?;
+        if record.as_ref().is_some_and(|r| r.token.is_some()) {
+            return Err(already_enrolled(&user));
+        }
+        let Some(channel) = self.reachable(&user, record.as_ref(), wanted).iter().next() else {
+            return Err(Error::NotFound(format!(
+                "enrolling {user} needs a code sent to an email address or phone, and none is \
+                 on file; ask {} to add one",
+                self.config.contact
+            )));
+        };
+        let subject = Subject {
+            user: &user,
+            caller_uid: caller.uid,
+            ..Subject::default()
+        };
+        sent_to_delivery(self.send_code(
+            &subject,
+            record.as_ref(),
+            channel,
+            Purpose::Enrollment,
+            now,
+        )?)
+    }
+
+    /// Checks the validation code given to `kronctl enroll`, if the caller needs one.
+    pub(crate) fn check_enrollment_validation(
+        &self,
+        caller: Caller,
+        account: &crate::users::Account,
+        code: &str,
+        now: u64,
+    ) -> Result<()> {
+        if code.len() > MAX_RESPONSE_LEN {
+            return Err(Error::InvalidArgument("code too long".into()));
+        }
+        if self
+            .enrollment_needs_validation(caller, account)?
+            .is_empty()
+        {
+            return Ok(());
+        }
+        if code.is_empty() {
+            return Err(Error::ValidationRequired(format!(
+                "enrolling {} needs the code sent to your email address or phone",
+                account.name
+            )));
+        }
+        match self.check_sent_code(&account.name, Purpose::Enrollment, code, now)? {
+            SentCheck::Accepted => Ok(()),
+            SentCheck::Throttled { until } => Err(Error::Throttled { until }),
+            SentCheck::Refused(why) => {
+                self.audit.record(
+                    "enroll-rejected",
+                    &Subject {
+                        user: &account.name,
+                        caller_uid: caller.uid,
+                        ..Subject::default()
+                    },
+                    why,
+                );
+                Err(Error::Rejected(
+                    "wrong or expired validation code; request a new one".into(),
+                ))
+            }
+        }
+    }
+
+    /// Makes a pending enrollment for `user` and sends it on `channel` (admin). The admin never
+    /// sees the secret; if the message cannot be sent, nothing is stored.
+    pub fn deliver_enrollment(
+        &self,
+        caller: Caller,
+        user: &str,
+        channel: &str,
+        now: u64,
+    ) -> Result<Delivery> {
+        let channel = Channel::parse(channel).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown channel {channel:?}; use email or sms"))
+        })?;
+        let user = self.managed_target(caller, user)?;
+        self.existing_account(&user)?;
+        let record = self.store.get(&user)?;
+        if record.as_ref().is_some_and(|r| r.token.is_some()) {
+            return Err(already_enrolled(&user));
+        }
+        if !self.config.has_channel(channel) {
+            return Err(Error::InvalidArgument(format!(
+                "otpd has no [{}] section in its config",
+                channel.as_str()
+            )));
+        }
+        let address = self
+            .address(&user, record.as_ref(), channel)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{user} has no {} contact; set one with `kronctl contact {user}`",
+                    channel.as_str()
+                ))
+            })?;
+        let mut pending = self.new_pending(&user, now, false)?;
+        pending.delivered = Some(channel);
+        let secret = self.key.open(&user, &pending.token.secret)?;
+        let uri = self.otpauth_uri(&user, &secret, pending.token.params)?;
+        let png = crate::qr::png(&uri, 8)
+            .map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;
+        let base32 = totp::base32(&secret);
+        // The send budget counts deliveries too: they cost the same as a code.
+        let mut budget = Budget::Allowed;
+        self.store.modify(&user, &mut |record| {
+            budget = record.outbox.spend(channel, now, &self.config.codes);
+        })?;
+        if let Budget::Spent { until } = budget {
+            return Err(Error::Conflict(format!(
+                "no more messages can be sent to {user} by {} before {}",
+                channel.as_str(),
+                messages::utc(until)
+            )));
+        }
+        if self.store.save_pending(&user, pending.clone())?.is_err() {
+            return Err(already_enrolled(&user));
+        }
+        let masked = contact::mask(channel, &address);
+        let subject = Subject {
+            user: &user,
+            caller_uid: caller.uid,
+            ..Subject::default()
+        };
+        let content = Content::Enrollment {
+            uri: &uri,
+            secret: &base32,
+            qr_png: &png,
+            expires: pending.expires,
+        };
+        let recipient = Recipient {
+            user: &user,
+            address: &address,
+        };
+        if let Err(e) = self.delivery.send(channel, &recipient, &content) {
+            self.store.modify(&user, &mut |record| {
+                record.drop_pending(&pending);
+                record.outbox.release(channel, &[], now);
+            })?;
+            self.audit.record(
+                "send-failed",
+                &subject,
+                &format!("enrollment by {} to {masked}: {e}", channel.as_str()),
+            );
+            return Err(Error::Delivery(format!(
+                "the enrollment could not be sent by {}: {e}",
+                channel.as_str()
+            )));
+        }
+        self.audit.record(
+            "enroll-started",
+            &subject,
+            &format!("sent by {} to {masked}", channel.as_str()),
+        );
+        Ok(Delivery {
+            channel: channel.as_str().into(),
+            destination: masked,
+            expires: pending.expires,
+        })
+    }
+}
+
+/// The result of typing a sent code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SentCheck {
+    Accepted,
+    Throttled { until: u64 },
+    Refused(&'static str),
+}
+
+fn sent_to_delivery(sent: Sent) -> Result<Delivery> {
+    match sent {
+        Sent::Done {
+            channel,
+            masked,
+            expires,
+        } => Ok(Delivery {
+            channel: channel.as_str().into(),
+            destination: masked,
+            expires,
+        }),
+        Sent::Spent { channel, until } => Err(Error::Conflict(format!(
+            "no more codes can be sent by {} before {}",
+            channel.as_str(),
+            messages::utc(until)
+        ))),
+        Sent::Failed { channel } => Err(Error::Delivery(format!(
+            "the code could not be sent by {}; see otpd's log",
+            channel.as_str()
+        ))),
+    }
+}
+
+fn already_enrolled(user: &str) -> Error {
+    Error::Conflict(format!(
+        "{user} already has a confirmed token; an admin must run `kronctl reset {user}` first"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::authz::Caller;
+    use crate::config::Config;
+    use crate::delivery::Channel;
+    use crate::delivery::fake::FakeDelivery;
+    use crate::engine::Engine;
+    use crate::engine::tests::{NOW, ROOT, code, enroll, fixture_sending, kind, login};
+    use crate::error::Error;
+    use kron_proto::{Step, StepKind};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    const ALICE: Caller = Caller::new(1001);
+
+    /// An engine with `extra` config and email + SMS sections, sending to a fake.
+    fn engine(extra: &str) -> (Engine, Arc<FakeDelivery>) {
+        let text = format!(
+            "contact = \"the help desk\"\n{extra}\n\
+             [email]\nserver = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"kron@host.example\"\n\
+             [sms]\nurl = \"http://127.0.0.1:9/send\"\nbody = '{{\"to\": \"{{phone}}\", \"text\": \"{{message}}\"}}'\n"
+        );
+        let config = Config::parse(&text, "test.toml").unwrap();
+        let fake = Arc::new(FakeDelivery::with(&[Channel::Email, Channel::Sms]));
+        let engine = fixture_sending(config, fake.clone()).into_engine();
+        (engine, fake)
+    }
+
+    fn texts(step: &Step) -> String {
+        step.messages
+            .iter()
+            .map(|m| m.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn begin(engine: &Engine, user: &str, now: u64) -> Step {
+        engine.begin_login(ROOT, login(user, "sshd"), now).unwrap()
+    }
+
+    fn answer(engine: &Engine, step: &Step, response: &str, now: u64) -> Step {
+        assert_eq!(kind(step), StepKind::Prompt, "{}", texts(step));
+        engine.answer(ROOT, &step.handle, response, now).unwrap()
+    }
+
+    fn set_email(engine: &Engine, user: &str) {
+        engine
+            .set_contact(ROOT, user, "email", &format!("{user}@example.com"))
+            .unwrap();
+    }
+
+    #[test]
+    fn fallback_without_token_sends_a_code_that_passes_once() {
+        let (e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\"]");
+        set_email(&e, "alice");
+        let step = begin(&e, "alice", NOW);
+        assert!(
+            texts(&step).contains("sent by email to a***@example.com. It is valid for 5 minutes"),
+            "{}",
+            texts(&step)
+        );
+        assert!(texts(&step).contains("Or type \"email\""));
+        let sent = fake.last().unwrap();
+        assert_eq!(
+            (sent.channel, sent.to.as_str()),
+            (Channel::Email, "alice@example.com")
+        );
+        assert_eq!(sent.payload.len(), 8);
+        let stored = e.store.get("alice").unwrap().unwrap();
+        let json = serde_json::to_string(&stored).unwrap();
+        assert!(!json.contains(&sent.payload), "only a MAC is stored");
+
+        assert_eq!(kind(&answer(&e, &step, "00000000", NOW)), StepKind::Deny);
+        let again = begin(&e, "alice", NOW + 1);
+        assert_eq!(
+            fake.count(),
+            1,
+            "the live code is asked for, not sent again"
+        );
+        assert!(texts(&again).contains("was sent by email"));
+        assert_eq!(
+            kind(&answer(&e, &again, &sent.payload, NOW + 1)),
+            StepKind::Accept
+        );
+        let reused = begin(&e, "alice", NOW + 31);
+        assert_eq!(fake.count(), 2, "a used code is gone; a new one is sent");
+        assert_eq!(
+            kind(&answer(&e, &reused, &sent.payload, NOW + 31)),
+            StepKind::Deny
+        );
+    }
+
+    #[test]
+    fn expired_codes_and_other_purposes_are_refused() {
+        let (e, fake) =
+            engine("default_mode = \"require\"\nfallback = [\"email\"]\n[codes]\nvalidity = 60");
+        set_email(&e, "alice");
+        let step = begin(&e, "alice", NOW);
+        let sent = fake.last().unwrap().payload;
+        assert_eq!(
+            kind(&answer(&e, &step, &sent, NOW + 60)),
+            StepKind::Deny,
+            "expired"
+        );
+
+        let (e, fake) = engine("default_mode = \"enroll\"\nvalidate_enrollment = [\"email\"]");
+        set_email(&e, "alice");
+        begin(&e, "alice", NOW);
+        let enrollment_code = fake.last().unwrap().payload;
+        assert!(matches!(
+            e.verify(
+                "alice",
+                &enrollment_code,
+                Some(crate::sent::Purpose::Login),
+                NOW
+            )
+            .unwrap(),
+            crate::engine::Verdict::NoToken
+        ));
+    }
+
+    #[test]
+    fn a_token_holder_may_ask_for_a_code_at_the_prompt() {
+        let (e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\", \"sms\"]");
+        e.set_contact(ROOT, "alice", "sms", "+49 151 2345 6712")
+            .unwrap();
+        let secret = enroll(&e, "alice");
+        let step = begin(&e, "alice", NOW);
+        assert_eq!(fake.count(), 0, "nothing is sent unasked");
+        assert!(
+            texts(&step).contains("Or type \"sms\" to get a code by SMS."),
+            "{}",
+            texts(&step)
+        );
+        let step = answer(&e, &step, "SMS", NOW);
+        assert!(
+            texts(&step).contains("sent by SMS to +49 *** ** 12"),
+            "{}",
+            texts(&step)
+        );
+        let sent = fake.last().unwrap();
+        assert_eq!(sent.to, "+4915123456712");
+        let again = answer(&e, &step, "sms", NOW + 1);
+        assert!(
+            texts(&again).contains("No more codes can be sent by SMS"),
+            "{}",
+            texts(&again)
+        );
+        assert_eq!(
+            kind(&answer(&e, &again, &sent.payload, NOW + 2)),
+            StepKind::Accept
+        );
+        let totp = begin(&e, "alice", NOW + 30);
+        assert_eq!(
+            kind(&answer(&e, &totp, &code(&secret, NOW + 30), NOW + 30)),
+            StepKind::Accept
+        );
+    }
+
+    #[test]
+    fn a_failed_send_stores_nothing_and_says_so() {
+        let (e, fake) =
+            engine("default_mode = \"require\"\nfallback = [\"email\"]\n[codes]\nmax_sends = 1");
+        set_email(&e, "alice");
+        fake.failing.store(true, Ordering::SeqCst);
+        let step = begin(&e, "alice", NOW);
+        assert_eq!(kind(&step), StepKind::Unavailable);
+        assert!(
+            texts(&step).contains("could not be sent by email")
+                && texts(&step).contains("the help desk")
+        );
+        let record = e.store.get("alice").unwrap().unwrap();
+        assert_eq!(
+            record.outbox,
+            crate::sent::Outbox::default(),
+            "no code, no budget spent"
+        );
+        fake.failing.store(false, Ordering::SeqCst);
+        let step = begin(&e, "alice", NOW + 1);
+        assert_eq!(
+            kind(&answer(&e, &step, &fake.last().unwrap().payload, NOW + 1)),
+            StepKind::Accept
+        );
+        let spent = begin(&e, "alice", NOW + 2);
+        assert_eq!(kind(&spent), StepKind::Throttled, "{}", texts(&spent));
+        assert!(texts(&spent).contains("No more codes can be sent by email"));
+    }
+
+    #[test]
+    fn validated_enrollment_at_login_proves_the_contact_before_the_qr() {
+        let (e, fake) = engine("default_mode = \"enroll\"\nvalidate_enrollment = [\"email\"]");
+        let refused = begin(&e, "alice", NOW);
+        assert_eq!(kind(&refused), StepKind::Deny);
+        assert!(
+            texts(&refused).contains("none is on file")
+                && texts(&refused).contains("the help desk")
+        );
+        set_email(&e, "alice");
+        let step = begin(&e, "alice", NOW);
+        assert!(!texts(&step).contains("otpauth") && !texts(&step).contains("key manually"));
+        assert_eq!(kind(&answer(&e, &step, "12345678", NOW)), StepKind::Deny);
+        let step = begin(&e, "alice", NOW + 1);
+        let qr = answer(&e, &step, &fake.last().unwrap().payload, NOW + 1);
+        assert_eq!(kind(&qr), StepKind::Prompt);
+        assert!(texts(&qr).starts_with("Code accepted."));
+        let key: String = texts(&qr)
+            .lines()
+            .find_map(|l| l.strip_prefix("Or enter this key manually: "))
+            .unwrap()
+            .replace(' ', "");
+        let secret = totp_rs::Secret::try_from_base32(&key)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        assert_eq!(
+            kind(&answer(&e, &qr, &code(&secret, NOW + 1), NOW + 1)),
+            StepKind::Accept
+        );
+        assert!(e.status(ROOT, "alice", NOW).unwrap().enrolled);
+    }
+
+    #[test]
+    fn kronctl_enroll_by_a_user_needs_the_validation_code_admins_do_not() {
+        let (e, fake) = engine("validate_enrollment = [\"email\"]");
+        assert!(matches!(
+            e.enroll(ALICE, "", "", NOW),
+            Err(Error::ValidationRequired(_))
+        ));
+        assert!(matches!(
+            e.send_enrollment_code(ALICE, "", NOW),
+            Err(Error::NotFound(_))
+        ));
+        set_email(&e, "alice");
+        let delivery = e.send_enrollment_code(ALICE, "", NOW).unwrap();
+        assert_eq!(
+            (delivery.channel.as_str(), delivery.destination.as_str()),
+            ("email", "a***@example.com")
+        );
+        assert!(matches!(
+            e.enroll(ALICE, "", "99999999", NOW),
+            Err(Error::Rejected(_))
+        ));
+        let sent = fake.last().unwrap().payload;
+        assert!(e.enroll(ALICE, "", &sent, NOW).is_ok());
+        assert!(
+            matches!(e.enroll(ALICE, "", &sent, NOW), Err(Error::Rejected(_))),
+            "used"
+        );
+        assert!(
+            e.enroll(ROOT, "bob", "", NOW).is_ok(),
+            "admins are not asked"
+        );
+    }
+
+    #[test]
+    fn a_delivered_enrollment_is_confirmed_at_login() {
+        let (e, fake) = engine("default_mode = \"require\"");
+        assert!(matches!(
+            e.deliver_enrollment(ROOT, "bob", "email", NOW),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            e.deliver_enrollment(ALICE, "bob", "email", NOW),
+            Err(Error::AccessDenied(_))
+        ));
+        set_email(&e, "bob");
+        fake.failing.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            e.deliver_enrollment(ROOT, "bob", "email", NOW),
+            Err(Error::Delivery(_))
+        ));
+        let status = e.status(ROOT, "bob", NOW).unwrap();
+        assert!(!status.pending, "nothing half-saved");
+        fake.failing.store(false, Ordering::SeqCst);
+        let delivery = e.deliver_enrollment(ROOT, "bob", "email", NOW).unwrap();
+        assert_eq!(delivery.destination, "b***@example.com");
+        let secret = totp_rs::Secret::try_from_base32(&fake.last().unwrap().payload)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        let step = begin(&e, "bob", NOW + 60);
+        assert!(
+            texts(&step).contains("token sent to you by email"),
+            "{}",
+            texts(&step)
+        );
+        assert_eq!(
+            kind(&answer(&e, &step, &code(&secret, NOW + 60), NOW + 60)),
+            StepKind::Accept
+        );
+        assert!(e.status(ROOT, "bob", NOW + 60).unwrap().enrolled);
+        assert!(matches!(
+            e.deliver_enrollment(ROOT, "bob", "email", NOW + 120),
+            Err(Error::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn contacts_are_set_by_admins_checked_masked_and_outlive_a_reset() {
+        let (e, _) = engine("[contacts]\nemail = \"{user}@corp.example\"");
+        assert_eq!(
+            e.status(ROOT, "bob", NOW).unwrap().email,
+            "b***@corp.example"
+        );
+        assert!(matches!(
+            e.set_contact(ALICE, "alice", "email", "x@y.example"),
+            Err(Error::AccessDenied(_))
+        ));
+        assert!(matches!(
+            e.set_contact(ROOT, "bob", "sms", "0151 234"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            e.set_contact(ROOT, "bob", "fax", "1"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(
+            e.set_contact(ROOT, "bob", "sms", "+49 151 2345 6712")
+                .unwrap()
+        );
+        assert!(
+            !e.set_contact(ROOT, "bob", "sms", "+4915123456712").unwrap(),
+            "unchanged"
+        );
+        enroll(&e, "bob");
+        e.reset(ROOT, "bob").unwrap();
+        let status = e.status(ROOT, "bob", NOW).unwrap();
+        assert_eq!(
+            (status.enrolled, status.phone.as_str()),
+            (false, "+49 *** ** 12")
+        );
+        e.set_contact(ROOT, "bob", "sms", "").unwrap();
+        assert_eq!(e.status(ROOT, "bob", NOW).unwrap().phone, "");
+    }
+}

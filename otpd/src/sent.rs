@@ -1,0 +1,404 @@
+//! Codes sent by email or SMS: how they are made, what is stored of them (a MAC, never the
+//! code), and the per-user, per-channel send budget. Pure functions on a user's [`Outbox`], so
+//! every store applies them atomically and unit tests drive them with a fixed clock.
+
+use crate::delivery::Channel;
+use serde::{Deserialize, Deserializer, Serialize, de};
+use zeroize::Zeroizing;
+
+/// What a sent code may be used for. Part of the MAC: one purpose's code never passes the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// A login instead of (or besides) the TOTP code.
+    Login,
+    /// Proving the contact before an enrollment is shown.
+    Enrollment,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Login => "login",
+            Purpose::Enrollment => "enrollment",
+        }
+    }
+}
+
+/// `[codes]`: sent codes and the send budget.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodesConfig {
+    #[serde(deserialize_with = "digits")]
+    pub digits: u8,
+    #[serde(deserialize_with = "validity")]
+    pub validity: u64,
+    #[serde(deserialize_with = "min_interval")]
+    pub min_interval: u64,
+    #[serde(deserialize_with = "max_sends")]
+    pub max_sends: u32,
+    #[serde(deserialize_with = "send_window")]
+    pub send_window: u64,
+}
+
+impl Default for CodesConfig {
+    fn default() -> Self {
+        CodesConfig {
+            digits: 8,
+            validity: 300,
+            min_interval: 30,
+            max_sends: 5,
+            send_window: 3600,
+        }
+    }
+}
+
+/// The one live sent code of a user, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentCode {
+    pub purpose: Purpose,
+    pub channel: Channel,
+    #[serde(with = "hex::serde")]
+    pub mac: Vec<u8>,
+    pub expires: u64,
+}
+
+/// One send that counts against the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Send {
+    pub channel: Channel,
+    pub at: u64,
+}
+
+/// A user's sent code and recent sends. Kept in the store, so a restart resets nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Outbox {
+    pub code: Option<SentCode>,
+    pub sends: Vec<Send>,
+}
+
+/// Whether a send may go out now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Allowed,
+    /// The next send on this channel is possible at this unix time.
+    Spent {
+        until: u64,
+    },
+}
+
+/// The result of typing a sent code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeCheck {
+    Accepted,
+    /// Wrong, used, expired or for another purpose: told apart only in the log.
+    Refused(&'static str),
+}
+
+impl Outbox {
+    /// Spends one send on `channel` and stores `code` as the live one (replacing any other),
+    /// unless the budget is spent.
+    pub fn reserve(&mut self, code: SentCode, now: u64, config: &CodesConfig) -> Budget {
+        let budget = self.spend(code.channel, now, config);
+        if budget == Budget::Allowed {
+            self.code = Some(code);
+        }
+        budget
+    }
+
+    /// Spends one send on `channel` unless the budget is spent. Sends older than the window are
+    /// forgotten here, so the list stays at most `max_sends` per channel.
+    pub fn spend(&mut self, channel: Channel, now: u64, config: &CodesConfig) -> Budget {
+        self.forget_old(now, config);
+        let mine: Vec<u64> = self
+            .sends
+            .iter()
+            .filter(|s| s.channel == channel)
+            .map(|s| s.at)
+            .collect();
+        if let Some(&last) = mine.iter().max() {
+            let next = last.saturating_add(config.min_interval);
+            if now < next {
+                return Budget::Spent { until: next };
+            }
+        }
+        if mine.len() >= config.max_sends as usize {
+            let oldest = mine.iter().min().copied().unwrap_or(now);
+            return Budget::Spent {
+                until: oldest.saturating_add(config.send_window),
+            };
+        }
+        self.sends.push(Send { channel, at: now });
+        Budget::Allowed
+    }
+
+    /// Takes back a reservation whose message could not be sent: its code and its send. Only
+    /// if `mac` is still the live code (a later send must not be undone).
+    pub fn release(&mut self, channel: Channel, mac: &[u8], at: u64) {
+        if self.code.as_ref().is_some_and(|c| c.mac == mac) {
+            self.code = None;
+        }
+        if let Some(index) = self
+            .sends
+            .iter()
+            .rposition(|s| s.channel == channel && s.at == at)
+        {
+            self.sends.remove(index);
+        }
+    }
+
+    /// Uses up the live code if `mac` is its MAC for `purpose` and it has not expired.
+    pub fn take(&mut self, purpose: Purpose, mac: &[u8], now: u64) -> CodeCheck {
+        let Some(code) = &self.code else {
+            return CodeCheck::Refused("no code sent");
+        };
+        if code.purpose != purpose {
+            return CodeCheck::Refused("no code sent for this purpose");
+        }
+        if now >= code.expires {
+            self.code = None;
+            return CodeCheck::Refused("sent code expired");
+        }
+        if !constant_time_eq(&code.mac, mac) {
+            return CodeCheck::Refused("wrong code");
+        }
+        self.code = None;
+        CodeCheck::Accepted
+    }
+
+    /// Whether a code for `purpose` is live (for the login to say so).
+    pub fn live(&self, purpose: Purpose, now: u64) -> Option<&SentCode> {
+        self.code
+            .as_ref()
+            .filter(|c| c.purpose == purpose && now < c.expires)
+    }
+
+    fn forget_old(&mut self, now: u64, config: &CodesConfig) {
+        self.sends
+            .retain(|s| s.at.saturating_add(config.send_window) > now);
+    }
+}
+
+/// A fresh code of `digits` random decimal digits, uniformly drawn.
+pub fn new_code(digits: u8) -> Result<Zeroizing<String>, String> {
+    let mut code = Zeroizing::new(String::with_capacity(usize::from(digits)));
+    while code.len() < usize::from(digits) {
+        let mut byte = [0u8; 1];
+        getrandom::fill(&mut byte).map_err(|e| e.to_string())?;
+        // 250 is the largest multiple of 10 in a byte: rejecting above it keeps digits uniform.
+        if byte[0] < 250 {
+            code.push(char::from(b'0' + byte[0] % 10));
+        }
+    }
+    Ok(code)
+}
+
+/// A typed code in the shape of a sent code (digits only, spaces and dashes allowed between
+/// them), or `None`.
+pub fn candidate(response: &str, digits: u8) -> Option<Zeroizing<String>> {
+    let code: Zeroizing<String> = Zeroizing::new(
+        response
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-'))
+            .collect(),
+    );
+    (code.len() == usize::from(digits) && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bounded<'de, D: Deserializer<'de>, T>(
+    d: D,
+    name: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, D::Error>
+where
+    T: Deserialize<'de> + PartialOrd + std::fmt::Display + Copy,
+{
+    let value = T::deserialize(d)?;
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(de::Error::custom(format!(
+            "{name} must be between {} and {}, not {value}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+/// 6 to 9 digits: never 10, the length of recovery codes, so the two are never confused.
+fn digits<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    bounded(d, "digits", 6..=9)
+}
+
+fn validity<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "validity (seconds)", 60..=3600)
+}
+
+fn min_interval<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "min_interval (seconds)", 0..=3600)
+}
+
+fn max_sends<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded(d, "max_sends", 1..=100)
+}
+
+fn send_window<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "send_window (seconds)", 60..=86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn code(purpose: Purpose, channel: Channel, mac: u8) -> SentCode {
+        SentCode {
+            purpose,
+            channel,
+            mac: vec![mac; 32],
+            expires: NOW + 300,
+        }
+    }
+
+    #[test]
+    fn codes_are_random_digits_and_candidates_are_strict() {
+        let a = new_code(8).unwrap();
+        assert_eq!(a.len(), 8);
+        assert!(a.bytes().all(|b| b.is_ascii_digit()));
+        assert_ne!(*a, *new_code(8).unwrap(), "1 in 10^8 to collide");
+        assert_eq!(
+            candidate("1234 5678", 8).as_deref().map(String::as_str),
+            Some("12345678")
+        );
+        for bad in ["1234567", "123456789", "1234567a", "email"] {
+            assert!(candidate(bad, 8).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_code_passes_once_for_its_purpose_before_it_expires() {
+        let mut outbox = Outbox::default();
+        let config = CodesConfig::default();
+        assert_eq!(
+            outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config),
+            Budget::Allowed
+        );
+        assert_eq!(
+            outbox.take(Purpose::Login, &[2; 32], NOW),
+            CodeCheck::Refused("wrong code")
+        );
+        assert!(matches!(
+            outbox.take(Purpose::Enrollment, &[1; 32], NOW),
+            CodeCheck::Refused(_)
+        ));
+        assert_eq!(
+            outbox.take(Purpose::Login, &[1; 32], NOW),
+            CodeCheck::Accepted
+        );
+        assert!(
+            matches!(
+                outbox.take(Purpose::Login, &[1; 32], NOW),
+                CodeCheck::Refused(_)
+            ),
+            "used"
+        );
+
+        let mut outbox = Outbox::default();
+        outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
+        assert_eq!(
+            outbox.take(Purpose::Login, &[1; 32], NOW + 300),
+            CodeCheck::Refused("sent code expired")
+        );
+    }
+
+    #[test]
+    fn a_new_code_replaces_the_old_one() {
+        let mut outbox = Outbox::default();
+        let config = CodesConfig::default();
+        outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
+        outbox.reserve(code(Purpose::Login, Channel::Sms, 2), NOW, &config);
+        assert!(matches!(
+            outbox.take(Purpose::Login, &[1; 32], NOW),
+            CodeCheck::Refused(_)
+        ));
+        assert_eq!(
+            outbox.take(Purpose::Login, &[2; 32], NOW),
+            CodeCheck::Accepted
+        );
+    }
+
+    #[test]
+    fn sends_are_budgeted_per_channel_with_a_minimum_interval() {
+        let config = CodesConfig {
+            min_interval: 30,
+            max_sends: 3,
+            send_window: 3600,
+            ..CodesConfig::default()
+        };
+        let mut outbox = Outbox::default();
+        let email = |outbox: &mut Outbox, at| {
+            outbox.reserve(code(Purpose::Login, Channel::Email, 1), at, &config)
+        };
+        assert_eq!(email(&mut outbox, NOW), Budget::Allowed);
+        assert_eq!(
+            email(&mut outbox, NOW + 10),
+            Budget::Spent { until: NOW + 30 }
+        );
+        assert_eq!(
+            outbox.reserve(code(Purpose::Login, Channel::Sms, 1), NOW + 10, &config),
+            Budget::Allowed,
+            "the other channel has its own budget"
+        );
+        assert_eq!(email(&mut outbox, NOW + 30), Budget::Allowed);
+        assert_eq!(email(&mut outbox, NOW + 60), Budget::Allowed);
+        assert_eq!(
+            email(&mut outbox, NOW + 90),
+            Budget::Spent { until: NOW + 3600 }
+        );
+        assert_eq!(
+            email(&mut outbox, NOW + 3600),
+            Budget::Allowed,
+            "the first send aged out"
+        );
+        assert!(outbox.sends.len() <= 4, "old sends are forgotten");
+    }
+
+    #[test]
+    fn a_failed_send_gives_back_its_code_and_budget() {
+        let config = CodesConfig {
+            max_sends: 1,
+            ..CodesConfig::default()
+        };
+        let mut outbox = Outbox::default();
+        outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
+        outbox.release(Channel::Email, &[1; 32], NOW);
+        assert_eq!(outbox, Outbox::default());
+        assert_eq!(
+            outbox.reserve(code(Purpose::Login, Channel::Email, 2), NOW, &config),
+            Budget::Allowed
+        );
+    }
+
+    #[test]
+    fn config_bounds() {
+        assert_eq!(
+            toml::from_str::<CodesConfig>("").unwrap(),
+            CodesConfig::default()
+        );
+        for bad in [
+            "digits = 10",
+            "digits = 5",
+            "validity = 10",
+            "max_sends = 0",
+            "send_window = 1",
+        ] {
+            assert!(toml::from_str::<CodesConfig>(bad).is_err(), "{bad}");
+        }
+    }
+}
