@@ -35,6 +35,9 @@ pub struct BackupUser {
     pub last_step: Option<u64>,
     pub last_used: u64,
     pub recovery: Option<RecoverySet>,
+    /// Email address and phone number set by an admin (absent in older backups).
+    #[serde(default)]
+    pub contact: crate::contact::Contact,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize)]
@@ -203,6 +206,10 @@ mod tests {
                 last_step: Some(99),
                 last_used: 5,
                 recovery: None,
+                contact: crate::contact::Contact {
+                    email: Some("alice@example.com".into()),
+                    phone: None,
+                },
             }],
         )
     }

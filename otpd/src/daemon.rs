@@ -53,6 +53,11 @@ pub fn main() -> i32 {
         }
     };
     if args.check_config {
+        // The secret files of [email] and [sms] are read at start: check them now too.
+        if let Err(e) = check_senders(&config) {
+            eprintln!("otpd: {e}");
+            return 1;
+        }
         for warning in config_warnings(&config, &Nss) {
             eprintln!("otpd: warning: {}: {warning}", path.display());
         }
@@ -66,6 +71,23 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// Builds the email and SMS senders once, as a start would, so unreadable or insecure secret
+/// files are reported by `--check-config`.
+fn check_senders(config: &Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::System(format!("cannot start the runtime: {e}")))?;
+    crate::delivery::Deliverer::new(
+        config.email.as_ref(),
+        config.sms.as_ref(),
+        &config.issuer,
+        "localhost",
+        runtime.handle().clone(),
+    )
+    .map(drop)
 }
 
 /// Things that are valid but probably not meant: groups NSS does not know.

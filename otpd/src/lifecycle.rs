@@ -85,7 +85,7 @@ impl Engine {
         };
         let users = records
             .into_iter()
-            .filter(|(_, record)| record.token.is_some())
+            .filter(|(_, record)| record.token.is_some() || !record.contact.is_empty())
             .map(|(user, record)| self.backup_user(user, record))
             .collect::<Result<Vec<_>>>()?;
         let count = users.len();
@@ -215,6 +215,7 @@ impl Engine {
             last_step: record.last_step,
             last_used: record.last_used,
             recovery: record.recovery,
+            contact: record.contact,
         })
     }
 
@@ -236,6 +237,7 @@ impl Engine {
             last_step: entry.last_step,
             last_used: entry.last_used,
             recovery: entry.recovery.clone(),
+            contact: entry.contact.clone(),
             ..UserRecord::default()
         })
     }
@@ -404,8 +406,10 @@ mod tests {
             e.export(ALICE, "", "pw", NOW),
             Err(Error::AccessDenied(_))
         ));
+        e.set_contact(ROOT, "bob", "sms", "+4915123456712").unwrap();
         let file = e.export(ROOT, "", "pass phrase", NOW).unwrap();
         e.reset(ROOT, "alice").unwrap();
+        e.set_contact(ROOT, "bob", "sms", "").unwrap();
         assert!(e.import(ROOT, &file, "wrong", false, false).is_err());
         assert!(
             e.import(ROOT, &file[..file.len() / 2], "pass phrase", false, false)
@@ -425,6 +429,11 @@ mod tests {
         assert_eq!(
             (done[0].user.as_str(), done[0].outcome.as_str()),
             ("alice", "imported")
+        );
+        assert_eq!(
+            e.status(ROOT, "bob", NOW).unwrap().phone,
+            "+49 *** ** 12",
+            "contacts travel with exports"
         );
         assert_eq!(
             kind(&login(e, &used, NOW + 1)),

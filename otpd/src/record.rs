@@ -270,6 +270,11 @@ impl UserRecord {
             return outcome;
         }
         let mut next = incoming.clone();
+        // Addresses the import does not bring stay, and the send budget is never reset by an
+        // import (it is about the person's inbox, not the token).
+        next.contact.email = next.contact.email.or(self.contact.email.take());
+        next.contact.phone = next.contact.phone.or(self.contact.phone.take());
+        next.outbox = std::mem::take(&mut self.outbox);
         if self.token.as_ref().is_some_and(same_token) {
             next.last_step = self.last_step.max(next.last_step);
             next.last_used = self.last_used.max(next.last_used);

@@ -143,7 +143,10 @@ fn call_error(error: zbus::Error) -> Error {
         _ => {}
     }
     match OtpdError::from(error) {
-        OtpdError::AccessDenied(text) => Error::Otpd(Refusal::AccessDenied, text),
+        // ValidationRequired belongs to enrollment by kronctl, never to a login: refused alike.
+        OtpdError::AccessDenied(text) | OtpdError::ValidationRequired(text) => {
+            Error::Otpd(Refusal::AccessDenied, text)
+        }
         OtpdError::InvalidArgument(text) => Error::Otpd(Refusal::InvalidArgument, text),
         OtpdError::NotFound(text) => Error::Otpd(Refusal::NotFound, text),
         OtpdError::Conflict(text) => Error::Otpd(Refusal::Conflict, text),
