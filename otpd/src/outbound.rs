@@ -389,7 +389,11 @@ impl Engine {
                 messages::utc(until)
             )));
         }
+        let previous = record.as_ref().and_then(|r| r.pending.clone());
         if self.store.save_pending(&user, pending.clone())?.is_err() {
+            self.store.modify(&user, &mut |record| {
+                record.outbox.release(channel, &[], now);
+            })?;
             return Err(already_enrolled(&user));
         }
         let masked = contact::mask(channel, &address);
@@ -410,7 +414,7 @@ impl Engine {
         };
         if let Err(e) = self.delivery.send(channel, &recipient, &content) {
             self.store.modify(&user, &mut |record| {
-                record.drop_pending(&pending);
+                record.restore_pending(&pending, previous.clone());
                 record.outbox.release(channel, &[], now);
             })?;
             self.audit.record(
@@ -746,6 +750,18 @@ mod tests {
         ));
         let status = e.status(ROOT, "bob", NOW).unwrap();
         assert!(!status.pending, "nothing half-saved");
+        let earlier = e.enroll(ROOT, "bob", "", NOW).unwrap();
+        assert!(matches!(
+            e.deliver_enrollment(ROOT, "bob", "email", NOW),
+            Err(Error::Delivery(_))
+        ));
+        let earlier_secret = totp_rs::Secret::try_from_base32(&earlier.secret)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        e.confirm(ROOT, "bob", &code(&earlier_secret, NOW), NOW)
+            .expect("the enrollment a failed delivery would have replaced still works");
+        e.reset(ROOT, "bob").unwrap();
         fake.failing.store(false, Ordering::SeqCst);
         let delivery = e.deliver_enrollment(ROOT, "bob", "email", NOW).unwrap();
         assert_eq!(delivery.destination, "b***@example.com");

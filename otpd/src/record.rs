@@ -211,10 +211,11 @@ impl UserRecord {
         check
     }
 
-    /// Drops `expected` if it is still the pending enrollment (its delivery failed).
-    pub fn drop_pending(&mut self, expected: &Pending) {
+    /// Puts `previous` back if `expected` is still the pending enrollment (the delivery of
+    /// `expected` failed: the enrollment it replaced, perhaps already scanned, stays usable).
+    pub fn restore_pending(&mut self, expected: &Pending, previous: Option<Pending>) {
         if self.pending.as_ref() == Some(expected) {
-            self.pending = None;
+            self.pending = previous;
         }
     }
 

@@ -65,7 +65,7 @@ Exit status:
   1  otpd failed, or another error (e.g. writing the PNG file)
   2  usage error: bad command line, malformed user name or code
   3  otpd is not reachable (no bus at the address, otpd not running, no answer)
-  4  access denied
+  4  access denied (also: enrolling needs the code sent by email or SMS first)
   5  no such user, token or enrollment
   6  conflict with what is stored (e.g. a confirmed token already exists)
   7  throttled after too many failed attempts; retry later
