@@ -193,7 +193,8 @@ fn user_cannot_manage_another_user() {
     );
 }
 
-/// Raw D-Bus as an ordinary user: Status and Reset of another user are AccessDenied.
+/// Raw D-Bus as an ordinary user: every call about another user is AccessDenied, including
+/// setting their contact or sending them codes or an enrollment.
 #[test]
 fn user_raw_calls_for_another_user_are_access_denied() {
     let world = World::start(REQUIRE);
@@ -201,13 +202,20 @@ fn user_raw_calls_for_another_user_are_access_denied() {
     let victim = TestUser::new();
     let denied = otpd_error("AccessDenied");
     let victim_arg = format!("string:{}", victim.name());
-    for member in ["Status", "Reset", "Unlock", "Enroll"] {
-        let output = send_as(
-            &caller.identity(),
-            world.bus.address(),
-            member,
-            &[&victim_arg],
-        );
+    let calls: [(&str, &[&str]); 7] = [
+        ("Status", &[&victim_arg]),
+        ("Reset", &[&victim_arg]),
+        ("Unlock", &[&victim_arg]),
+        ("Enroll", &[&victim_arg, "string:"]),
+        ("SendEnrollmentCode", &[&victim_arg]),
+        ("DeliverEnrollment", &[&victim_arg, "string:email"]),
+        (
+            "SetContact",
+            &[&victim_arg, "string:email", "string:mallory@example.test"],
+        ),
+    ];
+    for (member, args) in calls {
+        let output = send_as(&caller.identity(), world.bus.address(), member, args);
         output.assert_failure(member);
         assert!(
             output.stderr.contains(&denied),
