@@ -118,6 +118,11 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// Compares stored hashes and MACs without a timing hint of where they first differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn aad(user: &str) -> Vec<u8> {
     [AAD_PREFIX, user.as_bytes()].concat()
 }

@@ -718,9 +718,7 @@ impl Engine {
         caller.may_manage(&account, &self.config, &*self.directory)?;
         self.limiter.spend(caller, now)?;
         if self.store.get(&user)?.is_some_and(|r| r.token.is_some()) {
-            return Err(Error::Conflict(format!(
-                "{user} already has a confirmed token; an admin must run `kronctl reset {user}` first"
-            )));
+            return Err(crate::outbound::already_enrolled(&user));
         }
         self.check_enrollment_validation(caller, &account, code, now)?;
         let pending = self.new_pending(&user, now, false)?;
@@ -981,8 +979,8 @@ fn subject(request: &LoginRequest, caller: Caller) -> Subject<'_> {
 
 impl Engine {
     fn status_of(&self, user: String, record: &UserRecord, now: u64) -> UserStatus {
+        // The stored address or the pattern's, whether or not the channel is configured.
         let masked = |channel| {
-            // The stored address or the pattern's, whether or not the channel is configured.
             self.config
                 .contacts
                 .address(&record.contact, &user, channel)
@@ -990,30 +988,22 @@ impl Engine {
                 .unwrap_or_default()
         };
         let (email, phone) = (masked(Channel::Email), masked(Channel::Sms));
+        let locked = record.is_locked(now);
         UserStatus {
+            enrolled: record.token.is_some(),
+            pending: record.token.is_none() && record.live_pending(now).is_some(),
+            locked,
+            locked_until: if locked { record.next_attempt } else { 0 },
+            failures: record.failures,
+            last_used: record.last_used,
+            recovery_codes: record
+                .recovery
+                .as_ref()
+                .map_or(0, |set| set.hashes.len() as u32),
             email,
             phone,
-            ..status_of(user, record, now)
+            user,
         }
-    }
-}
-
-fn status_of(user: String, record: &UserRecord, now: u64) -> UserStatus {
-    let locked = record.is_locked(now);
-    UserStatus {
-        user,
-        enrolled: record.token.is_some(),
-        pending: record.token.is_none() && record.live_pending(now).is_some(),
-        locked,
-        locked_until: if locked { record.next_attempt } else { 0 },
-        failures: record.failures,
-        last_used: record.last_used,
-        recovery_codes: record
-            .recovery
-            .as_ref()
-            .map_or(0, |set| set.hashes.len() as u32),
-        email: String::new(),
-        phone: String::new(),
     }
 }
 

@@ -210,9 +210,7 @@ impl Engine {
         channel: &str,
         address: &str,
     ) -> Result<bool> {
-        let channel = Channel::parse(channel).ok_or_else(|| {
-            Error::InvalidArgument(format!("unknown channel {channel:?}; use email or sms"))
-        })?;
+        let channel = parse_channel(channel)?;
         if address.len() > kron_proto::MAX_FIELD_LEN {
             return Err(Error::InvalidArgument("address too long".into()));
         }
@@ -347,9 +345,7 @@ impl Engine {
         channel: &str,
         now: u64,
     ) -> Result<Delivery> {
-        let channel = Channel::parse(channel).ok_or_else(|| {
-            Error::InvalidArgument(format!("unknown channel {channel:?}; use email or sms"))
-        })?;
+        let channel = parse_channel(channel)?;
         let user = self.managed_target(caller, user)?;
         self.existing_account(&user)?;
         let record = self.store.get(&user)?;
@@ -471,7 +467,14 @@ fn sent_to_delivery(sent: Sent) -> Result<Delivery> {
     }
 }
 
-fn already_enrolled(user: &str) -> Error {
+/// A channel named on D-Bus ("email", "sms").
+fn parse_channel(name: &str) -> Result<Channel> {
+    Channel::parse(name).ok_or_else(|| {
+        Error::InvalidArgument(format!("unknown channel {name:?}; use email or sms"))
+    })
+}
+
+pub(crate) fn already_enrolled(user: &str) -> Error {
     Error::Conflict(format!(
         "{user} already has a confirmed token; an admin must run `kronctl reset {user}` first"
     ))

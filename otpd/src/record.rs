@@ -240,7 +240,10 @@ impl UserRecord {
     pub fn use_recovery(&mut self, hash: &[u8], now: u64) -> Option<usize> {
         self.token.as_ref()?;
         let set = self.recovery.as_mut()?;
-        let index = set.hashes.iter().position(|h| constant_time_eq(h, hash))?;
+        let index = set
+            .hashes
+            .iter()
+            .position(|h| crate::crypto::constant_time_eq(h, hash))?;
         set.hashes.remove(index);
         let left = set.hashes.len();
         self.last_used = now;
@@ -309,10 +312,6 @@ fn newest_unused(
         }),
         (stored, incoming) => stored.or(incoming),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ impl Outbox {
             self.code = None;
             return CodeCheck::Refused("sent code expired");
         }
-        if !constant_time_eq(&code.mac, mac) {
+        if !crate::crypto::constant_time_eq(&code.mac, mac) {
             return CodeCheck::Refused("wrong code");
         }
         self.code = None;
@@ -204,10 +204,6 @@ pub fn candidate(response: &str, digits: u8) -> Option<Zeroizing<String>> {
             .collect(),
     );
     (code.len() == usize::from(digits) && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn bounded<'de, D: Deserializer<'de>, T>(

@@ -291,19 +291,12 @@ mod tests {
     }
 
     fn send_to(sender: &EmailSender, content: &Content<'_>) -> Result<(), DeliveryError> {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
         let to = Recipient {
             user: "alice",
             address: "alice@example.com",
         };
         let values = Values::new("Kron", "host1", "alice", content);
-        let handle = runtime.handle().clone();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| sender.send(&handle, &to, content, &values))
-                .join()
-                .unwrap()
-        })
+        crate::delivery::on_blocking_thread(|handle| sender.send(handle, &to, content, &values))
     }
 
     const CODE: Content<'static> = Content::Code {

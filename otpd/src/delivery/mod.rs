@@ -319,6 +319,15 @@ fn read_secret(path: &Path) -> Result<Zeroizing<String>, Error> {
     Ok(Zeroizing::new(text.to_owned()))
 }
 
+/// Runs `work` as the engine runs a send: on a plain thread (like spawn_blocking's), with the
+/// handle of a multi-thread runtime.
+#[cfg(test)]
+fn on_blocking_thread<R: Send>(work: impl FnOnce(&tokio::runtime::Handle) -> R + Send) -> R {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let handle = runtime.handle().clone();
+    std::thread::scope(|scope| scope.spawn(|| work(&handle)).join().unwrap())
+}
+
 #[cfg(test)]
 pub mod fake {
     use super::*;

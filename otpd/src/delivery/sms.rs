@@ -269,20 +269,13 @@ mod tests {
 
     /// Sends `content` from a plain thread (as from spawn_blocking) on a multi-thread runtime.
     fn send(config: &SmsConfig, content: &Content<'_>) -> Result<(), DeliveryError> {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
         let sender = SmsSender::new(config).unwrap();
         let to = Recipient {
             user: "alice",
             address: "+4915123456712",
         };
         let values = Values::new("Kron", "host1", "alice", content);
-        let handle = runtime.handle().clone();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| sender.send(&handle, &to, content, &values))
-                .join()
-                .unwrap()
-        })
+        crate::delivery::on_blocking_thread(|handle| sender.send(handle, &to, content, &values))
     }
 
     const CODE: Content<'static> = Content::Code {
