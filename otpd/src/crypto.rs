@@ -24,9 +24,9 @@ type HmacSha256 = Hmac<sha2::Sha256>;
 /// A secret as stored: random nonce and ciphertext with tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealed {
-    #[serde(with = "hex::serde")]
+    #[serde(with = "crate::encoding::hex_bytes")]
     pub nonce: Vec<u8>,
-    #[serde(with = "hex::serde")]
+    #[serde(with = "crate::encoding::hex_bytes")]
     pub ciphertext: Vec<u8>,
 }
 

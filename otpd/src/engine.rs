@@ -16,7 +16,7 @@ use crate::policy::{Decision, Policy, decide, policy_for};
 use crate::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
 use crate::sent::{CodeCheck, Purpose};
 use crate::sessions::{LoginKind, LoginSession, Sessions};
-use crate::store::Store;
+use crate::store::{Durable, Store};
 use crate::strangers::{SelfServiceLimiter, StrangerThrottle};
 use crate::totp::{self, TokenParams};
 use crate::users::Directory;
@@ -343,6 +343,45 @@ impl Engine {
     }
 
     /// Answers the prompt of the step that carried `handle`.
+    /// Whether [`Engine::answer`] for this response can only check a code and refuse or accept:
+    /// no recovery-code hash (argon2, tens of milliseconds), no email or SMS, no enrollment.
+    /// The service runs such answers on the bus threads directly; the rest, like every other
+    /// call, on a blocking thread (docs/performance.md). False whenever in doubt.
+    pub fn answer_is_quick(&self, handle: &str, response: &str) -> bool {
+        // Codes are 6 to 9 digits; a channel name or a recovery code is anything else, or
+        // digits of another length than the token's.
+        if !(6..=9).contains(&response.len()) || !response.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Some(user) = self.sessions.peek(handle, |session| {
+            matches!(
+                session.kind,
+                LoginKind::Code { .. } | LoginKind::Sent { .. }
+            )
+            .then(|| session.request.user.clone())
+        }) else {
+            // No such login: refused at once.
+            return true;
+        };
+        let Some(user) = user else {
+            return false;
+        };
+        match self.store.get(&user) {
+            Ok(Some(record)) => match (&record.recovery, &record.token) {
+                (None, _) => true,
+                (Some(_), Some(token)) => usize::from(token.params.digits) == response.len(),
+                (Some(_), None) => false,
+            },
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Resolves once every store change made so far is on the device; replies wait for it.
+    pub fn durable(&self) -> Durable {
+        self.store.durable()
+    }
+
     pub fn answer(&self, caller: Caller, handle: &str, response: &str, now: u64) -> Result<Step> {
         if response.len() > MAX_RESPONSE_LEN {
             return Err(Error::InvalidArgument("answer too long".into()));
@@ -363,7 +402,6 @@ impl Engine {
                 let attempt = self
                     .store
                     .charge_attempt(user, now, &self.config.throttle)?;
-                self.store.flush()?;
                 self.refuse_without_token(attempt, &subject, "no token enrolled", now)
             }
             LoginKind::Code { offer } | LoginKind::Sent { offer } => {
@@ -504,12 +542,8 @@ impl Engine {
         {
             return Ok(Verdict::Throttled { until });
         }
-        let verdict = self.verify_charged(user, response, sent, now);
-        if verdict.is_err() {
-            // The charge must survive even a failed check; the error itself is what's reported.
-            let _ = self.store.flush();
-        }
-        verdict
+        // The charge is durable before the reply, whatever the check says (service.rs).
+        self.verify_charged(user, response, sent, now)
     }
 
     fn verify_charged(
@@ -528,7 +562,6 @@ impl Engine {
             return Ok(Verdict::AcceptedSent);
         }
         let Some(token) = record.token.clone() else {
-            self.persist_failure(Verdict::NoToken)?;
             return Ok(Verdict::NoToken);
         };
         if let (Some(set), Some(code)) = (
@@ -536,42 +569,22 @@ impl Engine {
             crate::recovery::candidate(response, token.params.digits),
         ) {
             let hash = crate::recovery::hash(&code, &set.salt).map_err(Error::System)?;
-            let verdict = match self.store.use_recovery(user, &hash, now)? {
+            return Ok(match self.store.use_recovery(user, &hash, now)? {
                 Some(left) => Verdict::AcceptedRecovery { left },
                 None => Verdict::Wrong,
-            };
-            self.persist_failure(verdict)?;
-            return Ok(verdict);
+            });
         }
         let secret = self.key.open(user, &token.secret)?;
-        let verdict = match totp::matching_step(
-            &secret,
-            token.params,
-            self.config.totp.skew,
-            response,
-            now,
-        ) {
-            None => Verdict::Wrong,
-            Some(step) => match self.store.accept_step(user, step, now)? {
-                StepOutcome::Accepted => Verdict::Accepted,
-                StepOutcome::Replayed => Verdict::Replayed,
-                StepOutcome::NoToken => Verdict::NoToken,
+        Ok(
+            match totp::matching_step(&secret, token.params, self.config.totp.skew, response, now) {
+                None => Verdict::Wrong,
+                Some(step) => match self.store.accept_step(user, step, now)? {
+                    StepOutcome::Accepted => Verdict::Accepted,
+                    StepOutcome::Replayed => Verdict::Replayed,
+                    StepOutcome::NoToken => Verdict::NoToken,
+                },
             },
-        };
-        self.persist_failure(verdict)?;
-        Ok(verdict)
-    }
-
-    /// An accepted step was flushed with the charge; a failure must be durable before its
-    /// reply too, or a restart would forget it and hand the guesser free attempts.
-    fn persist_failure(&self, verdict: Verdict) -> Result<()> {
-        if matches!(
-            verdict,
-            Verdict::Wrong | Verdict::Replayed | Verdict::NoToken
-        ) {
-            self.store.flush()?;
-        }
-        Ok(())
+        )
     }
 
     fn begin_enrollment_login(
@@ -670,7 +683,8 @@ impl Engine {
         {
             return Ok(PendingCheck::Throttled { until });
         }
-        let checked = (|| {
+        // Whatever the outcome, the charge and the confirmation are durable before the reply.
+        (|| {
             let secret = self.key.open(user, &pending.token.secret)?;
             let params = pending.token.params;
             Ok(
@@ -679,12 +693,7 @@ impl Engine {
                     Some(step) => PendingCheck::Done(self.store.confirm(user, pending, step, now)?),
                 },
             )
-        })();
-        // A confirmed token was flushed with the charge; anything else must be durable too.
-        if !matches!(checked, Ok(PendingCheck::Done(ConfirmOutcome::Confirmed))) {
-            self.store.flush()?;
-        }
-        checked
+        })()
     }
 
     fn prompt(&self, session: LoginSession, messages: Vec<kron_proto::Message>, now: u64) -> Step {

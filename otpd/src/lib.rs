@@ -8,6 +8,7 @@ pub mod contact;
 pub mod crypto;
 pub mod daemon;
 pub mod delivery;
+pub mod encoding;
 pub mod engine;
 pub mod error;
 pub mod grace;

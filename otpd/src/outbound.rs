@@ -118,6 +118,9 @@ impl Engine {
             code: &code,
             valid_for: self.config.codes.validity,
         };
+        // The reservation is on the device before the code leaves: a crash must not hand the
+        // send budget back.
+        self.store.flush()?;
         let masked = contact::mask(channel, &address);
         match self.delivery.send(
             channel,
@@ -171,10 +174,8 @@ impl Engine {
         {
             return Ok(SentCheck::Throttled { until });
         }
-        let check = self.take_sent_code(user, purpose, response, now);
-        // Pass or fail, the charge (or its refund) must be durable before the reply.
-        self.store.flush()?;
-        Ok(match check? {
+        // Pass or fail, the charge (or its refund) is durable before the reply (service.rs).
+        Ok(match self.take_sent_code(user, purpose, response, now)? {
             CodeCheck::Accepted => SentCheck::Accepted,
             CodeCheck::Refused(why) => SentCheck::Refused(why),
         })
@@ -408,6 +409,8 @@ impl Engine {
             user: &user,
             address: &address,
         };
+        // As for codes: the enrollment and the spent budget are on the device before it leaves.
+        self.store.flush()?;
         if let Err(e) = self.delivery.send(channel, &recipient, &content) {
             self.store.modify(&user, &mut |record| {
                 record.restore_pending(&pending, previous.clone());

@@ -15,28 +15,12 @@ const SALT_BYTES: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoverySet {
-    #[serde(with = "hex::serde")]
+    #[serde(with = "crate::encoding::hex_bytes")]
     pub salt: Vec<u8>,
     /// argon2id(code, salt) of each unused code.
-    #[serde(with = "hex_list")]
+    #[serde(with = "crate::encoding::hex_list")]
     pub hashes: Vec<Vec<u8>>,
     pub created: u64,
-}
-
-/// A list of byte strings as hex strings: compact in the store and in exports.
-mod hex_list {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(list: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(list.iter().map(hex::encode))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|item| hex::decode(item).map_err(D::Error::custom))
-            .collect()
-    }
 }
 
 /// A fresh set: the codes to show once (formatted `12345-67890`) and what to store.

@@ -58,7 +58,7 @@ impl Default for CodesConfig {
 pub struct SentCode {
     pub purpose: Purpose,
     pub channel: Channel,
-    #[serde(with = "hex::serde")]
+    #[serde(with = "crate::encoding::hex_bytes")]
     pub mac: Vec<u8>,
     pub expires: u64,
 }

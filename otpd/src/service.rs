@@ -1,6 +1,6 @@
 //! The D-Bus face of otpd: `io.kron.Otpd1` on `/io/kron/Otpd`. Each call learns the caller's
-//! uid from the bus daemon (once per connection), then runs the engine on a blocking thread
-//! (store writes fsync).
+//! uid from the bus daemon (once per connection), runs the engine (on a blocking thread unless
+//! the work cannot wait on anything), and replies once the store's changes are on the device.
 
 use crate::authz::Caller;
 use crate::engine::{Engine, LoginRequest};
@@ -99,11 +99,14 @@ impl OtpdService {
         Ok(self.bus.get_or_init(|| proxy).clone())
     }
 
-    /// Runs `work` with the caller's identity on tokio's blocking pool.
+    /// Runs `work` with the caller's identity on tokio's blocking pool (or, for [`Run::Here`],
+    /// on this bus thread), then waits until every store change so far is on the device: no
+    /// reply, success or refusal, reports a change a crash could still undo.
     async fn call<T, F>(
         &self,
         connection: &Connection,
         header: &Header<'_>,
+        run: Run,
         work: F,
     ) -> Result<T, OtpdError>
     where
@@ -111,13 +114,18 @@ impl OtpdService {
         F: FnOnce(&Engine, Caller, u64) -> crate::error::Result<T> + Send + 'static,
     {
         let caller = self.caller(connection, header).await?;
-        let engine = self.engine.clone();
-        let result = self
-            .runtime
-            .spawn_blocking(move || work(&engine, caller, now()))
-            .await
-            .map_err(|e| Error::System(format!("request task failed: {e}")))
-            .and_then(|r| r);
+        let result = match run {
+            Run::Here => work(&self.engine, caller, now()),
+            Run::Blocking => {
+                let engine = self.engine.clone();
+                self.runtime
+                    .spawn_blocking(move || work(&engine, caller, now()))
+                    .await
+                    .map_err(|e| Error::System(format!("request task failed: {e}")))
+                    .and_then(|r| r)
+            }
+        };
+        let result = self.engine.durable().await.and(result);
         result.map_err(|e| {
             // Internal failures reach the caller only as "see the log": log them here.
             if matches!(
@@ -129,6 +137,16 @@ impl OtpdService {
             OtpdError::from(e)
         })
     }
+}
+
+/// Where a call's engine work runs.
+enum Run {
+    /// On tokio's blocking pool: anything that may wait (NSS, argon2, email, SMS, big
+    /// imports) must.
+    Blocking,
+    /// On the bus thread itself, saving two thread hand-offs: only for work that never waits
+    /// ([`Engine::answer_is_quick`]).
+    Here,
 }
 
 /// The uid the bus daemon vouches for (SO_PEERCRED at connect time), never a claim.
@@ -180,9 +198,12 @@ impl OtpdService {
             rhost,
             tty,
         };
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.begin_login(caller, request, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.begin_login(caller, request, now),
+        )
         .await
     }
 
@@ -194,7 +215,11 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Step, OtpdError> {
         let response = zeroize::Zeroizing::new(response);
-        self.call(connection, &header, move |engine, caller, now| {
+        let run = match self.engine.answer_is_quick(&handle, &response) {
+            true => Run::Here,
+            false => Run::Blocking,
+        };
+        self.call(connection, &header, run, move |engine, caller, now| {
             engine.answer(caller, &handle, &response, now)
         })
         .await
@@ -208,9 +233,12 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Enrollment, OtpdError> {
         let code = zeroize::Zeroizing::new(code);
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.enroll(caller, &user, &code, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.enroll(caller, &user, &code, now),
+        )
         .await
     }
 
@@ -220,9 +248,12 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Delivery, OtpdError> {
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.send_enrollment_code(caller, &user, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.send_enrollment_code(caller, &user, now),
+        )
         .await
     }
 
@@ -233,9 +264,12 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Delivery, OtpdError> {
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.deliver_enrollment(caller, &user, &channel, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.deliver_enrollment(caller, &user, &channel, now),
+        )
         .await
     }
 
@@ -247,9 +281,12 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<bool, OtpdError> {
-        self.call(connection, &header, move |engine, caller, _now| {
-            engine.set_contact(caller, &user, &channel, &address)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _now| engine.set_contact(caller, &user, &channel, &address),
+        )
         .await
     }
 
@@ -261,9 +298,12 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), OtpdError> {
         let code = zeroize::Zeroizing::new(code);
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.confirm(caller, &user, &code, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.confirm(caller, &user, &code, now),
+        )
         .await
     }
 
@@ -273,9 +313,12 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<UserStatus, OtpdError> {
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.status(caller, &user, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.status(caller, &user, now),
+        )
         .await
     }
 
@@ -284,9 +327,12 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<UserStatus>, OtpdError> {
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.list(caller, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.list(caller, now),
+        )
         .await
     }
 
@@ -296,9 +342,12 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<bool, OtpdError> {
-        self.call(connection, &header, move |engine, caller, _| {
-            engine.reset(caller, &user)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| engine.reset(caller, &user),
+        )
         .await
     }
 
@@ -308,9 +357,12 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<bool, OtpdError> {
-        self.call(connection, &header, move |engine, caller, _| {
-            engine.unlock(caller, &user)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| engine.unlock(caller, &user),
+        )
         .await
     }
 
@@ -322,9 +374,12 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<String>, OtpdError> {
         let code = zeroize::Zeroizing::new(code);
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.recovery_codes(caller, &user, &code, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.recovery_codes(caller, &user, &code, now),
+        )
         .await
     }
 
@@ -336,9 +391,12 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<u8>, OtpdError> {
         let passphrase = zeroize::Zeroizing::new(passphrase);
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.export(caller, &user, &passphrase, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.export(caller, &user, &passphrase, now),
+        )
         .await
     }
 
@@ -352,9 +410,12 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<ImportResult>, OtpdError> {
         let passphrase = zeroize::Zeroizing::new(passphrase);
-        self.call(connection, &header, move |engine, caller, _| {
-            engine.import(caller, &data, &passphrase, replace, dry_run)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| engine.import(caller, &data, &passphrase, replace, dry_run),
+        )
         .await
     }
 
@@ -366,9 +427,12 @@ impl OtpdService {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<ImportResult>, OtpdError> {
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.import_tokens(caller, tokens, replace, dry_run, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.import_tokens(caller, tokens, replace, dry_run, now),
+        )
         .await
     }
 
@@ -379,9 +443,12 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, OtpdError> {
         let code = zeroize::Zeroizing::new(code);
-        self.call(connection, &header, move |engine, caller, now| {
-            engine.export_token(caller, &code, now)
-        })
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.export_token(caller, &code, now),
+        )
         .await
     }
 

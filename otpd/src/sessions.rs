@@ -94,6 +94,15 @@ impl Sessions {
         Some(handle)
     }
 
+    /// `look` applied to the session for `handle`, which stays; `None` if there is none.
+    pub fn peek<R>(&self, handle: &str, look: impl FnOnce(&LoginSession) -> R) -> Option<R> {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.get(handle).map(look)
+    }
+
     /// Removes and returns the session for `handle`: each prompt is answered once. `None` if
     /// unknown or past its deadline. A different caller gets an error and the session stays.
     pub fn take(&self, handle: &str, caller: Caller, now: u64) -> Result<Option<LoginSession>> {

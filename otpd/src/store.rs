@@ -1,22 +1,29 @@
-//! Durable state behind a small trait. Every operation is atomic per user and durable before it
-//! returns, so a reply that says "done" survives a crash or restart. sled 0.34.7 is the backend.
+//! Durable state behind a small trait. Every operation is atomic per user. Writes return once
+//! they are in sled; [`Store::durable`] resolves once they are on the device, and every D-Bus
+//! reply waits for it (service.rs), so a reply that says "done" survives a crash or restart.
+//! sled 0.34.7 is the backend.
 //!
 //! Durable means on the device, not just in the kernel: sled's own `flush` writes its log with
 //! `sync_file_range`, which neither flushes the disk's write cache nor records a grown file
 //! size, so every flush here is followed by `fdatasync` of sled's log file. Concurrent callers
-//! share flushes (group commit, [`GroupCommit`]): each waits for one flush that started after
-//! its own write, so N simultaneous logins cost about one flush, not N in a row.
+//! share flushes (group commit, [`GroupCommit`]), so N simultaneous logins cost about one flush,
+//! not N in a row.
 
 use crate::config::ThrottleConfig;
+use crate::encoding::{decode, encode};
 use crate::error::{Error, Result};
 use crate::record::{
     Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use crate::recovery::RecoverySet;
 use std::fs::File;
+use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 /// The operations the login logic needs, each atomic for one user.
 pub trait Store: Send + Sync {
@@ -24,7 +31,6 @@ pub trait Store: Send + Sync {
     /// Every stored user, sorted by name.
     fn list(&self) -> Result<Vec<(String, UserRecord)>>;
     /// Charges one attempt unless the user is in backoff ("count a failure" before checking).
-    /// Not flushed by itself: the success or failure that follows is, before any reply.
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt>;
     /// Accepts time step `step` for `user` if it is later than every step accepted before.
     fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome>;
@@ -62,16 +68,19 @@ pub trait Store: Send + Sync {
         replace: bool,
         same_token: &dyn Fn(&Token) -> bool,
     ) -> Result<ImportOutcome>;
-    /// Makes every change so far durable.
+    /// Blocks until every change so far is durable. Only for what must be on the device before
+    /// something leaves otpd other than a reply (an email or SMS with a code, say).
     fn flush(&self) -> Result<()>;
+    /// Resolves once every change made so far is durable. Every reply waits for it
+    /// (`service.rs`), so a reply never reports a change that a crash could undo.
+    fn durable(&self) -> Durable;
 }
 
 pub struct SledStore {
-    db: sled::Db,
     users: sled::Tree,
-    /// sled's log (`DIR/db`), opened again only to `fdatasync` it after sled's flush.
-    log: File,
-    commits: GroupCommit,
+    commits: Arc<GroupCommit>,
+    /// Stops the flusher thread when the store goes (declared last: dropped after the rest).
+    _flusher: Flusher,
 }
 
 impl SledStore {
@@ -88,42 +97,27 @@ impl SledStore {
             .mode(sled::Mode::LowSpace)
             .open()?;
         let users = db.open_tree("users")?;
+        // sled's log (`DIR/db`), opened again only to `fdatasync` it after sled's flush.
         let log_path = dir.join("db");
         let log = File::open(&log_path)
             .map_err(|e| Error::Store(format!("{}: {e}", log_path.display())))?;
-        Ok(SledStore {
-            db,
-            users,
-            log,
-            commits: GroupCommit::default(),
-        })
-    }
-
-    /// Applies `change` atomically (compare-and-swap loop) and makes it durable before
-    /// returning. `change` gets the current record (default if absent) and returns its result;
-    /// it may run more than once under contention, so it must be a pure function of the record.
-    fn update<R>(&self, user: &str, change: impl FnMut(&mut UserRecord) -> R) -> Result<R> {
-        let outcome = self.update_unflushed(user, change)?;
-        self.sync()?;
-        Ok(outcome)
-    }
-
-    /// Returns once everything written before the call is on the device (group commit).
-    fn sync(&self) -> Result<()> {
-        self.commits.sync(|| {
-            self.db.flush()?;
-            self.log
-                .sync_data()
+        let (commits, flusher) = GroupCommit::start(move || {
+            db.flush()?;
+            log.sync_data()
                 .map_err(|e| Error::Store(format!("fdatasync of the store log: {e}")))
+        })?;
+        Ok(SledStore {
+            users,
+            commits,
+            _flusher: flusher,
         })
     }
 
-    /// [`SledStore::update`] without the flush.
-    fn update_unflushed<R>(
-        &self,
-        user: &str,
-        mut change: impl FnMut(&mut UserRecord) -> R,
-    ) -> Result<R> {
+    /// Applies `change` atomically (compare-and-swap loop) and counts the write for the group
+    /// commit; not durable yet ([`Store::durable`]). `change` gets the current record (default
+    /// if absent) and returns its result; it may run more than once under contention, so it
+    /// must be a pure function of the record.
+    fn update<R>(&self, user: &str, mut change: impl FnMut(&mut UserRecord) -> R) -> Result<R> {
         loop {
             let current = self.users.get(user)?;
             let mut record = match &current {
@@ -141,19 +135,11 @@ impl SledStore {
                 false => Some(encode(&record)?),
             };
             if self.users.compare_and_swap(user, current, new)?.is_ok() {
+                self.commits.wrote();
                 return Ok(outcome);
             }
         }
     }
-}
-
-fn decode(user: &str, bytes: &[u8]) -> Result<UserRecord> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::Store(format!("record of {user} is unreadable: {e}")))
-}
-
-fn encode(record: &UserRecord) -> Result<Vec<u8>> {
-    serde_json::to_vec(record).map_err(|e| Error::Store(e.to_string()))
 }
 
 impl Store for SledStore {
@@ -177,7 +163,7 @@ impl Store for SledStore {
     }
 
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt> {
-        self.update_unflushed(user, |record| record.charge_attempt(now, config))
+        self.update(user, |record| record.charge_attempt(now, config))
     }
 
     fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome> {
@@ -229,7 +215,11 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<()> {
-        self.sync()
+        self.commits.wait()
+    }
+
+    fn durable(&self) -> Durable {
+        self.commits.durable()
     }
 
     fn import(
@@ -243,88 +233,192 @@ impl Store for SledStore {
     }
 }
 
-/// Group commit: callers that need their writes durable share flushes. A caller needs a flush
-/// that *started* after its write (one already running may have missed it); whoever finds no
-/// flush running starts the next one for everyone waiting, the rest sleep until it finishes.
-/// At most one flush runs at a time, and a caller waits for at most two.
-#[derive(Default)]
-struct GroupCommit {
+/// Group commit: every write counts itself in `written`; a flusher thread makes them durable
+/// in batches. A caller that must not answer before its writes are on the device waits for a
+/// flush that covers them: asynchronously ([`Durable`], so no thread sits in the wait) or
+/// blocking ([`GroupCommit::wait`]). One flush runs at a time and covers every write counted
+/// before it started, so N simultaneous callers share about one flush instead of queueing
+/// for N. Nothing to wait for (nothing written since the last flush) costs nothing.
+pub struct GroupCommit {
+    written: AtomicU64,
     state: Mutex<Commits>,
+    /// The flusher waits here for work.
+    work: Condvar,
+    /// Blocking waiters wait here for a flush to finish.
     finished: Condvar,
 }
 
 #[derive(Default)]
 struct Commits {
-    /// Flushes started so far (the running one, if any, is number `started`).
-    started: u64,
-    /// The last flush that finished.
-    finished: u64,
-    running: bool,
-    /// The last flush that failed, and why.
+    /// The highest write count a waiter needs durable.
+    wanted: u64,
+    /// Every write up to this count is on the device.
+    durable: u64,
+    /// The last failed flush: the writes it should have covered, and why it failed.
     failed: Option<(u64, String)>,
+    /// Asynchronous waiters, woken after every flush.
+    wakers: Vec<Waker>,
+    stopping: bool,
+}
+
+/// Where a waiter for write count `needed` stands.
+enum Standing {
+    Durable,
+    Failed(String),
+    Waiting,
+}
+
+impl Commits {
+    fn standing(&self, needed: u64) -> Standing {
+        if self.durable >= needed {
+            return Standing::Durable;
+        }
+        match &self.failed {
+            Some((covered, reason)) if *covered >= needed => Standing::Failed(reason.clone()),
+            _ => Standing::Waiting,
+        }
+    }
 }
 
 impl GroupCommit {
+    /// Starts the flusher thread, which runs `flush` (sled's flush and `fdatasync`) whenever
+    /// someone waits, until the returned handle is dropped.
+    fn start(flush: impl Fn() -> Result<()> + Send + 'static) -> Result<(Arc<Self>, Flusher)> {
+        let commits = Arc::new(GroupCommit {
+            written: AtomicU64::new(0),
+            state: Mutex::new(Commits::default()),
+            work: Condvar::new(),
+            finished: Condvar::new(),
+        });
+        let flusher = commits.clone();
+        let thread = std::thread::Builder::new()
+            .name("otpd-flusher".into())
+            .spawn(move || flusher.run(flush))
+            .map_err(|e| Error::System(format!("cannot start the store flusher: {e}")))?;
+        Ok((
+            commits.clone(),
+            Flusher {
+                commits,
+                thread: Some(thread),
+            },
+        ))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Commits> {
         // Nothing panics while holding the lock, so a poisoned state is still consistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Returns once a flush that started after this call has finished; its error, if it (or a
-    /// later one that covered this caller) failed.
-    fn sync(&self, flush: impl Fn() -> Result<()>) -> Result<()> {
+    /// Counts one write. Called after the write is in sled, so a flush that starts later
+    /// covers it.
+    fn wrote(&self) {
+        self.written.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Resolves once every write counted before this call is durable.
+    pub fn durable(self: &Arc<Self>) -> Durable {
+        Durable {
+            commits: self.clone(),
+            needed: self.written.load(Ordering::SeqCst),
+        }
+    }
+
+    /// [`GroupCommit::durable`], blocking the calling thread.
+    fn wait(&self) -> Result<()> {
+        let needed = self.written.load(Ordering::SeqCst);
         let mut state = self.lock();
-        let needed = state.started + 1;
         loop {
-            if state.finished >= needed {
-                return match &state.failed {
-                    Some((number, reason)) if *number >= needed => {
-                        Err(Error::Store(reason.clone()))
-                    }
-                    _ => Ok(()),
-                };
+            match state.standing(needed) {
+                Standing::Durable => return Ok(()),
+                Standing::Failed(reason) => return Err(Error::Store(reason)),
+                Standing::Waiting => {}
             }
-            if state.running {
+            if state.wanted < needed {
+                state.wanted = needed;
+                self.work.notify_one();
+            }
+            state = self
+                .finished
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// The flusher thread: one flush at a time while anyone waits.
+    fn run(&self, flush: impl Fn() -> Result<()>) {
+        let mut state = self.lock();
+        loop {
+            let done = state.durable.max(state.failed.as_ref().map_or(0, |f| f.0));
+            if state.wanted <= done {
+                if state.stopping {
+                    return;
+                }
                 state = self
-                    .finished
+                    .work
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
-            state.running = true;
-            state.started += 1;
-            let number = state.started;
             drop(state);
-            // Whatever happens in `flush` (even a panic), the flush ends and waiters move on.
-            let mut done = FlushDone {
-                commits: self,
-                number,
-                failure: Some("the store flush panicked".into()),
-            };
-            done.failure = flush().err().map(|e| e.to_string());
-            drop(done);
+            // Read before the flush starts: every write counted so far is in sled already.
+            let covers = self.written.load(Ordering::SeqCst);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&flush))
+                .unwrap_or_else(|_| Err(Error::Store("the store flush panicked".into())));
             state = self.lock();
+            match outcome {
+                Ok(()) => state.durable = state.durable.max(covers),
+                Err(e) => state.failed = Some((covers, e.to_string())),
+            }
+            for waker in state.wakers.drain(..) {
+                waker.wake();
+            }
+            self.finished.notify_all();
         }
     }
 }
 
-/// Marks flush `number` finished (failed if `failure` is set) and wakes the waiters.
-struct FlushDone<'a> {
-    commits: &'a GroupCommit,
-    number: u64,
-    failure: Option<String>,
+/// Stops the flusher thread (after the flushes already asked for) when the store is dropped.
+struct Flusher {
+    commits: Arc<GroupCommit>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Drop for FlushDone<'_> {
+impl Drop for Flusher {
     fn drop(&mut self) {
-        let mut state = self.commits.lock();
-        state.running = false;
-        state.finished = self.number;
-        if let Some(reason) = self.failure.take() {
-            state.failed = Some((self.number, reason));
+        self.commits.lock().stopping = true;
+        self.commits.work.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
-        drop(state);
-        self.commits.finished.notify_all();
+    }
+}
+
+/// A future that resolves once the writes made before it was created are on the device; see
+/// [`GroupCommit`]. An error if a flush that should have covered them failed.
+pub struct Durable {
+    commits: Arc<GroupCommit>,
+    needed: u64,
+}
+
+impl Future for Durable {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut state = self.commits.lock();
+        match state.standing(self.needed) {
+            Standing::Durable => Poll::Ready(Ok(())),
+            Standing::Failed(reason) => Poll::Ready(Err(Error::Store(reason))),
+            Standing::Waiting => {
+                if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    state.wakers.push(cx.waker().clone());
+                }
+                if state.wanted < self.needed {
+                    state.wanted = self.needed;
+                    self.commits.work.notify_one();
+                }
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -374,30 +468,28 @@ mod tests {
     #[test]
     fn group_commit_covers_every_caller_with_shared_flushes() {
         use std::sync::atomic::{AtomicU64, Ordering};
-        let commits = Arc::new(GroupCommit::default());
         let writes = Arc::new(AtomicU64::new(0));
         let durable = Arc::new(AtomicU64::new(0));
         let flushes = Arc::new(AtomicU64::new(0));
+        let (commits, _flusher) = {
+            let (writes, durable, flushes) = (writes.clone(), durable.clone(), flushes.clone());
+            GroupCommit::start(move || {
+                flushes.fetch_add(1, Ordering::SeqCst);
+                let covered = writes.load(Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                durable.fetch_max(covered, Ordering::SeqCst);
+                Ok(())
+            })
+            .unwrap()
+        };
         let callers = 32;
         let threads: Vec<_> = (0..callers)
             .map(|_| {
-                let (commits, writes, durable, flushes) = (
-                    commits.clone(),
-                    writes.clone(),
-                    durable.clone(),
-                    flushes.clone(),
-                );
+                let (commits, writes, durable) = (commits.clone(), writes.clone(), durable.clone());
                 std::thread::spawn(move || {
                     let mine = writes.fetch_add(1, Ordering::SeqCst) + 1;
-                    commits
-                        .sync(|| {
-                            flushes.fetch_add(1, Ordering::SeqCst);
-                            let covered = writes.load(Ordering::SeqCst);
-                            std::thread::sleep(std::time::Duration::from_millis(20));
-                            durable.fetch_max(covered, Ordering::SeqCst);
-                            Ok(())
-                        })
-                        .unwrap();
+                    commits.wrote();
+                    commits.wait().unwrap();
                     assert!(
                         durable.load(Ordering::SeqCst) >= mine,
                         "returned before durable"
@@ -416,20 +508,48 @@ mod tests {
     }
 
     #[test]
+    fn nothing_written_needs_no_flush_and_async_waiters_are_woken() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let flushes = Arc::new(AtomicU64::new(0));
+        let counted = flushes.clone();
+        let (commits, _flusher) = GroupCommit::start(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(commits.durable()).unwrap();
+        commits.wait().unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 0);
+        commits.wrote();
+        runtime.block_on(commits.durable()).unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+        runtime.block_on(commits.durable()).unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 1, "already durable");
+    }
+
+    #[test]
     fn group_commit_reports_failures_and_survives_a_panic() {
-        let commits = GroupCommit::default();
-        assert!(
-            commits
-                .sync(|| Err(Error::Store("disk on fire".into())))
-                .is_err()
-        );
-        assert!(commits.sync(|| Ok(())).is_ok(), "a later flush succeeds");
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commits.sync(|| panic!("flush panicked"))
-        }));
-        assert!(panicked.is_err());
-        assert!(
-            commits.sync(|| Ok(())).is_ok(),
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let calls = Arc::new(AtomicU64::new(0));
+        let counted = calls.clone();
+        let (commits, _flusher) =
+            GroupCommit::start(move || match counted.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(Error::Store("disk on fire".into())),
+                2 => panic!("flush panicked"),
+                _ => Ok(()),
+            })
+            .unwrap();
+        let mut outcomes = Vec::new();
+        for _ in 0..4 {
+            commits.wrote();
+            outcomes.push(commits.wait().is_ok());
+        }
+        assert_eq!(
+            outcomes,
+            [false, true, false, true],
             "no caller hangs after a panic"
         );
     }
@@ -478,6 +598,26 @@ mod tests {
         assert!(store.reset("alice").unwrap());
         assert!(!store.reset("alice").unwrap());
         assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn records_written_as_json_are_read_and_rewritten_in_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = enrolled_store(dir.path()).get("alice").unwrap().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let json = serde_json::to_vec(&old).unwrap();
+        store.users.insert("alice", json).unwrap();
+        assert_eq!(store.get("alice").unwrap().unwrap(), old);
+        assert_eq!(
+            store.accept_step("alice", 12, 200).unwrap(),
+            StepOutcome::Accepted
+        );
+        assert_eq!(
+            store.users.get("alice").unwrap().unwrap()[0],
+            1,
+            "binary now"
+        );
+        assert_eq!(store.get("alice").unwrap().unwrap().last_step, Some(12));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! pam_authenticate / pam_end per login) and appends one JSON record per measurement to a
 //! results file, from which `report` writes the tables in docs/performance.md.
 
-mod args;
+mod cli;
 mod cpu;
 mod enroll;
 mod logins;
@@ -16,88 +16,45 @@ mod report;
 mod stats;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use args::Args;
+use cli::{Command, Mode};
 use serde_json::json;
 
-const USAGE: &str = "\
-usage: kron-bench COMMAND [--key value]...
-  gen-ga      --dir D --from A --to B          google-authenticator files for users A..B
-  gen-oath    --file F --users N               pam_oath users file for users 0..N
-  gen-nss     --out F --users N                makedb input (libnss-db passwd.db)
-  import      --bus ADDR --from A --to B [--batch 10000] [--parallel 8] [--record F --size N]
-  wait-ready  --bus ADDR --since-ns NS [--limit-secs 900]   prints ms from NS to first answer
-  latency     --module M --service S --confdir D --users N --count C [--budget-secs T]
-              [--skip K] [--wait-step] --record F   sequential logins of C users (shuffled)
-  load        --service S --confdir D --users N --levels 1,8,64,256 --per-level C
-              [--skip K] [--budget-secs T] [--kept-bus ADDR] [--strict] --record F
-              [--otpd-pid P --bus-pid P]       (CPU per login of otpd and dbus-daemon)
-  syslog-sink --socket PATH                    receives (and drops) syslog datagrams until killed
-  breakdown   --bus ADDR --users N --count C [--skip K] --record F   per-call latency
-  machine     --dir D --record F               cores, memory, disk of D
-  report      --record F [--doc docs/performance.md] [--plot-data F]
-";
-
 fn main() -> ExitCode {
-    let mut argv = std::env::args().skip(1);
-    let Some(command) = argv.next() else {
-        eprint!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let result = Args::parse(argv).and_then(|args| run(&command, &args));
-    match result {
+    // The subcommand's name prefixes every error after parsing, as bench/run's log shows them.
+    let (name, command) = cli::parse();
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kron-bench {command}: {e}");
+            eprintln!("kron-bench {name}: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(command: &str, args: &Args) -> Result<(), String> {
+fn run(command: Command) -> Result<(), String> {
     match command {
-        "gen-ga" => enroll::ga(
-            Path::new(&args.string("dir")?),
-            args.number("from")?,
-            args.number("to")?,
-        ),
-        "gen-oath" => enroll::oath(Path::new(&args.string("file")?), args.number("users")?),
-        "gen-nss" => enroll::nss(Path::new(&args.string("out")?), args.number("users")?),
-        "import" => import(args),
-        "wait-ready" => {
-            let since: u128 = args.string("since-ns")?.parse().map_err(|_| "--since-ns")?;
-            let limit = Duration::from_secs(args.number_or("limit-secs", 900)?);
-            let took = otpd::wait_ready(&args.string("bus")?, since, limit)?;
-            println!("{:.1}", took.as_secs_f64() * 1e3);
-            Ok(())
-        }
-        "latency" => latency(args),
-        "load" => load(args),
-        "breakdown" => breakdown(args),
-        "syslog-sink" => syslog_sink(&args.string("socket")?),
-        "machine" => append(
-            &args.string("record")?,
-            &machine::describe(Path::new(&args.string("dir")?)),
-        ),
-        "report" => report::write(args),
-        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+        Command::GenGa(args) => enroll::ga(&args.dir, args.from, args.to),
+        Command::GenOath(args) => enroll::oath(&args.file, args.users),
+        Command::GenNss(args) => enroll::nss(&args.out, args.users),
+        Command::Import(args) => import(&args),
+        Command::WaitReady(args) => wait_ready(&args),
+        Command::Latency(args) => latency(&args),
+        Command::Load(args) => load(&args),
+        Command::SyslogSink(args) => syslog_sink(&args.socket),
+        Command::Breakdown(args) => breakdown(&args),
+        Command::Machine(args) => append(&args.record, &machine::describe(&args.dir)),
+        Command::Report(args) => report::write(&args),
     }
 }
 
-fn import(args: &Args) -> Result<(), String> {
-    let (from, to) = (args.number("from")?, args.number("to")?);
+fn import(args: &cli::Import) -> Result<(), String> {
+    let (from, to) = (args.from, args.to);
     let started = Instant::now();
-    let imported = otpd::import(
-        &args.string("bus")?,
-        from,
-        to,
-        args.number_or("batch", 10_000)?,
-        usize::try_from(args.number_or("parallel", 8)?).map_err(|_| "--parallel")?,
-    )?;
+    let imported = otpd::import(&args.bus, from, to, args.batch, args.parallel)?;
     let seconds = started.elapsed().as_secs_f64();
     if imported != to - from {
         return Err(format!("otpd imported {imported} of {} users", to - from));
@@ -106,30 +63,36 @@ fn import(args: &Args) -> Result<(), String> {
         "kron-bench: imported {imported} users in {seconds:.1} s ({:.0}/s)",
         imported as f64 / seconds
     );
-    if let Some(record) = args.optional("record") {
+    // clap makes --record and --size come together.
+    if let (Some(record), Some(size)) = (&args.record, args.size) {
         append(
-            &record,
-            &json!({"kind": "import", "size": args.number("size")?, "users": imported,
-                    "seconds": seconds}),
+            record,
+            &json!({"kind": "import", "size": size, "users": imported, "seconds": seconds}),
         )?;
     }
     Ok(())
 }
 
-fn latency(args: &Args) -> Result<(), String> {
+fn wait_ready(args: &cli::WaitReady) -> Result<(), String> {
+    let limit = Duration::from_secs(args.limit_secs);
+    let took = otpd::wait_ready(&args.bus, args.since_ns, limit)?;
+    println!("{:.1}", took.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+fn latency(args: &cli::Latency) -> Result<(), String> {
     oath::init()?;
-    let module = args.string("module")?;
-    let users = args.number("users")?;
-    let count = args.number("count")?.min(users);
-    let budget = Duration::from_secs(args.number_or("budget-secs", 600)?);
-    let service = pam::Service::new(&args.string("service")?, &args.string("confdir")?)?;
-    let order = population::shuffled(users, args.number_or("seed", 1)?);
-    let skip = (args.number_or("skip", 0)?.min(users - count)) as usize;
-    if args.flag("wait-step") {
+    let (module, users) = (&args.module, args.users);
+    let count = args.count.min(users);
+    let budget = Duration::from_secs(args.budget_secs);
+    let service = pam::Service::new(&args.service, &args.confdir)?;
+    let order = population::shuffled(users, args.seed);
+    let skip = (args.skip.min(users - count)) as usize;
+    if args.wait_step {
         logins::wait_for_next_step();
     }
     let run = logins::sequential(&service, &order[skip..skip + count as usize], budget);
-    report_failures(&module, &run);
+    report_failures(module, &run);
     let total = run.summary();
     let authenticate = stats::Summary::of(&run.authenticate);
     eprintln!(
@@ -137,7 +100,7 @@ fn latency(args: &Args) -> Result<(), String> {
         total.count, total.p50_ms, total.p99_ms, total.mean_ms, run.failed
     );
     append(
-        &args.string("record")?,
+        &args.record,
         &json!({"kind": "latency", "module": module, "size": users, "planned": count,
                 "failed": run.failed, "seconds": run.elapsed.as_secs_f64(),
                 "total": total, "authenticate": authenticate}),
@@ -148,107 +111,145 @@ fn latency(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn load(args: &Args) -> Result<(), String> {
+/// One concurrency level in one mode, as measured.
+struct Level {
+    summary: stats::Summary,
+    failed: u64,
+    elapsed: Duration,
+    /// Users taken from the population (accepted or not).
+    used: usize,
+    /// Callers that never got a connection (kept mode only).
+    unconnected: u64,
+}
+
+fn load(args: &cli::Load) -> Result<(), String> {
     oath::init()?;
-    let users = args.number("users")?;
-    let per_level = args.number("per-level")?.min(users) as usize;
-    let budget = Duration::from_secs(args.number_or("budget-secs", 20)?);
-    let levels = args.list("levels")?;
-    let kept_bus = args.optional("kept-bus");
-    let pid = |key: &str| args.optional(key).and_then(|p| p.parse::<u32>().ok());
-    let watched = [("otpd", pid("otpd-pid")), ("dbus-daemon", pid("bus-pid"))];
-    let service = Arc::new(pam::Service::new(
-        &args.string("service")?,
-        &args.string("confdir")?,
-    )?);
+    let users = args.users;
+    let per_level = args.per_level.min(users) as usize;
+    let budget = Duration::from_secs(args.budget_secs);
+    let watched = [("otpd", args.otpd_pid), ("dbus-daemon", args.bus_pid)];
+    let service = Arc::new(pam::Service::new(&args.service, &args.confdir)?);
     // The same order as `latency`: its first `--skip` users logged in during this time step
     // already, so the first level starts after them.
-    let order = population::shuffled(users, args.number_or("seed", 1)?);
-    let record = args.string("record")?;
+    let order = population::shuffled(users, args.seed);
     // Every user logs in at most once per time step; when the population runs out, wait for the
     // next step and start over.
-    let mut cursor = usize::try_from(args.number_or("skip", 0)?)
+    let mut cursor = usize::try_from(args.skip)
         .map_err(|_| "--skip")?
         .min(order.len());
+    let modes = args.modes();
     let mut failed_total = 0;
-    for &callers in &levels {
-        let modes: &[&str] = if kept_bus.is_some() {
-            &["pam", "kept"]
-        } else {
-            &["pam"]
-        };
-        for &mode in modes {
+    for &callers in &args.levels {
+        for &mode in &modes {
             if cursor + per_level > order.len() {
                 logins::wait_for_next_step();
                 cursor = 0;
             }
             let slice = &order[cursor..cursor + per_level];
-            let callers = usize::try_from(callers).map_err(|_| "--levels")?;
             let meter = cpu::Meter::start(&watched);
-            let (summary, failed, elapsed, used, unconnected) = if mode == "pam" {
-                let run = logins::concurrent(&service, slice, callers, budget);
-                report_failures("kron", &run);
-                let used = run.total.len() + run.failed as usize;
-                (run.summary(), run.failed, run.elapsed, used, 0)
-            } else {
-                let bus = kept_bus.as_deref().unwrap_or_default();
-                let (summary, failed, elapsed, unconnected) =
-                    otpd::kept_connection_load(bus, slice, callers, budget)?;
-                (
-                    summary,
-                    failed,
-                    elapsed,
-                    summary.count + failed as usize,
-                    unconnected,
-                )
+            let level = match mode {
+                Mode::Pam => pam_level(&service, slice, callers, budget),
+                Mode::Kept => kept_level(args, slice, callers, budget)?,
             };
-            let cpu_ms = meter.per_op_ms(summary.count + failed as usize);
+            let cpu_ms = meter.per_op_ms(level.summary.count + level.failed as usize);
             // Threads that stopped on the budget may have claimed a few slots more.
-            cursor += per_level.min(used + callers);
-            let rate = summary.count as f64 / elapsed.as_secs_f64();
-            eprintln!(
-                "kron-bench: {mode} callers {callers}: {} ok, {failed} failed, {rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms, CPU ms/login {cpu_ms}",
-                summary.count, summary.p50_ms, summary.p99_ms
-            );
-            failed_total += failed + unconnected;
-            append(
-                &record,
-                &json!({"kind": "load", "mode": mode, "size": users, "callers": callers,
-                        "ok": summary.count, "failed": failed, "unconnected": unconnected,
-                        "seconds": elapsed.as_secs_f64(), "per_sec": rate,
-                        "latency": summary, "cpu_ms_per_login": cpu_ms}),
-            )?;
+            cursor += per_level.min(level.used + callers);
+            failed_total += level.failed + level.unconnected;
+            record_level(args, mode, callers, &level, cpu_ms)?;
         }
     }
     if failed_total > 0 {
         eprintln!("kron-bench: {failed_total} logins failed under load (recorded)");
-        if args.flag("strict") {
+        if args.strict {
             return Err(format!("{failed_total} logins failed under load"));
         }
     }
     Ok(())
 }
 
-fn breakdown(args: &Args) -> Result<(), String> {
+/// `callers` threads logging in through libpam and pam_kron.
+fn pam_level(
+    service: &Arc<pam::Service>,
+    users: &[u64],
+    callers: usize,
+    budget: Duration,
+) -> Level {
+    let run = logins::concurrent(service, users, callers, budget);
+    report_failures("kron", &run);
+    Level {
+        summary: run.summary(),
+        failed: run.failed,
+        elapsed: run.elapsed,
+        used: run.total.len() + run.failed as usize,
+        unconnected: 0,
+    }
+}
+
+/// `callers` kept D-Bus connections verifying straight with otpd.
+fn kept_level(
+    args: &cli::Load,
+    users: &[u64],
+    callers: usize,
+    budget: Duration,
+) -> Result<Level, String> {
+    // cli::parse_from refuses `--modes kept` without --kept-bus already; no unwrap for that.
+    let bus = args
+        .kept_bus
+        .as_deref()
+        .ok_or("--modes kept needs --kept-bus ADDR")?;
+    let (summary, failed, elapsed, unconnected) =
+        otpd::kept_connection_load(bus, users, callers, budget)?;
+    Ok(Level {
+        summary,
+        failed,
+        elapsed,
+        used: summary.count + failed as usize,
+        unconnected,
+    })
+}
+
+fn record_level(
+    args: &cli::Load,
+    mode: Mode,
+    callers: usize,
+    level: &Level,
+    cpu_ms: serde_json::Value,
+) -> Result<(), String> {
+    let (summary, failed) = (&level.summary, level.failed);
+    let rate = summary.count as f64 / level.elapsed.as_secs_f64();
+    let mode = mode.name();
+    eprintln!(
+        "kron-bench: {mode} callers {callers}: {} ok, {failed} failed, {rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms, CPU ms/login {cpu_ms}",
+        summary.count, summary.p50_ms, summary.p99_ms
+    );
+    append(
+        &args.record,
+        &json!({"kind": "load", "mode": mode, "size": args.users, "callers": callers,
+                "ok": summary.count, "failed": failed, "unconnected": level.unconnected,
+                "seconds": level.elapsed.as_secs_f64(), "per_sec": rate,
+                "latency": summary, "cpu_ms_per_login": cpu_ms}),
+    )
+}
+
+fn breakdown(args: &cli::Breakdown) -> Result<(), String> {
     oath::init()?;
-    let users = args.number("users")?;
-    let order = population::shuffled(users, args.number_or("seed", 1)?);
-    let mut skip = (args.number_or("skip", 0)? as usize).min(order.len());
-    let wanted = (args.number("count")? as usize).min(order.len());
+    let order = population::shuffled(args.users, args.seed);
+    let mut skip = (args.skip as usize).min(order.len());
+    let wanted = (args.count as usize).min(order.len());
     if order.len() - skip < wanted {
         // Everyone logged in during this time step already (a small population).
         logins::wait_for_next_step();
         skip = 0;
     }
-    let parts = otpd::breakdown(&args.string("bus")?, &order[skip..skip + wanted])?;
+    let parts = otpd::breakdown(&args.bus, &order[skip..skip + wanted])?;
     for (call, summary) in &parts {
         eprintln!(
             "kron-bench: {call}: p50 {:.3} ms, p99 {:.3} ms",
             summary.p50_ms, summary.p99_ms
         );
         append(
-            &args.string("record")?,
-            &json!({"kind": "breakdown", "size": users, "call": call, "latency": summary}),
+            &args.record,
+            &json!({"kind": "breakdown", "size": args.users, "call": call, "latency": summary}),
         )?;
     }
     Ok(())

@@ -7,28 +7,28 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::args::Args;
+use crate::cli::Report;
 
 const BEGIN: &str = "<!-- BEGIN bench/run output: generated, edits here are overwritten -->";
 const END: &str = "<!-- END bench/run output -->";
 const MODULES: [&str; 3] = ["kron", "google-authenticator", "pam_oath"];
 
-pub fn write(args: &Args) -> Result<(), String> {
-    let path = args.string("record")?;
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+pub fn write(args: &Report) -> Result<(), String> {
+    let path = &args.record;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let records: Vec<Value> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).map_err(|e| format!("{path}: {e}")))
         .collect::<Result<_, _>>()?;
     let results = Results { records };
-    let tables = results.tables(args.optional("command").as_deref());
-    match args.optional("doc") {
-        Some(doc) => splice(&doc, &tables)?,
+    let tables = results.tables(args.command.as_deref());
+    match &args.doc {
+        Some(doc) => splice(doc, &tables)?,
         None => print!("{tables}"),
     }
-    if let Some(data) = args.optional("plot-data") {
-        std::fs::write(&data, results.plot_data()).map_err(|e| format!("{data}: {e}"))?;
+    if let Some(data) = &args.plot_data {
+        std::fs::write(data, results.plot_data()).map_err(|e| format!("{data}: {e}"))?;
     }
     Ok(())
 }
