@@ -78,7 +78,7 @@ pub(crate) fn authenticate(
     }
 }
 
-/// The whole D-Bus part of the login, inside one `zruntime::block_on`: connect, run the loop,
+/// The whole D-Bus part of the login, inside one `zbus::block_on`: connect, run the loop,
 /// close. zbus's runtime is driven by this thread for exactly as long as the call lasts, so
 /// nothing (thread, fd, task) outlives it. The conversation runs inside the same call: while the
 /// person types, the connection simply waits, and no other task needs this thread.
@@ -90,7 +90,7 @@ fn exchange(
     log: &Log<'_>,
 ) -> Result<Verdict, Error> {
     let mut trace = |line: &str| log.debug(line);
-    zruntime::block_on(async {
+    zbus::block_on(async {
         let mut otpd = DbusOtpd::connect(&args.bus, args.timeout).await?;
         let result = login::run(&mut otpd, conv, login, silent, &mut trace).await;
         otpd.close().await;

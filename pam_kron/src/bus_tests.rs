@@ -202,7 +202,7 @@ fn over_a_real_bus() {
         bus.address
     );
     // Served by zruntime's helper thread while this thread waits for the children.
-    let server = zruntime::block_on(
+    let server = zbus::block_on(
         Builder::address(bus.address.as_str())
             .name("io.kron.Otpd")
             .serve_at("/io/kron/Otpd", ScriptedOtpd)
@@ -236,7 +236,7 @@ fn login_as(bus: &str, user: &str, answers: &[&str], timeout: Duration) -> Resul
         tty: "ssh".into(),
     };
     let mut conv = FakeConversation::answering(answers);
-    zruntime::block_on(async {
+    zbus::block_on(async {
         let mut otpd = DbusOtpd::connect(bus, timeout).await?;
         let result = login::run(&mut otpd, &mut conv, &login, false, &mut |_| {}).await;
         otpd.close().await;
@@ -296,7 +296,7 @@ fn child_as_setuid_host() {
     let bus = parent_bus_address();
 
     // The module's own connect: EXTERNAL as the effective uid. The bus sees uid 0.
-    let uid_seen = zruntime::block_on(async {
+    let uid_seen = zbus::block_on(async {
         let otpd = DbusOtpd::connect(&bus, Duration::from_secs(5))
             .await
             .unwrap();
@@ -316,7 +316,7 @@ fn child_as_setuid_host() {
     );
 
     // Control: claiming the real uid, as a client using getuid() would, is refused.
-    let refused = zruntime::block_on(
+    let refused = zbus::block_on(
         Builder::address(bus.as_str())
             .auth_mechanism(AuthMechanism::External)
             .user_id(ruid)

@@ -1,7 +1,7 @@
 //! The D-Bus exchange with otpd: one connection per PAM call, to an explicit address.
 //!
 //! [`Otpd`] is the seam the login loop is written against; [`DbusOtpd`] is the real client on
-//! top of kron-proto's `OtpdProxy`. Everything here runs inside the one `zruntime::block_on` of the
+//! top of kron-proto's `OtpdProxy`. Everything here runs inside the one `zbus::block_on` of the
 //! hook, so zbus's runtime is driven by the calling thread and no helper thread is started; the
 //! connection is closed before that `block_on` returns, so no fd or task outlives the hook.
 
@@ -105,9 +105,9 @@ impl Otpd for DbusOtpd {
     }
 }
 
-/// Runs `fut` on the runtime of the enclosing `zruntime::block_on`, failing after `timeout`.
+/// Runs `fut` on the runtime of the enclosing `zbus::block_on`, failing after `timeout`.
 async fn within<F: Future>(timeout: Duration, fut: F) -> Result<F::Output, Error> {
-    // Inside `zruntime::block_on` this is the runtime that call drives on this thread (zruntime's
+    // Inside `zbus::block_on` this is the runtime that call drives on this thread (zruntime's
     // documented rule), so the timer runs on the calling thread too and starts no thread.
     let runtime = zruntime::SharedRuntime::current()
         .map_err(|e| Error::Unreachable(format!("no runtime for the timer: {e}")))?;
@@ -283,7 +283,7 @@ mod tests {
         let dir =
             std::path::Path::new("/tmp").join(format!("pam_kron-test-{}", std::process::id()));
         let bus = format!("unix:path={}/none", dir.display());
-        let result = zruntime::block_on(DbusOtpd::connect(&bus, Duration::from_secs(2)));
+        let result = zbus::block_on(DbusOtpd::connect(&bus, Duration::from_secs(2)));
         assert!(
             matches!(result, Err(Error::Unreachable(_))),
             "{:?}",
@@ -302,7 +302,7 @@ mod tests {
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let bus = format!("unix:path={}", path.display());
         let started = std::time::Instant::now();
-        let result = zruntime::block_on(DbusOtpd::connect(&bus, Duration::from_secs(1)));
+        let result = zbus::block_on(DbusOtpd::connect(&bus, Duration::from_secs(1)));
         assert!(matches!(result, Err(Error::Timeout)), "{:?}", result.err());
         assert!(started.elapsed() < Duration::from_secs(3));
         drop(listener);

@@ -193,7 +193,7 @@ mod tests {
         let mut conv = conv;
         let mut traced = Vec::new();
         let mut trace = |line: &str| traced.push(line.to_owned());
-        let result = zruntime::block_on(run(&mut otpd, &mut conv, &login(), silent, &mut trace));
+        let result = zbus::block_on(run(&mut otpd, &mut conv, &login(), silent, &mut trace));
         (result, otpd, conv, traced)
     }
 

@@ -94,7 +94,7 @@ impl Bus {
 
 /// Opens a connection to `address`, bounded so a wedged bus cannot hang the test.
 pub fn connect(address: &str) -> zbus::Result<zbus::Connection> {
-    zruntime::block_on(async {
+    zbus::block_on(async {
         zbus::connection::Builder::address(address)
             .method_timeout(Duration::from_secs(120))
             .build()

@@ -67,7 +67,7 @@ pub fn call_interface<B>(
 where
     B: serde::Serialize + zbus::DynamicType,
 {
-    zruntime::block_on(conn.call_method(Some(BUS_NAME), OBJECT_PATH, Some(interface), member, body))
+    zbus::block_on(conn.call_method(Some(BUS_NAME), OBJECT_PATH, Some(interface), member, body))
         .map_err(CallError::from)
 }
 
@@ -111,7 +111,7 @@ pub fn version(conn: &zbus::Connection) -> Result<String, CallError> {
 
 /// Whether any connection owns `name` on the bus.
 pub fn name_has_owner(conn: &zbus::Connection, name: &str) -> bool {
-    let reply = zruntime::block_on(conn.call_method(
+    let reply = zbus::block_on(conn.call_method(
         Some("org.freedesktop.DBus"),
         "/org/freedesktop/DBus",
         Some("org.freedesktop.DBus"),

@@ -55,7 +55,7 @@ impl FakeOtpd {
         let server = AcceptAll {
             calls: Arc::clone(&calls),
         };
-        let connection = zruntime::block_on(async {
+        let connection = zbus::block_on(async {
             zbus::connection::Builder::address(bus.address())
                 .name(BUS_NAME)
                 .serve_at(OBJECT_PATH, server)

@@ -35,7 +35,7 @@ pub fn import(bus: &str, from: u64, to: u64, batch: u64, parallel: usize) -> Res
         .map(|_| {
             let (bus, next, imported) = (bus.to_string(), next.clone(), imported.clone());
             std::thread::spawn(move || -> Result<(), String> {
-                zruntime::block_on(async {
+                zbus::block_on(async {
                     let proxy = connect(&bus, Duration::from_secs(1800)).await?;
                     loop {
                         let start = next.fetch_add(batch, Ordering::Relaxed);
@@ -77,7 +77,7 @@ pub fn import(bus: &str, from: u64, to: u64, batch: u64, parallel: usize) -> Res
 pub fn wait_ready(bus: &str, since_unix_ns: u128, limit: Duration) -> Result<Duration, String> {
     let deadline = Instant::now() + limit;
     loop {
-        let answered = zruntime::block_on(async {
+        let answered = zbus::block_on(async {
             let proxy = connect(bus, Duration::from_secs(5)).await?;
             proxy.version().await.map_err(|e| e.to_string())
         });
@@ -116,7 +116,7 @@ pub fn kept_connection_load(
         .map(|_| {
             let (bus, users, next) = (bus.to_string(), users.clone(), next.clone());
             std::thread::spawn(move || -> (Vec<Duration>, u64, bool) {
-                zruntime::block_on(async {
+                zbus::block_on(async {
                     // A caller the bus refuses (its per-user connection limit) is reported,
                     // not fatal: it is one of the things this measures.
                     let Ok(proxy) = connect(&bus, Duration::from_secs(30)).await else {
@@ -183,7 +183,7 @@ async fn verify(proxy: &OtpdProxy<'static>, index: u64) -> bool {
 /// a D-Bus round trip to otpd that zbus answers itself (Peer.Ping), a property read, and the
 /// two calls of a login. `users` are verified once each.
 pub fn breakdown(bus: &str, users: &[u64]) -> Result<Vec<(&'static str, Summary)>, String> {
-    zruntime::block_on(async {
+    zbus::block_on(async {
         let proxy = connect(bus, Duration::from_secs(30)).await?;
         let peer = zbus::fdo::PeerProxy::builder(proxy.inner().connection())
             .destination(kron_proto::BUS_NAME)
