@@ -377,9 +377,10 @@ impl Engine {
         }
     }
 
-    /// Resolves once every store change made so far is on the device; replies wait for it.
-    pub fn durable(&self) -> Durable {
-        self.store.durable()
+    /// Resolves once store write number `write` ([`crate::store::own_writes`]) and all before
+    /// it are on the device; replies wait for it.
+    pub fn durable_through(&self, write: u64) -> Durable {
+        self.store.durable_through(write)
     }
 
     pub fn answer(&self, caller: Caller, handle: &str, response: &str, now: u64) -> Result<Step> {
@@ -576,7 +577,14 @@ impl Engine {
         }
         let secret = self.key.open(user, &token.secret)?;
         Ok(
-            match totp::matching_step(&secret, token.params, self.config.totp.skew, response, now) {
+            match totp::matching_step(
+                &secret,
+                token.params,
+                self.config.totp.skew,
+                response,
+                now,
+                record.last_step,
+            ) {
                 None => Verdict::Wrong,
                 Some(step) => match self.store.accept_step(user, step, now)? {
                     StepOutcome::Accepted => Verdict::Accepted,
@@ -688,7 +696,7 @@ impl Engine {
             let secret = self.key.open(user, &pending.token.secret)?;
             let params = pending.token.params;
             Ok(
-                match totp::matching_step(&secret, params, self.config.totp.skew, code, now) {
+                match totp::matching_step(&secret, params, self.config.totp.skew, code, now, None) {
                     None => PendingCheck::Wrong,
                     Some(step) => PendingCheck::Done(self.store.confirm(user, pending, step, now)?),
                 },

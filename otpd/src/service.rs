@@ -5,6 +5,7 @@
 use crate::authz::Caller;
 use crate::engine::{Engine, LoginRequest};
 use crate::error::Error;
+use crate::store::own_writes;
 use kron_proto::{Delivery, Enrollment, ImportResult, OtpdError, Step, TokenImport, UserStatus};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -100,7 +101,7 @@ impl OtpdService {
     }
 
     /// Runs `work` with the caller's identity on tokio's blocking pool (or, for [`Run::Here`],
-    /// on this bus thread), then waits until every store change so far is on the device: no
+    /// on this bus thread), then waits until the store changes it made are on the device: no
     /// reply, success or refusal, reports a change a crash could still undo.
     async fn call<T, F>(
         &self,
@@ -114,18 +115,20 @@ impl OtpdService {
         F: FnOnce(&Engine, Caller, u64) -> crate::error::Result<T> + Send + 'static,
     {
         let caller = self.caller(connection, header).await?;
-        let result = match run {
-            Run::Here => work(&self.engine, caller, now()),
+        let (result, wrote) = match run {
+            Run::Here => own_writes(|| work(&self.engine, caller, now())),
             Run::Blocking => {
                 let engine = self.engine.clone();
                 self.runtime
-                    .spawn_blocking(move || work(&engine, caller, now()))
+                    .spawn_blocking(move || own_writes(|| work(&engine, caller, now())))
                     .await
-                    .map_err(|e| Error::System(format!("request task failed: {e}")))
-                    .and_then(|r| r)
+                    // A task that panicked has nothing to reply but the failure.
+                    .unwrap_or_else(|e| {
+                        (Err(Error::System(format!("request task failed: {e}"))), 0)
+                    })
             }
         };
-        let result = self.engine.durable().await.and(result);
+        let result = self.engine.durable_through(wrote).await.and(result);
         result.map_err(|e| {
             // Internal failures reach the caller only as "see the log": log them here.
             if matches!(

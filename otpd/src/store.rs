@@ -16,6 +16,7 @@ use crate::record::{
     Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use crate::recovery::RecoverySet;
+use std::cell::Cell;
 use std::fs::File;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -71,9 +72,10 @@ pub trait Store: Send + Sync {
     /// Blocks until every change so far is durable. Only for what must be on the device before
     /// something leaves otpd other than a reply (an email or SMS with a code, say).
     fn flush(&self) -> Result<()>;
-    /// Resolves once every change made so far is durable. Every reply waits for it
-    /// (`service.rs`), so a reply never reports a change that a crash could undo.
-    fn durable(&self) -> Durable;
+    /// Resolves once write number `write` ([`own_writes`]) and every write before it are
+    /// durable; at once for 0. Every reply waits for the writes of its own call (`service.rs`),
+    /// so a reply never reports a change that a crash could undo.
+    fn durable_through(&self, write: u64) -> Durable;
 }
 
 pub struct SledStore {
@@ -218,8 +220,8 @@ impl Store for SledStore {
         self.commits.wait()
     }
 
-    fn durable(&self) -> Durable {
-        self.commits.durable()
+    fn durable_through(&self, write: u64) -> Durable {
+        self.commits.durable_through(write)
     }
 
     fn import(
@@ -312,14 +314,15 @@ impl GroupCommit {
     /// Counts one write. Called after the write is in sled, so a flush that starts later
     /// covers it.
     fn wrote(&self) {
-        self.written.fetch_add(1, Ordering::SeqCst);
+        let count = self.written.fetch_add(1, Ordering::SeqCst) + 1;
+        LAST_WRITE.with(|last| last.set(count));
     }
 
-    /// Resolves once every write counted before this call is durable.
-    pub fn durable(self: &Arc<Self>) -> Durable {
+    /// Resolves once write number `write` and every one before it are durable.
+    pub fn durable_through(self: &Arc<Self>, write: u64) -> Durable {
         Durable {
             commits: self.clone(),
-            needed: self.written.load(Ordering::SeqCst),
+            needed: write,
         }
     }
 
@@ -375,6 +378,22 @@ impl GroupCommit {
             self.finished.notify_all();
         }
     }
+}
+
+thread_local! {
+    /// The number of the last store write made on this thread ([`own_writes`]).
+    static LAST_WRITE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `work` and returns its result with the number of the last store write it made (0 if
+/// it wrote nothing): what its reply has to wait for. `work` must not hop threads; the engine's
+/// calls are synchronous. A reply may show what other calls wrote a moment before it became
+/// durable; every such state only ever refuses more (a used step, a charged attempt) or is
+/// what its own caller is still waiting to hear (docs/security.md).
+pub fn own_writes<R>(work: impl FnOnce() -> R) -> (R, u64) {
+    LAST_WRITE.with(|last| last.set(0));
+    let result = work();
+    (result, LAST_WRITE.with(Cell::get))
 }
 
 /// Stops the flusher thread (after the flushes already asked for) when the store is dropped.
@@ -520,13 +539,15 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        runtime.block_on(commits.durable()).unwrap();
+        let ((), none) = own_writes(|| ());
+        runtime.block_on(commits.durable_through(none)).unwrap();
         commits.wait().unwrap();
         assert_eq!(flushes.load(Ordering::SeqCst), 0);
-        commits.wrote();
-        runtime.block_on(commits.durable()).unwrap();
+        let ((), mine) = own_writes(|| commits.wrote());
+        assert_eq!(mine, 1);
+        runtime.block_on(commits.durable_through(mine)).unwrap();
         assert_eq!(flushes.load(Ordering::SeqCst), 1);
-        runtime.block_on(commits.durable()).unwrap();
+        runtime.block_on(commits.durable_through(mine)).unwrap();
         assert_eq!(flushes.load(Ordering::SeqCst), 1, "already durable");
     }
 

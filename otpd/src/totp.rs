@@ -61,7 +61,10 @@ pub fn normalise_code(input: &str, digits: u8) -> Option<Zeroizing<String>> {
     (code.len() == usize::from(digits) && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
 }
 
-/// The time step `code` is valid for at `now`, within ±`skew` steps, or `None`.
+/// The time step `code` is valid for at `now`, within ±`skew` steps, or `None`: the earliest
+/// one after `used` (the last step accepted), else the earliest one (a replay, which the store
+/// refuses). The same code is valid for two steps of the window about once in 10^digits; taking
+/// the first unused one keeps that coincidence from refusing a fresh code as a replay.
 /// Comparison is constant time (totp-rs compares tokens with constant_time_eq).
 pub fn matching_step(
     secret: &[u8],
@@ -69,9 +72,22 @@ pub fn matching_step(
     skew: u8,
     code: &str,
     now: u64,
+    used: Option<u64>,
 ) -> Option<u64> {
     let code = normalise_code(code, params.digits)?;
-    totp(secret, params, skew).check(&code, now)
+    let exact = totp(secret, params, 0);
+    let origin = now / params.period;
+    let window = origin.saturating_sub(skew.into())..=origin.saturating_add(skew.into());
+    let mut matches = window.filter(|&step| {
+        exact
+            .check(&code, step.saturating_mul(params.period))
+            .is_some()
+    });
+    let first = matches.next()?;
+    match used {
+        Some(last) if first <= last => matches.find(|&step| step > last).or(Some(first)),
+        _ => Some(first),
+    }
 }
 
 /// The code for `secret` at `now`; used by tests and nothing else in production paths.
@@ -141,15 +157,41 @@ mod tests {
         let next = code_at(RFC_SECRET, p, now + 30);
         let two_ahead = code_at(RFC_SECRET, p, now + 60);
         assert_eq!(
-            matching_step(RFC_SECRET, p, 1, &previous, now),
+            matching_step(RFC_SECRET, p, 1, &previous, now, None),
             Some(step - 1)
         );
-        assert_eq!(matching_step(RFC_SECRET, p, 1, &next, now), Some(step + 1));
-        assert_eq!(matching_step(RFC_SECRET, p, 1, &two_ahead, now), None);
-        assert_eq!(matching_step(RFC_SECRET, p, 0, &previous, now), None);
         assert_eq!(
-            matching_step(RFC_SECRET, p, 2, &two_ahead, now),
+            matching_step(RFC_SECRET, p, 1, &next, now, None),
+            Some(step + 1)
+        );
+        assert_eq!(matching_step(RFC_SECRET, p, 1, &two_ahead, now, None), None);
+        assert_eq!(matching_step(RFC_SECRET, p, 0, &previous, now, None), None);
+        assert_eq!(
+            matching_step(RFC_SECRET, p, 2, &two_ahead, now, None),
             Some(step + 2)
+        );
+    }
+
+    #[test]
+    fn a_code_valid_for_two_steps_is_taken_for_the_unused_one() {
+        // With the RFC secret, steps 56188870 and 56188871 share the code 617002.
+        let p = params(Algorithm::SHA1, 6);
+        let (used, fresh) = (56_188_870, 56_188_871);
+        assert_eq!(code_at(RFC_SECRET, p, used * 30), "617002");
+        assert_eq!(code_at(RFC_SECRET, p, fresh * 30), "617002");
+        let now = fresh * 30 + 5;
+        let check = |used| matching_step(RFC_SECRET, p, 1, "617002", now, used);
+        assert_eq!(
+            check(None),
+            Some(used),
+            "the earliest when nothing was used"
+        );
+        assert_eq!(check(Some(used - 5)), Some(used));
+        assert_eq!(check(Some(used)), Some(fresh), "not a replay");
+        assert_eq!(
+            check(Some(fresh)),
+            Some(used),
+            "a replay, for the store to refuse"
         );
     }
 
@@ -159,7 +201,7 @@ mod tests {
         let now = 1_700_000_000;
         let code = code_at(RFC_SECRET, p, now);
         let spaced = format!("{} {}", &code[..3], &code[3..]);
-        assert!(matching_step(RFC_SECRET, p, 1, &spaced, now).is_some());
+        assert!(matching_step(RFC_SECRET, p, 1, &spaced, now, None).is_some());
         for bad in [
             "",
             "12345",
@@ -169,7 +211,11 @@ mod tests {
             "١٢٣٤٥٦",
             &format!("{code}\n"),
         ] {
-            assert_eq!(matching_step(RFC_SECRET, p, 1, bad, now), None, "{bad:?}");
+            assert_eq!(
+                matching_step(RFC_SECRET, p, 1, bad, now, None),
+                None,
+                "{bad:?}"
+            );
         }
     }
 
