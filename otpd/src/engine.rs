@@ -529,7 +529,7 @@ impl Engine {
     }
 
     /// Checks a code (or a recovery code, or with `sent` a code sent for that purpose) for
-    /// `user`: charges the attempt first, then accepts the matching step at most once.
+    /// `user`: charges the attempt, and accepts the matching step at most once.
     pub(crate) fn verify(
         &self,
         user: &str,
@@ -537,6 +537,17 @@ impl Engine {
         sent: Option<Purpose>,
         now: u64,
     ) -> Result<Verdict> {
+        let record = self.store.get(user)?.unwrap_or_default();
+        // The common case, a TOTP code, is one atomic store change: the charge and the step.
+        if let Some(step) = self.totp_only(user, &record, response, sent, now)? {
+            let (attempt, outcome) =
+                self.store
+                    .charge_and_accept(user, step, now, &self.config.throttle)?;
+            return Ok(match (attempt, outcome) {
+                (Attempt::Throttled { until }, _) => Verdict::Throttled { until },
+                (Attempt::Allowed, outcome) => step_verdict(outcome),
+            });
+        }
         if let Attempt::Throttled { until } =
             self.store
                 .charge_attempt(user, now, &self.config.throttle)?
@@ -545,6 +556,50 @@ impl Engine {
         }
         // The charge is durable before the reply, whatever the check says (service.rs).
         self.verify_charged(user, response, sent, now)
+    }
+
+    /// `Some(the step the code matches, if any)` when `response` can only be a TOTP code of
+    /// `record`'s token; `None` when a sent code or a recovery code may be meant, or there is no
+    /// token, which [`Engine::verify_charged`] sorts out.
+    fn totp_only(
+        &self,
+        user: &str,
+        record: &UserRecord,
+        response: &str,
+        sent: Option<Purpose>,
+        now: u64,
+    ) -> Result<Option<Option<u64>>> {
+        let Some(token) = &record.token else {
+            return Ok(None);
+        };
+        if sent.is_some_and(|purpose| record.outbox.live(purpose, now).is_some())
+            || (record.recovery.is_some()
+                && crate::recovery::candidate(response, token.params.digits).is_some())
+        {
+            return Ok(None);
+        }
+        self.totp_step(user, token, response, now, record.last_step)
+            .map(Some)
+    }
+
+    /// The step `response` matches for `token`: the first one after `used` if there is one.
+    fn totp_step(
+        &self,
+        user: &str,
+        token: &Token,
+        response: &str,
+        now: u64,
+        used: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let secret = self.key.open(user, &token.secret)?;
+        Ok(totp::matching_step(
+            &secret,
+            token.params,
+            self.config.totp.skew,
+            response,
+            now,
+            used,
+        ))
     }
 
     fn verify_charged(
@@ -575,24 +630,11 @@ impl Engine {
                 None => Verdict::Wrong,
             });
         }
-        let secret = self.key.open(user, &token.secret)?;
-        Ok(
-            match totp::matching_step(
-                &secret,
-                token.params,
-                self.config.totp.skew,
-                response,
-                now,
-                record.last_step,
-            ) {
-                None => Verdict::Wrong,
-                Some(step) => match self.store.accept_step(user, step, now)? {
-                    StepOutcome::Accepted => Verdict::Accepted,
-                    StepOutcome::Replayed => Verdict::Replayed,
-                    StepOutcome::NoToken => Verdict::NoToken,
-                },
-            },
-        )
+        let outcome = match self.totp_step(user, &token, response, now, record.last_step)? {
+            None => None,
+            Some(step) => Some(self.store.accept_step(user, step, now)?),
+        };
+        Ok(step_verdict(outcome))
     }
 
     fn begin_enrollment_login(
@@ -961,6 +1003,16 @@ fn delivered_pending(record: Option<&UserRecord>, now: u64) -> Option<Pending> {
 /// The channel a person typed at the prompt ("email", "SMS"), if it is on offer.
 fn requested_channel(response: &str, offer: Channels) -> Option<Channel> {
     Channel::parse(&response.trim().to_ascii_lowercase()).filter(|&c| offer.contains(c))
+}
+
+/// What a TOTP check came to: no matching step, or what the store said of the step.
+fn step_verdict(outcome: Option<StepOutcome>) -> Verdict {
+    match outcome {
+        None => Verdict::Wrong,
+        Some(StepOutcome::Accepted) => Verdict::Accepted,
+        Some(StepOutcome::Replayed) => Verdict::Replayed,
+        Some(StepOutcome::NoToken) => Verdict::NoToken,
+    }
 }
 
 /// The refusal for too many failed attempts: PAM_MAXTRIES, so applications stop retrying.

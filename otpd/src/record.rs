@@ -127,6 +127,22 @@ impl UserRecord {
         Attempt::Allowed
     }
 
+    /// Charges an attempt and, unless throttled, accepts `step` (the step a TOTP code matched,
+    /// if any): one change for the common login, so a code and its charge are never apart.
+    pub fn charge_and_accept(
+        &mut self,
+        step: Option<u64>,
+        now: u64,
+        config: &ThrottleConfig,
+    ) -> (Attempt, Option<StepOutcome>) {
+        let attempt = self.charge_attempt(now, config);
+        let outcome = match attempt {
+            Attempt::Allowed => step.map(|step| self.accept_step(step, now)),
+            Attempt::Throttled { .. } => None,
+        };
+        (attempt, outcome)
+    }
+
     /// Records `step` as used if it is later than every step used before.
     pub fn accept_step(&mut self, step: u64, now: u64) -> StepOutcome {
         if self.token.is_none() {
@@ -476,5 +492,40 @@ pub(crate) mod tests {
             Some(40),
             "another token starts from its own steps"
         );
+    }
+
+    #[test]
+    fn a_code_and_its_charge_are_one_change() {
+        let config = ThrottleConfig::default();
+        let mut record = UserRecord {
+            token: Some(token(1)),
+            last_step: Some(10),
+            ..UserRecord::default()
+        };
+        assert_eq!(
+            record.charge_and_accept(None, 100, &config),
+            (Attempt::Allowed, None)
+        );
+        assert_eq!(record.failures, 1, "a wrong code is charged");
+        assert_eq!(
+            record.charge_and_accept(Some(10), 101, &config),
+            (Attempt::Allowed, Some(StepOutcome::Replayed))
+        );
+        assert_eq!(record.failures, 2, "a replay is charged");
+        let before = record.failures;
+        record.next_attempt = 0;
+        assert_eq!(
+            record.charge_and_accept(Some(11), 102, &config),
+            (Attempt::Allowed, Some(StepOutcome::Accepted))
+        );
+        assert_eq!(record.failures, before, "an accepted code costs nothing");
+        assert_eq!(record.last_step, Some(11));
+        record.next_attempt = 500;
+        let locked = record.clone();
+        assert_eq!(
+            record.charge_and_accept(Some(12), 103, &config),
+            (Attempt::Throttled { until: 500 }, None)
+        );
+        assert_eq!(record, locked, "nothing changes while throttled");
     }
 }

@@ -1,6 +1,7 @@
 //! Durable state behind a small trait. Every operation is atomic per user. Writes return once
-//! they are in sled; [`Store::durable`] resolves once they are on the device, and every D-Bus
-//! reply waits for it (service.rs), so a reply that says "done" survives a crash or restart.
+//! they are in sled; [`Store::durable_through`] resolves once they are on the device, and every
+//! D-Bus reply waits for its call's writes (service.rs), so a reply that says "done" survives a
+//! crash or restart.
 //! sled 0.34.7 is the backend.
 //!
 //! Durable means on the device, not just in the kernel: sled's own `flush` writes its log with
@@ -33,6 +34,14 @@ pub trait Store: Send + Sync {
     fn list(&self) -> Result<Vec<(String, UserRecord)>>;
     /// Charges one attempt unless the user is in backoff ("count a failure" before checking).
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt>;
+    /// [`UserRecord::charge_and_accept`]: the charge and a TOTP code's step, atomically.
+    fn charge_and_accept(
+        &self,
+        user: &str,
+        step: Option<u64>,
+        now: u64,
+        config: &ThrottleConfig,
+    ) -> Result<(Attempt, Option<StepOutcome>)>;
     /// Accepts time step `step` for `user` if it is later than every step accepted before.
     fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome>;
     /// Saves a pending enrollment unless a confirmed token exists.
@@ -51,7 +60,7 @@ pub trait Store: Send + Sync {
     ) -> Result<ConfirmOutcome>;
     /// Deletes what `kronctl reset` removes ([`UserRecord::reset`]). True if anything existed.
     fn reset(&self, user: &str) -> Result<bool>;
-    /// Applies `change` atomically and durably. It may run more than once under contention,
+    /// Applies `change` atomically. It may run more than once under contention,
     /// so it must be a pure function of the record (results go to variables it sets each run).
     fn modify(&self, user: &str, change: &mut dyn FnMut(&mut UserRecord)) -> Result<()>;
     /// Clears the throttle of `user`. True if there was anything to clear.
@@ -166,6 +175,16 @@ impl Store for SledStore {
 
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt> {
         self.update(user, |record| record.charge_attempt(now, config))
+    }
+
+    fn charge_and_accept(
+        &self,
+        user: &str,
+        step: Option<u64>,
+        now: u64,
+        config: &ThrottleConfig,
+    ) -> Result<(Attempt, Option<StepOutcome>)> {
+        self.update(user, |record| record.charge_and_accept(step, now, config))
     }
 
     fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome> {
