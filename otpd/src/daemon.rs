@@ -117,6 +117,7 @@ fn serve(config: Config, args: &Args) -> Result<()> {
     prepare_state_dir(&config.state_dir)?;
     let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
     let store = SledStore::open(&config.state_dir.join("store"))?;
+    release_freed_memory();
     let audit = Audit::new(args.log_stderr);
     let address = config.bus_address(args.bus.as_deref());
     let hostname = nix::unistd::gethostname()
@@ -175,6 +176,17 @@ fn limit_malloc_arenas() {
     // valid at any time, and no other thread exists yet to race with it.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Hands the memory freed so far back to the kernel. Opening the store (sled's recovery) frees
+/// most of what it allocated, but glibc keeps freed heap for reuse: at a million users that was
+/// 7 MiB of otpd's resident memory for the rest of its life (docs/performance.md).
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes the allocator's
+    // own locks and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
