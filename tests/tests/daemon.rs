@@ -6,6 +6,7 @@ use std::path::Path;
 
 use kron_proto::{MAX_FIELD_LEN, MAX_RESPONSE_LEN, MAX_USER_LEN, StepKind};
 use kron_tests::dbus::{self, otpd_error};
+use kron_tests::totp::wrong_code;
 use kron_tests::{TestUser, World, artifacts, kronctl, otpd, scratch};
 
 const REQUIRE: &str = "default_mode = \"require\"\n";
@@ -59,6 +60,29 @@ fn crash_loses_nothing_reported() {
         .answer(&token.code_for_step(confirmed + 2))
         .run()
         .assert_accepted();
+}
+
+/// A refusal is as durable as an acceptance: the attempts a guesser was charged survive a
+/// SIGKILL right after the replies, so killing otpd hands out no free attempts.
+#[test]
+fn crash_keeps_the_charges_of_refused_codes() {
+    let mut world = World::start(REQUIRE);
+    let user = TestUser::new();
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+    let right = token.code_for_step(confirmed + 1);
+    for _ in 0..2 {
+        world
+            .login(user.name())
+            .answer(&wrong_code(&right))
+            .run()
+            .assert_denied();
+    }
+
+    world.otpd.kill();
+    world.otpd.start_again();
+
+    let status = world.kronctl().status(user.name());
+    assert_eq!(kronctl::number(&status, "failures"), 2, "{status}");
 }
 
 /// `otpd --check-config`: "ok" for good files (the shipped one included), file:line and exit
