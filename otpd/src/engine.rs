@@ -342,7 +342,6 @@ impl Engine {
         self.prompt(session, vec![messages::delivered_enrollment(channel)], now)
     }
 
-    /// Answers the prompt of the step that carried `handle`.
     /// Whether [`Engine::answer`] for this response can only check a code and refuse or accept:
     /// no recovery-code hash (argon2, tens of milliseconds), no email or SMS, no enrollment.
     /// The service runs such answers on the bus threads directly; the rest, like every other
@@ -367,12 +366,7 @@ impl Engine {
             return false;
         };
         match self.store.get(&user) {
-            Ok(Some(record)) => match (&record.recovery, &record.token) {
-                (None, _) => true,
-                (Some(_), Some(token)) => usize::from(token.params.digits) == response.len(),
-                (Some(_), None) => false,
-            },
-            Ok(None) => true,
+            Ok(record) => !record.is_some_and(|r| r.may_be_recovery_code(response)),
             Err(_) => false,
         }
     }
@@ -383,6 +377,7 @@ impl Engine {
         self.store.durable_through(write)
     }
 
+    /// Answers the prompt of the step that carried `handle`.
     pub fn answer(&self, caller: Caller, handle: &str, response: &str, now: u64) -> Result<Step> {
         if response.len() > MAX_RESPONSE_LEN {
             return Err(Error::InvalidArgument("answer too long".into()));
@@ -573,8 +568,7 @@ impl Engine {
             return Ok(None);
         };
         if sent.is_some_and(|purpose| record.outbox.live(purpose, now).is_some())
-            || (record.recovery.is_some()
-                && crate::recovery::candidate(response, token.params.digits).is_some())
+            || record.may_be_recovery_code(response)
         {
             return Ok(None);
         }
@@ -733,17 +727,16 @@ impl Engine {
         {
             return Ok(PendingCheck::Throttled { until });
         }
-        // Whatever the outcome, the charge and the confirmation are durable before the reply.
-        (|| {
-            let secret = self.key.open(user, &pending.token.secret)?;
-            let params = pending.token.params;
-            Ok(
-                match totp::matching_step(&secret, params, self.config.totp.skew, code, now, None) {
-                    None => PendingCheck::Wrong,
-                    Some(step) => PendingCheck::Done(self.store.confirm(user, pending, step, now)?),
-                },
-            )
-        })()
+        // Whatever the outcome, the charge and the confirmation are durable before the reply
+        // (service.rs).
+        let secret = self.key.open(user, &pending.token.secret)?;
+        let params = pending.token.params;
+        Ok(
+            match totp::matching_step(&secret, params, self.config.totp.skew, code, now, None) {
+                None => PendingCheck::Wrong,
+                Some(step) => PendingCheck::Done(self.store.confirm(user, pending, step, now)?),
+            },
+        )
     }
 
     fn prompt(&self, session: LoginSession, messages: Vec<kron_proto::Message>, now: u64) -> Step {

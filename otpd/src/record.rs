@@ -143,6 +143,18 @@ impl UserRecord {
         (attempt, outcome)
     }
 
+    /// Whether `response` could be one of the user's recovery codes (which takes an argon2 hash
+    /// to check) rather than a TOTP code: a recovery set exists and the digits are not the
+    /// token's length.
+    pub fn may_be_recovery_code(&self, response: &str) -> bool {
+        match (&self.recovery, &self.token) {
+            (Some(_), Some(token)) => {
+                crate::recovery::candidate(response, token.params.digits).is_some()
+            }
+            _ => false,
+        }
+    }
+
     /// Records `step` as used if it is later than every step used before.
     pub fn accept_step(&mut self, step: u64, now: u64) -> StepOutcome {
         if self.token.is_none() {

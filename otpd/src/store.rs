@@ -284,21 +284,25 @@ struct Commits {
     stopping: bool,
 }
 
-/// Where a waiter for write count `needed` stands.
-enum Standing {
-    Durable,
-    Failed(String),
-    Waiting,
-}
-
 impl Commits {
-    fn standing(&self, needed: u64) -> Standing {
+    /// How a wait for write count `needed` ends: `None` while it must go on.
+    fn outcome(&self, needed: u64) -> Option<Result<()>> {
         if self.durable >= needed {
-            return Standing::Durable;
+            return Some(Ok(()));
         }
         match &self.failed {
-            Some((covered, reason)) if *covered >= needed => Standing::Failed(reason.clone()),
-            _ => Standing::Waiting,
+            Some((covered, reason)) if *covered >= needed => {
+                Some(Err(Error::Store(reason.clone())))
+            }
+            _ => None,
+        }
+    }
+
+    /// Asks the flusher for a flush that covers write count `needed`, unless already asked.
+    fn ask(&mut self, needed: u64, work: &Condvar) {
+        if self.wanted < needed {
+            self.wanted = needed;
+            work.notify_one();
         }
     }
 }
@@ -347,20 +351,15 @@ impl GroupCommit {
         }
     }
 
-    /// [`GroupCommit::durable`], blocking the calling thread.
+    /// Blocks the calling thread until every write counted so far is durable.
     fn wait(&self) -> Result<()> {
         let needed = self.written.load(Ordering::SeqCst);
         let mut state = self.lock();
         loop {
-            match state.standing(needed) {
-                Standing::Durable => return Ok(()),
-                Standing::Failed(reason) => return Err(Error::Store(reason)),
-                Standing::Waiting => {}
+            if let Some(outcome) = state.outcome(needed) {
+                return outcome;
             }
-            if state.wanted < needed {
-                state.wanted = needed;
-                self.work.notify_one();
-            }
+            state.ask(needed, &self.work);
             state = self
                 .finished
                 .wait(state)
@@ -433,7 +432,7 @@ impl Drop for Flusher {
     }
 }
 
-/// A future that resolves once the writes made before it was created are on the device; see
+/// A future that resolves once a given write and every one before it are on the device; see
 /// [`GroupCommit`]. An error if a flush that should have covered them failed.
 pub struct Durable {
     commits: Arc<GroupCommit>,
@@ -445,20 +444,14 @@ impl Future for Durable {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let mut state = self.commits.lock();
-        match state.standing(self.needed) {
-            Standing::Durable => Poll::Ready(Ok(())),
-            Standing::Failed(reason) => Poll::Ready(Err(Error::Store(reason))),
-            Standing::Waiting => {
-                if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    state.wakers.push(cx.waker().clone());
-                }
-                if state.wanted < self.needed {
-                    state.wanted = self.needed;
-                    self.commits.work.notify_one();
-                }
-                Poll::Pending
-            }
+        if let Some(outcome) = state.outcome(self.needed) {
+            return Poll::Ready(outcome);
         }
+        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.wakers.push(cx.waker().clone());
+        }
+        state.ask(self.needed, &self.commits.work);
+        Poll::Pending
     }
 }
 
