@@ -10,6 +10,8 @@
 //!    answer back with [`OtpdProxy::answer`], or stop with the outcome in `kind`;
 //! 3. this repeats until a step is terminal ([`StepKind::is_terminal`]).
 
+#![forbid(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
 use zbus::{Type, proxy};
 
@@ -21,6 +23,31 @@ pub const OBJECT_PATH: &str = "/io/kron/Otpd";
 pub const INTERFACE: &str = "io.kron.Otpd1";
 /// Address used when neither a module argument nor a command-line flag names one.
 pub const DEFAULT_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
+
+/// An out-of-band channel for codes and enrollments. Its name (`"email"`, `"sms"`) is what the
+/// config, the D-Bus methods and the prompt use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Email, Channel::Sms];
+
+    /// The name in config, on D-Bus and at the prompt ("email", "sms").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
 
 /// Longest user name accepted anywhere (bytes).
 pub const MAX_USER_LEN: usize = 256;
@@ -36,6 +63,25 @@ pub const MAX_MESSAGES: usize = 16;
 pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
 /// Longest prompt text (bytes).
 pub const MAX_PROMPT_LEN: usize = 256;
+
+/// Longest export passphrase accepted (bytes); longer input is a mistake.
+pub const MAX_PASSPHRASE: usize = 1024;
+/// Lengths of a TOTP secret (bytes) that otpd imports: RFC 4226 asks for at least 128 bits
+/// (16 bytes) and recommends 160, but google-authenticator's 80-bit secrets must come across.
+pub const SECRET_LEN: std::ops::RangeInclusive<usize> = 10..=64;
+
+/// Checks a secret's length against [`SECRET_LEN`].
+pub fn check_secret_len(secret: &[u8]) -> Result<(), String> {
+    if !SECRET_LEN.contains(&secret.len()) {
+        return Err(format!(
+            "a secret of {} bytes is outside {}..={}",
+            secret.len(),
+            SECRET_LEN.start(),
+            SECRET_LEN.end()
+        ));
+    }
+    Ok(())
+}
 
 /// What the module must do after rendering a step's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! Who may do what. The caller is the uid the bus daemon reported for the sender, never a
 //! claim of the caller itself.
 
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::users::{Account, Directory};
+use kron_common::config::Config;
+use kron_common::users::{Account, Directory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
@@ -93,7 +93,7 @@ impl Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::users::fake::FakeDirectory;
+    use kron_common::users::fake::FakeDirectory;
 
     #[test]
     fn roles() {

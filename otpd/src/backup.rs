@@ -1,19 +1,18 @@
 //! Backups: every token (or one user's) as JSON inside an age file encrypted to a passphrase,
 //! so `age -d` opens it too. Parsed and checked completely before anything is stored.
 
-use crate::config::Algorithm;
 use crate::error::{Error, Result};
 use crate::recovery::RecoverySet;
 use crate::totp::TokenParams;
 use age::secrecy::SecretString;
+use kron_common::config::Algorithm;
+use kron_proto::MAX_PASSPHRASE;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use zeroize::{Zeroize, Zeroizing};
 
 const FORMAT: &str = "kron-backup";
 const VERSION: u32 = 1;
-/// Longest passphrase accepted; longer input is a mistake.
-pub const MAX_PASSPHRASE: usize = 1024;
 /// Hardest scrypt work factor accepted on import (2^20): a file asking for more is refused
 /// instead of tying otpd up.
 const MAX_WORK_FACTOR: u8 = 20;
@@ -37,7 +36,7 @@ pub struct BackupUser {
     pub recovery: Option<RecoverySet>,
     /// Email address and phone number set by an admin (absent in older backups).
     #[serde(default)]
-    pub contact: crate::contact::Contact,
+    pub contact: kron_common::contact::Contact,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize)]
@@ -162,18 +161,8 @@ pub fn validate_params(params: TokenParams) -> std::result::Result<(), String> {
 pub fn decode_secret(base32: &str) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
     let secret = totp_rs::Secret::try_from_base32(base32)
         .map_err(|_| "the secret is not base32".to_string())?;
-    check_secret_len(secret.as_bytes())?;
+    kron_proto::check_secret_len(secret.as_bytes())?;
     Ok(Zeroizing::new(secret.as_bytes().to_vec()))
-}
-
-pub fn check_secret_len(secret: &[u8]) -> std::result::Result<(), String> {
-    if !(10..=64).contains(&secret.len()) {
-        return Err(format!(
-            "a secret of {} bytes is outside 10..=64",
-            secret.len()
-        ));
-    }
-    Ok(())
 }
 
 pub fn parse_algorithm(name: &str) -> std::result::Result<Algorithm, String> {
@@ -206,7 +195,7 @@ mod tests {
                 last_step: Some(99),
                 last_used: 5,
                 recovery: None,
-                contact: crate::contact::Contact {
+                contact: kron_common::contact::Contact {
                     email: Some("alice@example.com".into()),
                     phone: None,
                 },

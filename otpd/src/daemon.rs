@@ -1,42 +1,18 @@
 //! Start-up and shutdown of otpd: arguments, config, state directory, key, store, bus.
 
 use crate::audit::Audit;
-use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::crypto::SecretKey;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::service::OtpdService;
 use crate::store::SledStore;
-use crate::users::{Directory, Nss};
 use clap::Parser;
+use kron_common::config::{Config, DEFAULT_CONFIG_PATH};
+use kron_common::daemon_args::OtpdArgs as Args;
+use kron_common::users::{Directory, Nss};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// otpd — the kron daemon: decides every two-factor login and owns all token state.
-#[derive(Debug, Parser)]
-#[command(
-    name = "otpd",
-    version,
-    about = "The kron daemon: decides every two-factor login and owns all token state",
-    long_about = "otpd serves io.kron.Otpd on the system bus (or --bus). pam_kron.so asks it what each \
-login needs; kronctl manages tokens through it. It keeps tokens encrypted in a sled store under \
-state_dir and writes every decision to syslog (authpriv). Configuration: otpd.toml(5)."
-)]
-pub struct Args {
-    /// Configuration file [default: /etc/kron/otpd.toml; all defaults if that file is absent].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// D-Bus address to serve on (overrides the `bus` config key; default: the system bus).
-    #[arg(long, value_name = "ADDRESS")]
-    pub bus: Option<String>,
-    /// Validate the configuration, print "ok" (or file:line: reason) and exit.
-    #[arg(long)]
-    pub check_config: bool,
-    /// Also write audit lines to stderr (foreground runs, tests).
-    #[arg(long)]
-    pub log_stderr: bool,
-}
 
 /// Runs otpd; returns the process exit code.
 pub fn main() -> i32 {

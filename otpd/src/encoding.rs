@@ -72,19 +72,19 @@ pub mod hex_list {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contact::Contact;
     use crate::crypto::Sealed;
     use crate::delivery::Channel;
     use crate::record::Token;
     use crate::recovery::RecoverySet;
     use crate::sent::{Outbox, Purpose, SentCode};
     use crate::totp::TokenParams;
+    use kron_common::contact::Contact;
 
     /// Every field set, so every type inside the record is in the bytes below.
     fn full_record() -> UserRecord {
         let token = Token {
             params: TokenParams {
-                algorithm: crate::config::Algorithm::SHA256,
+                algorithm: kron_common::config::Algorithm::SHA256,
                 digits: 8,
                 period: 30,
             },

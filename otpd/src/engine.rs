@@ -4,22 +4,23 @@
 
 use crate::audit::{Audit, Subject};
 use crate::authz::Caller;
-use crate::config::Config;
-use crate::contact::Channels;
 use crate::crypto::SecretKey;
 use crate::delivery::{Channel, Deliver};
 use crate::error::{Error, Result};
 use crate::grace::GraceLedger;
 use crate::messages;
 use crate::outbound::{Sent, SentCheck};
-use crate::policy::{Decision, Policy, decide, policy_for};
+use crate::policy::{Decision, decide};
 use crate::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
 use crate::sent::{CodeCheck, Purpose};
 use crate::sessions::{LoginKind, LoginSession, Sessions};
 use crate::store::{Durable, Store};
 use crate::strangers::{SelfServiceLimiter, StrangerThrottle};
 use crate::totp::{self, TokenParams};
-use crate::users::Directory;
+use kron_common::config::Config;
+use kron_common::contact::Channels;
+use kron_common::rules::{Policy, policy_for};
+use kron_common::users::Directory;
 use kron_proto::{Enrollment, MAX_FIELD_LEN, MAX_RESPONSE_LEN, Step, StepKind, UserStatus};
 
 pub struct Engine {
@@ -286,7 +287,10 @@ impl Engine {
                 let address = self.address(&request.user, record, code.channel);
                 Sent::Done {
                     channel: code.channel,
-                    masked: crate::contact::mask(code.channel, address.as_deref().unwrap_or("")),
+                    masked: kron_common::contact::mask(
+                        code.channel,
+                        address.as_deref().unwrap_or(""),
+                    ),
                     expires: code.expires,
                 }
             }
@@ -665,7 +669,7 @@ impl Engine {
         };
         let secret = self.key.open(&request.user, &pending.token.secret)?;
         let uri = self.otpauth_uri(&request.user, &secret, pending.token.params)?;
-        let qr = crate::qr::terminal(&uri)
+        let qr = kron_common::qr::terminal(&uri)
             .map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;
         let shown = messages::enrollment(&qr, &totp::base32(&secret), pending.expires, now);
         // The session outlives the enrollment if need be, so a late answer is told that the
@@ -948,7 +952,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn existing_account(&self, user: &str) -> Result<crate::users::Account> {
+    pub(crate) fn existing_account(&self, user: &str) -> Result<kron_common::users::Account> {
         self.directory
             .by_name(user)?
             .ok_or_else(|| Error::NotFound(format!("no such user: {user}")))
@@ -1046,7 +1050,7 @@ impl Engine {
             self.config
                 .contacts
                 .address(&record.contact, &user, channel)
-                .map(|a| crate::contact::mask(channel, &a))
+                .map(|a| kron_common::contact::mask(channel, &a))
                 .unwrap_or_default()
         };
         let (email, phone) = (masked(Channel::Email), masked(Channel::Sms));
@@ -1072,9 +1076,9 @@ impl Engine {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::{GroupRule, Mode};
     use crate::store::SledStore;
-    use crate::users::fake::FakeDirectory;
+    use kron_common::config::{GroupRule, Mode};
+    use kron_common::users::fake::FakeDirectory;
 
     pub(crate) const NOW: u64 = 1_800_000_000;
     pub(crate) const ROOT: Caller = Caller::new(0);
@@ -1150,7 +1154,7 @@ pub(crate) mod tests {
     pub(crate) fn code(secret: &[u8], at: u64) -> String {
         totp::code_at(
             secret,
-            TokenParams::from(&crate::config::TotpConfig::default()),
+            TokenParams::from(&kron_common::config::TotpConfig::default()),
             at,
         )
     }

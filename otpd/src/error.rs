@@ -1,6 +1,9 @@
 //! The one error type of otpd, and its mapping onto the D-Bus errors of `io.kron.Otpd1`.
 //! Texts never contain a code or a secret.
 
+use kron_common::config::ConfigError;
+use kron_common::rules::RuleError;
+use kron_common::users::DirectoryError;
 use kron_proto::OtpdError;
 
 #[derive(Debug)]
@@ -25,6 +28,10 @@ pub enum Error {
     Crypto(String),
     /// The bus or another system service failed.
     System(String),
+    /// NSS could not answer, so no account or group could be checked.
+    Directory(DirectoryError),
+    /// No rule could be chosen for a login (an unresolvable group of a stronger rule).
+    Policy(RuleError),
     /// An email or SMS could not be sent; the text names the channel and cause, never content.
     Delivery(String),
     /// The request needs the validation code sent to the user's contact first.
@@ -47,13 +54,60 @@ impl std::fmt::Display for Error {
             Error::Store(m) => write!(f, "store: {m}"),
             Error::Crypto(m) => write!(f, "crypto: {m}"),
             Error::System(m) => write!(f, "{m}"),
+            Error::Directory(e) => write!(f, "{e}"),
+            Error::Policy(e) => write!(f, "{e}"),
             Error::Delivery(m) => write!(f, "{m}"),
             Error::ValidationRequired(m) => write!(f, "validation required: {m}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Directory(e) => Some(e),
+            Error::Policy(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// A failure of otpd or its surroundings rather than of the request: the caller learns
+    /// only "see the log", so it must be logged.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Error::Config(_)
+                | Error::Store(_)
+                | Error::Crypto(_)
+                | Error::System(_)
+                | Error::Directory(_)
+                | Error::Policy(_)
+        )
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e.0)
+    }
+}
+
+impl From<DirectoryError> for Error {
+    fn from(e: DirectoryError) -> Self {
+        Error::Directory(e)
+    }
+}
+
+impl From<RuleError> for Error {
+    fn from(e: RuleError) -> Self {
+        match e {
+            RuleError::Directory(e) => Error::Directory(e),
+            e => Error::Policy(e),
+        }
+    }
+}
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
@@ -73,7 +127,8 @@ impl From<Error> for OtpdError {
             Error::Delivery(m) => OtpdError::Failed(m),
             Error::ValidationRequired(m) => OtpdError::ValidationRequired(m),
             // Internal details go to the journal, not to the caller.
-            Error::Config(_) | Error::Store(_) | Error::Crypto(_) | Error::System(_) => {
+            e => {
+                debug_assert!(e.is_internal());
                 OtpdError::Failed("otpd could not complete the request; see its log".into())
             }
         }

@@ -3,8 +3,8 @@
 //! if the rule deciding it allows. In memory only: a restart just asks again.
 
 use crate::authz::Caller;
-use crate::config::MAX_GRACE;
 use crate::engine::LoginRequest;
+use kron_common::config::MAX_GRACE;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

@@ -249,7 +249,7 @@ impl Engine {
         now: u64,
     ) -> std::result::Result<UserRecord, String> {
         kron_proto::validate_user(&token.user)?;
-        backup::check_secret_len(secret)?;
+        kron_proto::check_secret_len(secret)?;
         let params = TokenParams {
             algorithm: backup::parse_algorithm(&token.algorithm)?,
             digits: token.digits,
@@ -326,10 +326,10 @@ fn require_root(caller: Caller) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use crate::authz::Caller;
-    use crate::config::{Config, Mode};
     use crate::engine::LoginRequest;
     use crate::engine::tests::{NOW, ROOT, code, enroll, fixture, kind};
     use crate::error::Error;
+    use kron_common::config::{Config, Mode};
     use kron_proto::{StepKind, TokenImport};
 
     const ALICE: Caller = Caller::new(1001);

@@ -4,7 +4,6 @@
 
 use crate::audit::Subject;
 use crate::authz::Caller;
-use crate::contact::{self, Channels};
 use crate::delivery::{Channel, Content, Recipient};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -12,6 +11,7 @@ use crate::messages;
 use crate::record::UserRecord;
 use crate::sent::{self, Budget, CodeCheck, Purpose, SentCode};
 use crate::totp;
+use kron_common::contact::{self, Channels};
 use kron_proto::{Delivery, MAX_RESPONSE_LEN};
 
 /// The PAM service name rules are looked up for when kronctl enrolls.
@@ -247,13 +247,17 @@ impl Engine {
     pub(crate) fn enrollment_needs_validation(
         &self,
         caller: Caller,
-        account: &crate::users::Account,
+        account: &kron_common::users::Account,
     ) -> Result<Channels> {
         if caller.is_admin(&self.config, &*self.directory)? {
             return Ok(Channels::default());
         }
-        let policy =
-            crate::policy::policy_for(&self.config, account, KRONCTL_SERVICE, &*self.directory)?;
+        let policy = kron_common::rules::policy_for(
+            &self.config,
+            account,
+            KRONCTL_SERVICE,
+            &*self.directory,
+        )?;
         Ok(policy.validate_enrollment)
     }
 
@@ -298,7 +302,7 @@ impl Engine {
     pub(crate) fn check_enrollment_validation(
         &self,
         caller: Caller,
-        account: &crate::users::Account,
+        account: &kron_common::users::Account,
         code: &str,
         now: u64,
     ) -> Result<()> {
@@ -371,7 +375,7 @@ impl Engine {
         pending.delivered = Some(channel);
         let secret = self.key.open(&user, &pending.token.secret)?;
         let uri = self.otpauth_uri(&user, &secret, pending.token.params)?;
-        let png = crate::qr::png(&uri, 8)
+        let png = kron_common::qr::png(&uri, 8)
             .map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;
         let base32 = totp::base32(&secret);
         // The send budget counts deliveries too: they cost the same as a code.
@@ -486,12 +490,12 @@ pub(crate) fn already_enrolled(user: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use crate::authz::Caller;
-    use crate::config::Config;
     use crate::delivery::Channel;
     use crate::delivery::fake::FakeDelivery;
     use crate::engine::Engine;
     use crate::engine::tests::{NOW, ROOT, code, enroll, fixture_sending, kind, login};
     use crate::error::Error;
+    use kron_common::config::Config;
     use kron_proto::{Step, StepKind};
     use std::sync::Arc;
     use std::sync::atomic::Ordering;

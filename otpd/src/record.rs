@@ -1,14 +1,14 @@
 //! What otpd stores per user, and the state changes the login logic needs. The changes are
 //! pure functions on a record so every store backend applies them the same way atomically.
 
-use crate::config::ThrottleConfig;
-use crate::contact::Contact;
 use crate::crypto::Sealed;
 use crate::delivery::Channel;
 use crate::recovery::RecoverySet;
 use crate::sent::Outbox;
 use crate::throttle::delay_after;
 use crate::totp::TokenParams;
+use kron_common::config::ThrottleConfig;
+use kron_common::contact::Contact;
 use serde::{Deserialize, Serialize};
 
 /// A token secret (sealed) with the parameters it was made with.
@@ -345,7 +345,7 @@ fn newest_unused(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::Algorithm;
+    use kron_common::config::Algorithm;
 
     /// A token for tests whose sealed bytes are all `byte` (it never needs to open).
     pub(crate) fn token(byte: u8) -> Token {

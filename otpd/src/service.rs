@@ -131,10 +131,7 @@ impl OtpdService {
         let result = self.engine.durable_through(wrote).await.and(result);
         result.map_err(|e| {
             // Internal failures reach the caller only as "see the log": log them here.
-            if matches!(
-                e,
-                Error::Store(_) | Error::Crypto(_) | Error::System(_) | Error::Config(_)
-            ) {
+            if e.is_internal() {
                 self.engine.log_failure(&e);
             }
             OtpdError::from(e)

@@ -2,10 +2,10 @@
 //! began it and void after its deadline.
 
 use crate::authz::Caller;
-use crate::contact::Channels;
 use crate::engine::LoginRequest;
 use crate::error::{Error, Result};
 use crate::record::Pending;
+use kron_common::contact::Channels;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

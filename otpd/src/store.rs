@@ -10,13 +10,13 @@
 //! share flushes (group commit, [`GroupCommit`]), so N simultaneous logins cost about one flush,
 //! not N in a row.
 
-use crate::config::ThrottleConfig;
 use crate::encoding::{decode, encode};
 use crate::error::{Error, Result};
 use crate::record::{
     Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use crate::recovery::RecoverySet;
+use kron_common::config::ThrottleConfig;
 use std::cell::Cell;
 use std::fs::File;
 use std::future::Future;

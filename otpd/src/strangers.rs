@@ -2,8 +2,8 @@
 //! never throttled, the first "Too many failed attempts" would tell a guesser which names are
 //! real accounts. Kept in memory (unknown names must not grow the store), bounded.
 
-use crate::config::ThrottleConfig;
 use crate::record::{Attempt, UserRecord};
+use kron_common::config::ThrottleConfig;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

@@ -1,7 +1,7 @@
 //! Backoff after failed attempts: pure arithmetic over the configured limits.
 //! docs/throttling.md publishes the bound on an online guesser that these defaults give.
 
-use crate::config::ThrottleConfig;
+use kron_common::config::ThrottleConfig;
 
 /// Seconds to wait before the next attempt after `failures` consecutive failures (counting the
 /// attempt just made): none during the free attempts, then `base_delay` doubling per failure,

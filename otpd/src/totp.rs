@@ -1,6 +1,6 @@
 //! TOTP per RFC 6238 through totp-rs: token parameters, fresh secrets, checking a code, URIs.
 
-use crate::config::{Algorithm, TotpConfig};
+use kron_common::config::{Algorithm, TotpConfig};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

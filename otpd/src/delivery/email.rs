@@ -1,9 +1,10 @@
 //! Email over SMTP with lettre: STARTTLS required, implicit TLS, or plain to a loopback
 //! relay. One connection per message (sends are rare; no pool to keep alive).
 
-use super::config::{EmailConfig, Security};
-use super::{Content, DeliveryError, Recipient, Values, describe, read_secret, redact, template};
+use super::{Content, DeliveryError, Recipient, Values, describe, read_secret, redact};
 use crate::error::Error;
+use kron_common::config::{EmailConfig, Security};
+use kron_common::template;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -15,6 +16,8 @@ use tokio::runtime::Handle;
 pub(super) struct EmailSender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     config: EmailConfig,
+    /// `from` as lettre reads it (the config was checked with a smaller parser).
+    from: Mailbox,
     /// "smtp.example.com:587", for error texts.
     server: String,
     /// Right-hand side of Message-IDs.
@@ -27,6 +30,12 @@ impl EmailSender {
         config
             .validate()
             .map_err(|e| Error::Config(format!("[email]: {e}")))?;
+        let from: Mailbox = config.from.parse().map_err(|e| {
+            Error::Config(format!(
+                "[email]: from {:?} is not a mail address: {e}",
+                config.from
+            ))
+        })?;
         let server = format!("{}:{}", config.server, config.port());
         let tls_failed = |e: lettre::transport::smtp::Error| {
             Error::Config(format!("[email]: TLS setup for {server}: {}", describe(&e)))
@@ -62,6 +71,7 @@ impl EmailSender {
         Ok(EmailSender {
             transport: builder.build(),
             config: config.clone(),
+            from,
             server,
             hostname: hostname.to_owned(),
             timeout,
@@ -121,7 +131,7 @@ impl EmailSender {
             ),
         };
         let builder = Message::builder()
-            .from(self.config.from.clone())
+            .from(self.from.clone())
             .to(recipient)
             .subject(template::render(subject, &pairs))
             .message_id(Some(self.message_id()?));

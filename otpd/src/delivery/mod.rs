@@ -3,42 +3,17 @@
 //! configured templates and hands the result to the server, so the engine's tests use
 //! [`fake::FakeDelivery`] and never touch the network.
 
-pub mod config;
 mod email;
 mod sms;
-mod template;
 
 use crate::error::Error;
-use config::{EmailConfig, SmsConfig};
-use serde::{Deserialize, Serialize};
+use kron_common::config::{EmailConfig, SmsConfig};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
-/// An out-of-band channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Email,
-    Sms,
-}
-
-impl Channel {
-    pub const ALL: [Channel; 2] = [Channel::Email, Channel::Sms];
-
-    /// The name in config, on D-Bus and at the prompt ("email", "sms").
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Email => "email",
-            Channel::Sms => "sms",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Channel> {
-        Channel::ALL.into_iter().find(|c| c.as_str() == name)
-    }
-}
+pub use kron_proto::Channel;
 
 /// What to send. The texts around these values come from the config's templates.
 pub enum Content<'a> {
@@ -511,7 +486,7 @@ mod tests {
     #[test]
     fn deliverer_channels() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let email: config::EmailConfig = toml::from_str(
+        let email: EmailConfig = toml::from_str(
             "server = \"localhost\"\nsecurity = \"none\"\nfrom = \"kron@example.com\"\n",
         )
         .unwrap();
@@ -545,7 +520,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, b"pw\n", 0o644);
-        let insecure: config::EmailConfig = toml::from_str(&format!(
+        let insecure: EmailConfig = toml::from_str(&format!(
             "server = \"smtp.example.com\"\nfrom = \"kron@example.com\"\nusername = \"kron\"\n\
              password_file = \"{}\"\n",
             path.display()

@@ -1,9 +1,10 @@
 //! SMS through an HTTP gateway with reqwest: the configured url, headers and body, filled
 //! with the phone number, the message text and the gateway secret.
 
-use super::config::{self, HttpMethod, SmsConfig};
-use super::{Content, DeliveryError, Recipient, Values, describe, read_secret, redact, template};
+use super::{Content, DeliveryError, Recipient, Values, describe, read_secret, redact};
 use crate::error::Error;
+use kron_common::config::{self, HttpMethod, SmsConfig};
+use kron_common::template;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, Response, Url};
 use std::time::Duration;

@@ -7,12 +7,6 @@
 //!
 //! The hand-written pages pam_kron(8) and otpd.toml(5) live in packaging/man/.
 
-// kronctl is a binary, not a library: its clap definitions are compiled in here from the same
-// file. Only `command()` is used; the rest of cli.rs serves kronctl itself.
-#[allow(dead_code)]
-#[path = "../../../otpd/src/bin/kronctl/cli.rs"]
-mod kronctl_cli;
-
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -49,13 +43,13 @@ fn generate(out: &Path) -> io::Result<()> {
     fs::create_dir_all(&man)?;
     fs::create_dir_all(&completions)?;
 
-    let otpd = otpd::daemon::Args::command();
+    let otpd = kron_common::daemon_args::OtpdArgs::command();
     // `#[command(about)]` on otpd's Args takes the crate description, which names kronctl too;
     // the NAME line of otpd(8) must describe the daemon alone.
     let otpd = otpd.about(OTPD_ABOUT);
     write_page(&man.join("otpd.8"), otpd, "8", OTPD_EXTRA)?;
 
-    let kronctl = kronctl_cli::command();
+    let kronctl = kronctl::cli::command();
     write_kronctl_pages(&man, kronctl.clone())?;
 
     for (shell, name) in [

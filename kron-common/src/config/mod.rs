@@ -1,9 +1,16 @@
 //! `/etc/kron/otpd.toml`: parsing and validation. Every error names file:line.
 
+mod codes;
+mod delivery;
+
+pub use codes::CodesConfig;
+pub use delivery::{
+    BodyFormat, EmailConfig, HttpMethod, Security, SmsConfig, check_header, dummy_values, fill_url,
+    is_loopback,
+};
+
 use crate::contact::{Channels, Patterns};
-use crate::delivery::config::{EmailConfig, SmsConfig};
-use crate::error::Error;
-use crate::sent::CodesConfig;
+use kron_proto::Channel;
 use serde::{Deserialize, Deserializer, de};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +20,18 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 const MAX_RULES: usize = 1000;
 /// Longest step-up grace: an hour, so a forgotten terminal does not stay privileged all day.
 pub const MAX_GRACE: u64 = 3600;
+
+/// An invalid config: the message starts with "file:line: ".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// What a login needs for a user, as decided by the first matching rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -181,32 +200,32 @@ impl Default for Config {
 impl Config {
     /// Reads and validates `path`. A missing file at the default path means "all defaults"
     /// (a fresh install); a missing file named explicitly is an error.
-    pub fn load(path: &Path, explicit: bool) -> Result<Config, Error> {
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
         let text = match read_bounded(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 return Ok(Config::default());
             }
-            Err(e) => return Err(Error::Config(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(ConfigError(format!("{}: {e}", path.display()))),
         };
         Config::parse(&text, &path.display().to_string())
     }
 
     /// Parses config text; `origin` names the file in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Config, Error> {
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| line_of(text, span.start)).unwrap_or(1);
-            Error::Config(format!("{origin}:{line}: {}", e.message()))
+            ConfigError(format!("{origin}:{line}: {}", e.message()))
         })?;
         if !config.state_dir.is_absolute() {
             let line = find_key_line(text, "state_dir").unwrap_or(1);
-            return Err(Error::Config(format!(
+            return Err(ConfigError(format!(
                 "{origin}:{line}: state_dir must be an absolute path"
             )));
         }
         if config.throttle.max_delay < config.throttle.base_delay {
             let line = find_key_line(text, "max_delay").unwrap_or(1);
-            return Err(Error::Config(format!(
+            return Err(ConfigError(format!(
                 "{origin}:{line}: max_delay must not be below base_delay"
             )));
         }
@@ -216,10 +235,10 @@ impl Config {
 
     /// Cross-key checks of the email and SMS settings: each section's own rules, and every
     /// channel named in a list has its section.
-    fn check_channels(&self, text: &str, origin: &str) -> Result<(), Error> {
+    fn check_channels(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
         let section_error = |section: &str, reason: String| {
             let line = find_section_line(text, section).unwrap_or(1);
-            Error::Config(format!("{origin}:{line}: [{section}]: {reason}"))
+            ConfigError(format!("{origin}:{line}: [{section}]: {reason}"))
         };
         if let Some(email) = &self.email {
             email.validate().map_err(|e| section_error("email", e))?;
@@ -242,7 +261,7 @@ impl Config {
             for channel in channels.iter().flat_map(|c| c.iter()) {
                 if !self.has_channel(channel) {
                     let line = find_key_line(text, key).unwrap_or(1);
-                    return Err(Error::Config(format!(
+                    return Err(ConfigError(format!(
                         "{origin}:{line}: {key} names \"{0}\" but there is no [{0}] section",
                         channel.as_str()
                     )));
@@ -253,10 +272,10 @@ impl Config {
     }
 
     /// Whether `channel` has its config section.
-    pub fn has_channel(&self, channel: crate::delivery::Channel) -> bool {
+    pub fn has_channel(&self, channel: Channel) -> bool {
         match channel {
-            crate::delivery::Channel::Email => self.email.is_some(),
-            crate::delivery::Channel::Sms => self.sms.is_some(),
+            Channel::Email => self.email.is_some(),
+            Channel::Sms => self.sms.is_some(),
         }
     }
 
@@ -413,7 +432,7 @@ mod tests {
 
     fn error_of(text: &str) -> String {
         match Config::parse(text, "otpd.toml") {
-            Err(Error::Config(message)) => message,
+            Err(ConfigError(message)) => message,
             other => panic!("expected a config error, got {other:?}"),
         }
     }
@@ -429,7 +448,7 @@ mod tests {
 
     #[test]
     fn shipped_config_parses_to_defaults() {
-        let text = include_str!("../../conf/otpd.toml");
+        let text = include_str!("../../../conf/otpd.toml");
         assert_eq!(Config::parse(text, "otpd.toml").unwrap(), Config::default());
     }
 

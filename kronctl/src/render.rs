@@ -523,7 +523,7 @@ mod tests {
 
     #[test]
     fn enroll_human_shows_everything_needed_to_finish() {
-        let qr = otpd::qr::terminal(&enrollment().uri).unwrap();
+        let qr = kron_common::qr::terminal(&enrollment().uri).unwrap();
         let extras = EnrollExtras {
             qr: Some(&qr),
             png: Some(Path::new("/tmp/q.png")),

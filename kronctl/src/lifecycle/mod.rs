@@ -181,7 +181,7 @@ pub async fn export_token(cli: &Cli, args: &ExportTokenArgs) -> Result<(), Error
     };
     let uri = Zeroizing::new(otpd.export_token(&code).await?);
     if let Some(file) = png_file {
-        let mut image = otpd::qr::png(&uri, PNG_SCALE).map_err(|reason| Error::Io {
+        let mut image = kron_common::qr::png(&uri, PNG_SCALE).map_err(|reason| Error::Io {
             what: "cannot render the QR code as PNG".into(),
             source: std::io::Error::other(reason),
         })?;
@@ -192,7 +192,7 @@ pub async fn export_token(cli: &Cli, args: &ExportTokenArgs) -> Result<(), Error
     let mut text = if cli.json {
         render::export_token_json(&uri, args.png.as_deref())
     } else {
-        let mut qr = otpd::qr::terminal(&uri).ok();
+        let mut qr = kron_common::qr::terminal(&uri).ok();
         let text = render::export_token_human(&uri, qr.as_deref(), args.png.as_deref());
         qr.zeroize();
         text

@@ -1,7 +1,8 @@
 //! Where codes are sent: a user's email address and phone number (stored by an admin, or
 //! derived from the config's patterns), how they are checked, and how they are shown masked.
 
-use crate::delivery::Channel;
+use email_address::{EmailAddress, Options};
+use kron_proto::Channel;
 use serde::{Deserialize, Deserializer, Serialize, de};
 
 /// Longest email address SMTP can carry (RFC 5321 path limit less the brackets).
@@ -62,8 +63,8 @@ impl Patterns {
     }
 }
 
-/// Checks and normalizes an address typed by an admin: email addresses as lettre parses them,
-/// phone numbers to E.164 (`+` and digits; common separators dropped).
+/// Checks and normalizes an address typed by an admin: email addresses per RFC 5322 (without a
+/// display name), phone numbers to E.164 (`+` and digits; common separators dropped).
 pub fn normalize(channel: Channel, input: &str) -> Result<String, String> {
     match channel {
         Channel::Email => normalize_email(input),
@@ -78,10 +79,10 @@ fn normalize_email(input: &str) -> Result<String, String> {
             "email address longer than {MAX_EMAIL_LEN} characters"
         ));
     }
-    let address: lettre::Address = input
-        .parse()
-        .map_err(|e| format!("not an email address ({e})"))?;
-    Ok(address.to_string())
+    let address =
+        EmailAddress::parse_with_options(input, Options::default().without_display_text())
+            .map_err(|e| format!("not an email address ({e})"))?;
+    Ok(address.email())
 }
 
 fn normalize_phone(input: &str) -> Result<String, String> {
@@ -141,7 +142,7 @@ fn mask_phone(number: &str) -> String {
 }
 
 /// An ordered list of channels from the config (`["email", "sms"]`), at most each once.
-/// `Copy`, so a [`crate::policy::Policy`] stays a plain value.
+/// `Copy`, so a [`crate::rules::Policy`] stays a plain value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Channels([Option<Channel>; 2]);
 

@@ -5,10 +5,10 @@
 //! otpd is asked over the bus whether they hold a confirmed token. `require` without a token
 //! means that person is refused at the code prompt: the lock-out this check exists for.
 
+use kron_common::config::Mode;
+use kron_common::rules::mode_for;
+use kron_common::users::{Directory, Nss};
 use nix::unistd::Group;
-use otpd::config::Mode;
-use otpd::policy::mode_for;
-use otpd::users::{Directory, Nss};
 
 use super::config::Policy;
 use super::dbus::Otpd;
@@ -227,7 +227,8 @@ mod tests {
     fn root_required_without_otpd_is_not_silently_passed() {
         let policy = Policy {
             config: Some(
-                otpd::config::Config::parse("default_mode = \"require\"\n", "otpd.toml").unwrap(),
+                kron_common::config::Config::parse("default_mode = \"require\"\n", "otpd.toml")
+                    .unwrap(),
             ),
             origin: "otpd.toml".into(),
         };

@@ -5,8 +5,8 @@
 //! `{"to": "{phone}"}` needs no escaping. Templates are checked when the config is read
 //! ([`check`]): an unknown placeholder is an error then, so [`render`] can assume validity.
 
-use super::config::BodyFormat;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
 
 /// Longest template, body or text otpd accepts; messages are short and this bounds the
 /// memory a send can take.
@@ -29,6 +29,27 @@ const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// How the SMS body is written, and so how values are escaped in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    #[default]
+    Json,
+    Form,
+    Text,
+}
+
+impl BodyFormat {
+    /// The Content-Type otpd sends unless a configured header sets one.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "application/json",
+            BodyFormat::Form => "application/x-www-form-urlencoded",
+            BodyFormat::Text => "text/plain; charset=utf-8",
+        }
+    }
+}
 
 /// One piece of a parsed template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

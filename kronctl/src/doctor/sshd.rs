@@ -17,7 +17,7 @@
 
 use std::rc::Rc;
 
-use otpd::config::Mode;
+use kron_common::config::Mode;
 
 use super::config::{Asks, Policy};
 use super::pam::Stack;
@@ -849,7 +849,7 @@ mod tests {
 
     fn policy(text: &str) -> Policy {
         Policy {
-            config: Some(otpd::config::Config::parse(text, "otpd.toml").unwrap()),
+            config: Some(kron_common::config::Config::parse(text, "otpd.toml").unwrap()),
             origin: "otpd.toml".into(),
         }
     }

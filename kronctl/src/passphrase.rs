@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use crate::error::Error;
 
 /// Longest passphrase otpd accepts.
-pub const MAX_PASSPHRASE: usize = otpd::backup::MAX_PASSPHRASE;
+pub const MAX_PASSPHRASE: usize = kron_proto::MAX_PASSPHRASE;
 /// Longest code line read (a recovery code with dashes and blanks fits easily).
 const MAX_CODE_LINE: usize = 64;
 

@@ -74,7 +74,7 @@ impl Found {
 
 /// Secret lengths otpd accepts (80 to 512 bits): otpd's own check, so the two cannot drift.
 pub fn check_secret_len(secret: &[u8]) -> Result<(), String> {
-    otpd::backup::check_secret_len(secret).map_err(|why| format!("unsupported: {why}"))
+    kron_proto::check_secret_len(secret).map_err(|why| format!("unsupported: {why}"))
 }
 
 /// What otpd is sent for `token`. The caller wipes the copy once it is sent.

@@ -87,10 +87,11 @@ async fn enroll(
     });
 
     if let Some(file) = png_file {
-        let mut image = otpd::qr::png(&enrollment.uri, PNG_SCALE).map_err(|reason| Error::Io {
-            what: "cannot render the QR code as PNG".into(),
-            source: std::io::Error::other(reason),
-        })?;
+        let mut image =
+            kron_common::qr::png(&enrollment.uri, PNG_SCALE).map_err(|reason| Error::Io {
+                what: "cannot render the QR code as PNG".into(),
+                source: std::io::Error::other(reason),
+            })?;
         let written = file.finish(&image);
         image.zeroize();
         written?;
@@ -100,7 +101,7 @@ async fn enroll(
         render::enroll_json(&enrollment, png)
     } else {
         // A URI too long for a QR code still leaves the secret for manual entry.
-        let mut qr = otpd::qr::terminal(&enrollment.uri).ok();
+        let mut qr = kron_common::qr::terminal(&enrollment.uri).ok();
         let extras = EnrollExtras {
             qr: qr.as_deref(),
             png,

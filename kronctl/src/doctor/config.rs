@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use otpd::config::{Config, DEFAULT_CONFIG_PATH, Mode};
-use otpd::users::{Directory, Nss};
+use kron_common::config::{Config, DEFAULT_CONFIG_PATH, Mode};
+use kron_common::users::{Directory, Nss};
 
 use super::{Finding, Findings, Root};
 
@@ -30,7 +30,7 @@ impl Policy {
     /// How much the policy can ask for codes on `service`, over all accounts. An unreadable
     /// config counts as [`Asks::Always`], so checks stay strict rather than pass silently.
     ///
-    /// This does not decide a login: it only bounds what `otpd::policy::mode_for` can answer
+    /// This does not decide a login: it only bounds what `kron_common::rules::mode_for` can answer
     /// for some account. Rules are tried in file order, so the first `*` rule for the service
     /// hides every later rule and the default.
     pub fn asks(&self, service: &str) -> Asks {

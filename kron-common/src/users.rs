@@ -1,8 +1,41 @@
 //! What the system knows about a user, through NSS (local files, LDAP, SSSD alike).
 
-use crate::error::{Error, Result};
 use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
 use std::ffi::CString;
+
+/// NSS could not answer (directory server down, broken nsswitch.conf): nothing can be decided.
+#[derive(Debug)]
+pub enum DirectoryError {
+    /// The lookup of `what` ("a user", "groups", ...) failed.
+    Lookup {
+        what: &'static str,
+        source: nix::Error,
+    },
+    /// A name with a NUL byte cannot be passed to NSS.
+    NulInName,
+}
+
+impl std::fmt::Display for DirectoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirectoryError::Lookup { what, source } => {
+                write!(f, "NSS lookup of {what} failed: {source}")
+            }
+            DirectoryError::NulInName => f.write_str("user name contains NUL"),
+        }
+    }
+}
+
+impl std::error::Error for DirectoryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DirectoryError::Lookup { source, .. } => Some(source),
+            DirectoryError::NulInName => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, DirectoryError>;
 
 /// Facts about an account that policy and authorization need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +58,8 @@ pub trait Directory: Send + Sync {
 /// The real NSS directory.
 pub struct Nss;
 
-fn nss_error(what: &str, e: nix::Error) -> Error {
-    Error::System(format!("NSS lookup of {what} failed: {e}"))
+fn nss_error(what: &'static str, source: nix::Error) -> DirectoryError {
+    DirectoryError::Lookup { what, source }
 }
 
 impl Directory for Nss {
@@ -34,8 +67,7 @@ impl Directory for Nss {
         let Some(user) = User::from_name(name).map_err(|e| nss_error("a user", e))? else {
             return Ok(None);
         };
-        let cname = CString::new(name)
-            .map_err(|_| Error::InvalidArgument("user name contains NUL".into()))?;
+        let cname = CString::new(name).map_err(|_| DirectoryError::NulInName)?;
         let gids = getgrouplist(&cname, user.gid).map_err(|e| nss_error("groups", e))?;
         Ok(Some(Account {
             name: user.name,
@@ -57,9 +89,9 @@ impl Directory for Nss {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fake"))]
 pub mod fake {
-    //! An in-memory directory for unit tests.
+    //! An in-memory directory for unit tests (feature `fake`).
     use super::*;
     use std::collections::HashMap;
 

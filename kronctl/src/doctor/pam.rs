@@ -1269,7 +1269,7 @@ auth\toptional\t\t\tpam_cap.so
     #[test]
     fn findings_per_service() {
         let policy = |text: &str| Policy {
-            config: Some(otpd::config::Config::parse(text, "otpd.toml").unwrap()),
+            config: Some(kron_common::config::Config::parse(text, "otpd.toml").unwrap()),
             origin: "otpd.toml".into(),
         };
         let run = |stack: &Stack, toml: &str| {

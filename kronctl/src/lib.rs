@@ -6,7 +6,7 @@
 //! It holds no policy: otpd authorizes every call by the caller's uid and decides everything;
 //! kronctl turns a command line into one D-Bus call and the answer into text or JSON.
 
-mod cli;
+pub mod cli;
 mod client;
 mod commands;
 mod doctor;
@@ -20,7 +20,8 @@ mod time;
 
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
+/// The whole of `kronctl`: parses the command line, makes the call, prints the answer.
+pub fn main() -> ExitCode {
     // Usage errors exit 2 from here, with clap's message; --help and --version exit 0.
     let cli = cli::parse_from(std::env::args_os()).unwrap_or_else(|error| error.exit());
     // zbus's own executor on this thread: kronctl makes one call and needs no runtime of its own.

@@ -4,14 +4,15 @@
 //! the file:line of the bad key. Checks that involve two keys are in `validate()`, which the
 //! caller runs after parsing and maps to the line of the section.
 
-use super::template::{self, CODE, ENROLLMENT, GATEWAY, HEADER};
-use lettre::message::Mailbox;
-use reqwest::Url;
-use reqwest::header::{HeaderName, HeaderValue};
+pub use crate::template::BodyFormat;
+use crate::template::{self, CODE, ENROLLMENT, GATEWAY, HEADER};
+use email_address::{EmailAddress, Options};
+use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Deserializer, de};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use url::Url;
 
 const MAX_SERVER_BYTES: usize = 253;
 const MAX_URL_BYTES: usize = 2048;
@@ -22,9 +23,9 @@ const MAX_TIMEOUT: u64 = 60;
 
 /// Stand-ins for the values only known at send time (or, for the secret, at start), used to
 /// check that the url, headers and body are well formed once filled.
-pub(super) const DUMMY_PHONE: &str = "+4915123456712";
-pub(super) const DUMMY_MESSAGE: &str = "Kron: your verification code is 12345678.";
-pub(super) const DUMMY_SECRET: &str = "dummy-secret";
+pub(crate) const DUMMY_PHONE: &str = "+4915123456712";
+pub(crate) const DUMMY_MESSAGE: &str = "Kron: your verification code is 12345678.";
+pub(crate) const DUMMY_SECRET: &str = "dummy-secret";
 
 /// How otpd talks to the SMTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -48,27 +49,6 @@ pub enum HttpMethod {
     Put,
 }
 
-/// How the SMS body is written, and so how values are escaped in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BodyFormat {
-    #[default]
-    Json,
-    Form,
-    Text,
-}
-
-impl BodyFormat {
-    /// The Content-Type otpd sends unless a configured header sets one.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            BodyFormat::Json => "application/json",
-            BodyFormat::Form => "application/x-www-form-urlencoded",
-            BodyFormat::Text => "text/plain; charset=utf-8",
-        }
-    }
-}
-
 /// `[email]`: the SMTP server and the mail templates.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,8 +64,10 @@ pub struct EmailConfig {
     pub username: Option<String>,
     #[serde(default, deserialize_with = "secret_path")]
     pub password_file: Option<PathBuf>,
+    /// `kron@example.com` or `Kron <kron@example.com>`; otpd parses it again with its mail
+    /// library when it builds the sender (`otpd --check-config` does too).
     #[serde(deserialize_with = "mailbox")]
-    pub from: Mailbox,
+    pub from: String,
     /// Seconds a whole send may take.
     #[serde(default = "default_timeout", deserialize_with = "timeout")]
     pub timeout: u64,
@@ -206,7 +188,7 @@ impl SmsConfig {
 }
 
 /// Values for checking a gateway template, with `secret` as given.
-pub(super) fn dummy_values(secret: &str) -> [(&'static str, &str); 3] {
+pub fn dummy_values(secret: &str) -> [(&'static str, &str); 3] {
     [
         ("phone", DUMMY_PHONE),
         ("message", DUMMY_MESSAGE),
@@ -215,7 +197,7 @@ pub(super) fn dummy_values(secret: &str) -> [(&'static str, &str); 3] {
 }
 
 /// Fills a url template with percent-encoded values and parses it.
-pub(super) fn fill_url(url: &str, values: &[(&str, &str)]) -> Result<Url, String> {
+pub fn fill_url(url: &str, values: &[(&str, &str)]) -> Result<Url, String> {
     Url::parse(&template::render_with(url, values, template::escape_url))
         .map_err(|e| format!("url is not a valid URL once filled: {e}"))
 }
@@ -324,13 +306,16 @@ fn secret_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Er
     Ok(Some(path))
 }
 
-fn mailbox<'de, D: Deserializer<'de>>(d: D) -> Result<Mailbox, D::Error> {
+fn mailbox<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let text = String::deserialize(d)?;
-    text.parse::<Mailbox>().map_err(|e| {
-        de::Error::custom(format!(
-            "from must be an address like \"Kron <kron@example.com>\", not {text:?}: {e}"
-        ))
-    })
+    EmailAddress::parse_with_options(text.trim(), Options::default().with_display_text()).map_err(
+        |e| {
+            de::Error::custom(format!(
+                "from must be an address like \"Kron <kron@example.com>\", not {text:?}: {e}"
+            ))
+        },
+    )?;
+    Ok(text.trim().to_owned())
 }
 
 fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -471,7 +456,7 @@ fn headers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, 
 }
 
 /// Checks one header with `secret` filled in; otpd repeats this at start with the real one.
-pub(super) fn check_header(name: &str, value: &str, secret: &str) -> Result<(), String> {
+pub fn check_header(name: &str, value: &str, secret: &str) -> Result<(), String> {
     let header_name = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("{name:?} is not a valid HTTP header name"))?;
     template::check(value, HEADER).map_err(|e| format!("header {header_name} {e}"))?;
@@ -522,7 +507,7 @@ mod tests {
         assert_eq!(config.security, Security::StartTls);
         assert_eq!(config.port(), 587);
         assert_eq!(config.timeout, 10);
-        assert_eq!(config.from.email.to_string(), "kron@example.com");
+        assert_eq!(config.from, "Kron <kron@example.com>");
         assert_eq!(config.username, None);
         assert!(template::uses(&config.code_body, "code"));
         assert!(template::uses(&config.enrollment_body, "uri"));

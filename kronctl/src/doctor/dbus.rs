@@ -158,7 +158,7 @@ mod tests {
         let mut out = Findings::new(&[]);
         check_policy_file(&root, &mut out);
 
-        let shipped = include_str!("../../../../../packaging/dbus/io.kron.Otpd.conf");
+        let shipped = include_str!("../../../packaging/dbus/io.kron.Otpd.conf");
         std::fs::create_dir_all(dir.path().join("etc/dbus-1/system.d")).unwrap();
         let installed = dir.path().join("etc/dbus-1/system.d").join(POLICY_FILE);
         std::fs::write(&installed, shipped).unwrap();
