@@ -1,6 +1,8 @@
 //! The audit trail: one line per decision to syslog (facility authpriv), never a code or a
 //! secret. Optionally mirrored to stderr for foreground runs and tests.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

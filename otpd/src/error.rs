@@ -1,6 +1,8 @@
 //! The one error type of otpd, and its mapping onto the D-Bus errors of `io.kron.Otpd1`.
 //! Texts never contain a code or a secret.
 
+#![forbid(unsafe_code)]
+
 use kron_common::config::ConfigError;
 use kron_common::rules::RuleError;
 use kron_common::users::DirectoryError;

@@ -1,25 +1,26 @@
 //! otpd: the kron daemon. Owns every decision and all state; see docs/architecture.md.
+//!
+//! | folder / file | what |
+//! |---|---|
+//! | `dbus/` | the D-Bus face: start-up (`daemon.rs`) and the `io.kron.Otpd1` methods (`service.rs`) |
+//! | `engine/` | the core: login conversations, token management, email and SMS, backups |
+//! | `policy/` | where a login is decided, who may do what, step-up grace, unknown names |
+//! | `store/` | all durable state: the `Store` trait and its sled backend, records, encryption, throttle arithmetic, recovery codes |
+//! | `delivery/` | sending email and SMS, and the sent codes with their budget |
+//! | `totp.rs` | TOTP per RFC 6238 through totp-rs |
+//! | `audit.rs` | one syslog line per decision |
+//! | `error.rs` | the one error type, and its D-Bus mapping |
+//! | `serde_hex.rs` | byte strings in records: hex in JSON, bytes in postcard |
+//!
+//! Layers only call downwards: dbus → engine → policy → store → delivery, with `totp`,
+//! `audit`, `serde_hex` and `error` below them all.
 
 pub mod audit;
-pub mod authz;
-pub mod backup;
-pub mod crypto;
-pub mod daemon;
+pub mod dbus;
 pub mod delivery;
-pub mod encoding;
 pub mod engine;
 pub mod error;
-pub mod grace;
-pub mod lifecycle;
-pub mod messages;
-pub mod outbound;
 pub mod policy;
-pub mod record;
-pub mod recovery;
-pub mod sent;
-pub mod service;
-pub mod sessions;
+pub mod serde_hex;
 pub mod store;
-pub mod strangers;
-pub mod throttle;
 pub mod totp;

@@ -1,5 +1,7 @@
 //! TOTP per RFC 6238 through totp-rs: token parameters, fresh secrets, checking a code, URIs.
 
+#![forbid(unsafe_code)]
+
 use kron_common::config::{Algorithm, TotpConfig};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

@@ -1,5 +1,5 @@
-//! otpd, the kron daemon. All logic lives in the library; see `otpd::daemon`.
+//! otpd, the kron daemon. All logic lives in the library; see `otpd::dbus::daemon`.
 
 fn main() {
-    std::process::exit(otpd::daemon::main());
+    std::process::exit(otpd::dbus::daemon::main());
 }

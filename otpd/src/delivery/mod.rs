@@ -2,18 +2,30 @@
 //! gateway (`sms`). The engine decides what to send and when; this module only renders the
 //! configured templates and hands the result to the server, so the engine's tests use
 //! [`fake::FakeDelivery`] and never touch the network.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the [`Deliver`] trait, the message values, secret files, [`Deliverer`] |
+//! | `email.rs` | email over SMTP with lettre |
+//! | `sms.rs` | SMS through an HTTP gateway with reqwest |
+//! | `sent.rs` | codes sent to a user: their stored MAC and the per-channel send budget |
+//!
+//! Contacts (addresses, patterns, masking) and the `[email]`/`[sms]` config live in
+//! `kron_common`, where kronctl reads them too.
+
+#![forbid(unsafe_code)]
 
 mod email;
+pub mod sent;
 mod sms;
 
 use crate::error::Error;
 use kron_common::config::{EmailConfig, SmsConfig};
+use kron_proto::Channel;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use zeroize::Zeroizing;
-
-pub use kron_proto::Channel;
 
 /// What to send. The texts around these values come from the config's templates.
 pub enum Content<'a> {

@@ -1,7 +1,30 @@
-//! Every login decision, as one pure function of (config, account facts, stored record, now).
+//! Where a login is decided: [`decide`], one pure function of (the rule's mode, the stored
+//! record, now). Which rule applies comes from `kron_common::rules`.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`LoginRequest`], [`Decision`] and [`decide`] |
+//! | `authz.rs` | who may do what: the caller's uid, root, the admin group |
+//! | `grace.rs` | step-up grace: a code passed recently in the same session and terminal |
+//! | `strangers.rs` | throttling for names NSS does not know, and the self-service limiter |
 
-use crate::record::UserRecord;
+#![forbid(unsafe_code)]
+
+pub mod authz;
+pub mod grace;
+pub mod strangers;
+
+use crate::store::record::UserRecord;
 use kron_common::config::Mode;
+
+/// What PAM told the module about this login.
+#[derive(Debug, Clone, Default)]
+pub struct LoginRequest {
+    pub user: String,
+    pub service: String,
+    pub rhost: String,
+    pub tty: String,
+}
 
 /// What a login needs, before any code is typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +75,7 @@ pub fn decide(mode: Option<Mode>, record: Option<&UserRecord>, now: u64) -> Deci
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::tests::enrolled;
+    use crate::store::record::tests::enrolled;
 
     #[test]
     fn each_mode_with_and_without_token() {
@@ -88,7 +111,7 @@ mod tests {
         );
         assert_eq!(decide(None, Some(&token), now), Decision::UnknownUser);
         let pending_only = UserRecord {
-            pending: enrolled().token.map(|t| crate::record::Pending {
+            pending: enrolled().token.map(|t| crate::store::record::Pending {
                 token: t,
                 expires: 5,
                 at_login: false,

@@ -1,11 +1,11 @@
 //! Start-up and shutdown of otpd: arguments, config, state directory, key, store, bus.
 
 use crate::audit::Audit;
-use crate::crypto::SecretKey;
+use crate::dbus::service::OtpdService;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::service::OtpdService;
 use crate::store::SledStore;
+use crate::store::crypto::SecretKey;
 use clap::Parser;
 use kron_common::config::{Config, DEFAULT_CONFIG_PATH};
 use kron_common::daemon_args::OtpdArgs as Args;

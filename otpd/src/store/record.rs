@@ -1,14 +1,14 @@
 //! What otpd stores per user, and the state changes the login logic needs. The changes are
 //! pure functions on a record so every store backend applies them the same way atomically.
 
-use crate::crypto::Sealed;
-use crate::delivery::Channel;
-use crate::recovery::RecoverySet;
-use crate::sent::Outbox;
-use crate::throttle::delay_after;
+use crate::delivery::sent::Outbox;
+use crate::store::crypto::Sealed;
+use crate::store::recovery::RecoverySet;
+use crate::store::throttle::delay_after;
 use crate::totp::TokenParams;
 use kron_common::config::ThrottleConfig;
 use kron_common::contact::Contact;
+use kron_proto::Channel;
 use serde::{Deserialize, Serialize};
 
 /// A token secret (sealed) with the parameters it was made with.
@@ -149,7 +149,7 @@ impl UserRecord {
     pub fn may_be_recovery_code(&self, response: &str) -> bool {
         match (&self.recovery, &self.token) {
             (Some(_), Some(token)) => {
-                crate::recovery::candidate(response, token.params.digits).is_some()
+                crate::store::recovery::candidate(response, token.params.digits).is_some()
             }
             _ => false,
         }
@@ -227,12 +227,12 @@ impl UserRecord {
     /// Uses up the sent code whose MAC for `purpose` is `mac`; a pass takes back its charge.
     pub fn take_sent_code(
         &mut self,
-        purpose: crate::sent::Purpose,
+        purpose: crate::delivery::sent::Purpose,
         mac: &[u8],
         now: u64,
-    ) -> crate::sent::CodeCheck {
+    ) -> crate::delivery::sent::CodeCheck {
         let check = self.outbox.take(purpose, mac, now);
-        if check == crate::sent::CodeCheck::Accepted {
+        if check == crate::delivery::sent::CodeCheck::Accepted {
             self.last_used = now;
             self.undo_charge();
         }
@@ -271,7 +271,7 @@ impl UserRecord {
         let index = set
             .hashes
             .iter()
-            .position(|h| crate::crypto::constant_time_eq(h, hash))?;
+            .position(|h| constant_time_eq::constant_time_eq(h, hash))?;
         set.hashes.remove(index);
         let left = set.hashes.len();
         self.last_used = now;

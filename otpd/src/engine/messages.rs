@@ -2,8 +2,8 @@
 //! reveal more than intended: a wrong code, an unknown account and a missing token all read the
 //! same.
 
-use crate::delivery::Channel;
 use kron_common::contact::Channels;
+use kron_proto::Channel;
 use kron_proto::Message;
 
 pub const CODE_PROMPT: &str = "Verification code: ";

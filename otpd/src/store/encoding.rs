@@ -9,7 +9,7 @@
 //! old layout. `the_binary_layout_is_pinned` fails when that is forgotten.
 
 use crate::error::{Error, Result};
-use crate::record::UserRecord;
+use crate::store::record::UserRecord;
 
 /// The first byte of a record in the current layout. JSON records start with `{`.
 const BINARY_V1: u8 = 1;
@@ -28,57 +28,16 @@ pub fn decode(user: &str, bytes: &[u8]) -> Result<UserRecord> {
     }
 }
 
-/// Byte strings as hex in human-readable formats (exports, JSON records), as bytes in postcard.
-pub mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        match s.is_human_readable() {
-            true => s.serialize_str(&hex::encode(bytes)),
-            false => bytes.serialize(s),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        match d.is_human_readable() {
-            true => hex::decode(String::deserialize(d)?).map_err(D::Error::custom),
-            false => Vec::<u8>::deserialize(d),
-        }
-    }
-}
-
-/// A list of byte strings, as [`hex_bytes`] does one.
-pub mod hex_list {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(list: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
-        match s.is_human_readable() {
-            true => s.collect_seq(list.iter().map(hex::encode)),
-            false => list.serialize(s),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-        match d.is_human_readable() {
-            true => Vec::<String>::deserialize(d)?
-                .iter()
-                .map(|item| hex::decode(item).map_err(D::Error::custom))
-                .collect(),
-            false => Vec::<Vec<u8>>::deserialize(d),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::Sealed;
-    use crate::delivery::Channel;
-    use crate::record::Token;
-    use crate::recovery::RecoverySet;
-    use crate::sent::{Outbox, Purpose, SentCode};
+    use crate::delivery::sent::{Outbox, Purpose, SentCode};
+    use crate::store::crypto::Sealed;
+    use crate::store::record::Token;
+    use crate::store::recovery::RecoverySet;
     use crate::totp::TokenParams;
     use kron_common::contact::Contact;
+    use kron_proto::Channel;
 
     /// Every field set, so every type inside the record is in the bytes below.
     fn full_record() -> UserRecord {
@@ -105,7 +64,7 @@ mod tests {
         };
         UserRecord {
             token: Some(token.clone()),
-            pending: Some(crate::record::Pending {
+            pending: Some(crate::store::record::Pending {
                 token,
                 expires: 1_700_000_900,
                 at_login: true,

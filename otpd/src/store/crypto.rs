@@ -24,9 +24,9 @@ type HmacSha256 = Hmac<sha2::Sha256>;
 /// A secret as stored: random nonce and ciphertext with tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealed {
-    #[serde(with = "crate::encoding::hex_bytes")]
+    #[serde(with = "crate::serde_hex::hex_bytes")]
     pub nonce: Vec<u8>,
-    #[serde(with = "crate::encoding::hex_bytes")]
+    #[serde(with = "crate::serde_hex::hex_bytes")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -116,11 +116,6 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         mac.update(part);
     }
     mac.finalize().into_bytes().to_vec()
-}
-
-/// Compares stored hashes and MACs without a timing hint of where they first differ.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn aad(user: &str) -> Vec<u8> {

@@ -2,8 +2,8 @@
 //! on the same terminal and from the same remote host, need not ask again for a short while —
 //! if the rule deciding it allows. In memory only: a restart just asks again.
 
-use crate::authz::Caller;
-use crate::engine::LoginRequest;
+use crate::policy::LoginRequest;
+use crate::policy::authz::Caller;
 use kron_common::config::MAX_GRACE;
 use std::collections::HashMap;
 use std::sync::Mutex;

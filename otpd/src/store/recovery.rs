@@ -15,10 +15,10 @@ const SALT_BYTES: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoverySet {
-    #[serde(with = "crate::encoding::hex_bytes")]
+    #[serde(with = "crate::serde_hex::hex_bytes")]
     pub salt: Vec<u8>,
     /// argon2id(code, salt) of each unused code.
-    #[serde(with = "crate::encoding::hex_list")]
+    #[serde(with = "crate::serde_hex::hex_list")]
     pub hashes: Vec<Vec<u8>>,
     pub created: u64,
 }

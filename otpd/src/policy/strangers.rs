@@ -2,7 +2,7 @@
 //! never throttled, the first "Too many failed attempts" would tell a guesser which names are
 //! real accounts. Kept in memory (unknown names must not grow the store), bounded.
 
-use crate::record::{Attempt, UserRecord};
+use crate::store::record::{Attempt, UserRecord};
 use kron_common::config::ThrottleConfig;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -55,7 +55,11 @@ pub struct SelfServiceLimiter {
 
 impl SelfServiceLimiter {
     /// Spends one call of `caller`'s budget for the current minute.
-    pub fn spend(&self, caller: crate::authz::Caller, now: u64) -> crate::error::Result<()> {
+    pub fn spend(
+        &self,
+        caller: crate::policy::authz::Caller,
+        now: u64,
+    ) -> crate::error::Result<()> {
         if caller.is_root() {
             return Ok(());
         }
@@ -104,13 +108,21 @@ mod tests {
     #[test]
     fn self_service_is_budgeted_per_uid_and_minute() {
         let limiter = SelfServiceLimiter::default();
-        let user = crate::authz::Caller::new(1000);
+        let user = crate::policy::authz::Caller::new(1000);
         for _ in 0..SELF_SERVICE_PER_MINUTE {
             limiter.spend(user, 600).unwrap();
         }
         assert!(limiter.spend(user, 659).is_err());
-        assert!(limiter.spend(crate::authz::Caller::new(1001), 659).is_ok());
-        assert!(limiter.spend(crate::authz::Caller::new(0), 659).is_ok());
+        assert!(
+            limiter
+                .spend(crate::policy::authz::Caller::new(1001), 659)
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .spend(crate::policy::authz::Caller::new(0), 659)
+                .is_ok()
+        );
         assert!(limiter.spend(user, 660).is_ok(), "a new minute");
     }
 }

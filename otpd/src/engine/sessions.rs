@@ -1,10 +1,10 @@
 //! Logins waiting for an answer at the prompt: in memory, bounded, each bound to the uid that
 //! began it and void after its deadline.
 
-use crate::authz::Caller;
-use crate::engine::LoginRequest;
 use crate::error::{Error, Result};
-use crate::record::Pending;
+use crate::policy::LoginRequest;
+use crate::policy::authz::Caller;
+use crate::store::record::Pending;
 use kron_common::contact::Channels;
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -2,9 +2,12 @@
 //! uid from the bus daemon (once per connection), runs the engine (on a blocking thread unless
 //! the work cannot wait on anything), and replies once the store's changes are on the device.
 
-use crate::authz::Caller;
-use crate::engine::{Engine, LoginRequest};
+#![forbid(unsafe_code)]
+
+use crate::engine::Engine;
 use crate::error::Error;
+use crate::policy::LoginRequest;
+use crate::policy::authz::Caller;
 use crate::store::own_writes;
 use kron_proto::{Delivery, Enrollment, ImportResult, OtpdError, Step, TokenImport, UserStatus};
 use std::collections::{HashMap, VecDeque};

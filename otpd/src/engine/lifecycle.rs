@@ -1,13 +1,14 @@
 //! Day-2 operations: recovery codes, encrypted backup and restore, migration from other
 //! systems, and a user copying their own token to a second app.
 
+use super::Engine;
+use super::backup::{self, Backup, BackupToken, BackupUser};
+use super::verdict::Verdict;
 use crate::audit::Subject;
-use crate::authz::Caller;
-use crate::backup::{self, Backup, BackupToken, BackupUser};
-use crate::engine::{Engine, Verdict};
 use crate::error::{Error, Result};
-use crate::record::{ImportOutcome, Token, UserRecord};
-use crate::recovery;
+use crate::policy::authz::Caller;
+use crate::store::record::{ImportOutcome, Token, UserRecord};
+use crate::store::recovery;
 use crate::totp::{self, TokenParams};
 use kron_proto::{ImportResult, MAX_IMPORT_TOKENS, TokenImport};
 use zeroize::Zeroizing;
@@ -145,7 +146,7 @@ impl Engine {
 
     /// Stores checked records: users holding a confirmed token are kept unless `replace`.
     /// Everything was validated before the first write, so a bad entry changes nothing.
-    fn store_imports(
+    pub(super) fn store_imports(
         &self,
         caller: Caller,
         records: Vec<(String, UserRecord)>,
@@ -197,7 +198,7 @@ impl Engine {
         Ok(results)
     }
 
-    fn backup_user(&self, user: String, record: UserRecord) -> Result<BackupUser> {
+    pub(super) fn backup_user(&self, user: String, record: UserRecord) -> Result<BackupUser> {
         let token = match &record.token {
             Some(token) => {
                 let secret = self.key.open(&user, &token.secret)?;
@@ -219,7 +220,7 @@ impl Engine {
         })
     }
 
-    fn record_from_backup(&self, entry: &BackupUser) -> Result<UserRecord> {
+    pub(super) fn record_from_backup(&self, entry: &BackupUser) -> Result<UserRecord> {
         let token = match &entry.token {
             Some(token) => {
                 let secret =
@@ -242,7 +243,7 @@ impl Engine {
         })
     }
 
-    fn record_from_import(
+    pub(super) fn record_from_import(
         &self,
         token: &TokenImport,
         secret: &[u8],
@@ -282,7 +283,13 @@ impl Engine {
 
     /// Self-service proof: a current code (or recovery code), with throttling and replay
     /// prevention exactly as at login.
-    fn prove_code(&self, user: &str, code: &str, caller: Caller, now: u64) -> Result<()> {
+    pub(super) fn prove_code(
+        &self,
+        user: &str,
+        code: &str,
+        caller: Caller,
+        now: u64,
+    ) -> Result<()> {
         if code.len() > kron_proto::MAX_RESPONSE_LEN {
             return Err(Error::InvalidArgument("code too long".into()));
         }
@@ -304,7 +311,7 @@ impl Engine {
         }
     }
 
-    fn subject_of<'a>(&self, user: &'a str, caller: Caller) -> Subject<'a> {
+    pub(super) fn subject_of<'a>(&self, user: &'a str, caller: Caller) -> Subject<'a> {
         Subject {
             user,
             caller_uid: caller.uid,
@@ -320,221 +327,5 @@ fn require_root(caller: Caller) -> Result<()> {
         Err(Error::AccessDenied(
             "only root may export or import tokens".into(),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::authz::Caller;
-    use crate::engine::LoginRequest;
-    use crate::engine::tests::{NOW, ROOT, code, enroll, fixture, kind};
-    use crate::error::Error;
-    use kron_common::config::{Config, Mode};
-    use kron_proto::{StepKind, TokenImport};
-
-    const ALICE: Caller = Caller::new(1001);
-
-    fn login(engine: &crate::engine::Engine, answer: &str, now: u64) -> kron_proto::Step {
-        let request = LoginRequest {
-            user: "alice".into(),
-            service: "sshd".into(),
-            ..LoginRequest::default()
-        };
-        let step = engine.begin_login(ROOT, request, now).unwrap();
-        if kind(&step) != StepKind::Prompt {
-            return step;
-        }
-        engine.answer(ROOT, &step.handle, answer, now).unwrap()
-    }
-
-    #[test]
-    fn recovery_codes_work_once_and_die_on_renewal() {
-        let f = fixture(Config {
-            default_mode: Mode::Require,
-            ..Config::default()
-        });
-        let e = &f.engine;
-        let secret = enroll(e, "alice");
-        assert!(
-            matches!(
-                e.recovery_codes(ALICE, "", "000000", NOW),
-                Err(Error::Rejected(_))
-            ),
-            "self needs a code"
-        );
-        let first = e
-            .recovery_codes(ALICE, "", &code(&secret, NOW), NOW)
-            .unwrap();
-        assert_eq!(first.len(), 10);
-        assert_eq!(e.status(ROOT, "alice", NOW).unwrap().recovery_codes, 10);
-        assert_eq!(kind(&login(e, &first[0], NOW + 1)), StepKind::Accept);
-        assert_eq!(
-            kind(&login(e, &first[0], NOW + 2)),
-            StepKind::Deny,
-            "single use"
-        );
-        assert_eq!(e.status(ROOT, "alice", NOW).unwrap().recovery_codes, 9);
-        let second = e.recovery_codes(ROOT, "alice", "", NOW + 3).unwrap();
-        assert_eq!(
-            kind(&login(e, &first[1], NOW + 4)),
-            StepKind::Deny,
-            "old set died"
-        );
-        // Three failures in a row (a wrong proof, the replay, the dead code) set a 30 s wait.
-        assert_eq!(kind(&login(e, &second[1], NOW + 5)), StepKind::Throttled);
-        assert_eq!(kind(&login(e, &second[1], NOW + 34)), StepKind::Accept);
-        assert!(
-            matches!(
-                e.recovery_codes(ROOT, "bob", "", NOW),
-                Err(Error::Conflict(_))
-            ),
-            "no token"
-        );
-    }
-
-    #[test]
-    fn export_wipe_import_restores_logins_and_used_steps() {
-        let f = fixture(Config {
-            default_mode: Mode::Require,
-            ..Config::default()
-        });
-        let e = &f.engine;
-        let secret = enroll(e, "alice");
-        let used = code(&secret, NOW);
-        assert_eq!(kind(&login(e, &used, NOW)), StepKind::Accept);
-        assert!(matches!(
-            e.export(ALICE, "", "pw", NOW),
-            Err(Error::AccessDenied(_))
-        ));
-        e.set_contact(ROOT, "bob", "sms", "+4915123456712").unwrap();
-        let file = e.export(ROOT, "", "pass phrase", NOW).unwrap();
-        e.reset(ROOT, "alice").unwrap();
-        e.set_contact(ROOT, "bob", "sms", "").unwrap();
-        assert!(e.import(ROOT, &file, "wrong", false, false).is_err());
-        assert!(
-            e.import(ROOT, &file[..file.len() / 2], "pass phrase", false, false)
-                .is_err()
-        );
-        assert!(
-            !e.status(ROOT, "alice", NOW).unwrap().enrolled,
-            "failed imports change nothing"
-        );
-        let dry = e.import(ROOT, &file, "pass phrase", false, true).unwrap();
-        assert_eq!(dry[0].outcome, "imported");
-        assert!(
-            !e.status(ROOT, "alice", NOW).unwrap().enrolled,
-            "dry run writes nothing"
-        );
-        let done = e.import(ROOT, &file, "pass phrase", false, false).unwrap();
-        assert_eq!(
-            (done[0].user.as_str(), done[0].outcome.as_str()),
-            ("alice", "imported")
-        );
-        assert_eq!(
-            e.status(ROOT, "bob", NOW).unwrap().phone,
-            "+49 *** ** 12",
-            "contacts travel with exports"
-        );
-        assert_eq!(
-            kind(&login(e, &used, NOW + 1)),
-            StepKind::Deny,
-            "used step stays used"
-        );
-        assert_eq!(
-            kind(&login(e, &code(&secret, NOW + 30), NOW + 30)),
-            StepKind::Accept
-        );
-        let again = e.import(ROOT, &file, "pass phrase", false, false).unwrap();
-        assert_eq!(again[0].outcome, "skipped");
-        assert_eq!(
-            e.import(ROOT, &file, "pass phrase", true, false).unwrap()[0].outcome,
-            "replaced"
-        );
-        assert_eq!(
-            kind(&login(e, &code(&secret, NOW + 30), NOW + 31)),
-            StepKind::Deny,
-            "replacing with an older export keeps the steps used since"
-        );
-    }
-
-    #[test]
-    fn migrated_tokens_keep_secret_used_steps_and_scratch_codes() {
-        let f = fixture(Config {
-            default_mode: Mode::Require,
-            ..Config::default()
-        });
-        let e = &f.engine;
-        let secret = b"0123456789".to_vec(); // 80 bits, as google-authenticator makes them
-        let token = TokenImport {
-            user: "alice".into(),
-            secret: secret.clone(),
-            algorithm: "SHA1".into(),
-            digits: 6,
-            period: 30,
-            last_step: NOW / 30,
-            recovery_codes: vec!["12345678".into()],
-        };
-        let bad = TokenImport {
-            user: "bob".into(),
-            digits: 7,
-            ..token.clone()
-        };
-        assert!(
-            e.import_tokens(ROOT, vec![token.clone(), bad], false, false, NOW)
-                .is_err()
-        );
-        assert!(
-            !e.status(ROOT, "alice", NOW).unwrap().enrolled,
-            "one bad entry stops the whole import"
-        );
-        assert_eq!(
-            e.import_tokens(ROOT, vec![token.clone()], false, false, NOW)
-                .unwrap()[0]
-                .outcome,
-            "imported"
-        );
-        assert_eq!(
-            kind(&login(e, &code(&secret, NOW), NOW)),
-            StepKind::Deny,
-            "step used before stays used"
-        );
-        assert_eq!(
-            kind(&login(e, &code(&secret, NOW + 30), NOW + 30)),
-            StepKind::Accept
-        );
-        assert_eq!(
-            kind(&login(e, "12345678", NOW + 31)),
-            StepKind::Accept,
-            "scratch code"
-        );
-        assert_eq!(kind(&login(e, "12345678", NOW + 32)), StepKind::Deny);
-        assert!(matches!(
-            e.import_tokens(ALICE, vec![token], false, false, NOW),
-            Err(Error::AccessDenied(_))
-        ));
-    }
-
-    #[test]
-    fn token_export_needs_config_and_a_code() {
-        let off = fixture(Config::default());
-        let secret = enroll(&off.engine, "alice");
-        assert!(matches!(
-            off.engine.export_token(ALICE, &code(&secret, NOW), NOW),
-            Err(Error::AccessDenied(_))
-        ));
-        let on = fixture(Config {
-            allow_token_export: true,
-            ..Config::default()
-        });
-        let secret = enroll(&on.engine, "alice");
-        assert!(matches!(
-            on.engine.export_token(ALICE, "000000", NOW),
-            Err(Error::Rejected(_))
-        ));
-        let uri = on
-            .engine
-            .export_token(ALICE, &code(&secret, NOW), NOW)
-            .unwrap();
-        assert!(uri.starts_with("otpauth://totp/"));
     }
 }

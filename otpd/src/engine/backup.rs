@@ -2,7 +2,7 @@
 //! so `age -d` opens it too. Parsed and checked completely before anything is stored.
 
 use crate::error::{Error, Result};
-use crate::recovery::RecoverySet;
+use crate::store::recovery::RecoverySet;
 use crate::totp::TokenParams;
 use age::secrecy::SecretString;
 use kron_common::config::Algorithm;

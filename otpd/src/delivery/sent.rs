@@ -31,7 +31,7 @@ impl Purpose {
 pub struct SentCode {
     pub purpose: Purpose,
     pub channel: Channel,
-    #[serde(with = "crate::encoding::hex_bytes")]
+    #[serde(with = "crate::serde_hex::hex_bytes")]
     pub mac: Vec<u8>,
     pub expires: u64,
 }
@@ -133,7 +133,7 @@ impl Outbox {
             self.code = None;
             return CodeCheck::Refused("sent code expired");
         }
-        if !crate::crypto::constant_time_eq(&code.mac, mac) {
+        if !constant_time_eq::constant_time_eq(&code.mac, mac) {
             return CodeCheck::Refused("wrong code");
         }
         self.code = None;

@@ -1,0 +1,174 @@
+//! The daemon's core: login conversations and token management, independent of D-Bus.
+//! Every entry point takes the caller's uid (as the bus reported it) and the current time, so
+//! unit tests drive it with a fixed clock and fake accounts.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`Engine`]: what it holds, and the helpers every part uses |
+//! | `login.rs` | the login conversation: `BeginLogin`, `Answer`, enrollment at login |
+//! | `verdict.rs` | the verdict on a typed code: TOTP, recovery or sent code, throttle charge, replay |
+//! | `tokens.rs` | token management: enroll, confirm, status, list, reset, unlock |
+//! | `outbound.rs` | email and SMS: contacts, sending codes within the budget, delivered enrollments |
+//! | `lifecycle.rs` | recovery codes, backup and restore, migration imports, token export |
+//! | `backup.rs` | the backup file: JSON in an age file encrypted to a passphrase |
+//! | `sessions.rs` | logins waiting at the prompt, in memory and bounded |
+//! | `messages.rs` | every text a person sees during a login |
+//! | `tests/` | the engine's unit tests, by part, on a fixed clock |
+
+#![forbid(unsafe_code)]
+
+mod backup;
+mod lifecycle;
+mod login;
+mod messages;
+mod outbound;
+mod sessions;
+#[cfg(test)]
+mod tests;
+mod tokens;
+mod verdict;
+
+use crate::audit::{Audit, Subject};
+use crate::delivery::Deliver;
+use crate::error::{Error, Result};
+use crate::policy::LoginRequest;
+use crate::policy::authz::Caller;
+use crate::policy::grace::GraceLedger;
+use crate::policy::strangers::{SelfServiceLimiter, StrangerThrottle};
+use crate::store::crypto::SecretKey;
+use crate::store::record::{Pending, Token};
+use crate::store::{Durable, Store};
+use crate::totp::{self, TokenParams};
+use kron_common::config::Config;
+use kron_common::users::Directory;
+use kron_proto::{Step, StepKind};
+use sessions::Sessions;
+
+/// Everything a decision needs. The parts in the files beside this one are `impl Engine`
+/// blocks; nothing outside the engine sees its fields.
+pub struct Engine {
+    config: Config,
+    store: Box<dyn Store>,
+    key: SecretKey,
+    directory: Box<dyn Directory>,
+    audit: Audit,
+    sessions: Sessions,
+    grace: GraceLedger,
+    strangers: StrangerThrottle,
+    limiter: SelfServiceLimiter,
+    hostname: String,
+    delivery: Box<dyn Deliver>,
+}
+
+impl Engine {
+    pub fn new(
+        config: Config,
+        store: Box<dyn Store>,
+        key: SecretKey,
+        directory: Box<dyn Directory>,
+        audit: Audit,
+        hostname: String,
+        delivery: Box<dyn Deliver>,
+    ) -> Engine {
+        Engine {
+            config,
+            store,
+            key,
+            directory,
+            audit,
+            sessions: Sessions::default(),
+            grace: GraceLedger::default(),
+            strangers: StrangerThrottle::default(),
+            limiter: SelfServiceLimiter::default(),
+            hostname,
+            delivery,
+        }
+    }
+
+    /// Resolves once store write number `write` ([`crate::store::own_writes`]) and all before
+    /// it are on the device; replies wait for it.
+    pub fn durable_through(&self, write: u64) -> Durable {
+        self.store.durable_through(write)
+    }
+
+    /// Logs an internal failure (its text holds no code or secret).
+    pub fn log_failure(&self, error: &Error) {
+        self.audit.daemon(&format!("request failed: {error}"));
+    }
+
+    /// Logs a daemon-level event (start, stop).
+    pub fn log_event(&self, message: &str) {
+        self.audit.daemon(message);
+    }
+
+    /// "" means the caller; anything else must be a well-formed user name.
+    fn resolve_target(&self, caller: Caller, user: &str) -> Result<String> {
+        if user.is_empty() {
+            return self
+                .directory
+                .name_of(caller.uid)?
+                .ok_or_else(|| Error::NotFound(format!("uid {} has no user name", caller.uid)));
+        }
+        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
+        // The account's own name when NSS knows it (see begin_login); as given otherwise.
+        Ok(self
+            .directory
+            .by_name(user)?
+            .map_or_else(|| user.to_owned(), |account| account.name))
+    }
+
+    /// The target of an admin operation (reset, unlock): admins only, and only root may act on
+    /// root or on another admin. Names NSS no longer knows (deleted users) are allowed.
+    fn managed_target(&self, caller: Caller, user: &str) -> Result<String> {
+        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
+        caller.require_admin(&self.config, &*self.directory)?;
+        match self.directory.by_name(user)? {
+            Some(account) => {
+                caller.may_manage(&account, &self.config, &*self.directory)?;
+                Ok(account.name)
+            }
+            None => Ok(user.to_owned()),
+        }
+    }
+
+    fn existing_account(&self, user: &str) -> Result<kron_common::users::Account> {
+        self.directory
+            .by_name(user)?
+            .ok_or_else(|| Error::NotFound(format!("no such user: {user}")))
+    }
+
+    fn new_pending(&self, user: &str, now: u64, at_login: bool) -> Result<Pending> {
+        let secret =
+            totp::new_secret().map_err(|e| Error::System(format!("no randomness: {e}")))?;
+        Ok(Pending {
+            token: Token {
+                params: TokenParams::from(&self.config.totp),
+                secret: self.key.seal(user, &secret)?,
+                created: now,
+            },
+            expires: now.saturating_add(self.config.enroll_window),
+            at_login,
+            delivered: None,
+        })
+    }
+
+    fn otpauth_uri(&self, user: &str, secret: &[u8], params: TokenParams) -> Result<String> {
+        let account = format!("{user}@{}", self.hostname);
+        totp::otpauth_uri(secret, params, &self.config.issuer, &account).map_err(Error::System)
+    }
+}
+
+/// The refusal for too many failed attempts: PAM_MAXTRIES, so applications stop retrying.
+pub(crate) fn throttled(until: u64, now: u64) -> Step {
+    Step::terminal(StepKind::Throttled, messages::throttled(until, now))
+}
+
+pub(crate) fn subject(request: &LoginRequest, caller: Caller) -> Subject<'_> {
+    Subject {
+        user: &request.user,
+        service: &request.service,
+        rhost: &request.rhost,
+        tty: &request.tty,
+        caller_uid: caller.uid,
+    }
+}

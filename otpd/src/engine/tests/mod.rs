@@ -1,0 +1,99 @@
+//! The engine's unit tests, by part, all on a fixed clock with fake accounts and a real sled
+//! store in a temporary directory. This file holds the fixtures they share.
+
+mod lifecycle;
+mod login;
+mod outbound;
+mod tokens;
+
+use super::*;
+use crate::store::SledStore;
+use kron_common::config::{GroupRule, Mode};
+use kron_common::users::fake::FakeDirectory;
+
+pub(super) const NOW: u64 = 1_800_000_000;
+pub(super) const ROOT: Caller = Caller::new(0);
+pub(super) const ALICE: Caller = Caller::new(1001);
+pub(super) const BOB: Caller = Caller::new(1002);
+
+pub(super) struct Fixture {
+    pub(super) engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// The engine, keeping the store directory alive for the rest of the test process.
+    pub(super) fn into_engine(self) -> Engine {
+        std::mem::forget(self._dir);
+        self.engine
+    }
+}
+
+pub(super) fn fixture(config: Config) -> Fixture {
+    fixture_sending(config, std::sync::Arc::default())
+}
+
+/// A fixture whose email and SMS go to `delivery`.
+pub(super) fn fixture_sending(
+    config: Config,
+    delivery: std::sync::Arc<crate::delivery::fake::FakeDelivery>,
+) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let directory = FakeDirectory::default()
+        .with_user("root", 0, &["root"])
+        .with_user("alice", 1001, &["wheel"])
+        .with_user("bob", 1002, &["users"])
+        .with_user("admin", 1003, &["kron-admin"]);
+    let engine = Engine::new(
+        config,
+        Box::new(SledStore::open(&dir.path().join("store")).unwrap()),
+        SecretKey::from_bytes(&[9; 32]),
+        Box::new(directory),
+        Audit::new(false),
+        "host".into(),
+        Box::new(delivery),
+    );
+    Fixture { engine, _dir: dir }
+}
+
+pub(super) fn login(user: &str, service: &str) -> LoginRequest {
+    LoginRequest {
+        user: user.into(),
+        service: service.into(),
+        rhost: "192.0.2.1".into(),
+        tty: "pts/1".into(),
+    }
+}
+
+pub(super) fn kind(step: &Step) -> StepKind {
+    step.validate().unwrap()
+}
+
+/// Enrolls `user` at NOW - 300 and returns the base32 secret.
+pub(super) fn enroll(engine: &Engine, user: &str) -> Vec<u8> {
+    let enrollment = engine.enroll(ROOT, user, "", NOW - 300).unwrap();
+    let secret = totp_rs::Secret::try_from_base32(&enrollment.secret)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    engine
+        .confirm(ROOT, user, &code(&secret, NOW - 300), NOW - 300)
+        .unwrap();
+    secret
+}
+
+pub(super) fn code(secret: &[u8], at: u64) -> String {
+    totp::code_at(
+        secret,
+        TokenParams::from(&kron_common::config::TotpConfig::default()),
+        at,
+    )
+}
+
+pub(super) fn attempt(engine: &Engine, user: &str, answer: &str, now: u64) -> Step {
+    let step = engine.begin_login(ROOT, login(user, "sshd"), now).unwrap();
+    if kind(&step) != StepKind::Prompt {
+        return step;
+    }
+    engine.answer(ROOT, &step.handle, answer, now).unwrap()
+}

@@ -1,0 +1,345 @@
+//! Email and SMS: fallback codes, validated enrollment, delivered enrollments, contacts.
+
+use super::{NOW, ROOT, code, enroll, fixture_sending, kind, login};
+use crate::delivery::fake::FakeDelivery;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::policy::authz::Caller;
+use kron_common::config::Config;
+use kron_proto::Channel;
+use kron_proto::{Step, StepKind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+const ALICE: Caller = Caller::new(1001);
+
+/// An engine with `extra` config and email + SMS sections, sending to a fake.
+fn engine(extra: &str) -> (Engine, Arc<FakeDelivery>) {
+    let text = format!(
+        "contact = \"the help desk\"\n{extra}\n\
+         [email]\nserver = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"kron@host.example\"\n\
+         [sms]\nurl = \"http://127.0.0.1:9/send\"\nbody = '{{\"to\": \"{{phone}}\", \"text\": \"{{message}}\"}}'\n"
+    );
+    let config = Config::parse(&text, "test.toml").unwrap();
+    let fake = Arc::new(FakeDelivery::with(&[Channel::Email, Channel::Sms]));
+    let engine = fixture_sending(config, fake.clone()).into_engine();
+    (engine, fake)
+}
+
+fn texts(step: &Step) -> String {
+    step.messages
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn begin(engine: &Engine, user: &str, now: u64) -> Step {
+    engine.begin_login(ROOT, login(user, "sshd"), now).unwrap()
+}
+
+fn answer(engine: &Engine, step: &Step, response: &str, now: u64) -> Step {
+    assert_eq!(kind(step), StepKind::Prompt, "{}", texts(step));
+    engine.answer(ROOT, &step.handle, response, now).unwrap()
+}
+
+fn set_email(engine: &Engine, user: &str) {
+    engine
+        .set_contact(ROOT, user, "email", &format!("{user}@example.com"))
+        .unwrap();
+}
+
+#[test]
+fn fallback_without_token_sends_a_code_that_passes_once() {
+    let (e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\"]");
+    set_email(&e, "alice");
+    let step = begin(&e, "alice", NOW);
+    assert!(
+        texts(&step).contains("sent by email to a***@example.com. It is valid for 5 minutes"),
+        "{}",
+        texts(&step)
+    );
+    assert!(texts(&step).contains("Or type \"email\""));
+    let sent = fake.last().unwrap();
+    assert_eq!(
+        (sent.channel, sent.to.as_str()),
+        (Channel::Email, "alice@example.com")
+    );
+    assert_eq!(sent.payload.len(), 8);
+    let stored = e.store.get("alice").unwrap().unwrap();
+    let json = serde_json::to_string(&stored).unwrap();
+    assert!(!json.contains(&sent.payload), "only a MAC is stored");
+
+    assert_eq!(kind(&answer(&e, &step, "00000000", NOW)), StepKind::Deny);
+    let again = begin(&e, "alice", NOW + 1);
+    assert_eq!(
+        fake.count(),
+        1,
+        "the live code is asked for, not sent again"
+    );
+    assert!(texts(&again).contains("was sent by email"));
+    assert_eq!(
+        kind(&answer(&e, &again, &sent.payload, NOW + 1)),
+        StepKind::Accept
+    );
+    let reused = begin(&e, "alice", NOW + 31);
+    assert_eq!(fake.count(), 2, "a used code is gone; a new one is sent");
+    assert_eq!(
+        kind(&answer(&e, &reused, &sent.payload, NOW + 31)),
+        StepKind::Deny
+    );
+}
+
+#[test]
+fn expired_codes_and_other_purposes_are_refused() {
+    let (e, fake) =
+        engine("default_mode = \"require\"\nfallback = [\"email\"]\n[codes]\nvalidity = 60");
+    set_email(&e, "alice");
+    let step = begin(&e, "alice", NOW);
+    let sent = fake.last().unwrap().payload;
+    assert_eq!(
+        kind(&answer(&e, &step, &sent, NOW + 60)),
+        StepKind::Deny,
+        "expired"
+    );
+
+    let (e, fake) = engine("default_mode = \"enroll\"\nvalidate_enrollment = [\"email\"]");
+    set_email(&e, "alice");
+    begin(&e, "alice", NOW);
+    let enrollment_code = fake.last().unwrap().payload;
+    assert!(matches!(
+        e.verify(
+            "alice",
+            &enrollment_code,
+            Some(crate::delivery::sent::Purpose::Login),
+            NOW
+        )
+        .unwrap(),
+        crate::engine::verdict::Verdict::NoToken
+    ));
+}
+
+#[test]
+fn a_token_holder_may_ask_for_a_code_at_the_prompt() {
+    let (e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\", \"sms\"]");
+    e.set_contact(ROOT, "alice", "sms", "+49 151 2345 6712")
+        .unwrap();
+    let secret = enroll(&e, "alice");
+    let step = begin(&e, "alice", NOW);
+    assert_eq!(fake.count(), 0, "nothing is sent unasked");
+    assert!(
+        texts(&step).contains("Or type \"sms\" to get a code by SMS."),
+        "{}",
+        texts(&step)
+    );
+    let step = answer(&e, &step, "SMS", NOW);
+    assert!(
+        texts(&step).contains("sent by SMS to +49 *** ** 12"),
+        "{}",
+        texts(&step)
+    );
+    let sent = fake.last().unwrap();
+    assert_eq!(sent.to, "+4915123456712");
+    let again = answer(&e, &step, "sms", NOW + 1);
+    assert!(
+        texts(&again).contains("No more codes can be sent by SMS"),
+        "{}",
+        texts(&again)
+    );
+    assert_eq!(
+        kind(&answer(&e, &again, &sent.payload, NOW + 2)),
+        StepKind::Accept
+    );
+    let totp = begin(&e, "alice", NOW + 30);
+    assert_eq!(
+        kind(&answer(&e, &totp, &code(&secret, NOW + 30), NOW + 30)),
+        StepKind::Accept
+    );
+}
+
+#[test]
+fn a_failed_send_stores_nothing_and_says_so() {
+    let (e, fake) =
+        engine("default_mode = \"require\"\nfallback = [\"email\"]\n[codes]\nmax_sends = 1");
+    set_email(&e, "alice");
+    fake.failing.store(true, Ordering::SeqCst);
+    let step = begin(&e, "alice", NOW);
+    assert_eq!(kind(&step), StepKind::Unavailable);
+    assert!(
+        texts(&step).contains("could not be sent by email")
+            && texts(&step).contains("the help desk")
+    );
+    let record = e.store.get("alice").unwrap().unwrap();
+    assert_eq!(
+        record.outbox,
+        crate::delivery::sent::Outbox::default(),
+        "no code, no budget spent"
+    );
+    fake.failing.store(false, Ordering::SeqCst);
+    let step = begin(&e, "alice", NOW + 1);
+    assert_eq!(
+        kind(&answer(&e, &step, &fake.last().unwrap().payload, NOW + 1)),
+        StepKind::Accept
+    );
+    let spent = begin(&e, "alice", NOW + 2);
+    assert_eq!(kind(&spent), StepKind::Throttled, "{}", texts(&spent));
+    assert!(texts(&spent).contains("No more codes can be sent by email"));
+}
+
+#[test]
+fn validated_enrollment_at_login_proves_the_contact_before_the_qr() {
+    let (e, fake) = engine("default_mode = \"enroll\"\nvalidate_enrollment = [\"email\"]");
+    let refused = begin(&e, "alice", NOW);
+    assert_eq!(kind(&refused), StepKind::Deny);
+    assert!(
+        texts(&refused).contains("none is on file") && texts(&refused).contains("the help desk")
+    );
+    set_email(&e, "alice");
+    let step = begin(&e, "alice", NOW);
+    assert!(!texts(&step).contains("otpauth") && !texts(&step).contains("key manually"));
+    assert_eq!(kind(&answer(&e, &step, "12345678", NOW)), StepKind::Deny);
+    let step = begin(&e, "alice", NOW + 1);
+    let qr = answer(&e, &step, &fake.last().unwrap().payload, NOW + 1);
+    assert_eq!(kind(&qr), StepKind::Prompt);
+    assert!(texts(&qr).starts_with("Code accepted."));
+    let key: String = texts(&qr)
+        .lines()
+        .find_map(|l| l.strip_prefix("Or enter this key manually: "))
+        .unwrap()
+        .replace(' ', "");
+    let secret = totp_rs::Secret::try_from_base32(&key)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    assert_eq!(
+        kind(&answer(&e, &qr, &code(&secret, NOW + 1), NOW + 1)),
+        StepKind::Accept
+    );
+    assert!(e.status(ROOT, "alice", NOW).unwrap().enrolled);
+}
+
+#[test]
+fn kronctl_enroll_by_a_user_needs_the_validation_code_admins_do_not() {
+    let (e, fake) = engine("validate_enrollment = [\"email\"]");
+    assert!(matches!(
+        e.enroll(ALICE, "", "", NOW),
+        Err(Error::ValidationRequired(_))
+    ));
+    assert!(matches!(
+        e.send_enrollment_code(ALICE, "", NOW),
+        Err(Error::NotFound(_))
+    ));
+    set_email(&e, "alice");
+    let delivery = e.send_enrollment_code(ALICE, "", NOW).unwrap();
+    assert_eq!(
+        (delivery.channel.as_str(), delivery.destination.as_str()),
+        ("email", "a***@example.com")
+    );
+    assert!(matches!(
+        e.enroll(ALICE, "", "99999999", NOW),
+        Err(Error::Rejected(_))
+    ));
+    let sent = fake.last().unwrap().payload;
+    assert!(e.enroll(ALICE, "", &sent, NOW).is_ok());
+    assert!(
+        matches!(e.enroll(ALICE, "", &sent, NOW), Err(Error::Rejected(_))),
+        "used"
+    );
+    assert!(
+        e.enroll(ROOT, "bob", "", NOW).is_ok(),
+        "admins are not asked"
+    );
+}
+
+#[test]
+fn a_delivered_enrollment_is_confirmed_at_login() {
+    let (e, fake) = engine("default_mode = \"require\"");
+    assert!(matches!(
+        e.deliver_enrollment(ROOT, "bob", "email", NOW),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        e.deliver_enrollment(ALICE, "bob", "email", NOW),
+        Err(Error::AccessDenied(_))
+    ));
+    set_email(&e, "bob");
+    fake.failing.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        e.deliver_enrollment(ROOT, "bob", "email", NOW),
+        Err(Error::Delivery(_))
+    ));
+    let status = e.status(ROOT, "bob", NOW).unwrap();
+    assert!(!status.pending, "nothing half-saved");
+    let earlier = e.enroll(ROOT, "bob", "", NOW).unwrap();
+    assert!(matches!(
+        e.deliver_enrollment(ROOT, "bob", "email", NOW),
+        Err(Error::Delivery(_))
+    ));
+    let earlier_secret = totp_rs::Secret::try_from_base32(&earlier.secret)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    e.confirm(ROOT, "bob", &code(&earlier_secret, NOW), NOW)
+        .expect("the enrollment a failed delivery would have replaced still works");
+    e.reset(ROOT, "bob").unwrap();
+    fake.failing.store(false, Ordering::SeqCst);
+    let delivery = e.deliver_enrollment(ROOT, "bob", "email", NOW).unwrap();
+    assert_eq!(delivery.destination, "b***@example.com");
+    let secret = totp_rs::Secret::try_from_base32(&fake.last().unwrap().payload)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let step = begin(&e, "bob", NOW + 60);
+    assert!(
+        texts(&step).contains("token sent to you by email"),
+        "{}",
+        texts(&step)
+    );
+    assert_eq!(
+        kind(&answer(&e, &step, &code(&secret, NOW + 60), NOW + 60)),
+        StepKind::Accept
+    );
+    assert!(e.status(ROOT, "bob", NOW + 60).unwrap().enrolled);
+    assert!(matches!(
+        e.deliver_enrollment(ROOT, "bob", "email", NOW + 120),
+        Err(Error::Conflict(_))
+    ));
+}
+
+#[test]
+fn contacts_are_set_by_admins_checked_masked_and_outlive_a_reset() {
+    let (e, _) = engine("[contacts]\nemail = \"{user}@corp.example\"");
+    assert_eq!(
+        e.status(ROOT, "bob", NOW).unwrap().email,
+        "b***@corp.example"
+    );
+    assert!(matches!(
+        e.set_contact(ALICE, "alice", "email", "x@y.example"),
+        Err(Error::AccessDenied(_))
+    ));
+    assert!(matches!(
+        e.set_contact(ROOT, "bob", "sms", "0151 234"),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        e.set_contact(ROOT, "bob", "fax", "1"),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(
+        e.set_contact(ROOT, "bob", "sms", "+49 151 2345 6712")
+            .unwrap()
+    );
+    assert!(
+        !e.set_contact(ROOT, "bob", "sms", "+4915123456712").unwrap(),
+        "unchanged"
+    );
+    enroll(&e, "bob");
+    e.reset(ROOT, "bob").unwrap();
+    let status = e.status(ROOT, "bob", NOW).unwrap();
+    assert_eq!(
+        (status.enrolled, status.phone.as_str()),
+        (false, "+49 *** ** 12")
+    );
+    e.set_contact(ROOT, "bob", "sms", "").unwrap();
+    assert_eq!(e.status(ROOT, "bob", NOW).unwrap().phone, "");
+}

@@ -1,0 +1,204 @@
+//! The verdict on a typed code, in one place: a TOTP code (the charge and the accepted step in
+//! one store change), a recovery code, a code sent by email or SMS, or the code confirming an
+//! enrollment. Every check is charged to the throttle before the code is looked at.
+
+use super::Engine;
+use crate::delivery::sent::{CodeCheck, Purpose};
+use crate::error::{Error, Result};
+use crate::store::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
+use crate::totp;
+
+/// The outcome of checking a confirming code.
+pub(super) enum PendingCheck {
+    Throttled { until: u64 },
+    Wrong,
+    Done(ConfirmOutcome),
+}
+
+/// The outcome of checking one typed code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Accepted,
+    AcceptedRecovery {
+        left: usize,
+    },
+    /// A login code sent by email or SMS.
+    AcceptedSent,
+    Throttled {
+        until: u64,
+    },
+    Replayed,
+    Wrong,
+    /// No token (reset during the login).
+    NoToken,
+}
+
+impl Verdict {
+    pub(crate) fn event(self) -> &'static str {
+        match self {
+            Verdict::Accepted | Verdict::AcceptedRecovery { .. } | Verdict::AcceptedSent => {
+                "accepted"
+            }
+            Verdict::Throttled { .. } => "throttled",
+            Verdict::Replayed | Verdict::Wrong | Verdict::NoToken => "rejected",
+        }
+    }
+
+    pub(crate) fn detail(self) -> &'static str {
+        match self {
+            Verdict::AcceptedRecovery { .. } => "recovery code",
+            Verdict::AcceptedSent => "sent code",
+            Verdict::Replayed => "code already used",
+            Verdict::Wrong => "wrong code",
+            Verdict::NoToken => "token was reset during the login",
+            Verdict::Accepted | Verdict::Throttled { .. } => "",
+        }
+    }
+}
+
+impl Engine {
+    /// Checks a code (or a recovery code, or with `sent` a code sent for that purpose) for
+    /// `user`: charges the attempt, and accepts the matching step at most once.
+    pub(crate) fn verify(
+        &self,
+        user: &str,
+        response: &str,
+        sent: Option<Purpose>,
+        now: u64,
+    ) -> Result<Verdict> {
+        let record = self.store.get(user)?.unwrap_or_default();
+        // The common case, a TOTP code, is one atomic store change: the charge and the step.
+        if let Some(step) = self.totp_only(user, &record, response, sent, now)? {
+            let (attempt, outcome) =
+                self.store
+                    .charge_and_accept(user, step, now, &self.config.throttle)?;
+            return Ok(match (attempt, outcome) {
+                (Attempt::Throttled { until }, _) => Verdict::Throttled { until },
+                (Attempt::Allowed, outcome) => step_verdict(outcome),
+            });
+        }
+        if let Attempt::Throttled { until } =
+            self.store
+                .charge_attempt(user, now, &self.config.throttle)?
+        {
+            return Ok(Verdict::Throttled { until });
+        }
+        // The charge is durable before the reply, whatever the check says (service.rs).
+        self.verify_charged(user, response, sent, now)
+    }
+
+    /// `Some(the step the code matches, if any)` when `response` can only be a TOTP code of
+    /// `record`'s token; `None` when a sent code or a recovery code may be meant, or there is no
+    /// token, which [`Engine::verify_charged`] sorts out.
+    pub(super) fn totp_only(
+        &self,
+        user: &str,
+        record: &UserRecord,
+        response: &str,
+        sent: Option<Purpose>,
+        now: u64,
+    ) -> Result<Option<Option<u64>>> {
+        let Some(token) = &record.token else {
+            return Ok(None);
+        };
+        if sent.is_some_and(|purpose| record.outbox.live(purpose, now).is_some())
+            || record.may_be_recovery_code(response)
+        {
+            return Ok(None);
+        }
+        self.totp_step(user, token, response, now, record.last_step)
+            .map(Some)
+    }
+
+    /// The step `response` matches for `token`: the first one after `used` if there is one.
+    pub(super) fn totp_step(
+        &self,
+        user: &str,
+        token: &Token,
+        response: &str,
+        now: u64,
+        used: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let secret = self.key.open(user, &token.secret)?;
+        Ok(totp::matching_step(
+            &secret,
+            token.params,
+            self.config.totp.skew,
+            response,
+            now,
+            used,
+        ))
+    }
+
+    pub(super) fn verify_charged(
+        &self,
+        user: &str,
+        response: &str,
+        sent: Option<Purpose>,
+        now: u64,
+    ) -> Result<Verdict> {
+        let record = self.store.get(user)?.unwrap_or_default();
+        // A code sent by email or SMS (fallback) is tried first: it is the only thing a user
+        // without a token can pass with.
+        if let Some(purpose) = sent.filter(|&p| record.outbox.live(p, now).is_some())
+            && self.take_sent_code(user, purpose, response, now)? == CodeCheck::Accepted
+        {
+            return Ok(Verdict::AcceptedSent);
+        }
+        let Some(token) = record.token.clone() else {
+            return Ok(Verdict::NoToken);
+        };
+        if let (Some(set), Some(code)) = (
+            &record.recovery,
+            crate::store::recovery::candidate(response, token.params.digits),
+        ) {
+            let hash = crate::store::recovery::hash(&code, &set.salt).map_err(Error::System)?;
+            return Ok(match self.store.use_recovery(user, &hash, now)? {
+                Some(left) => Verdict::AcceptedRecovery { left },
+                None => Verdict::Wrong,
+            });
+        }
+        let outcome = match self.totp_step(user, &token, response, now, record.last_step)? {
+            None => None,
+            Some(step) => Some(self.store.accept_step(user, step, now)?),
+        };
+        Ok(step_verdict(outcome))
+    }
+
+    /// Checks a confirming code against `pending`, charged against the throttle like any
+    /// code, and saves the token if it matches.
+    pub(super) fn check_pending(
+        &self,
+        user: &str,
+        pending: &Pending,
+        code: &str,
+        now: u64,
+    ) -> Result<PendingCheck> {
+        if let Attempt::Throttled { until } =
+            self.store
+                .charge_attempt(user, now, &self.config.throttle)?
+        {
+            return Ok(PendingCheck::Throttled { until });
+        }
+        // Whatever the outcome, the charge and the confirmation are durable before the reply
+        // (service.rs).
+        let secret = self.key.open(user, &pending.token.secret)?;
+        let params = pending.token.params;
+        Ok(
+            match totp::matching_step(&secret, params, self.config.totp.skew, code, now, None) {
+                None => PendingCheck::Wrong,
+                Some(step) => PendingCheck::Done(self.store.confirm(user, pending, step, now)?),
+            },
+        )
+    }
+}
+
+/// What a TOTP check came to: no matching step, or what the store said of the step.
+fn step_verdict(outcome: Option<StepOutcome>) -> Verdict {
+    match outcome {
+        None => Verdict::Wrong,
+        Some(StepOutcome::Accepted) => Verdict::Accepted,
+        Some(StepOutcome::Replayed) => Verdict::Replayed,
+        Some(StepOutcome::NoToken) => Verdict::NoToken,
+    }
+}

@@ -1,0 +1,96 @@
+//! All durable state. The engine sees one small trait, [`Store`], whose every operation is
+//! atomic for one user; sled is the backend on one host, and another backend (a database for a
+//! fleet) implements the same trait beside it.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the [`Store`] trait |
+//! | `sled.rs` | [`SledStore`]: the trait on sled 0.34, one key per user |
+//! | `commit.rs` | group commit: replies wait until their own writes are on the device |
+//! | `record.rs` | what is stored per user, and its state changes as pure functions |
+//! | `encoding.rs` | how a record is written: a format byte, then postcard |
+//! | `crypto.rs` | secrets at rest: XChaCha20-Poly1305 under `secret.key`; MACs of sent codes |
+//! | `throttle.rs` | backoff after failed attempts: pure arithmetic |
+//! | `recovery.rs` | recovery codes, stored only as hashes |
+
+#![forbid(unsafe_code)]
+
+pub mod commit;
+pub mod crypto;
+pub mod encoding;
+pub mod record;
+pub mod recovery;
+mod sled;
+#[cfg(test)]
+mod tests;
+pub mod throttle;
+
+pub use commit::{Durable, own_writes};
+pub use sled::SledStore;
+
+use crate::error::Result;
+use crate::store::record::{
+    Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
+};
+use crate::store::recovery::RecoverySet;
+use kron_common::config::ThrottleConfig;
+
+/// The operations the login logic needs, each atomic for one user.
+pub trait Store: Send + Sync {
+    fn get(&self, user: &str) -> Result<Option<UserRecord>>;
+    /// Every stored user, sorted by name.
+    fn list(&self) -> Result<Vec<(String, UserRecord)>>;
+    /// Charges one attempt unless the user is in backoff ("count a failure" before checking).
+    fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt>;
+    /// [`UserRecord::charge_and_accept`]: the charge and a TOTP code's step, atomically.
+    fn charge_and_accept(
+        &self,
+        user: &str,
+        step: Option<u64>,
+        now: u64,
+        config: &ThrottleConfig,
+    ) -> Result<(Attempt, Option<StepOutcome>)>;
+    /// Accepts time step `step` for `user` if it is later than every step accepted before.
+    fn accept_step(&self, user: &str, step: u64, now: u64) -> Result<StepOutcome>;
+    /// Saves a pending enrollment unless a confirmed token exists.
+    fn save_pending(
+        &self,
+        user: &str,
+        pending: Pending,
+    ) -> Result<std::result::Result<(), ConfirmOutcome>>;
+    /// Turns the pending enrollment the code was checked against into the confirmed token.
+    fn confirm(
+        &self,
+        user: &str,
+        expected: &Pending,
+        step: u64,
+        now: u64,
+    ) -> Result<ConfirmOutcome>;
+    /// Deletes what `kronctl reset` removes ([`UserRecord::reset`]). True if anything existed.
+    fn reset(&self, user: &str) -> Result<bool>;
+    /// Applies `change` atomically. It may run more than once under contention,
+    /// so it must be a pure function of the record (results go to variables it sets each run).
+    fn modify(&self, user: &str, change: &mut dyn FnMut(&mut UserRecord)) -> Result<()>;
+    /// Clears the throttle of `user`. True if there was anything to clear.
+    fn unlock(&self, user: &str) -> Result<bool>;
+    /// Replaces the recovery set of `user`. False if the user has no token.
+    fn set_recovery(&self, user: &str, set: RecoverySet) -> Result<bool>;
+    /// Uses up one recovery code by its hash; the number left, or `None` if it is not valid.
+    fn use_recovery(&self, user: &str, hash: &[u8], now: u64) -> Result<Option<usize>>;
+    /// Stores an imported record unless a confirmed token exists and `replace` is false;
+    /// see [`UserRecord::absorb`] for `same_token`.
+    fn import(
+        &self,
+        user: &str,
+        record: UserRecord,
+        replace: bool,
+        same_token: &dyn Fn(&Token) -> bool,
+    ) -> Result<ImportOutcome>;
+    /// Blocks until every change so far is durable. Only for what must be on the device before
+    /// something leaves otpd other than a reply (an email or SMS with a code, say).
+    fn flush(&self) -> Result<()>;
+    /// Resolves once write number `write` ([`own_writes`]) and every write before it are
+    /// durable; at once for 0. Every reply waits for the writes of its own call (`service.rs`),
+    /// so a reply never reports a change that a crash could undo.
+    fn durable_through(&self, write: u64) -> Durable;
+}

@@ -1,0 +1,219 @@
+//! The sled store and group commit: atomic changes, durability, crash safety.
+
+use super::commit::GroupCommit;
+use super::*;
+use crate::error::Error;
+use crate::store::record::tests::token;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+fn enrolled_store(dir: &Path) -> SledStore {
+    let store = SledStore::open(dir).unwrap();
+    let pending = Pending {
+        token: token(1),
+        expires: 1000,
+        at_login: false,
+        delivered: None,
+    };
+    store
+        .save_pending("alice", pending.clone())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.confirm("alice", &pending, 10, 100).unwrap(),
+        ConfirmOutcome::Confirmed
+    );
+    store
+}
+
+#[test]
+fn racing_acceptances_of_one_step_yield_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(enrolled_store(dir.path()));
+    let winners: usize = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.accept_step("alice", 11, 200).unwrap() == StepOutcome::Accepted
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| usize::from(t.join().unwrap()))
+        .sum();
+    assert_eq!(winners, 1);
+}
+
+#[test]
+fn group_commit_covers_every_caller_with_shared_flushes() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let writes = Arc::new(AtomicU64::new(0));
+    let durable = Arc::new(AtomicU64::new(0));
+    let flushes = Arc::new(AtomicU64::new(0));
+    let (commits, _flusher) = {
+        let (writes, durable, flushes) = (writes.clone(), durable.clone(), flushes.clone());
+        GroupCommit::start(move || {
+            flushes.fetch_add(1, Ordering::SeqCst);
+            let covered = writes.load(Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            durable.fetch_max(covered, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap()
+    };
+    let callers = 32;
+    let threads: Vec<_> = (0..callers)
+        .map(|_| {
+            let (commits, writes, durable) = (commits.clone(), writes.clone(), durable.clone());
+            std::thread::spawn(move || {
+                let mine = writes.fetch_add(1, Ordering::SeqCst) + 1;
+                commits.wrote();
+                commits.wait().unwrap();
+                assert!(
+                    durable.load(Ordering::SeqCst) >= mine,
+                    "returned before durable"
+                );
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let flushes = flushes.load(Ordering::SeqCst);
+    assert!(
+        flushes >= 1 && flushes < callers,
+        "{flushes} flushes for {callers} callers"
+    );
+}
+
+#[test]
+fn nothing_written_needs_no_flush_and_async_waiters_are_woken() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let flushes = Arc::new(AtomicU64::new(0));
+    let counted = flushes.clone();
+    let (commits, _flusher) = GroupCommit::start(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ((), none) = own_writes(|| ());
+    runtime.block_on(commits.durable_through(none)).unwrap();
+    commits.wait().unwrap();
+    assert_eq!(flushes.load(Ordering::SeqCst), 0);
+    let ((), mine) = own_writes(|| commits.wrote());
+    assert_eq!(mine, 1);
+    runtime.block_on(commits.durable_through(mine)).unwrap();
+    assert_eq!(flushes.load(Ordering::SeqCst), 1);
+    runtime.block_on(commits.durable_through(mine)).unwrap();
+    assert_eq!(flushes.load(Ordering::SeqCst), 1, "already durable");
+}
+
+#[test]
+fn group_commit_reports_failures_and_survives_a_panic() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let (commits, _flusher) =
+        GroupCommit::start(move || match counted.fetch_add(1, Ordering::SeqCst) {
+            0 => Err(Error::Store("disk on fire".into())),
+            2 => panic!("flush panicked"),
+            _ => Ok(()),
+        })
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        commits.wrote();
+        outcomes.push(commits.wait().is_ok());
+    }
+    assert_eq!(
+        outcomes,
+        [false, true, false, true],
+        "no caller hangs after a panic"
+    );
+}
+
+#[test]
+fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = enrolled_store(dir.path());
+        assert_eq!(
+            store.accept_step("alice", 12, 200).unwrap(),
+            StepOutcome::Accepted
+        );
+        store
+            .charge_attempt("alice", 300, &ThrottleConfig::default())
+            .unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let record = store.get("alice").unwrap().unwrap();
+    assert_eq!(record.last_step, Some(12));
+    assert_eq!(record.failures, 1);
+    assert_eq!(
+        store.accept_step("alice", 12, 201).unwrap(),
+        StepOutcome::Replayed
+    );
+    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn reset_and_unlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = enrolled_store(dir.path());
+    let config = ThrottleConfig::default();
+    for _ in 0..5 {
+        store.charge_attempt("alice", 500, &config).unwrap();
+    }
+    assert!(store.get("alice").unwrap().unwrap().is_locked(500));
+    assert!(store.unlock("alice").unwrap());
+    assert!(!store.get("alice").unwrap().unwrap().is_locked(500));
+    assert!(!store.unlock("nobody").unwrap());
+    assert!(
+        store.get("nobody").unwrap().is_none(),
+        "unlock creates nothing"
+    );
+    assert!(store.reset("alice").unwrap());
+    assert!(!store.reset("alice").unwrap());
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn records_written_as_json_are_read_and_rewritten_in_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = enrolled_store(dir.path()).get("alice").unwrap().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let json = serde_json::to_vec(&old).unwrap();
+    store.users.insert("alice", json).unwrap();
+    assert_eq!(store.get("alice").unwrap().unwrap(), old);
+    assert_eq!(
+        store.accept_step("alice", 12, 200).unwrap(),
+        StepOutcome::Accepted
+    );
+    assert_eq!(
+        store.users.get("alice").unwrap().unwrap()[0],
+        1,
+        "binary now"
+    );
+    assert_eq!(store.get("alice").unwrap().unwrap().last_step, Some(12));
+}
+
+#[test]
+fn corrupt_record_is_reported_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    store
+        .users
+        .insert("mallory", b"not json".as_slice())
+        .unwrap();
+    assert!(store.get("mallory").is_err());
+    assert!(store.accept_step("mallory", 1, 1).is_err());
+    assert_eq!(
+        store.users.get("mallory").unwrap().unwrap().as_ref(),
+        b"not json"
+    );
+}
