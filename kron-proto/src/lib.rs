@@ -23,6 +23,10 @@ pub const OBJECT_PATH: &str = "/io/kron/Otpd";
 pub const INTERFACE: &str = "io.kron.Otpd1";
 /// Address used when neither a module argument nor a command-line flag names one.
 pub const DEFAULT_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
+/// otpd's own socket, where pam_kron talks D-Bus peer-to-peer (no bus daemon in between).
+pub const DEFAULT_SOCKET_PATH: &str = "/run/kron/otpd.sock";
+/// Longest path a unix socket address can hold (`sun_path` less its terminating NUL).
+pub const MAX_SOCKET_PATH_LEN: usize = 107;
 
 /// An out-of-band channel for codes and enrollments. Its name (`"email"`, `"sms"`) is what the
 /// config, the D-Bus methods and the prompt use.

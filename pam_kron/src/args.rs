@@ -7,13 +7,14 @@
 //! Decisions, documented in docs/pam_kron.md:
 //! - a known argument with a bad value (`timeout=0`, `bus=tcp:...`, `debug=yes`) is a
 //!   configuration error: the login is denied with PAM_SERVICE_ERR, never run with a guessed
-//!   value;
+//!   value; so are `socket=` and `bus=` together (which one was meant is a guess);
 //! - an unknown argument is logged and ignored, as mature modules do, so that a line written for a
 //!   newer version still works with this one;
 //! - a repeated argument is logged, and the last one counts.
 
 use std::ffi::CStr;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default bound on each exchange with otpd (connect + authenticate, or one method call).
@@ -25,11 +26,29 @@ pub(crate) const MAX_BUS_LEN: usize = 1024;
 /// How much of an unknown or bad argument is quoted in the log.
 const MAX_QUOTED: usize = 64;
 
+/// Where otpd is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// otpd's own socket, D-Bus peer-to-peer (`socket=`, the default).
+    Socket(PathBuf),
+    /// A bus otpd is on (`bus=`): through the bus daemon.
+    Bus(String),
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transport::Socket(path) => write!(f, "socket {}", path.display()),
+            Transport::Bus(address) => write!(f, "bus {address}"),
+        }
+    }
+}
+
 /// The parsed module arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Args {
-    /// D-Bus address of the bus otpd is on.
-    pub bus: String,
+    /// Where otpd is reached.
+    pub transport: Transport,
     /// Bound on each exchange with otpd.
     pub timeout: Duration,
     /// Log each step of the login to syslog (never codes, answers or message texts).
@@ -42,7 +61,7 @@ pub(crate) struct Args {
 impl Default for Args {
     fn default() -> Self {
         Args {
-            bus: kron_proto::DEFAULT_BUS_ADDRESS.to_owned(),
+            transport: Transport::Socket(PathBuf::from(kron_proto::DEFAULT_SOCKET_PATH)),
             timeout: DEFAULT_TIMEOUT,
             debug: false,
             nosilent: false,
@@ -61,6 +80,10 @@ pub(crate) enum ArgError {
     NotUtf8(&'static str),
     /// `bus=` is empty, too long, not a `unix:` address, or does not parse.
     BadBus(String),
+    /// `socket=` is not an absolute path that fits a unix socket address.
+    BadSocket(String),
+    /// Both `socket=` and `bus=`.
+    SocketAndBus,
     /// `timeout=` is not whole seconds in 1..=MAX_TIMEOUT_SECS.
     BadTimeout(String),
 }
@@ -72,6 +95,10 @@ impl fmt::Display for ArgError {
             ArgError::UnexpectedValue(key) => write!(f, "argument `{key}` takes no value"),
             ArgError::NotUtf8(key) => write!(f, "value of `{key}=` is not UTF-8"),
             ArgError::BadBus(why) => write!(f, "bad bus= address: {why}"),
+            ArgError::BadSocket(why) => write!(f, "bad socket= path: {why}"),
+            ArgError::SocketAndBus => {
+                write!(f, "socket= and bus= both given: name one way to reach otpd")
+            }
             ArgError::BadTimeout(value) => write!(
                 f,
                 "bad timeout={value}: expected whole seconds from 1 to {MAX_TIMEOUT_SECS}"
@@ -94,6 +121,7 @@ pub(crate) fn parse(raw: &[&CStr]) -> Parsed {
     let mut warnings = Vec::new();
     let mut error = None;
     let mut seen: Vec<&'static str> = Vec::new();
+    let (mut socket, mut bus) = (None, None);
 
     for arg in raw {
         let bytes = arg.to_bytes();
@@ -103,7 +131,11 @@ pub(crate) fn parse(raw: &[&CStr]) -> Parsed {
         };
         let result = match key {
             b"bus" => apply("bus", value, &mut seen, &mut warnings, |v| {
-                args.bus = parse_bus(v)?;
+                bus = Some(parse_bus(v)?);
+                Ok(())
+            }),
+            b"socket" => apply("socket", value, &mut seen, &mut warnings, |v| {
+                socket = Some(parse_socket(v)?);
                 Ok(())
             }),
             b"timeout" => apply("timeout", value, &mut seen, &mut warnings, |v| {
@@ -120,6 +152,14 @@ pub(crate) fn parse(raw: &[&CStr]) -> Parsed {
         if let Err(e) = result {
             error.get_or_insert(e);
         }
+    }
+    match (socket, bus) {
+        (Some(_), Some(_)) => {
+            error.get_or_insert(ArgError::SocketAndBus);
+        }
+        (Some(path), None) => args.transport = Transport::Socket(path),
+        (None, Some(address)) => args.transport = Transport::Bus(address),
+        (None, None) => {}
     }
 
     Parsed {
@@ -184,6 +224,24 @@ fn parse_bus(value: &str) -> Result<String, ArgError> {
     Ok(value.to_owned())
 }
 
+/// An absolute path that fits `sun_path`. Relative paths would depend on the application's
+/// working directory.
+fn parse_socket(value: &str) -> Result<PathBuf, ArgError> {
+    if !value.starts_with('/') {
+        return Err(ArgError::BadSocket(format!(
+            "{} is not an absolute path",
+            quote(value.as_bytes())
+        )));
+    }
+    if value.len() > kron_proto::MAX_SOCKET_PATH_LEN {
+        return Err(ArgError::BadSocket(format!(
+            "longer than {} bytes",
+            kron_proto::MAX_SOCKET_PATH_LEN
+        )));
+    }
+    Ok(PathBuf::from(value))
+}
+
 /// Whole seconds, ASCII digits only (no sign, no space, no unit), 1..=MAX_TIMEOUT_SECS.
 fn parse_timeout(value: &str) -> Result<Duration, ArgError> {
     let bad = || ArgError::BadTimeout(quote(value.as_bytes()));
@@ -217,7 +275,10 @@ mod tests {
     fn no_arguments_give_the_defaults() {
         let parsed = run(&[]);
         assert_eq!(parsed.args, Ok(Args::default()));
-        assert_eq!(parsed.args.unwrap().bus, kron_proto::DEFAULT_BUS_ADDRESS);
+        assert_eq!(
+            parsed.args.unwrap().transport,
+            Transport::Socket(PathBuf::from(kron_proto::DEFAULT_SOCKET_PATH))
+        );
         assert!(parsed.warnings.is_empty());
     }
 
@@ -230,7 +291,10 @@ mod tests {
             c"nosilent",
         ]);
         let args = parsed.args.unwrap();
-        assert_eq!(args.bus, "unix:path=/tmp/kron bus");
+        assert_eq!(
+            args.transport,
+            Transport::Bus("unix:path=/tmp/kron bus".into())
+        );
         assert_eq!(args.timeout, Duration::from_secs(12));
         assert!(args.debug && args.nosilent);
         assert!(!Args::default().nosilent);
@@ -244,7 +308,35 @@ mod tests {
     #[test]
     fn abstract_sockets_are_accepted() {
         let args = run(&[c"bus=unix:abstract=/tmp/dbus-x"]).args.unwrap();
-        assert_eq!(args.bus, "unix:abstract=/tmp/dbus-x");
+        assert_eq!(
+            args.transport,
+            Transport::Bus("unix:abstract=/tmp/dbus-x".into())
+        );
+    }
+
+    #[test]
+    fn socket_paths_are_absolute_and_fit_the_address() {
+        assert_eq!(
+            run(&[c"socket=/tmp/kron test/otpd.sock"])
+                .args
+                .unwrap()
+                .transport,
+            Transport::Socket(PathBuf::from("/tmp/kron test/otpd.sock"))
+        );
+        for bad in [c"socket=", c"socket=otpd.sock", c"socket=./otpd.sock"] {
+            assert!(
+                matches!(run(&[bad]).args, Err(ArgError::BadSocket(_))),
+                "{bad:?} should be refused"
+            );
+        }
+        let long = format!("socket=/{}", "a".repeat(kron_proto::MAX_SOCKET_PATH_LEN));
+        let long = std::ffi::CString::new(long).unwrap();
+        assert!(matches!(run(&[&long]).args, Err(ArgError::BadSocket(_))));
+        assert_eq!(
+            run(&[c"socket=/run/kron/otpd.sock", c"bus=unix:path=/x"]).args,
+            Err(ArgError::SocketAndBus),
+            "which one was meant would be a guess"
+        );
     }
 
     #[test]

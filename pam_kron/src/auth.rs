@@ -50,7 +50,7 @@ pub(crate) fn authenticate(
     let log = Log::new(pamh, args.debug);
     log.debug(&format!(
         "checking user {:?} (rhost {:?}, tty {:?}) with otpd at {}",
-        login.user, login.rhost, login.tty, args.bus
+        login.user, login.rhost, login.tty, args.transport
     ));
     let mut conv = match PamConversation::new(pamh) {
         Ok(conv) => conv,
@@ -91,7 +91,7 @@ fn exchange(
 ) -> Result<Verdict, Error> {
     let mut trace = |line: &str| log.debug(line);
     zbus::block_on(async {
-        let mut otpd = DbusOtpd::connect(&args.bus, args.timeout).await?;
+        let mut otpd = DbusOtpd::connect(&args.transport, args.timeout).await?;
         let result = login::run(&mut otpd, conv, login, silent, &mut trace).await;
         otpd.close().await;
         result

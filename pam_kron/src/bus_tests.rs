@@ -21,6 +21,7 @@ use kron_proto::{Message, OtpdError, Step, StepKind};
 use pam::constants::PamResultCode;
 use zbus::connection::{AuthMechanism, Builder};
 
+use crate::args::Transport;
 use crate::client::DbusOtpd;
 use crate::conversation::fake::FakeConversation;
 use crate::error::Error;
@@ -237,7 +238,7 @@ fn login_as(bus: &str, user: &str, answers: &[&str], timeout: Duration) -> Resul
     };
     let mut conv = FakeConversation::answering(answers);
     zbus::block_on(async {
-        let mut otpd = DbusOtpd::connect(bus, timeout).await?;
+        let mut otpd = DbusOtpd::connect(&Transport::Bus(bus.to_owned()), timeout).await?;
         let result = login::run(&mut otpd, &mut conv, &login, false, &mut |_| {}).await;
         otpd.close().await;
         result
@@ -297,7 +298,7 @@ fn child_as_setuid_host() {
 
     // The module's own connect: EXTERNAL as the effective uid. The bus sees uid 0.
     let uid_seen = zbus::block_on(async {
-        let otpd = DbusOtpd::connect(&bus, Duration::from_secs(5))
+        let otpd = DbusOtpd::connect(&Transport::Bus(bus.clone()), Duration::from_secs(5))
             .await
             .unwrap();
         let conn = otpd.connection().clone();

@@ -1,4 +1,5 @@
-//! The D-Bus exchange with otpd: one connection per PAM call, to an explicit address.
+//! The D-Bus exchange with otpd: one connection per PAM call, to otpd's own socket
+//! (peer-to-peer, the default) or to a bus at an explicit address.
 //!
 //! [`Otpd`] is the seam the login loop is written against; [`DbusOtpd`] is the real client on
 //! top of kron-proto's `OtpdProxy`. Everything here runs inside the one `zbus::block_on` of the
@@ -10,9 +11,11 @@ use std::time::Duration;
 
 use kron_proto::{OtpdError, OtpdProxy, Step};
 use zbus::Connection;
+use zbus::address::transport::{Transport as DbusTransport, Unix, UnixSocket};
 use zbus::connection::{AuthMechanism, Builder};
 use zbus::proxy::CacheProperties;
 
+use crate::args::Transport;
 use crate::error::{Error, Refusal};
 use crate::items::Login;
 
@@ -33,13 +36,23 @@ pub(crate) struct DbusOtpd {
 }
 
 impl DbusOtpd {
-    /// Connects to `bus` and authenticates as the effective uid, within `timeout`.
+    /// Connects to otpd and authenticates as the effective uid, within `timeout`.
     ///
     /// Never `Connection::system()`: that reads DBUS_SYSTEM_BUS_ADDRESS from the environment,
     /// which the user who runs sudo controls.
-    pub(crate) async fn connect(bus: &str, timeout: Duration) -> Result<Self, Error> {
-        let builder = Builder::address(bus)
-            // EXTERNAL: the bus daemon compares the uid we claim with the socket's SO_PEERCRED,
+    pub(crate) async fn connect(transport: &Transport, timeout: Duration) -> Result<Self, Error> {
+        let builder = match transport {
+            // Peer-to-peer: otpd itself is the server (no Hello, no bus). A typed address, so
+            // the path needs no D-Bus escaping.
+            Transport::Socket(path) => Builder::address(zbus::Address::from(DbusTransport::Unix(
+                Unix::new(UnixSocket::File(path.clone())),
+            )))
+            .p2p(),
+            // An address that does not parse fails the build below, as unreachable.
+            Transport::Bus(address) => Builder::address(address.as_str()),
+        };
+        let builder = builder
+            // EXTERNAL: the bus daemon (or otpd on its socket) compares the uid we claim with the socket's SO_PEERCRED,
             // which records the *effective* uid at connect(). A setuid program (sudo, su) has
             // euid 0 and a real uid of the invoking user; claiming the real uid would be refused.
             // zbus 6.2.1 already claims geteuid(), but that is an internal choice of zbus that
@@ -282,13 +295,17 @@ mod tests {
     fn nothing_listening_is_unreachable_not_a_hang() {
         let dir =
             std::path::Path::new("/tmp").join(format!("pam_kron-test-{}", std::process::id()));
-        let bus = format!("unix:path={}/none", dir.display());
-        let result = zbus::block_on(DbusOtpd::connect(&bus, Duration::from_secs(2)));
-        assert!(
-            matches!(result, Err(Error::Unreachable(_))),
-            "{:?}",
-            result.err()
-        );
+        for transport in [
+            Transport::Bus(format!("unix:path={}/none", dir.display())),
+            Transport::Socket(dir.join("none")),
+        ] {
+            let result = zbus::block_on(DbusOtpd::connect(&transport, Duration::from_secs(2)));
+            assert!(
+                matches!(result, Err(Error::Unreachable(_))),
+                "{transport}: {:?}",
+                result.err()
+            );
+        }
     }
 
     #[test]
@@ -300,11 +317,19 @@ mod tests {
         let path = dir.join("bus");
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let bus = format!("unix:path={}", path.display());
-        let started = std::time::Instant::now();
-        let result = zbus::block_on(DbusOtpd::connect(&bus, Duration::from_secs(1)));
-        assert!(matches!(result, Err(Error::Timeout)), "{:?}", result.err());
-        assert!(started.elapsed() < Duration::from_secs(3));
+        for transport in [
+            Transport::Bus(format!("unix:path={}", path.display())),
+            Transport::Socket(path.clone()),
+        ] {
+            let started = std::time::Instant::now();
+            let result = zbus::block_on(DbusOtpd::connect(&transport, Duration::from_secs(1)));
+            assert!(
+                matches!(result, Err(Error::Timeout)),
+                "{transport}: {:?}",
+                result.err()
+            );
+            assert!(started.elapsed() < Duration::from_secs(3));
+        }
         drop(listener);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -16,6 +16,8 @@ pub const START_LIMIT: Duration = Duration::from_secs(120);
 /// A running otpd. Killed on drop; [`Otpd::stderr`] holds everything it logged.
 pub struct Otpd {
     dir: TempDir,
+    /// Where otpd's socket lives: a directory every user may enter, as /run/kron is.
+    run: TempDir,
     config: PathBuf,
     bus_address: String,
     child: Option<Child>,
@@ -37,11 +39,17 @@ impl Otpd {
     /// such as `[totp]`, `[throttle]` and `[[group]]`.
     pub fn start(bus: &Bus, extra_toml: &str) -> Otpd {
         let dir = scratch::private_dir("kron-otpd.");
+        let run = scratch::public_dir("kron-run.");
         let config = dir.path().join("otpd.toml");
-        let text = config_text(&dir.path().join("state"), extra_toml);
+        let text = config_text(
+            &dir.path().join("state"),
+            &run.path().join("otpd.sock"),
+            extra_toml,
+        );
         scratch::write_file(&config, &text, 0o600);
         let mut otpd = Otpd {
             dir,
+            run,
             config,
             bus_address: bus.address().to_string(),
             child: None,
@@ -53,6 +61,11 @@ impl Otpd {
     /// The config file otpd was started with.
     pub fn config_path(&self) -> &Path {
         &self.config
+    }
+
+    /// otpd's own socket (the `socket` key), where pam_kron talks to it peer-to-peer.
+    pub fn socket_path(&self) -> PathBuf {
+        self.run.path().join("otpd.sock")
     }
 
     /// The store directory.
@@ -173,6 +186,10 @@ pub fn check_config(config: &Path) -> process::Output {
     )
 }
 
-fn config_text(state_dir: &Path, extra_toml: &str) -> String {
-    format!("state_dir = \"{}\"\n{extra_toml}\n", state_dir.display())
+fn config_text(state_dir: &Path, socket: &Path, extra_toml: &str) -> String {
+    format!(
+        "state_dir = \"{}\"\nsocket = \"{}\"\n{extra_toml}\n",
+        state_dir.display(),
+        socket.display()
+    )
 }

@@ -149,6 +149,16 @@ pub struct Config {
     pub issuer: String,
     pub state_dir: PathBuf,
     pub bus: Option<String>,
+    /// otpd's own socket: pam_kron talks D-Bus peer-to-peer there (docs/architecture.md).
+    #[serde(deserialize_with = "socket_path")]
+    pub socket: PathBuf,
+    /// Connections to the socket one ordinary user (not root) may hold at once.
+    #[serde(deserialize_with = "connections")]
+    pub max_connections_per_uid: u32,
+    /// Connections root may hold at once: sshd and sudo run the module as root, one
+    /// connection per login in progress.
+    #[serde(deserialize_with = "connections")]
+    pub max_connections_root: u32,
     pub default_mode: Mode,
     pub admin_group: String,
     pub contact: String,
@@ -178,6 +188,9 @@ impl Default for Config {
             issuer: "Kron".into(),
             state_dir: PathBuf::from("/var/lib/kron"),
             bus: None,
+            socket: PathBuf::from(kron_proto::DEFAULT_SOCKET_PATH),
+            max_connections_per_uid: 64,
+            max_connections_root: 4096,
             default_mode: Mode::Optional,
             admin_group: "kron-admin".into(),
             contact: "your system administrator".into(),
@@ -321,6 +334,27 @@ fn find_section_line(text: &str, section: &str) -> Option<usize> {
     text.lines()
         .position(|line| line.trim() == format!("[{section}]"))
         .map(|index| index + 1)
+}
+
+fn socket_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    let length = path.as_os_str().len();
+    if !path.is_absolute() || length > kron_proto::MAX_SOCKET_PATH_LEN {
+        return Err(de::Error::custom(format!(
+            "socket must be an absolute path of at most {} bytes",
+            kron_proto::MAX_SOCKET_PATH_LEN
+        )));
+    }
+    Ok(path)
+}
+
+fn connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        n @ 1..=65_536 => Ok(n),
+        n => Err(de::Error::custom(format!(
+            "expected a number of connections between 1 and 65536, not {n}"
+        ))),
+    }
 }
 
 fn digits<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
@@ -499,6 +533,8 @@ mode = "exempt"
                 .starts_with("otpd.toml:4:")
         );
         assert!(error_of("state_dir = \"relative\"\n").starts_with("otpd.toml:1:"));
+        assert!(error_of("\nsocket = \"otpd.sock\"\n").starts_with("otpd.toml:2:"));
+        assert!(error_of("max_connections_per_uid = 0\n").contains("between 1 and 65536"));
         assert!(
             error_of("[throttle]\nbase_delay = 60\nmax_delay = 30\n").starts_with("otpd.toml:3:")
         );

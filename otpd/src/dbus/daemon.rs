@@ -1,6 +1,7 @@
 //! Start-up and shutdown of otpd: arguments, config, state directory, key, store, bus.
 
 use crate::audit::Audit;
+use crate::dbus::listen;
 use crate::dbus::service::OtpdService;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -88,8 +89,12 @@ pub fn config_warnings(config: &Config, directory: &dyn Directory) -> Vec<String
 
 fn serve(config: Config, args: &Args) -> Result<()> {
     limit_malloc_arenas();
+    listen::raise_descriptor_limit();
     // Everything otpd creates (store files, key) is private to root.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // First, so a socket systemd passed is taken before anything else could touch fd 3.
+    let (listener, origin) = listen::open(&config.socket)?;
+    let socket = config.socket.clone();
     prepare_state_dir(&config.state_dir)?;
     let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
     let store = SledStore::open(&config.state_dir.join("store"))?;
@@ -121,8 +126,22 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         hostname,
         Box::new(delivery),
     ));
+    listen::serve(
+        listener,
+        socket.clone(),
+        engine.clone(),
+        runtime.handle().clone(),
+    )?;
+    engine.log_event(&format!(
+        "serving the login socket {} ({})",
+        socket.display(),
+        match origin {
+            listen::Origin::Activated => "from systemd",
+            listen::Origin::Bound => "bound by otpd",
+        }
+    ));
     runtime.block_on(async {
-        let service = OtpdService::new(engine.clone(), tokio::runtime::Handle::current());
+        let service = OtpdService::on_bus(engine.clone(), tokio::runtime::Handle::current());
         let connection = zbus::connection::Builder::address(address.as_str())
             .name(kron_proto::BUS_NAME)
             .serve_at(kron_proto::OBJECT_PATH, service)

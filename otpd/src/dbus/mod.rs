@@ -3,7 +3,13 @@
 //! | file | what |
 //! |---|---|
 //! | `daemon.rs` | start-up and shutdown: arguments, config, state directory, key, store, bus |
-//! | `service.rs` | the `io.kron.Otpd1` methods: caller uid from the bus, engine on the right thread, reply once durable |
+//! | `service.rs` | the `io.kron.Otpd1` methods: the caller's uid, engine on the right thread, reply once durable |
+//! | `listen.rs` | otpd's own socket: systemd's or bound, per-uid connection slots, the `otpd-login` thread |
+//! | `peer.rs` | one connection on that socket: SO_PEERCRED read at accept, input bounded before it is buffered |
+//! | `session.rs` | the caller's kernel audit session, for step-up grace |
 
 pub mod daemon;
+pub mod listen;
+mod peer;
 pub mod service;
+mod session;

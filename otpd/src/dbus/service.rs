@@ -1,6 +1,8 @@
-//! The D-Bus face of otpd: `io.kron.Otpd1` on `/io/kron/Otpd`. Each call learns the caller's
-//! uid from the bus daemon (once per connection), runs the engine (on a blocking thread unless
-//! the work cannot wait on anything), and replies once the store's changes are on the device.
+//! The D-Bus face of otpd: `io.kron.Otpd1` on `/io/kron/Otpd`, on the system bus and on otpd's
+//! own socket alike. Each call learns the caller's uid (from the bus daemon, once per
+//! connection, or from the kernel when the connection was accepted on the socket), runs the
+//! engine (on a blocking thread unless the work cannot wait on anything), and replies once the
+//! store's changes are on the device.
 
 #![forbid(unsafe_code)]
 
@@ -20,9 +22,20 @@ use zbus::{Connection, interface};
 pub struct OtpdService {
     engine: Arc<Engine>,
     runtime: tokio::runtime::Handle,
-    /// A proxy for the bus daemon itself, built on the first call (it holds no answers).
-    bus: OnceLock<DBusProxy<'static>>,
-    callers: KnownCallers,
+    callers: Callers,
+}
+
+/// How the service knows who calls.
+enum Callers {
+    /// On a bus: asked of the bus daemon per sender.
+    Bus {
+        /// A proxy for the bus daemon itself, built on the first call (it holds no answers).
+        proxy: OnceLock<DBusProxy<'static>>,
+        known: KnownCallers,
+    },
+    /// On otpd's own socket, one service per connection: its caller, read from the kernel
+    /// (SO_PEERCRED) when it was accepted. There is no sender name peer-to-peer.
+    Peer(Caller),
 }
 
 /// What the bus reported about each recent sender, so the second call of a login (Answer, on
@@ -62,45 +75,48 @@ impl KnownCallers {
 }
 
 impl OtpdService {
-    pub fn new(engine: Arc<Engine>, runtime: tokio::runtime::Handle) -> Self {
+    /// The service for otpd's bus connection.
+    pub fn on_bus(engine: Arc<Engine>, runtime: tokio::runtime::Handle) -> Self {
         OtpdService {
             engine,
             runtime,
-            bus: OnceLock::new(),
-            callers: KnownCallers::default(),
+            callers: Callers::Bus {
+                proxy: OnceLock::new(),
+                known: KnownCallers::default(),
+            },
         }
     }
 
-    /// The caller of this message: from [`KnownCallers`] if its connection asked before,
-    /// otherwise from the bus daemon.
+    /// The service for one connection accepted on otpd's socket, from `caller`.
+    pub fn on_peer(engine: Arc<Engine>, runtime: tokio::runtime::Handle, caller: Caller) -> Self {
+        OtpdService {
+            engine,
+            runtime,
+            callers: Callers::Peer(caller),
+        }
+    }
+
+    /// The caller of this message: the socket's peer; on a bus, from [`KnownCallers`] if its
+    /// connection asked before, otherwise from the bus daemon.
     async fn caller(
         &self,
         connection: &Connection,
         header: &Header<'_>,
     ) -> Result<Caller, OtpdError> {
+        let (proxy, known) = match &self.callers {
+            Callers::Peer(caller) => return Ok(*caller),
+            Callers::Bus { proxy, known } => (proxy, known),
+        };
         let sender = header
             .sender()
             .ok_or_else(|| OtpdError::AccessDenied("call without a sender".into()))?;
         let key = format!("{}/{}", connection.server_guid(), sender);
-        if let Some(caller) = self.callers.get(&key) {
+        if let Some(caller) = known.get(&key) {
             return Ok(caller);
         }
-        let caller = caller_of(&self.bus(connection).await?, header).await?;
-        self.callers.insert(key, caller);
+        let caller = caller_of(&bus_proxy(proxy, connection).await?, header).await?;
+        known.insert(key, caller);
         Ok(caller)
-    }
-
-    /// The proxy for the bus daemon on `connection`.
-    async fn bus(&self, connection: &Connection) -> Result<DBusProxy<'static>, OtpdError> {
-        if let Some(proxy) = self.bus.get() {
-            return Ok(proxy.clone());
-        }
-        let proxy = DBusProxy::builder(connection)
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
-            .await
-            .map_err(OtpdError::ZBus)?;
-        Ok(self.bus.get_or_init(|| proxy).clone())
     }
 
     /// Runs `work` with the caller's identity on tokio's blocking pool (or, for [`Run::Here`],
@@ -142,6 +158,22 @@ impl OtpdService {
     }
 }
 
+/// The proxy for the bus daemon on `connection`, built once.
+async fn bus_proxy(
+    proxy: &OnceLock<DBusProxy<'static>>,
+    connection: &Connection,
+) -> Result<DBusProxy<'static>, OtpdError> {
+    if let Some(proxy) = proxy.get() {
+        return Ok(proxy.clone());
+    }
+    let built = DBusProxy::builder(connection)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(OtpdError::ZBus)?;
+    Ok(proxy.get_or_init(|| built).clone())
+}
+
 /// Where a call's engine work runs.
 enum Run {
     /// On tokio's blocking pool: anything that may wait (NSS, argon2, email, SMS, big
@@ -167,14 +199,8 @@ async fn caller_of(proxy: &DBusProxy<'_>, header: &Header<'_>) -> Result<Caller,
         .unix_user_id()
         .ok_or_else(|| OtpdError::AccessDenied("the bus did not report the caller's uid".into()))?;
     // Without an audit session step-up grace never applies; nothing else depends on it.
-    let session = credentials.process_id().and_then(audit_session);
+    let session = credentials.process_id().and_then(super::session::of_pid);
     Ok(Caller { uid, session })
-}
-
-/// `/proc/PID/sessionid`; `None` when unset (4294967295) or unreadable.
-fn audit_session(pid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/sessionid")).ok()?;
-    text.trim().parse::<u32>().ok().filter(|&id| id != u32::MAX)
 }
 
 fn now() -> u64 {

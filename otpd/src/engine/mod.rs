@@ -91,6 +91,11 @@ impl Engine {
         self.store.durable_through(write)
     }
 
+    /// The configuration otpd runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Logs an internal failure (its text holds no code or secret).
     pub fn log_failure(&self, error: &Error) {
         self.audit.daemon(&format!("request failed: {error}"));

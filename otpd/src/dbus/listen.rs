@@ -1,0 +1,404 @@
+//! otpd's own socket: where pam_kron talks D-Bus peer-to-peer, with no bus daemon in between.
+//!
+//! The socket comes from systemd (`otpd.socket`, so it exists before otpd starts and outlives
+//! its restarts) or, for otpd run by hand, is bound here. One thread, `otpd-login`, accepts and
+//! serves every connection on zbus's own runtime: per connection it takes a slot of the
+//! caller's uid, reads SO_PEERCRED and the audit session, and serves `io.kron.Otpd1` with that
+//! caller until the peer hangs up. Engine work still runs where the service puts it (tokio's
+//! blocking pool, or inline when it cannot wait).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use zbus::connection::Builder;
+use zbus::{Guid, OwnedGuid};
+use zruntime::{AsyncIo, SharedRuntime};
+
+use super::peer::{Limits, PeerSocket, peer_creds};
+use super::service::OtpdService;
+use super::session;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::policy::authz::Caller;
+
+/// What one connection may send. A login's largest call, BeginLogin, carries at most
+/// 256 + 3 × 1,024 bytes of strings; calls that carry files (Import, ImportTokens) are for the
+/// system bus, where kronctl makes them.
+const LIMITS: Limits = Limits {
+    max_message: 64 * 1024,
+    max_handshake: 1024,
+};
+/// A client that has not finished the SASL handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a uid over its connection limit is logged, at most.
+const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where the listening socket came from, for the start-up log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// fd 3, passed by systemd (`otpd.socket`).
+    Activated,
+    /// Bound by otpd at the configured path.
+    Bound,
+}
+
+/// The listening socket: the one systemd passed, else a new one bound at `path` (mode 0666:
+/// any local user may connect, and each is known by SO_PEERCRED, never by what it claims).
+pub fn open(path: &Path) -> Result<(UnixListener, Origin)> {
+    if let Some(fd) = activated_fd().map_err(|e| system(path, "socket activation", e))? {
+        // SAFETY: systemd passed fd 3 to this very process (LISTEN_PID checked) and nothing
+        // else in otpd owns it.
+        let listener = unsafe { UnixListener::from_raw_fd(fd) };
+        return Ok((listener, Origin::Activated));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| system(dir, "creating", e))?;
+    }
+    remove_stale(path)?;
+    let listener = UnixListener::bind(path).map_err(|e| system(path, "binding", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| system(path, "chmod", e))?;
+    Ok((listener, Origin::Bound))
+}
+
+fn system(path: &Path, what: &str, e: io::Error) -> Error {
+    Error::System(format!("login socket {}: {what}: {e}", path.display()))
+}
+
+/// Removes a socket left by an otpd that is gone. A socket someone still answers on means
+/// another otpd serves it; anything that is not a socket is not ours to delete.
+fn remove_stale(path: &Path) -> Result<()> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(system(path, "checking", e)),
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(Error::System(format!(
+            "login socket {}: exists and is not a socket; remove it or set `socket` elsewhere",
+            path.display()
+        )));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(Error::System(format!(
+            "login socket {}: another process (otpd?) is serving it",
+            path.display()
+        )));
+    }
+    std::fs::remove_file(path).map_err(|e| system(path, "removing the stale socket", e))
+}
+
+/// fd 3 if systemd started otpd for its socket (`LISTEN_PID` is ours, `LISTEN_FDS` ≥ 1), once
+/// checked to be a listening unix stream socket.
+fn activated_fd() -> io::Result<Option<RawFd>> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    if !ours || count < 1 {
+        return Ok(None);
+    }
+    const FD: RawFd = 3;
+    let option = |name| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt of one int on fd 3 into a valid, correctly sized buffer.
+        let ret = unsafe {
+            libc::getsockopt(
+                FD,
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if ret == 0 {
+            Ok(value)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    if option(libc::SO_DOMAIN)? != libc::AF_UNIX
+        || option(libc::SO_TYPE)? != libc::SOCK_STREAM
+        || option(libc::SO_ACCEPTCONN)? != 1
+    {
+        return Err(io::Error::other(
+            "fd 3 from systemd is not a listening unix stream socket",
+        ));
+    }
+    // SAFETY: sets close-on-exec on a descriptor this process owns.
+    unsafe { libc::fcntl(FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(Some(FD))
+}
+
+/// Connections held per uid. A slot is taken at accept and given back when the connection
+/// ends, so one user cannot hold all of otpd's descriptors.
+struct Slots {
+    per_user: u32,
+    root: u32,
+    held: Mutex<HashMap<u32, Held>>,
+}
+
+#[derive(Default)]
+struct Held {
+    count: u32,
+    /// When a refusal of this uid was last logged.
+    logged: Option<Instant>,
+}
+
+/// One connection's share of its uid's limit.
+struct Slot {
+    slots: Arc<Slots>,
+    uid: u32,
+}
+
+/// What [`Slots::take`] refused: the limit, and whether to log it now.
+struct Refused {
+    limit: u32,
+    log: bool,
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Held>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(self: &Arc<Self>, uid: u32, now: Instant) -> std::result::Result<Slot, Refused> {
+        let limit = if uid == 0 { self.root } else { self.per_user };
+        let mut held = self.lock();
+        let entry = held.entry(uid).or_default();
+        if entry.count >= limit {
+            let log = entry
+                .logged
+                .is_none_or(|at| now.duration_since(at) >= LIMIT_LOG_INTERVAL);
+            if log {
+                entry.logged = Some(now);
+            }
+            return Err(Refused { limit, log });
+        }
+        entry.count += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.slots.lock();
+        if let Some(entry) = held.get_mut(&self.uid) {
+            entry.count -= 1;
+            if entry.count == 0 && entry.logged.is_none() {
+                held.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Serves `io.kron.Otpd1` on `listener` from a thread of its own, for the rest of otpd's life.
+pub fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    engine: Arc<Engine>,
+    runtime: tokio::runtime::Handle,
+) -> Result<()> {
+    let config = engine.config();
+    let server = Arc::new(Server {
+        guid: Guid::generate().into(),
+        slots: Arc::new(Slots {
+            per_user: config.max_connections_per_uid,
+            root: config.max_connections_root,
+            held: Mutex::default(),
+        }),
+        engine,
+        runtime,
+        path,
+    });
+    std::thread::Builder::new()
+        .name("otpd-login".into())
+        .spawn(move || zbus::block_on(server.accept_loop(listener)))
+        .map(drop)
+        .map_err(|e| Error::System(format!("cannot start the login socket thread: {e}")))
+}
+
+struct Server {
+    guid: OwnedGuid,
+    slots: Arc<Slots>,
+    engine: Arc<Engine>,
+    runtime: tokio::runtime::Handle,
+    path: PathBuf,
+}
+
+impl Server {
+    /// Accepts for ever. The accept loop and every connection run on this thread's zbus
+    /// runtime: handing each message between threads doubled a login's latency.
+    async fn accept_loop(self: Arc<Self>, listener: UnixListener) {
+        let accepted = SharedRuntime::current()
+            .and_then(|runtime| Ok((AsyncIo::new(&runtime, listener)?, runtime)));
+        let (listener, runtime) = match accepted {
+            Ok(both) => both,
+            Err(e) => {
+                self.engine.log_event(&format!(
+                    "login socket {}: cannot serve: {e}",
+                    self.path.display()
+                ));
+                return;
+            }
+        };
+        loop {
+            let stream = match listener.read_with(|l| l.accept()).await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    self.engine
+                        .log_event(&format!("login socket: accept failed: {e}"));
+                    runtime.sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let server = self.clone();
+            // Each connection in its own task: a client that misbehaves in the handshake ends
+            // its task, never the accept loop.
+            runtime
+                .spawn("otpd login connection", server.serve(stream))
+                .detach();
+        }
+    }
+
+    /// One connection: its uid's slot, its caller, then `io.kron.Otpd1` until it hangs up.
+    async fn serve(self: Arc<Self>, stream: UnixStream) {
+        let creds = match peer_creds(&stream) {
+            Ok(creds) => creds,
+            Err(e) => {
+                self.engine
+                    .log_event(&format!("login socket: no peer credentials: {e}"));
+                return;
+            }
+        };
+        let _slot = match self.slots.take(creds.uid, Instant::now()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                if refused.log {
+                    self.engine.log_event(&format!(
+                        "login socket: uid {} holds {} connections, its limit; refusing more \
+                         (max_connections_{})",
+                        creds.uid,
+                        refused.limit,
+                        if creds.uid == 0 { "root" } else { "per_uid" }
+                    ));
+                }
+                return;
+            }
+        };
+        let caller = Caller {
+            uid: creds.uid,
+            session: session::of_peer(creds.pid, creds.pidfd.as_ref()),
+        };
+        // The pidfd was needed for the session only: one descriptor per held login, not two.
+        let socket = match PeerSocket::new(stream, &creds, LIMITS) {
+            Ok(socket) => socket,
+            Err(e) => {
+                self.engine
+                    .log_event(&format!("login socket: cannot serve a connection: {e}"));
+                return;
+            }
+        };
+        drop(creds);
+        let service = OtpdService::on_peer(self.engine.clone(), self.runtime.clone(), caller);
+        let build = Builder::socket(socket)
+            .server(Guid::from(&self.guid))
+            .p2p()
+            .serve_at(kron_proto::OBJECT_PATH, service)
+            .build();
+        let timed = match SharedRuntime::current() {
+            Ok(runtime) => runtime.timeout(HANDSHAKE_TIMEOUT, build).await,
+            Err(_) => return,
+        };
+        // A failed or slow handshake (a uid claimed that is not the caller's, garbage, a
+        // message over the limit) simply ends the connection: the client sees it closed.
+        let Ok(Ok(connection)) = timed else {
+            return;
+        };
+        // A login holds its connection while the person types; the slot bounds how many.
+        connection.closed().await;
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard one: every held login is one, and
+/// the usual soft limit of 1,024 would cap them well below what a busy sshd needs.
+pub fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one valid, correctly sized struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_per_uid_given_back_and_refusals_logged_once_a_minute() {
+        let slots = Arc::new(Slots {
+            per_user: 2,
+            root: 3,
+            held: Mutex::default(),
+        });
+        let now = Instant::now();
+        let a = slots.take(1000, now).ok().unwrap();
+        let _b = slots.take(1000, now).ok().unwrap();
+        let refused = slots.take(1000, now).err().unwrap();
+        assert_eq!((refused.limit, refused.log), (2, true));
+        assert!(!slots.take(1000, now).err().unwrap().log, "logged once");
+        assert!(
+            slots
+                .take(1000, now + LIMIT_LOG_INTERVAL)
+                .err()
+                .unwrap()
+                .log
+        );
+        // Another user and root have their own counts.
+        let _other = slots.take(1001, now).ok().unwrap();
+        let roots: Vec<Slot> = (0..3).map(|_| slots.take(0, now).ok().unwrap()).collect();
+        assert_eq!(slots.take(0, now).err().unwrap().limit, 3);
+        drop(a);
+        let _again = slots.take(1000, now).ok().unwrap();
+        drop(roots);
+        assert!(slots.take(0, now).is_ok());
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_a_live_one_or_a_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpd.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        remove_stale(&path).unwrap();
+        assert!(!path.exists());
+        let live = UnixListener::bind(&path).unwrap();
+        assert!(remove_stale(&path).is_err(), "someone serves it");
+        drop(live);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "not a socket").unwrap();
+        assert!(remove_stale(&path).is_err());
+        assert!(path.exists());
+    }
+}
