@@ -63,6 +63,11 @@ pub fn pam_host() -> PathBuf {
     artifact("pam-host")
 }
 
+/// The probe of otpd's socket (built by `cargo test -p kron-tests` itself).
+pub fn socket_probe() -> PathBuf {
+    artifact("socket-probe")
+}
+
 /// The workspace root (for the packaging files the tests use as they ship).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

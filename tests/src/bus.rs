@@ -44,29 +44,7 @@ impl Bus {
         let socket = dir.path().join("bus");
         let config = dir.path().join("bus.conf");
         scratch::write_file(&config, &config_text(&socket, policy), 0o644);
-        let log = File::create(dir.path().join("dbus-daemon.log")).expect("create bus log");
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .arg("--print-address")
-            .arg("--nofork")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start dbus-daemon (is the dbus-daemon package installed?)");
-        // dbus-daemon prints its address once it listens; EOF means it failed to start.
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut printed = String::new();
-        stdout
-            .read_line(&mut printed)
-            .expect("read dbus-daemon address");
-        if printed.trim().is_empty() {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log =
-                std::fs::read_to_string(dir.path().join("dbus-daemon.log")).unwrap_or_default();
-            panic!("dbus-daemon did not start:\n{log}");
-        }
+        let (child, stdout) = spawn(dir.path());
         let address = format!("unix:path={}", socket.display());
         Bus {
             dir,
@@ -74,6 +52,20 @@ impl Bus {
             address,
             _stdout: stdout,
         }
+    }
+
+    /// Kills dbus-daemon, as a crash or `systemctl stop dbus` looks to its clients.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = process::wait_bounded(&mut self.child, Duration::from_secs(30));
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// Starts dbus-daemon again on the same socket and configuration, after [`Bus::stop`].
+    pub fn start_again(&mut self) {
+        let (child, stdout) = spawn(self.dir.path());
+        self.child = child;
+        self._stdout = stdout;
     }
 
     /// The address to hand to otpd, kronctl and the module (`unix:path=...`).
@@ -90,6 +82,34 @@ impl Bus {
     pub fn connect(&self) -> zbus::Connection {
         connect(&self.address).unwrap_or_else(|err| panic!("connect to {}: {err}", self.address))
     }
+}
+
+/// Starts dbus-daemon with the configuration in `dir` and waits until it listens.
+fn spawn(dir: &Path) -> (Child, BufReader<ChildStdout>) {
+    let config = dir.join("bus.conf");
+    let log = File::create(dir.join("dbus-daemon.log")).expect("create bus log");
+    let mut child = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", config.display()))
+        .arg("--print-address")
+        .arg("--nofork")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start dbus-daemon (is the dbus-daemon package installed?)");
+    // dbus-daemon prints its address once it listens; EOF means it failed to start.
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut printed = String::new();
+    stdout
+        .read_line(&mut printed)
+        .expect("read dbus-daemon address");
+    if printed.trim().is_empty() {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(dir.join("dbus-daemon.log")).unwrap_or_default();
+        panic!("dbus-daemon did not start:\n{log}");
+    }
+    (child, stdout)
 }
 
 /// Opens a connection to `address`, bounded so a wedged bus cannot hang the test.

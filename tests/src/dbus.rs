@@ -122,18 +122,40 @@ pub fn name_has_owner(conn: &zbus::Connection, name: &str) -> bool {
     decode(&reply)
 }
 
+/// Where a raw call goes: to otpd on a bus, or peer-to-peer on otpd's own socket.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// A bus address, e.g. `unix:path=/tmp/kron-bus.x/bus`.
+    Bus(String),
+    /// otpd's socket.
+    Socket(std::path::PathBuf),
+}
+
+impl Route {
+    /// Both ways to `world`'s otpd, for tests that must hold whichever way a call comes in.
+    pub fn both(world: &crate::World) -> [Route; 2] {
+        [
+            Route::Socket(world.otpd.socket_path()),
+            Route::Bus(world.bus.address().to_string()),
+        ]
+    }
+}
+
 /// Calls `member` of otpd's interface with `dbus-send` as `identity` (for calls from another
 /// uid than the test's). `args` are dbus-send typed arguments such as `string:alice`. A D-Bus
 /// error shows in stderr as `Error <name>: <text>`.
 pub fn send_as(
     identity: &crate::process::Identity,
-    address: &str,
+    route: &Route,
     member: &str,
     args: &[&str],
 ) -> crate::process::Output {
     let mut command = identity.command("dbus-send");
+    match route {
+        Route::Bus(address) => command.arg(format!("--bus={address}")),
+        Route::Socket(path) => command.arg(format!("--peer=unix:path={}", path.display())),
+    };
     command
-        .arg(format!("--bus={address}"))
         .arg("--print-reply")
         .arg(format!("--dest={BUS_NAME}"))
         .arg(OBJECT_PATH)

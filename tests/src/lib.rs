@@ -35,7 +35,7 @@ pub use pam::{PamConfig, Stack};
 pub use process::Identity;
 pub use totp::Oath;
 pub use users::{TestGroup, TestUser};
-pub use world::World;
+pub use world::{Transport, World};
 
 /// PAM result names as pam-host prints them.
 pub mod result {

@@ -16,7 +16,7 @@ use crate::process::{self, Output};
 use crate::pty::Pty;
 use crate::users::TestUser;
 use crate::world::MODULE_TIMEOUT_SECS;
-use crate::{Bus, scratch};
+use crate::{World, scratch};
 
 /// What the sudo commands of the tests run: prints the uid it runs as ("0").
 pub const COMMAND: [&str; 4] = ["-u", "root", "/usr/bin/id", "-u"];
@@ -31,16 +31,18 @@ pub struct Sudo {
 }
 
 impl Sudo {
-    /// pam_kron with `bus=` this test's bus, `timeout=` and `extra_args` (e.g. `nosilent`);
-    /// `defaults` are extra sudoers `Defaults` lines (e.g. `passwd_tries=1`).
-    pub fn new(bus: &Bus, user: &TestUser, extra_args: &[&str], defaults: &[&str]) -> Sudo {
-        let bus_arg = format!("bus={}", bus.address());
-        let mut args = vec![bus_arg.as_str()];
+    /// pam_kron reaching `world`'s otpd as its own stacks do (its socket, or its bus),
+    /// `timeout=` and `extra_args` (e.g. `nosilent`); `defaults` are extra sudoers `Defaults`
+    /// lines (e.g. `passwd_tries=1`).
+    pub fn new(world: &World, user: &TestUser, extra_args: &[&str], defaults: &[&str]) -> Sudo {
+        let reach = world.transport_arg();
+        let mut args = vec![reach.as_str()];
         args.extend_from_slice(extra_args);
         Sudo::with_module_args(user, &args, defaults)
     }
 
-    /// pam_kron with exactly `module_args` plus `timeout=` (no `bus=` unless listed).
+    /// pam_kron with exactly `module_args` plus `timeout=` (no `socket=` or `bus=` unless
+    /// listed).
     pub fn with_module_args(user: &TestUser, module_args: &[&str], defaults: &[&str]) -> Sudo {
         let etc = scratch::public_dir("kron-sudo.");
         let pam_dir = etc.path().join("pam.d");

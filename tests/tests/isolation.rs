@@ -1,11 +1,13 @@
 //! Security boundaries: the caller's environment, the caller's uid, and an absent daemon.
 
-use kron_tests::dbus::{otpd_error, send_as};
+use kron_tests::dbus::{Route, otpd_error, send_as};
 use kron_tests::pam::Stack;
 use kron_tests::process::Identity;
 use kron_tests::totp::wrong_code;
 use kron_tests::users::random_name;
-use kron_tests::{Bus, FakeOtpd, Kronctl, PamConfig, TestGroup, TestUser, World, kronctl, result};
+use kron_tests::{
+    Bus, FakeOtpd, Kronctl, PamConfig, TestGroup, TestUser, Transport, World, kronctl, result,
+};
 
 const REQUIRE: &str = "default_mode = \"require\"\n";
 
@@ -19,12 +21,19 @@ fn poisoned_env(fake: &Bus) -> [(&'static str, String); 4] {
     ]
 }
 
-/// With `bus=` on the PAM line, a bus named in the environment is never used: a wrong code is
-/// refused by the real otpd although an impostor on the other bus accepts everything. Run as
-/// the user themself, as a screen locker would, so the environment is fully theirs.
+/// With `socket=` or `bus=` on the PAM line, a bus named in the environment is never used: a
+/// wrong code is refused by the real otpd although an impostor on the other bus accepts
+/// everything. Run as the user themself, as a screen locker would, so the environment is fully
+/// theirs.
 #[test]
-fn environment_bus_is_ignored_when_bus_argument_given() {
-    let world = World::start(REQUIRE);
+fn environment_bus_is_ignored_with_socket_or_bus_argument() {
+    for transport in Transport::BOTH {
+        environment_bus_is_ignored_over(transport);
+    }
+}
+
+fn environment_bus_is_ignored_over(transport: Transport) {
+    let world = World::start_over(transport, REQUIRE);
     let fake_bus = Bus::start();
     let fake = FakeOtpd::start(&fake_bus);
     let user = TestUser::new();
@@ -43,9 +52,9 @@ fn environment_bus_is_ignored_when_bus_argument_given() {
     assert_eq!(fake.calls(), 0, "the module called the impostor");
 }
 
-/// Without `bus=`, the module uses its compiled-in system bus address and nothing from the
-/// environment: the impostor named by DBUS_SYSTEM_BUS_ADDRESS is never asked, and the login
-/// is not accepted (on a machine without a system bus, or without otpd on it, it is refused).
+/// Without `socket=` or `bus=`, the module uses its compiled-in socket path and nothing from the
+/// environment: the impostor named by DBUS_SYSTEM_BUS_ADDRESS is never asked, and the login is
+/// not accepted (on a machine without otpd at that path it is refused).
 #[test]
 fn environment_bus_is_ignored_without_bus_argument() {
     let fake_bus = Bus::start();
@@ -72,10 +81,17 @@ fn environment_bus_is_ignored_without_bus_argument() {
     assert_eq!(fake.calls(), 0, "the module called the impostor");
 }
 
-/// otpd stopped: the login is refused as unavailable, with a message saying so.
+/// otpd stopped: the login is refused as unavailable, with a message saying so, whichever way
+/// the module reaches it.
 #[test]
 fn stopped_daemon_denies_with_a_clear_message() {
-    let mut world = World::start(REQUIRE);
+    for transport in Transport::BOTH {
+        stopped_daemon_denies_over(transport);
+    }
+}
+
+fn stopped_daemon_denies_over(transport: Transport) {
+    let mut world = World::start_over(transport, REQUIRE);
     let user = TestUser::new();
     world.otpd.stop();
 
@@ -94,24 +110,34 @@ fn stopped_daemon_denies_with_a_clear_message() {
     );
 }
 
-/// No bus at all at the configured address: refused as unavailable.
+/// No socket or no bus at the configured address: refused as unavailable.
 #[test]
 fn missing_bus_denies() {
     let user = TestUser::new();
     let dir = kron_tests::scratch::public_dir("kron-nobus.");
-    let bus_arg = format!("bus=unix:path={}/no-such-socket", dir.path().display());
-    let pam = PamConfig::with_module_args("login", Stack::Probe, &[&bus_arg, "timeout=10"]);
-
-    pam.login(user.name())
-        .answer("123456")
-        .run()
-        .assert_result(result::AUTHINFO_UNAVAIL);
+    for reach in [
+        format!("bus=unix:path={}/no-such-socket", dir.path().display()),
+        format!("socket={}/no-such-socket", dir.path().display()),
+    ] {
+        let pam = PamConfig::with_module_args("login", Stack::Probe, &[&reach, "timeout=10"]);
+        pam.login(user.name())
+            .answer("123456")
+            .run()
+            .assert_result(result::AUTHINFO_UNAVAIL);
+    }
 }
 
-/// A user may run a login check for themself (a screen locker) but not for anyone else.
+/// A user may run a login check for themself (a screen locker) but not for anyone else, on the
+/// socket as on the bus.
 #[test]
 fn user_cannot_begin_login_for_another_user() {
-    let world = World::start(REQUIRE);
+    for transport in Transport::BOTH {
+        user_cannot_begin_login_for_another_user_over(transport);
+    }
+}
+
+fn user_cannot_begin_login_for_another_user_over(transport: Transport) {
+    let world = World::start_over(transport, REQUIRE);
     let caller = TestUser::new();
     let victim = TestUser::new();
     world.kronctl().enroll_confirmed_now(victim.name());
@@ -129,18 +155,20 @@ fn user_cannot_begin_login_for_another_user() {
     );
 
     let victim_arg = format!("string:{}", victim.name());
-    let raw = send_as(
-        &caller.identity(),
-        world.bus.address(),
-        "BeginLogin",
-        &[&victim_arg, "string:login", "string:", "string:"],
-    );
-    raw.assert_failure("BeginLogin for another user");
-    assert!(
-        raw.stderr.contains(&otpd_error("AccessDenied")),
-        "{}",
-        raw.describe()
-    );
+    for route in Route::both(&world) {
+        let raw = send_as(
+            &caller.identity(),
+            &route,
+            "BeginLogin",
+            &[&victim_arg, "string:login", "string:", "string:"],
+        );
+        raw.assert_failure("BeginLogin for another user");
+        assert!(
+            raw.stderr.contains(&otpd_error("AccessDenied")),
+            "{route:?}: {}",
+            raw.describe()
+        );
+    }
 
     // Their own login is checked normally: asked, then refused (no token under require).
     let own = world
@@ -193,8 +221,8 @@ fn user_cannot_manage_another_user() {
     );
 }
 
-/// Raw D-Bus as an ordinary user: every call about another user is AccessDenied, including
-/// setting their contact or sending them codes or an enrollment.
+/// Raw D-Bus as an ordinary user, on the bus and on otpd's socket: every call about another user
+/// is AccessDenied, including setting their contact or sending them codes or an enrollment.
 #[test]
 fn user_raw_calls_for_another_user_are_access_denied() {
     let world = World::start(REQUIRE);
@@ -214,21 +242,23 @@ fn user_raw_calls_for_another_user_are_access_denied() {
             &[&victim_arg, "string:email", "string:mallory@example.test"],
         ),
     ];
-    for (member, args) in calls {
-        let output = send_as(&caller.identity(), world.bus.address(), member, args);
-        output.assert_failure(member);
+    for route in Route::both(&world) {
+        for (member, args) in calls {
+            let output = send_as(&caller.identity(), &route, member, args);
+            output.assert_failure(member);
+            assert!(
+                output.stderr.contains(&denied),
+                "{member} over {route:?}: {}",
+                output.describe()
+            );
+        }
+        let output = send_as(&caller.identity(), &route, "List", &[]);
         assert!(
             output.stderr.contains(&denied),
-            "{member}: {}",
+            "List over {route:?}: {}",
             output.describe()
         );
     }
-    let output = send_as(&caller.identity(), world.bus.address(), "List", &[]);
-    assert!(
-        output.stderr.contains(&denied),
-        "List: {}",
-        output.describe()
-    );
 }
 
 /// Members of `admin_group` manage other users; everyone else does not.
@@ -272,11 +302,16 @@ fn bad_module_arguments_fail_closed() {
     let world = World::start("default_mode = \"exempt\"\n");
     let user = TestUser::new();
     let bus_arg = format!("bus={}", world.bus.address());
+    let socket_arg = world.transport_arg();
     for args in [
         vec!["bus=tcp:host=127.0.0.1,port=1".to_string()],
         vec![bus_arg.clone(), "timeout=0".into()],
         vec![bus_arg.clone(), "timeout=soon".into()],
         vec!["bus=".into()],
+        vec!["socket=otpd.sock".into()],
+        vec!["socket=".into()],
+        // Both ways at once: which one was meant would be a guess.
+        vec![socket_arg.clone(), bus_arg.clone()],
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let pam = PamConfig::with_module_args("login", Stack::Probe, &args);

@@ -34,12 +34,9 @@ fn code_only_stack(world: &World) -> String {
     format!("{}{REST}", kron_line(world))
 }
 
-/// The pam_kron line for `world`'s bus.
+/// The pam_kron line for `world`'s otpd.
 fn kron_line(world: &World) -> String {
-    kron_tests::pam::stack_text(
-        Stack::Alone,
-        &[&format!("bus={}", world.bus.address()), "timeout=30"],
-    )
+    kron_tests::pam::stack_text(Stack::Alone, &[&world.transport_arg(), "timeout=30"])
 }
 
 /// An sshd requiring an authorized key, then kron's code.

@@ -9,7 +9,7 @@ use kron_tests::namespace::MachineFiles;
 use kron_tests::pty::Pty;
 use kron_tests::sudo::{self, Sudo};
 use kron_tests::totp::wrong_code;
-use kron_tests::{Bus, FakeOtpd, TestGroup, TestUser, World, kronctl, process};
+use kron_tests::{Bus, FakeOtpd, TestGroup, TestUser, Transport, World, kronctl, process};
 
 const CONTACT: &str = "the kron test desk";
 
@@ -54,7 +54,7 @@ fn sudo_stdin_right_wrong_and_replayed_code() {
     let world = World::start(&require_sudo());
     let user = TestUser::new();
     let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
-    let sudo = Sudo::new(&world.bus, &user, &["nosilent"], &["passwd_tries=1"]);
+    let sudo = Sudo::new(&world, &user, &["nosilent"], &["passwd_tries=1"]);
     let code = token.code_for_step(confirmed + 1);
 
     let wrong = sudo.run_stdin(&user, &[&wrong_code(&code)]);
@@ -90,7 +90,7 @@ fn sudo_retries_after_a_wrong_code() {
     let world = World::start(&require_sudo());
     let user = TestUser::new();
     let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
-    let sudo = Sudo::new(&world.bus, &user, &["nosilent"], &[]);
+    let sudo = Sudo::new(&world, &user, &["nosilent"], &[]);
     let code = token.code_for_step(confirmed + 1);
 
     let output = sudo.run_stdin(&user, &[&wrong_code(&code), &code]);
@@ -119,7 +119,7 @@ fn sudo_n_fails_cleanly() {
     world.kronctl().enroll_confirmed_now(user.name());
 
     for defaults in [&[][..], &["noninteractive_auth"][..]] {
-        let sudo = Sudo::new(&world.bus, &user, &["nosilent"], defaults);
+        let sudo = Sudo::new(&world, &user, &["nosilent"], defaults);
         let mut command = sudo.command(&user, &["-n"]);
         command.args(sudo::COMMAND);
         let output = process::run(&mut command);
@@ -164,7 +164,7 @@ fn sudo_messages() {
     let code = token.code_for_step(confirmed + 1);
     let once = ["passwd_tries=1"];
 
-    let silent = Sudo::new(&world.bus, &silenced, &[], &once).run_stdin(&silenced, &["123456"]);
+    let silent = Sudo::new(&world, &silenced, &[], &once).run_stdin(&silenced, &["123456"]);
     assert_did_not_run(&silent);
     assert!(
         silent.stderr.contains("Verification code: "),
@@ -177,9 +177,9 @@ fn sudo_messages() {
         silent.describe()
     );
 
-    let no_token = Sudo::new(&world.bus, &without_token, &["nosilent"], &once)
+    let no_token = Sudo::new(&world, &without_token, &["nosilent"], &once)
         .run_stdin(&without_token, &["123456"]);
-    let wrong = Sudo::new(&world.bus, &enrolled, &["nosilent"], &once)
+    let wrong = Sudo::new(&world, &enrolled, &["nosilent"], &once)
         .run_stdin(&enrolled, &[&wrong_code(&code)]);
     assert_did_not_run(&no_token);
     assert_did_not_run(&wrong);
@@ -196,8 +196,7 @@ fn sudo_messages() {
 
     // The free attempt is used up: sudo's next tries are refused before any prompt, saying when
     // to retry; even the right code is never asked for.
-    let throttled =
-        Sudo::new(&world.bus, &enrolled, &["nosilent"], &[]).run_stdin(&enrolled, &[&code]);
+    let throttled = Sudo::new(&world, &enrolled, &["nosilent"], &[]).run_stdin(&enrolled, &[&code]);
     assert_did_not_run(&throttled);
     assert!(
         shown(&throttled).contains("Try again in"),
@@ -237,7 +236,7 @@ fn sudo_step_up_grace_stays_in_its_session() {
     ));
     let user = TestUser::with_groups(&[&admins]);
     let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
-    let sudo = Sudo::new(&world.bus, &user, &["nosilent"], &[]);
+    let sudo = Sudo::new(&world, &user, &["nosilent"], &[]);
 
     let mut terminal = sudo.terminal(&user, &two_sudos());
     sudo_on_terminal(&mut terminal, &token.code_for_step(confirmed + 1));
@@ -283,7 +282,7 @@ fn sudo_step_up_grace_stays_in_its_session() {
     // the next steps are not valid yet.)
     let second = TestUser::with_groups(&[&admins]);
     let (token, confirmed) = world.kronctl().enroll_confirmed_now(second.name());
-    let sudo = Sudo::new(&world.bus, &second, &["nosilent"], &[]);
+    let sudo = Sudo::new(&world, &second, &["nosilent"], &[]);
     let script = format!("{}; {}", sudo::script_line("-S"), sudo::script_line("-S"));
     let code = token.code_for_step(confirmed + 1);
     let output = process::run_with_input(
@@ -304,7 +303,7 @@ fn sudo_without_grace_asks_every_time() {
     let world = World::start(&require_sudo());
     let user = TestUser::new();
     let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
-    let sudo = Sudo::new(&world.bus, &user, &["nosilent"], &[]);
+    let sudo = Sudo::new(&world, &user, &["nosilent"], &[]);
 
     let mut terminal = sudo.terminal(&user, &two_sudos());
     sudo_on_terminal(&mut terminal, &token.code_for_step(confirmed + 1));
@@ -320,11 +319,11 @@ fn sudo_without_grace_asks_every_time() {
 
 /// `DBUS_SYSTEM_BUS_ADDRESS` set by the user who runs sudo, pointing at an impostor that
 /// accepts everything, changes nothing: with `bus=` the real otpd still refuses a wrong code
-/// and accepts the right one; without `bus=` the module uses its compiled-in address, never
-/// the impostor, and sudo is refused.
+/// and accepts the right one; without `socket=` or `bus=` the module uses its compiled-in
+/// socket, never the impostor, and sudo is refused.
 #[test]
 fn sudo_ignores_the_invoking_users_bus_address() {
-    let world = World::start(&require_sudo());
+    let world = World::start_over(Transport::Bus, &require_sudo());
     let fake_bus = Bus::start();
     let fake = FakeOtpd::start(&fake_bus);
     let user = TestUser::new();
@@ -339,7 +338,7 @@ fn sudo_ignores_the_invoking_users_bus_address() {
         process::run_with_input(&mut command, &sudo::lines(&[input]))
     };
 
-    let with_bus = Sudo::new(&world.bus, &user, &["nosilent"], &["passwd_tries=1"]);
+    let with_bus = Sudo::new(&world, &user, &["nosilent"], &["passwd_tries=1"]);
     assert_did_not_run(&poisoned(&with_bus, &wrong_code(&code)));
     assert_ran(&poisoned(&with_bus, &code));
 

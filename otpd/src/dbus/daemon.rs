@@ -1,8 +1,7 @@
 //! Start-up and shutdown of otpd: arguments, config, state directory, key, store, bus.
 
 use crate::audit::Audit;
-use crate::dbus::listen;
-use crate::dbus::service::OtpdService;
+use crate::dbus::{bus, listen};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::store::SledStore;
@@ -141,23 +140,15 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         }
     ));
     runtime.block_on(async {
-        let service = OtpdService::on_bus(engine.clone(), tokio::runtime::Handle::current());
-        let connection = zbus::connection::Builder::address(address.as_str())
-            .name(kron_proto::BUS_NAME)
-            .serve_at(kron_proto::OBJECT_PATH, service)
-            .replace_existing_names(false)
-            .build()
-            .await
-            .map_err(|e| {
-                Error::System(format!(
-                    "cannot serve {} on {address}: {e}",
-                    kron_proto::BUS_NAME
-                ))
-            })?;
-        engine.log_event(&format!("serving {} on {address}", kron_proto::BUS_NAME));
-        wait_for_stop().await;
+        // Ready once the socket serves logins and the store is open; the bus follows on its own.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let handle = tokio::runtime::Handle::current();
+        tokio::select! {
+            () = bus::serve(engine.clone(), address, handle) => {},
+            () = wait_for_stop() => {},
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         engine.log_event("stopping");
-        drop(connection);
         Ok(())
     })
 }

@@ -3,11 +3,13 @@
 //! | file | what |
 //! |---|---|
 //! | `daemon.rs` | start-up and shutdown: arguments, config, state directory, key, store, bus |
+//! | `bus.rs` | otpd on the bus: the name `io.kron.Otpd`, and reconnecting when the bus goes |
 //! | `service.rs` | the `io.kron.Otpd1` methods: the caller's uid, engine on the right thread, reply once durable |
 //! | `listen.rs` | otpd's own socket: systemd's or bound, per-uid connection slots, the `otpd-login` thread |
 //! | `peer.rs` | one connection on that socket: SO_PEERCRED read at accept, input bounded before it is buffered |
 //! | `session.rs` | the caller's kernel audit session, for step-up grace |
 
+mod bus;
 pub mod daemon;
 pub mod listen;
 mod peer;

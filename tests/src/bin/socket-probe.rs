@@ -1,0 +1,202 @@
+//! socket-probe: talks to otpd's own socket the way no well-behaved client would, or in
+//! numbers no single login reaches, and prints what happened, one word per line. The tests run
+//! it as root or as a test user (it learns its uid from the kernel like everyone else).
+//!
+//! ```text
+//! socket-probe claim SOCKET UID          EXTERNAL claiming UID      -> OK | REJECTED | CLOSED
+//! socket-probe header SOCKET BYTES N     N connections announcing a BYTES message -> CLOSED x N
+//! socket-probe hold SOCKET N             N connections through the handshake, held until
+//!                                        stdin closes                -> OK | CLOSED, one a line
+//! socket-probe logins SOCKET N PREFIX    N logins of PREFIX0.. held at the prompt at once,
+//!                                        then all answered            -> "prompted N", "ended N"
+//! ```
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kron_proto::{OtpdProxy, StepKind};
+use zbus::address::transport::{Transport, Unix, UnixSocket};
+use zbus::connection::{AuthMechanism, Builder};
+use zbus::proxy::CacheProperties;
+
+const USAGE: &str = "usage: socket-probe claim SOCKET UID | header SOCKET BYTES N | \
+hold SOCKET N | logins SOCKET N PREFIX";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let done = match words.as_slice() {
+        ["claim", socket, uid] => claim(socket, uid),
+        ["header", socket, bytes, count] => header(socket, parse(bytes), parse(count)),
+        ["hold", socket, count] => hold(socket, parse(count)),
+        ["logins", socket, count, prefix] => logins(socket, parse(count), prefix),
+        _ => Err(USAGE.to_owned()),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socket-probe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(word: &str) -> usize {
+    word.parse()
+        .unwrap_or_else(|_| panic!("{word:?} is not a number"))
+}
+
+fn connect(socket: &str) -> Result<UnixStream, String> {
+    let stream = UnixStream::connect(socket).map_err(|e| format!("connect {socket}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Sends one handshake line and reads the server's answer; empty when it hung up.
+fn exchange(stream: &mut UnixStream, line: &[u8]) -> String {
+    if stream.write_all(line).is_err() {
+        return String::new();
+    }
+    let mut answer = [0u8; 256];
+    match stream.read(&mut answer) {
+        Ok(n) => String::from_utf8_lossy(&answer[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The handshake's first word back: OK, REJECTED, or CLOSED when the server hung up.
+fn verdict(answer: &str) -> &'static str {
+    if answer.starts_with("OK ") {
+        "OK"
+    } else if answer.starts_with("REJECTED") {
+        "REJECTED"
+    } else {
+        "CLOSED"
+    }
+}
+
+fn auth_line(uid: &str) -> Vec<u8> {
+    let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("\0AUTH EXTERNAL {hex}\r\n").into_bytes()
+}
+
+fn my_uid() -> String {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }.to_string()
+}
+
+fn claim(socket: &str, uid: &str) -> Result<(), String> {
+    let mut stream = connect(socket)?;
+    println!("{}", verdict(&exchange(&mut stream, &auth_line(uid))));
+    Ok(())
+}
+
+fn header(socket: &str, bytes: usize, count: usize) -> Result<(), String> {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        let mut stream = connect(socket)?;
+        if verdict(&exchange(&mut stream, &auth_line(&my_uid()))) != "OK" {
+            println!("CLOSED");
+            continue;
+        }
+        let _ = stream.write_all(b"BEGIN\r\n");
+        // A method call header announcing `bytes` of body, and no body.
+        let mut head = vec![b'l', 1, 0, 1];
+        head.extend_from_slice(&u32::try_from(bytes).unwrap_or(u32::MAX).to_le_bytes());
+        head.extend_from_slice(&1u32.to_le_bytes());
+        head.extend_from_slice(&0u32.to_le_bytes());
+        let _ = stream.write_all(&head);
+        held.push(stream);
+    }
+    for mut stream in held {
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) | Err(_) => println!("CLOSED"),
+            Ok(_) => println!("ANSWERED"),
+        }
+    }
+    Ok(())
+}
+
+fn hold(socket: &str, count: usize) -> Result<(), String> {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        let mut stream = connect(socket)?;
+        let answer = verdict(&exchange(&mut stream, &auth_line(&my_uid())));
+        if answer == "OK" {
+            // Past the handshake: the connection now waits for calls, for as long as we like.
+            let _ = stream.write_all(b"BEGIN\r\n");
+        }
+        println!("{answer}");
+        held.push(stream);
+    }
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    // Held until the test closes our stdin.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    Ok(())
+}
+
+fn logins(socket: &str, count: usize, prefix: &str) -> Result<(), String> {
+    raise_descriptor_limit();
+    zbus::block_on(async {
+        let mut held = Vec::with_capacity(count);
+        for n in 0..count {
+            let address =
+                zbus::Address::from(Transport::Unix(Unix::new(UnixSocket::File(socket.into()))));
+            let connection = Builder::address(address)
+                .p2p()
+                .auth_mechanism(AuthMechanism::External)
+                .method_timeout(Duration::from_secs(120))
+                .build()
+                .await
+                .map_err(|e| format!("login {n}: connect: {e}"))?;
+            let proxy = OtpdProxy::builder(&connection)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await
+                .map_err(|e| format!("login {n}: proxy: {e}"))?;
+            let step = proxy
+                .begin_login(&format!("{prefix}{n}"), "login", "", "")
+                .await
+                .map_err(|e| format!("login {n}: BeginLogin: {e}"))?;
+            if step.kind != StepKind::Prompt as u32 {
+                return Err(format!("login {n}: not asked for a code: {step:?}"));
+            }
+            held.push((connection, proxy, step.handle));
+        }
+        println!("prompted {}", held.len());
+        let mut ended = 0;
+        for (n, (connection, proxy, handle)) in held.into_iter().enumerate() {
+            let step = proxy
+                .answer(&handle, "000000")
+                .await
+                .map_err(|e| format!("login {n}: Answer: {e}"))?;
+            if step.kind != StepKind::Prompt as u32 {
+                ended += 1;
+            }
+            drop(proxy);
+            let _ = connection.close().await;
+        }
+        println!("ended {ended}");
+        Ok(())
+    })
+}
+
+/// Each held login is a descriptor here too.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one valid, correctly sized struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! otpd's own socket, where pam_kron talks D-Bus peer-to-peer: logins without dbus-daemon and
+//! through its restarts, otpd restarting under a waiting login, many logins held at once,
+//! callers known by the kernel and not by what they claim, and what one connection may send.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kron_tests::process::{self, Identity};
+use kron_tests::totp::wrong_code;
+use kron_tests::users::random_name;
+use kron_tests::{TestUser, World, artifacts, kronctl, result};
+
+const REQUIRE: &str = "default_mode = \"require\"\n";
+
+/// Runs socket-probe as `identity` and returns its stdout lines.
+fn probe(identity: &Identity, args: &[&str]) -> Vec<String> {
+    let output = process::run(identity.command(artifacts::socket_probe()).args(args));
+    output.assert_success(&format!("socket-probe {args:?}"));
+    output.stdout.lines().map(str::to_owned).collect()
+}
+
+/// otpd's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("otpd's status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// With dbus-daemon gone, logins go on over the socket; once it is back, otpd takes its name
+/// again by itself and kronctl works within seconds, without a restart of otpd.
+#[test]
+fn logins_go_on_without_the_bus_and_otpd_returns_to_it() {
+    let mut world = World::start(REQUIRE);
+    let user = TestUser::new();
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+
+    world.bus.stop();
+    world
+        .login(user.name())
+        .answer(&wrong_code(&token.code_for_step(confirmed + 1)))
+        .run()
+        .assert_denied();
+    world
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+
+    world.bus.start_again();
+    let back = Instant::now();
+    let status = process::wait_for(
+        "kronctl to reach otpd again",
+        Duration::from_secs(30),
+        || {
+            let output = world.kronctl().run_json(&["status", user.name()]);
+            output.success().then_some(output.stdout)
+        },
+    );
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert!(kronctl::flag(&status, "enrolled"), "{status}");
+    // Not a timed test: the bound only catches an otpd that never comes back on its own.
+    assert!(back.elapsed() < Duration::from_secs(30));
+    assert!(
+        world.otpd.stderr().contains("lost the bus connection"),
+        "{}",
+        world.otpd.stderr()
+    );
+}
+
+/// otpd restarted while a login waits at the prompt: that login fails closed (its session died
+/// with the old otpd), and the next login works.
+#[test]
+fn a_login_waiting_while_otpd_restarts_fails_closed_and_the_next_works() {
+    let mut world = World::start(REQUIRE);
+    let user = TestUser::new();
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+
+    let mut waiting = world.login(user.name()).interactive();
+    waiting.until_prompt();
+    world.otpd.restart();
+    waiting.answer(&token.code_for_step(confirmed + 1));
+    let failed = waiting.finish();
+    assert_ne!(failed.result(), result::SUCCESS, "{}", failed.raw);
+    failed.assert_result(result::AUTHINFO_UNAVAIL);
+
+    world
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+}
+
+/// A thousand logins held open at the prompt at once (sshd holds one per person typing) all
+/// get their answer: no bus daemon's per-user connection cap stands in between.
+#[test]
+fn a_thousand_held_logins_all_complete() {
+    let world = World::start(REQUIRE);
+    let prefix = random_name("kh");
+    let socket = world.otpd.socket_path();
+    let lines = probe(
+        &Identity::Root,
+        &["logins", &socket.display().to_string(), "1000", &prefix],
+    );
+    assert_eq!(lines, ["prompted 1000", "ended 1000"], "{lines:?}");
+    // otpd still serves after all of them hung up.
+    let user = TestUser::new();
+    world
+        .login(user.name())
+        .answer("123456")
+        .run()
+        .assert_denied();
+}
+
+/// The EXTERNAL identity a client claims must be its own uid (from SO_PEERCRED): root claiming
+/// another uid, and a user claiming root or another user, are rejected.
+#[test]
+fn a_caller_claiming_another_uid_is_refused() {
+    let world = World::start(REQUIRE);
+    let user = TestUser::new();
+    let other = TestUser::new();
+    let socket = world.otpd.socket_path().display().to_string();
+    let uid = user.uid().to_string();
+
+    assert_eq!(probe(&Identity::Root, &["claim", &socket, "0"]), ["OK"]);
+    assert_eq!(
+        probe(&Identity::Root, &["claim", &socket, &uid]),
+        ["REJECTED"]
+    );
+    assert_eq!(probe(&user.identity(), &["claim", &socket, &uid]), ["OK"]);
+    for claimed in ["0".to_string(), other.uid().to_string()] {
+        assert_eq!(
+            probe(&user.identity(), &["claim", &socket, &claimed]),
+            ["REJECTED"],
+            "{} claiming {claimed}",
+            user.name()
+        );
+    }
+}
+
+/// A message larger than any login sends is refused at its header, before it is buffered: a
+/// user announcing 100 MiB messages on 8 connections leaves otpd's memory where it was, and
+/// another user's login works meanwhile.
+#[test]
+fn oversized_messages_are_refused_before_they_are_buffered() {
+    let world = World::start(REQUIRE);
+    let attacker = TestUser::new();
+    let user = TestUser::new();
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+    let socket = world.otpd.socket_path().display().to_string();
+    let before = rss_kib(world.otpd.pid());
+
+    let lines = probe(
+        &attacker.identity(),
+        &["header", &socket, &(100 << 20).to_string(), "8"],
+    );
+    assert_eq!(lines, vec!["CLOSED"; 8], "{lines:?}");
+    let after = rss_kib(world.otpd.pid());
+    assert!(
+        after < before + 32 * 1024,
+        "otpd grew from {before} to {after} KiB"
+    );
+    world
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+}
+
+/// One user cannot hold more connections than `max_connections_per_uid`; the refusal is
+/// logged, other users and root are not affected, and the slots come back when the
+/// connections end.
+#[test]
+fn connections_per_uid_are_bounded_and_the_limit_logged() {
+    let world = World::start(&format!("{REQUIRE}max_connections_per_uid = 3\n"));
+    let hog = TestUser::new();
+    let user = TestUser::new();
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+    let socket = world.otpd.socket_path().display().to_string();
+
+    let mut holder = hog
+        .identity()
+        .command(artifacts::socket_probe())
+        .args(["hold", &socket, "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start socket-probe");
+    let mut lines = BufReader::new(holder.stdout.take().expect("stdout")).lines();
+    let held: Vec<String> = (0..4)
+        .map(|_| lines.next().expect("a line").expect("read"))
+        .collect();
+    assert_eq!(held, ["OK", "OK", "OK", "CLOSED"], "{held:?}");
+    assert!(
+        world
+            .otpd
+            .stderr()
+            .contains(&format!("uid {} holds 3 connections", hog.uid())),
+        "{}",
+        world.otpd.stderr()
+    );
+    // Others log in meanwhile.
+    world
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+    drop(holder.stdin.take());
+    process::wait_bounded(&mut holder, Duration::from_secs(60)).expect("socket-probe ended");
+    let again = process::wait_for("the slots to come back", Duration::from_secs(30), || {
+        let lines = probe(&hog.identity(), &["claim", &socket, &hog.uid().to_string()]);
+        (lines == ["OK"]).then_some(())
+    });
+    let _: () = again;
+}
+
+/// otpd run by hand creates its socket; a stale socket left by a killed otpd is replaced, and
+/// a socket someone still serves is not taken over.
+#[test]
+fn otpd_binds_its_socket_and_never_steals_a_live_one() {
+    let mut world = World::start(REQUIRE);
+    let socket = world.otpd.socket_path();
+    let metadata = std::fs::metadata(&socket).expect("otpd created its socket");
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    assert!(metadata.file_type().is_socket());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o666);
+
+    world.otpd.kill();
+    assert!(socket.exists(), "a killed otpd leaves its socket");
+    world.otpd.start_again();
+    let user = TestUser::new();
+    world
+        .login(user.name())
+        .answer("123456")
+        .run()
+        .assert_denied();
+
+    // A second otpd with the same config refuses to start rather than steal the socket.
+    let output = process::run(
+        Command::new(artifacts::otpd())
+            .arg("--config")
+            .arg(world.otpd.config_path())
+            .arg("--bus")
+            .arg(world.bus.address()),
+    );
+    output.assert_failure("a second otpd on a served socket");
+    assert!(
+        output.stderr.contains("another process"),
+        "{}",
+        output.describe()
+    );
+    world
+        .login(user.name())
+        .answer("123456")
+        .run()
+        .assert_denied();
+}
