@@ -211,11 +211,10 @@ fn connections_per_uid_are_bounded_and_the_limit_logged() {
         .assert_accepted();
     drop(holder.stdin.take());
     process::wait_bounded(&mut holder, Duration::from_secs(60)).expect("socket-probe ended");
-    let again = process::wait_for("the slots to come back", Duration::from_secs(30), || {
+    process::wait_for("the slots to come back", Duration::from_secs(30), || {
         let lines = probe(&hog.identity(), &["claim", &socket, &hog.uid().to_string()]);
         (lines == ["OK"]).then_some(())
     });
-    let _: () = again;
 }
 
 /// otpd run by hand creates its socket; a stale socket left by a killed otpd is replaced, and
