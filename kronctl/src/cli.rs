@@ -384,10 +384,11 @@ pub struct ExportTokenArgs {
 }
 
 /// Every check `kronctl doctor` runs, by its stable id (see docs/kronctl.md).
-pub const DOCTOR_CHECKS: [&str; 16] = [
+pub const DOCTOR_CHECKS: [&str; 17] = [
     "otpd-config",
     "dbus-policy",
     "otpd-reachable",
+    "otpd-socket",
     "sshd-config",
     "sshd-usepam",
     "sshd-kbdinteractive",

@@ -17,9 +17,9 @@ if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || :
     if [ "$1" -eq 1 ]; then
         # The distribution's preset policy decides whether otpd starts at boot (Fedora:
-        # disabled unless a preset enables it). Either way D-Bus activation starts otpd
-        # on the first login that needs it.
-        systemctl --no-reload preset otpd.service || :
+        # disabled unless a preset enables it). With otpd.socket enabled, the first login
+        # starts otpd; D-Bus activation does for kronctl.
+        systemctl --no-reload preset otpd.socket otpd.service || :
     fi
 fi
 

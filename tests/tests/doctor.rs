@@ -17,9 +17,10 @@ use tempfile::TempDir;
 const NO_BUS: &str = "unix:path=/nonexistent/kron-doctor-test/bus";
 
 /// Every check that reads only files, so a good tree passes all of them without otpd.
-const FILE_CHECKS: [&str; 13] = [
+const FILE_CHECKS: [&str; 14] = [
     "otpd-config",
     "dbus-policy",
+    "otpd-socket",
     "sshd-config",
     "sshd-usepam",
     "sshd-kbdinteractive",
@@ -124,7 +125,8 @@ impl Tree {
             )
             .write("/etc/pam.d/sshd", PAM_SSHD)
             .write("/etc/pam.d/sudo", PAM_SUDO)
-            .write("/usr/share/dbus-1/system.d/io.kron.Otpd.conf", &policy);
+            .write("/usr/share/dbus-1/system.d/io.kron.Otpd.conf", &policy)
+            .socket("/run/kron/otpd.sock", 0o666);
         tree
     }
 
@@ -148,6 +150,16 @@ impl Tree {
         let text = self.read(path);
         assert!(text.contains(from), "{path} has no {from:?}");
         self.write(path, &text.replacen(from, to, 1))
+    }
+
+    /// A unix socket at `path`, mode `mode`, as systemd's otpd.socket leaves it.
+    fn socket(&self, path: &str, mode: u32) -> &Tree {
+        use std::os::unix::fs::PermissionsExt;
+        let file = self.path(path);
+        std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+        drop(std::os::unix::net::UnixListener::bind(&file).expect("bind a socket"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        self
     }
 
     fn remove(&self, path: &str) -> &Tree {
@@ -266,6 +278,32 @@ fn good_tree_passes_every_file_check_and_reports_otpd_missing() {
 fn each_mistake_is_found_by_its_check() {
     type Mistake = fn(&Tree);
     let mistakes: &[(&str, Mistake, &str, &str)] = &[
+        (
+            "no login socket",
+            |t| {
+                t.remove("/run/kron/otpd.sock");
+            },
+            "otpd-socket",
+            "error",
+        ),
+        (
+            "a file where the login socket should be",
+            |t| {
+                t.remove("/run/kron/otpd.sock")
+                    .write("/run/kron/otpd.sock", "");
+            },
+            "otpd-socket",
+            "error",
+        ),
+        (
+            "a login socket users cannot connect to",
+            |t| {
+                t.remove("/run/kron/otpd.sock")
+                    .socket("/run/kron/otpd.sock", 0o600);
+            },
+            "otpd-socket",
+            "warning",
+        ),
         (
             "UsePAM no",
             |t| {
@@ -713,4 +751,42 @@ fn assert_ok_but_clock(report: &Report) {
             assert_eq!(finding["severity"], "ok", "{finding}\n{}", report.pretty());
         }
     }
+}
+
+/// On a live system doctor asks otpd on its socket, the way pam_kron connects: a serving otpd
+/// is fine, a socket nobody answers on any more is an error.
+#[test]
+fn the_login_socket_is_asked_on_a_live_system() {
+    let mut world = World::start(REQUIRE);
+    let others: Vec<&str> = kronctl_checks()
+        .into_iter()
+        .filter(|check| *check != "otpd-socket")
+        .collect();
+    let live = |world: &World| {
+        let mut command = Command::new(artifacts::kronctl());
+        command
+            .env_remove("KRON_BUS")
+            .args(["--json", "--bus", world.bus.address(), "doctor", "--config"])
+            .arg(world.otpd.config_path())
+            .args(["--skip", &others.join(",")]);
+        Report::of(process::run(&mut command))
+    };
+    let serving = live(&world);
+    assert_eq!(serving.worst("otpd-socket"), "ok", "{}", serving.pretty());
+    assert!(
+        serving.messages("otpd-socket")[0].contains("answers on"),
+        "{}",
+        serving.pretty()
+    );
+    world.otpd.kill();
+    let gone = live(&world);
+    assert_eq!(gone.worst("otpd-socket"), "error", "{}", gone.pretty());
+    assert_eq!(gone.exit_code(), Some(1));
+}
+
+/// Every check id kronctl knows.
+fn kronctl_checks() -> Vec<&'static str> {
+    let mut checks = FILE_CHECKS.to_vec();
+    checks.extend(["otpd-reachable", "admin-lockout", "clock-sync"]);
+    checks
 }

@@ -12,6 +12,7 @@ mod clock;
 mod config;
 mod dbus;
 mod pam;
+mod socket;
 mod sshd;
 
 use std::fmt;
@@ -179,6 +180,7 @@ pub async fn diagnose(bus: &str, args: &DoctorArgs) -> Vec<Finding> {
         Err("otpd was not asked (otpd-reachable was skipped)".to_owned())
     };
     dbus::report_reachable(&otpd, &mut out);
+    socket::check(&root, &policy, args.root == Path::new("/"), &mut out).await;
 
     let sshd_stack = pam::Stack::load(&root, "sshd");
     let sudo_stack = pam::Stack::load(&root, "sudo");
