@@ -399,6 +399,10 @@ pub trait Otpd {
     fn begin_login(&self, user: &str, service: &str, rhost: &str, tty: &str) -> zbus::Result<Step>;
     /// Sends the answer to the prompt of the step that carried `handle`.
     fn answer(&self, handle: &str, response: &str) -> zbus::Result<Step>;
+    /// Forgets the login waiting at the prompt of the step that carried `handle`: the module's
+    /// conversation ended early (the client went away, the person interrupted). Only the caller
+    /// that began the login may; an unknown or finished handle is no error.
+    fn cancel(&self, handle: &str) -> zbus::Result<()>;
     /// Starts (or restarts) an enrollment. Empty `user` means the caller. Where the caller must
     /// prove the user's contact first (docs/delivery.md), `code` is the code that
     /// `send_enrollment_code` sent; otherwise "".

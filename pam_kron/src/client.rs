@@ -26,6 +26,8 @@ pub(crate) trait Otpd {
     /// `Answer(handle, response)`.
     fn answer(&mut self, handle: &str, response: &str)
     -> impl Future<Output = Result<Step, Error>>;
+    /// `Cancel(handle)`: the conversation ended before the prompt was answered.
+    fn cancel(&mut self, handle: &str) -> impl Future<Output = Result<(), Error>>;
 }
 
 /// A connection to otpd, made for one PAM call.
@@ -116,6 +118,12 @@ impl Otpd for DbusOtpd {
             .await?
             .map_err(call_error)
     }
+
+    async fn cancel(&mut self, handle: &str) -> Result<(), Error> {
+        within(self.timeout, self.proxy.cancel(handle))
+            .await?
+            .map_err(call_error)
+    }
 }
 
 /// Runs `fut` on the runtime of the enclosing `zbus::block_on`, failing after `timeout`.
@@ -184,6 +192,7 @@ pub(crate) mod fake {
         pub replies: VecDeque<Result<Step, Error>>,
         pub begun: Vec<Login>,
         pub answers: Vec<(String, String)>,
+        pub cancelled: Vec<String>,
     }
 
     impl FakeOtpd {
@@ -210,6 +219,11 @@ pub(crate) mod fake {
         async fn answer(&mut self, handle: &str, response: &str) -> Result<Step, Error> {
             self.answers.push((handle.to_owned(), response.to_owned()));
             self.next()
+        }
+
+        async fn cancel(&mut self, handle: &str) -> Result<(), Error> {
+            self.cancelled.push(handle.to_owned());
+            Ok(())
         }
     }
 }

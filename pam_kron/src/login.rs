@@ -7,7 +7,7 @@
 
 use kron_proto::{MAX_RESPONSE_LEN, MessageLevel, Step, StepKind};
 use pam::constants::PamResultCode;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::client::Otpd;
 use crate::conversation::{Answer, Conversation};
@@ -69,17 +69,24 @@ pub(crate) async fn run<O: Otpd, C: Conversation>(
         if kind == StepKind::Prompt && prompts == MAX_PROMPTS {
             return Err(Error::TooManyRounds);
         }
-        if !silent {
+        if !silent && kind != StepKind::Prompt {
             show_messages(conv, &step.0)?;
         }
         let verdict = match kind {
             StepKind::Prompt => {
                 prompts += 1;
-                let answer = conv
-                    .ask(&step.0.prompt, step.0.echo)
-                    .map_err(|e| Error::Conversation(e.0))?;
-                let response = response(&answer)?;
-                step = Scrubbed(otpd.answer(&step.0.handle, response).await?);
+                // The answer, or why there is none: then otpd is told at once that this login
+                // will not be answered, so it does not hold it until its deadline.
+                let asked = prompt(conv, &step.0, silent)
+                    .and_then(|answer| response(&answer).map(|r| Zeroizing::new(r.to_owned())));
+                let response = match asked {
+                    Ok(response) => response,
+                    Err(e) => {
+                        let _ = otpd.cancel(&step.0.handle).await;
+                        return Err(e);
+                    }
+                };
+                step = Scrubbed(otpd.answer(&step.0.handle, &response).await?);
                 continue;
             }
             StepKind::Accept => Verdict::Accept,
@@ -96,6 +103,15 @@ pub(crate) async fn run<O: Otpd, C: Conversation>(
         };
         return Ok(verdict);
     }
+}
+
+/// Shows a prompt step's messages (unless `silent`) and asks its question.
+fn prompt<C: Conversation>(conv: &mut C, step: &Step, silent: bool) -> Result<Answer, Error> {
+    if !silent {
+        show_messages(conv, step)?;
+    }
+    conv.ask(&step.prompt, step.echo)
+        .map_err(|e| Error::Conversation(e.0))
 }
 
 /// The contract's checks on a reply: `Step::validate`, plus no NUL in any text (a C string
@@ -430,17 +446,19 @@ mod tests {
         assert_eq!(error.code(), PamResultCode::PAM_AUTH_ERR);
         assert!(!error.can_tell_user());
         assert!(otpd.answers.is_empty());
+        assert_eq!(otpd.cancelled, ["h"], "otpd is told the login ended");
 
         let conv = FakeConversation {
             fail_show: true,
             ..Default::default()
         };
-        let (result, _, _, _) = drive(
+        let (result, otpd, _, _) = drive(
             vec![Ok(prompt("h", vec![Message::info("QR")]))],
             conv,
             false,
         );
         assert!(matches!(result, Err(Error::Conversation(_))));
+        assert_eq!(otpd.cancelled, ["h"]);
     }
 
     #[test]
@@ -453,6 +471,7 @@ mod tests {
         );
         assert!(matches!(result, Err(Error::Answer(_))));
         assert!(otpd.answers.is_empty());
+        assert_eq!(otpd.cancelled, ["h"]);
 
         let mut conv = FakeConversation::default();
         conv.answers.push_back(Ok(vec![0xff, 0xfe]));

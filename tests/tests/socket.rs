@@ -258,3 +258,42 @@ fn otpd_binds_its_socket_and_never_steals_a_live_one() {
         .run()
         .assert_denied();
 }
+
+/// A login whose conversation ends at the prompt (the person's client gone) is forgotten by otpd
+/// at once, not at its deadline: pam_kron cancels it when its conversation fails, on the socket
+/// and on the bus, and on the socket a connection that simply ends takes its logins with it.
+#[test]
+fn a_login_that_ends_at_the_prompt_is_forgotten_at_once() {
+    for transport in kron_tests::Transport::BOTH {
+        let world = World::start_over(transport, REQUIRE);
+        let user = TestUser::new();
+        world.kronctl().enroll_confirmed_now(user.name());
+        let mut waiting = world.login(user.name()).interactive();
+        waiting.until_prompt();
+        // No answer: stdin closes, the conversation fails, the module says Cancel.
+        let ended = waiting.finish();
+        assert_ne!(ended.result(), result::SUCCESS, "{}", ended.raw);
+        process::wait_for("otpd to forget the login", Duration::from_secs(30), || {
+            world
+                .otpd
+                .stderr()
+                .contains("a login waiting at its prompt was cancelled")
+                .then_some(())
+        });
+    }
+
+    let world = World::start(REQUIRE);
+    let user = TestUser::new();
+    world.kronctl().enroll_confirmed_now(user.name());
+    let mut waiting = world.login(user.name()).interactive();
+    waiting.until_prompt();
+    // SIGKILL: no Cancel is ever sent, the connection just ends.
+    drop(waiting);
+    process::wait_for("otpd to forget the login", Duration::from_secs(30), || {
+        world
+            .otpd
+            .stderr()
+            .contains("a login waiting at its prompt was cancelled")
+            .then_some(())
+    });
+}

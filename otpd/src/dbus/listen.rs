@@ -21,7 +21,7 @@ use zbus::{Guid, OwnedGuid};
 use zruntime::{AsyncIo, SharedRuntime};
 
 use super::peer::{Limits, PeerSocket, peer_creds};
-use super::service::OtpdService;
+use super::service::{OtpdService, Waiting};
 use super::session;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -315,7 +315,13 @@ impl Server {
             }
         };
         drop(creds);
-        let service = OtpdService::on_peer(self.engine.clone(), self.runtime.clone(), caller);
+        let waiting = Arc::new(Waiting::default());
+        let service = OtpdService::on_peer(
+            self.engine.clone(),
+            self.runtime.clone(),
+            caller,
+            waiting.clone(),
+        );
         let build = Builder::socket(socket)
             .server(Guid::from(&self.guid))
             .p2p()
@@ -332,6 +338,8 @@ impl Server {
         };
         // A login holds its connection while the person types; the slot bounds how many.
         connection.closed().await;
+        // Whatever it left waiting at a prompt will never be answered.
+        waiting.cancel_all(&self.engine, caller);
     }
 }
 

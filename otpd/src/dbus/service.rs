@@ -34,8 +34,50 @@ enum Callers {
         known: KnownCallers,
     },
     /// On otpd's own socket, one service per connection: its caller, read from the kernel
-    /// (SO_PEERCRED) when it was accepted. There is no sender name peer-to-peer.
-    Peer(Caller),
+    /// (SO_PEERCRED) when it was accepted (there is no sender name peer-to-peer), and the logins
+    /// it has waiting at a prompt.
+    Peer {
+        caller: Caller,
+        waiting: Arc<Waiting>,
+    },
+}
+
+/// The logins one socket connection has waiting at a prompt, so they are forgotten as soon as
+/// the connection ends (sshd's child gone, sudo interrupted) rather than at their deadline.
+#[derive(Default)]
+pub struct Waiting {
+    handles: Mutex<Vec<String>>,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.handles.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes what a call on this connection did: `answered` (a handle it sent) is done with,
+    /// and a prompt step in `reply` is a new login waiting.
+    fn note(&self, answered: Option<&str>, reply: &Result<Step, OtpdError>) {
+        if let Some(answered) = answered {
+            self.forget(answered);
+        }
+        if let Ok(step) = reply
+            && step.kind == kron_proto::StepKind::Prompt as u32
+        {
+            self.lock().push(step.handle.clone());
+        }
+    }
+
+    /// `handle` is done with (answered or cancelled).
+    fn forget(&self, handle: &str) {
+        self.lock().retain(|h| h != handle);
+    }
+
+    /// Cancels every login still waiting; the connection has ended.
+    pub fn cancel_all(&self, engine: &Engine, caller: Caller) {
+        for handle in std::mem::take(&mut *self.lock()) {
+            let _ = engine.cancel(caller, &handle);
+        }
+    }
 }
 
 /// What the bus reported about each recent sender, so the second call of a login (Answer, on
@@ -87,12 +129,25 @@ impl OtpdService {
         }
     }
 
-    /// The service for one connection accepted on otpd's socket, from `caller`.
-    pub fn on_peer(engine: Arc<Engine>, runtime: tokio::runtime::Handle, caller: Caller) -> Self {
+    /// The service for one connection accepted on otpd's socket, from `caller`; the logins it
+    /// leaves waiting are noted in `waiting`.
+    pub fn on_peer(
+        engine: Arc<Engine>,
+        runtime: tokio::runtime::Handle,
+        caller: Caller,
+        waiting: Arc<Waiting>,
+    ) -> Self {
         OtpdService {
             engine,
             runtime,
-            callers: Callers::Peer(caller),
+            callers: Callers::Peer { caller, waiting },
+        }
+    }
+
+    /// On the socket, notes what a login call left waiting (see [`Waiting`]).
+    fn note(&self, answered: Option<&str>, reply: &Result<Step, OtpdError>) {
+        if let Callers::Peer { waiting, .. } = &self.callers {
+            waiting.note(answered, reply);
         }
     }
 
@@ -104,7 +159,7 @@ impl OtpdService {
         header: &Header<'_>,
     ) -> Result<Caller, OtpdError> {
         let (proxy, known) = match &self.callers {
-            Callers::Peer(caller) => return Ok(*caller),
+            Callers::Peer { caller, .. } => return Ok(*caller),
             Callers::Bus { proxy, known } => (proxy, known),
         };
         let sender = header
@@ -227,13 +282,16 @@ impl OtpdService {
             rhost,
             tty,
         };
-        self.call(
-            connection,
-            &header,
-            Run::Blocking,
-            move |engine, caller, now| engine.begin_login(caller, request, now),
-        )
-        .await
+        let reply = self
+            .call(
+                connection,
+                &header,
+                Run::Blocking,
+                move |engine, caller, now| engine.begin_login(caller, request, now),
+            )
+            .await;
+        self.note(None, &reply);
+        reply
     }
 
     async fn answer(
@@ -248,10 +306,32 @@ impl OtpdService {
             true => Run::Here,
             false => Run::Blocking,
         };
-        self.call(connection, &header, run, move |engine, caller, now| {
-            engine.answer(caller, &handle, &response, now)
-        })
-        .await
+        let answered = handle.clone();
+        let reply = self
+            .call(connection, &header, run, move |engine, caller, now| {
+                engine.answer(caller, &handle, &response, now)
+            })
+            .await;
+        self.note(Some(&answered), &reply);
+        reply
+    }
+
+    async fn cancel(
+        &self,
+        handle: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), OtpdError> {
+        let cancelled = handle.clone();
+        let reply = self
+            .call(connection, &header, Run::Here, move |engine, caller, _| {
+                engine.cancel(caller, &handle)
+            })
+            .await;
+        if let Callers::Peer { waiting, .. } = &self.callers {
+            waiting.forget(&cancelled);
+        }
+        reply
     }
 
     async fn enroll(

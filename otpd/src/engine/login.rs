@@ -272,6 +272,18 @@ impl Engine {
         }
     }
 
+    /// Forgets a login waiting at its prompt: the module's conversation ended early. The slot it
+    /// held is free again at once instead of at the login's deadline.
+    pub fn cancel(&self, caller: Caller, handle: &str) -> Result<()> {
+        if self.sessions.cancel(handle, caller)? {
+            self.audit.daemon(&format!(
+                "a login waiting at its prompt was cancelled by uid {}",
+                caller.uid
+            ));
+        }
+        Ok(())
+    }
+
     /// Answers the prompt of the step that carried `handle`.
     pub fn answer(&self, caller: Caller, handle: &str, response: &str, now: u64) -> Result<Step> {
         if response.len() > MAX_RESPONSE_LEN {

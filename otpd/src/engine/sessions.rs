@@ -16,6 +16,11 @@ const MAX_SESSIONS: usize = 4096;
 /// Root callers (sshd, sudo) are not limited per uid, and a quarter of the table is kept for
 /// them, so no local user can fill it and deny everyone's logins.
 const MAX_PER_USER: usize = 8;
+/// Logins for one account waiting at once, whoever began them (sshd for anyone who connects);
+/// beyond this the oldest is dropped. A code is accepted once per time step, so more logins of
+/// one account in parallel cannot pass anyway; this keeps a flood of logins as one name from
+/// filling the table.
+const MAX_PER_ACCOUNT: usize = 8;
 const RESERVED_FOR_ROOT: usize = MAX_SESSIONS / 4;
 
 #[derive(Debug, Clone)]
@@ -68,16 +73,10 @@ impl Sessions {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let caller = session.caller;
         if !caller.is_root() {
-            let mut own: Vec<(u64, String)> = live
-                .iter()
-                .filter(|(_, s)| s.caller.uid == caller.uid)
-                .map(|(handle, s)| (s.deadline, handle.clone()))
-                .collect();
-            if own.len() >= MAX_PER_USER {
-                own.sort();
-                live.remove(&own[0].1);
-            }
+            drop_oldest(&mut live, MAX_PER_USER, |s| s.caller.uid == caller.uid);
         }
+        let account = session.request.user.clone();
+        drop_oldest(&mut live, MAX_PER_ACCOUNT, |s| s.request.user == account);
         let limit = if caller.is_root() {
             MAX_SESSIONS
         } else {
@@ -103,6 +102,26 @@ impl Sessions {
         live.get(handle).map(look)
     }
 
+    /// Forgets the login behind `handle` (the module's conversation ended early: the client
+    /// went away, the person pressed Ctrl-C). Only the caller that began it may; an unknown or
+    /// finished handle is no error.
+    pub fn cancel(&self, handle: &str, caller: Caller) -> Result<bool> {
+        if handle.len() > kron_proto::MAX_HANDLE_LEN {
+            return Err(Error::InvalidArgument("login handle too long".into()));
+        }
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match live.get(handle) {
+            None => Ok(false),
+            Some(session) if session.caller != caller => Err(Error::AccessDenied(
+                "this login was begun by another caller".into(),
+            )),
+            Some(_) => Ok(live.remove(handle).is_some()),
+        }
+    }
+
     /// Removes and returns the session for `handle`: each prompt is answered once. `None` if
     /// unknown or past its deadline. A different caller gets an error and the session stays.
     pub fn take(&self, handle: &str, caller: Caller, now: u64) -> Result<Option<LoginSession>> {
@@ -126,6 +145,25 @@ impl Sessions {
     }
 }
 
+/// Makes room for one more session matching `mine` when `max` are already waiting: the one
+/// nearest its deadline goes.
+fn drop_oldest(
+    live: &mut HashMap<String, LoginSession>,
+    max: usize,
+    mine: impl Fn(&LoginSession) -> bool,
+) {
+    let mut own: Vec<(u64, &String)> = live
+        .iter()
+        .filter(|(_, s)| mine(s))
+        .map(|(handle, s)| (s.deadline, handle))
+        .collect();
+    if own.len() >= max {
+        own.sort();
+        let oldest = own[0].1.clone();
+        live.remove(&oldest);
+    }
+}
+
 fn new_handle() -> Option<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).ok()?;
@@ -137,9 +175,16 @@ mod tests {
     use super::*;
 
     fn session(uid: u32, deadline: u64) -> LoginSession {
+        session_for(uid, &format!("u{deadline}"), deadline)
+    }
+
+    fn session_for(uid: u32, user: &str, deadline: u64) -> LoginSession {
         LoginSession::new(
             Caller::new(uid),
-            LoginRequest::default(),
+            LoginRequest {
+                user: user.into(),
+                ..LoginRequest::default()
+            },
             LoginKind::Code {
                 offer: Channels::default(),
             },
@@ -192,13 +237,55 @@ mod tests {
     #[test]
     fn bounded() {
         let sessions = Sessions::default();
-        for _ in 0..MAX_SESSIONS {
-            sessions.insert(session(0, 100), 10).unwrap();
+        for n in 0..MAX_SESSIONS {
+            sessions
+                .insert(session_for(0, &format!("u{n}"), 100), 10)
+                .unwrap();
         }
-        assert!(sessions.insert(session(0, 100), 10).is_none());
         assert!(
-            sessions.insert(session(0, 100), 100).is_some(),
+            sessions
+                .insert(session_for(0, "one-more", 100), 10)
+                .is_none()
+        );
+        assert!(
+            sessions
+                .insert(session_for(0, "one-more", 100), 100)
+                .is_some(),
             "expired ones are purged"
         );
+    }
+
+    #[test]
+    fn logins_of_one_account_are_bounded_whoever_begins_them() {
+        let sessions = Sessions::default();
+        let handles: Vec<String> = (0..MAX_PER_ACCOUNT + 2)
+            .map(|n| {
+                sessions
+                    .insert(session_for(0, "alice", 100 + n as u64), 10)
+                    .unwrap()
+            })
+            .collect();
+        let live = sessions.live.lock().unwrap();
+        assert_eq!(live.len(), MAX_PER_ACCOUNT);
+        assert!(!live.contains_key(&handles[0]), "the oldest went first");
+    }
+
+    #[test]
+    fn a_login_is_cancelled_by_its_caller_only() {
+        let sessions = Sessions::default();
+        let handle = sessions.insert(session(1000, 100), 10).unwrap();
+        assert!(sessions.cancel(&handle, Caller::new(1001)).is_err());
+        assert!(sessions.cancel(&handle, Caller::new(1000)).unwrap());
+        assert!(
+            !sessions.cancel(&handle, Caller::new(1000)).unwrap(),
+            "gone: no error"
+        );
+        assert!(
+            sessions
+                .take(&handle, Caller::new(1000), 10)
+                .unwrap()
+                .is_none()
+        );
+        assert!(sessions.cancel(&"x".repeat(65), Caller::new(0)).is_err());
     }
 }
