@@ -297,3 +297,63 @@ fn a_login_that_ends_at_the_prompt_is_forgotten_at_once() {
             .then_some(())
     });
 }
+
+/// Through the bus, which any local user can reach too: 8 connections sending SetContact with
+/// 30 MiB arguments are answered with an error at once, otpd stays within 32 MiB of where it
+/// was, and another user's login goes on meanwhile.
+#[test]
+fn oversized_calls_through_the_bus_are_dropped_unbuffered() {
+    let world = World::start(REQUIRE);
+    let attacker = TestUser::new();
+    let user = TestUser::new();
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+    let before = rss_kib(world.otpd.pid());
+    let mut flood = attacker
+        .identity()
+        .command(artifacts::socket_probe())
+        .args([
+            "bus-flood",
+            world.bus.address(),
+            "8",
+            &(30 << 20).to_string(),
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start socket-probe");
+    world
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+    let mut peak = before;
+    while flood.try_wait().expect("waitpid").is_none() {
+        peak = peak.max(rss_kib(world.otpd.pid()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut answers = String::new();
+    use std::io::Read;
+    flood
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut answers)
+        .expect("read");
+    let answers: Vec<&str> = answers.lines().collect();
+    assert_eq!(answers.len(), 24, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == "org.freedesktop.DBus.Error.InvalidArgs"),
+        "{answers:?}"
+    );
+    assert!(
+        peak < before + 32 * 1024,
+        "otpd grew from {before} to {peak} KiB"
+    );
+    assert!(
+        world.otpd.stderr().contains("bus: a D-Bus message of"),
+        "{}",
+        world.otpd.stderr()
+    );
+}

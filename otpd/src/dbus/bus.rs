@@ -1,12 +1,27 @@
 //! otpd on the bus: connect, take the name `io.kron.Otpd`, serve `io.kron.Otpd1` for kronctl
 //! and other tools, and when the bus goes away (dbus-daemon restarted, the connection dropped)
 //! come back by itself. Logins do not wait for any of this: they use otpd's own socket.
+//!
+//! Any local user can send otpd a message through the bus, so the connection reads through
+//! `bounded.rs`: a message over [`MAX_MESSAGE`] is dropped at its header and its call answered
+//! with InvalidArgs, while everyone else's calls go on.
 
+use std::io;
+use std::os::unix::net::{SocketAddr, UnixStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::service::OtpdService;
+use zbus::address::transport::{Transport, UnixSocket};
+use zbus::connection::socket::{Socket, Split};
+use zruntime::{AsyncIo, Shared, SharedRuntime};
+
+use super::bounded::{self, Limits, Oversize, Reader, Report, Writer};
+use super::service::{CallSlots, OtpdService};
 use crate::engine::Engine;
+
+/// Largest message otpd reads from the bus. kronctl's calls are small but for imports, which
+/// it sends in batches well below this.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// First wait after a failed attempt; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -18,13 +33,31 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves on `address` for as long as otpd runs, reconnecting with backoff whenever the
 /// connection ends. Never returns.
-pub async fn serve(engine: Arc<Engine>, address: String, runtime: tokio::runtime::Handle) {
+pub async fn serve(
+    engine: Arc<Engine>,
+    address: String,
+    runtime: tokio::runtime::Handle,
+    calls: Arc<CallSlots>,
+) {
     let mut backoff = FIRST_BACKOFF;
     // When the current outage was last logged; `None` while connected.
     let mut logged: Option<tokio::time::Instant> = None;
     loop {
-        let service = OtpdService::on_bus(engine.clone(), runtime.clone());
-        let built = zbus::connection::Builder::address(address.as_str())
+        let service = OtpdService::on_bus(engine.clone(), runtime.clone(), calls.clone());
+        let socket = match BusSocket::connect(&address, &engine) {
+            Ok(socket) => socket,
+            Err(e) => {
+                let now = tokio::time::Instant::now();
+                if logged.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
+                    engine.log_event(&format!("cannot reach the bus at {address}: {e}; retrying"));
+                    logged = Some(now);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let built = zbus::connection::Builder::socket(socket)
             .name(kron_proto::BUS_NAME)
             .serve_at(kron_proto::OBJECT_PATH, service)
             // Another otpd already serving the name is an error here, never a takeover.
@@ -55,5 +88,59 @@ pub async fn serve(engine: Arc<Engine>, address: String, runtime: tokio::runtime
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// otpd's end of its bus connection, read through `bounded.rs`.
+#[derive(Debug)]
+struct BusSocket {
+    io: AsyncIo<UnixStream, Shared>,
+    limits: Limits,
+}
+
+impl BusSocket {
+    /// Connects to `address` (`unix:path=` or `unix:abstract=`, as the `bus` key allows).
+    fn connect(address: &str, engine: &Arc<Engine>) -> io::Result<BusSocket> {
+        let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_owned());
+        let parsed: zbus::Address = address
+            .parse()
+            .map_err(|e: zbus::Error| invalid(&e.to_string()))?;
+        let stream = match parsed.transport() {
+            Transport::Unix(unix) => match unix.path() {
+                UnixSocket::File(path) => UnixStream::connect(path)?,
+                UnixSocket::Abstract(name) => UnixStream::connect_addr(
+                    &<SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+                        name.as_encoded_bytes(),
+                    )?,
+                )?,
+                _ => return Err(invalid("a bus address names a socket, not a directory")),
+            },
+            _ => return Err(invalid("otpd serves on a unix: bus address only")),
+        };
+        stream.set_nonblocking(true)?;
+        let engine = engine.clone();
+        let limits = Limits {
+            max_message: MAX_MESSAGE,
+            oversize: Oversize::Discard,
+            max_handshake: None,
+            report: Report::new(move |line| engine.log_event(&format!("bus: {line}"))),
+        };
+        // The runtime zbus builds this connection on from a tokio task: its process-wide one.
+        let runtime = SharedRuntime::current()?;
+        Ok(BusSocket {
+            io: AsyncIo::new(&runtime, stream)?,
+            limits,
+        })
+    }
+}
+
+impl Socket for BusSocket {
+    type ReadHalf = Reader;
+    type WriteHalf = Writer;
+
+    fn split(self) -> Split<Reader, Writer> {
+        // The bus daemon's credentials are never asked for on a client connection.
+        let (reader, writer) = bounded::split(self.io, (0, 0), self.limits);
+        Split::new(reader, writer)
     }
 }

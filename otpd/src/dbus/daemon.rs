@@ -1,6 +1,7 @@
 //! Start-up and shutdown of otpd: arguments, config, state directory, key, store, bus.
 
 use crate::audit::Audit;
+use crate::dbus::service::CallSlots;
 use crate::dbus::{bus, listen};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -125,11 +126,13 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         hostname,
         Box::new(delivery),
     ));
+    let calls = Arc::new(CallSlots::default());
     listen::serve(
         listener,
         socket.clone(),
         engine.clone(),
         runtime.handle().clone(),
+        calls.clone(),
     )?;
     engine.log_event(&format!(
         "serving the login socket {} ({})",
@@ -144,7 +147,7 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         let handle = tokio::runtime::Handle::current();
         tokio::select! {
-            () = bus::serve(engine.clone(), address, handle) => {},
+            () = bus::serve(engine.clone(), address, handle, calls) => {},
             () = wait_for_stop() => {},
         }
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);

@@ -20,20 +20,21 @@ use zbus::connection::Builder;
 use zbus::{Guid, OwnedGuid};
 use zruntime::{AsyncIo, SharedRuntime};
 
-use super::peer::{Limits, PeerSocket, peer_creds};
-use super::service::{OtpdService, Waiting};
+use super::bounded::{Limits, Oversize, Report};
+use super::peer::{PeerSocket, peer_creds};
+use super::service::{CallSlots, OtpdService, Waiting};
 use super::session;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
 
-/// What one connection may send. A login's largest call, BeginLogin, carries at most
-/// 256 + 3 × 1,024 bytes of strings; calls that carry files (Import, ImportTokens) are for the
-/// system bus, where kronctl makes them.
-const LIMITS: Limits = Limits {
-    max_message: 64 * 1024,
-    max_handshake: 1024,
-};
+/// Largest message one connection may send. A login's largest call, BeginLogin, carries at
+/// most 256 + 3 × 1,024 bytes of strings; calls that carry files (Import, ImportTokens) are for
+/// the system bus, where kronctl makes them.
+const MAX_MESSAGE: usize = 64 * 1024;
+/// Most bytes a client's SASL handshake may take (AUTH, NEGOTIATE_UNIX_FD and BEGIN are about
+/// 60).
+const MAX_HANDSHAKE: usize = 1024;
 /// A client that has not finished the SASL handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a uid over its connection limit is logged, at most.
@@ -212,6 +213,7 @@ pub fn serve(
     path: PathBuf,
     engine: Arc<Engine>,
     runtime: tokio::runtime::Handle,
+    calls: Arc<CallSlots>,
 ) -> Result<()> {
     let config = engine.config();
     let server = Arc::new(Server {
@@ -223,6 +225,7 @@ pub fn serve(
         }),
         engine,
         runtime,
+        calls,
         path,
     });
     std::thread::Builder::new()
@@ -237,6 +240,8 @@ struct Server {
     slots: Arc<Slots>,
     engine: Arc<Engine>,
     runtime: tokio::runtime::Handle,
+    /// Calls in progress per uid, shared with the bus.
+    calls: Arc<CallSlots>,
     path: PathBuf,
 }
 
@@ -306,7 +311,16 @@ impl Server {
             session: session::of_peer(creds.pid, creds.pidfd.as_ref()),
         };
         // The pidfd was needed for the session only: one descriptor per held login, not two.
-        let socket = match PeerSocket::new(stream, &creds, LIMITS) {
+        let engine = self.engine.clone();
+        let limits = Limits {
+            max_message: MAX_MESSAGE,
+            oversize: Oversize::Refuse,
+            max_handshake: Some(MAX_HANDSHAKE),
+            report: Report::new(move |line| {
+                engine.log_event(&format!("login socket, uid {}: {line}", caller.uid));
+            }),
+        };
+        let socket = match PeerSocket::new(stream, &creds, limits) {
             Ok(socket) => socket,
             Err(e) => {
                 self.engine
@@ -319,6 +333,7 @@ impl Server {
         let service = OtpdService::on_peer(
             self.engine.clone(),
             self.runtime.clone(),
+            self.calls.clone(),
             caller,
             waiting.clone(),
         );

@@ -6,9 +6,11 @@
 //! | `bus.rs` | otpd on the bus: the name `io.kron.Otpd`, and reconnecting when the bus goes |
 //! | `service.rs` | the `io.kron.Otpd1` methods: the caller's uid, engine on the right thread, reply once durable |
 //! | `listen.rs` | otpd's own socket: systemd's or bound, per-uid connection slots, the `otpd-login` thread |
-//! | `peer.rs` | one connection on that socket: SO_PEERCRED read at accept, input bounded before it is buffered |
+//! | `peer.rs` | one connection on that socket: SO_PEERCRED read at accept, no lookups |
+//! | `bounded.rs` | reading messages with a bound on their size before they are buffered, on the socket and the bus |
 //! | `session.rs` | the caller's kernel audit session, for step-up grace |
 
+mod bounded;
 mod bus;
 pub mod daemon;
 pub mod listen;

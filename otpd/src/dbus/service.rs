@@ -23,6 +23,61 @@ pub struct OtpdService {
     engine: Arc<Engine>,
     runtime: tokio::runtime::Handle,
     callers: Callers,
+    calls: Arc<CallSlots>,
+}
+
+/// Calls in progress per uid, on the bus and the socket together: one user cannot have otpd
+/// hold more than a few of its calls (and their arguments) at once. Root is not bounded here:
+/// sshd and sudo run as root, and root could stop otpd anyway.
+#[derive(Default)]
+pub struct CallSlots {
+    held: Mutex<HashMap<u32, usize>>,
+}
+
+/// Calls one ordinary user may have in progress at once. kronctl makes one at a time, a screen
+/// locker one per login; a login's Answer may wait on a slow mail server.
+const MAX_CALLS_PER_UID: usize = 4;
+
+/// One call's share of its uid's slots, given back when the call ends.
+struct CallSlot<'a> {
+    slots: &'a CallSlots,
+    uid: u32,
+}
+
+impl CallSlots {
+    fn take(&self, caller: Caller) -> Result<Option<CallSlot<'_>>, OtpdError> {
+        if caller.is_root() {
+            return Ok(None);
+        }
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(caller.uid).or_default();
+        if *count >= MAX_CALLS_PER_UID {
+            return Err(OtpdError::Failed(format!(
+                "more than {MAX_CALLS_PER_UID} calls of this user in progress; try again"
+            )));
+        }
+        *count += 1;
+        Ok(Some(CallSlot {
+            slots: self,
+            uid: caller.uid,
+        }))
+    }
+}
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.uid);
+            }
+        }
+    }
 }
 
 /// How the service knows who calls.
@@ -118,7 +173,11 @@ impl KnownCallers {
 
 impl OtpdService {
     /// The service for otpd's bus connection.
-    pub fn on_bus(engine: Arc<Engine>, runtime: tokio::runtime::Handle) -> Self {
+    pub fn on_bus(
+        engine: Arc<Engine>,
+        runtime: tokio::runtime::Handle,
+        calls: Arc<CallSlots>,
+    ) -> Self {
         OtpdService {
             engine,
             runtime,
@@ -126,6 +185,7 @@ impl OtpdService {
                 proxy: OnceLock::new(),
                 known: KnownCallers::default(),
             },
+            calls,
         }
     }
 
@@ -134,6 +194,7 @@ impl OtpdService {
     pub fn on_peer(
         engine: Arc<Engine>,
         runtime: tokio::runtime::Handle,
+        calls: Arc<CallSlots>,
         caller: Caller,
         waiting: Arc<Waiting>,
     ) -> Self {
@@ -141,6 +202,7 @@ impl OtpdService {
             engine,
             runtime,
             callers: Callers::Peer { caller, waiting },
+            calls,
         }
     }
 
@@ -189,6 +251,7 @@ impl OtpdService {
         F: FnOnce(&Engine, Caller, u64) -> crate::error::Result<T> + Send + 'static,
     {
         let caller = self.caller(connection, header).await?;
+        let _slot = self.calls.take(caller)?;
         let (result, wrote) = match run {
             Run::Here => own_writes(|| work(&self.engine, caller, now())),
             Run::Blocking => {
@@ -570,6 +633,25 @@ impl OtpdService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_in_progress_are_bounded_per_user_not_for_root() {
+        let slots = CallSlots::default();
+        let held: Vec<_> = (0..MAX_CALLS_PER_UID)
+            .map(|_| slots.take(Caller::new(1000)).unwrap())
+            .collect();
+        assert!(slots.take(Caller::new(1000)).is_err());
+        assert!(slots.take(Caller::new(1001)).unwrap().is_some(), "per uid");
+        let roots: Vec<_> = (0..100)
+            .map(|_| slots.take(Caller::new(0)).unwrap())
+            .collect();
+        assert!(roots.iter().all(Option::is_none), "root is not counted");
+        drop(held);
+        assert!(
+            slots.take(Caller::new(1000)).unwrap().is_some(),
+            "given back"
+        );
+    }
 
     #[test]
     fn known_callers_are_per_name_and_bounded() {

@@ -9,6 +9,10 @@
 //!                                        stdin closes                -> OK | CLOSED, one a line
 //! socket-probe logins SOCKET N PREFIX    N logins of PREFIX0.. held at the prompt at once,
 //!                                        then all answered            -> "prompted N", "ended N"
+//! socket-probe bus-flood ADDRESS N BYTES M
+//!                                        N bus connections at once, each sending M SetContact
+//!                                        calls with BYTES-long arguments -> the D-Bus error name
+//!                                        (or OK) of each call, one a line
 //! ```
 
 use std::io::{Read, Write};
@@ -22,7 +26,7 @@ use zbus::connection::{AuthMechanism, Builder};
 use zbus::proxy::CacheProperties;
 
 const USAGE: &str = "usage: socket-probe claim SOCKET UID | header SOCKET BYTES N | \
-hold SOCKET N | logins SOCKET N PREFIX";
+hold SOCKET N | logins SOCKET N PREFIX | bus-flood ADDRESS N BYTES M";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +36,9 @@ fn main() -> ExitCode {
         ["header", socket, bytes, count] => header(socket, parse(bytes), parse(count)),
         ["hold", socket, count] => hold(socket, parse(count)),
         ["logins", socket, count, prefix] => logins(socket, parse(count), prefix),
+        ["bus-flood", address, count, bytes, calls] => {
+            bus_flood(address, parse(count), parse(bytes), parse(calls))
+        }
         _ => Err(USAGE.to_owned()),
     };
     match done {
@@ -199,4 +206,48 @@ fn raise_descriptor_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
+}
+
+fn bus_flood(address: &str, count: usize, bytes: usize, calls: usize) -> Result<(), String> {
+    let huge = "a".repeat(bytes);
+    let threads: Vec<_> = (0..count)
+        .map(|_| {
+            let (address, huge) = (address.to_owned(), huge.clone());
+            std::thread::spawn(move || -> Result<Vec<String>, String> {
+                zbus::block_on(async {
+                    let connection = Builder::address(address.as_str())
+                        .method_timeout(Duration::from_secs(120))
+                        .build()
+                        .await
+                        .map_err(|e| format!("connect: {e}"))?;
+                    let mut answers = Vec::new();
+                    for _ in 0..calls {
+                        let reply = connection
+                            .call_method(
+                                Some(kron_proto::BUS_NAME),
+                                kron_proto::OBJECT_PATH,
+                                Some(kron_proto::INTERFACE),
+                                "SetContact",
+                                &("user", "email", huge.as_str()),
+                            )
+                            .await;
+                        answers.push(match reply {
+                            Ok(_) => "OK".to_owned(),
+                            Err(error) => kron_tests::dbus::CallError::from(error).name,
+                        });
+                    }
+                    Ok(answers)
+                })
+            })
+        })
+        .collect();
+    for thread in threads {
+        let answers = thread
+            .join()
+            .map_err(|_| "a flooding thread panicked".to_owned())??;
+        for answer in answers {
+            println!("{answer}");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,471 @@
+//! Reading D-Bus messages with a bound on their size, checked at the 16-byte fixed header,
+//! before the rest is buffered. Both of otpd's connections read through it: each connection on
+//! its own socket (`peer.rs`) and its connection to the bus (`bus.rs`).
+//!
+//! zbus's own reader allocates and zero-fills whatever length a header announces, up to
+//! 128 MiB, before reading a byte of it, and that limit cannot be lowered. On otpd's socket
+//! any local user is the peer; on the bus any local user can send otpd a message. What a message
+//! over the limit costs here is the 16-byte header and a few KiB of read-ahead:
+//! - [`Oversize::Refuse`] (the socket): the connection ends, as its peer is the sender;
+//! - [`Oversize::Discard`] (the bus, shared by everyone): the body is read and dropped in
+//!   small pieces, and zbus gets the message with an empty body, so the sender's call fails
+//!   with InvalidArgs while everyone else's go on.
+//!
+//! File descriptors are never accepted: reads are plain `read`/`recv`, so any SCM_RIGHTS sent
+//! are closed by the kernel, and zbus answers NEGOTIATE_UNIX_FD with ERROR.
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use zbus::Message;
+use zbus::connection::socket::{ReadHalf, WriteHalf};
+use zbus::export::async_trait::async_trait;
+use zbus::fdo::ConnectionCredentials;
+use zbus::wire::Endian;
+use zbus::wire::serialized::{Context, Data};
+use zruntime::{AsyncIo, Shared};
+
+/// Messages are read through a small buffer, so a login's calls cost one read each.
+const READ_BUFFER: usize = 4096;
+/// The fixed header (12 bytes) and the length of the header field array (4 bytes).
+const FIXED_HEADER: usize = 16;
+/// How often refusals are logged, at most.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What to do with a message over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// End the connection: its peer sent it.
+    Refuse,
+    /// Drop the body and hand zbus the message without it.
+    Discard,
+}
+
+/// Where refusals are reported: one line, at most once a minute, never the content.
+#[derive(Clone)]
+pub struct Report {
+    log: Arc<dyn Fn(&str) + Send + Sync>,
+    last: Arc<Mutex<Option<Instant>>>,
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Report")
+    }
+}
+
+impl Report {
+    pub fn new(log: impl Fn(&str) + Send + Sync + 'static) -> Report {
+        Report {
+            log: Arc::new(log),
+            last: Arc::default(),
+        }
+    }
+
+    fn say(&self, line: &str) {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
+            *last = Some(now);
+            (self.log)(line);
+        }
+    }
+}
+
+/// What a reader is bound to.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest whole message (header and body).
+    pub max_message: usize,
+    pub oversize: Oversize,
+    /// Bytes the SASL handshake may take, checked as a server reads a client's handshake;
+    /// `None` as a client, reading the bus daemon's answers.
+    pub max_handshake: Option<usize>,
+    pub report: Report,
+}
+
+/// The reading half of a bounded connection.
+#[derive(Debug)]
+pub struct Reader {
+    io: Arc<AsyncIo<UnixStream, Shared>>,
+    /// What `peer_credentials` answers: the uid and pid read at accept, nothing looked up.
+    credentials: (u32, u32),
+    /// Read ahead: `buf[start..end]` is received and not yet handed to zbus.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    handshake: Option<Handshake>,
+    limits: Limits,
+}
+
+/// The writing half.
+#[derive(Debug)]
+pub struct Writer {
+    io: Arc<AsyncIo<UnixStream, Shared>>,
+    credentials: (u32, u32),
+}
+
+/// The two halves over one registered stream.
+pub fn split(
+    io: AsyncIo<UnixStream, Shared>,
+    credentials: (u32, u32),
+    limits: Limits,
+) -> (Reader, Writer) {
+    let io = Arc::new(io);
+    let handshake = limits
+        .max_handshake
+        .map(|left| Handshake { left, prev: None });
+    (
+        Reader {
+            io: io.clone(),
+            credentials,
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+            handshake,
+            limits,
+        },
+        Writer { io, credentials },
+    )
+}
+
+/// What a client's handshake has sent so far, for the checks in [`Reader::recvmsg`].
+#[derive(Debug)]
+struct Handshake {
+    left: usize,
+    /// The last byte received; `None` before the first.
+    prev: Option<u8>,
+}
+
+impl Handshake {
+    fn check(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for &byte in bytes {
+            match (self.prev, byte) {
+                (None, 0) => {}
+                (None, _) => return Err(invalid("handshake does not start with NUL")),
+                (Some(prev), b'\n') if prev != b'\r' => {
+                    return Err(invalid(
+                        "line feed without carriage return in the handshake",
+                    ));
+                }
+                _ => {}
+            }
+            self.prev = Some(byte);
+        }
+        self.left = self.left.saturating_sub(bytes.len());
+        Ok(())
+    }
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed")
+}
+
+/// One recv(2): `flags` is MSG_PEEK or 0; the socket is non-blocking.
+fn recv(stream: &UnixStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `stream` is a live socket and `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// The lengths of the message whose first 16 bytes are `head`: of its header (fixed part and
+/// fields, padded to 8) and of the whole message.
+fn lengths(head: &[u8]) -> io::Result<(Endian, u64, u64)> {
+    let endian = match head[0] {
+        b'l' => Endian::Little,
+        b'B' => Endian::Big,
+        _ => return Err(invalid("not a D-Bus message")),
+    };
+    let u32_at = |at: usize| {
+        let bytes = [head[at], head[at + 1], head[at + 2], head[at + 3]];
+        u64::from(match endian {
+            Endian::Little => u32::from_le_bytes(bytes),
+            Endian::Big => u32::from_be_bytes(bytes),
+        })
+    };
+    let header = (FIXED_HEADER as u64 + u32_at(12)).next_multiple_of(8);
+    Ok((endian, header, header + u32_at(4)))
+}
+
+impl Reader {
+    /// Reads what the socket has into the free end of the buffer, moving the rest to the front.
+    async fn fill(&mut self) -> io::Result<()> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let (buf, end) = (&mut self.buf, self.end);
+        let read = self
+            .io
+            .read_with(|stream| (&*stream).read(&mut buf[end..]))
+            .await?;
+        if read == 0 {
+            return Err(closed());
+        }
+        self.end += read;
+        Ok(())
+    }
+
+    /// Takes `len` bytes: from the buffer, and beyond it straight from the socket into an
+    /// allocation of that size (`len` is within the limit).
+    async fn take(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        while self.end - self.start < len && len <= self.buf.len() {
+            self.fill().await?;
+        }
+        if self.end - self.start >= len {
+            let bytes = self.buf[self.start..self.start + len].to_vec();
+            self.start += len;
+            return Ok(bytes);
+        }
+        let mut bytes = Vec::with_capacity(len);
+        bytes.extend_from_slice(&self.buf[self.start..self.end]);
+        (self.start, self.end) = (0, 0);
+        let mut at = bytes.len();
+        bytes.resize(len, 0);
+        while at < len {
+            let read = self
+                .io
+                .read_with(|stream| (&*stream).read(&mut bytes[at..]))
+                .await?;
+            if read == 0 {
+                return Err(closed());
+            }
+            at += read;
+        }
+        Ok(bytes)
+    }
+
+    /// Reads and drops `len` bytes, a buffer at a time.
+    async fn skip(&mut self, mut len: u64) -> io::Result<()> {
+        loop {
+            let have = (self.end - self.start) as u64;
+            let used = have.min(len);
+            self.start += used as usize;
+            len -= used;
+            if len == 0 {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The next message, bounded as [`Limits`] says.
+    async fn next(&mut self) -> io::Result<(Vec<u8>, Endian)> {
+        loop {
+            while self.end - self.start < FIXED_HEADER {
+                self.fill().await?;
+            }
+            let (endian, header, total) =
+                lengths(&self.buf[self.start..self.start + FIXED_HEADER])?;
+            let max = self.limits.max_message as u64;
+            if total <= max {
+                return Ok((self.take(total as usize).await?, endian));
+            }
+            let line = format!("a D-Bus message of {total} bytes refused (the limit is {max})");
+            self.limits.report.say(&line);
+            if self.limits.oversize == Oversize::Refuse {
+                return Err(invalid(&line));
+            }
+            if header > max {
+                // Not even its header fits: dropped whole, unanswered.
+                self.skip(total).await?;
+                continue;
+            }
+            // The header with an empty body: zbus answers the call with InvalidArgs.
+            let mut bytes = self.take(header as usize).await?;
+            bytes[4..8].fill(0);
+            self.skip(total - header).await?;
+            return Ok((bytes, endian));
+        }
+    }
+}
+
+#[async_trait]
+impl ReadHalf for Reader {
+    /// Only the SASL handshake reads through here (messages come through `receive_message`).
+    /// It hands zbus one line at a time (peek, then take up to the first line feed), so it
+    /// never reads past BEGIN into a first call sent right behind it. As a server it checks
+    /// what zbus's handshake parser would choke on: the stream starts with NUL, every line feed
+    /// follows a carriage return (a bare one panics zbus), and the whole fits the bound.
+    async fn recvmsg(&mut self, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+        let n = match &self.handshake {
+            Some(handshake) if handshake.left == 0 => {
+                return Err(invalid("authentication handshake too long"));
+            }
+            Some(handshake) => buf.len().min(handshake.left),
+            None => buf.len(),
+        };
+        let peeked = self
+            .io
+            .read_with(|stream| recv(stream, &mut buf[..n], libc::MSG_PEEK))
+            .await?;
+        if peeked == 0 {
+            return Ok((0, vec![]));
+        }
+        let line = buf[..peeked]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(peeked, |at| at + 1);
+        let read = self
+            .io
+            .read_with(|stream| recv(stream, &mut buf[..line], 0))
+            .await?;
+        if let Some(handshake) = &mut self.handshake {
+            handshake.check(&buf[..read])?;
+        }
+        Ok((read, vec![]))
+    }
+
+    async fn receive_message(
+        &mut self,
+        _seq: u64,
+        already_received_bytes: &mut Vec<u8>,
+        already_received_fds: &mut Vec<OwnedFd>,
+    ) -> zbus::Result<Message> {
+        // What the handshake read past BEGIN comes first (line by line, it reads nothing past
+        // it; this stays for safety).
+        if !already_received_bytes.is_empty() {
+            let mut pending = std::mem::take(already_received_bytes);
+            pending.extend_from_slice(&self.buf[self.start..self.end]);
+            self.end = pending.len();
+            self.start = 0;
+            pending.resize(pending.len().max(READ_BUFFER), 0);
+            self.buf = pending;
+        }
+        // Nothing here reads ancillary data, so there are never descriptors to attach.
+        already_received_fds.clear();
+        let (bytes, endian) = self.next().await?;
+        let data = Data::new(bytes, Context::new(endian, 0));
+        // SAFETY: `from_bytes` is unsafe only because the bytes are untrusted input, which it
+        // validates (header parse and checks) exactly as zbus's default receive path does;
+        // bodies are deserialized with checks when a method reads its arguments. The receive
+        // sequence (0 here) orders only replies to calls made on this connection, which otpd
+        // makes only on the bus, one at a time (GetConnectionCredentials).
+        unsafe { Message::from_bytes(data) }
+    }
+
+    fn can_pass_unix_fd(&self) -> bool {
+        false
+    }
+
+    /// The uid the client's EXTERNAL identity must match (the peer-to-peer server build asks
+    /// for it). No groups: nothing here looks anything up.
+    async fn peer_credentials(&mut self) -> io::Result<ConnectionCredentials> {
+        Ok(credentials(self.credentials))
+    }
+}
+
+fn credentials((uid, pid): (u32, u32)) -> ConnectionCredentials {
+    ConnectionCredentials::default()
+        .set_unix_user_id(uid)
+        .set_process_id(pid)
+}
+
+#[async_trait]
+impl WriteHalf for Writer {
+    async fn sendmsg(&mut self, buffer: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        if !fds.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "otpd passes no descriptors",
+            ));
+        }
+        self.io
+            .write_with(|stream| {
+                // SAFETY: `stream` is the live socket and `buffer` is valid for reads of
+                // `buffer.len()` bytes. MSG_NOSIGNAL: a peer gone is an error, not a SIGPIPE.
+                let sent = unsafe {
+                    libc::send(
+                        stream.as_raw_fd(),
+                        buffer.as_ptr().cast(),
+                        buffer.len(),
+                        libc::MSG_NOSIGNAL,
+                    )
+                };
+                usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+            })
+            .await
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        self.io.get_ref().shutdown(std::net::Shutdown::Both)
+    }
+
+    fn can_pass_unix_fd(&self) -> bool {
+        false
+    }
+
+    async fn peer_credentials(&mut self) -> io::Result<ConnectionCredentials> {
+        Ok(credentials(self.credentials))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(endian: u8, body: u32, fields: u32) -> [u8; 16] {
+        let mut head = [0u8; 16];
+        head[0] = endian;
+        let (body, fields) = match endian {
+            b'l' => (body.to_le_bytes(), fields.to_le_bytes()),
+            _ => (body.to_be_bytes(), fields.to_be_bytes()),
+        };
+        head[4..8].copy_from_slice(&body);
+        head[12..16].copy_from_slice(&fields);
+        head
+    }
+
+    #[test]
+    fn a_message_is_measured_from_its_header() {
+        // 16 + 100 bytes of fields, padded to 120, then the body.
+        let (_, header, total) = lengths(&fixed(b'l', 40, 100)).unwrap();
+        assert_eq!((header, total), (120, 160));
+        let (_, header, total) = lengths(&fixed(b'B', 0, 8)).unwrap();
+        assert_eq!((header, total), (24, 24));
+        assert!(lengths(&fixed(b'x', 0, 0)).is_err());
+        // The largest announced lengths cannot overflow the arithmetic.
+        assert!(lengths(&fixed(b'l', u32::MAX, u32::MAX)).is_ok());
+    }
+
+    #[test]
+    fn the_handshake_starts_with_nul_and_ends_lines_with_crlf() {
+        let fresh = || Handshake {
+            left: 1024,
+            prev: None,
+        };
+        let mut ok = fresh();
+        ok.check(b"\0AUTH EXTERNAL 30\r\n").unwrap();
+        ok.check(b"BEGIN\r\n").unwrap();
+        assert_eq!(ok.left, 1024 - 26);
+        // Inputs that panic zbus's own handshake parser.
+        assert!(fresh().check(b"\n").is_err());
+        assert!(fresh().check(b"\0AUTH EXTERNAL 30\r\n\n").is_err());
+        assert!(fresh().check(b"AUTH EXTERNAL\r\n").is_err());
+    }
+
+    #[test]
+    fn refusals_are_reported_once_a_minute() {
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let log = said.clone();
+        let report = Report::new(move |line| log.lock().unwrap().push(line.to_owned()));
+        report.say("one");
+        report.say("two");
+        assert_eq!(*said.lock().unwrap(), ["one"]);
+    }
+}
