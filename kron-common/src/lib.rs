@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `daemon_args` | otpd's command line (clap), for the daemon and its man page |
 //! | `config` | `/etc/kron/otpd.toml` parsed and checked, every error naming file:line; `[email]`, `[sms]` and `[codes]` included |
+//! | `files` | reading a config file with a bound on its size |
 //! | `template` | the placeholder language of the email and SMS texts |
 //! | `contact` | email addresses and phone numbers: patterns, checks, masking; channel lists |
 //! | `rules` | which `[[group]]` rule applies to an account and PAM service |
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod contact;
 pub mod daemon_args;
+pub mod files;
 pub mod qr;
 pub mod rules;
 pub mod template;

@@ -1,6 +1,5 @@
 //! One function per subcommand: ask otpd, render the answer, print it.
 
-use std::io::Write;
 use std::ops::Deref;
 use std::path::Path;
 
@@ -11,12 +10,10 @@ use crate::cli::{Channel, Cli, Command, ContactArgs};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::lifecycle;
+use crate::output::{self, print};
 use crate::render::{self, AdminAction, EnrollExtras};
 use crate::secret_file::SecretFile;
 use crate::time::Clock;
-
-/// Pixels per QR module in the PNG: about 300 px wide for a typical otpauth URI.
-const PNG_SCALE: u32 = 6;
 
 pub async fn run(cli: &Cli) -> Result<(), Error> {
     let clock = Clock::local();
@@ -87,14 +84,7 @@ async fn enroll(
     });
 
     if let Some(file) = png_file {
-        let mut image =
-            kron_common::qr::png(&enrollment.uri, PNG_SCALE).map_err(|reason| Error::Io {
-                what: "cannot render the QR code as PNG".into(),
-                source: std::io::Error::other(reason),
-            })?;
-        let written = file.finish(&image);
-        image.zeroize();
-        written?;
+        output::qr_png(file, &enrollment.uri)?;
     }
 
     let mut text = if cli.json {
@@ -168,18 +158,6 @@ async fn admin(cli: &Cli, action: AdminAction, user: &str) -> Result<(), Error> 
     } else {
         render::admin_human(action, user, changed)
     })
-}
-
-/// Writes the whole output at once; a closed pipe is an error, not a panic as in `print!`.
-pub fn print(text: &str) -> Result<(), Error> {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(|source| Error::Io {
-            what: "cannot write to stdout".into(),
-            source,
-        })
 }
 
 /// An enrollment whose secret and URI (which embeds the secret) are overwritten when dropped,

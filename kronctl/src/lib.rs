@@ -13,6 +13,7 @@ mod doctor;
 mod error;
 mod lifecycle;
 mod migrate;
+mod output;
 mod passphrase;
 mod render;
 mod secret_file;

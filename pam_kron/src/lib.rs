@@ -5,7 +5,7 @@
 //! PAM code for otpd's verdict. Every decision lives in otpd. See docs/pam_kron.md.
 //!
 //! Modules, one job each:
-//! - `args`: module arguments (`bus=`, `timeout=`, `debug`);
+//! - `args`: module arguments (`socket=`, `bus=`, `timeout=`, `debug`, `nosilent`);
 //! - `items`: the PAM items of the login;
 //! - `conversation`: the person's side (trait + the PAM conversation);
 //! - `client`: otpd's side (trait + the D-Bus client);
@@ -15,7 +15,14 @@
 //! - `auth`: `pam_sm_authenticate` glue.
 //!
 //! Built with `panic = "unwind"` (the workspace profile): pam-bindings catches a panic in a hook
-//! and returns PAM_ABORT, which denies the login.
+//! and returns PAM_ABORT, which denies the login. Still, the module runs inside sshd and sudo:
+//! outside tests nothing may unwrap, expect or panic; every failure is an error that maps to a
+//! PAM code.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod args;
 mod auth;

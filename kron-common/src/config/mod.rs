@@ -214,7 +214,7 @@ impl Config {
     /// Reads and validates `path`. A missing file at the default path means "all defaults"
     /// (a fresh install); a missing file named explicitly is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
-        let text = match read_bounded(path) {
+        let text = match crate::files::read_bounded(path, MAX_CONFIG_BYTES) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 return Ok(Config::default());
@@ -298,19 +298,6 @@ impl Config {
             .or_else(|| self.bus.clone())
             .unwrap_or_else(|| kron_proto::DEFAULT_BUS_ADDRESS.to_owned())
     }
-}
-
-fn read_bounded(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let mut text = String::new();
-    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_CONFIG_BYTES} bytes"
-        )));
-    }
-    Ok(text)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -155,7 +155,7 @@ pub async fn run(cli: &Cli, args: &DoctorArgs) -> Result<(), Error> {
     } else {
         render_human(&findings)
     };
-    crate::commands::print(&text)?;
+    crate::output::print(&text)?;
     match findings
         .iter()
         .filter(|f| f.severity == Severity::Error)

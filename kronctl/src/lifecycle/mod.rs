@@ -19,16 +19,13 @@ use crate::cli::{
     Cli, ExportArgs, ExportTokenArgs, ImportArgs, ImportSource, RecoveryCodesArgs, check_proof_code,
 };
 use crate::client::Otpd;
-use crate::commands::print;
 use crate::error::Error;
 use crate::migrate::{self, Found};
+use crate::output::{self, print};
 use crate::passphrase;
 use crate::secret_file::SecretFile;
 
 pub use render::Row;
-
-/// Pixels per QR module in the PNG, as for `enroll`.
-const PNG_SCALE: u32 = 6;
 
 const CODE_PROMPT: &str = "Current code from your authenticator app (or a recovery code): ";
 
@@ -181,13 +178,7 @@ pub async fn export_token(cli: &Cli, args: &ExportTokenArgs) -> Result<(), Error
     };
     let uri = Zeroizing::new(otpd.export_token(&code).await?);
     if let Some(file) = png_file {
-        let mut image = kron_common::qr::png(&uri, PNG_SCALE).map_err(|reason| Error::Io {
-            what: "cannot render the QR code as PNG".into(),
-            source: std::io::Error::other(reason),
-        })?;
-        let written = file.finish(&image);
-        image.zeroize();
-        written?;
+        output::qr_png(file, &uri)?;
     }
     let mut text = if cli.json {
         render::export_token_json(&uri, args.png.as_deref())

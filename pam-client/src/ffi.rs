@@ -1,4 +1,4 @@
-//! The few libpam (Linux-PAM ≥ 1.4) symbols pam-host uses, from `<security/pam_appl.h>`.
+//! The few libpam (Linux-PAM ≥ 1.4) symbols used, from `<security/pam_appl.h>`.
 
 use std::ffi::{c_char, c_int, c_void};
 

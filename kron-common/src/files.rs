@@ -1,0 +1,39 @@
+//! Reading configuration files with a bound on their size: a file larger than the bound is an
+//! error, never silently cut short (a truncated config would be read without its last lines).
+
+#![forbid(unsafe_code)]
+
+use std::io::Read;
+use std::path::Path;
+
+/// The text of `path`, an error if it holds more than `max` bytes or is not UTF-8.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_bound_is_an_error_not_a_prefix() {
+        let dir = std::env::temp_dir().join(format!("kron-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, "12345").unwrap();
+        assert_eq!(read_bounded(&path, 5).unwrap(), "12345");
+        assert!(
+            read_bounded(&path, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("larger than 4")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
