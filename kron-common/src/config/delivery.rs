@@ -12,7 +12,6 @@ use serde::{Deserialize, Deserializer, de};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use url::Url;
 
 const MAX_SERVER_BYTES: usize = 253;
 const MAX_URL_BYTES: usize = 2048;
@@ -196,9 +195,15 @@ pub fn dummy_values(secret: &str) -> [(&'static str, &str); 3] {
     ]
 }
 
-/// Fills a url template with percent-encoded values and parses it.
-pub fn fill_url(url: &str, values: &[(&str, &str)]) -> Result<Url, String> {
-    Url::parse(&template::render_with(url, values, template::escape_url))
+/// Fills a url template with percent-encoded values.
+pub fn fill_url(url: &str, values: &[(&str, &str)]) -> String {
+    template::render_with(url, values, template::escape_url)
+}
+
+/// A filled url, parsed as HTTP does (absolute form).
+fn parse_url(filled: &str) -> Result<http::Uri, String> {
+    filled
+        .parse::<http::Uri>()
         .map_err(|e| format!("url is not a valid URL once filled: {e}"))
 }
 
@@ -406,31 +411,46 @@ fn check_url(text: &str) -> Result<(), String> {
         return Err(format!("url is longer than {MAX_URL_BYTES} bytes"));
     }
     template::check(text, GATEWAY).map_err(|e| format!("url {e}"))?;
-    let url = fill_url(text, &dummy_values(DUMMY_SECRET))?;
+    const ORIGIN_RULE: &str = "url may use placeholders only in its path and query, and may not \
+                               contain a user or password (use headers and {secret})";
+    // Scheme, host and port come before the path: no placeholder may stand there.
+    let origin_text = match text.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            format!("{scheme}{authority}")
+        }
+        None => String::new(),
+    };
+    if !template::placeholders(&origin_text).is_empty() {
+        return Err(ORIGIN_RULE.into());
+    }
+    let url = parse_url(&fill_url(text, &dummy_values(DUMMY_SECRET)))?;
     // The same URL filled with other values must reach the same server: placeholders
     // belong in the path and query, never in the scheme, host or port.
-    let other = fill_url(text, &[("phone", "1"), ("message", "2"), ("secret", "3")])?;
-    let origin = |u: &Url| {
+    let other = parse_url(&fill_url(
+        text,
+        &[("phone", "1"), ("message", "2"), ("secret", "3")],
+    ))?;
+    let origin = |u: &http::Uri| {
         (
-            u.scheme().to_owned(),
-            u.host_str().map(str::to_owned),
-            u.port(),
+            u.scheme_str().map(str::to_ascii_lowercase),
+            u.host().map(str::to_ascii_lowercase),
+            u.port_u16(),
         )
     };
-    if origin(&url) != origin(&other) || !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "url may use placeholders only in its path and query, and may not contain a user \
-             or password (use headers and {secret})"
-                .into(),
-        );
+    let has_user = url
+        .authority()
+        .is_some_and(|authority| authority.as_str().contains('@'));
+    if origin(&url) != origin(&other) || has_user {
+        return Err(ORIGIN_RULE.into());
     }
-    let host = url.host_str().unwrap_or_default();
-    match url.scheme() {
+    let host = url.host().unwrap_or_default();
+    let scheme = url.scheme_str().unwrap_or_default().to_ascii_lowercase();
+    match scheme.as_str() {
         "https" if !host.is_empty() => Ok(()),
         "http" if is_loopback(host) => Ok(()),
         _ => Err(format!(
-            "url must be https:// (http:// only to localhost or 127.0.0.1), not {}://{host}",
-            url.scheme()
+            "url must be https:// (http:// only to localhost or 127.0.0.1), not {scheme}://{host}"
         )),
     }
 }

@@ -34,7 +34,11 @@ impl SmsSender {
             None => Zeroizing::new(String::new()),
         };
         // The config was checked with a stand-in secret; the real one must fit as well.
-        let url = config::fill_url(&config.url, &config::dummy_values(&secret)).map_err(invalid)?;
+        let url = Url::parse(&config::fill_url(
+            &config.url,
+            &config::dummy_values(&secret),
+        ))
+        .map_err(|e| invalid(format!("url is not a valid URL once filled: {e}")))?;
         let headers = headers(config, &secret).map_err(invalid)?;
         let timeout = Duration::from_secs(config.timeout);
         let client = Client::builder()
@@ -83,7 +87,7 @@ impl SmsSender {
             ("secret", self.secret.as_str()),
         ];
         // Never show the URL: it holds the phone number, the message and maybe the secret.
-        let url = config::fill_url(&self.config.url, &filled)
+        let url = Url::parse(&config::fill_url(&self.config.url, &filled))
             .map_err(|_| fail("the url is not valid once filled".into()))?;
         let body = self.config.body.as_deref().map(|body| {
             Zeroizing::new(template::render_with(body, &filled, |value| {
