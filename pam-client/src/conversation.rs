@@ -103,10 +103,17 @@ unsafe fn answer_all<C: Converse>(
         return PAM_BUF_ERR;
     }
     for index in 0..count {
-        // SAFETY: libpam passes `num_msg` valid message pointers in `msg`, each to a message
-        // whose `msg` is a NUL-terminated string (or null) for the duration of this call.
+        // SAFETY: `index < num_msg`, and libpam passes that many pointers in `msg`.
+        let message = unsafe { *msg.add(index) };
+        if message.is_null() {
+            // SAFETY: `replies` holds `count` entries from calloc, each null or strdup'ed.
+            unsafe { free_replies(replies, count) };
+            return PAM_CONV_ERR;
+        }
+        // SAFETY: `message` is non-null and libpam's message lives for this call; its `msg` is
+        // a NUL-terminated string or null.
         let (style, text) = unsafe {
-            let message = &**msg.add(index);
+            let message = &*message;
             let text = if message.msg.is_null() {
                 String::new()
             } else {

@@ -106,25 +106,19 @@ impl Sessions {
     /// went away, the person pressed Ctrl-C). Only the caller that began it may; an unknown or
     /// finished handle is no error.
     pub fn cancel(&self, handle: &str, caller: Caller) -> Result<bool> {
-        if handle.len() > kron_proto::MAX_HANDLE_LEN {
-            return Err(Error::InvalidArgument("login handle too long".into()));
-        }
-        let mut live = self
-            .live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match live.get(handle) {
-            None => Ok(false),
-            Some(session) if session.caller != caller => Err(Error::AccessDenied(
-                "this login was begun by another caller".into(),
-            )),
-            Some(_) => Ok(live.remove(handle).is_some()),
-        }
+        Ok(self.remove(handle, caller)?.is_some())
     }
 
     /// Removes and returns the session for `handle`: each prompt is answered once. `None` if
     /// unknown or past its deadline. A different caller gets an error and the session stays.
     pub fn take(&self, handle: &str, caller: Caller, now: u64) -> Result<Option<LoginSession>> {
+        Ok(self
+            .remove(handle, caller)?
+            .filter(|session| now < session.deadline))
+    }
+
+    /// Removes the session for `handle` if `caller` began it; `None` if there is none.
+    fn remove(&self, handle: &str, caller: Caller) -> Result<Option<LoginSession>> {
         if handle.len() > kron_proto::MAX_HANDLE_LEN {
             return Err(Error::InvalidArgument("login handle too long".into()));
         }
@@ -133,15 +127,12 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match live.get(handle) {
-            None => return Ok(None),
-            Some(session) if session.caller != caller => {
-                return Err(Error::AccessDenied(
-                    "this login was begun by another caller".into(),
-                ));
-            }
-            Some(_) => {}
+            None => Ok(None),
+            Some(session) if session.caller != caller => Err(Error::AccessDenied(
+                "this login was begun by another caller".into(),
+            )),
+            Some(_) => Ok(live.remove(handle)),
         }
-        Ok(live.remove(handle).filter(|session| now < session.deadline))
     }
 }
 
