@@ -216,7 +216,10 @@ pub fn serve(
     calls: Arc<CallSlots>,
 ) -> Result<()> {
     let config = engine.config();
+    // The audit session matters only for step-up grace: no rule grants any, no /proc read.
+    let wants_session = config.groups.iter().any(|rule| rule.grace > 0);
     let server = Arc::new(Server {
+        wants_session,
         guid: Guid::generate().into(),
         slots: Arc::new(Slots {
             per_user: config.max_connections_per_uid,
@@ -236,6 +239,8 @@ pub fn serve(
 }
 
 struct Server {
+    /// Whether callers' audit sessions are read (some rule grants step-up grace).
+    wants_session: bool,
     guid: OwnedGuid,
     slots: Arc<Slots>,
     engine: Arc<Engine>,
@@ -308,7 +313,10 @@ impl Server {
         };
         let caller = Caller {
             uid: creds.uid,
-            session: session::of_peer(creds.pid, creds.pidfd.as_ref()),
+            session: self
+                .wants_session
+                .then(|| session::of_peer(creds.pid, creds.pidfd.as_ref()))
+                .flatten(),
         };
         // The pidfd was needed for the session only: one descriptor per held login, not two.
         let engine = self.engine.clone();
