@@ -4,6 +4,7 @@
 //! design rule is that the address in use is the one on the command line (or KRON_BUS, which
 //! clap resolved into it). Every failure comes back as [`Error`] already classified, so the
 //! commands never look at zbus errors.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

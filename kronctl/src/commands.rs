@@ -1,16 +1,17 @@
 //! One function per subcommand: ask otpd, render the answer, print it.
+#![forbid(unsafe_code)]
 
 use std::ops::Deref;
 use std::path::Path;
 
-use kron_proto::Enrollment;
+use kron_proto::{Channel, Enrollment};
 use zeroize::Zeroize;
 
-use crate::cli::{Channel, Cli, Command, ContactArgs};
+use crate::cli::{Cli, Command, ContactArgs};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::lifecycle;
-use crate::output::{self, print};
+use crate::output::{print, print_secret};
 use crate::render::{self, AdminAction, EnrollExtras};
 use crate::secret_file::SecretFile;
 use crate::time::Clock;
@@ -84,10 +85,10 @@ async fn enroll(
     });
 
     if let Some(file) = png_file {
-        output::qr_png(file, &enrollment.uri)?;
+        file.finish_qr_png(&enrollment.uri)?;
     }
 
-    let mut text = if cli.json {
+    let text = if cli.json {
         render::enroll_json(&enrollment, png)
     } else {
         // A URI too long for a QR code still leaves the secret for manual entry.
@@ -101,9 +102,7 @@ async fn enroll(
         qr.zeroize();
         text
     };
-    let printed = print(&text);
-    text.zeroize();
-    printed
+    print_secret(text)
 }
 
 /// Validated enrollment: otpd sends a code to the user's contact, the user types it here.

@@ -2,6 +2,7 @@
 //!
 //! Every failure ends in `main` as `kronctl: <message>` on stderr and a distinct exit status,
 //! so scripts can branch on the status and people can read the line.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io;

@@ -5,6 +5,22 @@
 //!
 //! It holds no policy: otpd authorizes every call by the caller's uid and decides everything;
 //! kronctl turns a command line into one D-Bus call and the answer into text or JSON.
+//!
+//! - `lib.rs`: [`main`], the whole program; `main.rs` is one line over it
+//! - `cli.rs`: the command line (clap); man pages and completions are generated from it
+//! - `commands.rs`: one function per subcommand: ask otpd, render the answer, print it
+//! - `lifecycle/`: `recovery-codes`, `export`, `import` and `export-token`
+//! - `doctor/`: `kronctl doctor`, one file or folder per family of checks
+//! - `migrate/`: tokens of google-authenticator and pam_oath, found and parsed for `import`
+//! - `client.rs`: the connection to otpd: one explicit bus address, one proxy
+//! - `render.rs`: every command's output as text or JSON, pure functions
+//! - `output.rs`: writing the output to stdout
+//! - `error.rs`: the one error type, its one-line messages and exit codes
+//! - `passphrase.rs`: passphrases and codes, from a file, the terminal or stdin
+//! - `secret_file.rs`: new 0600 files that hold a secret (QR code PNGs)
+//! - `time.rs`: dates in the local zone and "in 10 minutes"
+//! - `sys/`: the few C library calls std and nix do not wrap: the only unsafe code
+#![deny(unsafe_code)]
 
 pub mod cli;
 mod client;
@@ -17,6 +33,7 @@ mod output;
 mod passphrase;
 mod render;
 mod secret_file;
+mod sys;
 mod time;
 
 use std::process::ExitCode;

@@ -1,5 +1,4 @@
-//! What kronctl writes: its output to stdout in one piece, and a QR code to a private PNG file.
-
+//! Writing to stdout: every command's output goes out whole, through [`print`].
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -7,10 +6,6 @@ use std::io::Write;
 use zeroize::Zeroize;
 
 use crate::error::Error;
-use crate::secret_file::SecretFile;
-
-/// Pixels per QR module in the PNG: about 300 px wide for a typical otpauth URI.
-const PNG_SCALE: u32 = 6;
 
 /// Writes the whole output at once; a closed pipe is an error, not a panic as in `print!`.
 pub fn print(text: &str) -> Result<(), Error> {
@@ -24,13 +19,10 @@ pub fn print(text: &str) -> Result<(), Error> {
         })
 }
 
-/// Renders `uri` (it holds a secret) as a QR code into `file`, and wipes the image.
-pub fn qr_png(file: SecretFile, uri: &str) -> Result<(), Error> {
-    let mut image = kron_common::qr::png(uri, PNG_SCALE).map_err(|reason| Error::Io {
-        what: "cannot render the QR code as PNG".into(),
-        source: std::io::Error::other(reason),
-    })?;
-    let written = file.finish(&image);
-    image.zeroize();
-    written
+/// [`print`] for a text that holds a secret (an enrollment, recovery codes, a token's URI): the
+/// text is wiped once written, whether the write worked or not.
+pub fn print_secret(mut text: String) -> Result<(), Error> {
+    let printed = print(&text);
+    text.zeroize();
+    printed
 }

@@ -5,6 +5,7 @@
 //! from a command-line argument or an environment variable: both are visible to other local
 //! users (`/proc/PID/cmdline`, and `environ` to the same user and root) and end up in shell
 //! histories and logs.
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
@@ -13,6 +14,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
+use crate::sys::terminal::NoEcho;
 
 /// Longest passphrase otpd accepts.
 pub const MAX_PASSPHRASE: usize = kron_proto::MAX_PASSPHRASE;
@@ -111,41 +113,6 @@ fn from_terminal(prompt: &str, max: usize) -> Result<Zeroizing<String>, Error> {
     // The newline the person typed was not echoed either.
     let _ = stderr.write_all(b"\n");
     line.map_err(Error::Usage)
-}
-
-/// Echo turned off on stdin's terminal for as long as it lives.
-struct NoEcho {
-    saved: libc::termios,
-}
-
-impl NoEcho {
-    fn on_stdin() -> io::Result<NoEcho> {
-        // SAFETY: an all-zero termios is a valid value of this plain C struct; tcgetattr then
-        // overwrites it completely.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: fd 0 stays open for the life of the process and `saved` is a live, writable
-        // termios for the duration of the call.
-        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut saved) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut quiet = saved;
-        quiet.c_lflag &= !(libc::ECHO | libc::ECHONL);
-        quiet.c_lflag |= libc::ICANON;
-        // SAFETY: as above; `quiet` is a valid termios derived from the terminal's own.
-        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(NoEcho { saved })
-    }
-}
-
-impl Drop for NoEcho {
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read in `on_stdin` on the same, still open, fd 0.
-        unsafe {
-            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Strings that came over the bus are shown through [`one_line`] in text output (JSON escapes
 //! them by itself): kronctl may be pointed at any bus, and a peer there must not be able to
 //! send terminal escape sequences or fake extra lines.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 

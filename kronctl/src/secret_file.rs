@@ -1,19 +1,24 @@
-//! Writing a file that holds a secret (the enrollment QR code as PNG).
+//! Writing a file that holds a secret (an enrollment's or token's QR code as PNG).
 //!
 //! The file is created new with mode 0600 before otpd is asked for anything, so a refused path
 //! leaves no enrollment behind; `O_EXCL` also means an existing file or a planted symlink is
 //! never followed or overwritten. If the command fails before the image is written, the empty
 //! file is removed again.
+#![forbid(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroize;
+
 use crate::error::Error;
 
 /// Owner read/write only; the umask can take bits away, never add them.
 const MODE: u32 = 0o600;
+/// Pixels per QR module in a PNG: about 300 px wide for a typical otpauth URI.
+const PNG_SCALE: u32 = 6;
 
 /// A freshly created, still empty file that is removed on drop unless [`Self::finish`] ran.
 #[derive(Debug)]
@@ -60,6 +65,18 @@ impl SecretFile {
             })?;
         self.keep = true;
         Ok(())
+    }
+
+    /// Renders `uri` (an otpauth URI, which embeds the secret) as a QR code PNG and writes it
+    /// as [`Self::finish`] does; the image is wiped from memory either way.
+    pub fn finish_qr_png(self, uri: &str) -> Result<(), Error> {
+        let mut image = kron_common::qr::png(uri, PNG_SCALE).map_err(|reason| Error::Io {
+            what: "cannot render the QR code as PNG".into(),
+            source: io::Error::other(reason),
+        })?;
+        let written = self.finish(&image);
+        image.zeroize();
+        written
     }
 }
 

@@ -3,8 +3,11 @@
 //! Formatting is pure arithmetic on (unix time, UTC offset) so tests can pin both; only
 //! [`Zone::Local`] asks the C library for the offset (it knows the tz database and `TZ`), which
 //! avoids a date-time dependency for a few lines of output.
+#![forbid(unsafe_code)]
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::sys::localtime::local_offset;
 
 /// Latest time formatted as a date (9999-12-31 23:59:59 UTC); later values are shown raw.
 const MAX_DATE: u64 = 253_402_300_799;
@@ -153,37 +156,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     }) as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
-}
-
-/// The local zone's offset from UTC at `unix`, in seconds east, from `localtime_r`.
-fn local_offset(unix: u64) -> Option<i64> {
-    let time = libc::time_t::try_from(unix).ok()?;
-    // Built field by field so no unsafe zeroing is needed; localtime_r overwrites it all.
-    let mut tm = libc::tm {
-        tm_sec: 0,
-        tm_min: 0,
-        tm_hour: 0,
-        tm_mday: 0,
-        tm_mon: 0,
-        tm_year: 0,
-        tm_wday: 0,
-        tm_yday: 0,
-        tm_isdst: 0,
-        tm_gmtoff: 0,
-        tm_zone: std::ptr::null(),
-    };
-    // SAFETY: both pointers come from live references to properly typed values for the whole
-    // call; localtime_r is the reentrant variant (no shared static result), and it reads the
-    // environment (TZ) only, which kronctl never modifies.
-    let result = unsafe { libc::localtime_r(&time, &mut tm) };
-    if result.is_null() {
-        return None;
-    }
-    #[allow(
-        clippy::useless_conversion,
-        reason = "c_long is 32 bits on 32-bit targets"
-    )]
-    Some(i64::from(tm.tm_gmtoff))
 }
 
 #[cfg(test)]

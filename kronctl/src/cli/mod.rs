@@ -2,13 +2,15 @@
 //!
 //! Kept apart from everything else so packaging can build the man page kronctl(1) and shell
 //! completions from [`command`] without linking the rest of the program's logic.
+#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use kron_proto::DEFAULT_BUS_ADDRESS;
+use kron_proto::{Channel, DEFAULT_BUS_ADDRESS};
 
 /// Name of the environment variable that may carry `--bus`.
 pub const BUS_ENV: &str = "KRON_BUS";
@@ -141,7 +143,7 @@ Examples:
         png: Option<PathBuf>,
 
         /// Send the enrollment to the user's contact instead of showing it (administrators)
-        #[arg(long, value_name = "CHANNEL", requires = "user")]
+        #[arg(long, value_name = "CHANNEL", requires = "user", value_parser = channel_parser())]
         send: Option<Channel>,
     },
 
@@ -439,30 +441,6 @@ pub struct DoctorArgs {
     pub skip: Vec<String>,
 }
 
-/// Where codes and enrollments are sent: [`kron_proto::Channel`] as the command line spells it
-/// (clap needs a type of its own to list the values in `--help`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Channel {
-    Email,
-    Sms,
-}
-
-impl From<Channel> for kron_proto::Channel {
-    fn from(channel: Channel) -> Self {
-        match channel {
-            Channel::Email => kron_proto::Channel::Email,
-            Channel::Sms => kron_proto::Channel::Sms,
-        }
-    }
-}
-
-impl Channel {
-    /// The name otpd knows it by.
-    pub fn as_str(self) -> &'static str {
-        kron_proto::Channel::from(self).as_str()
-    }
-}
-
 #[derive(Debug, clap::Args)]
 pub struct ContactArgs {
     /// Whose contact to show or set
@@ -583,6 +561,13 @@ pub fn check_proof_code(code: &str) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// A channel by the name otpd and the config know it by (`email`, `sms`), which `--help` and
+/// the completions list as the possible values.
+fn channel_parser() -> impl TypedValueParser<Value = Channel> {
+    PossibleValuesParser::new(Channel::ALL.map(Channel::as_str))
+        .try_map(|name| Channel::parse(&name).ok_or("not a channel"))
 }
 
 fn parse_user(raw: &str) -> Result<String, String> {

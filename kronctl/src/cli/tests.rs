@@ -1,4 +1,4 @@
-//! Tests of the command line's parse, help and bounds.
+//! Tests of the command line: parsing, help, bounds.
 
 use super::*;
 use clap::FromArgMatches;

@@ -4,6 +4,7 @@
 //! each, the mode for sshd and sudo comes from otpd's own policy code (`mode_for` over NSS), and
 //! otpd is asked over the bus whether they hold a confirmed token. `require` without a token
 //! means that person is refused at the code prompt: the lock-out this check exists for.
+#![forbid(unsafe_code)]
 
 use kron_common::config::Mode;
 use kron_common::rules::mode_for;
@@ -12,7 +13,7 @@ use nix::unistd::Group;
 
 use super::config::Policy;
 use super::dbus::Otpd;
-use super::{Finding, Findings};
+use super::report::{Finding, Findings};
 
 /// Groups whose members administer a Debian or RHEL-like machine, besides otpd's admin group.
 const SUDO_GROUPS: [&str; 2] = ["sudo", "wheel"];
@@ -220,7 +221,10 @@ mod tests {
         zbus::block_on(check(&policy, &services, Err(&reason), &mut out));
         let findings = out.into_vec();
         assert_eq!(findings.len(), 1);
-        assert_eq!(findings[0].severity, super::super::Severity::Warning);
+        assert_eq!(
+            findings[0].severity,
+            crate::doctor::report::Severity::Warning
+        );
     }
 
     #[test]

@@ -8,40 +8,17 @@
 //!
 //! An unsynchronised clock is a warning, not an error: the codes work as long as the clock
 //! happens to be right, and doctor cannot measure by how much it is off.
+#![forbid(unsafe_code)]
 
 use std::process::Command;
 
-use super::{Finding, Findings};
+use super::report::{Finding, Findings};
+use crate::sys::ntp::{KernelClock, kernel_clock};
 
 const CHECK: &str = "clock-sync";
 const FIX: &str = "enable time synchronisation: `timedatectl set-ntp true`, or install chrony or systemd-timesyncd";
 /// Absolute, so nothing from PATH decides what runs.
 const TIMEDATECTL: &str = "/usr/bin/timedatectl";
-
-/// What the kernel says about its clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct KernelClock {
-    synchronised: bool,
-    /// Maximum error estimate, microseconds.
-    max_error_us: i64,
-}
-
-fn kernel_clock() -> std::io::Result<KernelClock> {
-    // SAFETY: `timex` is a plain C struct of integers, for which all-zero bytes are a valid
-    // value; `modes = 0` makes ntp_adjtime a read-only query.
-    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
-    tx.modes = 0;
-    // SAFETY: `tx` is a valid, exclusively borrowed `timex` that outlives the call; with
-    // `modes = 0` the kernel only writes the current state into it and changes nothing.
-    let state = unsafe { libc::ntp_adjtime(&mut tx) };
-    if state == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(KernelClock {
-        synchronised: state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0,
-        max_error_us: tx.maxerror,
-    })
-}
 
 /// `timedatectl show -p NTPSynchronized --value`: `Some(true|false)`, or `None` if unknown.
 fn timedatectl() -> Option<bool> {
@@ -102,7 +79,7 @@ pub fn check(out: &mut Findings) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Severity;
+    use crate::doctor::report::Severity;
 
     #[test]
     fn the_kernel_answers_a_read_only_query() {

@@ -1,11 +1,13 @@
 //! `otpd-config`: otpd's config loads with otpd's own loader, and what it means for services.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 
 use kron_common::config::{Config, DEFAULT_CONFIG_PATH, Mode};
 use kron_common::users::{Directory, Nss};
 
-use super::{Finding, Findings, Root};
+use super::files::Root;
+use super::report::{Finding, Findings};
 
 /// How much a service's policy asks for codes, over every account that could log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -218,8 +220,8 @@ mod tests {
         let invalid = check(&root, None, &mut out);
         assert!(invalid.config.is_none());
         let findings = out.into_vec();
-        assert_eq!(findings[0].severity, super::super::Severity::Ok);
-        assert_eq!(findings[1].severity, super::super::Severity::Error);
+        assert_eq!(findings[0].severity, crate::doctor::report::Severity::Ok);
+        assert_eq!(findings[1].severity, crate::doctor::report::Severity::Error);
         assert!(
             findings[2].message.contains("/etc/kron/otpd.toml:2:"),
             "{:?}",

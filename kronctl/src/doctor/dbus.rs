@@ -1,12 +1,14 @@
 //! `dbus-policy`: the D-Bus policy file that lets otpd own its name is installed.
 //! `otpd-reachable`: otpd answers on the bus (its `Version` property).
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
 use kron_proto::{BUS_NAME, OtpdProxy, UserStatus};
 use zbus::proxy::CacheProperties;
 
-use super::{Finding, Findings, Root};
+use super::files::Root;
+use super::report::{Finding, Findings};
 use crate::error::Error;
 
 /// Where dbus-daemon reads system bus policy files from (vendor, then local admin).
@@ -168,7 +170,7 @@ mod tests {
         check_policy_file(&root, &mut out);
 
         let severities: Vec<_> = out.into_vec().iter().map(|f| f.severity).collect();
-        use super::super::Severity::*;
+        use crate::doctor::report::Severity::*;
         assert_eq!(severities, [Error, Ok, Error]);
     }
 
@@ -178,7 +180,7 @@ mod tests {
         let mut out = Findings::new(&[]);
         report_reachable(&otpd, &mut out);
         let finding = &out.into_vec()[0];
-        assert_eq!(finding.severity, super::super::Severity::Error);
+        assert_eq!(finding.severity, crate::doctor::report::Severity::Error);
         assert!(
             finding
                 .message

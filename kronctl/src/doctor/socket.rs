@@ -12,7 +12,8 @@ use zbus::address::transport::{Transport, Unix, UnixSocket};
 use zbus::proxy::CacheProperties;
 
 use super::config::Policy;
-use super::{Finding, Findings, Root};
+use super::files::Root;
+use super::report::{Finding, Findings};
 
 const CHECK: &str = "otpd-socket";
 /// A healthy otpd answers in milliseconds.
@@ -120,7 +121,7 @@ async fn version_on(path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Severity;
+    use crate::doctor::report::Severity;
 
     fn policy_with(socket: &Path) -> Policy {
         let text = format!("socket = \"{}\"\n", socket.display());

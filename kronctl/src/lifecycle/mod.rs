@@ -5,6 +5,10 @@
 //! user's token is kept. kronctl reads files and passphrases, checks input early for a clear
 //! message, and for migrations leaves out what otpd would refuse (otpd rejects a whole import
 //! if any entry is invalid), reporting it as skipped instead.
+//!
+//! - `mod.rs`: the four commands, and merging otpd's import report with what was skipped here
+//! - `render.rs`: their output as text or JSON
+#![forbid(unsafe_code)]
 
 mod render;
 
@@ -21,7 +25,7 @@ use crate::cli::{
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::migrate::{self, Found};
-use crate::output::{self, print};
+use crate::output::{print, print_secret};
 use crate::passphrase;
 use crate::secret_file::SecretFile;
 
@@ -41,14 +45,11 @@ pub async fn recovery_codes(cli: &Cli, args: &RecoveryCodesArgs) -> Result<(), E
         otpd.recovery_codes(args.user.as_deref().unwrap_or(""), &code)
             .await?,
     );
-    let mut text = if cli.json {
+    print_secret(if cli.json {
         render::recovery_json(args.user.as_deref(), &codes)
     } else {
         render::recovery_human(args.user.as_deref(), &codes)
-    };
-    let printed = print(&text);
-    text.zeroize();
-    printed
+    })
 }
 
 pub async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Error> {
@@ -178,9 +179,9 @@ pub async fn export_token(cli: &Cli, args: &ExportTokenArgs) -> Result<(), Error
     };
     let uri = Zeroizing::new(otpd.export_token(&code).await?);
     if let Some(file) = png_file {
-        output::qr_png(file, &uri)?;
+        file.finish_qr_png(&uri)?;
     }
-    let mut text = if cli.json {
+    let text = if cli.json {
         render::export_token_json(&uri, args.png.as_deref())
     } else {
         let mut qr = kron_common::qr::terminal(&uri).ok();
@@ -188,9 +189,7 @@ pub async fn export_token(cli: &Cli, args: &ExportTokenArgs) -> Result<(), Error
         qr.zeroize();
         text
     };
-    let printed = print(&text);
-    text.zeroize();
-    printed
+    print_secret(text)
 }
 
 /// Whether renewing `user`'s recovery codes is self-service, which needs a current code: the

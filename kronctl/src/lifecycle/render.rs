@@ -1,6 +1,7 @@
 //! Output of the day-2 commands, as text for people or one line of JSON for scripts. Pure
 //! functions; texts that came from otpd or from files being imported go through
 //! [`one_line`] in text output.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 

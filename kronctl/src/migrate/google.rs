@@ -14,6 +14,7 @@
 //! period; `" TIME_SKEW n` is a per-user clock correction the module learns by itself.
 //! Parsing is pure: no file access here, and no part of the file's text ever appears in a
 //! message (a user's file could hold anything, including someone else's secret).
+#![forbid(unsafe_code)]
 
 use zeroize::Zeroizing;
 
@@ -192,30 +193,25 @@ fn is_scratch_code(line: &str) -> bool {
 /// computes codes from exactly the bytes it did: either case, blanks and `-` ignored, the
 /// look-alikes `0`, `1`, `8` read as `O`, `L`, `B`, trailing bits dropped. Trailing `=`
 /// padding is accepted too. `None` for anything else, or no secret at all.
+///
+/// The module's spelling rules are applied here; the decoding is the `base32` crate's, which
+/// like the module takes any number of characters and drops the bits left over.
 pub fn decode_base32(text: &str) -> Option<Zeroizing<Vec<u8>>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8));
-    let mut buffer: u32 = 0;
-    let mut bits = 0;
     let body = text.trim_end_matches(['=', ' ', '\t']);
-    for byte in body.bytes() {
-        let value = match byte {
-            b' ' | b'\t' | b'-' => continue,
-            b'0' => b'O' - b'A',
-            b'1' => b'L' - b'A',
-            b'8' => b'B' - b'A',
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a',
-            b'2'..=b'7' => byte - b'2' + 26,
-            _ => return None,
-        };
-        buffer = (buffer << 5 | u32::from(value)) & 0xfff;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
+    let mut canonical = Zeroizing::new(String::with_capacity(body.len()));
+    for c in body.chars() {
+        match c {
+            ' ' | '\t' | '-' => {}
+            '0' => canonical.push('O'),
+            '1' => canonical.push('L'),
+            '8' => canonical.push('B'),
+            // Anything outside the alphabet (`9`, `=`, ...) is refused by the decoder.
+            other => canonical.push(other.to_ascii_uppercase()),
         }
     }
-    (!out.is_empty()).then_some(out)
+    let alphabet = base32::Alphabet::Rfc4648 { padding: false };
+    let secret = Zeroizing::new(base32::decode(alphabet, &canonical)?);
+    (!secret.is_empty()).then_some(secret)
 }
 
 #[cfg(test)]
@@ -386,5 +382,15 @@ mod tests {
         assert_eq!(decode_base32(""), None);
         assert_eq!(decode_base32("AB9C"), None);
         assert_eq!(decode_base32("AB=C"), None);
+    }
+
+    #[test]
+    fn base32_of_any_length_drops_the_leftover_bits_like_the_module() {
+        // 17, 19 and 22 characters: lengths no base32 encoder writes; the module reads them.
+        let ten = decode_base32("JBSWY3DPEHPK3PXP").unwrap();
+        assert_eq!(decode_base32("JBSWY3DPEHPK3PXPA"), Some(ten.clone()));
+        assert_eq!(decode_base32("JBSWY3DPEHPK3PXPAAA").unwrap().len(), 11);
+        assert_eq!(decode_base32("JBSWY3DPEHPK3PXPAAAAAA").unwrap().len(), 13);
+        assert_eq!(decode_base32("JBSWY3DPEHPK3PX").unwrap()[..9], ten[..9]);
     }
 }

@@ -8,12 +8,16 @@
 //!
 //! otpd refuses a whole import if any entry is invalid, so everything otpd would refuse is
 //! found here first and reported as skipped; only usable tokens are sent.
+//!
+//! - `mod.rs`: finding the sources (files, directories, home directories) and reading them safely
+//! - `google.rs`: the file format of google-authenticator
+//! - `oath.rs`: pam_oath's users file
+#![forbid(unsafe_code)]
 
 pub mod google;
 pub mod oath;
 
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -22,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 use kron_proto::TokenImport;
 use zeroize::Zeroizing;
+
+use crate::sys::passwd::{Account, accounts};
 
 /// The name of google-authenticator's file in a home directory.
 pub const GOOGLE_FILE_NAME: &str = ".google_authenticator";
@@ -190,14 +196,6 @@ fn google_directory(dir: &Path) -> Vec<Found> {
         .collect()
 }
 
-/// An account as `--all-homes` looks at it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub name: String,
-    pub uid: u32,
-    pub home: PathBuf,
-}
-
 /// `~/.google_authenticator` of each account that has one. A missing file is no entry; a file
 /// that is a symlink or not owned by the account's user is reported and not read.
 fn google_homes(accounts: &[Account]) -> Vec<Found> {
@@ -344,38 +342,6 @@ fn user_uid(name: &str) -> Option<u32> {
         .ok()
         .flatten()
         .map(|user| user.uid.as_raw())
-}
-
-/// Every account NSS lists (`getpwent`): local ones, and directory services that enumerate.
-fn accounts() -> Vec<Account> {
-    let mut accounts = Vec::new();
-    // SAFETY: setpwent/getpwent/endpwent share one static iterator in the C library; kronctl
-    // calls them only here, from its one thread, before any other thread exists (the D-Bus
-    // connection is made later). Each returned record is copied out before the next call.
-    unsafe {
-        libc::setpwent();
-        loop {
-            let entry = libc::getpwent();
-            if entry.is_null() {
-                break;
-            }
-            let entry = &*entry;
-            if entry.pw_name.is_null() || entry.pw_dir.is_null() {
-                continue;
-            }
-            let name = CStr::from_ptr(entry.pw_name).to_string_lossy().into_owned();
-            let home = PathBuf::from(std::ffi::OsStr::from_bytes(
-                CStr::from_ptr(entry.pw_dir).to_bytes(),
-            ));
-            accounts.push(Account {
-                name,
-                uid: entry.pw_uid,
-                home,
-            });
-        }
-        libc::endpwent();
-    }
-    accounts
 }
 
 #[cfg(test)]

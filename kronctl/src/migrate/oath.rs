@@ -16,6 +16,7 @@
 //!   replays (verified by logging in through pam_oath, see docs/migration.md).
 //!
 //! Parsing is pure; local time is converted by the function passed in.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 
@@ -226,14 +227,7 @@ pub fn mktime(local: LocalTime) -> Option<i64> {
         tm_gmtoff: 0,
         tm_zone: std::ptr::null(),
     };
-    // SAFETY: `tm` is a live, fully initialised value for the whole call; mktime only reads
-    // and normalises it and reads the zone (TZ), which kronctl never modifies.
-    let unix = unsafe { libc::mktime(&mut tm) };
-    #[allow(
-        clippy::useless_conversion,
-        reason = "time_t is 32 bits on some targets"
-    )]
-    (unix != -1).then_some(i64::from(unix))
+    crate::sys::localtime::mktime(&mut tm)
 }
 
 #[cfg(test)]

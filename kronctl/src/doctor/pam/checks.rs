@@ -1,11 +1,12 @@
-//! The two findings for one service's stack: pam_kron present where codes are asked, and
-//! nothing before it able to end the stack with success.
+//! The `pam-*` checks on one service's auth stack (each check id is listed in `mod.rs`).
+#![forbid(unsafe_code)]
 
-use super::super::config::{Asks, Policy};
-use super::super::{Finding, Findings};
-use super::grammar::*;
-use super::stack::*;
-use super::walk::*;
+use super::grammar::{Action, ret};
+use super::handler::Kind;
+use super::stack::Stack;
+use super::walk::Bypass;
+use crate::doctor::config::{Asks, Policy};
+use crate::doctor::report::{Finding, Findings};
 
 /// The two findings for one service's stack.
 pub fn check(stack: &Stack, policy: &Policy, out: &mut Findings) {
@@ -16,7 +17,7 @@ pub fn check(stack: &Stack, policy: &Policy, out: &mut Findings) {
     };
     let service = &stack.service;
     let file = &stack.file;
-    if !stack.exists {
+    if !stack.exists() {
         out.push(Finding::ok(
             present_id,
             format!("no {file}: {service} is not installed here, nothing to check"),
@@ -31,7 +32,7 @@ pub fn check(stack: &Stack, policy: &Policy, out: &mut Findings) {
         ));
     }
     let add_line = format!("add `auth required pam_kron.so` to {file} after the password module");
-    let Some(first_kron) = stack.handlers.iter().find(|h| h.is_kron()) else {
+    let Some(first_kron) = stack.handlers().iter().find(|h| h.is_kron()) else {
         let asks = policy.asks(service);
         let message = format!("pam_kron.so is not in the auth stack of {file}");
         out.push(match asks {
@@ -59,7 +60,7 @@ pub fn check(stack: &Stack, policy: &Policy, out: &mut Findings) {
 
     match stack.find_bypass(false) {
         Some(Bypass::FailureIgnored { kron }) => {
-            let kron = &stack.handlers[kron];
+            let kron = &stack.handlers()[kron];
             out.push(Finding::error(
                 present_id,
                 format!(
@@ -77,7 +78,7 @@ pub fn check(stack: &Stack, policy: &Policy, out: &mut Findings) {
 
     match stack.find_bypass(true) {
         Some(Bypass::Skipped { by }) => {
-            let by = &stack.handlers[by];
+            let by = &stack.handlers()[by];
             let how = match by.kind {
                 Kind::Module { ref control, .. }
                     if matches!(control.actions[ret::SUCCESS], Action::Jump(_)) =>

@@ -1,5 +1,6 @@
-//! The grammar of a PAM configuration file: logical lines (comments, continuations, `[...]`
-//! words) and controls (`required`, `[success=1 default=ignore]`, ...) as Linux-PAM reads them.
+//! libpam's file grammar: a file's configuration lines and their words, and a control
+//! (`required`, `[success=1 default=ignore]`, ...) as the action it takes for each return value.
+#![forbid(unsafe_code)]
 
 /// PAM return values, as indexes into a control's actions (from `<security/_pam_types.h>`).
 pub(super) mod ret {
@@ -17,7 +18,7 @@ pub(super) mod ret {
 }
 
 /// The names a `[value=action ...]` control may use, by return value.
-pub(super) const RETURN_NAMES: [&str; ret::COUNT] = [
+const RETURN_NAMES: [&str; ret::COUNT] = [
     "success",
     "open_err",
     "symbol_err",
@@ -82,9 +83,9 @@ impl Action {
 
 /// A control: the action for each return value, and how it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Control {
+pub(super) struct Control {
     pub(super) actions: Box<[Action; ret::COUNT]>,
-    pub text: String,
+    pub(super) text: String,
 }
 
 impl Control {
@@ -181,7 +182,7 @@ pub(super) fn logical_lines(text: &str) -> Vec<(usize, Vec<String>)> {
     lines
 }
 
-pub(super) fn words(line: &str) -> Vec<String> {
+fn words(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut chars = line.chars().peekable();
     loop {

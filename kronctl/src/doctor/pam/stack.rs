@@ -1,123 +1,14 @@
-//! One service's auth stack, flattened as libpam does: `@include` and `include` inline the auth
-//! lines of another file, `substack` adds a nested level whose `done`/`die` only end the
-//! substack.
+//! The auth stack of one service, flattened as libpam does: `@include` and `include` inline
+//! the auth lines of another file, `substack` adds a nested level whose `done`/`die` only end
+//! the substack, and a jump counts the lines of its own level (a substack is one line).
+#![forbid(unsafe_code)]
 
-use super::super::{Location, Root};
-use super::grammar::*;
+use super::grammar::{Control, logical_lines};
+use super::handler::{Handler, Kind, MAX_LEVEL};
+use super::walk::{Bypass, Goal, walk};
+use crate::doctor::files::{Location, Root, read_bounded};
 
 pub const PAM_DIR: &str = "/etc/pam.d";
-/// libpam's bound on substack nesting; includes are bounded the same way here.
-pub(super) const MAX_LEVEL: usize = 16;
-pub(super) const MAX_FILE_BYTES: u64 = 1024 * 1024;
-
-/// Auth modules that check no secret of the person (access rules, environment, delays,
-/// logging, keyrings, trust in the remote host): their success is not a first factor. Every
-/// module not listed — pam_unix, pam_sss, pam_ldap, pam_krb5, pam_winbind, pam_userdb,
-/// pam_google_authenticator, pam_oath, pam_u2f, pam_yubico, pam_exec, a site's own — is taken
-/// to check a password, key or code, so a stack that needs one of them is not reported.
-pub(super) const NOT_A_FACTOR: [&str; 40] = [
-    "pam_access.so",
-    "pam_cap.so",
-    "pam_debug.so",
-    "pam_deny.so",
-    "pam_echo.so",
-    "pam_ecryptfs.so",
-    "pam_env.so",
-    "pam_faildelay.so",
-    "pam_faillock.so",
-    "pam_fscrypt.so",
-    "pam_ftp.so",
-    "pam_gnome_keyring.so",
-    "pam_group.so",
-    "pam_issue.so",
-    "pam_keyinit.so",
-    "pam_kwallet.so",
-    "pam_kwallet5.so",
-    "pam_lastlog.so",
-    "pam_limits.so",
-    "pam_listfile.so",
-    "pam_localuser.so",
-    "pam_loginuid.so",
-    "pam_mail.so",
-    "pam_motd.so",
-    "pam_mount.so",
-    "pam_nologin.so",
-    "pam_permit.so",
-    "pam_rhosts.so",
-    "pam_rootok.so",
-    "pam_securetty.so",
-    "pam_selinux.so",
-    "pam_sepermit.so",
-    "pam_shells.so",
-    "pam_succeed_if.so",
-    "pam_tally2.so",
-    "pam_time.so",
-    "pam_timestamp.so",
-    "pam_usertype.so",
-    "pam_warn.so",
-    "pam_wheel.so",
-];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Kind {
-    Module {
-        /// As written: a name under the module directory or an absolute path.
-        path: String,
-        control: Control,
-        /// The line is broken (bad control, missing include): libpam fails it every time.
-        broken: bool,
-    },
-    /// The `substack` line itself; its lines follow one level deeper.
-    Substack,
-}
-
-/// One entry of the flattened auth stack.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Handler {
-    pub(super) level: usize,
-    pub(super) at: Location,
-    pub(super) kind: Kind,
-}
-
-impl Handler {
-    pub(super) fn module(&self) -> Option<&str> {
-        match &self.kind {
-            Kind::Module { path, .. } => Some(path.rsplit('/').next().unwrap_or(path)),
-            Kind::Substack => None,
-        }
-    }
-
-    pub(super) fn is_kron(&self) -> bool {
-        matches!(self.module(), Some("pam_kron.so" | "libpam_kron.so"))
-    }
-
-    /// A module that checks a secret of the person (see [`NOT_A_FACTOR`]); pam_kron is not
-    /// counted, being the second factor.
-    pub(super) fn is_factor(&self) -> bool {
-        self.module()
-            .is_some_and(|module| !self.is_kron() && !NOT_A_FACTOR.contains(&module))
-    }
-
-    pub(super) fn action(&self, result: usize) -> Action {
-        match &self.kind {
-            Kind::Module { control, .. } => control.actions[result],
-            Kind::Substack => Action::Ignore,
-        }
-    }
-
-    /// `pam_unix.so (`sufficient`, /etc/pam.d/common-auth:3)`.
-    pub(super) fn shown(&self) -> String {
-        match &self.kind {
-            Kind::Module { control, .. } => format!(
-                "{} (`{}`, {})",
-                self.module().unwrap_or("?"),
-                control.text,
-                self.at
-            ),
-            Kind::Substack => format!("substack ({})", self.at),
-        }
-    }
-}
 
 /// The auth stack of one PAM service.
 #[derive(Debug)]
@@ -125,8 +16,8 @@ pub struct Stack {
     pub service: String,
     /// The service file, as a system path.
     pub file: String,
-    pub(super) exists: bool,
-    pub(super) handlers: Vec<Handler>,
+    exists: bool,
+    handlers: Vec<Handler>,
     /// Unreadable files and lines libpam would refuse.
     pub problems: Vec<String>,
 }
@@ -172,6 +63,17 @@ impl Stack {
         self.handlers.iter().any(Handler::is_kron)
     }
 
+    /// Whether the auth stack can succeed with no first factor: pam_kron skips the user
+    /// (PAM_IGNORE: `exempt`, or `optional` without a token) or is not there, no module that
+    /// checks a secret passes, and the stack still returns success. Returns the line whose
+    /// success made the stack succeed (pam_permit, say).
+    pub fn succeeds_without_factor(&self) -> Option<String> {
+        match walk(&self.handlers, Goal::NoFactor) {
+            Some(Bypass::NoFactor { passed_by }) => Some(self.handlers[passed_by].shown()),
+            _ => None,
+        }
+    }
+
     /// The modules of the stack taken as first factors, each once, in stack order.
     pub fn factors(&self) -> Vec<&str> {
         let mut names = Vec::new();
@@ -190,19 +92,13 @@ impl Stack {
 
     /// Reads `file` at `level`; false if it could not be read (libpam then fails the line
     /// that included it).
-    pub(super) fn read(
-        &mut self,
-        root: &Root,
-        file: &str,
-        level: usize,
-        chain: &mut Vec<String>,
-    ) -> bool {
+    fn read(&mut self, root: &Root, file: &str, level: usize, chain: &mut Vec<String>) -> bool {
         if chain.len() > MAX_LEVEL || chain.iter().any(|seen| seen == file) {
             self.problems
                 .push(format!("{file} includes itself or nests too deep"));
             return false;
         }
-        let text = match kron_common::files::read_bounded(&root.path(file), MAX_FILE_BYTES) {
+        let text = match read_bounded(&root.path(file)) {
             Ok(text) => text,
             Err(error) => {
                 self.problems.push(format!(
@@ -217,7 +113,7 @@ impl Stack {
         true
     }
 
-    pub(super) fn parse_text(
+    fn parse_text(
         &mut self,
         root: &Root,
         file: &str,
@@ -306,7 +202,7 @@ impl Stack {
         }
     }
 
-    pub(super) fn include(
+    fn include(
         &mut self,
         root: &Root,
         target: &str,
@@ -321,7 +217,7 @@ impl Stack {
         }
     }
 
-    pub(super) fn push_broken(&mut self, level: usize, at: Location, how: &str) {
+    fn push_broken(&mut self, level: usize, at: Location, how: &str) {
         self.handlers.push(Handler {
             level,
             at,
@@ -332,9 +228,28 @@ impl Stack {
             },
         });
     }
+
+    /// Searches libpam's dispatch over every combination of module results for a run that
+    /// returns success although pam_kron did not pass. `skips` looks for runs where pam_kron
+    /// never ran; otherwise for runs where it ran and failed.
+    pub(super) fn find_bypass(&self, skips: bool) -> Option<Bypass> {
+        walk(
+            &self.handlers,
+            if skips {
+                Goal::KronSkipped
+            } else {
+                Goal::KronFailed
+            },
+        )
+    }
+
+    /// The lines of the flattened auth stack, in order.
+    pub(super) fn handlers(&self) -> &[Handler] {
+        &self.handlers
+    }
 }
 
-pub(super) fn include_path(target: &str) -> String {
+fn include_path(target: &str) -> String {
     if target.starts_with('/') {
         target.to_owned()
     } else {

@@ -1,12 +1,13 @@
-//! PAM grammar, stack loading and walking, and the checks, on prepared files.
+//! Unit tests of the PAM reader, the dispatch search and the `pam-*` checks.
+#![forbid(unsafe_code)]
 
-use super::super::config::Policy;
-use super::super::{Findings, Root};
-use super::checks::*;
-use super::grammar::*;
-use super::stack::*;
-use super::walk::*;
-use crate::doctor::Severity;
+use super::checks::check;
+use super::grammar::{Action, Control, logical_lines, ret};
+use super::stack::Stack;
+use super::walk::Bypass;
+use crate::doctor::config::Policy;
+use crate::doctor::files::Root;
+use crate::doctor::report::{Findings, Severity};
 
 /// Debian 12's /etc/pam.d/common-auth, comments dropped.
 const DEBIAN_COMMON_AUTH: &str = "\

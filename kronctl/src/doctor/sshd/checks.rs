@@ -1,13 +1,18 @@
-//! The checks on sshd's configuration, one function per check id (see the map in `mod.rs`).
+//! The checks on sshd's configuration (each check id is listed in `mod.rs`).
+#![forbid(unsafe_code)]
 
 use kron_common::config::Mode;
 
-use super::super::config::{Asks, Policy};
-use super::super::pam::Stack;
-use super::super::{Finding, Findings};
-use super::parse::*;
+use super::parse::{
+    Directive, GSSAPI, HOSTBASED, KBD_INTERACTIVE, METHODS, PASSWORD, PERMIT_ROOT, PUBKEY,
+    SSHD_CONFIG, SshdConfig, USE_PAM,
+};
+use crate::doctor::config::{Asks, Policy};
+use crate::doctor::files::Root;
+use crate::doctor::pam::Stack;
+use crate::doctor::report::{Finding, Findings};
 
-pub(super) const FIX_RELOAD: &str = "then `systemctl reload ssh`";
+const FIX_RELOAD: &str = "then `systemctl reload ssh`";
 
 /// Keywords that decide whether an SSH login meets pam_kron; a Match block setting one of
 /// them changes the answer for the connections it matches.
@@ -20,24 +25,78 @@ pub(super) const AUTH_KEYWORDS: [&str; 6] = [
     PERMIT_ROOT,
 ];
 
+/// What the other checks need to know about sshd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SshdFacts {
+    /// `/etc/ssh/sshd_config` exists.
+    pub installed: bool,
+    /// root may log in over SSH in a way that reaches pam_kron.
+    pub root_may_log_in: bool,
+}
+
 /// Authentication methods that complete an SSH login without running PAM's auth stack.
-pub(super) const NON_PAM_METHODS: [(&str, &str, bool); 3] = [
+const NON_PAM_METHODS: [(&str, &str, bool); 3] = [
     ("publickey", PUBKEY, true),
     ("hostbased", HOSTBASED, false),
     ("gssapi-with-mic", GSSAPI, false),
 ];
 
-pub(super) fn is_pam_method(method: &str) -> bool {
+fn is_pam_method(method: &str) -> bool {
     let base = method.split(':').next().unwrap_or(method);
     base == "keyboard-interactive" || base == "password"
 }
 
-pub(super) fn check_use_pam(
-    config: &SshdConfig,
-    asks: Asks,
-    kron_in_stack: bool,
-    out: &mut Findings,
-) {
+/// Runs the sshd checks and reports what the admin check needs.
+pub fn check(root: &Root, policy: &Policy, stack: &Stack, out: &mut Findings) -> SshdFacts {
+    let Some(config) = SshdConfig::load(root) else {
+        out.push(Finding::ok(
+            "sshd-config",
+            format!("no {SSHD_CONFIG}: sshd is not installed here, sshd checks skipped"),
+        ));
+        return SshdFacts {
+            installed: false,
+            root_may_log_in: false,
+        };
+    };
+    match config.problems.first() {
+        None => out.push(Finding::ok(
+            "sshd-config",
+            format!(
+                "read {SSHD_CONFIG} ({} file{} with includes)",
+                config.files,
+                if config.files == 1 { "" } else { "s" }
+            ),
+        )),
+        Some(first) => out.push(Finding::warning(
+            "sshd-config",
+            format!(
+                "{first}{}; the sshd checks below may miss settings",
+                match config.problems.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more problems)", n - 1),
+                }
+            ),
+            "run `sshd -T` as root to see the settings sshd really uses",
+        )),
+    }
+
+    let asks = policy.asks("sshd");
+    let kron_in_stack = stack.has_kron();
+    check_use_pam(&config, asks, kron_in_stack, out);
+    check_kbd_interactive(&config, asks, kron_in_stack, out);
+    // The line that lets /etc/pam.d/sshd succeed with no first factor, if any.
+    let no_factor = stack.succeeds_without_factor();
+    check_bypass_methods(&config, asks, stack.exists() && no_factor.is_none(), out);
+    check_no_first_factor(&config, policy, stack, no_factor, out);
+    let root_may_log_in = check_root_login(&config, kron_in_stack, out);
+    check_match_blocks(&config, out);
+    SshdFacts {
+        installed: true,
+        root_may_log_in,
+    }
+}
+
+fn check_use_pam(config: &SshdConfig, asks: Asks, kron_in_stack: bool, out: &mut Findings) {
     let needed = kron_in_stack || asks != Asks::Never;
     match config.flag(USE_PAM, false) {
         (true, directive) => out.push(Finding::ok(
@@ -65,12 +124,7 @@ pub(super) fn check_use_pam(
     }
 }
 
-pub(super) fn check_kbd_interactive(
-    config: &SshdConfig,
-    asks: Asks,
-    kron_in_stack: bool,
-    out: &mut Findings,
-) {
+fn check_kbd_interactive(config: &SshdConfig, asks: Asks, kron_in_stack: bool, out: &mut Findings) {
     let (enabled, directive) = config.flag(KBD_INTERACTIVE, true);
     if enabled {
         out.push(Finding::ok(
@@ -117,7 +171,7 @@ pub(super) fn check_kbd_interactive(
 }
 
 /// The AuthenticationMethods lists sshd accepts: `None` means "any single method".
-pub(super) fn method_lists(config: &SshdConfig) -> (Option<Vec<Vec<String>>>, Option<&Directive>) {
+fn method_lists(config: &SshdConfig) -> (Option<Vec<Vec<String>>>, Option<&Directive>) {
     match config.global(METHODS) {
         Some(directive) if !directive.args.iter().any(|a| a == "any") => (
             Some(
@@ -133,9 +187,28 @@ pub(super) fn method_lists(config: &SshdConfig) -> (Option<Vec<Vec<String>>>, Op
     }
 }
 
+/// The ways to log in that use only `enabled` methods, each of them running PAM (`through_pam`)
+/// or none of them: with no AuthenticationMethods `lists`, each enabled method alone; else
+/// each list that qualifies, written as in the file (`publickey,keyboard-interactive`).
+fn logins_by(lists: Option<&[Vec<String>]>, enabled: &[&str], through_pam: bool) -> Vec<String> {
+    match lists {
+        None => enabled.iter().map(|m| m.to_string()).collect(),
+        Some(lists) => lists
+            .iter()
+            .filter(|list| {
+                list.iter().all(|method| {
+                    is_pam_method(method) == through_pam
+                        && enabled.contains(&method.split(':').next().unwrap_or(method))
+                })
+            })
+            .map(|list| list.join(","))
+            .collect(),
+    }
+}
+
 /// `pam_checks_password`: /etc/pam.d/sshd cannot succeed without a first factor, so
 /// keyboard-interactive alone is a safe suggestion.
-pub(super) fn check_bypass_methods(
+fn check_bypass_methods(
     config: &SshdConfig,
     asks: Asks,
     pam_checks_password: bool,
@@ -154,19 +227,7 @@ pub(super) fn check_bypass_methods(
         .map(|(method, _, _)| *method)
         .collect();
     let (lists, directive) = method_lists(config);
-    let bypass: Vec<String> = match &lists {
-        None => enabled.iter().map(|m| m.to_string()).collect(),
-        Some(lists) => lists
-            .iter()
-            .filter(|list| {
-                list.iter().all(|method| {
-                    !is_pam_method(method)
-                        && enabled.contains(&method.split(':').next().unwrap_or(method))
-                })
-            })
-            .map(|list| list.join(","))
-            .collect(),
-    };
+    let bypass = logins_by(lists.as_deref(), &enabled, false);
     if bypass.is_empty() {
         out.push(Finding::ok(
             "sshd-publickey",
@@ -228,7 +289,7 @@ const PAM_METHODS: [(&str, &str); 2] = [
 /// such a login needs no factor at all for the users pam_kron skips.
 ///
 /// `no_factor` is [`Stack::succeeds_without_factor`] of `stack`.
-pub(super) fn check_no_first_factor(
+fn check_no_first_factor(
     config: &SshdConfig,
     policy: &Policy,
     stack: &Stack,
@@ -252,19 +313,7 @@ pub(super) fn check_no_first_factor(
         .map(|(method, _)| *method)
         .collect();
     let (lists, directive) = method_lists(config);
-    let alone: Vec<String> = match &lists {
-        None => enabled.iter().map(|m| m.to_string()).collect(),
-        Some(lists) => lists
-            .iter()
-            .filter(|list| {
-                list.iter().all(|method| {
-                    is_pam_method(method)
-                        && enabled.contains(&method.split(':').next().unwrap_or(method))
-                })
-            })
-            .map(|list| list.join(","))
-            .collect(),
-    };
+    let alone = logins_by(lists.as_deref(), &enabled, true);
     if alone.is_empty() {
         out.push(Finding::ok(
             ID,
@@ -379,11 +428,7 @@ pub(super) fn check_no_first_factor(
 
 /// `PermitRootLogin prohibit-password` (OpenSSH's default) lets root in with keys only, so when
 /// every login must also pass keyboard-interactive, root cannot log in over SSH at all.
-pub(super) fn check_root_login(
-    config: &SshdConfig,
-    kron_in_stack: bool,
-    out: &mut Findings,
-) -> bool {
+fn check_root_login(config: &SshdConfig, kron_in_stack: bool, out: &mut Findings) -> bool {
     let permit = config.global(PERMIT_ROOT);
     let value = permit
         .and_then(|d| d.args.first())
@@ -408,6 +453,10 @@ pub(super) fn check_root_login(
             return true;
         }
     }
+    let permit = permit.map_or_else(
+        || "PermitRootLogin prohibit-password (the default)".to_owned(),
+        Directive::shown,
+    );
     let (lists, directive) = method_lists(config);
     let every_list_needs_pam = lists.as_ref().is_some_and(|lists| {
         lists
@@ -419,11 +468,7 @@ pub(super) fn check_root_login(
         out.push(Finding::warning(
             "sshd-root-login",
             format!(
-                "root cannot log in over SSH: {} refuses keyboard-interactive for root, and {} requires it",
-                permit.map_or_else(
-                    || "PermitRootLogin prohibit-password (the default)".to_owned(),
-                    Directive::shown
-                ),
+                "root cannot log in over SSH: {permit} refuses keyboard-interactive for root, and {} requires it",
                 directive.shown()
             ),
             "log in as an admin user and use sudo; or, if root must log in with key and code, set `PermitRootLogin yes` (AuthenticationMethods still demands the key)",
@@ -432,18 +477,12 @@ pub(super) fn check_root_login(
     }
     out.push(Finding::ok(
         "sshd-root-login",
-        format!(
-            "{}: root logs in with a key",
-            permit.map_or_else(
-                || "PermitRootLogin prohibit-password (the default)".to_owned(),
-                Directive::shown
-            )
-        ),
+        format!("{permit}: root logs in with a key"),
     ));
     true
 }
 
-pub(super) fn check_match_blocks(config: &SshdConfig, out: &mut Findings) {
+fn check_match_blocks(config: &SshdConfig, out: &mut Findings) {
     let overrides = config.overrides(&AUTH_KEYWORDS);
     if overrides.is_empty() {
         let blocks = config

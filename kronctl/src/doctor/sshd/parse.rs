@@ -1,27 +1,28 @@
-//! sshd's configuration as sshd reads it: keywords case-insensitive, `Keyword value` or
-//! `Keyword=value`, the first value obtained wins, `Include` expanded in place (globs, relative
-//! to /etc/ssh), `Match` blocks to the next `Match` or the end of their file.
+//! sshd_config as sshd reads it: keywords are case-insensitive, `Keyword value` or
+//! `Keyword=value`; for each keyword the first value obtained wins; `Include` expands globs
+//! (relative paths are under /etc/ssh) in place; a `Match` block runs to the next `Match` or
+//! the end of the file it is in, and an `Include` inside a Match block belongs to it.
+#![forbid(unsafe_code)]
 
 use std::rc::Rc;
 
-use super::super::{Location, Root};
+use super::glob::glob;
+use crate::doctor::files::{Location, Root, read_bounded};
 
 pub const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
-pub(super) const SSH_DIR: &str = "/etc/ssh";
+const SSH_DIR: &str = "/etc/ssh";
 /// sshd refuses deeper nesting of `Include`.
-pub(super) const MAX_INCLUDE_DEPTH: usize = 16;
-/// Bound on what one file may hold; sshd_config files are a few kilobytes.
-pub(super) const MAX_FILE_BYTES: u64 = 1024 * 1024;
+const MAX_INCLUDE_DEPTH: usize = 16;
 
-/// Keywords these checks read, lower case; the deprecated alias is mapped onto the current one.
-pub(super) const USE_PAM: &str = "usepam";
-pub(super) const KBD_INTERACTIVE: &str = "kbdinteractiveauthentication";
-pub(super) const PUBKEY: &str = "pubkeyauthentication";
-pub(super) const PASSWORD: &str = "passwordauthentication";
-pub(super) const HOSTBASED: &str = "hostbasedauthentication";
-pub(super) const GSSAPI: &str = "gssapiauthentication";
-pub(super) const METHODS: &str = "authenticationmethods";
-pub(super) const PERMIT_ROOT: &str = "permitrootlogin";
+/// Keywords the checks read, lower case; the deprecated alias is mapped onto the current one.
+pub const USE_PAM: &str = "usepam";
+pub const KBD_INTERACTIVE: &str = "kbdinteractiveauthentication";
+pub const PUBKEY: &str = "pubkeyauthentication";
+pub const PASSWORD: &str = "passwordauthentication";
+pub const HOSTBASED: &str = "hostbasedauthentication";
+pub const GSSAPI: &str = "gssapiauthentication";
+pub const METHODS: &str = "authenticationmethods";
+pub const PERMIT_ROOT: &str = "permitrootlogin";
 
 /// The line that opened a Match block.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,7 +47,7 @@ pub struct Directive {
 
 impl Directive {
     /// `UsePAM no (/etc/ssh/sshd_config:12)`.
-    pub(super) fn shown(&self) -> String {
+    pub fn shown(&self) -> String {
         format!("{} {} ({})", self.name, self.args.join(" "), self.at)
     }
 }
@@ -79,7 +80,7 @@ impl SshdConfig {
     }
 
     /// A global yes/no keyword, with sshd's default when absent.
-    pub(super) fn flag(&self, keyword: &str, default: bool) -> (bool, Option<&Directive>) {
+    pub fn flag(&self, keyword: &str, default: bool) -> (bool, Option<&Directive>) {
         match self.global(keyword) {
             Some(directive) => (
                 directive
@@ -100,14 +101,8 @@ impl SshdConfig {
             .collect()
     }
 
-    pub(super) fn read_file(
-        &mut self,
-        root: &Root,
-        path: &str,
-        block: Option<Rc<MatchBlock>>,
-        depth: usize,
-    ) {
-        let text = match kron_common::files::read_bounded(&root.path(path), MAX_FILE_BYTES) {
+    fn read_file(&mut self, root: &Root, path: &str, block: Option<Rc<MatchBlock>>, depth: usize) {
+        let text = match read_bounded(&root.path(path)) {
             Ok(text) => text,
             Err(error) => {
                 self.problems.push(format!("cannot read {path}: {error}"));
@@ -118,7 +113,7 @@ impl SshdConfig {
         self.parse(root, path, &text, block, depth);
     }
 
-    pub(super) fn parse(
+    fn parse(
         &mut self,
         root: &Root,
         path: &str,
@@ -193,7 +188,7 @@ pub(super) fn split_line(raw: &str) -> Option<(String, Vec<String>)> {
     Some((name.to_owned(), words(rest)))
 }
 
-pub(super) fn words(text: &str) -> Vec<String> {
+fn words(text: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut chars = text.chars().peekable();
     loop {
@@ -211,80 +206,6 @@ pub(super) fn words(text: &str) -> Vec<String> {
                 }
                 words.push(word);
             }
-        }
-    }
-}
-
-/// The files matching `pattern` (an absolute system path with `*`, `?` and `[...]` in any
-/// component), sorted as glob(3) does.
-pub(super) fn glob(root: &Root, pattern: &str) -> Vec<String> {
-    let mut found = vec![String::new()];
-    for component in pattern.split('/').filter(|c| !c.is_empty()) {
-        let mut next = Vec::new();
-        for prefix in &found {
-            if !component.contains(['*', '?', '[']) {
-                next.push(format!("{prefix}/{component}"));
-                continue;
-            }
-            let dir = if prefix.is_empty() {
-                "/"
-            } else {
-                prefix.as_str()
-            };
-            let Ok(entries) = std::fs::read_dir(root.path(dir)) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if (!name.starts_with('.') || component.starts_with('.'))
-                    && wildcard_match(component.as_bytes(), name.as_bytes())
-                {
-                    next.push(format!("{prefix}/{name}"));
-                }
-            }
-        }
-        found = next;
-    }
-    let mut files: Vec<String> = found
-        .into_iter()
-        .filter(|path| root.path(path).is_file())
-        .collect();
-    files.sort();
-    files
-}
-
-/// fnmatch(3) for one path component: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
-pub(super) fn wildcard_match(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|skip| wildcard_match(rest, &name[skip..])),
-        Some((b'?', rest)) => !name.is_empty() && wildcard_match(rest, &name[1..]),
-        Some((b'[', rest)) => {
-            let Some(close) = rest.iter().skip(1).position(|&b| b == b']').map(|i| i + 1) else {
-                return name.first() == Some(&b'[') && wildcard_match(rest, &name[1..]);
-            };
-            let Some((&c, name_rest)) = name.split_first() else {
-                return false;
-            };
-            let (negate, set) = match rest[..close].split_first() {
-                Some((b'!' | b'^', set)) => (true, set),
-                _ => (false, &rest[..close]),
-            };
-            let mut matched = false;
-            let mut i = 0;
-            while i < set.len() {
-                if i + 2 < set.len() && set[i + 1] == b'-' {
-                    matched |= set[i] <= c && c <= set[i + 2];
-                    i += 3;
-                } else {
-                    matched |= set[i] == c;
-                    i += 1;
-                }
-            }
-            matched != negate && wildcard_match(&rest[close + 1..], name_rest)
-        }
-        Some((&literal, rest)) => {
-            name.first() == Some(&literal) && wildcard_match(rest, &name[1..])
         }
     }
 }

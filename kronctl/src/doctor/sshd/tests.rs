@@ -1,9 +1,16 @@
-//! The sshd_config parser and every sshd check, on prepared trees.
+//! Unit tests of the sshd_config reader and the sshd checks, on config trees in temporary
+//! directories.
+#![forbid(unsafe_code)]
 
-use super::checks::*;
-use super::parse::*;
-use super::*;
-use crate::doctor::Severity;
+use super::checks::{AUTH_KEYWORDS, check};
+use super::glob::wildcard_match;
+use super::parse::{
+    KBD_INTERACTIVE, METHODS, PUBKEY, SSHD_CONFIG, SshdConfig, USE_PAM, split_line,
+};
+use crate::doctor::config::Policy;
+use crate::doctor::files::Root;
+use crate::doctor::pam::Stack;
+use crate::doctor::report::{Finding, Findings, Severity};
 
 struct Tree(tempfile::TempDir);
 
