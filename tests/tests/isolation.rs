@@ -230,8 +230,19 @@ fn user_raw_calls_for_another_user_are_access_denied() {
     let victim = TestUser::new();
     let denied = otpd_error("AccessDenied");
     let victim_arg = format!("string:{}", victim.name());
-    let calls: [(&str, &[&str]); 7] = [
+    let calls: [(&str, &[&str]); 10] = [
         ("Status", &[&victim_arg]),
+        ("Export", &[&victim_arg, "string:a long enough passphrase"]),
+        ("RecoveryCodes", &[&victim_arg, "string:"]),
+        (
+            "Import",
+            &[
+                "array:byte:1,2,3",
+                "string:a long enough passphrase",
+                "boolean:false",
+                "boolean:true",
+            ],
+        ),
         ("Reset", &[&victim_arg]),
         ("Unlock", &[&victim_arg]),
         ("Enroll", &[&victim_arg, "string:"]),
