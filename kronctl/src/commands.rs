@@ -7,7 +7,7 @@ use std::path::Path;
 use kron_proto::Enrollment;
 use zeroize::Zeroize;
 
-use crate::cli::{Channel, Cli, Command, ContactArgs};
+use crate::cli::{Channel, Cli, Command, ContactArgs, SendKind};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::lifecycle;
@@ -23,9 +23,28 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Enroll {
             user,
-            send: Some(channel),
+            send: Some(SendKind::Link),
+            via,
             ..
-        } => deliver(cli, user.as_deref().unwrap_or(""), *channel, &clock).await,
+        } => {
+            let via = via.ok_or_else(|| Error::Usage("--send link needs --via".into()))?;
+            crate::link::send(cli, user.as_deref().unwrap_or(""), via, &clock).await
+        }
+        Command::Enroll {
+            user,
+            send: Some(kind),
+            ..
+        } => {
+            let channel = match kind {
+                SendKind::Sms => Channel::Sms,
+                _ => Channel::Email,
+            };
+            deliver(cli, user.as_deref().unwrap_or(""), channel, &clock).await
+        }
+        Command::Enroll {
+            user, link: true, ..
+        } => crate::link::show(cli, user.as_deref().unwrap_or(""), &clock).await,
+        Command::RevokeLink { user } => crate::link::revoke(cli, user).await,
         Command::Enroll { user, png, .. } => {
             enroll(cli, user.as_deref(), png.as_deref(), &clock).await
         }
@@ -44,15 +63,7 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
             })
         }
         Command::Status { user } => {
-            let status = Otpd::connect(&cli.bus)
-                .await?
-                .status(user.as_deref().unwrap_or(""))
-                .await?;
-            print(&if cli.json {
-                render::status_json(&status)
-            } else {
-                render::status_human(&status, &clock)
-            })
+            crate::link::status(cli, user.as_deref().unwrap_or(""), &clock).await
         }
         Command::List => {
             let statuses = Otpd::connect(&cli.bus).await?.list().await?;

@@ -12,6 +12,7 @@ mod commands;
 mod doctor;
 mod error;
 mod lifecycle;
+mod link;
 mod migrate;
 mod passphrase;
 mod render;
