@@ -495,6 +495,17 @@ pub enum SendKind {
     Link,
 }
 
+impl SendKind {
+    /// The channel an enrollment itself goes by; `None` for a link (it goes by --via).
+    pub fn enrollment_channel(self) -> Option<Channel> {
+        match self {
+            SendKind::Email => Some(Channel::Email),
+            SendKind::Sms => Some(Channel::Sms),
+            SendKind::Link => None,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ContactArgs {
     /// Whose contact to show or set

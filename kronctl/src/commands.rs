@@ -7,7 +7,7 @@ use std::path::Path;
 use kron_proto::Enrollment;
 use zeroize::Zeroize;
 
-use crate::cli::{Channel, Cli, Command, ContactArgs, SendKind};
+use crate::cli::{Channel, Cli, Command, ContactArgs};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::lifecycle;
@@ -23,23 +23,17 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Enroll {
             user,
-            send: Some(SendKind::Link),
+            send: Some(kind),
             via,
             ..
         } => {
-            let via = via.ok_or_else(|| Error::Usage("--send link needs --via".into()))?;
-            crate::link::send(cli, user.as_deref().unwrap_or(""), via, &clock).await
-        }
-        Command::Enroll {
-            user,
-            send: Some(kind),
-            ..
-        } => {
-            let channel = match kind {
-                SendKind::Sms => Channel::Sms,
-                _ => Channel::Email,
-            };
-            deliver(cli, user.as_deref().unwrap_or(""), channel, &clock).await
+            let user = user.as_deref().unwrap_or("");
+            match (kind.enrollment_channel(), via) {
+                (Some(channel), _) => deliver(cli, user, channel, &clock).await,
+                (None, Some(via)) => crate::link::send(cli, user, *via, &clock).await,
+                // cli::parse_from refuses this already.
+                (None, None) => Err(Error::Usage("--send link needs --via".into())),
+            }
         }
         Command::Enroll {
             user, link: true, ..

@@ -221,7 +221,7 @@ impl Values {
 
 /// "2026-03-01 14:05 UTC": the deadline of a delivered enrollment. UTC because the
 /// recipient's time zone is unknown.
-fn utc_date_time(unix: u64) -> String {
+pub(crate) fn utc_date_time(unix: u64) -> String {
     let time = i64::try_from(unix)
         .ok()
         .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok());

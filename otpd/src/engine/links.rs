@@ -136,7 +136,7 @@ impl Engine {
             caller_uid: caller.uid,
             ..Subject::default()
         };
-        let until = super::messages::utc(pending.expires);
+        let until = crate::delivery::utc_date_time(pending.expires);
         let grant = match channel.zip(address) {
             Some((channel, address)) => {
                 let content = crate::delivery::Content::Link {
