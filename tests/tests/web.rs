@@ -4,7 +4,8 @@
 //! Debian's headless Chromium driven through chromedriver.
 //!
 //! Covered: a link opened in the browser, its QR code decoded from the screenshot's pixels, the
-//! code computed by oathtool and typed into the form, and a PAM login with that token; the link
+//! code computed by oathtool and typed into the form, and a PAM login with that token; a link
+//! sent by email (the test SMTP server) carries the URL and nothing secret; the link
 //! a second time, an expired, a revoked and an unknown link all give the same neutral page;
 //! five wrong codes kill the link; the page makes no request beyond its own origin and sends
 //! its security headers; kron-web killed mid-request leaves the link unconsumed; only
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use kron_tests::browser::Browser;
 use kron_tests::bus::Bus;
+use kron_tests::mailbox::Mailbox;
 use kron_tests::messages::otpauth_secret;
 use kron_tests::otpd::Otpd;
 use kron_tests::pam::Stack;
@@ -42,6 +44,11 @@ struct Setup {
 impl Setup {
     /// `web_extra` goes into `[web]` (e.g. `link_validity`).
     fn start(web_extra: &str) -> Setup {
+        Setup::with_sections(web_extra, "")
+    }
+
+    /// As [`Setup::start`], with more tables for otpd (`[contacts]`, `[email]`).
+    fn with_sections(web_extra: &str, sections: &str) -> Setup {
         let web_user = TestUser::new();
         let Identity::User { gid, .. } = web_user.identity() else {
             unreachable!("a test user");
@@ -51,7 +58,10 @@ impl Setup {
         let ca = TestCa::new(gid);
         let port = web::free_port();
         let section = web::web_section(port, &ca, web_extra);
-        let otpd = Otpd::start(&bus, &format!("default_mode = \"require\"\n{section}"));
+        let otpd = Otpd::start(
+            &bus,
+            &format!("default_mode = \"require\"\n{section}\n{sections}"),
+        );
         let pam = world::stack(&bus, world::SERVICE, Stack::Probe);
         let world = World { pam, otpd, bus };
         let web = KronWeb::start(&section, port, world.bus.address(), web_user.identity());
@@ -239,6 +249,49 @@ fn check_requests_and_headers(events: &[Value], origin: &str, link: &str) {
     assert_eq!(header("cache-control"), "no-store");
     assert!(header("strict-transport-security").starts_with("max-age="));
     assert_eq!(header("x-content-type-options"), "nosniff");
+}
+
+#[test]
+fn a_link_sent_by_email_carries_only_the_url_and_opens_the_page() {
+    let mailbox = Mailbox::start();
+    let setup = Setup::with_sections(
+        "",
+        &format!(
+            "[contacts]\nemail = \"{{user}}@example.test\"\n{}",
+            mailbox.config_section()
+        ),
+    );
+    let sent = setup.world.kronctl().json(&[
+        "enroll",
+        setup.user.name(),
+        "--send",
+        "link",
+        "--via",
+        "email",
+    ]);
+    assert_eq!(
+        sent["link"],
+        Value::Null,
+        "the admin does not see it: {sent}"
+    );
+    assert_eq!(sent["channel"], "email", "{sent}");
+    let mail = mailbox.wait_for(&format!("{}@example.test", setup.user.name()));
+    let prefix = format!("{}/enroll/", setup.web.origin());
+    let link = mail
+        .text
+        .split_whitespace()
+        .find(|word| word.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no link in the mail:\n{}", mail.text))
+        .to_owned();
+    assert!(!mail.text.contains("otpauth://"), "no secret in the mail");
+    let status = setup.world.kronctl().json(&["status", setup.user.name()]);
+    assert_eq!(status["link"]["channel"], "email", "{status}");
+    let browser = setup.browser();
+    browser.goto(&link);
+    let secret = otpauth_secret(&qr_in(&browser.screenshot())).expect("a secret");
+    assert!(!mail.text.contains(&secret), "no key in the mail");
+    submit(&browser, &Oath::new(&secret).code_now());
+    assert!(page_text(&browser).contains("Your authenticator is set up"));
 }
 
 #[test]
