@@ -296,12 +296,12 @@ fn a_link_sent_by_email_carries_only_the_url_and_opens_the_page() {
 
 #[test]
 fn expired_revoked_and_unknown_links_get_the_same_neutral_page() {
-    let setup = Setup::start("link_validity = 4\n");
+    let setup = Setup::start("link_validity = 10\n");
     let browser = setup.browser();
     let expired = setup.link();
     browser.goto(&expired);
     assert!(page_text(&browser).contains("Set up your authenticator"));
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(11));
     browser.goto(&expired);
     let neutral = browser.source();
     assert!(neutral.contains(NEUTRAL), "{neutral}");
