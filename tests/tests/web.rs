@@ -9,7 +9,8 @@
 //! a second time, an expired, a revoked and an unknown link all give the same neutral page;
 //! five wrong codes kill the link; the page makes no request beyond its own origin and sends
 //! its security headers; kron-web killed mid-request leaves the link unconsumed; only
-//! kron-web's user (and root) may call ShowLink on the bus.
+//! kron-web's user (and root) may call ShowLink on the bus; the page is read and confirmed in
+//! a text browser (lynx) too.
 
 use std::time::Duration;
 
@@ -292,6 +293,49 @@ fn a_link_sent_by_email_carries_only_the_url_and_opens_the_page() {
     assert!(!mail.text.contains(&secret), "no key in the mail");
     submit(&browser, &Oath::new(&secret).code_now());
     assert!(page_text(&browser).contains("Your authenticator is set up"));
+}
+
+/// `lynx -dump` of `url` (a POST of `post` when given), trusting the test CA.
+fn lynx(setup: &Setup, url: &str, post: Option<&str>) -> String {
+    let home = scratch::private_dir("kron-lynx.");
+    let mut command = std::process::Command::new("lynx");
+    command
+        .env("HOME", home.path())
+        .env("SSL_CERT_FILE", setup.ca.ca_pem())
+        .args(["-dump", "-nolist", "-width=100"]);
+    let input = match post {
+        Some(body) => {
+            command.arg("-post_data");
+            format!("{body}\n---\n")
+        }
+        None => String::new(),
+    };
+    command.arg(url);
+    let output = process::run_with_input(&mut command, &input);
+    output.assert_success("lynx");
+    output.stdout
+}
+
+#[test]
+fn the_page_works_in_a_text_browser() {
+    let setup = Setup::start("");
+    let link = setup.link();
+    let page = lynx(&setup, &link, None);
+    assert!(page.contains("Set up your authenticator"), "{page}");
+    assert!(page.contains(setup.user.name()), "{page}");
+    assert!(page.contains("Confirm"), "{page}");
+    // The key, typed from the text: the line after "enter this key by hand".
+    let key: String = page
+        .lines()
+        .skip_while(|line| !line.contains("enter this key by hand"))
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(key.len(), 32, "a 160-bit key in base32: {page}");
+    let code = Oath::new(&key).code_now();
+    let done = lynx(&setup, &link, Some(&format!("code={code}")));
+    assert!(done.contains("Your authenticator is set up"), "{done}");
 }
 
 #[test]
