@@ -28,3 +28,25 @@ pub struct OtpdArgs {
     #[arg(long)]
     pub log_stderr: bool,
 }
+
+/// kron-web — the HTTPS page behind kron's one-time enrollment links.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kron-web",
+    version,
+    about = "The page behind kron's one-time enrollment links",
+    long_about = "kron-web serves the page a one-time enrollment link opens (kronctl enroll USER \
+--link): the QR code, the key for manual entry and a form to confirm with a code. It reads the \
+[web] section of otpd.toml(5), holds no secrets at rest and never reads otpd's store: it asks otpd \
+over D-Bus, with the link's token as the only authority. It speaks HTTPS with the configured \
+certificate, or plain HTTP on the loopback interface behind a TLS proxy."
+)]
+pub struct WebArgs {
+    /// Configuration file, whose [web] section is read [default: /etc/kron/otpd.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// D-Bus address of the bus otpd is on (overrides the `bus` config key; default: the
+    /// system bus).
+    #[arg(long, value_name = "ADDRESS")]
+    pub bus: Option<String>,
+}

@@ -2,14 +2,14 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | `daemon_args` | otpd's command line (clap), for the daemon and its man page |
-//! | `config` | `/etc/kron/otpd.toml` parsed and checked, every error naming file:line; `[email]`, `[sms]` and `[codes]` included |
+//! | `daemon_args` | otpd's and kron-web's command lines (clap), for the daemons and their man pages |
+//! | `config` | `/etc/kron/otpd.toml` parsed and checked, every error naming file:line; `[email]`, `[sms]`, `[codes]` and `[web]` included |
 //! | `files` | reading a config file with a bound on its size |
 //! | `template` | the placeholder language of the email and SMS texts |
 //! | `contact` | email addresses and phone numbers: patterns, checks, masking; channel lists |
 //! | `rules` | which `[[group]]` rule applies to an account and PAM service |
 //! | `users` | accounts and groups through NSS (the `Directory` trait) |
-//! | `qr` | QR codes for enrollment: terminal text and PNG |
+//! | `qr` | QR codes for enrollment: terminal text, PNG, and SVG for kron-web's page |
 //!
 //! otpd decides logins with these; `kronctl doctor` predicts them with the very same code, and
 //! kronctl links neither tokio, sled nor the SMTP and HTTP clients.

@@ -1,6 +1,7 @@
-//! QR rendering for enrollment: terminal text (UTF-8 half blocks) and PNG.
+//! QR rendering for enrollment: terminal text (UTF-8 half blocks), PNG, and SVG for the page
+//! of a one-time link (kron-web).
 
-use qrcode::{EcLevel, QrCode, render::unicode::Dense1x2};
+use qrcode::{EcLevel, QrCode, render::svg, render::unicode::Dense1x2};
 
 /// Renders `data` (an otpauth URI) as a QR code of UTF-8 half blocks with a quiet zone, dark
 /// modules drawn as spaces on a light background so it scans from dark and light terminals.
@@ -47,6 +48,26 @@ pub fn png(data: &str, scale: u32) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Renders `data` as an inline SVG element (no XML prolog, so it can sit inside HTML), with a
+/// quiet zone and a `viewBox`, so the page can scale it to the screen. `module` is the size of
+/// one module in SVG units.
+pub fn svg(data: &str, module: u32) -> Result<String, qrcode::types::QrError> {
+    let code = QrCode::with_error_correction_level(data.as_bytes(), EcLevel::M)?;
+    let side = (code.width() as u32 + 8) * module;
+    let image = code
+        .render::<svg::Color<'_>>()
+        .min_dimensions(side, side)
+        .quiet_zone(true)
+        .dark_color(svg::Color("#000000"))
+        .light_color(svg::Color("#ffffff"))
+        .build();
+    // The renderer writes an XML declaration first; inside HTML it would be a stray node.
+    Ok(match image.find("<svg") {
+        Some(start) => image[start..].to_owned(),
+        None => image,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -57,5 +78,12 @@ mod tests {
         assert!(text.contains('▀') || text.contains('▄') || text.contains('█'));
         let png = super::png(uri, 4).unwrap();
         assert_eq!(&png[1..4], b"PNG");
+        let svg = super::svg(uri, 4).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        assert!(svg.contains("viewBox"), "{svg}");
+        assert!(!svg.contains("JBSWY3DP"), "the data is drawn, not written");
     }
 }

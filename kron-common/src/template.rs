@@ -16,6 +16,8 @@ pub const MAX_TEMPLATE_BYTES: usize = 4096;
 pub const CODE: &[&str] = &["user", "host", "issuer", "code", "minutes"];
 /// Placeholders of the templates for delivered enrollments.
 pub const ENROLLMENT: &[&str] = &["user", "host", "issuer", "uri", "secret", "expires"];
+/// Placeholders of the templates for one-time enrollment links.
+pub const LINK: &[&str] = &["user", "host", "issuer", "url", "expires"];
 /// Placeholders of the SMS gateway's url and body.
 pub const GATEWAY: &[&str] = &["phone", "message", "secret"];
 /// Placeholders of the SMS gateway's header values.

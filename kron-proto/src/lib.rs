@@ -362,6 +362,93 @@ pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;
 /// Most tokens in one `ImportTokens` call.
 pub const MAX_IMPORT_TOKENS: usize = 100_000;
 
+/// Longest one-time link token accepted (bytes): the user name in base64url (at most 342
+/// characters for 256 bytes), a dot, and 43 characters of randomness.
+pub const MAX_LINK_TOKEN_LEN: usize = 400;
+/// Longest client address kron-web passes with a link call (bytes); an IPv6 address with a
+/// zone fits.
+pub const MAX_CLIENT_LEN: usize = 64;
+/// Wrong codes after which a one-time link dies.
+pub const MAX_LINK_FAILURES: u32 = 5;
+/// Longest link validity otpd accepts in its config (seconds): 7 days.
+pub const MAX_LINK_VALIDITY: u64 = 7 * 86_400;
+
+/// A one-time enrollment link just made (`CreateLink`). `url` is "" when otpd sent the link
+/// itself: the admin never sees a link that went to the user. `Debug` hides the URL.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct LinkGrant {
+    pub user: String,
+    /// `https://host/enroll/TOKEN`; "" when sent by email or SMS.
+    pub url: String,
+    /// Unix time after which the link is dead.
+    pub expires: u64,
+    /// "" when the URL was returned, else "email" or "sms".
+    pub channel: String,
+    /// Where it was sent, masked; "" when not sent.when returned.
+    pub destination: String,
+}
+
+/// The live one-time link of a user (`LinkStatus`), as kronctl shows it. Never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct LinkStatus {
+    /// A live link exists; the other fields are 0 or "" when not.
+    pub active: bool,
+    /// Unix time the link was made.
+    pub created: u64,
+    /// Unix time after which it is dead.
+    pub expires: u64,
+    /// Wrong codes typed on its page so far (it dies at [`MAX_LINK_FAILURES`]).
+    pub failures: u32,
+    /// "" when the URL was handed to an admin, else "email" or "sms".
+    pub channel: String,
+    /// Where it was sent, masked; "" when not sent.
+    pub destination: String,
+}
+
+/// What the page of a live link shows (`ShowLink`), for kron-web. `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct LinkPage {
+    /// The `issuer` of otpd's config: the name in authenticator apps.
+    pub issuer: String,
+    pub user: String,
+    /// The host the token is for.
+    pub host: String,
+    /// `otpauth://totp/...`, for the QR code.
+    pub uri: String,
+    /// Base32 secret for manual entry.
+    pub secret: String,
+    /// Unix time after which the link is dead.
+    pub expires: u64,
+    /// Wrong codes the page still accepts before the link dies.
+    pub attempts_left: u32,
+}
+
+impl std::fmt::Debug for LinkGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkGrant")
+            .field("user", &self.user)
+            .field("url", &"<redacted>")
+            .field("expires", &self.expires)
+            .field("channel", &self.channel)
+            .field("destination", &self.destination)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LinkPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkPage")
+            .field("issuer", &self.issuer)
+            .field("user", &self.user)
+            .field("host", &self.host)
+            .field("uri", &"<redacted>")
+            .field("secret", &"<redacted>")
+            .field("expires", &self.expires)
+            .field("attempts_left", &self.attempts_left)
+            .finish()
+    }
+}
+
 /// Errors otpd returns, as D-Bus error names `io.kron.Otpd1.Error.<Variant>`.
 /// Texts never contain codes or secrets.
 #[derive(Debug, zbus::DBusError)]
@@ -451,6 +538,21 @@ pub trait Otpd {
     /// The caller's own token as an otpauth URI, to add it to a second app: only with a
     /// current code, and only where `allow_token_export` is on.
     fn export_token(&self, code: &str) -> zbus::Result<String>;
+    /// Makes a one-time enrollment link for `user` (admin): a new pending enrollment whose
+    /// page kron-web shows. `channel` "" returns the URL; "email" or "sms" sends it to the
+    /// user's contact instead. A newer enrollment or link replaces it.
+    fn create_link(&self, user: &str, channel: &str) -> zbus::Result<LinkGrant>;
+    /// Kills the live link of `user` and its pending enrollment (admin). True if there was one.
+    fn revoke_link(&self, user: &str) -> zbus::Result<bool>;
+    /// The live link of `user` ("" = the caller), without its token.
+    fn link_status(&self, user: &str) -> zbus::Result<LinkStatus>;
+    /// What the page of the link `token` shows (kron-web; the token is the capability).
+    /// `client` is the browser's address, for rate limiting. Opening consumes nothing.
+    /// Dead, unknown and malformed tokens all get the same `NotFound`.
+    fn show_link(&self, token: &str, client: &str) -> zbus::Result<LinkPage>;
+    /// Confirms the enrollment of link `token` with `code` (kron-web): the token becomes
+    /// active and the link dies. A wrong code is `Rejected`; the fifth kills the link.
+    fn confirm_link(&self, token: &str, code: &str, client: &str) -> zbus::Result<()>;
     /// Daemon version, for `kronctl doctor` and packaging checks.
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
@@ -545,6 +647,24 @@ mod tests {
             !shown.contains("87654321") && !shown.contains("48, 49"),
             "{shown}"
         );
+        let page = LinkPage {
+            issuer: "Kron".into(),
+            user: "alice".into(),
+            host: "h".into(),
+            uri: "otpauth://totp/x?secret=JBSWY3DP".into(),
+            secret: "JBSWY3DP".into(),
+            expires: 1,
+            attempts_left: 5,
+        };
+        assert!(!format!("{page:?}").contains("JBSWY3DP"));
+        let grant = LinkGrant {
+            user: "alice".into(),
+            url: "https://kron.example/enroll/YWxpY2U.secret".into(),
+            expires: 1,
+            channel: String::new(),
+            destination: String::new(),
+        };
+        assert!(!format!("{grant:?}").contains("secret"));
     }
 
     #[test]

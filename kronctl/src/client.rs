@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use kron_proto::{Delivery, Enrollment, ImportResult, OtpdProxy, TokenImport, UserStatus};
+use kron_proto::{
+    Delivery, Enrollment, ImportResult, LinkGrant, LinkStatus, OtpdProxy, TokenImport, UserStatus,
+};
 use zbus::proxy::CacheProperties;
 
 use crate::error::Error;
@@ -107,6 +109,24 @@ impl Otpd {
     /// True if the user was throttled.
     pub async fn unlock(&self, user: &str) -> Result<bool, Error> {
         self.proxy.unlock(user).await.map_err(|e| self.fail(e))
+    }
+
+    /// Makes a one-time link; `channel` "" returns its URL, "email" or "sms" sends it.
+    pub async fn create_link(&self, user: &str, channel: &str) -> Result<LinkGrant, Error> {
+        self.proxy
+            .create_link(user, channel)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// True if there was a link to kill.
+    pub async fn revoke_link(&self, user: &str) -> Result<bool, Error> {
+        self.proxy.revoke_link(user).await.map_err(|e| self.fail(e))
+    }
+
+    /// `user` empty means the caller.
+    pub async fn link_status(&self, user: &str) -> Result<LinkStatus, Error> {
+        self.proxy.link_status(user).await.map_err(|e| self.fail(e))
     }
 
     /// A fresh recovery set for `user` ("" = the caller); `code` proves a self-service call.

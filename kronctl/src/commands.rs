@@ -21,9 +21,22 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Enroll {
             user,
-            send: Some(channel),
+            send: Some(kind),
+            via,
             ..
-        } => deliver(cli, user.as_deref().unwrap_or(""), *channel, &clock).await,
+        } => {
+            let user = user.as_deref().unwrap_or("");
+            match (kind.enrollment_channel(), via) {
+                (Some(channel), _) => deliver(cli, user, channel, &clock).await,
+                (None, Some(via)) => crate::link::send(cli, user, *via, &clock).await,
+                // cli::parse_from refuses this already.
+                (None, None) => Err(Error::Usage("--send link needs --via".into())),
+            }
+        }
+        Command::Enroll {
+            user, link: true, ..
+        } => crate::link::show(cli, user.as_deref().unwrap_or(""), &clock).await,
+        Command::RevokeLink { user } => crate::link::revoke(cli, user).await,
         Command::Enroll { user, png, .. } => {
             enroll(cli, user.as_deref(), png.as_deref(), &clock).await
         }
@@ -42,15 +55,7 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
             })
         }
         Command::Status { user } => {
-            let status = Otpd::connect(&cli.bus)
-                .await?
-                .status(user.as_deref().unwrap_or(""))
-                .await?;
-            print(&if cli.json {
-                render::status_json(&status)
-            } else {
-                render::status_human(&status, &clock)
-            })
+            crate::link::status(cli, user.as_deref().unwrap_or(""), &clock).await
         }
         Command::List => {
             let statuses = Otpd::connect(&cli.bus).await?.list().await?;

@@ -28,6 +28,7 @@ mod commands;
 mod doctor;
 mod error;
 mod lifecycle;
+mod link;
 mod migrate;
 mod output;
 mod passphrase;

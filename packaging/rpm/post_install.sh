@@ -7,6 +7,13 @@ if ! getent group kron-admin >/dev/null; then
     groupadd -r kron-admin || echo "kron: could not create group kron-admin" >&2
 fi
 
+# kron-web runs as this user (its unit's User=), the one user besides root the D-Bus policy
+# lets call the link methods. No home, no shell.
+if ! getent passwd kron-web >/dev/null; then
+    useradd -r -U -M -d / -s /sbin/nologin -c "kron one-time link page" kron-web ||
+        echo "kron: could not create user kron-web" >&2
+fi
+
 # The store's directory, private from the start (the package cannot carry it, see the
 # generate-rpm metadata in otpd/Cargo.toml). An existing one may hold tokens: left alone.
 if [ ! -e /var/lib/kron ]; then

@@ -5,7 +5,7 @@ if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || :
     if [ "$1" -ge 1 ]; then
         # Upgrade: the new otpd takes over; the store and config stay where they are.
-        systemctl try-restart otpd.service || :
+        systemctl try-restart otpd.service kron-web.service || :
     fi
 fi
 exit 0

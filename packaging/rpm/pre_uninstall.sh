@@ -1,7 +1,7 @@
 # %preun of kron. $1: 0 when the package is being erased, 1 or more on upgrade.
 # See docs/packaging.md.
 if [ "$1" -eq 0 ] && [ -d /run/systemd/system ]; then
-    systemctl --no-reload disable --now otpd.socket otpd.service || :
+    systemctl --no-reload disable --now otpd.socket otpd.service kron-web.service || :
 fi
 if [ "$1" -eq 0 ] && grep -qs 'pam_kron\.so' /etc/pam.d/*; then
     # rpm cannot edit the stacks the administrator changed; warn loudly, because a stack

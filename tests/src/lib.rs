@@ -7,6 +7,7 @@
 //! of `cargo build --workspace`; see docs/testing.md.
 
 pub mod artifacts;
+pub mod browser;
 pub mod bus;
 pub mod dbus;
 pub mod fake_otpd;
@@ -24,6 +25,7 @@ pub mod sshd;
 pub mod sudo;
 pub mod totp;
 pub mod users;
+pub mod web;
 pub mod world;
 
 pub use bus::Bus;

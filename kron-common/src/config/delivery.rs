@@ -5,7 +5,7 @@
 //! caller runs after parsing and maps to the line of the section.
 
 pub use crate::template::BodyFormat;
-use crate::template::{self, CODE, ENROLLMENT, GATEWAY, HEADER};
+use crate::template::{self, CODE, ENROLLMENT, GATEWAY, HEADER, LINK};
 use email_address::{EmailAddress, Options};
 use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Deserializer, de};
@@ -84,6 +84,10 @@ pub struct EmailConfig {
         deserialize_with = "enrollment_body"
     )]
     pub enrollment_body: String,
+    #[serde(default = "default_link_subject", deserialize_with = "link_subject")]
+    pub link_subject: String,
+    #[serde(default = "default_link_body", deserialize_with = "link_body")]
+    pub link_body: String,
 }
 
 impl EmailConfig {
@@ -143,6 +147,8 @@ pub struct SmsConfig {
         deserialize_with = "enrollment_text"
     )]
     pub enrollment_text: String,
+    #[serde(default = "default_link_text", deserialize_with = "link_text")]
+    pub link_text: String,
 }
 
 impl SmsConfig {
@@ -271,6 +277,29 @@ fn default_enrollment_text() -> String {
         .into()
 }
 
+fn default_link_subject() -> String {
+    "{issuer}: set up your authenticator for {user}@{host}".into()
+}
+
+fn default_link_body() -> String {
+    "Set up a {issuer} authenticator for {user}@{host}.\n\
+     \n\
+     Open this link, scan the QR code it shows with your authenticator app, and confirm with\n\
+     the code the app then shows:\n\
+     \n\
+     {url}\n\
+     \n\
+     The link works once and until {expires}. Do not forward it: whoever opens it first can\n\
+     set up the token.\n\
+     \n\
+     If you did not expect this message, tell your administrator and delete it.\n"
+        .into()
+}
+
+fn default_link_text() -> String {
+    "{issuer}: set up your authenticator for {user}@{host} before {expires}: {url}".into()
+}
+
 fn server<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let server = String::deserialize(d)?;
     let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':');
@@ -390,6 +419,20 @@ fn enrollment_subject<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Erro
 
 fn enrollment_body<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     template_field(d, "enrollment_body", ENROLLMENT, &[], &["uri", "secret"])
+}
+
+const LINK_SUBJECT: &[&str] = &["user", "host", "issuer", "expires"];
+
+fn link_subject<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    subject_field(d, "link_subject", LINK_SUBJECT)
+}
+
+fn link_body<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    template_field(d, "link_body", LINK, &["url"], &[])
+}
+
+fn link_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    template_field(d, "link_text", LINK, &["url"], &[])
 }
 
 fn code_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

@@ -2,12 +2,14 @@
 
 mod codes;
 mod delivery;
+mod web;
 
 pub use codes::CodesConfig;
 pub use delivery::{
     BodyFormat, EmailConfig, HttpMethod, Security, SmsConfig, check_header, dummy_values, fill_url,
     is_loopback,
 };
+pub use web::{DEFAULT_LINK_VALIDITY, WebConfig};
 
 use crate::contact::{Channels, Patterns};
 use kron_proto::Channel;
@@ -176,6 +178,8 @@ pub struct Config {
     pub codes: CodesConfig,
     pub email: Option<EmailConfig>,
     pub sms: Option<SmsConfig>,
+    /// kron-web and one-time enrollment links; `None`: no links (docs/delivery.md).
+    pub web: Option<WebConfig>,
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     #[serde(rename = "group", deserialize_with = "rules")]
@@ -203,6 +207,7 @@ impl Default for Config {
             codes: CodesConfig::default(),
             email: None,
             sms: None,
+            web: None,
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             groups: Vec::new(),
@@ -258,6 +263,9 @@ impl Config {
         }
         if let Some(sms) = &self.sms {
             sms.validate().map_err(|e| section_error("sms", e))?;
+        }
+        if let Some(web) = &self.web {
+            web.validate().map_err(|e| section_error("web", e))?;
         }
         let lists = [
             ("validate_enrollment", Some(self.validate_enrollment)),

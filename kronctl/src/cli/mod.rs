@@ -124,12 +124,21 @@ pub enum Command {
     /// sent to the user instead (email: QR code and URI; SMS: the key); nothing secret is
     /// printed, and the user confirms it with a code at the next login or with `kronctl
     /// confirm` before it expires.
+    ///
+    /// With --link, an administrator gets a one-time URL (and its QR code) instead: the page it
+    /// opens (kron-web) shows the QR code and the key and confirms the token with a code; the
+    /// link then dies. With --send link --via email|sms, otpd sends that URL to the user, and
+    /// the administrator sees neither. A link lives for the config's `link_validity` (default
+    /// 24 hours), until used, until `kronctl revoke-link`, until a newer enrollment replaces
+    /// it, or until five wrong codes.
     #[command(after_help = "\
 Examples:
   kronctl enroll
   kronctl enroll --png ~/kron-qr.png
   sudo kronctl enroll alice --json
-  sudo kronctl enroll alice --send email")]
+  sudo kronctl enroll alice --send email
+  sudo kronctl enroll alice --link
+  sudo kronctl enroll alice --send link --via sms")]
     Enroll {
         /// Whose token to enroll (administrators); yourself when omitted
         #[arg(value_parser = parse_user)]
@@ -139,12 +148,32 @@ Examples:
         ///
         /// The file is created with mode 0600 because it holds the secret; an existing file
         /// (or symlink) at FILE is never overwritten. Delete it once the code is scanned.
-        #[arg(long, value_name = "FILE", conflicts_with = "send")]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["send", "link"])]
         png: Option<PathBuf>,
 
-        /// Send the enrollment to the user's contact instead of showing it (administrators)
-        #[arg(long, value_name = "CHANNEL", requires = "user", value_parser = channel_parser())]
-        send: Option<Channel>,
+        /// Send the enrollment (email, sms), or a one-time link to it (link, with --via), to
+        /// the user's contact instead of showing it (administrators)
+        #[arg(long, value_name = "WHAT", requires = "user")]
+        send: Option<SendKind>,
+
+        /// Print a one-time link to the enrollment, and its QR code, instead of the enrollment
+        /// itself (administrators)
+        #[arg(long, requires = "user", conflicts_with = "send")]
+        link: bool,
+
+        /// The channel a link goes by, with --send link
+        #[arg(long, value_name = "CHANNEL", requires = "send", value_parser = channel_parser())]
+        via: Option<Channel>,
+    },
+
+    /// Kill the one-time link of a user, and the pending enrollment it shows (administrators)
+    #[command(after_help = "\
+Examples:
+  sudo kronctl revoke-link alice")]
+    RevokeLink {
+        /// Whose link to revoke
+        #[arg(value_parser = parse_user)]
+        user: String,
     },
 
     /// Show or set the email address and phone number codes are sent to (administrators)
@@ -441,6 +470,28 @@ pub struct DoctorArgs {
     pub skip: Vec<String>,
 }
 
+/// What `enroll --send` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendKind {
+    /// The enrollment, by email (QR code and URI)
+    Email,
+    /// The enrollment, by SMS (the key)
+    Sms,
+    /// A one-time link to the enrollment, by the channel --via names
+    Link,
+}
+
+impl SendKind {
+    /// The channel an enrollment itself goes by; `None` for a link (it goes by --via).
+    pub fn enrollment_channel(self) -> Option<Channel> {
+        match self {
+            SendKind::Email => Some(Channel::Email),
+            SendKind::Sms => Some(Channel::Sms),
+            SendKind::Link => None,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ContactArgs {
     /// Whose contact to show or set
@@ -588,6 +639,22 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::try_parse_from(args)?;
+    if let Command::Enroll { send, via, .. } = &cli.command {
+        let reason = match (send, via) {
+            (Some(SendKind::Link), None) => Some("--send link needs --via email or --via sms"),
+            (Some(SendKind::Email | SendKind::Sms), Some(_)) => {
+                Some("--via goes with --send link only")
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            let mut cmd = command();
+            let enroll = cmd
+                .find_subcommand_mut("enroll")
+                .expect("enroll is defined");
+            return Err(enroll.error(ErrorKind::ArgumentConflict, reason));
+        }
+    }
     if let Command::Confirm(confirm) = &cli.command
         && let Err(reason) = confirm.target()
     {

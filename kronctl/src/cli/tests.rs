@@ -104,10 +104,16 @@ fn enroll_takes_optional_user_and_png() {
     let cli = parse(&["enroll", "bob", "--png", "/tmp/q.png", "--json"]).unwrap();
     assert!(cli.json);
     match cli.command {
-        Command::Enroll { user, png, send } => {
+        Command::Enroll {
+            user,
+            png,
+            send,
+            link,
+            via,
+        } => {
             assert_eq!(user.as_deref(), Some("bob"));
             assert_eq!(png, Some(PathBuf::from("/tmp/q.png")));
-            assert_eq!(send, None);
+            assert_eq!((send, link, via), (None, false, None));
         }
         other => panic!("expected enroll, got {other:?}"),
     }
@@ -116,13 +122,15 @@ fn enroll_takes_optional_user_and_png() {
         Command::Enroll {
             user: None,
             png: None,
-            send: None
+            send: None,
+            link: false,
+            via: None,
         }
     ));
     assert!(matches!(
         parse(&["enroll", "bob", "--send", "sms"]).unwrap().command,
         Command::Enroll {
-            send: Some(Channel::Sms),
+            send: Some(SendKind::Sms),
             ..
         }
     ));
@@ -132,6 +140,47 @@ fn enroll_takes_optional_user_and_png() {
     );
     assert!(parse(&["enroll", "bob", "--send", "fax"]).is_err());
     assert!(parse(&["enroll", "bob", "--send", "email", "--png", "/tmp/q"]).is_err());
+}
+
+#[test]
+fn enroll_makes_or_sends_links() {
+    assert!(matches!(
+        parse(&["enroll", "bob", "--link", "--json"])
+            .unwrap()
+            .command,
+        Command::Enroll {
+            link: true,
+            send: None,
+            ..
+        }
+    ));
+    assert!(matches!(
+        parse(&["enroll", "bob", "--send", "link", "--via", "sms"])
+            .unwrap()
+            .command,
+        Command::Enroll {
+            send: Some(SendKind::Link),
+            via: Some(Channel::Sms),
+            ..
+        }
+    ));
+    for bad in [
+        &["enroll", "--link"][..],
+        &["enroll", "bob", "--link", "--send", "email"],
+        &["enroll", "bob", "--link", "--png", "/tmp/q"],
+        &["enroll", "bob", "--send", "link"],
+        &["enroll", "bob", "--send", "email", "--via", "sms"],
+        &["enroll", "bob", "--via", "sms"],
+        &["enroll", "bob", "--send", "link", "--via", "link"],
+    ] {
+        let err = parse(bad).expect_err(&format!("{bad:?} must be refused"));
+        assert_eq!(err.exit_code(), 2, "{bad:?}");
+    }
+    assert!(matches!(
+        parse(&["revoke-link", "bob"]).unwrap().command,
+        Command::RevokeLink { .. }
+    ));
+    assert!(parse(&["revoke-link"]).is_err());
 }
 
 #[test]

@@ -11,7 +11,10 @@ use crate::error::Error;
 use crate::policy::LoginRequest;
 use crate::policy::authz::Caller;
 use crate::store::own_writes;
-use kron_proto::{Delivery, Enrollment, ImportResult, OtpdError, Step, TokenImport, UserStatus};
+use kron_proto::{
+    Delivery, Enrollment, ImportResult, LinkGrant, LinkPage, LinkStatus, OtpdError, Step,
+    TokenImport, UserStatus,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -273,6 +276,20 @@ impl OtpdService {
             }
             OtpdError::from(e)
         })
+    }
+}
+
+impl OtpdService {
+    /// The link page's methods are authorized by the link token alone, so who may call them
+    /// at all is left to the bus's policy file (root and kron-web's user). otpd's own socket
+    /// has no such policy and is pam_kron's: they are refused there.
+    fn only_on_bus(&self) -> Result<(), OtpdError> {
+        match self.callers {
+            Callers::Bus { .. } => Ok(()),
+            Callers::Peer { .. } => Err(OtpdError::AccessDenied(
+                "link methods are served on the system bus only".into(),
+            )),
+        }
     }
 }
 
@@ -620,6 +637,92 @@ impl OtpdService {
             &header,
             Run::Blocking,
             move |engine, caller, now| engine.export_token(caller, &code, now),
+        )
+        .await
+    }
+
+    async fn create_link(
+        &self,
+        user: String,
+        channel: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<LinkGrant, OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.create_link(caller, &user, &channel, now),
+        )
+        .await
+    }
+
+    async fn revoke_link(
+        &self,
+        user: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<bool, OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| engine.revoke_link(caller, &user),
+        )
+        .await
+    }
+
+    async fn link_status(
+        &self,
+        user: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<LinkStatus, OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.link_status(caller, &user, now),
+        )
+        .await
+    }
+
+    async fn show_link(
+        &self,
+        token: String,
+        client: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<LinkPage, OtpdError> {
+        self.only_on_bus()?;
+        let token = zeroize::Zeroizing::new(token);
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.show_link(caller, &token, &client, now),
+        )
+        .await
+    }
+
+    async fn confirm_link(
+        &self,
+        token: String,
+        code: String,
+        client: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), OtpdError> {
+        self.only_on_bus()?;
+        let (token, code) = (
+            zeroize::Zeroizing::new(token),
+            zeroize::Zeroizing::new(code),
+        );
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.confirm_link(caller, &token, &code, &client, now),
         )
         .await
     }

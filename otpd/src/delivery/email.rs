@@ -129,6 +129,7 @@ impl EmailSender {
                 &self.config.enrollment_subject,
                 &self.config.enrollment_body,
             ),
+            Content::Link { .. } => (&self.config.link_subject, &self.config.link_body),
         };
         let builder = Message::builder()
             .from(self.from.clone())
@@ -137,7 +138,9 @@ impl EmailSender {
             .message_id(Some(self.message_id()?));
         let body = template::render(body, &pairs);
         let built = match content {
-            Content::Code { .. } => builder.singlepart(SinglePart::plain(body)),
+            Content::Code { .. } | Content::Link { .. } => {
+                builder.singlepart(SinglePart::plain(body))
+            }
             Content::Enrollment { qr_png, .. } => builder.multipart(
                 MultiPart::mixed()
                     .singlepart(SinglePart::plain(body))

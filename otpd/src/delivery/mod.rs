@@ -44,6 +44,13 @@ pub enum Content<'a> {
         /// Unix time the enrollment expires.
         expires: u64,
     },
+    /// A one-time enrollment link (`kronctl enroll USER --send link`): only the URL travels,
+    /// never the secret.
+    Link {
+        url: &'a str,
+        /// Unix time the link dies.
+        expires: u64,
+    },
 }
 
 /// Who receives it: the account name (for templates) and the full address or number.
@@ -196,6 +203,10 @@ impl Values {
                 values.push(("secret", Zeroizing::new((*secret).to_owned())));
                 values.push(("expires", Zeroizing::new(utc_date_time(*expires))));
             }
+            Content::Link { url, expires } => {
+                values.push(("url", Zeroizing::new((*url).to_owned())));
+                values.push(("expires", Zeroizing::new(utc_date_time(*expires))));
+            }
         }
         Values(values)
     }
@@ -210,7 +221,7 @@ impl Values {
 
 /// "2026-03-01 14:05 UTC": the deadline of a delivered enrollment. UTC because the
 /// recipient's time zone is unknown.
-fn utc_date_time(unix: u64) -> String {
+pub(crate) fn utc_date_time(unix: u64) -> String {
     let time = i64::try_from(unix)
         .ok()
         .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok());
@@ -233,6 +244,7 @@ fn secrets_of<'a>(content: &Content<'a>) -> Vec<&'a str> {
     match content {
         Content::Code { code, .. } => vec![code],
         Content::Enrollment { uri, secret, .. } => vec![uri, secret],
+        Content::Link { url, .. } => vec![url],
     }
 }
 
@@ -325,7 +337,7 @@ pub mod fake {
     pub struct Sent {
         pub channel: Channel,
         pub to: String,
-        /// The code, or the base32 secret of an enrollment.
+        /// The code, the base32 secret of an enrollment, or the URL of a link.
         pub payload: String,
     }
 
@@ -374,6 +386,7 @@ pub mod fake {
             let payload = match content {
                 Content::Code { code, .. } => code.to_string(),
                 Content::Enrollment { secret, .. } => secret.to_string(),
+                Content::Link { url, .. } => url.to_string(),
             };
             self.sent.lock().unwrap().push(Sent {
                 channel,

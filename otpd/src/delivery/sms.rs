@@ -117,6 +117,7 @@ impl SmsSender {
         match content {
             Content::Code { .. } => &self.config.code_text,
             Content::Enrollment { .. } => &self.config.enrollment_text,
+            Content::Link { .. } => &self.config.link_text,
         }
     }
 

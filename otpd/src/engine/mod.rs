@@ -9,6 +9,7 @@
 //! | `verdict.rs` | the verdict on a typed code: TOTP, recovery or sent code, throttle charge, replay |
 //! | `tokens.rs` | token management: enroll, confirm, status, list, reset, unlock |
 //! | `outbound.rs` | email and SMS: contacts, sending codes within the budget, delivered enrollments |
+//! | `links.rs` | one-time enrollment links: make, revoke, report, and the page's show and confirm |
 //! | `lifecycle.rs` | recovery codes, backup and restore, migration imports, token export |
 //! | `backup.rs` | the backup file: JSON in an age file encrypted to a passphrase |
 //! | `sessions.rs` | logins waiting at the prompt, in memory and bounded |
@@ -19,6 +20,7 @@
 
 mod backup;
 mod lifecycle;
+mod links;
 mod login;
 mod messages;
 mod outbound;
@@ -34,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::policy::LoginRequest;
 use crate::policy::authz::Caller;
 use crate::policy::grace::GraceLedger;
+use crate::policy::links::LinkLimiter;
 use crate::policy::strangers::{SelfServiceLimiter, StrangerThrottle};
 use crate::store::crypto::SecretKey;
 use crate::store::record::{Pending, Token};
@@ -56,6 +59,7 @@ pub struct Engine {
     grace: GraceLedger,
     strangers: StrangerThrottle,
     limiter: SelfServiceLimiter,
+    links: LinkLimiter,
     hostname: String,
     delivery: Box<dyn Deliver>,
 }
@@ -80,6 +84,7 @@ impl Engine {
             grace: GraceLedger::default(),
             strangers: StrangerThrottle::default(),
             limiter: SelfServiceLimiter::default(),
+            links: LinkLimiter::default(),
             hostname,
             delivery,
         }
@@ -154,6 +159,7 @@ impl Engine {
             expires: now.saturating_add(self.config.enroll_window),
             at_login,
             delivered: None,
+            link: None,
         })
     }
 

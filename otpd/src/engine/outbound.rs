@@ -358,20 +358,7 @@ impl Engine {
         if record.as_ref().is_some_and(|r| r.token.is_some()) {
             return Err(already_enrolled(&user));
         }
-        if !self.config.has_channel(channel) {
-            return Err(Error::InvalidArgument(format!(
-                "otpd has no [{}] section in its config",
-                channel.as_str()
-            )));
-        }
-        let address = self
-            .address(&user, record.as_ref(), channel)
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "{user} has no {} contact; set one with `kronctl contact {user}`",
-                    channel.as_str()
-                ))
-            })?;
+        let address = self.delivery_address(&user, record.as_ref(), channel)?;
         let mut pending = self.new_pending(&user, now, false)?;
         pending.delivered = Some(channel);
         let secret = self.key.open(&user, &pending.token.secret)?;
@@ -379,26 +366,6 @@ impl Engine {
         let png = kron_common::qr::png(&uri, 8)
             .map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;
         let base32 = totp::base32(&secret);
-        // The send budget counts deliveries too: they cost the same as a code.
-        let mut budget = Budget::Allowed;
-        self.store.modify(&user, &mut |record| {
-            budget = record.outbox.spend(channel, now, &self.config.codes);
-        })?;
-        if let Budget::Spent { until } = budget {
-            return Err(Error::Conflict(format!(
-                "no more messages can be sent to {user} by {} before {}",
-                channel.as_str(),
-                messages::utc(until)
-            )));
-        }
-        let previous = record.as_ref().and_then(|r| r.pending.clone());
-        if self.store.save_pending(&user, pending.clone())?.is_err() {
-            self.store.modify(&user, &mut |record| {
-                record.outbox.release(channel, &[], now);
-            })?;
-            return Err(already_enrolled(&user));
-        }
-        let masked = contact::mask(channel, &address);
         let subject = Subject {
             user: &user,
             caller_uid: caller.uid,
@@ -410,27 +377,14 @@ impl Engine {
             qr_png: &png,
             expires: pending.expires,
         };
-        let recipient = Recipient {
-            user: &user,
-            address: &address,
-        };
-        // As for codes: the enrollment and the spent budget are on the device before it leaves.
-        self.store.flush()?;
-        if let Err(e) = self.delivery.send(channel, &recipient, &content) {
-            self.store.modify(&user, &mut |record| {
-                record.restore_pending(&pending, previous.clone());
-                record.outbox.release(channel, &[], now);
-            })?;
-            self.audit.record(
-                "send-failed",
-                &subject,
-                &format!("enrollment by {} to {masked}: {e}", channel.as_str()),
-            );
-            return Err(Error::Delivery(format!(
-                "the enrollment could not be sent by {}: {e}",
-                channel.as_str()
-            )));
-        }
+        let masked = self.send_pending(
+            &subject,
+            record.as_ref(),
+            (channel, &address),
+            &pending,
+            &content,
+            now,
+        )?;
         self.audit.record(
             "enroll-started",
             &subject,
@@ -441,6 +395,89 @@ impl Engine {
             destination: masked,
             expires: pending.expires,
         })
+    }
+
+    /// The full address an admin's delivery to `user` on `channel` goes to, or why there is
+    /// none.
+    pub(crate) fn delivery_address(
+        &self,
+        user: &str,
+        record: Option<&UserRecord>,
+        channel: Channel,
+    ) -> Result<String> {
+        if !self.config.has_channel(channel) {
+            return Err(Error::InvalidArgument(format!(
+                "otpd has no [{}] section in its config",
+                channel.as_str()
+            )));
+        }
+        self.address(user, record, channel).ok_or_else(|| {
+            Error::NotFound(format!(
+                "{user} has no {} contact; set one with `kronctl contact {user}`",
+                channel.as_str()
+            ))
+        })
+    }
+
+    /// Stores `pending` (in place of any other pending enrollment) and sends `content` about
+    /// it to `to` (channel, full address), within the send budget, which deliveries use up as
+    /// codes do. The enrollment and the spent budget are on the device before the message
+    /// leaves; if it cannot be sent, the enrollment it replaced comes back and the budget is
+    /// returned. The masked address on success.
+    pub(crate) fn send_pending(
+        &self,
+        subject: &Subject<'_>,
+        record: Option<&UserRecord>,
+        to: (Channel, &str),
+        pending: &crate::store::record::Pending,
+        content: &Content<'_>,
+        now: u64,
+    ) -> Result<String> {
+        let (channel, address) = to;
+        let user = subject.user;
+        let mut budget = Budget::Allowed;
+        self.store.modify(user, &mut |record| {
+            budget = record.outbox.spend(channel, now, &self.config.codes);
+        })?;
+        if let Budget::Spent { until } = budget {
+            return Err(Error::Conflict(format!(
+                "no more messages can be sent to {user} by {} before {}",
+                channel.as_str(),
+                messages::utc(until)
+            )));
+        }
+        let previous = record.and_then(|r| r.pending.clone());
+        if self.store.save_pending(user, pending.clone())?.is_err() {
+            self.store.modify(user, &mut |record| {
+                record.outbox.release(channel, &[], now);
+            })?;
+            return Err(already_enrolled(user));
+        }
+        let masked = contact::mask(channel, address);
+        self.store.flush()?;
+        if let Err(e) = self
+            .delivery
+            .send(channel, &Recipient { user, address }, content)
+        {
+            self.store.modify(user, &mut |record| {
+                record.restore_pending(pending, previous.clone());
+                record.outbox.release(channel, &[], now);
+            })?;
+            let what = match content {
+                Content::Link { .. } => "link",
+                _ => "enrollment",
+            };
+            self.audit.record(
+                "send-failed",
+                subject,
+                &format!("{what} by {} to {masked}: {e}", channel.as_str()),
+            );
+            return Err(Error::Delivery(format!(
+                "the {what} could not be sent by {}: {e}",
+                channel.as_str()
+            )));
+        }
+        Ok(masked)
     }
 }
 
@@ -476,7 +513,7 @@ fn sent_to_delivery(sent: Sent) -> Result<Delivery> {
 }
 
 /// A channel named on D-Bus ("email", "sms").
-fn parse_channel(name: &str) -> Result<Channel> {
+pub(crate) fn parse_channel(name: &str) -> Result<Channel> {
     Channel::parse(name).ok_or_else(|| {
         Error::InvalidArgument(format!("unknown channel {name:?}; use email or sms"))
     })

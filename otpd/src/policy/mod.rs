@@ -7,11 +7,13 @@
 //! | `authz.rs` | who may do what: the caller's uid, root, the admin group |
 //! | `grace.rs` | step-up grace: a code passed recently in the same session and terminal |
 //! | `strangers.rs` | throttling for names NSS does not know, and the self-service limiter |
+//! | `links.rs` | rate limits for the page of one-time links, per client address and per link |
 
 #![forbid(unsafe_code)]
 
 pub mod authz;
 pub mod grace;
+pub mod links;
 pub mod strangers;
 
 use crate::store::record::UserRecord;
@@ -116,6 +118,7 @@ mod tests {
                 expires: 5,
                 at_login: false,
                 delivered: None,
+                link: None,
             }),
             ..UserRecord::default()
         };

@@ -7,24 +7,90 @@
 //! Postcard carries no field names, so any change to [`UserRecord`] or a type inside it (a field
 //! added, removed or moved, an enum variant moved) needs a new format byte and a decoder for the
 //! old layout. `the_binary_layout_is_pinned` fails when that is forgotten.
+//!
+//! | byte | layout |
+//! |---|---|
+//! | 1 | before one-time links: [`Pending`] without `link` (read by [`v1`], rewritten as 2) |
+//! | 2 | the current [`UserRecord`] |
 
 use crate::error::{Error, Result};
 use crate::store::record::UserRecord;
 
-/// The first byte of a record in the current layout. JSON records start with `{`.
+/// The first byte of a record in the layout before one-time links.
 const BINARY_V1: u8 = 1;
+/// The first byte of a record in the current layout. JSON records start with `{`.
+const BINARY_V2: u8 = 2;
 
 pub fn encode(record: &UserRecord) -> Result<Vec<u8>> {
-    postcard::to_extend(record, vec![BINARY_V1]).map_err(|e| Error::Store(e.to_string()))
+    postcard::to_extend(record, vec![BINARY_V2]).map_err(|e| Error::Store(e.to_string()))
 }
 
 pub fn decode(user: &str, bytes: &[u8]) -> Result<UserRecord> {
     let unreadable =
         |e: &dyn std::fmt::Display| Error::Store(format!("record of {user} is unreadable: {e}"));
     match bytes.split_first() {
-        Some((&BINARY_V1, rest)) => postcard::from_bytes(rest).map_err(|e| unreadable(&e)),
+        Some((&BINARY_V2, rest)) => postcard::from_bytes(rest).map_err(|e| unreadable(&e)),
+        Some((&BINARY_V1, rest)) => postcard::from_bytes::<v1::UserRecord>(rest)
+            .map(UserRecord::from)
+            .map_err(|e| unreadable(&e)),
         Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| unreadable(&e)),
         _ => Err(unreadable(&"unknown format")),
+    }
+}
+
+/// Layout 1: the record as it was before one-time links, field for field (postcard needs the
+/// exact order). Only [`Pending`](crate::store::record::Pending) differs.
+mod v1 {
+    use crate::delivery::sent::Outbox;
+    use crate::store::record::{self, Token};
+    use crate::store::recovery::RecoverySet;
+    use kron_common::contact::Contact;
+    use kron_proto::Channel;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub(super) struct Pending {
+        token: Token,
+        expires: u64,
+        at_login: bool,
+        delivered: Option<Channel>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct UserRecord {
+        token: Option<Token>,
+        pending: Option<Pending>,
+        last_step: Option<u64>,
+        last_used: u64,
+        failures: u32,
+        next_attempt: u64,
+        last_attempt: u64,
+        recovery: Option<RecoverySet>,
+        contact: Contact,
+        outbox: Outbox,
+    }
+
+    impl From<UserRecord> for record::UserRecord {
+        fn from(old: UserRecord) -> Self {
+            record::UserRecord {
+                token: old.token,
+                pending: old.pending.map(|p| record::Pending {
+                    token: p.token,
+                    expires: p.expires,
+                    at_login: p.at_login,
+                    delivered: p.delivered,
+                    link: None,
+                }),
+                last_step: old.last_step,
+                last_used: old.last_used,
+                failures: old.failures,
+                next_attempt: old.next_attempt,
+                last_attempt: old.last_attempt,
+                recovery: old.recovery,
+                contact: old.contact,
+                outbox: old.outbox,
+            }
+        }
     }
 }
 
@@ -33,6 +99,7 @@ mod tests {
     use super::*;
     use crate::delivery::sent::{Outbox, Purpose, SentCode};
     use crate::store::crypto::Sealed;
+    use crate::store::link::LinkRecord;
     use crate::store::record::Token;
     use crate::store::recovery::RecoverySet;
     use crate::totp::TokenParams;
@@ -69,6 +136,12 @@ mod tests {
                 expires: 1_700_000_900,
                 at_login: true,
                 delivered: Some(Channel::Email),
+                link: Some(LinkRecord {
+                    hash: vec![7; 4],
+                    created: 1_700_000_004,
+                    failures: 1,
+                    sent: Some(Channel::Sms),
+                }),
             }),
             last_step: Some(56_666_666),
             last_used: 1_700_000_001,
@@ -92,7 +165,7 @@ mod tests {
     fn records_round_trip_in_both_formats() {
         let record = full_record();
         let binary = encode(&record).unwrap();
-        assert_eq!(binary[0], BINARY_V1);
+        assert_eq!(binary[0], BINARY_V2);
         assert_eq!(decode("alice", &binary).unwrap(), record);
         let json = serde_json::to_vec(&record).unwrap();
         assert_eq!(
@@ -113,6 +186,21 @@ mod tests {
         // Changing this means every store written so far reads differently: add a format
         // byte and keep a decoder for this layout instead (see the module comment).
         let expected = concat!(
+            "020101081e1801010101010101010101010101010101010101010101010124020202020202020202",
+            "02020202020202020202020202020202020202020202020202020280e2cfaa060101081e18010101",
+            "01010101010101010101010101010101010101010124020202020202020202020202020202020202",
+            "02020202020202020202020202020202020280e2cfaa0684e9cfaa0601010001040707070784e2cf",
+            "aa0601010101aad4821b81e2cfaa0602bce2cfaa0682e2cfaa060104040404040202050502060683",
+            "e2cfaa06010d61406578616d706c652e636f6d01082b343933303132330101010403030303ace4cf",
+            "aa0600",
+        );
+        assert_eq!(hex::encode(encode(&full_record()).unwrap()), expected);
+    }
+
+    #[test]
+    fn layout_1_is_still_read() {
+        // full_record() as layout 1 wrote it, before one-time links.
+        let v1 = concat!(
             "010101081e1801010101010101010101010101010101010101010101010124020202020202020202",
             "02020202020202020202020202020202020202020202020202020280e2cfaa060101081e18010101",
             "01010101010101010101010101010101010101010124020202020202020202020202020202020202",
@@ -120,7 +208,11 @@ mod tests {
             "0602bce2cfaa0682e2cfaa060104040404040202050502060683e2cfaa06010d61406578616d706c",
             "652e636f6d01082b343933303132330101010403030303ace4cfaa0600",
         );
-        assert_eq!(hex::encode(encode(&full_record()).unwrap()), expected);
+        let mut expected = full_record();
+        expected.pending.as_mut().unwrap().link = None;
+        let bytes = hex::decode(v1).unwrap();
+        assert_eq!(decode("alice", &bytes).unwrap(), expected);
+        assert_eq!(encode(&expected).unwrap()[0], BINARY_V2, "rewritten as 2");
     }
 
     #[test]

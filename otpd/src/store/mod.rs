@@ -12,12 +12,14 @@
 //! | `crypto.rs` | secrets at rest: XChaCha20-Poly1305 under `secret.key`; MACs of sent codes |
 //! | `throttle.rs` | backoff after failed attempts: pure arithmetic |
 //! | `recovery.rs` | recovery codes, stored only as hashes |
+//! | `link.rs` | one-time enrollment links: the hash of the token, inside the pending enrollment |
 
 #![forbid(unsafe_code)]
 
 pub mod commit;
 pub mod crypto;
 pub mod encoding;
+pub mod link;
 pub mod record;
 pub mod recovery;
 mod sled;

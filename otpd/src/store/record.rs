@@ -33,6 +33,9 @@ pub struct Pending {
     /// the login prompt.
     #[serde(default)]
     pub delivered: Option<Channel>,
+    /// The one-time link that shows it (`kronctl enroll USER --link`), if it was made for one.
+    #[serde(default)]
+    pub link: Option<crate::store::link::LinkRecord>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +426,7 @@ pub(crate) mod tests {
             expires: 500,
             at_login: false,
             delivered: None,
+            link: None,
         };
         record.set_pending(pending.clone()).unwrap();
         let other = Pending {
@@ -430,6 +434,7 @@ pub(crate) mod tests {
             expires: 500,
             at_login: false,
             delivered: None,
+            link: None,
         };
         assert_eq!(record.confirm(&other, 10, 100), ConfirmOutcome::NoPending);
         assert_eq!(

@@ -15,6 +15,7 @@ fn enrolled_store(dir: &Path) -> SledStore {
         expires: 1000,
         at_login: false,
         delivered: None,
+        link: None,
     };
     store
         .save_pending("alice", pending.clone())
@@ -196,7 +197,7 @@ fn records_written_as_json_are_read_and_rewritten_in_binary() {
     );
     assert_eq!(
         store.users.get("alice").unwrap().unwrap()[0],
-        1,
+        2,
         "binary now"
     );
     assert_eq!(store.get("alice").unwrap().unwrap().last_step, Some(12));

@@ -2,7 +2,7 @@
 //! clap definitions, so the man pages and completions can never drift from the command lines:
 //!
 //! - `OUT_DIR/man/kronctl.1` and one page per subcommand (`kronctl-enroll.1`, ...),
-//! - `OUT_DIR/man/otpd.8`,
+//! - `OUT_DIR/man/otpd.8` and `OUT_DIR/man/kron-web.8`,
 //! - `OUT_DIR/completions/{kronctl.bash,_kronctl,kronctl.fish}`.
 //!
 //! The hand-written pages pam_kron(8) and otpd.toml(5) live in packaging/man/.
@@ -19,6 +19,10 @@ use clap_complete::Shell;
 const OTPD_EXTRA: &str = include_str!("../../man/otpd.8.extra");
 /// The NAME line of otpd(8).
 const OTPD_ABOUT: &str = "the kron daemon: decides every two-factor login and owns all token state";
+/// Sections kron-web(8) needs beyond what clap knows.
+const WEB_EXTRA: &str = include_str!("../../man/kron-web.8.extra");
+/// The NAME line of kron-web(8).
+const WEB_ABOUT: &str = "the page behind kron's one-time enrollment links";
 /// Files and cross references for kronctl(1).
 const KRONCTL_EXTRA: &str = include_str!("../../man/kronctl.1.extra");
 
@@ -48,6 +52,8 @@ fn generate(out: &Path) -> io::Result<()> {
     // the NAME line of otpd(8) must describe the daemon alone.
     let otpd = otpd.about(OTPD_ABOUT);
     write_page(&man.join("otpd.8"), otpd, "8", OTPD_EXTRA)?;
+    let web = kron_common::daemon_args::WebArgs::command().about(WEB_ABOUT);
+    write_page(&man.join("kron-web.8"), web, "8", WEB_EXTRA)?;
 
     let kronctl = kronctl::cli::command();
     write_kronctl_pages(&man, kronctl.clone())?;

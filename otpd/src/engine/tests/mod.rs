@@ -2,6 +2,7 @@
 //! store in a temporary directory. This file holds the fixtures they share.
 
 mod lifecycle;
+mod links;
 mod login;
 mod outbound;
 mod tokens;

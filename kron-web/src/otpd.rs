@@ -1,0 +1,115 @@
+//! The D-Bus client of kron-web: `ShowLink` and `ConfirmLink` on one connection to the bus
+//! otpd is on, made on first use and made again after it broke (a restarted bus). Every
+//! answer is sorted into what the page shows; the token never appears in a log line.
+
+use kron_proto::{LinkPage, OtpdError, OtpdProxy};
+use std::sync::Mutex;
+use std::time::Duration;
+use zbus::proxy::CacheProperties;
+
+/// Longest wait for one answer (a bus daemon gives up after 25 s by itself).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a link request came to, besides success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Expired, used, revoked, unknown or malformed: the neutral page.
+    Dead,
+    /// The code was wrong; the link may still live.
+    WrongCode,
+    /// Rate-limited: try again later.
+    Busy,
+    /// otpd could not be asked, or failed: try again later (the reason is logged).
+    Unavailable,
+}
+
+pub struct Otpd {
+    address: String,
+    connection: Mutex<Option<zbus::Connection>>,
+}
+
+impl Otpd {
+    pub fn new(address: String) -> Otpd {
+        Otpd {
+            address,
+            connection: Mutex::new(None),
+        }
+    }
+
+    /// What the page of `token` shows.
+    pub async fn show(&self, token: &str, client: &str) -> Result<LinkPage, Failure> {
+        let proxy = self.proxy().await?;
+        let answer = proxy.show_link(token, client).await;
+        self.sort(answer)
+    }
+
+    /// Confirms the enrollment of `token` with `code`.
+    pub async fn confirm(&self, token: &str, code: &str, client: &str) -> Result<(), Failure> {
+        let proxy = self.proxy().await?;
+        let answer = proxy.confirm_link(token, code, client).await;
+        self.sort(answer)
+    }
+
+    async fn proxy(&self) -> Result<OtpdProxy<'static>, Failure> {
+        let cached = self
+            .connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let connection = match cached {
+            Some(connection) => connection,
+            None => {
+                let unreachable = |e: zbus::Error| {
+                    eprintln!("kron-web: cannot connect to {}: {e}", self.address);
+                    Failure::Unavailable
+                };
+                let connection = zbus::connection::Builder::address(self.address.as_str())
+                    .method_timeout(CALL_TIMEOUT)
+                    .build()
+                    .await
+                    .map_err(unreachable)?;
+                *self
+                    .connection
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(connection.clone());
+                connection
+            }
+        };
+        OtpdProxy::builder(&connection)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| self.broken(e))
+    }
+
+    /// Sorts otpd's answer. otpd's error texts hold no input, but only the name matters here.
+    fn sort<T>(&self, answer: zbus::Result<T>) -> Result<T, Failure> {
+        let error = match answer {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        match OtpdError::from(error) {
+            OtpdError::NotFound(_) | OtpdError::InvalidArgument(_) => Err(Failure::Dead),
+            OtpdError::Rejected(_) => Err(Failure::WrongCode),
+            OtpdError::Throttled(_) => Err(Failure::Busy),
+            OtpdError::ZBus(e) => Err(self.broken(e)),
+            other => {
+                eprintln!("kron-web: otpd refused: {other}");
+                Err(Failure::Unavailable)
+            }
+        }
+    }
+
+    /// A transport failure: logged, and the connection is made anew next time. (A method error
+    /// from the bus itself, such as its policy refusing kron-web, keeps the connection.)
+    fn broken(&self, error: zbus::Error) -> Failure {
+        eprintln!("kron-web: otpd unavailable: {error}");
+        if !matches!(error, zbus::Error::MethodError(..)) {
+            *self
+                .connection
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        Failure::Unavailable
+    }
+}

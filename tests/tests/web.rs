@@ -1,0 +1,471 @@
+//! One-time enrollment links in a real browser (docs/delivery.md, "Enrollment links"): the real
+//! kron-web serving HTTPS with a certificate from a test CA, as a test user whom the shipped
+//! D-Bus policy (with that user in kron-web's place) lets call the link methods; the real otpd;
+//! Debian's headless Chromium driven through chromedriver.
+//!
+//! Covered: a link opened in the browser, its QR code decoded from the screenshot's pixels, the
+//! code computed by oathtool and typed into the form, and a PAM login with that token; a link
+//! sent by email (the test SMTP server) carries the URL and nothing secret; the link
+//! a second time, an expired, a revoked and an unknown link all give the same neutral page;
+//! five wrong codes kill the link; the page makes no request beyond its own origin and sends
+//! its security headers; kron-web killed mid-request leaves the link unconsumed; only
+//! kron-web's user (and root) may call ShowLink on the bus; the page is read and confirmed in
+//! a text browser (lynx) too.
+
+use std::time::Duration;
+
+use kron_tests::browser::Browser;
+use kron_tests::bus::Bus;
+use kron_tests::mailbox::Mailbox;
+use kron_tests::messages::otpauth_secret;
+use kron_tests::otpd::Otpd;
+use kron_tests::pam::Stack;
+use kron_tests::process::{self, Identity};
+use kron_tests::totp::{self, Oath};
+use kron_tests::web::{self, KronWeb, TestCa};
+use kron_tests::{TestUser, Transport, World, scratch, world};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A phone's viewport, in CSS pixels.
+const PHONE: (u32, u32) = (412, 915);
+/// The neutral page's heading.
+const NEUTRAL: &str = "This link is not valid";
+
+/// otpd, kron-web and a user to enroll, on one private bus.
+struct Setup {
+    web: KronWeb,
+    ca: TestCa,
+    world: World,
+    user: TestUser,
+    web_user: TestUser,
+    _policy: TempDir,
+}
+
+impl Setup {
+    /// `web_extra` goes into `[web]` (e.g. `link_validity`).
+    fn start(web_extra: &str) -> Setup {
+        Setup::with_sections(web_extra, "")
+    }
+
+    /// As [`Setup::start`], with more tables for otpd (`[contacts]`, `[email]`).
+    fn with_sections(web_extra: &str, sections: &str) -> Setup {
+        let web_user = TestUser::new();
+        let Identity::User { gid, .. } = web_user.identity() else {
+            unreachable!("a test user");
+        };
+        let policy = scratch::public_dir("kron-policy.");
+        let bus = Bus::start_with_policy(&web::policy_for(web_user.name(), policy.path()));
+        let ca = TestCa::new(gid);
+        let port = web::free_port();
+        let section = web::web_section(port, &ca, web_extra);
+        let otpd = Otpd::start(
+            &bus,
+            &format!("default_mode = \"require\"\n{section}\n{sections}"),
+        );
+        let transport = Transport::Socket;
+        let pam = world::stack(&bus, &otpd, transport, world::SERVICE, Stack::Probe);
+        let world = World {
+            pam,
+            otpd,
+            bus,
+            transport,
+        };
+        let web = KronWeb::start(&section, port, world.bus.address(), web_user.identity());
+        Setup {
+            web,
+            ca,
+            world,
+            user: TestUser::new(),
+            web_user,
+            _policy: policy,
+        }
+    }
+
+    /// `kronctl --json enroll USER --link`: the URL from its "link" field.
+    fn link(&self) -> String {
+        let value = self
+            .world
+            .kronctl()
+            .json(&["enroll", self.user.name(), "--link"]);
+        let link = value["link"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no \"link\" in {value}"))
+            .to_owned();
+        assert!(
+            link.starts_with(&format!("{}/enroll/", self.web.origin())),
+            "{link}"
+        );
+        link
+    }
+
+    fn browser(&self) -> Browser {
+        Browser::start(&self.ca.ca_pem(), PHONE.0, PHONE.1)
+    }
+}
+
+/// The text of the QR code in a PNG screenshot, read from its pixels.
+fn qr_in(png_bytes: &[u8]) -> String {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().expect("a PNG screenshot");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let frame = reader
+        .next_frame(&mut pixels)
+        .expect("the screenshot's pixels");
+    let channels = frame.color_type.samples();
+    let (width, height) = (frame.width as usize, frame.height as usize);
+    let luma = |x: usize, y: usize| {
+        let at = (y * width + x) * channels;
+        let rgb = &pixels[at..at + channels.min(3)];
+        (rgb.iter().map(|&c| u32::from(c)).sum::<u32>() / rgb.len() as u32) as u8
+    };
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, luma);
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code on the page");
+    grids[0].decode().expect("a readable QR code").1
+}
+
+/// Fills the code field and submits the form.
+fn submit(browser: &Browser, code: &str) {
+    let field = browser.find("input[name=code]");
+    browser.type_into(&field, code);
+    browser.submit_with(&browser.find("button[type=submit]"));
+}
+
+fn page_text(browser: &Browser) -> String {
+    browser.text()
+}
+
+#[test]
+fn a_link_in_the_browser_enrolls_a_token_that_logs_in() {
+    let setup = Setup::start("");
+    let link = setup.link();
+    let browser = setup.browser();
+    browser.goto(&link);
+    let text = page_text(&browser);
+    assert!(text.contains("Set up your authenticator"), "{text}");
+    assert!(text.contains(setup.user.name()), "{text}");
+    assert!(text.contains("UTC"), "the expiry: {text}");
+
+    let screenshot = browser.screenshot();
+    let out = std::env::temp_dir().join("kron-web-page.png");
+    std::fs::write(&out, &screenshot).expect("keep the screenshot");
+    let uri = qr_in(&screenshot);
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    let secret = otpauth_secret(&uri).expect("a secret in the QR code");
+    // The key for manual entry is the same secret, in groups of four.
+    let grouped: Vec<String> = secret
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    assert!(text.contains(&grouped.join(" ")), "{text}");
+    // Fits a phone: nothing wider than the screen.
+    let overflow = browser.execute(
+        "return document.documentElement.scrollWidth - window.innerWidth;",
+        serde_json::json!([]),
+    );
+    assert!(overflow.as_i64().is_some_and(|o| o <= 0), "{overflow}");
+    // No JavaScript, no external requests, the security headers, no CSP complaints.
+    assert!(!browser.source().contains("<script"));
+    let origin = setup.web.origin();
+    let events = browser.network_events();
+    check_requests_and_headers(&events, &origin, &link);
+    let console = browser.console();
+    assert!(
+        console
+            .iter()
+            .all(|m| !m.contains("Content Security Policy")),
+        "{console:?}"
+    );
+
+    let token = Oath::new(&secret);
+    let step = totp::steady_step();
+    submit(&browser, &token.code_for_step(step - 1));
+    let done = page_text(&browser);
+    assert!(done.contains("Your authenticator is set up"), "{done}");
+    let status = setup.world.kronctl().json(&["status", setup.user.name()]);
+    assert_eq!(status["enrolled"], true, "{status}");
+    assert_eq!(status["link"], Value::Null, "{status}");
+
+    // Used: the same neutral page as any other dead link.
+    browser.goto(&link);
+    assert!(page_text(&browser).contains(NEUTRAL));
+
+    // The token passes a real PAM login; the confirming code's step is used up.
+    setup
+        .world
+        .login(setup.user.name())
+        .answer(&token.code_for_step(step - 1))
+        .run()
+        .assert_denied();
+    setup
+        .world
+        .login(setup.user.name())
+        .answer(&token.code_for_step(step))
+        .run()
+        .assert_accepted();
+    // The URL never reaches a log.
+    let token_part = link.rsplit('/').next().unwrap_or_default();
+    assert!(!setup.world.otpd.stderr().contains(token_part));
+    assert!(!setup.web.log().contains(token_part));
+}
+
+/// Every request the page made went to kron-web's origin, and its response carried the
+/// security headers.
+fn check_requests_and_headers(events: &[Value], origin: &str, link: &str) {
+    let requests: Vec<&str> = events
+        .iter()
+        .filter(|e| e["method"] == "Network.requestWillBeSent")
+        .filter_map(|e| e["params"]["request"]["url"].as_str())
+        .collect();
+    assert!(requests.contains(&link), "{requests:?}");
+    // Chromium's own pages (chrome://) are not network requests.
+    let network = requests
+        .iter()
+        .filter(|url| !url.starts_with("chrome:") && !url.starts_with("about:"));
+    for url in network {
+        assert!(
+            url.starts_with(&format!("{origin}/")) || url.starts_with("data:"),
+            "a request beyond the page's origin: {url}"
+        );
+    }
+    let response = events
+        .iter()
+        .find(|e| {
+            e["method"] == "Network.responseReceived" && e["params"]["response"]["url"] == link
+        })
+        .unwrap_or_else(|| panic!("no response for the link in {events:?}"));
+    let headers = &response["params"]["response"]["headers"];
+    let header = |name: &str| {
+        headers
+            .as_object()
+            .and_then(|map| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {name} header in {headers}"))
+            .to_owned()
+    };
+    let csp = header("content-security-policy");
+    assert!(csp.starts_with("default-src 'none';"), "{csp}");
+    assert!(
+        csp.contains("form-action 'self'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    assert_eq!(header("cache-control"), "no-store");
+    assert!(header("strict-transport-security").starts_with("max-age="));
+    assert_eq!(header("x-content-type-options"), "nosniff");
+}
+
+#[test]
+fn a_link_sent_by_email_carries_only_the_url_and_opens_the_page() {
+    let mailbox = Mailbox::start();
+    let setup = Setup::with_sections(
+        "",
+        &format!(
+            "[contacts]\nemail = \"{{user}}@example.test\"\n{}",
+            mailbox.config_section()
+        ),
+    );
+    let sent = setup.world.kronctl().json(&[
+        "enroll",
+        setup.user.name(),
+        "--send",
+        "link",
+        "--via",
+        "email",
+    ]);
+    assert_eq!(
+        sent["link"],
+        Value::Null,
+        "the admin does not see it: {sent}"
+    );
+    assert_eq!(sent["channel"], "email", "{sent}");
+    let mail = mailbox.wait_for(&format!("{}@example.test", setup.user.name()));
+    let prefix = format!("{}/enroll/", setup.web.origin());
+    let link = mail
+        .text
+        .split_whitespace()
+        .find(|word| word.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no link in the mail:\n{}", mail.text))
+        .to_owned();
+    assert!(!mail.text.contains("otpauth://"), "no secret in the mail");
+    let status = setup.world.kronctl().json(&["status", setup.user.name()]);
+    assert_eq!(status["link"]["channel"], "email", "{status}");
+    let browser = setup.browser();
+    browser.goto(&link);
+    let secret = otpauth_secret(&qr_in(&browser.screenshot())).expect("a secret");
+    assert!(!mail.text.contains(&secret), "no key in the mail");
+    submit(&browser, &Oath::new(&secret).code_now());
+    assert!(page_text(&browser).contains("Your authenticator is set up"));
+}
+
+/// `lynx -dump` of `url` (a POST of `post` when given), trusting the test CA.
+fn lynx(setup: &Setup, url: &str, post: Option<&str>) -> String {
+    let home = scratch::private_dir("kron-lynx.");
+    let mut command = std::process::Command::new("lynx");
+    command
+        .env("HOME", home.path())
+        .env("SSL_CERT_FILE", setup.ca.ca_pem())
+        .args(["-dump", "-nolist", "-width=100"]);
+    let input = match post {
+        Some(body) => {
+            command.arg("-post_data");
+            format!("{body}\n---\n")
+        }
+        None => String::new(),
+    };
+    command.arg(url);
+    let output = process::run_with_input(&mut command, &input);
+    output.assert_success("lynx");
+    output.stdout
+}
+
+#[test]
+fn the_page_works_in_a_text_browser() {
+    let setup = Setup::start("");
+    let link = setup.link();
+    let page = lynx(&setup, &link, None);
+    assert!(page.contains("Set up your authenticator"), "{page}");
+    assert!(page.contains(setup.user.name()), "{page}");
+    assert!(page.contains("Confirm"), "{page}");
+    // The key, typed from the text: the line after "enter this key by hand".
+    let key: String = page
+        .lines()
+        .skip_while(|line| !line.contains("enter this key by hand"))
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(key.len(), 32, "a 160-bit key in base32: {page}");
+    let code = Oath::new(&key).code_now();
+    let done = lynx(&setup, &link, Some(&format!("code={code}")));
+    assert!(done.contains("Your authenticator is set up"), "{done}");
+}
+
+#[test]
+fn expired_revoked_and_unknown_links_get_the_same_neutral_page() {
+    let setup = Setup::start("link_validity = 10\n");
+    let browser = setup.browser();
+    let expired = setup.link();
+    browser.goto(&expired);
+    assert!(page_text(&browser).contains("Set up your authenticator"));
+    std::thread::sleep(Duration::from_secs(11));
+    browser.goto(&expired);
+    let neutral = browser.source();
+    assert!(neutral.contains(NEUTRAL), "{neutral}");
+
+    let revoked = setup.link();
+    setup
+        .world
+        .kronctl()
+        .run(&["revoke-link", setup.user.name()])
+        .assert_success("kronctl revoke-link");
+    let origin = setup.web.origin();
+    let (prefix, random) = revoked.rsplit_once('.').expect("a token");
+    let forged = format!("{prefix}.{}", random.chars().rev().collect::<String>());
+    for url in [
+        revoked.clone(),
+        forged,
+        format!("{origin}/enroll/nonsense"),
+        format!("{origin}/enroll/{}", "A".repeat(500)),
+        format!("{origin}/"),
+    ] {
+        browser.goto(&url);
+        assert_eq!(browser.source(), neutral, "{url}");
+    }
+}
+
+#[test]
+fn five_wrong_codes_kill_the_link() {
+    let setup = Setup::start("");
+    let link = setup.link();
+    let browser = setup.browser();
+    browser.goto(&link);
+    let secret = otpauth_secret(&qr_in(&browser.screenshot())).expect("a secret");
+    let right = Oath::new(&secret).code_now();
+    let wrong = totp::wrong_code(&right);
+    for left in (1..5).rev() {
+        submit(&browser, &wrong);
+        let text = page_text(&browser);
+        let more = format!("{left} more wrong code");
+        assert!(
+            text.contains(&more),
+            "{text}\n{}\n{}",
+            setup.world.otpd.stderr(),
+            setup.web.log()
+        );
+        assert!(!browser.source().contains(&wrong), "the code is not echoed");
+    }
+    submit(&browser, &wrong);
+    assert!(page_text(&browser).contains(NEUTRAL));
+    browser.goto(&link);
+    assert!(page_text(&browser).contains(NEUTRAL));
+    let status = setup.world.kronctl().json(&["status", setup.user.name()]);
+    assert_eq!(status["pending"], false, "{status}");
+    assert_eq!(status["link"], Value::Null, "{status}");
+}
+
+#[test]
+fn kron_web_killed_mid_request_leaves_the_link_unconsumed() {
+    let mut setup = Setup::start("");
+    let link = setup.link();
+    let browser = setup.browser();
+    browser.goto(&link);
+    let secret = otpauth_secret(&qr_in(&browser.screenshot())).expect("a secret");
+    let token = Oath::new(&secret);
+    let step = totp::steady_step();
+    // kron-web stops before it reads the form; the browser's POST waits in its socket.
+    process::send_signal(setup.web.pid(), libc::SIGSTOP);
+    browser.page_load_timeout(Duration::from_secs(2));
+    let field = browser.find("input[name=code]");
+    browser.type_into(&field, &token.code_for_step(step - 1));
+    let click = browser.find("button[type=submit]");
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| browser.click(&click)));
+    setup.web.kill();
+    let status = setup.world.kronctl().json(&["status", setup.user.name()]);
+    assert_eq!(
+        (status["enrolled"].clone(), status["pending"].clone()),
+        (Value::Bool(false), Value::Bool(true)),
+        "{status}"
+    );
+
+    setup.web.start_again();
+    browser.page_load_timeout(Duration::from_secs(60));
+    browser.goto(&link);
+    assert!(page_text(&browser).contains("Set up your authenticator"));
+    submit(&browser, &token.code_for_step(step));
+    assert!(page_text(&browser).contains("Your authenticator is set up"));
+}
+
+#[test]
+fn only_kron_webs_user_and_root_may_call_the_link_methods() {
+    let setup = Setup::start("");
+    let link = setup.link();
+    let token = link.rsplit('/').next().unwrap_or_default().to_owned();
+    let show = |identity: Identity| {
+        process::run(
+            identity
+                .command("dbus-send")
+                .arg(format!("--bus={}", setup.world.bus.address()))
+                .args([
+                    "--print-reply",
+                    "--dest=io.kron.Otpd",
+                    "/io/kron/Otpd",
+                    "io.kron.Otpd1.ShowLink",
+                ])
+                .arg(format!("string:{token}"))
+                .arg("string:127.0.0.1"),
+        )
+    };
+    let stranger = show(TestUser::new().identity());
+    stranger.assert_failure("ShowLink by another user");
+    assert!(
+        stranger.stderr.contains("AccessDenied"),
+        "{}",
+        stranger.describe()
+    );
+    show(setup.web_user.identity()).assert_success("ShowLink by kron-web's user");
+    show(Identity::Root).assert_success("ShowLink by root");
+}
