@@ -7,6 +7,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::store::SledStore;
 use crate::store::crypto::SecretKey;
+use crate::store::health::StoreEvent;
 use clap::Parser;
 use kron_common::config::{Config, DEFAULT_CONFIG_PATH};
 use kron_common::daemon_args::OtpdArgs as Args;
@@ -97,7 +98,7 @@ fn serve(config: Config, args: &Args) -> Result<()> {
     let socket = config.socket.clone();
     prepare_state_dir(&config.state_dir)?;
     let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
-    let store = SledStore::open(&config.state_dir.join("store"))?;
+    let (store, store_fatal) = open_store(&config.state_dir.join("store"), args.log_stderr)?;
     release_freed_memory();
     let audit = Audit::new(args.log_stderr);
     let address = config.bus_address(args.bus.as_deref());
@@ -155,11 +156,36 @@ fn serve(config: Config, args: &Args) -> Result<()> {
                 ))
             })?;
         engine.log_event(&format!("serving {} on {address}", kron_proto::BUS_NAME));
-        wait_for_stop().await;
+        let outcome = tokio::select! {
+            () = wait_for_stop() => Ok(()),
+            () = store_fatal.notified() => Err(Error::System(
+                "the store failed and did not recover; see the log above".into(),
+            )),
+        };
         engine.log_event("stopping");
         drop(connection);
-        Ok(())
+        outcome
     })
+}
+
+/// Opens the store, logging its failures and recoveries (once each, with their own audit
+/// connection: the store sits below the engine). The returned notification fires when the
+/// store reports a failure it will not recover from: otpd then exits non-zero so its
+/// supervisor restarts it.
+fn open_store(dir: &Path, log_stderr: bool) -> Result<(SledStore, Arc<tokio::sync::Notify>)> {
+    let fatal = Arc::new(tokio::sync::Notify::new());
+    let notify = fatal.clone();
+    let audit = Audit::new(log_stderr);
+    let store = SledStore::open_reporting(
+        dir,
+        Box::new(move |event| {
+            audit.daemon(&event.to_string());
+            if matches!(event, StoreEvent::Fatal { .. }) {
+                notify.notify_one();
+            }
+        }),
+    )?;
+    Ok((store, fatal))
 }
 
 /// At most two glibc malloc arenas. By default glibc gives up to eight per core to the threads

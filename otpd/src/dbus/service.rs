@@ -149,8 +149,9 @@ impl OtpdService {
         };
         let result = self.engine.durable_through(wrote).await.and(result);
         result.map_err(|e| {
-            // Internal failures reach the caller only as "see the log": log them here.
-            if e.is_internal() {
+            // Internal failures reach the caller only as "see the log": log them here, unless
+            // they were logged where they happened (a failed store, once, not per login).
+            if e.is_internal() && !e.is_reported() {
                 self.engine.log_failure(&e);
             }
             OtpdError::from(e)

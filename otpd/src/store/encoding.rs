@@ -8,24 +8,40 @@
 //! added, removed or moved, an enum variant moved) needs a new format byte and a decoder for the
 //! old layout. `the_binary_layout_is_pinned` fails when that is forgotten.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::store::error::StoreError;
 use crate::store::record::UserRecord;
 
 /// The first byte of a record in the current layout. JSON records start with `{`.
 const BINARY_V1: u8 = 1;
 
 pub fn encode(record: &UserRecord) -> Result<Vec<u8>> {
-    postcard::to_extend(record, vec![BINARY_V1]).map_err(|e| Error::Store(e.to_string()))
+    postcard::to_extend(record, vec![BINARY_V1]).map_err(|e| {
+        StoreError::Record {
+            user: String::new(),
+            source: Box::new(e),
+        }
+        .into()
+    })
 }
 
 pub fn decode(user: &str, bytes: &[u8]) -> Result<UserRecord> {
-    let unreadable =
-        |e: &dyn std::fmt::Display| Error::Store(format!("record of {user} is unreadable: {e}"));
-    match bytes.split_first() {
-        Some((&BINARY_V1, rest)) => postcard::from_bytes(rest).map_err(|e| unreadable(&e)),
-        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| unreadable(&e)),
-        _ => Err(unreadable(&"unknown format")),
-    }
+    let unreadable = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Record {
+        user: user.to_owned(),
+        source,
+    };
+    Ok(match bytes.split_first() {
+        Some((&BINARY_V1, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| unreadable(Box::new(e)))?
+        }
+        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| unreadable(Box::new(e)))?,
+        _ => {
+            return Err(StoreError::UnknownFormat {
+                user: user.to_owned(),
+            }
+            .into());
+        }
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! | `mod.rs` | the [`Store`] trait |
 //! | `sled.rs` | [`SledStore`]: the trait on sled 0.34, one key per user |
 //! | `commit.rs` | group commit: replies wait until their own writes are on the device |
+//! | `health.rs` | a store that failed: refuse while closed, reopen when due, report each change once |
+//! | `error.rs` | [`error::StoreError`]: why the store failed, with typed sources |
 //! | `record.rs` | what is stored per user, and its state changes as pure functions |
 //! | `encoding.rs` | how a record is written: a format byte, then postcard |
 //! | `crypto.rs` | secrets at rest: XChaCha20-Poly1305 under `secret.key`; MACs of sent codes |
@@ -18,6 +20,8 @@
 pub mod commit;
 pub mod crypto;
 pub mod encoding;
+pub mod error;
+pub mod health;
 pub mod record;
 pub mod recovery;
 mod sled;
