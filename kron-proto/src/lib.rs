@@ -464,14 +464,12 @@ pub fn validate_user(user: &str) -> Result<(), String> {
     if user.starts_with('-') {
         return Err("user name starts with '-'".into());
     }
-    if let Some(bad) = user
+    // The error does not quote the character: it would repeat the caller's input.
+    if user
         .chars()
-        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | ':'))
+        .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | ':'))
     {
-        return Err(format!(
-            "user name contains a forbidden character {:?}",
-            bad
-        ));
+        return Err("user name contains whitespace, a control character, '/', '\\' or ':'".into());
     }
     Ok(())
 }

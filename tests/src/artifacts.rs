@@ -63,6 +63,11 @@ pub fn pam_host() -> PathBuf {
     artifact("pam-host")
 }
 
+/// This crate's `dbus-call`: one otpd method called as whoever runs it.
+pub fn dbus_call() -> PathBuf {
+    artifact("dbus-call")
+}
+
 /// The workspace root (for the packaging files the tests use as they ship).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -128,20 +128,19 @@ pub fn open(data: &[u8], pass: &str) -> Result<Backup> {
             backup.format, backup.version
         )));
     }
-    for entry in &backup.users {
-        validate_entry(entry)?;
+    for (index, entry) in backup.users.iter().enumerate() {
+        validate_entry(entry).map_err(|e| {
+            Error::InvalidArgument(super::lifecycle::invalid_entry(index, &entry.user, &e))
+        })?;
     }
     Ok(backup)
 }
 
-fn validate_entry(entry: &BackupUser) -> Result<()> {
-    kron_proto::validate_user(&entry.user)
-        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", entry.user)))?;
+fn validate_entry(entry: &BackupUser) -> std::result::Result<(), String> {
+    kron_proto::validate_user(&entry.user)?;
     if let Some(token) = &entry.token {
-        validate_params(token.params)
-            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", entry.user)))?;
-        decode_secret(&token.secret)
-            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", entry.user)))?;
+        validate_params(token.params)?;
+        decode_secret(&token.secret)?;
     }
     Ok(())
 }

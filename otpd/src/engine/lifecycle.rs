@@ -23,6 +23,7 @@ impl Engine {
         code: &str,
         now: u64,
     ) -> Result<Vec<String>> {
+        self.require_self_unless_admin(caller, user)?;
         let user = self.resolve_target(caller, user)?;
         let account = self.existing_account(&user)?;
         caller.may_manage(&account, &self.config, &*self.directory)?;
@@ -134,11 +135,11 @@ impl Engine {
             )));
         }
         let mut records = Vec::with_capacity(tokens.len());
-        for token in tokens {
+        for (index, token) in tokens.iter().enumerate() {
             let secret = Zeroizing::new(token.secret.clone());
             let record = self
-                .record_from_import(&token, &secret, now)
-                .map_err(|e| Error::InvalidArgument(format!("{}: {e}", token.user)))?;
+                .record_from_import(token, &secret, now)
+                .map_err(|e| Error::InvalidArgument(invalid_entry(index, &token.user, &e)))?;
             records.push((token.user.clone(), record));
         }
         self.store_imports(caller, records, replace, dry_run)
@@ -317,6 +318,15 @@ impl Engine {
             caller_uid: caller.uid,
             ..Subject::default()
         }
+    }
+}
+
+/// An invalid entry of an import, named by its user if that name is valid, else by its place:
+/// an error never repeats input that failed a check.
+pub(super) fn invalid_entry(index: usize, user: &str, why: &str) -> String {
+    match kron_proto::validate_user(user) {
+        Ok(()) => format!("{user}: {why}"),
+        Err(_) => format!("entry {}: {why}", index + 1),
     }
 }
 

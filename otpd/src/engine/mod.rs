@@ -106,6 +106,29 @@ impl Engine {
         self.audit.daemon(message);
     }
 
+    /// Authorization before validation (design invariant 9): a caller who is neither root nor
+    /// an admin may name only themself, as "" or by their own account's name. Anything else is
+    /// refused before the argument is looked at, valid name or not, so the error tells such a
+    /// caller nothing about it.
+    fn require_self_unless_admin(&self, caller: Caller, user: &str) -> Result<()> {
+        if user.is_empty() || caller.is_admin(&self.config, &*self.directory)? {
+            return Ok(());
+        }
+        let own = kron_proto::validate_user(user).is_ok()
+            && self
+                .directory
+                .by_name(user)?
+                .is_some_and(|account| account.uid == caller.uid);
+        if own {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied(format!(
+                "only root or members of {} may act for other users",
+                self.config.admin_group
+            )))
+        }
+    }
+
     /// "" means the caller; anything else must be a well-formed user name.
     fn resolve_target(&self, caller: Caller, user: &str) -> Result<String> {
         if user.is_empty() {
@@ -125,8 +148,8 @@ impl Engine {
     /// The target of an admin operation (reset, unlock): admins only, and only root may act on
     /// root or on another admin. Names NSS no longer knows (deleted users) are allowed.
     fn managed_target(&self, caller: Caller, user: &str) -> Result<String> {
-        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         caller.require_admin(&self.config, &*self.directory)?;
+        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         match self.directory.by_name(user)? {
             Some(account) => {
                 caller.may_manage(&account, &self.config, &*self.directory)?;
