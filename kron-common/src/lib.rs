@@ -9,6 +9,7 @@
 //! | `rules` | which `[[group]]` rule applies to an account and PAM service |
 //! | `users` | accounts and groups through NSS (the `Directory` trait) |
 //! | `qr` | QR codes for enrollment: terminal text and PNG |
+//! | `trust` | otpd's files, and whether root alone can change them and the path to them (StrictModes) |
 //!
 //! otpd decides logins with these; `kronctl doctor` predicts them with the very same code, and
 //! kronctl links neither tokio, sled nor the SMTP and HTTP clients.
@@ -21,4 +22,5 @@ pub mod daemon_args;
 pub mod qr;
 pub mod rules;
 pub mod template;
+pub mod trust;
 pub mod users;

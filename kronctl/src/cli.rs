@@ -384,8 +384,9 @@ pub struct ExportTokenArgs {
 }
 
 /// Every check `kronctl doctor` runs, by its stable id (see docs/kronctl.md).
-pub const DOCTOR_CHECKS: [&str; 16] = [
+pub const DOCTOR_CHECKS: [&str; 17] = [
     "otpd-config",
+    "file-trust",
     "dbus-policy",
     "otpd-reachable",
     "sshd-config",

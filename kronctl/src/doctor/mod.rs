@@ -9,10 +9,11 @@
 
 mod admins;
 mod clock;
-mod config;
+pub(crate) mod config;
 mod dbus;
-mod pam;
-mod sshd;
+mod files;
+pub(crate) mod pam;
+pub(crate) mod sshd;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -171,6 +172,7 @@ pub async fn diagnose(bus: &str, args: &DoctorArgs) -> Vec<Finding> {
     let mut out = Findings::new(&args.skip);
 
     let policy = config::check(&root, args.config.as_deref(), &mut out);
+    files::check(&root, args.config.as_deref(), &policy, &mut out);
 
     dbus::check_policy_file(&root, &mut out);
     let otpd = if out.wants("otpd-reachable") || out.wants("admin-lockout") {

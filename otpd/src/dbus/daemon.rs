@@ -11,6 +11,7 @@ use crate::store::health::StoreEvent;
 use clap::Parser;
 use kron_common::config::{Config, DEFAULT_CONFIG_PATH};
 use kron_common::daemon_args::OtpdArgs as Args;
+use kron_common::trust;
 use kron_common::users::{Directory, Nss};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,15 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    // Like sshd's StrictModes: no file (or directory on the way to one) that anyone but root
+    // could change. Checked before anything is created or read from the state directory.
+    let config_path = path.exists().then_some(path.as_path());
+    if let Err(untrusted) =
+        trust::check_otpd_files(&config, config_path, trust::Owners::root_and_me())
+    {
+        eprintln!("otpd: refusing to use {untrusted}");
+        return 1;
+    }
     if args.check_config {
         // The secret files of [email] and [sms] are read at start: check them now too.
         if let Err(e) = check_senders(&config) {
