@@ -8,6 +8,7 @@
 //! | `contact` | email addresses and phone numbers: patterns, checks, masking; channel lists |
 //! | `rules` | which `[[group]]` rule applies to an account and PAM service |
 //! | `users` | accounts and groups through NSS (the `Directory` trait) |
+//! | `passphrase` | how strong an export passphrase must be |
 //! | `qr` | QR codes for enrollment: terminal text and PNG |
 //! | `trust` | otpd's files, and whether root alone can change them and the path to them (StrictModes) |
 //!
@@ -19,6 +20,7 @@
 pub mod config;
 pub mod contact;
 pub mod daemon_args;
+pub mod passphrase;
 pub mod qr;
 pub mod rules;
 pub mod template;

@@ -21,9 +21,21 @@ pub struct Otpd {
     config: PathBuf,
     bus_address: String,
     child: Option<Child>,
-    /// When set, otpd runs in a mount namespace of its own with a tmpfs of this size (e.g.
-    /// `16m`) over its state directory ([`Otpd::start_on_tmpfs`]).
-    tmpfs: Option<String>,
+    /// How otpd is started.
+    launch: Launch,
+}
+
+/// How [`Otpd`] starts the otpd binary.
+#[derive(Debug, Clone)]
+enum Launch {
+    /// Directly, as root with every capability.
+    Plain,
+    /// In a mount namespace of its own with a tmpfs of this size (e.g. `16m`) over its state
+    /// directory ([`Otpd::start_on_tmpfs`]).
+    Tmpfs(String),
+    /// As root without any capability, as its systemd unit runs it
+    /// ([`Otpd::start_without_capabilities`]).
+    NoCapabilities,
 }
 
 impl std::fmt::Debug for Otpd {
@@ -41,17 +53,23 @@ impl Otpd {
     /// `extra_toml` is appended after the `state_dir` line: top-level keys first, then tables
     /// such as `[totp]`, `[throttle]` and `[[group]]`.
     pub fn start(bus: &Bus, extra_toml: &str) -> Otpd {
-        Otpd::start_with(bus, extra_toml, None)
+        Otpd::start_with(bus, extra_toml, Launch::Plain)
+    }
+
+    /// As [`Otpd::start`], but as root without any capability (an empty bounding set), as
+    /// `CapabilityBoundingSet=` in its unit runs it.
+    pub fn start_without_capabilities(bus: &Bus, extra_toml: &str) -> Otpd {
+        Otpd::start_with(bus, extra_toml, Launch::NoCapabilities)
     }
 
     /// As [`Otpd::start`], but otpd's state directory is a small tmpfs (`size` as mount takes
     /// it, e.g. `16m`) mounted in a mount namespace of otpd's own: a file system the test can
     /// fill up ([`Otpd::state_dir_of_process`]) without touching the machine's.
     pub fn start_on_tmpfs(bus: &Bus, extra_toml: &str, size: &str) -> Otpd {
-        Otpd::start_with(bus, extra_toml, Some(size.to_owned()))
+        Otpd::start_with(bus, extra_toml, Launch::Tmpfs(size.to_owned()))
     }
 
-    fn start_with(bus: &Bus, extra_toml: &str, tmpfs: Option<String>) -> Otpd {
+    fn start_with(bus: &Bus, extra_toml: &str, launch: Launch) -> Otpd {
         let dir = scratch::private_dir("kron-otpd.");
         let run = scratch::public_dir("kron-run.");
         let config = dir.path().join("otpd.toml");
@@ -67,7 +85,7 @@ impl Otpd {
             config,
             bus_address: bus.address().to_string(),
             child: None,
-            tmpfs,
+            launch,
         };
         otpd.launch();
         otpd
@@ -160,9 +178,17 @@ impl Otpd {
             .append(true)
             .open(self.log_path())
             .expect("open otpd stderr log");
-        let mut command = match &self.tmpfs {
-            None => Command::new(artifacts::otpd()),
-            Some(size) => {
+        let mut command = match &self.launch {
+            Launch::Plain => Command::new(artifacts::otpd()),
+            Launch::NoCapabilities => {
+                let mut command = Command::new("setpriv");
+                command
+                    .args(NO_CAPABILITIES)
+                    .arg("--")
+                    .arg(artifacts::otpd());
+                command
+            }
+            Launch::Tmpfs(size) => {
                 // unshare and sh both exec, so the child's pid is otpd's.
                 let state = self.state_dir();
                 std::fs::create_dir_all(&state).expect("create the state directory");
@@ -214,6 +240,9 @@ impl Drop for Otpd {
         self.kill();
     }
 }
+
+/// `setpriv` options that leave a root process without any capability.
+pub const NO_CAPABILITIES: [&str; 2] = ["--bounding-set=-all", "--inh-caps=-all"];
 
 /// Runs `otpd --check-config --config FILE` and returns what it did.
 pub fn check_config(config: &Path) -> process::Output {

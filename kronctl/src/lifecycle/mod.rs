@@ -60,6 +60,8 @@ pub async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Error> {
     // still empty file is removed again if anything below fails.
     let file = SecretFile::create(&args.file)?;
     let pass = passphrase::passphrase(args.passphrase_file.as_deref(), true)?;
+    // otpd refuses it too; saying so here spares the round trip.
+    kron_common::passphrase::check_strength(&pass).map_err(Error::Usage)?;
     let data = otpd
         .export(args.user.as_deref().unwrap_or(""), &pass)
         .await?;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 /// Runs otpd; returns the process exit code.
 pub fn main() -> i32 {
+    keep_secrets_in_memory();
     let args = Args::parse();
     let path = args
         .config
@@ -196,6 +197,17 @@ fn open_store(dir: &Path, log_stderr: bool) -> Result<(SledStore, Arc<tokio::syn
         }),
     )?;
     Ok((store, fatal))
+}
+
+/// Secrets stay in memory: no core dump of otpd (its memory holds the key and token secrets)
+/// and no reading of its memory by processes of the same uid that lack CAP_SYS_PTRACE. First
+/// thing in `main`, before the key is read. The unit adds `LimitCORE=0` for good measure.
+fn keep_secrets_in_memory() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's dumpable flag; the unused
+    // arguments are zero as the kernel requires. It cannot fail with these arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
 }
 
 /// At most two glibc malloc arenas. By default glibc gives up to eight per core to the threads

@@ -88,6 +88,8 @@ fn passphrase(text: &str) -> Result<SecretString> {
 pub fn seal(backup: &Backup, pass: &str) -> Result<Vec<u8>> {
     let json =
         Zeroizing::new(serde_json::to_vec(backup).map_err(|e| Error::System(e.to_string()))?);
+    // A new file: its passphrase must be strong (an old file opens with whatever it has).
+    kron_common::passphrase::check_strength(pass).map_err(Error::InvalidArgument)?;
     let encryptor = age::Encryptor::with_user_passphrase(passphrase(pass)?);
     let mut out = Vec::new();
     let write = || -> std::io::Result<()> {
@@ -222,5 +224,9 @@ mod tests {
         assert!(open(&tampered, "correct horse").is_err(), "tampered");
         assert!(open(b"garbage", "x").is_err());
         assert!(seal(&sample(), "").is_err());
+        assert!(
+            matches!(seal(&sample(), "x"), Err(Error::InvalidArgument(m)) if m.contains("too short")),
+            "a 1-byte passphrase is refused"
+        );
     }
 }
