@@ -14,6 +14,7 @@ mod error;
 mod lifecycle;
 mod migrate;
 mod passphrase;
+mod progress;
 mod render;
 mod secret_file;
 mod time;

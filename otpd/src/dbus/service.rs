@@ -482,6 +482,105 @@ impl OtpdService {
         .await
     }
 
+    async fn export_begin(
+        &self,
+        user: String,
+        passphrase: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, OtpdError> {
+        let passphrase = zeroize::Zeroizing::new(passphrase);
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.export_begin(caller, &user, &passphrase, now),
+        )
+        .await
+    }
+
+    async fn export_next(
+        &self,
+        handle: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(Vec<u8>, u64, bool), OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.export_next(caller, &handle, now),
+        )
+        .await
+    }
+
+    async fn import_begin(
+        &self,
+        passphrase: String,
+        replace: bool,
+        dry_run: bool,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, OtpdError> {
+        let passphrase = zeroize::Zeroizing::new(passphrase);
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| {
+                engine.import_begin(caller, &passphrase, replace, dry_run, now)
+            },
+        )
+        .await
+    }
+
+    async fn import_chunk(
+        &self,
+        handle: String,
+        data: Vec<u8>,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.import_chunk(caller, &handle, data, now),
+        )
+        .await
+    }
+
+    async fn import_end(
+        &self,
+        handle: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<u64, OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.import_end(caller, &handle, now),
+        )
+        .await
+    }
+
+    async fn import_apply(
+        &self,
+        handle: String,
+        max: u32,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(Vec<ImportResult>, bool), OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.import_apply(caller, &handle, max, now),
+        )
+        .await
+    }
+
     #[zbus(property)]
     async fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()

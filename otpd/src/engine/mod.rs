@@ -11,6 +11,8 @@
 //! | `outbound.rs` | email and SMS: contacts, sending codes within the budget, delivered enrollments |
 //! | `lifecycle.rs` | recovery codes, backup and restore, migration imports, token export |
 //! | `backup.rs` | the backup file: JSON in an age file encrypted to a passphrase |
+//! | `backup_io.rs` | that file written and read a user at a time (any size, bounded memory) |
+//! | `transfer.rs` | streamed export and import: the cursors and sessions between calls |
 //! | `sessions.rs` | logins waiting at the prompt, in memory and bounded |
 //! | `messages.rs` | every text a person sees during a login |
 //! | `tests/` | the engine's unit tests, by part, on a fixed clock |
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod backup;
+pub(crate) mod backup_io;
 mod lifecycle;
 mod login;
 mod messages;
@@ -26,6 +29,7 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod transfer;
 mod verdict;
 
 use crate::audit::{Audit, Subject};
@@ -49,13 +53,15 @@ use sessions::Sessions;
 pub struct Engine {
     config: Config,
     store: Box<dyn Store>,
-    key: SecretKey,
+    /// Shared with the threads that check an import as it arrives (`transfer.rs`).
+    key: std::sync::Arc<SecretKey>,
     directory: Box<dyn Directory>,
     audit: Audit,
     sessions: Sessions,
     grace: GraceLedger,
     strangers: StrangerThrottle,
     limiter: SelfServiceLimiter,
+    transfers: transfer::Transfers,
     hostname: String,
     delivery: Box<dyn Deliver>,
 }
@@ -73,13 +79,14 @@ impl Engine {
         Engine {
             config,
             store,
-            key,
+            key: std::sync::Arc::new(key),
             directory,
             audit,
             sessions: Sessions::default(),
             grace: GraceLedger::default(),
             strangers: StrangerThrottle::default(),
             limiter: SelfServiceLimiter::default(),
+            transfers: transfer::Transfers::default(),
             hostname,
             delivery,
         }

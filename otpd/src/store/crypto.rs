@@ -156,7 +156,7 @@ impl SecretKey {
 }
 
 /// HMAC-SHA256 over length-prefixed parts, so ("ab", "c") and ("a", "bc") differ.
-fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     // An HMAC key may have any length: new_from_slice cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     for part in parts {

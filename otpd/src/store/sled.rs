@@ -322,6 +322,26 @@ impl Store for SledStore {
         })
     }
 
+    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, UserRecord)>> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) => Bound::Excluded(after.as_bytes()),
+            None => Bound::Unbounded,
+        };
+        self.with(|open| {
+            open.users
+                .range::<&[u8], _>((start, Bound::Unbounded))
+                .take(limit)
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    let user = String::from_utf8_lossy(&key).into_owned();
+                    let record = decode(&user, &value)?;
+                    Ok((user, record))
+                })
+                .collect()
+        })
+    }
+
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt> {
         self.update(user, |record| record.charge_attempt(now, config))
     }

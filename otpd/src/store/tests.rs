@@ -198,7 +198,7 @@ fn records_written_as_json_are_read_and_rewritten_in_binary() {
         store.accept_step("alice", 12, 200).unwrap(),
         StepOutcome::Accepted
     );
-    assert_eq!(store.raw("alice").unwrap()[0], 1, "binary now");
+    assert_eq!(store.raw("alice").unwrap()[0], 2, "binary now");
     assert_eq!(store.get("alice").unwrap().unwrap().last_step, Some(12));
 }
 

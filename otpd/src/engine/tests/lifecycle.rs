@@ -1,6 +1,6 @@
 //! Recovery codes, backup and restore, migration imports, token export.
 
-use super::{NOW, ROOT, code, enroll, fixture, kind};
+use super::{NOW, ROOT, code, enroll, fixture, fixture_keyed, kind};
 use crate::error::Error;
 use crate::policy::LoginRequest;
 use crate::policy::authz::Caller;
@@ -215,4 +215,29 @@ fn token_export_needs_config_and_a_code() {
         .export_token(ALICE, &code(&secret, NOW), NOW)
         .unwrap();
     assert!(uri.starts_with("otpauth://totp/"));
+}
+
+#[test]
+fn recovery_codes_move_with_an_export_to_a_host_with_another_key() {
+    let config = Config {
+        default_mode: Mode::Require,
+        ..Config::default()
+    };
+    let here = fixture(config.clone());
+    enroll(&here.engine, "alice");
+    let codes = here.engine.recovery_codes(ROOT, "alice", "", NOW).unwrap();
+    let file = here.engine.export(ROOT, "", "a pass phrase", NOW).unwrap();
+    let there = fixture_keyed(config, 11);
+    there
+        .engine
+        .import(ROOT, &file, "a pass phrase", false, false)
+        .unwrap();
+    assert_eq!(
+        kind(&login(&there.engine, &codes[0], NOW + 1)),
+        StepKind::Accept
+    );
+    assert_eq!(
+        kind(&login(&there.engine, &codes[0], NOW + 2)),
+        StepKind::Deny
+    );
 }

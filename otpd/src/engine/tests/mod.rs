@@ -33,10 +33,23 @@ pub(super) fn fixture(config: Config) -> Fixture {
     fixture_sending(config, std::sync::Arc::default())
 }
 
+/// A fixture whose `secret.key` is all `byte` (another host than [`fixture`]'s).
+pub(super) fn fixture_keyed(config: Config, byte: u8) -> Fixture {
+    fixture_with(config, std::sync::Arc::default(), byte)
+}
+
 /// A fixture whose email and SMS go to `delivery`.
 pub(super) fn fixture_sending(
     config: Config,
     delivery: std::sync::Arc<crate::delivery::fake::FakeDelivery>,
+) -> Fixture {
+    fixture_with(config, delivery, 9)
+}
+
+fn fixture_with(
+    config: Config,
+    delivery: std::sync::Arc<crate::delivery::fake::FakeDelivery>,
+    key: u8,
 ) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let directory = FakeDirectory::default()
@@ -47,7 +60,7 @@ pub(super) fn fixture_sending(
     let engine = Engine::new(
         config,
         Box::new(SledStore::open(&dir.path().join("store")).unwrap()),
-        SecretKey::from_bytes(&[9; 32]),
+        SecretKey::from_bytes(&[key; 32]),
         Box::new(directory),
         Audit::new(false),
         "host".into(),
