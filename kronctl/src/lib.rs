@@ -11,6 +11,8 @@ mod client;
 mod commands;
 mod doctor;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod lifecycle;
 mod migrate;
 mod passphrase;

@@ -5,6 +5,7 @@ mod lifecycle;
 mod login;
 mod outbound;
 mod tokens;
+mod transfer;
 
 use super::*;
 use crate::store::SledStore;
@@ -47,11 +48,13 @@ pub(super) fn fixture_sending(
 }
 
 fn fixture_with(
-    config: Config,
+    mut config: Config,
     delivery: std::sync::Arc<crate::delivery::fake::FakeDelivery>,
     key: u8,
 ) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
+    // Import spools go to the state directory.
+    config.state_dir = dir.path().to_owned();
     let directory = FakeDirectory::default()
         .with_user("root", 0, &["root"])
         .with_user("alice", 1001, &["wheel"])
