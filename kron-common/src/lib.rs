@@ -10,6 +10,8 @@
 //! | `rules` | which `[[group]]` rule applies to an account and PAM service |
 //! | `users` | accounts and groups through NSS (the `Directory` trait) |
 //! | `qr` | QR codes for enrollment: terminal text, PNG, and SVG for kron-web's page |
+//! | `passphrase` | how strong an export passphrase must be |
+//! | `trust` | otpd's files, and whether root alone can change them and the path to them (StrictModes) |
 //!
 //! otpd decides logins with these; `kronctl doctor` predicts them with the very same code, and
 //! kronctl links neither tokio, sled nor the SMTP and HTTP clients.
@@ -20,7 +22,9 @@ pub mod config;
 pub mod contact;
 pub mod daemon_args;
 pub mod files;
+pub mod passphrase;
 pub mod qr;
 pub mod rules;
 pub mod template;
+pub mod trust;
 pub mod users;

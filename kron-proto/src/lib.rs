@@ -357,8 +357,13 @@ pub struct ImportResult {
     pub reason: String,
 }
 
-/// Longest export file otpd accepts for import.
+/// Longest export file otpd accepts for import in one `Import` call (the streamed methods,
+/// `ImportBegin` and on, take files of any size).
 pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;
+/// Largest piece of an export file in one `ExportNext` answer or `ImportChunk` call.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+/// Most users one `ImportApply` call applies.
+pub const MAX_APPLY: u32 = 10_000;
 /// Most tokens in one `ImportTokens` call.
 pub const MAX_IMPORT_TOKENS: usize = 100_000;
 
@@ -553,6 +558,26 @@ pub trait Otpd {
     /// Confirms the enrollment of link `token` with `code` (kron-web): the token becomes
     /// active and the link dies. A wrong code is `Rejected`; the fifth kills the link.
     fn confirm_link(&self, token: &str, code: &str, client: &str) -> zbus::Result<()>;
+    /// Starts a streamed export of every token (`user` = "") or one user's, encrypted to
+    /// `passphrase` (root only): the same age file as `export`, fetched piece by piece with
+    /// `export_next`, so a store of any size never is one message. Returns the handle.
+    fn export_begin(&self, user: &str, passphrase: &str) -> zbus::Result<String>;
+    /// The next piece of the file (at most [`MAX_CHUNK_BYTES`]), the users written so far,
+    /// and whether this piece is the last.
+    fn export_next(&self, handle: &str) -> zbus::Result<(Vec<u8>, u64, bool)>;
+    /// Starts a streamed import of an export file (root only); returns the handle. The file
+    /// follows in `import_chunk` calls; nothing is stored before `import_end` has checked all
+    /// of it.
+    fn import_begin(&self, passphrase: &str, replace: bool, dry_run: bool) -> zbus::Result<String>;
+    /// The next piece of the file (at most [`MAX_CHUNK_BYTES`]).
+    fn import_chunk(&self, handle: &str, data: &[u8]) -> zbus::Result<()>;
+    /// The whole file was sent: decrypts and checks the rest of it, and returns how many
+    /// users it holds. A wrong passphrase, a damaged or truncated file ends the import here,
+    /// with nothing stored.
+    fn import_end(&self, handle: &str) -> zbus::Result<u64>;
+    /// Stores (or with `dry_run` judges) up to `max` more users of a checked file and reports
+    /// them, with whether that was the last.
+    fn import_apply(&self, handle: &str, max: u32) -> zbus::Result<(Vec<ImportResult>, bool)>;
     /// Daemon version, for `kronctl doctor` and packaging checks.
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
@@ -570,14 +595,12 @@ pub fn validate_user(user: &str) -> Result<(), String> {
     if user.starts_with('-') {
         return Err("user name starts with '-'".into());
     }
-    if let Some(bad) = user
+    // The error does not quote the character: it would repeat the caller's input.
+    if user
         .chars()
-        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | ':'))
+        .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | ':'))
     {
-        return Err(format!(
-            "user name contains a forbidden character {:?}",
-            bad
-        ));
+        return Err("user name contains whitespace, a control character, '/', '\\' or ':'".into());
     }
     Ok(())
 }

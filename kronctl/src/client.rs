@@ -137,27 +137,6 @@ impl Otpd {
             .map_err(|e| self.fail(e))
     }
 
-    /// The age file of every token (`user` = "") or one user's.
-    pub async fn export(&self, user: &str, passphrase: &str) -> Result<Vec<u8>, Error> {
-        self.proxy
-            .export(user, passphrase)
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
-    pub async fn import(
-        &self,
-        data: &[u8],
-        passphrase: &str,
-        replace: bool,
-        dry_run: bool,
-    ) -> Result<Vec<ImportResult>, Error> {
-        self.proxy
-            .import(data, passphrase, replace, dry_run)
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
     /// `ImportTokens`, sent from a borrowed slice (the generated proxy method would take the
     /// tokens by value and drop their secrets unwiped), so the caller can wipe them after.
     pub async fn import_tokens(
@@ -169,6 +148,62 @@ impl Otpd {
         self.proxy
             .inner()
             .call("ImportTokens", &(tokens, replace, dry_run))
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Starts a streamed export; the handle for [`Otpd::export_next`].
+    pub async fn export_begin(&self, user: &str, passphrase: &str) -> Result<String, Error> {
+        self.proxy
+            .export_begin(user, passphrase)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The next piece of the export, the users written so far, and whether it was the last.
+    pub async fn export_next(&self, handle: &str) -> Result<(Vec<u8>, u64, bool), Error> {
+        self.proxy
+            .export_next(handle)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Starts a streamed import; the handle for the calls below.
+    pub async fn import_begin(
+        &self,
+        passphrase: &str,
+        replace: bool,
+        dry_run: bool,
+    ) -> Result<String, Error> {
+        self.proxy
+            .import_begin(passphrase, replace, dry_run)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    pub async fn import_chunk(&self, handle: &str, data: &[u8]) -> Result<(), Error> {
+        self.proxy
+            .import_chunk(handle, data)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The file is sent: the number of users in it, once otpd has checked all of it.
+    pub async fn import_end(&self, handle: &str) -> Result<u64, Error> {
+        self.proxy
+            .import_end(handle)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Up to `max` more users stored (or judged), and whether that was all.
+    pub async fn import_apply(
+        &self,
+        handle: &str,
+        max: u32,
+    ) -> Result<(Vec<ImportResult>, bool), Error> {
+        self.proxy
+            .import_apply(handle, max)
             .await
             .map_err(|e| self.fail(e))
     }

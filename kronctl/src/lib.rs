@@ -27,11 +27,14 @@ mod client;
 mod commands;
 mod doctor;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod lifecycle;
 mod link;
 mod migrate;
 mod output;
 mod passphrase;
+mod progress;
 mod render;
 mod secret_file;
 mod sys;

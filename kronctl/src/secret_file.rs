@@ -1,4 +1,4 @@
-//! Writing a file that holds a secret (an enrollment's or token's QR code as PNG).
+//! Writing a file that holds a secret (the enrollment QR code as PNG, an export).
 //!
 //! The file is created new with mode 0600 before otpd is asked for anything, so a refused path
 //! leaves no enrollment behind; `O_EXCL` also means an existing file or a planted symlink is
@@ -51,6 +51,15 @@ impl SecretFile {
             path: path.to_owned(),
             file,
             keep: false,
+        })
+    }
+
+    /// Appends `bytes` (a streamed export); the file is still removed on drop unless
+    /// [`Self::finish`] runs.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.file.write_all(bytes).map_err(|source| Error::Io {
+            what: format!("cannot write {}", self.path.display()),
+            source,
         })
     }
 

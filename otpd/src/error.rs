@@ -8,6 +8,9 @@ use kron_common::rules::RuleError;
 use kron_common::users::DirectoryError;
 use kron_proto::OtpdError;
 
+pub use crate::store::crypto::CryptoError;
+pub use crate::store::error::StoreError;
+
 #[derive(Debug)]
 pub enum Error {
     /// The caller may not do this.
@@ -25,9 +28,9 @@ pub enum Error {
     /// The configuration is invalid: "file:line: reason".
     Config(String),
     /// The store failed; state is unchanged or the failure is reported before any reply.
-    Store(String),
+    Store(StoreError),
     /// Sealing or opening a secret failed (wrong key, tampered record).
-    Crypto(String),
+    Crypto(CryptoError),
     /// The bus or another system service failed.
     System(String),
     /// NSS could not answer, so no account or group could be checked.
@@ -69,6 +72,8 @@ impl std::error::Error for Error {
         match self {
             Error::Directory(e) => Some(e),
             Error::Policy(e) => Some(e),
+            Error::Store(e) => Some(e),
+            Error::Crypto(e) => Some(e),
             _ => None,
         }
     }
@@ -87,6 +92,12 @@ impl Error {
                 | Error::Directory(_)
                 | Error::Policy(_)
         )
+    }
+
+    /// An internal failure that was logged where it happened (a store that stopped working
+    /// logs that once, not once per refused login): the caller need not log it again.
+    pub fn is_reported(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_reported())
     }
 }
 
@@ -113,7 +124,19 @@ impl From<RuleError> for Error {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Error::Store(e.to_string())
+        Error::Store(StoreError::Sled(e))
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl From<CryptoError> for Error {
+    fn from(e: CryptoError) -> Self {
+        Error::Crypto(e)
     }
 }
 

@@ -20,6 +20,8 @@ pub mod dbus;
 pub mod delivery;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod policy;
 pub mod serde_hex;
 pub mod store;

@@ -68,6 +68,11 @@ pub fn socket_probe() -> PathBuf {
     artifact("socket-probe")
 }
 
+/// This crate's `dbus-call`: one otpd method called as whoever runs it.
+pub fn dbus_call() -> PathBuf {
+    artifact("dbus-call")
+}
+
 /// The workspace root (for the packaging files the tests use as they ship).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

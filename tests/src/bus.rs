@@ -40,10 +40,27 @@ impl Bus {
 
     /// Starts a bus that includes `policy` instead of the project's policy file.
     pub fn start_with_policy(policy: &Path) -> Bus {
+        Bus::start_with(policy, None)
+    }
+
+    /// Starts a bus with the project's policy that refuses messages over `bytes`
+    /// (`max_message_size`; the system bus allows 32 MiB).
+    pub fn start_with_message_limit(bytes: u64) -> Bus {
+        Bus::start_with(&artifacts::dbus_policy(), Some(bytes))
+    }
+
+    fn start_with(policy: &Path, max_message_size: Option<u64>) -> Bus {
         let dir = scratch::public_dir("kron-bus.");
         let socket = dir.path().join("bus");
         let config = dir.path().join("bus.conf");
-        scratch::write_file(&config, &config_text(&socket, policy), 0o644);
+        let mut text = config_text(&socket, policy);
+        if let Some(bytes) = max_message_size {
+            text = text.replace(
+                "</busconfig>",
+                &format!("  <limit name=\"max_message_size\">{bytes}</limit>\n</busconfig>"),
+            );
+        }
+        scratch::write_file(&config, &text, 0o644);
         let (child, stdout) = spawn(dir.path());
         let address = format!("unix:path={}", socket.display());
         Bus {

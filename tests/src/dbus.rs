@@ -163,3 +163,26 @@ pub fn send_as(
         .args(args);
     crate::process::run(&mut command)
 }
+
+/// Calls `member` of otpd's interface with `dbus-call` as `identity`: arguments of any size
+/// (`@N` is N bytes of `ECHO-MARKER-`, see the program). `Ok(())` on success, else the D-Bus
+/// error. Panics on a transport failure.
+pub fn call_as(
+    identity: &crate::process::Identity,
+    address: &str,
+    member: &str,
+    args: &[&str],
+) -> Result<(), CallError> {
+    let mut command = identity.command(crate::artifacts::dbus_call());
+    command.arg(address).arg(member).args(args);
+    let output = crate::process::run(&mut command);
+    output.assert_success(&format!("dbus-call {member}"));
+    let mut lines = output.stdout.splitn(2, '\n');
+    match lines.next().unwrap_or_default() {
+        "OK" => Ok(()),
+        first => Err(CallError {
+            name: first.strip_prefix("ERROR ").unwrap_or(first).to_owned(),
+            text: lines.next().unwrap_or_default().trim_end().to_owned(),
+        }),
+    }
+}

@@ -21,6 +21,21 @@ pub struct Otpd {
     config: PathBuf,
     bus_address: String,
     child: Option<Child>,
+    /// How otpd is started.
+    launch: Launch,
+}
+
+/// How [`Otpd`] starts the otpd binary.
+#[derive(Debug, Clone)]
+enum Launch {
+    /// Directly, as root with every capability.
+    Plain,
+    /// In a mount namespace of its own with a tmpfs of this size (e.g. `16m`) over its state
+    /// directory ([`Otpd::start_on_tmpfs`]).
+    Tmpfs(String),
+    /// As root without any capability, as its systemd unit runs it
+    /// ([`Otpd::start_without_capabilities`]).
+    NoCapabilities,
 }
 
 impl std::fmt::Debug for Otpd {
@@ -38,6 +53,23 @@ impl Otpd {
     /// `extra_toml` is appended after the `state_dir` line: top-level keys first, then tables
     /// such as `[totp]`, `[throttle]` and `[[group]]`.
     pub fn start(bus: &Bus, extra_toml: &str) -> Otpd {
+        Otpd::start_with(bus, extra_toml, Launch::Plain)
+    }
+
+    /// As [`Otpd::start`], but as root without any capability (an empty bounding set), as
+    /// `CapabilityBoundingSet=` in its unit runs it.
+    pub fn start_without_capabilities(bus: &Bus, extra_toml: &str) -> Otpd {
+        Otpd::start_with(bus, extra_toml, Launch::NoCapabilities)
+    }
+
+    /// As [`Otpd::start`], but otpd's state directory is a small tmpfs (`size` as mount takes
+    /// it, e.g. `16m`) mounted in a mount namespace of otpd's own: a file system the test can
+    /// fill up ([`Otpd::state_dir_of_process`]) without touching the machine's.
+    pub fn start_on_tmpfs(bus: &Bus, extra_toml: &str, size: &str) -> Otpd {
+        Otpd::start_with(bus, extra_toml, Launch::Tmpfs(size.to_owned()))
+    }
+
+    fn start_with(bus: &Bus, extra_toml: &str, launch: Launch) -> Otpd {
         let dir = scratch::private_dir("kron-otpd.");
         let run = scratch::public_dir("kron-run.");
         let config = dir.path().join("otpd.toml");
@@ -53,6 +85,7 @@ impl Otpd {
             config,
             bus_address: bus.address().to_string(),
             child: None,
+            launch,
         };
         otpd.launch();
         otpd
@@ -71,6 +104,13 @@ impl Otpd {
     /// The store directory.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// The state directory as the running otpd sees it: through `/proc/PID/root`, so on the
+    /// tmpfs of [`Otpd::start_on_tmpfs`] too.
+    pub fn state_dir_of_process(&self) -> PathBuf {
+        let state = self.state_dir();
+        Path::new(&format!("/proc/{}/root", self.pid())).join(state.strip_prefix("/").unwrap())
     }
 
     /// Everything otpd wrote to stderr so far, across restarts.
@@ -138,7 +178,32 @@ impl Otpd {
             .append(true)
             .open(self.log_path())
             .expect("open otpd stderr log");
-        let child = Command::new(artifacts::otpd())
+        let mut command = match &self.launch {
+            Launch::Plain => Command::new(artifacts::otpd()),
+            Launch::NoCapabilities => {
+                let mut command = Command::new("setpriv");
+                command
+                    .args(NO_CAPABILITIES)
+                    .arg("--")
+                    .arg(artifacts::otpd());
+                command
+            }
+            Launch::Tmpfs(size) => {
+                // unshare and sh both exec, so the child's pid is otpd's.
+                let state = self.state_dir();
+                std::fs::create_dir_all(&state).expect("create the state directory");
+                let mut command = Command::new("unshare");
+                command
+                    .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg(r#"mount -t tmpfs -o "size=$1,mode=0700" kron-state "$2" && shift 2 && exec "$@""#)
+                    .arg("sh")
+                    .arg(size)
+                    .arg(&state)
+                    .arg(artifacts::otpd());
+                command
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config)
             .arg("--bus")
@@ -175,6 +240,9 @@ impl Drop for Otpd {
         self.kill();
     }
 }
+
+/// `setpriv` options that leave a root process without any capability.
+pub const NO_CAPABILITIES: [&str; 2] = ["--bounding-set=-all", "--inh-caps=-all"];
 
 /// Runs `otpd --check-config --config FILE` and returns what it did.
 pub fn check_config(config: &Path) -> process::Output {

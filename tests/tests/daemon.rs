@@ -109,6 +109,22 @@ fn check_config_reports_file_and_line() {
             "[[group]]\nname = \"wheel\"\nmode = \"maybe\"\n",
             3,
         ),
+        (
+            "dead-rule.toml",
+            "[[group]]\nname = \"wheel\"\nmode = \"require\"\nservices = [\"sudo\", \"sshd\"]\n\n\
+             [[group]]\nname = \"wheel\"\nmode = \"exempt\"\nservices = [\"sshd\"]\n",
+            6,
+        ),
+        (
+            "unknown-rule-key.toml",
+            "[[group]]\nname = \"wheel\"\nmode = \"require\"\nservice = [\"sudo\"]\n",
+            4,
+        ),
+        (
+            "unknown-contacts-key.toml",
+            "[contacts]\nmail = \"{user}@example.com\"\n",
+            2,
+        ),
     ];
     for (name, text, line) in cases {
         let path = dir.path().join(name);

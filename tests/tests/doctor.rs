@@ -17,8 +17,9 @@ use tempfile::TempDir;
 const NO_BUS: &str = "unix:path=/nonexistent/kron-doctor-test/bus";
 
 /// Every check that reads only files, so a good tree passes all of them without otpd.
-const FILE_CHECKS: [&str; 14] = [
+const FILE_CHECKS: [&str; 15] = [
     "otpd-config",
+    "file-trust",
     "dbus-policy",
     "otpd-socket",
     "sshd-config",

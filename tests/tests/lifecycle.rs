@@ -915,3 +915,31 @@ fn replace_with_an_older_export_keeps_used_steps_used() {
         .run()
         .assert_denied();
 }
+
+/// A weak export passphrase is refused with the reason, by kronctl and by otpd itself, and
+/// leaves no file behind.
+#[test]
+fn weak_export_passphrases_are_refused() {
+    let world = World::start(REQUIRE);
+    let dir = scratch::private_dir("kron-weak-export.");
+    let file = dir.path().join("weak.age");
+    let file_arg = file.to_str().unwrap();
+    for (pass, why) in [("x", "too short"), ("password1234", "too easy to guess")] {
+        let output = kronctl_with_input(
+            &world,
+            &Identity::Root,
+            &["export", file_arg],
+            &format!("{pass}\n"),
+        );
+        assert_eq!(output.code(), Some(2), "{pass}: {}", output.describe());
+        assert!(output.stderr.contains(why), "{pass}: {}", output.describe());
+        assert!(!file.exists(), "a refused export left a file behind");
+    }
+    let conn = world.bus.connect();
+    let refused = kron_tests::dbus::call(&conn, "Export", &("", "x")).unwrap_err();
+    assert_eq!(
+        refused.name,
+        kron_tests::dbus::otpd_error("InvalidArgument"),
+        "{refused}"
+    );
+}

@@ -76,6 +76,9 @@ pub struct GenGa {
     /// User index after the last one
     #[arg(long, value_name = "B")]
     pub to: u64,
+    /// Scratch codes in each file
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub scratch_codes: u64,
 }
 
 #[derive(Debug, Args)]

@@ -10,15 +10,19 @@ use std::path::Path;
 use crate::population::{self, GID, PERIOD};
 
 /// google-authenticator files for users `from..to` in `dir`: TOTP, DISALLOW_REUSE and
-/// RATE_LIMIT 3 30, as `google-authenticator -t -d -r 3 -R 30` writes them, mode 0400.
-pub fn ga(dir: &Path, from: u64, to: u64) -> Result<(), String> {
+/// RATE_LIMIT 3 30, as `google-authenticator -t -d -r 3 -R 30 -e N` writes them (with `scratch`
+/// eight-digit scratch codes), mode 0400.
+pub fn ga(dir: &Path, from: u64, to: u64, scratch: u64) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for index in from..to {
         let path = dir.join(population::name(index));
-        let text = format!(
+        let mut text = format!(
             "{}\n\" RATE_LIMIT 3 30\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n",
             population::base32(&population::secret(index))
         );
+        for code in 0..scratch {
+            text.push_str(&format!("{}\n", scratch_code(index, code)));
+        }
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -30,6 +34,14 @@ pub fn ga(dir: &Path, from: u64, to: u64) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Scratch code number `code` of user `index`: eight digits, as google-authenticator makes.
+pub fn scratch_code(index: u64, code: u64) -> String {
+    let value = index
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(code.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    format!("{:08}", 10_000_000 + value % 90_000_000)
 }
 
 /// pam_oath's users file for users `0..users`: `HOTP/T30/6 user - hexkey` (no static password).

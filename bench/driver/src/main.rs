@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::GenGa(args) => enroll::ga(&args.dir, args.from, args.to),
+        Command::GenGa(args) => enroll::ga(&args.dir, args.from, args.to, args.scratch_codes),
         Command::GenOath(args) => enroll::oath(&args.file, args.users),
         Command::GenNss(args) => enroll::nss(&args.out, args.users),
         Command::Import(args) => import(&args),

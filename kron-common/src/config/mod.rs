@@ -2,6 +2,7 @@
 
 mod codes;
 mod delivery;
+mod shadowed;
 mod web;
 
 pub use codes::CodesConfig;
@@ -248,6 +249,7 @@ impl Config {
             )));
         }
         config.check_channels(text, origin)?;
+        shadowed::check(&config.groups, text, origin)?;
         Ok(config)
     }
 
@@ -510,6 +512,31 @@ mode = "exempt"
         assert!(config.groups[1].applies_to_service("login"));
         assert_eq!(config.totp.digits, 8);
         assert_eq!((config.groups[0].grace, config.groups[1].grace), (300, 0));
+    }
+
+    #[test]
+    fn every_table_refuses_unknown_keys_at_their_line() {
+        let sections = [
+            "",
+            "[totp]\n",
+            "[throttle]\n",
+            "[[group]]\nname = \"wheel\"\nmode = \"require\"\n",
+            "[contacts]\n",
+            "[codes]\n",
+            "[email]\nserver = \"mail.example.com\"\nfrom = \"kron@example.com\"\n",
+            "[sms]\nurl = \"https://gw.example.com/send\"\nbody = \"{\\\"to\\\": \\\"{phone}\\\", \\\"text\\\": \\\"{message}\\\"}\"\n",
+        ];
+        for section in sections {
+            let good = format!("issuer = \"x\"\n{section}");
+            Config::parse(&good, "otpd.toml").unwrap_or_else(|e| panic!("{e}\n{good}"));
+            let bad = format!("{good}colour = \"blue\"\n");
+            let line = bad.lines().count();
+            let error = error_of(&bad);
+            assert!(
+                error.starts_with(&format!("otpd.toml:{line}:")) && error.contains("colour"),
+                "{error}\n{bad}"
+            );
+        }
     }
 
     #[test]

@@ -249,7 +249,9 @@ Examples:
     /// The file is in the age format: `age -d FILE` opens it too. It holds every secret, the
     /// last used time steps and the recovery code hashes. The passphrase is asked twice on the
     /// terminal, or read from --passphrase-file, or from stdin when stdin is not a terminal;
-    /// never from the command line. FILE is created with mode 0600 and never overwritten.
+    /// never from the command line; it must have at least 12 characters and be hard to guess.
+    /// FILE is created with mode 0600 and never overwritten. The file is fetched from otpd
+    /// piece by piece (progress on a terminal), so stores of any size export.
     #[command(after_help = "\
 Examples:
   sudo kronctl export /root/kron-backup.age
@@ -262,8 +264,9 @@ Examples:
     /// --google-authenticator, each PATH is a ~/.google_authenticator-format file (the user is
     /// its owner) or a directory of such files named after their users; --all-homes also reads
     /// every user's ~/.google_authenticator. With --oath-usersfile, PATH is pam_oath's users
-    /// file. Prints what happened to each user: imported, replaced, or skipped and why. Users
-    /// who already have a token are skipped unless --replace. Source files are never changed.
+    /// file. Prints what happened to each user: imported, replaced, or skipped and why, and a
+    /// summary (a progress bar on stderr when it is a terminal). Users who already have a
+    /// token are skipped unless --replace. Source files are never changed.
     #[command(
         override_usage = "kronctl import [OPTIONS] FILE\n       \
                           kronctl import [OPTIONS] --google-authenticator [--all-homes] [PATH]...\n       \
@@ -415,8 +418,9 @@ pub struct ExportTokenArgs {
 }
 
 /// Every check `kronctl doctor` runs, by its stable id (see docs/kronctl.md).
-pub const DOCTOR_CHECKS: [&str; 17] = [
+pub const DOCTOR_CHECKS: [&str; 18] = [
     "otpd-config",
+    "file-trust",
     "dbus-policy",
     "otpd-reachable",
     "otpd-socket",

@@ -172,9 +172,10 @@ mod tests {
         assert_eq!(sudo_only.asks("sshd"), Asks::Never);
 
         let everyone_exempt_first = policy(
-            "default_mode = \"require\"\n[[group]]\nname = \"*\"\nmode = \"exempt\"\n[[group]]\nname = \"wheel\"\nmode = \"require\"\n",
+            "default_mode = \"require\"\n[[group]]\nname = \"*\"\nmode = \"exempt\"\nservices = [\"sshd\"]\n[[group]]\nname = \"wheel\"\nmode = \"require\"\n",
         );
         assert_eq!(everyone_exempt_first.asks("sshd"), Asks::Never);
+        assert_eq!(everyone_exempt_first.asks("sudo"), Asks::Always);
 
         let enroll = policy("default_mode = \"enroll\"\n");
         assert_eq!(enroll.asks("sudo"), Asks::Always);
@@ -191,7 +192,7 @@ mod tests {
     fn modes_lists_what_some_account_can_get() {
         assert_eq!(policy("").modes("sshd"), Some(vec![Mode::Optional]));
         let rules = policy(
-            "default_mode = \"require\"\n[[group]]\nname = \"ops\"\nmode = \"exempt\"\nservices = [\"sshd\"]\n[[group]]\nname = \"*\"\nmode = \"enroll\"\n[[group]]\nname = \"late\"\nmode = \"optional\"\n",
+            "default_mode = \"require\"\n[[group]]\nname = \"ops\"\nmode = \"exempt\"\nservices = [\"sshd\"]\n[[group]]\nname = \"*\"\nmode = \"enroll\"\nservices = [\"sshd\", \"sudo\"]\n[[group]]\nname = \"late\"\nmode = \"optional\"\n",
         );
         assert_eq!(
             rules.modes("sshd"),
@@ -199,6 +200,7 @@ mod tests {
             "the `*` rule hides later rules and the default"
         );
         assert_eq!(rules.modes("sudo"), Some(vec![Mode::Enroll]));
+        assert_eq!(rules.modes("su"), Some(vec![Mode::Optional, Mode::Require]));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - `report.rs`: [`Finding`], [`Findings`] and the report as text or JSON
 //! - `files.rs`: [`Root`] (system paths under `--root`), [`Location`], bounded reads
 //! - `config.rs`: `otpd-config`, and the policy the other checks consult
+//! - `trust.rs`: `file-trust`, otpd's files changeable by root alone (StrictModes)
 //! - `dbus.rs`: `dbus-policy`, `otpd-reachable`
 //! - `socket.rs`: `otpd-socket`, otpd's own socket where pam_kron reaches it
 //! - `sshd/`: sshd's configuration as sshd reads it, and the `sshd-*` checks
@@ -22,19 +23,21 @@
 
 mod admins;
 mod clock;
-mod config;
+pub(crate) mod config;
 mod dbus;
 mod files;
-mod pam;
+pub(crate) mod pam;
 mod report;
 mod socket;
-mod sshd;
+pub(crate) mod sshd;
+mod trust;
 
 use crate::cli::{Cli, DoctorArgs};
 use crate::error::Error;
 use crate::output::print;
-use files::Root;
-use report::{Finding, Findings, Severity, render_human, render_json};
+pub(crate) use files::Root;
+pub(crate) use report::Findings;
+use report::{Finding, Severity, render_human, render_json};
 
 /// Runs `kronctl doctor`: prints the report and fails with [`Error::Unhealthy`] (exit 1) if
 /// any finding is an error.
@@ -62,6 +65,7 @@ pub async fn diagnose(bus: &str, args: &DoctorArgs) -> Vec<Finding> {
     let mut out = Findings::new(&args.skip);
 
     let policy = config::check(&root, args.config.as_deref(), &mut out);
+    trust::check(&root, args.config.as_deref(), &policy, &mut out);
 
     dbus::check_policy_file(&root, &mut out);
     let otpd = if out.wants("otpd-reachable") || out.wants("admin-lockout") {

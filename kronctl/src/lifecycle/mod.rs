@@ -13,7 +13,7 @@
 mod render;
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use kron_proto::{ImportResult, TokenImport};
@@ -27,9 +27,14 @@ use crate::error::Error;
 use crate::migrate::{self, Found};
 use crate::output::{print, print_secret};
 use crate::passphrase;
+use crate::progress::{Progress, Unit};
 use crate::secret_file::SecretFile;
 
-pub use render::Row;
+pub use render::{ImportReport, Row};
+
+/// Tokens sent to otpd in one `ImportTokens` call: each call is answered in well under a
+/// second, so 10,000 users never meet the call timeout, and a report comes batch by batch.
+pub const IMPORT_BATCH: usize = 500;
 
 const CODE_PROMPT: &str = "Current code from your authenticator app (or a recovery code): ";
 
@@ -55,76 +60,164 @@ pub async fn recovery_codes(cli: &Cli, args: &RecoveryCodesArgs) -> Result<(), E
 pub async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Error> {
     let otpd = Otpd::connect(&cli.bus).await?;
     // Before the passphrase is asked: a path that cannot be used is refused at once, and the
-    // still empty file is removed again if anything below fails.
-    let file = SecretFile::create(&args.file)?;
+    // file is removed again if anything below fails.
+    let mut file = SecretFile::create(&args.file)?;
     let pass = passphrase::passphrase(args.passphrase_file.as_deref(), true)?;
-    let data = otpd
-        .export(args.user.as_deref().unwrap_or(""), &pass)
+    // otpd refuses it too; saying so here spares the round trip.
+    kron_common::passphrase::check_strength(&pass).map_err(Error::Usage)?;
+    let handle = otpd
+        .export_begin(args.user.as_deref().unwrap_or(""), &pass)
         .await?;
     drop(pass);
-    file.finish(&data)?;
+    // Piece by piece: a store of any size, never one D-Bus message, never all in memory.
+    let mut progress = Progress::new("exporting", Unit::Bytes, None);
+    let mut bytes = 0;
+    loop {
+        let (chunk, _users, done) = otpd.export_next(&handle).await?;
+        file.write(&chunk)?;
+        bytes += chunk.len();
+        progress.set(bytes as u64);
+        if done {
+            break;
+        }
+    }
+    progress.finish();
+    file.finish(&[])?;
     print(&if cli.json {
-        render::export_json(&args.file, args.user.as_deref(), data.len())
+        render::export_json(&args.file, args.user.as_deref(), bytes)
     } else {
-        render::export_human(&args.file, args.user.as_deref(), data.len())
+        render::export_human(&args.file, args.user.as_deref(), bytes)
     })
 }
 
 pub async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), Error> {
     // Already checked by cli::parse_from; checked again so this never guesses.
-    let rows = match args.source().map_err(Error::Usage)? {
-        ImportSource::Backup(path) => import_backup(cli, args, &path).await?,
+    let source = args.source().map_err(Error::Usage)?;
+    let mut report = ImportReport::start(std::io::stdout().lock(), cli.json, args.dry_run)
+        .map_err(stdout_error)?;
+    let done = match source {
+        ImportSource::Backup(path) => import_backup(cli, args, &path, &mut report).await,
         ImportSource::GoogleAuthenticator { paths, all_homes } => {
             // Files (and the account list) are read before the D-Bus connection exists.
             let found = migrate::google_sources(&paths, all_homes);
-            import_found(cli, args, found).await?
+            import_found(cli, args, found, &mut report).await
         }
         ImportSource::OathUsersfile(path) => {
             let found = migrate::oath_source(&path);
-            import_found(cli, args, found).await?
+            import_found(cli, args, found, &mut report).await
         }
     };
-    print(&if cli.json {
-        render::import_json(&rows, args.dry_run)
-    } else {
-        render::import_human(&rows, args.dry_run)
-    })
+    // What was done is reported even when a later batch failed.
+    if done.is_ok() || report.rows() > 0 {
+        drop(report.finish().map_err(stdout_error)?);
+    }
+    done
 }
 
-async fn import_backup(cli: &Cli, args: &ImportArgs, path: &Path) -> Result<Vec<Row>, Error> {
-    let data = read_backup(path)?;
+fn stdout_error(source: std::io::Error) -> Error {
+    Error::Io {
+        what: "cannot write to stdout".into(),
+        source,
+    }
+}
+
+/// Users stored per `ImportApply` call.
+const APPLY_BATCH: u32 = 1000;
+
+/// Sends the file to otpd piece by piece; once otpd has checked all of it, has the users
+/// stored a batch at a time and reports them as they come.
+async fn import_backup<W: Write>(
+    cli: &Cli,
+    args: &ImportArgs,
+    path: &Path,
+    report: &mut ImportReport<W>,
+) -> Result<(), Error> {
+    let (mut file, size) = open_backup(path)?;
     let otpd = Otpd::connect(&cli.bus).await?;
     let pass = passphrase::passphrase(args.passphrase_file.as_deref(), false)?;
-    let results = otpd
-        .import(&data, &pass, args.replace, args.dry_run)
-        .await?;
-    Ok(results.into_iter().map(Row::from_otpd).collect())
+    let handle = otpd.import_begin(&pass, args.replace, args.dry_run).await?;
+    drop(pass);
+    let mut progress = Progress::new("sending", Unit::Bytes, Some(size));
+    let mut chunk = vec![0u8; kron_proto::MAX_CHUNK_BYTES];
+    loop {
+        let read = read_full(&mut file, &mut chunk).map_err(|source| Error::Io {
+            what: format!("cannot read {}", path.display()),
+            source,
+        })?;
+        if read == 0 {
+            break;
+        }
+        otpd.import_chunk(&handle, &chunk[..read]).await?;
+        progress.advance(read as u64);
+    }
+    progress.finish();
+    let users = otpd.import_end(&handle).await?;
+    let mut progress = Progress::new("importing", Unit::Users, Some(users));
+    loop {
+        let (results, done) = otpd.import_apply(&handle, APPLY_BATCH).await?;
+        progress.advance(results.len() as u64);
+        for result in results {
+            report.row(&Row::from_otpd(result)).map_err(stdout_error)?;
+        }
+        if done {
+            break;
+        }
+    }
+    progress.finish();
+    Ok(())
 }
 
-/// Sends the usable tokens of `found` to otpd and merges its answers into one report, in
-/// the order the entries were found.
-async fn import_found(
+/// Fills `buffer` as far as the file goes.
+fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Sends the usable tokens of `found` to otpd in batches of [`IMPORT_BATCH`], and reports
+/// otpd's answers merged with what kronctl skipped itself, in the order the entries were
+/// found, batch by batch.
+async fn import_found<W: Write>(
     cli: &Cli,
     args: &ImportArgs,
     mut found: Vec<Found>,
-) -> Result<Vec<Row>, Error> {
+    report: &mut ImportReport<W>,
+) -> Result<(), Error> {
     migrate::skip_duplicates(&mut found);
-    let mut tokens: Vec<TokenImport> = found
-        .iter()
-        .filter_map(|entry| {
-            let token = entry.parsed.token.as_ref().ok()?;
-            Some(migrate::to_import(&entry.user, token))
-        })
-        .collect();
-    let sent = async {
-        let otpd = Otpd::connect(&cli.bus).await?;
-        otpd.import_tokens(&tokens, args.replace, args.dry_run)
-            .await
+    let usable = found.iter().filter(|f| f.parsed.token.is_ok()).count();
+    let otpd = Otpd::connect(&cli.bus).await?;
+    let mut progress = Progress::new("importing", Unit::Users, Some(usable as u64));
+    let mut entries = found.into_iter().peekable();
+    // At least one call, even with nothing to send: otpd decides who may import.
+    let mut first = true;
+    while first || entries.peek().is_some() {
+        first = false;
+        let mut batch = Vec::new();
+        let mut tokens: Vec<TokenImport> = Vec::new();
+        while tokens.len() < IMPORT_BATCH {
+            let Some(entry) = entries.next() else { break };
+            if let Ok(token) = &entry.parsed.token {
+                tokens.push(migrate::to_import(&entry.user, token));
+            }
+            batch.push(entry);
+        }
+        let sent = otpd
+            .import_tokens(&tokens, args.replace, args.dry_run)
+            .await;
+        let users: Vec<String> = tokens.iter().map(|t| t.user.clone()).collect();
+        wipe(&mut tokens);
+        for row in merge(batch, &users, sent?)? {
+            report.row(&row).map_err(stdout_error)?;
+        }
+        progress.advance(users.len() as u64);
     }
-    .await;
-    let users: Vec<String> = tokens.iter().map(|t| t.user.clone()).collect();
-    wipe(&mut tokens);
-    merge(found, &users, sent?)
+    progress.finish();
+    Ok(())
 }
 
 /// One row per entry found: otpd's answer for those sent (`users`, in order), the local
@@ -215,10 +308,9 @@ fn prompt_code() -> Result<Zeroizing<String>, Error> {
     Ok(code)
 }
 
-/// An export file: a regular file (symlinks followed: it is the administrator's own path) of
-/// at most the size otpd accepts.
-fn read_backup(path: &Path) -> Result<Vec<u8>, Error> {
-    let limit = kron_proto::MAX_BACKUP_BYTES as u64;
+/// An export file, opened: a regular file (symlinks followed: it is the administrator's own
+/// path), with its size for the progress line.
+fn open_backup(path: &Path) -> Result<(File, u64), Error> {
     let fail = |source| Error::Io {
         what: format!("cannot read {}", path.display()),
         source,
@@ -231,15 +323,7 @@ fn read_backup(path: &Path) -> Result<Vec<u8>, Error> {
             path.display()
         )));
     }
-    let mut data = Vec::with_capacity(meta.len().min(limit) as usize);
-    file.take(limit + 1).read_to_end(&mut data).map_err(fail)?;
-    if data.len() as u64 > limit {
-        return Err(Error::Usage(format!(
-            "{} is larger than {limit} bytes: not a kron export",
-            path.display()
-        )));
-    }
-    Ok(data)
+    Ok((file, meta.len()))
 }
 
 fn wipe(tokens: &mut [TokenImport]) {
@@ -320,9 +404,9 @@ mod tests {
 
     #[test]
     fn backups_must_be_regular_files() {
-        assert!(matches!(read_backup(Path::new("/")), Err(Error::Usage(_))));
+        assert!(matches!(open_backup(Path::new("/")), Err(Error::Usage(_))));
         assert!(matches!(
-            read_backup(Path::new("/nonexistent/kron")),
+            open_backup(Path::new("/nonexistent/kron")),
             Err(Error::Io { .. })
         ));
     }

@@ -3,6 +3,7 @@
 //! [`one_line`] in text output.
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::path::Path;
 
 use kron_proto::ImportResult;
@@ -99,21 +100,72 @@ impl Row {
     }
 }
 
-fn count(rows: &[Row], outcome: &str) -> usize {
-    rows.iter().filter(|row| row.outcome == outcome).count()
+/// An import report written as the rows come, so a million users never sit in memory: the
+/// human text (a line per user, a summary line) or one line of JSON (`users` first, the
+/// counts after them).
+pub struct ImportReport<W: Write> {
+    out: W,
+    json: bool,
+    dry_run: bool,
+    /// imported, replaced, skipped.
+    counts: [usize; 3],
+    rows: usize,
 }
 
-pub fn import_human(rows: &[Row], dry_run: bool) -> String {
-    if rows.is_empty() {
-        return "No tokens found to import.\n".to_owned();
+#[derive(Serialize)]
+struct RowJson<'a> {
+    user: Option<&'a str>,
+    outcome: &'a str,
+    reason: Option<&'a str>,
+    source: Option<&'a str>,
+    notes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct CountsJson {
+    imported: usize,
+    replaced: usize,
+    skipped: usize,
+}
+
+impl<W: Write> ImportReport<W> {
+    pub fn start(mut out: W, json: bool, dry_run: bool) -> std::io::Result<Self> {
+        if json {
+            write!(out, "{{\"dry_run\":{dry_run},\"users\":[")?;
+        }
+        Ok(ImportReport {
+            out,
+            json,
+            dry_run,
+            counts: [0; 3],
+            rows: 0,
+        })
     }
-    let mut out = String::new();
-    for row in rows {
+
+    pub fn row(&mut self, row: &Row) -> std::io::Result<()> {
+        match row.outcome.as_str() {
+            "imported" => self.counts[0] += 1,
+            "replaced" => self.counts[1] += 1,
+            _ => self.counts[2] += 1,
+        }
+        self.rows += 1;
+        if self.json {
+            let entry = RowJson {
+                user: Some(row.user.as_str()).filter(|u| !u.is_empty()),
+                outcome: &row.outcome,
+                reason: Some(row.reason.as_str()).filter(|r| !r.is_empty()),
+                source: row.source.as_deref(),
+                notes: &row.notes,
+            };
+            let comma = if self.rows == 1 { "" } else { "," };
+            let text = serde_json::to_string(&entry).expect("plain data serializes");
+            return write!(self.out, "{comma}{text}");
+        }
         let user = match row.user.as_str() {
             "" => "(unknown user)".to_owned(),
             user => one_line(user),
         };
-        let outcome = match (dry_run, row.outcome.as_str()) {
+        let outcome = match (self.dry_run, row.outcome.as_str()) {
             (true, "imported") => "would be imported".to_owned(),
             (true, "replaced") => "would be replaced".to_owned(),
             (_, outcome) => one_line(outcome),
@@ -126,65 +178,47 @@ pub fn import_human(rows: &[Row], dry_run: bool) -> String {
             "" => String::new(),
             reason => format!(": {}", one_line(reason)),
         };
-        out.push_str(&format!("{user}: {outcome}{source}{reason}\n"));
+        writeln!(self.out, "{user}: {outcome}{source}{reason}")?;
         for note in &row.notes {
-            out.push_str(&format!("    note: {}\n", one_line(note)));
+            writeln!(self.out, "    note: {}", one_line(note))?;
         }
+        Ok(())
     }
-    let (imported, replaced, skipped) = (
-        count(rows, "imported"),
-        count(rows, "replaced"),
-        count(rows, "skipped"),
-    );
-    if dry_run {
-        out.push_str(&format!(
-            "Dry run, nothing was written: {imported} would be imported, {replaced} replaced, \
-             {skipped} skipped.\n"
-        ));
-    } else {
-        out.push_str(&format!(
-            "{imported} imported, {replaced} replaced, {skipped} skipped.\n"
-        ));
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
     }
-    out
-}
 
-#[derive(Serialize)]
-struct ImportJson<'a> {
-    dry_run: bool,
-    imported: usize,
-    replaced: usize,
-    skipped: usize,
-    users: Vec<RowJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct RowJson<'a> {
-    user: Option<&'a str>,
-    outcome: &'a str,
-    reason: Option<&'a str>,
-    source: Option<&'a str>,
-    notes: &'a [String],
-}
-
-pub fn import_json(rows: &[Row], dry_run: bool) -> String {
-    let users = rows
-        .iter()
-        .map(|row| RowJson {
-            user: Some(row.user.as_str()).filter(|u| !u.is_empty()),
-            outcome: &row.outcome,
-            reason: Some(row.reason.as_str()).filter(|r| !r.is_empty()),
-            source: row.source.as_deref(),
-            notes: &row.notes,
-        })
-        .collect();
-    json_line(&ImportJson {
-        dry_run,
-        imported: count(rows, "imported"),
-        replaced: count(rows, "replaced"),
-        skipped: count(rows, "skipped"),
-        users,
-    })
+    /// The counts: the summary line, or the end of the JSON line.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        let [imported, replaced, skipped] = self.counts;
+        if self.json {
+            let counts = serde_json::to_string(&CountsJson {
+                imported,
+                replaced,
+                skipped,
+            })
+            .expect("plain data serializes");
+            // `{"imported":..}` without its opening brace continues the object.
+            writeln!(self.out, "],{}", &counts[1..])?;
+        } else if self.rows == 0 {
+            writeln!(self.out, "No tokens found to import.")?;
+        } else if self.dry_run {
+            writeln!(
+                self.out,
+                "Dry run, nothing was written: {imported} would be imported, {replaced} \
+                 replaced, {skipped} skipped."
+            )?;
+        } else {
+            writeln!(
+                self.out,
+                "{imported} imported, {replaced} replaced, {skipped} skipped."
+            )?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
 }
 
 // ---------------------------------------------------------------------------- export-token
@@ -253,6 +287,22 @@ mod tests {
             "{line:?}"
         );
         serde_json::from_str(line).unwrap()
+    }
+
+    fn report(rows: &[Row], json: bool, dry_run: bool) -> String {
+        let mut report = ImportReport::start(Vec::new(), json, dry_run).unwrap();
+        for row in rows {
+            report.row(row).unwrap();
+        }
+        String::from_utf8(report.finish().unwrap()).unwrap()
+    }
+
+    fn import_human(rows: &[Row], dry_run: bool) -> String {
+        report(rows, false, dry_run)
+    }
+
+    fn import_json(rows: &[Row], dry_run: bool) -> String {
+        report(rows, true, dry_run)
     }
 
     fn row(user: &str, outcome: &str, reason: &str) -> Row {

@@ -344,7 +344,7 @@ mod tests {
                 "malformed: invalid time of the last OTP",
                 "unsupported: a secret of 4 bytes is outside 10..=64",
                 "malformed: no user name",
-                "malformed: user name contains a forbidden character ':'",
+                "malformed: user name contains whitespace, a control character, '/', '\\' or ':'",
                 "malformed: extra fields",
             ]
         );

@@ -7,9 +7,11 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::store::SledStore;
 use crate::store::crypto::SecretKey;
+use crate::store::health::StoreEvent;
 use clap::Parser;
 use kron_common::config::{Config, DEFAULT_CONFIG_PATH};
 use kron_common::daemon_args::OtpdArgs as Args;
+use kron_common::trust;
 use kron_common::users::{Directory, Nss};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 /// Runs otpd; returns the process exit code.
 pub fn main() -> i32 {
+    keep_secrets_in_memory();
     let args = Args::parse();
     let path = args
         .config
@@ -29,6 +32,15 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    // Like sshd's StrictModes: no file (or directory on the way to one) that anyone but root
+    // could change. Checked before anything is created or read from the state directory.
+    let config_path = path.exists().then_some(path.as_path());
+    if let Err(untrusted) =
+        trust::check_otpd_files(&config, config_path, trust::Owners::root_and_me())
+    {
+        eprintln!("otpd: refusing to use {untrusted}");
+        return 1;
+    }
     if args.check_config {
         // The secret files of [email] and [sms] are read at start: check them now too.
         if let Err(e) = check_senders(&config) {
@@ -97,7 +109,7 @@ fn serve(config: Config, args: &Args) -> Result<()> {
     let socket = config.socket.clone();
     prepare_state_dir(&config.state_dir)?;
     let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
-    let store = SledStore::open(&config.state_dir.join("store"))?;
+    let (store, store_fatal) = open_store(&config.state_dir.join("store"), args.log_stderr)?;
     release_freed_memory();
     let audit = Audit::new(args.log_stderr);
     let address = config.bus_address(args.bus.as_deref());
@@ -146,14 +158,48 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         // Ready once the socket serves logins and the store is open; the bus follows on its own.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         let handle = tokio::runtime::Handle::current();
-        tokio::select! {
-            () = bus::serve(engine.clone(), address, handle, calls) => {},
-            () = wait_for_stop() => {},
-        }
+        let outcome = tokio::select! {
+            () = bus::serve(engine.clone(), address, handle, calls) => Ok(()),
+            () = wait_for_stop() => Ok(()),
+            () = store_fatal.notified() => Err(Error::System(
+                "the store failed and did not recover; see the log above".into(),
+            )),
+        };
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         engine.log_event("stopping");
-        Ok(())
+        outcome
     })
+}
+
+/// Opens the store, logging its failures and recoveries (once each, with their own audit
+/// connection: the store sits below the engine). The returned notification fires when the
+/// store reports a failure it will not recover from: otpd then exits non-zero so its
+/// supervisor restarts it.
+fn open_store(dir: &Path, log_stderr: bool) -> Result<(SledStore, Arc<tokio::sync::Notify>)> {
+    let fatal = Arc::new(tokio::sync::Notify::new());
+    let notify = fatal.clone();
+    let audit = Audit::new(log_stderr);
+    let store = SledStore::open_reporting(
+        dir,
+        Box::new(move |event| {
+            audit.daemon(&event.to_string());
+            if matches!(event, StoreEvent::Fatal { .. }) {
+                notify.notify_one();
+            }
+        }),
+    )?;
+    Ok((store, fatal))
+}
+
+/// Secrets stay in memory: no core dump of otpd (its memory holds the key and token secrets)
+/// and no reading of its memory by processes of the same uid that lack CAP_SYS_PTRACE. First
+/// thing in `main`, before the key is read. The unit adds `LimitCORE=0` for good measure.
+fn keep_secrets_in_memory() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's dumpable flag; the unused
+    // arguments are zero as the kernel requires. It cannot fail with these arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
 }
 
 /// At most two glibc malloc arenas. By default glibc gives up to eight per core to the threads

@@ -270,8 +270,9 @@ impl OtpdService {
         };
         let result = self.engine.durable_through(wrote).await.and(result);
         result.map_err(|e| {
-            // Internal failures reach the caller only as "see the log": log them here.
-            if e.is_internal() {
+            // Internal failures reach the caller only as "see the log": log them here, unless
+            // they were logged where they happened (a failed store, once, not per login).
+            if e.is_internal() && !e.is_reported() {
                 self.engine.log_failure(&e);
             }
             OtpdError::from(e)
@@ -637,6 +638,105 @@ impl OtpdService {
             &header,
             Run::Blocking,
             move |engine, caller, now| engine.export_token(caller, &code, now),
+        )
+        .await
+    }
+
+    async fn export_begin(
+        &self,
+        user: String,
+        passphrase: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, OtpdError> {
+        let passphrase = zeroize::Zeroizing::new(passphrase);
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.export_begin(caller, &user, &passphrase, now),
+        )
+        .await
+    }
+
+    async fn export_next(
+        &self,
+        handle: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(Vec<u8>, u64, bool), OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.export_next(caller, &handle, now),
+        )
+        .await
+    }
+
+    async fn import_begin(
+        &self,
+        passphrase: String,
+        replace: bool,
+        dry_run: bool,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, OtpdError> {
+        let passphrase = zeroize::Zeroizing::new(passphrase);
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| {
+                engine.import_begin(caller, &passphrase, replace, dry_run, now)
+            },
+        )
+        .await
+    }
+
+    async fn import_chunk(
+        &self,
+        handle: String,
+        data: Vec<u8>,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.import_chunk(caller, &handle, data, now),
+        )
+        .await
+    }
+
+    async fn import_end(
+        &self,
+        handle: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<u64, OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.import_end(caller, &handle, now),
+        )
+        .await
+    }
+
+    async fn import_apply(
+        &self,
+        handle: String,
+        max: u32,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(Vec<ImportResult>, bool), OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.import_apply(caller, &handle, max, now),
         )
         .await
     }

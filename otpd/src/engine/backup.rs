@@ -1,21 +1,20 @@
 //! Backups: every token (or one user's) as JSON inside an age file encrypted to a passphrase,
 //! so `age -d` opens it too. Parsed and checked completely before anything is stored.
 
+use super::backup_io::BackupWriter;
 use crate::error::{Error, Result};
-use crate::store::recovery::RecoverySet;
 use crate::totp::TokenParams;
 use age::secrecy::SecretString;
 use kron_common::config::Algorithm;
 use kron_proto::MAX_PASSPHRASE;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
 use zeroize::{Zeroize, Zeroizing};
 
-const FORMAT: &str = "kron-backup";
-const VERSION: u32 = 1;
+pub(super) const FORMAT: &str = "kron-backup";
+pub(super) const VERSION: u32 = 1;
 /// Hardest scrypt work factor accepted on import (2^20): a file asking for more is refused
 /// instead of tying otpd up.
-const MAX_WORK_FACTOR: u8 = 20;
+pub(super) const MAX_WORK_FACTOR: u8 = 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,10 +32,69 @@ pub struct BackupUser {
     pub token: Option<BackupToken>,
     pub last_step: Option<u64>,
     pub last_used: u64,
-    pub recovery: Option<RecoverySet>,
+    pub recovery: Option<BackupRecovery>,
     /// Email address and phone number set by an admin (absent in older backups).
     #[serde(default)]
     pub contact: kron_common::contact::Contact,
+}
+
+/// `scheme` of a recovery set hashed with argon2id (sets of earlier versions).
+pub const ARGON2ID: &str = "argon2id";
+/// `scheme` of a recovery set hashed with HMAC-SHA256 under the set's `key`.
+pub const HMAC_SHA256: &str = "hmac-sha256";
+
+fn argon2id() -> String {
+    ARGON2ID.into()
+}
+
+/// A recovery set in the file: the hashes of the unused codes, and for `hmac-sha256` the set's
+/// key in clear (hex, 32 bytes), as the token secret is, so the set works on another host.
+/// Exports of earlier versions have neither `scheme` nor `key`: argon2id.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRecovery {
+    #[serde(with = "crate::serde_hex::hex_bytes")]
+    pub salt: Vec<u8>,
+    #[serde(with = "crate::serde_hex::hex_list")]
+    pub hashes: Vec<Vec<u8>>,
+    pub created: u64,
+    #[serde(default = "argon2id")]
+    pub scheme: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for BackupRecovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupRecovery")
+            .field("codes", &self.hashes.len())
+            .field("scheme", &self.scheme)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Drop for BackupRecovery {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl BackupRecovery {
+    /// The scheme is known, and a key of 32 bytes comes with hmac-sha256 and only with it.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let key_bytes = self
+            .key
+            .as_deref()
+            .map(|key| hex::decode(key).map(|bytes| bytes.len()));
+        match (self.scheme.as_str(), key_bytes) {
+            (ARGON2ID, None) | (HMAC_SHA256, Some(Ok(32))) => Ok(()),
+            (ARGON2ID | HMAC_SHA256, _) => {
+                Err("recovery set: a key of 32 bytes (hex) goes with hmac-sha256 only".into())
+            }
+            _ => Err("recovery set: unknown scheme".into()),
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize)]
@@ -75,7 +133,7 @@ impl Backup {
     }
 }
 
-fn passphrase(text: &str) -> Result<SecretString> {
+pub(super) fn passphrase(text: &str) -> Result<SecretString> {
     if text.is_empty() || text.len() > MAX_PASSPHRASE {
         return Err(Error::InvalidArgument(format!(
             "the passphrase must be 1 to {MAX_PASSPHRASE} bytes"
@@ -84,64 +142,41 @@ fn passphrase(text: &str) -> Result<SecretString> {
     Ok(SecretString::from(text.to_owned()))
 }
 
-/// Serialises and encrypts `backup` to `pass`.
+/// Serialises and encrypts `backup` to `pass` in one piece (the `Export` method).
 pub fn seal(backup: &Backup, pass: &str) -> Result<Vec<u8>> {
-    let json =
-        Zeroizing::new(serde_json::to_vec(backup).map_err(|e| Error::System(e.to_string()))?);
-    let encryptor = age::Encryptor::with_user_passphrase(passphrase(pass)?);
-    let mut out = Vec::new();
-    let write = || -> std::io::Result<()> {
-        let mut writer = encryptor.wrap_output(&mut out)?;
-        writer.write_all(&json)?;
-        writer.finish()?;
-        Ok(())
-    };
-    write().map_err(|e| Error::System(format!("encrypting the export failed: {e}")))?;
+    let mut writer = BackupWriter::new(pass, backup.created)?;
+    for user in &backup.users {
+        writer.push(user)?;
+    }
+    let mut out = writer.take();
+    out.extend(writer.finish()?);
     Ok(out)
 }
 
-/// Decrypts and parses an export; every user entry is checked before it is returned.
+/// Decrypts and parses an export in one piece (the `Import` method); every user entry is
+/// checked before it is returned.
 pub fn open(data: &[u8], pass: &str) -> Result<Backup> {
     if data.len() > kron_proto::MAX_BACKUP_BYTES {
         return Err(Error::InvalidArgument(
             "the file is too large to be a kron export".into(),
         ));
     }
-    let decryptor = age::Decryptor::new_buffered(data)
-        .map_err(|e| Error::InvalidArgument(format!("not an age file or damaged: {e}")))?;
-    let mut identity = age::scrypt::Identity::new(passphrase(pass)?);
-    identity.set_max_work_factor(MAX_WORK_FACTOR);
-    let mut reader = decryptor
-        .decrypt(std::iter::once(&identity as &dyn age::Identity))
-        .map_err(|e| {
-            Error::Rejected(format!("cannot decrypt the file (wrong passphrase?): {e}"))
-        })?;
-    let mut json = Zeroizing::new(Vec::new());
-    reader.read_to_end(&mut json).map_err(|e| {
-        Error::InvalidArgument(format!("the file is truncated or was modified: {e}"))
+    let mut users = Vec::new();
+    let info = super::backup_io::read(data, pass, &mut |user| {
+        users.push(user);
+        Ok(())
     })?;
-    let backup: Backup = serde_json::from_slice(&json)
-        .map_err(|e| Error::InvalidArgument(format!("the file is not a kron export: {e}")))?;
-    if backup.format != FORMAT || backup.version != VERSION {
-        return Err(Error::InvalidArgument(format!(
-            "unsupported export format {:?} version {}",
-            backup.format, backup.version
-        )));
-    }
-    for entry in &backup.users {
-        validate_entry(entry)?;
-    }
-    Ok(backup)
+    Ok(Backup::new(info.created, users))
 }
 
-fn validate_entry(entry: &BackupUser) -> Result<()> {
-    kron_proto::validate_user(&entry.user)
-        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", entry.user)))?;
+pub(super) fn validate_entry(entry: &BackupUser) -> std::result::Result<(), String> {
+    kron_proto::validate_user(&entry.user)?;
+    if let Some(recovery) = &entry.recovery {
+        recovery.validate()?;
+    }
     if let Some(token) = &entry.token {
-        validate_params(token.params)
-            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", entry.user)))?;
-        decode_secret(&token.secret)
-            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", entry.user)))?;
+        validate_params(token.params)?;
+        decode_secret(&token.secret)?;
     }
     Ok(())
 }
@@ -223,5 +258,9 @@ mod tests {
         assert!(open(&tampered, "correct horse").is_err(), "tampered");
         assert!(open(b"garbage", "x").is_err());
         assert!(seal(&sample(), "").is_err());
+        assert!(
+            matches!(seal(&sample(), "x"), Err(Error::InvalidArgument(m)) if m.contains("too short")),
+            "a 1-byte passphrase is refused"
+        );
     }
 }

@@ -2,13 +2,14 @@
 //! systems, and a user copying their own token to a second app.
 
 use super::Engine;
-use super::backup::{self, Backup, BackupToken, BackupUser};
+use super::backup::{self, Backup, BackupRecovery, BackupToken, BackupUser};
 use super::verdict::Verdict;
 use crate::audit::Subject;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
+use crate::store::crypto::SecretKey;
 use crate::store::record::{ImportOutcome, Token, UserRecord};
-use crate::store::recovery;
+use crate::store::recovery::{self, RecoverySet, Scheme};
 use crate::totp::{self, TokenParams};
 use kron_proto::{ImportResult, MAX_IMPORT_TOKENS, TokenImport};
 use zeroize::Zeroizing;
@@ -23,6 +24,7 @@ impl Engine {
         code: &str,
         now: u64,
     ) -> Result<Vec<String>> {
+        self.require_self_unless_admin(caller, user)?;
         let user = self.resolve_target(caller, user)?;
         let account = self.existing_account(&user)?;
         caller.may_manage(&account, &self.config, &*self.directory)?;
@@ -32,7 +34,7 @@ impl Engine {
             self.limiter.spend(caller, now)?;
             self.prove_code(&user, code, caller, now)?;
         }
-        let (codes, set) = recovery::generate(now).map_err(Error::System)?;
+        let (codes, set) = recovery::generate(&self.key, &user, now)?;
         if !self.store.set_recovery(&user, set)? {
             return Err(Error::Conflict(format!(
                 "{user} has no token; enroll one first"
@@ -113,7 +115,7 @@ impl Engine {
         let records = backup
             .users
             .iter()
-            .map(|entry| Ok((entry.user.clone(), self.record_from_backup(entry)?)))
+            .map(|entry| Ok((entry.user.clone(), record_from_backup(&self.key, entry)?)))
             .collect::<Result<Vec<_>>>()?;
         self.store_imports(caller, records, replace, dry_run)
     }
@@ -133,14 +135,14 @@ impl Engine {
                 "more than {MAX_IMPORT_TOKENS} tokens in one import"
             )));
         }
-        let mut records = Vec::with_capacity(tokens.len());
-        for token in tokens {
+        // Sealing the secrets and hashing the recovery codes, on every core.
+        let records = on_all_cores(&tokens, |index, token| {
             let secret = Zeroizing::new(token.secret.clone());
             let record = self
-                .record_from_import(&token, &secret, now)
-                .map_err(|e| Error::InvalidArgument(format!("{}: {e}", token.user)))?;
-            records.push((token.user.clone(), record));
-        }
+                .record_from_import(token, &secret, now)
+                .map_err(|e| Error::InvalidArgument(invalid_entry(index, &token.user, &e)))?;
+            Ok((token.user.clone(), record))
+        })?;
         self.store_imports(caller, records, replace, dry_run)
     }
 
@@ -210,36 +212,36 @@ impl Engine {
             }
             None => None,
         };
+        let recovery = record
+            .recovery
+            .as_ref()
+            .map(|set| self.backup_recovery(&user, set))
+            .transpose()?;
         Ok(BackupUser {
             user,
             token,
             last_step: record.last_step,
             last_used: record.last_used,
-            recovery: record.recovery,
+            recovery,
             contact: record.contact,
         })
     }
 
-    pub(super) fn record_from_backup(&self, entry: &BackupUser) -> Result<UserRecord> {
-        let token = match &entry.token {
-            Some(token) => {
-                let secret =
-                    backup::decode_secret(&token.secret).map_err(Error::InvalidArgument)?;
-                Some(Token {
-                    params: token.params,
-                    secret: self.key.seal(&entry.user, &secret)?,
-                    created: token.created,
-                })
-            }
-            None => None,
+    /// A recovery set as exported: its key opened, so the set works on another host.
+    fn backup_recovery(&self, user: &str, set: &RecoverySet) -> Result<BackupRecovery> {
+        let key = match &set.scheme {
+            Scheme::Argon2id => None,
+            Scheme::HmacSha256 { key } => Some(hex::encode(self.key.open(user, key)?.as_slice())),
         };
-        Ok(UserRecord {
-            token,
-            last_step: entry.last_step,
-            last_used: entry.last_used,
-            recovery: entry.recovery.clone(),
-            contact: entry.contact.clone(),
-            ..UserRecord::default()
+        Ok(BackupRecovery {
+            salt: set.salt.clone(),
+            hashes: set.hashes.clone(),
+            created: set.created,
+            scheme: match set.scheme {
+                Scheme::Argon2id => backup::ARGON2ID.into(),
+                Scheme::HmacSha256 { .. } => backup::HMAC_SHA256.into(),
+            },
+            key,
         })
     }
 
@@ -260,11 +262,11 @@ impl Engine {
         let recovery = if token.recovery_codes.is_empty() {
             None
         } else {
-            Some(recovery::from_existing(
-                &token.recovery_codes,
-                token.digits,
-                now,
-            )?)
+            recovery::check_existing(&token.recovery_codes, token.digits)?;
+            Some(
+                recovery::from_existing(&token.recovery_codes, &self.key, &token.user, now)
+                    .map_err(|e| e.to_string())?,
+            )
         };
         Ok(UserRecord {
             token: Some(Token {
@@ -317,6 +319,97 @@ impl Engine {
             caller_uid: caller.uid,
             ..Subject::default()
         }
+    }
+}
+
+/// An entry of an export as stored here: its secrets sealed under this host's `key`.
+pub(super) fn record_from_backup(key: &SecretKey, entry: &BackupUser) -> Result<UserRecord> {
+    let token = match &entry.token {
+        Some(token) => {
+            let secret = backup::decode_secret(&token.secret).map_err(Error::InvalidArgument)?;
+            Some(Token {
+                params: token.params,
+                secret: key.seal(&entry.user, &secret)?,
+                created: token.created,
+            })
+        }
+        None => None,
+    };
+    Ok(UserRecord {
+        token,
+        last_step: entry.last_step,
+        last_used: entry.last_used,
+        recovery: entry
+            .recovery
+            .as_ref()
+            .map(|set| recovery_from_backup(key, &entry.user, set))
+            .transpose()?,
+        contact: entry.contact.clone(),
+        ..UserRecord::default()
+    })
+}
+
+/// An exported recovery set as stored here: its key sealed under this host's `key`.
+fn recovery_from_backup(key: &SecretKey, user: &str, set: &BackupRecovery) -> Result<RecoverySet> {
+    let scheme = match &set.key {
+        None => Scheme::Argon2id,
+        Some(set_key) => {
+            let set_key = Zeroizing::new(
+                hex::decode(set_key).map_err(|_| Error::InvalidArgument("bad key".into()))?,
+            );
+            Scheme::HmacSha256 {
+                key: key.seal(user, &set_key)?,
+            }
+        }
+    };
+    Ok(RecoverySet {
+        salt: set.salt.clone(),
+        hashes: set.hashes.clone(),
+        created: set.created,
+        scheme,
+    })
+}
+
+/// `work` on every item, split over the machine's cores, results in the order of `items`; the
+/// first error (in that order) if any fails.
+fn on_all_cores<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(usize, &T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = items.len().div_ceil(cores).max(64);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(part, chunk)| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| work(part * per_thread + i, item))
+                        .collect::<Result<Vec<R>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for part in parts {
+            let done = part
+                .join()
+                .map_err(|_| Error::System("an import thread panicked".into()))?;
+            out.extend(done?);
+        }
+        Ok(out)
+    })
+}
+
+/// An invalid entry of an import, named by its user if that name is valid, else by its place:
+/// an error never repeats input that failed a check.
+pub(super) fn invalid_entry(index: usize, user: &str, why: &str) -> String {
+    match kron_proto::validate_user(user) {
+        Ok(()) => format!("{user}: {why}"),
+        Err(_) => format!("entry {}: {why}", index + 1),
     }
 }
 

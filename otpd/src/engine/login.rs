@@ -21,9 +21,15 @@ impl Engine {
     /// First step of a login: decides what it needs and asks for a code, shows an enrollment,
     /// skips or denies.
     pub fn begin_login(&self, caller: Caller, mut request: LoginRequest, now: u64) -> Result<Step> {
-        validate_request(&request)?;
+        // Authorize first: a caller other than root may only check itself, and a name that is
+        // not even valid cannot be its own, so it learns nothing about what it sent.
+        if !caller.is_root() && kron_proto::validate_user(&request.user).is_err() {
+            caller.may_log_in_as(None)?;
+        }
+        kron_proto::validate_user(&request.user).map_err(Error::InvalidArgument)?;
         let account = self.directory.by_name(&request.user)?;
         caller.may_log_in_as(account.as_ref())?;
+        validate_fields(&request)?;
         // NSS may resolve several names to one account (SSSD ignores case, `user@domain`):
         // everything is kept under the account's own name, or an alias would find no token.
         if let Some(account) = account.as_ref().filter(|a| a.name != request.user) {
@@ -286,6 +292,8 @@ impl Engine {
 
     /// Answers the prompt of the step that carried `handle`.
     pub fn answer(&self, caller: Caller, handle: &str, response: &str, now: u64) -> Result<Step> {
+        // Authorize first: only the caller that began the login may answer it.
+        self.sessions.check_owner(handle, caller)?;
         if response.len() > MAX_RESPONSE_LEN {
             return Err(Error::InvalidArgument("answer too long".into()));
         }
@@ -556,8 +564,8 @@ fn requested_channel(response: &str, offer: Channels) -> Option<Channel> {
     Channel::parse(&response.trim().to_ascii_lowercase()).filter(|&c| offer.contains(c))
 }
 
-fn validate_request(request: &LoginRequest) -> Result<()> {
-    kron_proto::validate_user(&request.user).map_err(Error::InvalidArgument)?;
+/// The PAM items of a request, once its user name was checked and the caller authorized.
+fn validate_fields(request: &LoginRequest) -> Result<()> {
     for (name, value) in [
         ("service", &request.service),
         ("rhost", &request.rhost),

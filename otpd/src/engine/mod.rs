@@ -12,6 +12,8 @@
 //! | `links.rs` | one-time enrollment links: make, revoke, report, and the page's show and confirm |
 //! | `lifecycle.rs` | recovery codes, backup and restore, migration imports, token export |
 //! | `backup.rs` | the backup file: JSON in an age file encrypted to a passphrase |
+//! | `backup_io.rs` | that file written and read a user at a time (any size, bounded memory) |
+//! | `transfer.rs` | streamed export and import: the cursors and sessions between calls |
 //! | `sessions.rs` | logins waiting at the prompt, in memory and bounded |
 //! | `messages.rs` | every text a person sees during a login |
 //! | `tests/` | the engine's unit tests, by part, on a fixed clock |
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod backup;
+pub(crate) mod backup_io;
 mod lifecycle;
 mod links;
 mod login;
@@ -28,6 +31,7 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod transfer;
 mod verdict;
 
 use crate::audit::{Audit, Subject};
@@ -52,7 +56,8 @@ use sessions::Sessions;
 pub struct Engine {
     config: Config,
     store: Box<dyn Store>,
-    key: SecretKey,
+    /// Shared with the threads that check an import as it arrives (`transfer.rs`).
+    key: std::sync::Arc<SecretKey>,
     directory: Box<dyn Directory>,
     audit: Audit,
     sessions: Sessions,
@@ -60,6 +65,7 @@ pub struct Engine {
     strangers: StrangerThrottle,
     limiter: SelfServiceLimiter,
     links: LinkLimiter,
+    transfers: transfer::Transfers,
     hostname: String,
     delivery: Box<dyn Deliver>,
 }
@@ -77,7 +83,7 @@ impl Engine {
         Engine {
             config,
             store,
-            key,
+            key: std::sync::Arc::new(key),
             directory,
             audit,
             sessions: Sessions::default(),
@@ -85,6 +91,7 @@ impl Engine {
             strangers: StrangerThrottle::default(),
             limiter: SelfServiceLimiter::default(),
             links: LinkLimiter::default(),
+            transfers: transfer::Transfers::default(),
             hostname,
             delivery,
         }
@@ -111,6 +118,29 @@ impl Engine {
         self.audit.daemon(message);
     }
 
+    /// Authorization before validation (design invariant 9): a caller who is neither root nor
+    /// an admin may name only themself, as "" or by their own account's name. Anything else is
+    /// refused before the argument is looked at, valid name or not, so the error tells such a
+    /// caller nothing about it.
+    fn require_self_unless_admin(&self, caller: Caller, user: &str) -> Result<()> {
+        if user.is_empty() || caller.is_admin(&self.config, &*self.directory)? {
+            return Ok(());
+        }
+        let own = kron_proto::validate_user(user).is_ok()
+            && self
+                .directory
+                .by_name(user)?
+                .is_some_and(|account| account.uid == caller.uid);
+        if own {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied(format!(
+                "only root or members of {} may act for other users",
+                self.config.admin_group
+            )))
+        }
+    }
+
     /// "" means the caller; anything else must be a well-formed user name.
     fn resolve_target(&self, caller: Caller, user: &str) -> Result<String> {
         if user.is_empty() {
@@ -130,8 +160,8 @@ impl Engine {
     /// The target of an admin operation (reset, unlock): admins only, and only root may act on
     /// root or on another admin. Names NSS no longer knows (deleted users) are allowed.
     fn managed_target(&self, caller: Caller, user: &str) -> Result<String> {
-        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         caller.require_admin(&self.config, &*self.directory)?;
+        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         match self.directory.by_name(user)? {
             Some(account) => {
                 caller.may_manage(&account, &self.config, &*self.directory)?;

@@ -111,6 +111,21 @@ impl Sessions {
 
     /// Removes and returns the session for `handle`: each prompt is answered once. `None` if
     /// unknown or past its deadline. A different caller gets an error and the session stays.
+    /// Refuses `caller` if the login `handle` names was begun by another caller; an unknown
+    /// handle passes (taking it finds nothing).
+    pub fn check_owner(&self, handle: &str, caller: Caller) -> Result<()> {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match live.get(handle) {
+            Some(session) if session.caller != caller => Err(Error::AccessDenied(
+                "this login was begun by another caller".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn take(&self, handle: &str, caller: Caller, now: u64) -> Result<Option<LoginSession>> {
         Ok(self
             .remove(handle, caller)?

@@ -13,6 +13,7 @@ impl Engine {
     /// Starts (or restarts) an enrollment for `user` ("" = the caller). `code` is the
     /// validation code where the caller must prove the contact first (docs/delivery.md).
     pub fn enroll(&self, caller: Caller, user: &str, code: &str, now: u64) -> Result<Enrollment> {
+        self.require_self_unless_admin(caller, user)?;
         let user = self.resolve_target(caller, user)?;
         let account = self.existing_account(&user)?;
         caller.may_manage(&account, &self.config, &*self.directory)?;
@@ -48,6 +49,7 @@ impl Engine {
 
     /// Confirms the pending enrollment of `user` ("" = the caller) with a code.
     pub fn confirm(&self, caller: Caller, user: &str, code: &str, now: u64) -> Result<()> {
+        self.require_self_unless_admin(caller, user)?;
         if code.len() > MAX_RESPONSE_LEN {
             return Err(Error::InvalidArgument("code too long".into()));
         }
@@ -97,6 +99,7 @@ impl Engine {
 
     /// Reports `user` ("" = the caller).
     pub fn status(&self, caller: Caller, user: &str, now: u64) -> Result<UserStatus> {
+        self.require_self_unless_admin(caller, user)?;
         let user = self.resolve_target(caller, user)?;
         if !caller.is_admin(&self.config, &*self.directory)? {
             let account = self.directory.by_name(&user)?;

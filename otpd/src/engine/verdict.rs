@@ -4,7 +4,7 @@
 
 use super::Engine;
 use crate::delivery::sent::{CodeCheck, Purpose};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
 use crate::totp;
 
@@ -152,7 +152,7 @@ impl Engine {
             &record.recovery,
             crate::store::recovery::candidate(response, token.params.digits),
         ) {
-            let hash = crate::store::recovery::hash(&code, &set.salt).map_err(Error::System)?;
+            let hash = set.digest(&code, &self.key, user)?;
             return Ok(match self.store.use_recovery(user, &hash, now)? {
                 Some(left) => Verdict::AcceptedRecovery { left },
                 None => Verdict::Wrong,

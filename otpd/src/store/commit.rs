@@ -2,7 +2,9 @@
 //! wait on.
 
 use crate::error::{Error, Result};
+use crate::store::error::StoreError;
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,24 +33,54 @@ struct Commits {
     /// Every write up to this count is on the device.
     durable: u64,
     /// The last failed flush: the writes it should have covered, and why it failed.
-    failed: Option<(u64, String)>,
+    failed: Option<(u64, Arc<StoreError>)>,
+    /// Writes that can never become durable: they were made to a store that was closed after
+    /// a failure and opened again (`sled.rs`), so a later flush of the new store, which
+    /// counts past them, must not report them done. Each range is `(after, through]`; the
+    /// newest [`MAX_LOST_RANGES`] are kept (a waiter lives for milliseconds, a reopen
+    /// happens at most about once a second).
+    lost: VecDeque<(u64, u64, Arc<StoreError>)>,
     /// Asynchronous waiters, woken after every flush.
     wakers: Vec<Waker>,
     stopping: bool,
 }
 
+/// See [`Commits::lost`].
+const MAX_LOST_RANGES: usize = 64;
+
+/// The error a waiter gets for a write whose flush failed: already reported by the store.
+fn refused(cause: &Arc<StoreError>) -> Error {
+    let first = match cause.as_ref() {
+        StoreError::Unavailable(first) => first.clone(),
+        _ => cause.clone(),
+    };
+    Error::Store(StoreError::Unavailable(first))
+}
+
 impl Commits {
     /// How a wait for write count `needed` ends: `None` while it must go on.
     fn outcome(&self, needed: u64) -> Option<Result<()>> {
+        if let Some((_, _, cause)) = self
+            .lost
+            .iter()
+            .find(|(after, through, _)| *after < needed && needed <= *through)
+        {
+            return Some(Err(refused(cause)));
+        }
         if self.durable >= needed {
             return Some(Ok(()));
         }
         match &self.failed {
-            Some((covered, reason)) if *covered >= needed => {
-                Some(Err(Error::Store(reason.clone())))
-            }
+            Some((covered, cause)) if *covered >= needed => Some(Err(refused(cause))),
             _ => None,
         }
+    }
+
+    /// The highest write count nobody needs to flush for any more.
+    fn settled(&self) -> u64 {
+        let failed = self.failed.as_ref().map_or(0, |f| f.0);
+        let lost = self.lost.back().map_or(0, |l| l.1);
+        self.durable.max(failed).max(lost)
     }
 
     /// Asks the flusher for a flush that covers write count `needed`, unless already asked.
@@ -61,29 +93,65 @@ impl Commits {
 }
 
 impl GroupCommit {
-    /// Starts the flusher thread, which runs `flush` (sled's flush and `fdatasync`) whenever
-    /// someone waits, until the returned handle is dropped.
-    pub(super) fn start(
-        flush: impl Fn() -> Result<()> + Send + 'static,
-    ) -> Result<(Arc<Self>, Flusher)> {
-        let commits = Arc::new(GroupCommit {
+    /// A group commit with no flusher yet ([`GroupCommit::spawn_flusher`]).
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(GroupCommit {
             written: AtomicU64::new(0),
             state: Mutex::new(Commits::default()),
             work: Condvar::new(),
             finished: Condvar::new(),
-        });
-        let flusher = commits.clone();
+        })
+    }
+
+    /// Starts the flusher thread, which runs `flush` (sled's flush and `fdatasync`) whenever
+    /// someone waits, until the returned handle is dropped.
+    pub(super) fn spawn_flusher(
+        self: &Arc<Self>,
+        flush: impl Fn(u64) -> std::result::Result<(), StoreError> + Send + 'static,
+    ) -> Result<Flusher> {
+        let flusher = self.clone();
         let thread = std::thread::Builder::new()
             .name("otpd-flusher".into())
             .spawn(move || flusher.run(flush))
             .map_err(|e| Error::System(format!("cannot start the store flusher: {e}")))?;
-        Ok((
-            commits.clone(),
-            Flusher {
-                commits,
-                thread: Some(thread),
-            },
-        ))
+        Ok(Flusher {
+            commits: self.clone(),
+            thread: Some(thread),
+        })
+    }
+
+    /// [`GroupCommit::new`] and [`GroupCommit::spawn_flusher`] in one.
+    #[cfg(test)]
+    pub(super) fn start(
+        flush: impl Fn() -> std::result::Result<(), StoreError> + Send + 'static,
+    ) -> Result<(Arc<Self>, Flusher)> {
+        let commits = GroupCommit::new();
+        let flusher = commits.spawn_flusher(move |_| flush())?;
+        Ok((commits, flusher))
+    }
+
+    /// Every write counted so far that is not durable yet never will be: the store they were
+    /// made to was closed after `cause`. Their waiters get an error, now or whenever they ask.
+    /// The caller makes sure no write to the closed store is still being counted.
+    pub(super) fn lose_unflushed(&self, cause: Arc<StoreError>) {
+        let through = self.written.load(Ordering::SeqCst);
+        let mut state = self.lock();
+        let after = state.durable.max(state.lost.back().map_or(0, |l| l.1));
+        if through > after {
+            state.lost.push_back((after, through, cause));
+            if state.lost.len() > MAX_LOST_RANGES {
+                state.lost.pop_front();
+            }
+        }
+        for waker in state.wakers.drain(..) {
+            waker.wake();
+        }
+        self.finished.notify_all();
+    }
+
+    /// The number of writes counted so far.
+    pub(super) fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, Commits> {
@@ -123,11 +191,10 @@ impl GroupCommit {
     }
 
     /// The flusher thread: one flush at a time while anyone waits.
-    fn run(&self, flush: impl Fn() -> Result<()>) {
+    fn run(&self, flush: impl Fn(u64) -> std::result::Result<(), StoreError>) {
         let mut state = self.lock();
         loop {
-            let done = state.durable.max(state.failed.as_ref().map_or(0, |f| f.0));
-            if state.wanted <= done {
+            if state.wanted <= state.settled() {
                 if state.stopping {
                     return;
                 }
@@ -140,12 +207,12 @@ impl GroupCommit {
             drop(state);
             // Read before the flush starts: every write counted so far is in sled already.
             let covers = self.written.load(Ordering::SeqCst);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&flush))
-                .unwrap_or_else(|_| Err(Error::Store("the store flush panicked".into())));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flush(covers)))
+                .unwrap_or(Err(StoreError::FlushPanicked));
             state = self.lock();
             match outcome {
                 Ok(()) => state.durable = state.durable.max(covers),
-                Err(e) => state.failed = Some((covers, e.to_string())),
+                Err(e) => state.failed = Some((covers, Arc::new(e))),
             }
             for waker in state.wakers.drain(..) {
                 waker.wake();

@@ -3,14 +3,14 @@
 //! record does not open. Codes sent by email or SMS are stored as HMAC-SHA256 under a key
 //! derived from the same file, so the store alone does not let anyone search for them.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 const KEY_BYTES: usize = 32;
@@ -20,6 +20,51 @@ const AAD_PREFIX: &[u8] = b"kron-secret-v1:";
 const MAC_KEY_LABEL: &[u8] = b"kron-sent-code-mac-v1";
 
 type HmacSha256 = Hmac<sha2::Sha256>;
+
+/// Why a secret could not be sealed or opened, or the key not loaded.
+#[derive(Debug)]
+pub enum CryptoError {
+    /// The operating system gave no randomness (for a nonce or a new key).
+    Random(getrandom::Error),
+    /// The key file could not be read or created.
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The key file is not safe to use or not a key; `problem` says what and how to fix it.
+    KeyRefused { path: PathBuf, problem: String },
+    /// The cipher refused to seal (it never does for inputs of our sizes).
+    Seal,
+    /// A stored secret of `user` does not open with this key: another key, a record moved to
+    /// another user, or a tampered record.
+    Open { user: String },
+}
+
+impl std::fmt::Display for CryptoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CryptoError::Random(e) => write!(f, "no randomness: {e}"),
+            CryptoError::KeyFile { path, source } => write!(f, "{}: {source}", path.display()),
+            CryptoError::KeyRefused { path, problem } => {
+                write!(f, "{}: {problem}", path.display())
+            }
+            CryptoError::Seal => write!(f, "sealing a secret failed"),
+            CryptoError::Open { user } => {
+                write!(f, "the stored secret of {user} does not open with this key")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CryptoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CryptoError::Random(e) => Some(e),
+            CryptoError::KeyFile { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// A secret as stored: random nonce and ciphertext with tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +86,13 @@ impl SecretKey {
         let key = match std::fs::File::open(path) {
             Ok(file) => read_key(file, path)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(path)?,
-            Err(e) => return Err(Error::Crypto(format!("{}: {e}", path.display()))),
+            Err(source) => {
+                return Err(CryptoError::KeyFile {
+                    path: path.to_owned(),
+                    source,
+                }
+                .into());
+            }
         };
         Ok(SecretKey::from_bytes(&key))
     }
@@ -65,7 +116,7 @@ impl SecretKey {
 
     pub fn seal(&self, user: &str, secret: &[u8]) -> Result<Sealed> {
         let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut nonce).map_err(|e| Error::Crypto(e.to_string()))?;
+        getrandom::fill(&mut nonce).map_err(CryptoError::Random)?;
         let aad = aad(user);
         let ciphertext = self
             .cipher
@@ -76,7 +127,7 @@ impl SecretKey {
                     aad: &aad,
                 },
             )
-            .map_err(|_| Error::Crypto("sealing a secret failed".into()))?;
+            .map_err(|_| CryptoError::Seal)?;
         Ok(Sealed {
             nonce: nonce.to_vec(),
             ciphertext,
@@ -84,10 +135,11 @@ impl SecretKey {
     }
 
     pub fn open(&self, user: &str, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>> {
+        let refused = || CryptoError::Open {
+            user: user.to_owned(),
+        };
         if sealed.nonce.len() != NONCE_BYTES {
-            return Err(Error::Crypto(format!(
-                "stored secret of {user} has a malformed nonce"
-            )));
+            return Err(refused().into());
         }
         let aad = aad(user);
         self.cipher
@@ -99,16 +151,12 @@ impl SecretKey {
                 },
             )
             .map(Zeroizing::new)
-            .map_err(|_| {
-                Error::Crypto(format!(
-                    "stored secret of {user} does not open with this key"
-                ))
-            })
+            .map_err(|_| refused().into())
     }
 }
 
 /// HMAC-SHA256 over length-prefixed parts, so ("ab", "c") and ("a", "bc") differ.
-fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     // An HMAC key may have any length: new_from_slice cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     for part in parts {
@@ -123,29 +171,28 @@ fn aad(user: &str) -> Vec<u8> {
 }
 
 fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
-    let mode = file
-        .metadata()
-        .map_err(|e| Error::Crypto(e.to_string()))?
-        .permissions()
-        .mode();
+    let io = |source| CryptoError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    let refused = |problem: String| CryptoError::KeyRefused {
+        path: path.to_owned(),
+        problem,
+    };
+    let mode = file.metadata().map_err(io)?.permissions().mode();
     if mode & 0o077 != 0 {
-        return Err(Error::Crypto(format!(
-            "{} is readable by others (mode {:o}); run chmod 600 on it",
-            path.display(),
+        return Err(refused(format!(
+            "readable by others (mode {:o}); run chmod 600 on it",
             mode & 0o777
-        )));
+        ))
+        .into());
     }
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
     let mut reader = file.take(KEY_BYTES as u64 + 1);
     let mut buffer = Zeroizing::new(Vec::with_capacity(KEY_BYTES + 1));
-    reader
-        .read_to_end(&mut buffer)
-        .map_err(|e| Error::Crypto(e.to_string()))?;
+    reader.read_to_end(&mut buffer).map_err(io)?;
     if buffer.len() != KEY_BYTES {
-        return Err(Error::Crypto(format!(
-            "{} is not a {KEY_BYTES}-byte key",
-            path.display()
-        )));
+        return Err(refused(format!("not a {KEY_BYTES}-byte key")).into());
     }
     key.copy_from_slice(&buffer);
     Ok(key)
@@ -153,7 +200,7 @@ fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES
 
 fn create_key(path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
-    getrandom::fill(key.as_mut()).map_err(|e| Error::Crypto(e.to_string()))?;
+    getrandom::fill(key.as_mut()).map_err(CryptoError::Random)?;
     let temporary = path.with_extension("new");
     let _ = std::fs::remove_file(&temporary);
     let write = || -> std::io::Result<()> {
@@ -172,7 +219,10 @@ fn create_key(path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
         }
         Ok(())
     };
-    write().map_err(|e| Error::Crypto(format!("creating {}: {e}", path.display())))?;
+    write().map_err(|source| CryptoError::KeyFile {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(key)
 }
 

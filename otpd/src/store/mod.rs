@@ -7,6 +7,8 @@
 //! | `mod.rs` | the [`Store`] trait |
 //! | `sled.rs` | [`SledStore`]: the trait on sled 0.34, one key per user |
 //! | `commit.rs` | group commit: replies wait until their own writes are on the device |
+//! | `health.rs` | a store that failed: refuse while closed, reopen when due, report each change once |
+//! | `error.rs` | [`error::StoreError`]: why the store failed, with typed sources |
 //! | `record.rs` | what is stored per user, and its state changes as pure functions |
 //! | `encoding.rs` | how a record is written: a format byte, then postcard |
 //! | `crypto.rs` | secrets at rest: XChaCha20-Poly1305 under `secret.key`; MACs of sent codes |
@@ -19,6 +21,8 @@
 pub mod commit;
 pub mod crypto;
 pub mod encoding;
+pub mod error;
+pub mod health;
 pub mod link;
 pub mod record;
 pub mod recovery;
@@ -42,6 +46,17 @@ pub trait Store: Send + Sync {
     fn get(&self, user: &str) -> Result<Option<UserRecord>>;
     /// Every stored user, sorted by name.
     fn list(&self) -> Result<Vec<(String, UserRecord)>>;
+    /// Up to `limit` stored users after `after` (from the first with `None`), sorted by name:
+    /// a streamed export walks the store a page at a time. The default pages through
+    /// [`Store::list`]; a backend with many users overrides it.
+    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, UserRecord)>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|(user, _)| after.is_none_or(|after| user.as_str() > after))
+            .take(limit)
+            .collect())
+    }
     /// Charges one attempt unless the user is in backoff ("count a failure" before checking).
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt>;
     /// [`UserRecord::charge_and_accept`]: the charge and a TOTP code's step, atomically.

@@ -461,6 +461,7 @@ pub(crate) mod tests {
             salt: vec![1],
             hashes: vec![vec![1; 32], vec![2; 32]],
             created: 0,
+            scheme: crate::store::recovery::Scheme::Argon2id,
         };
         assert!(!UserRecord::default().set_recovery(set.clone()));
         let mut record = enrolled();

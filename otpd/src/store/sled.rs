@@ -8,10 +8,18 @@
 //! size, so every flush here is followed by `fdatasync` of sled's log file. Concurrent callers
 //! share flushes (group commit, `commit.rs`), so N simultaneous logins cost about one flush,
 //! not N in a row.
+//!
+//! After an I/O error (a full disk, say) sled refuses every later write until the store is
+//! opened again, so the store closes itself on the first such error and opens again when a
+//! request comes and `health.rs` says it is time. Writes that were in the closed store but not
+//! yet durable are lost, and their callers told so ([`GroupCommit::lose_unflushed`]); nothing a
+//! reply already confirmed is lost.
 
 use super::Store;
 use super::commit::{Durable, Flusher, GroupCommit};
 use super::encoding::{decode, encode};
+use super::error::StoreError;
+use super::health::{Health, Report};
 use super::record::{
     Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
@@ -20,23 +28,48 @@ use crate::error::{Error, Result};
 use kron_common::config::ThrottleConfig;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::time::Instant;
+
+/// Free space a full file system needs again before the store is reopened: a little more than
+/// one of sled's log segments.
+const REOPEN_MIN_FREE: u64 = 1024 * 1024;
 
 pub struct SledStore {
-    pub(super) users: sled::Tree,
-    commits: Arc<GroupCommit>,
+    shared: Arc<Shared>,
     /// Stops the flusher thread when the store goes (declared last: dropped after the rest).
     _flusher: Flusher,
 }
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir`, which is made 0700.
-    pub fn open(dir: &Path) -> Result<SledStore> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+/// What the store's callers and its flusher thread share.
+struct Shared {
+    dir: PathBuf,
+    /// The open store; `None` while it is closed after a failure.
+    open: RwLock<Option<Open>>,
+    commits: Arc<GroupCommit>,
+    health: Health,
+}
+
+/// One opening of the sled store.
+struct Open {
+    /// Kept for flushes; `users` is what the operations use.
+    db: sled::Db,
+    users: sled::Tree,
+    /// sled's log (`DIR/db`), opened again only to `fdatasync` it after sled's flush.
+    log: File,
+    log_path: PathBuf,
+}
+
+impl Open {
+    fn at(dir: &Path) -> std::result::Result<Open, StoreError> {
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { what, path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+            .map_err(io("making private", dir))?;
         let db = sled::Config::new()
             .path(dir)
             // A small cache: otpd's memory must stay small at a million users, and a record
@@ -46,69 +79,267 @@ impl SledStore {
             .mode(sled::Mode::LowSpace)
             .open()?;
         let users = db.open_tree("users")?;
-        // sled's log (`DIR/db`), opened again only to `fdatasync` it after sled's flush.
         let log_path = dir.join("db");
-        let log = File::open(&log_path)
-            .map_err(|e| Error::Store(format!("{}: {e}", log_path.display())))?;
-        let (commits, flusher) = GroupCommit::start(move || {
-            db.flush()?;
-            log.sync_data()
-                .map_err(|e| Error::Store(format!("fdatasync of the store log: {e}")))
-        })?;
-        Ok(SledStore {
+        let log = File::open(&log_path).map_err(io("opening", &log_path))?;
+        Ok(Open {
+            db,
             users,
-            commits,
+            log,
+            log_path,
+        })
+    }
+
+    /// sled's flush, then `fdatasync` of its log.
+    fn flush(&self) -> std::result::Result<(), StoreError> {
+        self.db.flush()?;
+        self.log.sync_data().map_err(|source| StoreError::Io {
+            what: "fdatasync of",
+            path: self.log_path.clone(),
+            source,
+        })
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`, which is made 0700. Store events (a failure,
+    /// the recovery) are dropped: for tests and tools.
+    pub fn open(dir: &Path) -> Result<SledStore> {
+        SledStore::open_reporting(dir, Box::new(|_| {}))
+    }
+
+    /// Opens the store, reporting its failures and recoveries to `report` (otpd logs them,
+    /// and exits on [`super::health::StoreEvent::Fatal`]).
+    pub fn open_reporting(dir: &Path, report: Report) -> Result<SledStore> {
+        let open = Open::at(dir)?;
+        let commits = GroupCommit::new();
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            open: RwLock::new(Some(open)),
+            commits: commits.clone(),
+            health: Health::new(report),
+        });
+        let flushing = shared.clone();
+        let flusher = commits.spawn_flusher(move |covers| flushing.flush(covers))?;
+        Ok(SledStore {
+            shared,
             _flusher: flusher,
         })
     }
 
+    /// Runs `op` on the open store (opening it again first if it was closed and that is due).
+    /// An error that breaks the store closes it: the caller gets
+    /// [`StoreError::Unavailable`], and the failure is reported once.
+    fn with<R>(&self, op: impl FnOnce(&Open) -> Result<R>) -> Result<R> {
+        self.shared.with(op)
+    }
+
     /// Applies `change` atomically (compare-and-swap loop) and counts the write for the group
-    /// commit; not durable yet ([`Store::durable`]). `change` gets the current record (default
-    /// if absent) and returns its result; it may run more than once under contention, so it
-    /// must be a pure function of the record.
+    /// commit; not durable yet ([`Store::durable_through`]). `change` gets the current record
+    /// (default if absent) and returns its result; it may run more than once under contention,
+    /// so it must be a pure function of the record.
     fn update<R>(&self, user: &str, mut change: impl FnMut(&mut UserRecord) -> R) -> Result<R> {
-        loop {
-            let current = self.users.get(user)?;
-            let mut record = match &current {
-                Some(bytes) => decode(user, bytes)?,
-                None => UserRecord::default(),
-            };
-            let before = record.clone();
-            let outcome = change(&mut record);
-            if record == before {
-                return Ok(outcome);
+        let commits = &self.shared.commits;
+        self.with(|open| {
+            loop {
+                let current = open.users.get(user)?;
+                let mut record = match &current {
+                    Some(bytes) => decode(user, bytes)?,
+                    None => UserRecord::default(),
+                };
+                let before = record.clone();
+                let outcome = change(&mut record);
+                if record == before {
+                    return Ok(outcome);
+                }
+                // Nothing left to keep (after a reset, say): no record at all.
+                let new = match record == UserRecord::default() {
+                    true => None,
+                    false => Some(encode(&record)?),
+                };
+                if open.users.compare_and_swap(user, current, new)?.is_ok() {
+                    // Counted while the store is held open, so a close after a failure sees
+                    // this write among those it loses (commit.rs).
+                    commits.wrote();
+                    return Ok(outcome);
+                }
             }
-            // Nothing left to keep (after a reset, say): no record at all.
-            let new = match record == UserRecord::default() {
-                true => None,
-                false => Some(encode(&record)?),
-            };
-            if self.users.compare_and_swap(user, current, new)?.is_ok() {
-                self.commits.wrote();
-                return Ok(outcome);
+        })
+    }
+
+    fn exists(&self, user: &str) -> Result<bool> {
+        self.with(|open| Ok(open.users.contains_key(user)?))
+    }
+
+    /// Stores raw bytes as `user`'s record (tests of old and damaged records).
+    #[cfg(test)]
+    pub(super) fn insert_raw(&self, user: &str, bytes: &[u8]) {
+        self.with(|open| Ok(open.users.insert(user, bytes)?))
+            .expect("insert");
+    }
+
+    /// The raw bytes of `user`'s record (tests).
+    #[cfg(test)]
+    pub(super) fn raw(&self, user: &str) -> Option<Vec<u8>> {
+        self.with(|open| Ok(open.users.get(user)?))
+            .expect("get")
+            .map(|v| v.to_vec())
+    }
+
+    /// Fails the open store as an I/O error would (tests of recovery).
+    #[cfg(test)]
+    pub(super) fn break_with(&self, error: std::io::Error) {
+        self.shared
+            .close(Arc::new(StoreError::Sled(sled::Error::Io(error))));
+    }
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Option<Open>> {
+        self.open.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with<R>(&self, op: impl FnOnce(&Open) -> Result<R>) -> Result<R> {
+        let outcome = {
+            let mut guard = self.read();
+            if guard.is_none() {
+                drop(guard);
+                self.reopen()?;
+                guard = self.read();
+            }
+            match guard.as_ref() {
+                Some(open) => op(open),
+                None => Err(self.unavailable()),
+            }
+        };
+        match outcome {
+            Err(Error::Store(e)) if e.breaks_the_store() => {
+                let cause = Arc::new(e);
+                self.close(cause.clone());
+                Err(Error::Store(StoreError::Unavailable(cause)))
+            }
+            other => other,
+        }
+    }
+
+    /// The error for a request while the store is closed.
+    fn unavailable(&self) -> Error {
+        Error::Store(StoreError::Unavailable(self.health.cause()))
+    }
+
+    /// Opens the store again if that is due; `Err` (refusing the request) otherwise.
+    fn reopen(&self) -> Result<()> {
+        let now = Instant::now();
+        let cause = self
+            .health
+            .due(now)
+            .map_err(|cause| Error::Store(StoreError::Unavailable(cause)))?;
+        if cause.is_out_of_space() && !has_room(&self.dir) {
+            self.health.postponed(now);
+            return Err(Error::Store(StoreError::Unavailable(cause)));
+        }
+        let mut open = self.open.write().unwrap_or_else(PoisonError::into_inner);
+        if open.is_some() {
+            return Ok(());
+        }
+        match Open::at(&self.dir) {
+            Ok(reopened) => {
+                *open = Some(reopened);
+                self.health
+                    .reopened(self.commits.written(), now.elapsed(), Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                self.health.reopen_failed(e, now.elapsed(), Instant::now());
+                Err(Error::Store(StoreError::Unavailable(cause)))
+            }
+        }
+    }
+
+    /// Closes the store after `cause`, once: the writes in it that are not durable are lost.
+    fn close(&self, cause: Arc<StoreError>) {
+        let mut open = self.open.write().unwrap_or_else(PoisonError::into_inner);
+        // Dropped here, under the lock, so sled's file lock is gone before anyone reopens.
+        let Some(closed) = open.take() else {
+            return;
+        };
+        drop(closed);
+        // Nobody holds the store (this lock is exclusive), so every write it took is counted.
+        self.commits.lose_unflushed(cause.clone());
+        drop(open);
+        self.health.failed(cause, Instant::now());
+    }
+
+    /// The group commit's flush: everything counted up to `covers` onto the device.
+    fn flush(&self, covers: u64) -> std::result::Result<(), StoreError> {
+        let outcome = match self.read().as_ref() {
+            Some(open) => open.flush(),
+            // Closed: whatever was written to it is lost already (`close`).
+            None => return Err(StoreError::Unavailable(self.health.cause())),
+        };
+        match outcome {
+            Ok(()) => {
+                self.health.flushed(covers, Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                let cause = Arc::new(e);
+                self.close(cause.clone());
+                Err(StoreError::Unavailable(cause))
             }
         }
     }
 }
 
+/// Whether the file system under `dir` has room for the store to work again. Root may use the
+/// blocks reserved for it, so the free blocks count, not the available ones.
+fn has_room(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir).map_or(true, |fs| {
+        fs.blocks_free().saturating_mul(fs.fragment_size()) >= REOPEN_MIN_FREE
+    })
+}
+
 impl Store for SledStore {
     fn get(&self, user: &str) -> Result<Option<UserRecord>> {
-        self.users
-            .get(user)?
-            .map(|bytes| decode(user, &bytes))
-            .transpose()
+        self.with(|open| {
+            open.users
+                .get(user)?
+                .map(|bytes| decode(user, &bytes))
+                .transpose()
+        })
     }
 
     fn list(&self) -> Result<Vec<(String, UserRecord)>> {
-        self.users
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry?;
-                let user = String::from_utf8_lossy(&key).into_owned();
-                let record = decode(&user, &value)?;
-                Ok((user, record))
-            })
-            .collect()
+        self.with(|open| {
+            open.users
+                .iter()
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    let user = String::from_utf8_lossy(&key).into_owned();
+                    let record = decode(&user, &value)?;
+                    Ok((user, record))
+                })
+                .collect()
+        })
+    }
+
+    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, UserRecord)>> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) => Bound::Excluded(after.as_bytes()),
+            None => Bound::Unbounded,
+        };
+        self.with(|open| {
+            open.users
+                .range::<&[u8], _>((start, Bound::Unbounded))
+                .take(limit)
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    let user = String::from_utf8_lossy(&key).into_owned();
+                    let record = decode(&user, &value)?;
+                    Ok((user, record))
+                })
+                .collect()
+        })
     }
 
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt> {
@@ -156,14 +387,14 @@ impl Store for SledStore {
     }
 
     fn unlock(&self, user: &str) -> Result<bool> {
-        if self.users.get(user)?.is_none() {
+        if !self.exists(user)? {
             return Ok(false);
         }
         self.update(user, UserRecord::clear_failures)
     }
 
     fn set_recovery(&self, user: &str, set: RecoverySet) -> Result<bool> {
-        if self.users.get(user)?.is_none() {
+        if !self.exists(user)? {
             return Ok(false);
         }
         self.update(user, |record| record.set_recovery(set.clone()))
@@ -174,11 +405,11 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<()> {
-        self.commits.wait()
+        self.shared.commits.wait()
     }
 
     fn durable_through(&self, write: u64) -> Durable {
-        self.commits.durable_through(write)
+        self.shared.commits.durable_through(write)
     }
 
     fn import(

@@ -2,7 +2,7 @@
 
 use super::commit::GroupCommit;
 use super::*;
-use crate::error::Error;
+use crate::store::error::StoreError;
 use crate::store::record::tests::token;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -120,7 +120,11 @@ fn group_commit_reports_failures_and_survives_a_panic() {
     let counted = calls.clone();
     let (commits, _flusher) =
         GroupCommit::start(move || match counted.fetch_add(1, Ordering::SeqCst) {
-            0 => Err(Error::Store("disk on fire".into())),
+            0 => Err(StoreError::Io {
+                what: "fdatasync of",
+                path: "/disk/on/fire".into(),
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            }),
             2 => panic!("flush panicked"),
             _ => Ok(()),
         })
@@ -189,17 +193,13 @@ fn records_written_as_json_are_read_and_rewritten_in_binary() {
     let old = enrolled_store(dir.path()).get("alice").unwrap().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     let json = serde_json::to_vec(&old).unwrap();
-    store.users.insert("alice", json).unwrap();
+    store.insert_raw("alice", &json);
     assert_eq!(store.get("alice").unwrap().unwrap(), old);
     assert_eq!(
         store.accept_step("alice", 12, 200).unwrap(),
         StepOutcome::Accepted
     );
-    assert_eq!(
-        store.users.get("alice").unwrap().unwrap()[0],
-        2,
-        "binary now"
-    );
+    assert_eq!(store.raw("alice").unwrap()[0], 3, "binary now");
     assert_eq!(store.get("alice").unwrap().unwrap().last_step, Some(12));
 }
 
@@ -207,14 +207,65 @@ fn records_written_as_json_are_read_and_rewritten_in_binary() {
 fn corrupt_record_is_reported_not_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
-    store
-        .users
-        .insert("mallory", b"not json".as_slice())
-        .unwrap();
+    store.insert_raw("mallory", b"not json");
     assert!(store.get("mallory").is_err());
     assert!(store.accept_step("mallory", 1, 1).is_err());
+    assert_eq!(store.raw("mallory").unwrap(), b"not json");
+}
+
+#[test]
+fn a_broken_store_refuses_once_reported_then_reopens_without_losing_what_was_confirmed() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let store = SledStore::open_reporting(
+        dir.path(),
+        Box::new(move |event| sink.lock().unwrap().push(event.to_string())),
+    )
+    .unwrap();
+    let pending = Pending {
+        token: token(1),
+        expires: 1000,
+        at_login: false,
+        delivered: None,
+        link: None,
+    };
+    store
+        .save_pending("alice", pending.clone())
+        .unwrap()
+        .unwrap();
+    store.confirm("alice", &pending, 10, 100).unwrap();
+    store.flush().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+
+    // A write that is not durable when the store breaks is never reported done.
+    let (_, unflushed) = own_writes(|| store.accept_step("alice", 12, 200).unwrap());
+    store.break_with(std::io::Error::from_raw_os_error(libc::EIO));
+    let lost = runtime.block_on(store.durable_through(unflushed));
+    assert!(matches!(lost, Err(ref e) if e.is_reported()), "{lost:?}");
+    for _ in 0..20 {
+        let refused = store.get("alice").unwrap_err();
+        assert!(refused.is_reported(), "{refused}");
+    }
     assert_eq!(
-        store.users.get("mallory").unwrap().unwrap().as_ref(),
-        b"not json"
+        events.lock().unwrap().len(),
+        1,
+        "{:?}",
+        events.lock().unwrap()
     );
+    assert!(events.lock().unwrap()[0].contains("Input/output error"));
+
+    // After the pause the next request opens the store again: the confirmed token is there.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let record = store.get("alice").unwrap().unwrap();
+    assert!(record.token.is_some());
+    let (outcome, write) = own_writes(|| store.accept_step("alice", 20, 300).unwrap());
+    assert_eq!(outcome, StepOutcome::Accepted);
+    runtime.block_on(store.durable_through(write)).unwrap();
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[1].contains("durable again"), "{events:?}");
 }

@@ -58,6 +58,16 @@ pub fn check(root: &Root, policy: &Policy, stack: &Stack, out: &mut Findings) ->
             root_may_log_in: false,
         };
     };
+    check_loaded(&config, policy, stack, out)
+}
+
+/// The checks of [`check`] on a config already read.
+pub fn check_loaded(
+    config: &SshdConfig,
+    policy: &Policy,
+    stack: &Stack,
+    out: &mut Findings,
+) -> SshdFacts {
     match config.problems.first() {
         None => out.push(Finding::ok(
             "sshd-config",
@@ -82,14 +92,14 @@ pub fn check(root: &Root, policy: &Policy, stack: &Stack, out: &mut Findings) ->
 
     let asks = policy.asks("sshd");
     let kron_in_stack = stack.has_kron();
-    check_use_pam(&config, asks, kron_in_stack, out);
-    check_kbd_interactive(&config, asks, kron_in_stack, out);
+    check_use_pam(config, asks, kron_in_stack, out);
+    check_kbd_interactive(config, asks, kron_in_stack, out);
     // The line that lets /etc/pam.d/sshd succeed with no first factor, if any.
     let no_factor = stack.succeeds_without_factor();
-    check_bypass_methods(&config, asks, stack.exists() && no_factor.is_none(), out);
-    check_no_first_factor(&config, policy, stack, no_factor, out);
-    let root_may_log_in = check_root_login(&config, kron_in_stack, out);
-    check_match_blocks(&config, out);
+    check_bypass_methods(config, asks, stack.exists() && no_factor.is_none(), out);
+    check_no_first_factor(config, policy, stack, no_factor, out);
+    let root_may_log_in = check_root_login(config, kron_in_stack, out);
+    check_match_blocks(config, out);
     SshdFacts {
         installed: true,
         root_may_log_in,

@@ -24,4 +24,5 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use checks::check;
+pub use checks::{check, check_loaded};
+pub use parse::SshdConfig;

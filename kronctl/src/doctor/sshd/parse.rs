@@ -72,6 +72,17 @@ impl SshdConfig {
         Some(config)
     }
 
+    /// Parses `text` as `/etc/ssh/sshd_config`, its includes read under `root` (the fuzz
+    /// targets give a root that does not exist).
+    pub fn from_text(root: &Root, text: &str) -> SshdConfig {
+        let mut config = SshdConfig {
+            files: 1,
+            ..SshdConfig::default()
+        };
+        config.parse(root, SSHD_CONFIG, text, None, 0);
+        config
+    }
+
     /// The global value of `keyword`: its first occurrence outside every Match block.
     pub fn global(&self, keyword: &str) -> Option<&Directive> {
         self.directives

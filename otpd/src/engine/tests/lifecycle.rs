@@ -1,6 +1,6 @@
 //! Recovery codes, backup and restore, migration imports, token export.
 
-use super::{NOW, ROOT, code, enroll, fixture, kind};
+use super::{NOW, ROOT, code, enroll, fixture, fixture_keyed, kind};
 use crate::error::Error;
 use crate::policy::LoginRequest;
 use crate::policy::authz::Caller;
@@ -82,25 +82,27 @@ fn export_wipe_import_restores_logins_and_used_steps() {
         Err(Error::AccessDenied(_))
     ));
     e.set_contact(ROOT, "bob", "sms", "+4915123456712").unwrap();
-    let file = e.export(ROOT, "", "pass phrase", NOW).unwrap();
+    let file = e.export(ROOT, "", "a pass phrase", NOW).unwrap();
     e.reset(ROOT, "alice").unwrap();
     e.set_contact(ROOT, "bob", "sms", "").unwrap();
     assert!(e.import(ROOT, &file, "wrong", false, false).is_err());
     assert!(
-        e.import(ROOT, &file[..file.len() / 2], "pass phrase", false, false)
+        e.import(ROOT, &file[..file.len() / 2], "a pass phrase", false, false)
             .is_err()
     );
     assert!(
         !e.status(ROOT, "alice", NOW).unwrap().enrolled,
         "failed imports change nothing"
     );
-    let dry = e.import(ROOT, &file, "pass phrase", false, true).unwrap();
+    let dry = e.import(ROOT, &file, "a pass phrase", false, true).unwrap();
     assert_eq!(dry[0].outcome, "imported");
     assert!(
         !e.status(ROOT, "alice", NOW).unwrap().enrolled,
         "dry run writes nothing"
     );
-    let done = e.import(ROOT, &file, "pass phrase", false, false).unwrap();
+    let done = e
+        .import(ROOT, &file, "a pass phrase", false, false)
+        .unwrap();
     assert_eq!(
         (done[0].user.as_str(), done[0].outcome.as_str()),
         ("alice", "imported")
@@ -119,10 +121,12 @@ fn export_wipe_import_restores_logins_and_used_steps() {
         kind(&login(e, &code(&secret, NOW + 30), NOW + 30)),
         StepKind::Accept
     );
-    let again = e.import(ROOT, &file, "pass phrase", false, false).unwrap();
+    let again = e
+        .import(ROOT, &file, "a pass phrase", false, false)
+        .unwrap();
     assert_eq!(again[0].outcome, "skipped");
     assert_eq!(
-        e.import(ROOT, &file, "pass phrase", true, false).unwrap()[0].outcome,
+        e.import(ROOT, &file, "a pass phrase", true, false).unwrap()[0].outcome,
         "replaced"
     );
     assert_eq!(
@@ -211,4 +215,29 @@ fn token_export_needs_config_and_a_code() {
         .export_token(ALICE, &code(&secret, NOW), NOW)
         .unwrap();
     assert!(uri.starts_with("otpauth://totp/"));
+}
+
+#[test]
+fn recovery_codes_move_with_an_export_to_a_host_with_another_key() {
+    let config = Config {
+        default_mode: Mode::Require,
+        ..Config::default()
+    };
+    let here = fixture(config.clone());
+    enroll(&here.engine, "alice");
+    let codes = here.engine.recovery_codes(ROOT, "alice", "", NOW).unwrap();
+    let file = here.engine.export(ROOT, "", "a pass phrase", NOW).unwrap();
+    let there = fixture_keyed(config, 11);
+    there
+        .engine
+        .import(ROOT, &file, "a pass phrase", false, false)
+        .unwrap();
+    assert_eq!(
+        kind(&login(&there.engine, &codes[0], NOW + 1)),
+        StepKind::Accept
+    );
+    assert_eq!(
+        kind(&login(&there.engine, &codes[0], NOW + 2)),
+        StepKind::Deny
+    );
 }

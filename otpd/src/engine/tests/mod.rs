@@ -6,6 +6,7 @@ mod links;
 mod login;
 mod outbound;
 mod tokens;
+mod transfer;
 
 use super::*;
 use crate::store::SledStore;
@@ -34,12 +35,27 @@ pub(super) fn fixture(config: Config) -> Fixture {
     fixture_sending(config, std::sync::Arc::default())
 }
 
+/// A fixture whose `secret.key` is all `byte` (another host than [`fixture`]'s).
+pub(super) fn fixture_keyed(config: Config, byte: u8) -> Fixture {
+    fixture_with(config, std::sync::Arc::default(), byte)
+}
+
 /// A fixture whose email and SMS go to `delivery`.
 pub(super) fn fixture_sending(
     config: Config,
     delivery: std::sync::Arc<crate::delivery::fake::FakeDelivery>,
 ) -> Fixture {
+    fixture_with(config, delivery, 9)
+}
+
+fn fixture_with(
+    mut config: Config,
+    delivery: std::sync::Arc<crate::delivery::fake::FakeDelivery>,
+    key: u8,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
+    // Import spools go to the state directory.
+    config.state_dir = dir.path().to_owned();
     let directory = FakeDirectory::default()
         .with_user("root", 0, &["root"])
         .with_user("alice", 1001, &["wheel"])
@@ -48,7 +64,7 @@ pub(super) fn fixture_sending(
     let engine = Engine::new(
         config,
         Box::new(SledStore::open(&dir.path().join("store")).unwrap()),
-        SecretKey::from_bytes(&[9; 32]),
+        SecretKey::from_bytes(&[key; 32]),
         Box::new(directory),
         Audit::new(false),
         "host".into(),

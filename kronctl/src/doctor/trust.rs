@@ -1,0 +1,58 @@
+//! `file-trust`: otpd refuses to start when one of its files, or a directory on the way to
+//! it, could be changed by anyone but root (like sshd's StrictModes); this reports the same,
+//! with the same code (`kron_common::trust`) and the same list of files.
+
+use std::path::Path;
+
+use kron_common::config::DEFAULT_CONFIG_PATH;
+use kron_common::trust::{self, Owners};
+
+use super::config::Policy;
+use super::{Finding, Findings, Root};
+
+const CHECK: &str = "file-trust";
+
+/// Checks the config (`--config FILE`, or the default under the root if it exists) and, when
+/// the config could be read, the state directory, key, store and secret files it names.
+pub fn check(root: &Root, explicit: Option<&Path>, policy: &Policy, out: &mut Findings) {
+    if !out.wants(CHECK) {
+        return;
+    }
+    let config_path = match explicit {
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(root.path(DEFAULT_CONFIG_PATH)).filter(|path| path.exists()),
+    };
+    let files = match &policy.config {
+        Some(config) => trust::otpd_files(config, config_path.as_deref(), &root.path("/")),
+        None => config_path
+            .into_iter()
+            .map(|path| (path, trust::Kind::File, false))
+            .collect(),
+    };
+    let mut trusted = 0;
+    // One finding per place at fault: a directory on the way to several files is named once.
+    let mut reported = Vec::new();
+    for (path, kind, missing_ok) in &files {
+        match trust::check(path, *kind, Owners::root(), *missing_ok) {
+            Ok(()) => trusted += 1,
+            Err(untrusted) if reported.contains(&untrusted.at) => {}
+            Err(untrusted) => {
+                reported.push(untrusted.at.clone());
+                out.push(Finding::error(
+                    CHECK,
+                    format!("otpd refuses to start: {}", untrusted.what()),
+                    untrusted.fix(),
+                ));
+            }
+        }
+    }
+    if trusted == files.len() {
+        out.push(Finding::ok(
+            CHECK,
+            format!(
+                "otpd's config, state directory, key, store and secret files ({trusted}) and \
+                 the directories on the way to them can be changed by root alone"
+            ),
+        ));
+    }
+}
