@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod doctor;
 mod error;
+mod fleet;
 mod lifecycle;
 mod migrate;
 mod passphrase;

@@ -2,12 +2,14 @@
 
 mod codes;
 mod delivery;
+mod fleet;
 
 pub use codes::CodesConfig;
 pub use delivery::{
     BodyFormat, EmailConfig, HttpMethod, Security, SmsConfig, check_header, dummy_values, fill_url,
     is_loopback,
 };
+pub use fleet::{FleetConfig, MAX_HOST_NAME, check_host_name, check_url};
 
 use crate::contact::{Channels, Patterns};
 use kron_proto::Channel;
@@ -176,6 +178,8 @@ pub struct Config {
     pub codes: CodesConfig,
     pub email: Option<EmailConfig>,
     pub sms: Option<SmsConfig>,
+    /// The shared PostgreSQL store of a fleet (docs/fleet.md); `None`: sled on this host.
+    pub fleet: Option<FleetConfig>,
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     #[serde(rename = "group", deserialize_with = "rules")]
@@ -203,6 +207,7 @@ impl Default for Config {
             codes: CodesConfig::default(),
             email: None,
             sms: None,
+            fleet: None,
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             groups: Vec::new(),
@@ -258,6 +263,9 @@ impl Config {
         }
         if let Some(sms) = &self.sms {
             sms.validate().map_err(|e| section_error("sms", e))?;
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.validate().map_err(|e| section_error("fleet", e))?;
         }
         let lists = [
             ("validate_enrollment", Some(self.validate_enrollment)),
@@ -544,5 +552,32 @@ mode = "exempt"
                 .starts_with("otpd.toml:4:")
         );
         assert!(error_of("not toml at all [").starts_with("otpd.toml:1:"));
+    }
+
+    #[test]
+    fn fleet_section_errors_name_the_line() {
+        let good = "[fleet]\nurl = \"postgresql://kron_a@db/kron\"\nca_file = \"/etc/kron/ca.pem\"\npassword_file = \"/etc/kron/pw\"\n";
+        let config = Config::parse(good, "otpd.toml").unwrap();
+        assert_eq!(config.fleet.unwrap().host, None);
+        assert!(
+            error_of(
+                "\n[fleet]\nurl = \"postgresql://kron_a@db/kron\"\nca_file = \"/etc/kron/ca.pem\"\n"
+            )
+            .starts_with("otpd.toml:2: [fleet]: the host must prove")
+        );
+        assert!(
+            error_of("[fleet]\nca_file = \"/c\"\nurl = \"postgresql://a:pw@db/kron\"\n")
+                .starts_with("otpd.toml:3:")
+        );
+        assert!(
+            error_of("[fleet]\nurl = \"postgresql://a@db/kron\"\nca_file = \"ca.pem\"\n")
+                .starts_with("otpd.toml:3:")
+        );
+        assert!(error_of(&format!("{good}host = \"Bad Name\"\n")).starts_with("otpd.toml:5:"));
+        assert!(
+            error_of(&format!("{good}cert_file = \"/c\"\nkey_file = \"/k\"\n"))
+                .contains("exclude each other")
+        );
+        assert!(error_of(&format!("{good}bogus = 1\n")).starts_with("otpd.toml:5:"));
     }
 }

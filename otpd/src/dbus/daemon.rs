@@ -5,8 +5,9 @@ use crate::dbus::listen;
 use crate::dbus::service::OtpdService;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::store::SledStore;
 use crate::store::crypto::SecretKey;
+use crate::store::postgres::audit::FleetAudit;
+use crate::store::{PgStore, SledStore};
 use clap::Parser;
 use kron_common::config::{Config, DEFAULT_CONFIG_PATH};
 use kron_common::daemon_args::OtpdArgs as Args;
@@ -97,9 +98,6 @@ fn serve(config: Config, args: &Args) -> Result<()> {
     let socket = config.socket.clone();
     prepare_state_dir(&config.state_dir)?;
     let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
-    let store = SledStore::open(&config.state_dir.join("store"))?;
-    release_freed_memory();
-    let audit = Audit::new(args.log_stderr);
     let address = config.bus_address(args.bus.as_deref());
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -110,6 +108,8 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::System(format!("cannot start the runtime: {e}")))?;
+    let (store, audit) = open_store(&config, args, &hostname, runtime.handle())?;
+    release_freed_memory();
     let delivery = crate::delivery::Deliverer::new(
         config.email.as_ref(),
         config.sms.as_ref(),
@@ -119,7 +119,7 @@ fn serve(config: Config, args: &Args) -> Result<()> {
     )?;
     let engine = Arc::new(Engine::new(
         config,
-        Box::new(store),
+        store,
         key,
         Box::new(Nss),
         audit,
@@ -160,6 +160,38 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         drop(connection);
         Ok(())
     })
+}
+
+/// The store the config asks for: sled in the state directory, or a fleet's database (whose
+/// audit table then gets every decision too).
+fn open_store(
+    config: &Config,
+    args: &Args,
+    hostname: &str,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(Box<dyn crate::store::Store>, Audit)> {
+    let Some(fleet) = &config.fleet else {
+        let store = SledStore::open(&config.state_dir.join("store"))?;
+        return Ok((Box::new(store), Audit::new(args.log_stderr)));
+    };
+    let host = fleet.host.clone().unwrap_or_else(|| hostname.to_owned());
+    let logger = |stderr: bool| -> Box<dyn Fn(&str) + Send + Sync> {
+        let audit = Audit::new(stderr);
+        Box::new(move |line: &str| audit.daemon(line))
+    };
+    let store = PgStore::open(
+        fleet,
+        host.clone(),
+        runtime.clone(),
+        logger(args.log_stderr),
+    )?;
+    let sink = FleetAudit::start(store.link().clone(), logger(args.log_stderr));
+    let audit = Audit::new(args.log_stderr).with_sink(Box::new(sink));
+    audit.daemon(&format!(
+        "fleet mode: host {host}, database {} (checked at the first login)",
+        store.link().target().url
+    ));
+    Ok((Box::new(store), audit))
 }
 
 /// At most two glibc malloc arenas. By default glibc gives up to eight per core to the threads

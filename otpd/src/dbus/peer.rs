@@ -182,7 +182,9 @@ impl Handshake {
                 (None, 0) => {}
                 (None, _) => return Err(invalid("handshake does not start with NUL")),
                 (Some(prev), b'\n') if prev != b'\r' => {
-                    return Err(invalid("line feed without carriage return in the handshake"));
+                    return Err(invalid(
+                        "line feed without carriage return in the handshake",
+                    ));
                 }
                 _ => {}
             }
@@ -446,7 +448,10 @@ mod tests {
         let (_, len) = message_len(&header(b'B', 0, 8), 4096).unwrap();
         assert_eq!(len, 24);
         let huge = message_len(&header(b'l', 100 << 20, 100), 64 * 1024).unwrap_err();
-        assert!(huge.to_string().contains("over the socket's limit"), "{huge}");
+        assert!(
+            huge.to_string().contains("over the socket's limit"),
+            "{huge}"
+        );
         assert!(message_len(&header(b'x', 0, 0), 4096).is_err());
         // The largest announced lengths cannot overflow the arithmetic.
         assert!(message_len(&header(b'l', u32::MAX, u32::MAX), usize::MAX).is_ok());

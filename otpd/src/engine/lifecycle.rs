@@ -51,6 +51,7 @@ impl Engine {
             ));
         }
         let user = self.resolve_target(caller, "")?;
+        self.require_local_seeds("token export")?;
         self.limiter.spend(caller, now)?;
         self.prove_code(&user, code, caller, now)?;
         let token = self
@@ -74,6 +75,7 @@ impl Engine {
         now: u64,
     ) -> Result<Vec<u8>> {
         require_root(caller)?;
+        self.require_local_seeds("kronctl export")?;
         let records = if user.is_empty() {
             self.store.list()?
         } else {
@@ -160,6 +162,14 @@ impl Engine {
                     .get(&user)?
                     .unwrap_or_default()
                     .import_outcome(replace)
+            } else if let Some(vault) = self.store.vault() {
+                // The seed goes to the fleet's database, which encrypts it; sealed only in
+                // memory until here.
+                let seed = match &record.token {
+                    Some(token) => Some(self.key.open(&user, &token.secret)?),
+                    None => None,
+                };
+                vault.import(&user, &record, seed.as_deref().map(Vec::as_slice), replace)?
             } else {
                 let incoming = match &record.token {
                     Some(token) => Some((token.params, self.key.open(&user, &token.secret)?)),

@@ -94,7 +94,7 @@ impl Engine {
         let code = sent::new_code(self.config.codes.digits)
             .map_err(|e| Error::System(format!("no randomness: {e}")))?;
         let expires = now.saturating_add(self.config.codes.validity);
-        let mac = self.key.code_mac(user, purpose.as_str(), &code);
+        let mac = self.code_mac(user, purpose.as_str(), &code)?;
         let stored = SentCode {
             purpose,
             channel,
@@ -194,7 +194,7 @@ impl Engine {
         let Some(code) = sent::candidate(response, self.config.codes.digits) else {
             return Ok(CodeCheck::Refused("not a sent code"));
         };
-        let mac = self.key.code_mac(user, purpose.as_str(), &code);
+        let mac = self.code_mac(user, purpose.as_str(), &code)?;
         let mut check = CodeCheck::Refused("no code sent");
         self.store.modify(user, &mut |record| {
             check = record.take_sent_code(purpose, &mac, now);
@@ -372,9 +372,8 @@ impl Engine {
                     channel.as_str()
                 ))
             })?;
-        let mut pending = self.new_pending(&user, now, false)?;
+        let (mut pending, secret) = self.new_pending(&user, now, false)?;
         pending.delivered = Some(channel);
-        let secret = self.key.open(&user, &pending.token.secret)?;
         let uri = self.otpauth_uri(&user, &secret, pending.token.params)?;
         let png = kron_common::qr::png(&uri, 8)
             .map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;
@@ -392,7 +391,7 @@ impl Engine {
             )));
         }
         let previous = record.as_ref().and_then(|r| r.pending.clone());
-        if self.store.save_pending(&user, pending.clone())?.is_err() {
+        if !self.save_new_pending(&user, &pending, &secret)? {
             self.store.modify(&user, &mut |record| {
                 record.outbox.release(channel, &[], now);
             })?;

@@ -12,20 +12,25 @@
 //! | `crypto.rs` | secrets at rest: XChaCha20-Poly1305 under `secret.key`; MACs of sent codes |
 //! | `throttle.rs` | backoff after failed attempts: pure arithmetic |
 //! | `recovery.rs` | recovery codes, stored only as hashes |
+//! | `vault.rs` | the seam for a store that keeps the seeds and checks codes itself |
+//! | `postgres/` | [`PgStore`]: the trait on a fleet's PostgreSQL database (docs/fleet.md) |
 
 #![forbid(unsafe_code)]
 
 pub mod commit;
 pub mod crypto;
 pub mod encoding;
+pub mod postgres;
 pub mod record;
 pub mod recovery;
 mod sled;
 #[cfg(test)]
 mod tests;
 pub mod throttle;
+pub mod vault;
 
 pub use commit::{Durable, own_writes};
+pub use postgres::PgStore;
 pub use sled::SledStore;
 
 use crate::error::Result;
@@ -93,4 +98,13 @@ pub trait Store: Send + Sync {
     /// durable; at once for 0. Every reply waits for the writes of its own call (`service.rs`),
     /// so a reply never reports a change that a crash could undo.
     fn durable_through(&self, write: u64) -> Durable;
+    /// Where the seeds are checked: `None` when the records hold them sealed under otpd's key
+    /// (sled), `Some` when the store keeps them and checks codes itself (PostgreSQL).
+    fn vault(&self) -> Option<&dyn vault::Vault> {
+        None
+    }
+    /// The fleet's database, for `kronctl fleet status` and `push`; `None` on one host.
+    fn fleet(&self) -> Option<&PgStore> {
+        None
+    }
 }
