@@ -394,7 +394,7 @@ fn fleet_config_mistakes_are_named_with_file_and_line() {
     let dir = scratch::private_dir("kron-fleet-config.");
     let base = "[fleet]\nurl = \"postgresql://kron_a@db/kron\"\nca_file = \"/etc/kron/ca.pem\"\n";
     for (text, line, words) in [
-        (format!("{base}"), 1, "password_file, or cert_file and key_file"),
+        (base.to_string(), 1, "password_file, or cert_file and key_file"),
         (format!("{base}password_file = \"pw\"\n"), 4, "absolute"),
         (
             "[fleet]\nca_file = \"/c\"\npassword_file = \"/p\"\nurl = \"postgresql://a:secret@db/kron\"\n".into(),

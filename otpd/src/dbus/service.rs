@@ -507,6 +507,8 @@ impl OtpdService {
         .await
     }
 
+    // The arguments are the D-Bus method's signature (kron-proto), plus connection and header.
+    #[allow(clippy::too_many_arguments)]
     async fn fleet_add_host(
         &self,
         name: String,
@@ -562,6 +564,8 @@ impl OtpdService {
         .await
     }
 
+    // The arguments are the D-Bus method's signature (kron-proto), plus connection and header.
+    #[allow(clippy::too_many_arguments)]
     async fn fleet_log(
         &self,
         url: String,

@@ -132,7 +132,7 @@ impl Engine {
         now: u64,
     ) -> bool {
         record.token.is_some()
-            && !sent.is_some_and(|purpose| record.outbox.live(purpose, now).is_some())
+            && sent.is_none_or(|purpose| record.outbox.live(purpose, now).is_none())
             && !record.may_be_recovery_code(response)
     }
 
