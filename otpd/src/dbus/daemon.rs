@@ -32,7 +32,7 @@ pub fn main() -> i32 {
     };
     if args.check_config {
         // The secret files of [email] and [sms] are read at start: check them now too.
-        if let Err(e) = check_senders(&config) {
+        if let Err(e) = check_senders(&config).and_then(|()| check_fleet(&config)) {
             eprintln!("otpd: {e}");
             return 1;
         }
@@ -66,6 +66,28 @@ fn check_senders(config: &Config) -> Result<()> {
         runtime.handle().clone(),
     )
     .map(drop)
+}
+
+/// Reads the files of `[fleet]` as a start would (the CA, the client certificate and key, the
+/// password file), so `--check-config` reports a missing, loose or malformed one.
+fn check_fleet(config: &Config) -> Result<()> {
+    let Some(fleet) = &config.fleet else {
+        return Ok(());
+    };
+    let client_cert = match (&fleet.cert_file, &fleet.key_file) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
+    };
+    crate::store::postgres::link::Target::new(
+        &fleet.url,
+        &fleet.ca_file,
+        fleet.password_file.as_deref(),
+        client_cert,
+    )?;
+    if let Some(path) = &fleet.password_file {
+        crate::store::postgres::tls::read_file(path, true)?;
+    }
+    Ok(())
 }
 
 /// Things that are valid but probably not meant: groups NSS does not know.
