@@ -519,3 +519,31 @@ fn decode_base32(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Email codes are one live code per user, fleet-wide: sent when a login begins on A, taken
+/// on B (which sends none of its own), refused on C afterwards.
+#[test]
+fn a_code_sent_by_email_is_live_on_every_host_and_used_once() {
+    let mailbox = kron_tests::mailbox::Mailbox::start();
+    let fleet = Fleet::start(&format!(
+        "default_mode = \"require\"\nfallback = [\"email\"]\n[contacts]\nemail = \"{{user}}@example.test\"\n[codes]\nmin_interval = 0\n{}\n",
+        mailbox.config_section()
+    ));
+    let user = TestUser::new();
+    let to = format!("{}@example.test", user.name());
+    let mut begun = fleet.host(0).login(user.name()).interactive();
+    begun.until_prompt();
+    let code = mailbox.wait_for(&to).code();
+    drop(begun);
+
+    let accepted = fleet.host(1).login(user.name()).answer(&code).run();
+    accepted.assert_accepted();
+    assert!(accepted.mentions("sent by email to"), "{}", accepted.raw);
+    assert_eq!(mailbox.count(), 1, "host B sent a second code");
+    fleet
+        .host(2)
+        .login(user.name())
+        .answer(&code)
+        .run()
+        .assert_denied();
+}
