@@ -17,43 +17,36 @@ use serde::Deserialize;
 /// Bytes of a pending enrollment's id.
 pub const PENDING_ID_BYTES: usize = 16;
 
+/// A row of `kron.users` as `to_jsonb` renders it, less the seeds.
 #[derive(Debug, Deserialize)]
 pub struct UserRow {
     pub name: String,
     pub version: i64,
     pub generation: i64,
-    token: Option<TokenRow>,
-    pending: Option<PendingRow>,
+    has_token: bool,
+    algorithm: Option<Algorithm>,
+    digits: Option<u8>,
+    period: Option<u64>,
+    created: Option<u64>,
     last_step: Option<u64>,
     last_used: u64,
     failures: u32,
     next_attempt: u64,
     last_attempt: u64,
+    /// bytea as `to_jsonb` writes it: `"\\x0102…"`.
+    pend_id: Option<String>,
+    pend_algorithm: Option<Algorithm>,
+    pend_digits: Option<u8>,
+    pend_period: Option<u64>,
+    pend_created: Option<u64>,
+    pend_expires: Option<u64>,
+    pend_at_login: Option<bool>,
+    pend_delivered: Option<Channel>,
     recovery: Option<RecoverySet>,
     #[serde(default)]
     contact: Contact,
     #[serde(default)]
     outbox: Outbox,
-}
-
-#[derive(Debug, Deserialize)]
-struct TokenRow {
-    algorithm: Algorithm,
-    digits: u8,
-    period: u64,
-    created: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PendingRow {
-    id: String,
-    algorithm: Algorithm,
-    digits: u8,
-    period: u64,
-    created: u64,
-    expires: u64,
-    at_login: bool,
-    delivered: Option<Channel>,
 }
 
 impl UserRow {
@@ -63,32 +56,38 @@ impl UserRow {
     }
 
     pub fn record(&self) -> Result<UserRecord> {
-        let token = self.token.as_ref().map(|t| Token {
-            params: TokenParams {
-                algorithm: t.algorithm,
-                digits: t.digits,
-                period: t.period,
-            },
-            secret: reference(Vec::new()),
-            created: t.created.unwrap_or(0),
-        });
-        let pending = match &self.pending {
+        let malformed = || Error::Store(format!("fleet database: malformed row of {}", self.name));
+        let token = match self.has_token {
+            false => None,
+            true => Some(Token {
+                params: TokenParams {
+                    algorithm: self.algorithm.ok_or_else(malformed)?,
+                    digits: self.digits.ok_or_else(malformed)?,
+                    period: self.period.ok_or_else(malformed)?,
+                },
+                secret: reference(Vec::new()),
+                created: self.created.unwrap_or(0),
+            }),
+        };
+        let pending = match &self.pend_id {
             None => None,
-            Some(p) => Some(Pending {
+            Some(id) => Some(Pending {
                 token: Token {
                     params: TokenParams {
-                        algorithm: p.algorithm,
-                        digits: p.digits,
-                        period: p.period,
+                        algorithm: self.pend_algorithm.ok_or_else(malformed)?,
+                        digits: self.pend_digits.ok_or_else(malformed)?,
+                        period: self.pend_period.ok_or_else(malformed)?,
                     },
-                    secret: reference(hex::decode(&p.id).map_err(|_| {
-                        Error::Store("fleet database: malformed pending id".into())
-                    })?),
-                    created: p.created,
+                    secret: reference(
+                        id.strip_prefix("\\x")
+                            .and_then(|hex| hex::decode(hex).ok())
+                            .ok_or_else(malformed)?,
+                    ),
+                    created: self.pend_created.unwrap_or(0),
                 },
-                expires: p.expires,
-                at_login: p.at_login,
-                delivered: p.delivered,
+                expires: self.pend_expires.unwrap_or(0),
+                at_login: self.pend_at_login.unwrap_or(false),
+                delivered: self.pend_delivered,
             }),
         };
         Ok(UserRecord {
@@ -140,11 +139,13 @@ mod tests {
     #[test]
     fn rows_become_records_without_seeds() {
         let row = UserRow::parse(
-            r#"{"name": "alice", "token": {"digits": 6, "period": 30, "created": 1, "algorithm": "SHA1"},
-            "outbox": {}, "contact": {"email": "a@x"}, "pending": {"id": "0102", "algorithm": "SHA1",
-            "digits": 6, "period": 30, "created": 5, "expires": 9, "at_login": true, "delivered": "sms"},
-            "version": 6, "failures": 2, "recovery": {"salt": "01", "hashes": ["bb"], "created": 1},
-            "last_step": 59883058, "last_used": 5, "generation": 1, "last_attempt": 0, "next_attempt": 0}"#,
+            r#"{"name": "alice", "has_token": true, "digits": 6, "period": 30, "created": 1,
+            "algorithm": "SHA1", "outbox": {}, "contact": {"email": "a@x"}, "pend_id": "\\x0102",
+            "pend_algorithm": "SHA1", "pend_digits": 6, "pend_period": 30, "pend_created": 5,
+            "pend_expires": 9, "pend_at_login": true, "pend_delivered": "sms", "version": 6,
+            "failures": 2, "recovery": {"salt": "01", "hashes": ["bb"], "created": 1},
+            "last_step": 59883058, "last_used": 5, "generation": 1, "last_attempt": 0,
+            "next_attempt": 0}"#,
         )
         .unwrap();
         let record = row.record().unwrap();
