@@ -67,20 +67,27 @@ impl Engine {
         sent: Option<Purpose>,
         now: u64,
     ) -> Result<Verdict> {
-        let record = self.store.get(user)?.unwrap_or_default();
         // Where the store keeps the seeds (a fleet), it checks the code: the charge, the check
-        // and the accepted step are one statement in the database.
-        if let Some(vault) = self.store.vault() {
-            if self.is_totp_only(&record, response, sent, now) {
-                let outcome = vault.check_code(
-                    user,
-                    &self.typed_code(&record, response),
-                    now,
-                    self.config.totp.skew,
-                    Some(&self.config.throttle),
-                )?;
+        // and the accepted step are one statement in the database, which also tells when the
+        // answer may be something else (then nothing was charged, and the general path below
+        // sorts it out).
+        if let (Some(vault), Some(code)) = (self.store.vault(), digits_only(response)) {
+            let purpose = sent.map(Purpose::as_str);
+            let outcome = vault.check_code(
+                user,
+                &code,
+                now,
+                self.config.totp.skew,
+                Some(&self.config.throttle),
+                purpose,
+            )?;
+            if outcome != CodeOutcome::NotTotp {
                 return Ok(code_verdict(outcome));
             }
+        }
+        let record = self.store.get(user)?.unwrap_or_default();
+        if self.store.vault().is_some() {
+            // The general path below: a recovery code, a sent code, or no token.
         } else if let Some(step) = self.totp_only(user, &record, response, sent, now)? {
             // The common case, a TOTP code, is one atomic store change: the charge and the step.
             let (attempt, outcome) =
@@ -198,7 +205,7 @@ impl Engine {
         }
         if let Some(vault) = self.store.vault() {
             let code = self.typed_code(&record, response);
-            let outcome = vault.check_code(user, &code, now, self.config.totp.skew, None)?;
+            let outcome = vault.check_code(user, &code, now, self.config.totp.skew, None, None)?;
             return Ok(code_verdict(outcome));
         }
         let outcome = match self.totp_step(user, &token, response, now, record.last_step)? {
@@ -251,9 +258,16 @@ impl Engine {
 fn code_verdict(outcome: CodeOutcome) -> Verdict {
     match outcome {
         CodeOutcome::Throttled { until } => Verdict::Throttled { until },
-        CodeOutcome::Wrong => Verdict::Wrong,
+        // Only asked for without a charge, when the token's digits are known: a wrong code.
+        CodeOutcome::Wrong | CodeOutcome::NotTotp => Verdict::Wrong,
         CodeOutcome::Step(step) => step_verdict(Some(step)),
     }
+}
+
+/// A typed answer that could be a TOTP code of 6 or 8 digits (blanks removed), or `None`.
+fn digits_only(response: &str) -> Option<zeroize::Zeroizing<String>> {
+    let code = zeroize::Zeroizing::new(response.chars().filter(|c| *c != ' ').collect::<String>());
+    (matches!(code.len(), 6 | 8) && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
 }
 
 /// What a TOTP check came to: no matching step, or what the store said of the step.

@@ -17,12 +17,17 @@ pub enum CodeOutcome {
     Wrong,
     /// The code matched a step; what became of it.
     Step(StepOutcome),
+    /// The answer may be something else than a TOTP code (no token, another length than the
+    /// token's, or a sent code is live): nothing was charged or changed.
+    NotTotp,
 }
 
 /// Code checks and seeds inside the store. Every method is one atomic change for one user.
 pub trait Vault: Send + Sync {
     /// Checks `code` against the confirmed token within ±`skew` steps of `now` and accepts the
-    /// step at most once. With `charge`, the attempt is charged first, in the same change.
+    /// step at most once. With `charge`, the attempt is charged first, in the same change,
+    /// unless the answer may be something else ([`CodeOutcome::NotTotp`], where a code sent
+    /// for `sent` that is still live counts as something else).
     fn check_code(
         &self,
         user: &str,
@@ -30,6 +35,7 @@ pub trait Vault: Send + Sync {
         now: u64,
         skew: u8,
         charge: Option<&ThrottleConfig>,
+        sent: Option<&str>,
     ) -> Result<CodeOutcome>;
     /// Stores `pending` with its plain `seed` (encrypted by the store) unless a confirmed token
     /// exists (then false).

@@ -304,11 +304,12 @@ impl Vault for PgStore {
         now: u64,
         skew: u8,
         charge: Option<&ThrottleConfig>,
+        sent: Option<&str>,
     ) -> Result<CodeOutcome> {
         let (free, base, max) = charge.map(throttle).unwrap_or((0, 0, 0));
         let charged = charge.is_some();
         let row = self.link.query_one(
-            "SELECT outcome, until FROM kron.check_code($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT outcome, until FROM kron.check_code($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 (&user, Type::TEXT),
                 (&code, Type::TEXT),
@@ -318,10 +319,12 @@ impl Vault for PgStore {
                 (&free, Type::INT4),
                 (&base, Type::INT8),
                 (&max, Type::INT8),
+                (&sent, Type::TEXT),
             ],
         )?;
         let outcome: String = column(&row, 0)?;
         Ok(match outcome.as_str() {
+            "not-totp" => CodeOutcome::NotTotp,
             "accepted" => CodeOutcome::Step(StepOutcome::Accepted),
             "replayed" => CodeOutcome::Step(StepOutcome::Replayed),
             "no-token" => CodeOutcome::Step(StepOutcome::NoToken),

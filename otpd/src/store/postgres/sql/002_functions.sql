@@ -135,9 +135,14 @@ $$;
 -- with p_charge the attempt is charged first (a throttled user gets 'throttled'); the step is
 -- taken by a conditional UPDATE that holds only if no later step was used and the token is the
 -- one checked (its generation). Outcomes: accepted, replayed, wrong, no-token, throttled.
+--
+-- With p_charge, the answer is first looked at without changing anything: if it cannot be only
+-- a TOTP code (no token, not the token's length, or a code sent for p_sent is live) the outcome
+-- is 'not-totp', nothing is charged, and otpd takes its general path. So the common login is
+-- one statement.
 CREATE OR REPLACE FUNCTION kron.check_code(p_name text, p_code text, p_now bigint,
     p_skew integer, p_charge boolean, p_free integer, p_base bigint, p_max bigint,
-    OUT outcome text, OUT until bigint)
+    p_sent text, OUT outcome text, OUT until bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     r kron.users;
@@ -146,6 +151,13 @@ DECLARE
 BEGIN
     until := 0;
     IF p_charge THEN
+        SELECT * INTO r FROM kron.users WHERE name = p_name;
+        IF NOT FOUND OR r.seed IS NULL OR length(p_code) <> r.digits
+            OR (p_sent IS NOT NULL AND r.outbox -> 'code' ->> 'purpose' = p_sent
+                AND (r.outbox -> 'code' ->> 'expires')::bigint > p_now) THEN
+            outcome := 'not-totp';
+            RETURN;
+        END IF;
         until := kron.charge_row(p_name, p_now, p_free, p_base, p_max);
         IF until > 0 THEN
             outcome := 'throttled';
@@ -446,7 +458,7 @@ GRANT EXECUTE ON FUNCTION
     kron.charge(text, bigint, integer, bigint, bigint),
     kron.get_user(text),
     kron.list_users(),
-    kron.check_code(text, text, bigint, integer, boolean, integer, bigint, bigint),
+    kron.check_code(text, text, bigint, integer, boolean, integer, bigint, bigint, text),
     kron.save_pending(text, bytea, bytea, text, integer, integer, bigint, bigint, boolean, text),
     kron.pending_seed(text, bytea, bigint),
     kron.confirm_code(text, bytea, text, bigint, integer),
