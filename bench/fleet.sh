@@ -8,7 +8,8 @@
 # Records go to $record like the rest; docs/performance.md ("Fleet mode") quotes them.
 
 run_fleet() {
-    local size=$1 pgbin pg port key i name bus
+    # pgbin and pg stay global: the EXIT trap that stops the server needs them.
+    local size=$1 port key name bus
     pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
     pg=$work/pg
     port=$(( 20000 + RANDOM % 20000 ))
