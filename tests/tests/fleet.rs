@@ -41,6 +41,25 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
     assert!(kronctl::number(&status, "last_used") > 0, "{status}");
     assert!(kronctl::listed_users(&b.kronctl().json(&["list"])).contains(&user.name().to_string()));
 
+    // Recovery codes made on A work once, on C; a contact set on B shows on C.
+    let made = a.kronctl().json(&["recovery-codes", user.name()]);
+    let codes: Vec<String> = made["codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(codes.len(), 10, "{made}");
+    let recovered = c.login(user.name()).answer(&codes[0]).run();
+    recovered.assert_accepted();
+    b.login(user.name()).answer(&codes[0]).run().assert_denied();
+    b.kronctl()
+        .run(&["contact", user.name(), "--email", "someone@example.test"])
+        .assert_success("kronctl contact on B");
+    let status = c.kronctl().status(user.name());
+    assert_eq!(status["email"], "s***@example.test", "{status}");
+    assert_eq!(kronctl::number(&status, "recovery_codes"), 9, "{status}");
+
     // Reset on B: A refuses a code of the old token that was never used.
     let reset = b.kronctl().json(&["reset", user.name()]);
     assert_eq!(reset["changed"], serde_json::Value::Bool(true), "{reset}");
