@@ -325,9 +325,17 @@ pub fn otpd_files(
             files.push((path, kind, true));
         }
     }
+    // A fleet's CA and client certificate decide which database a host believes.
+    if let Some(fleet) = &config.fleet {
+        let public = std::iter::once(fleet.ca_file.clone()).chain(fleet.cert_file.clone());
+        files.extend(public.map(|p| (under(&p), Kind::File, false)));
+    }
+    let fleet = config.fleet.as_ref();
     let secrets = [
         config.email.as_ref().and_then(|e| e.password_file.clone()),
         config.sms.as_ref().and_then(|s| s.secret_file.clone()),
+        fleet.and_then(|f| f.password_file.clone()),
+        fleet.and_then(|f| f.key_file.clone()),
     ];
     files.extend(
         secrets

@@ -357,6 +357,57 @@ pub struct ImportResult {
     pub reason: String,
 }
 
+/// What `FleetStatus` reports: this host's `[fleet]` settings and what the database says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct FleetStatus {
+    /// otpd.toml has a `[fleet]` section; everything else is empty without one.
+    pub configured: bool,
+    /// This host's name in the fleet (the `host` key, else the machine's name).
+    pub host: String,
+    /// The connection URL (it never holds a password).
+    pub url: String,
+    /// A statement was answered just now.
+    pub reachable: bool,
+    /// Why not, when not reachable; "" otherwise.
+    pub error: String,
+    /// The schema version `kronctl fleet init` left; 0 if unknown.
+    pub schema_version: u32,
+    pub server_version: String,
+    /// The server takes writes (not a standby in recovery).
+    pub primary: bool,
+    /// The name the database knows this host's role by (kron.hosts).
+    pub database_host: String,
+    /// Standbys the server reports (`pg_stat_replication`), where the role may see them.
+    pub replicas: Vec<FleetReplica>,
+}
+
+/// One standby of the fleet's database, as `pg_stat_replication` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct FleetReplica {
+    pub name: String,
+    pub state: String,
+    pub sync_state: String,
+}
+
+/// One row of the fleet's audit table, for `kronctl fleet log`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct FleetLogEntry {
+    /// Unix time of the decision.
+    pub at: u64,
+    /// The host that decided, as the database knows its role.
+    pub host: String,
+    pub event: String,
+    pub user: String,
+    pub service: String,
+    pub rhost: String,
+    pub tty: String,
+    pub caller_uid: u32,
+    pub detail: String,
+}
+
+/// Most rows one `FleetLog` call returns.
+pub const MAX_FLEET_LOG: u32 = 100_000;
+
 /// Longest export file otpd accepts for import in one `Import` call (the streamed methods,
 /// `ImportBegin` and on, take files of any size).
 pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;
@@ -578,6 +629,42 @@ pub trait Otpd {
     /// Stores (or with `dry_run` judges) up to `max` more users of a checked file and reports
     /// them, with whether that was the last.
     fn import_apply(&self, handle: &str, max: u32) -> zbus::Result<(Vec<ImportResult>, bool)>;
+    /// Creates or upgrades the fleet's schema, roles, functions and grants (root), connecting
+    /// as the database owner `url` names (password from `owner_password_file`, "" for none;
+    /// `ca_file` "" = this host's `[fleet]` one). `key_file` is the seed key's path on the
+    /// database server ("" keeps the one set before). Returns what it did, one line each.
+    fn fleet_init(
+        &self,
+        url: &str,
+        ca_file: &str,
+        owner_password_file: &str,
+        key_file: &str,
+    ) -> zbus::Result<Vec<String>>;
+    /// Creates (or gives a new password to) the role of host `name` (root), writes the password
+    /// to `password_file` (0600) and returns the host's complete `[fleet]` section.
+    fn fleet_add_host(
+        &self,
+        name: &str,
+        url: &str,
+        ca_file: &str,
+        owner_password_file: &str,
+        password_file: &str,
+    ) -> zbus::Result<String>;
+    /// This host's fleet settings and what its database says (root).
+    fn fleet_status(&self) -> zbus::Result<FleetStatus>;
+    /// Moves this host's local tokens into the fleet (root); a user the fleet already knows
+    /// keeps the fleet token and is reported as a conflict.
+    fn fleet_push(&self) -> zbus::Result<Vec<ImportResult>>;
+    /// The fleet's audit rows for `user` ("" = everyone), newest first (root), read as the role
+    /// `url` names (the owner, or one granted kron_auditor).
+    fn fleet_log(
+        &self,
+        url: &str,
+        ca_file: &str,
+        password_file: &str,
+        user: &str,
+        limit: u32,
+    ) -> zbus::Result<Vec<FleetLogEntry>>;
     /// Daemon version, for `kronctl doctor` and packaging checks.
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;

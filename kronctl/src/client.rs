@@ -43,8 +43,13 @@ impl Otpd {
         })
     }
 
-    fn fail(&self, error: zbus::Error) -> Error {
+    pub(crate) fn fail(&self, error: zbus::Error) -> Error {
         Error::from_call(error, &self.address)
+    }
+
+    /// The proxy itself, for commands that map their own answers (`kronctl fleet`).
+    pub(crate) fn proxy(&self) -> &OtpdProxy<'static> {
+        &self.proxy
     }
 
     /// `user` empty means the caller; `code` is the validation code, if otpd asked for one.

@@ -72,6 +72,7 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
         Command::Import(args) => lifecycle::import(cli, args).await,
         Command::ExportToken(args) => lifecycle::export_token(cli, args).await,
         Command::Doctor(args) => crate::doctor::run(cli, args).await,
+        Command::Fleet(args) => crate::fleet::run(cli, args).await,
     }
 }
 

@@ -27,6 +27,7 @@ mod client;
 mod commands;
 mod doctor;
 mod error;
+mod fleet;
 #[doc(hidden)]
 pub mod fuzz;
 mod lifecycle;

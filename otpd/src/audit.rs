@@ -11,6 +11,13 @@ use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
 pub struct Audit {
     syslog: Mutex<Syslog>,
     stderr: bool,
+    /// A second destination of every decision (a fleet's audit table).
+    sink: Option<Box<dyn AuditSink>>,
+}
+
+/// Where decisions go besides syslog: a fleet's audit table (store/postgres/audit.rs).
+pub trait AuditSink: Send + Sync {
+    fn record(&self, event: &str, subject: &Subject<'_>, detail: &str);
 }
 
 struct Syslog {
@@ -56,7 +63,14 @@ impl Audit {
                 last_try: Some(Instant::now()),
             }),
             stderr,
+            sink: None,
         }
+    }
+
+    /// The same audit, also writing every decision to `sink`.
+    pub fn with_sink(mut self, sink: Box<dyn AuditSink>) -> Audit {
+        self.sink = Some(sink);
+        self
     }
 
     /// Records `event` (accepted, rejected, throttled, ...) with an optional free-text detail.
@@ -66,6 +80,9 @@ impl Audit {
             _ => Severity::Notice,
         };
         self.write(severity, &format_line(event, subject, detail));
+        if let Some(sink) = &self.sink {
+            sink.record(event, subject, detail);
+        }
     }
 
     /// A daemon-level message (start, stop, errors) that is not about one user.

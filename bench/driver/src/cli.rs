@@ -175,9 +175,10 @@ pub struct Latency {
 
 #[derive(Debug, Args)]
 pub struct Load {
-    /// PAM service (file name in --confdir) of the "pam" mode
-    #[arg(long, value_name = "S")]
-    pub service: String,
+    /// PAM service (file name in --confdir) of the "pam" mode; several, comma-separated, spread
+    /// the callers evenly over them (one service per host of a fleet)
+    #[arg(long, value_name = "S,...", value_delimiter = ',', required = true)]
+    pub service: Vec<String>,
     /// Directory of the PAM service files (pam_start_confdir)
     #[arg(long, value_name = "DIR")]
     pub confdir: String,

@@ -70,13 +70,20 @@ pub fn sequential(service: &Service, users: &[u64], budget: Duration) -> Run {
 }
 
 /// `callers` threads logging in users from `users` (each once) until they or `budget` run out.
-pub fn concurrent(service: &Arc<Service>, users: &[u64], callers: usize, budget: Duration) -> Run {
+pub fn concurrent(
+    services: &[Arc<Service>],
+    users: &[u64],
+    callers: usize,
+    budget: Duration,
+) -> Run {
     let users = Arc::new(users.to_vec());
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let threads: Vec<_> = (0..callers)
-        .map(|_| {
-            let (service, users, next) = (service.clone(), users.clone(), next.clone());
+        .map(|caller| {
+            // Callers spread evenly over the services (the hosts of a fleet).
+            let service = services[caller % services.len()].clone();
+            let (users, next) = (users.clone(), next.clone());
             std::thread::Builder::new()
                 .stack_size(256 * 1024)
                 .spawn(move || {

@@ -128,7 +128,11 @@ fn load(args: &cli::Load) -> Result<(), String> {
     let per_level = args.per_level.min(users) as usize;
     let budget = Duration::from_secs(args.budget_secs);
     let watched = [("otpd", args.otpd_pid), ("dbus-daemon", args.bus_pid)];
-    let service = Arc::new(pam::Service::new(&args.service, &args.confdir)?);
+    let services = args
+        .service
+        .iter()
+        .map(|name| pam::Service::new(name, &args.confdir).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
     // The same order as `latency`: its first `--skip` users logged in during this time step
     // already, so the first level starts after them.
     let order = population::shuffled(users, args.seed);
@@ -148,7 +152,7 @@ fn load(args: &cli::Load) -> Result<(), String> {
             let slice = &order[cursor..cursor + per_level];
             let meter = cpu::Meter::start(&watched);
             let level = match mode {
-                Mode::Pam => pam_level(&service, slice, callers, budget),
+                Mode::Pam => pam_level(&services, slice, callers, budget),
                 Mode::Kept => kept_level(args, slice, callers, budget)?,
             };
             let cpu_ms = meter.per_op_ms(level.summary.count + level.failed as usize);
@@ -169,12 +173,12 @@ fn load(args: &cli::Load) -> Result<(), String> {
 
 /// `callers` threads logging in through libpam and pam_kron.
 fn pam_level(
-    service: &Arc<pam::Service>,
+    services: &[Arc<pam::Service>],
     users: &[u64],
     callers: usize,
     budget: Duration,
 ) -> Level {
-    let run = logins::concurrent(service, users, callers, budget);
+    let run = logins::concurrent(services, users, callers, budget);
     report_failures("kron", &run);
     Level {
         summary: run.summary(),

@@ -2,6 +2,7 @@
 
 mod codes;
 mod delivery;
+mod fleet;
 mod shadowed;
 mod web;
 
@@ -10,6 +11,7 @@ pub use delivery::{
     BodyFormat, EmailConfig, HttpMethod, Security, SmsConfig, check_header, dummy_values, fill_url,
     is_loopback,
 };
+pub use fleet::{FleetConfig, MAX_HOST_NAME, check_host_name, check_url};
 pub use web::{DEFAULT_LINK_VALIDITY, WebConfig};
 
 use crate::contact::{Channels, Patterns};
@@ -181,6 +183,8 @@ pub struct Config {
     pub sms: Option<SmsConfig>,
     /// kron-web and one-time enrollment links; `None`: no links (docs/delivery.md).
     pub web: Option<WebConfig>,
+    /// The shared PostgreSQL store of a fleet (docs/fleet.md); `None`: sled on this host.
+    pub fleet: Option<FleetConfig>,
     pub totp: TotpConfig,
     pub throttle: ThrottleConfig,
     #[serde(rename = "group", deserialize_with = "rules")]
@@ -209,6 +213,7 @@ impl Default for Config {
             email: None,
             sms: None,
             web: None,
+            fleet: None,
             totp: TotpConfig::default(),
             throttle: ThrottleConfig::default(),
             groups: Vec::new(),
@@ -268,6 +273,9 @@ impl Config {
         }
         if let Some(web) = &self.web {
             web.validate().map_err(|e| section_error("web", e))?;
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.validate().map_err(|e| section_error("fleet", e))?;
         }
         let lists = [
             ("validate_enrollment", Some(self.validate_enrollment)),
@@ -566,5 +574,32 @@ mode = "exempt"
                 .starts_with("otpd.toml:4:")
         );
         assert!(error_of("not toml at all [").starts_with("otpd.toml:1:"));
+    }
+
+    #[test]
+    fn fleet_section_errors_name_the_line() {
+        let good = "[fleet]\nurl = \"postgresql://kron_a@db/kron\"\nca_file = \"/etc/kron/ca.pem\"\npassword_file = \"/etc/kron/pw\"\n";
+        let config = Config::parse(good, "otpd.toml").unwrap();
+        assert_eq!(config.fleet.unwrap().host, None);
+        assert!(
+            error_of(
+                "\n[fleet]\nurl = \"postgresql://kron_a@db/kron\"\nca_file = \"/etc/kron/ca.pem\"\n"
+            )
+            .starts_with("otpd.toml:2: [fleet]: the host must prove")
+        );
+        assert!(
+            error_of("[fleet]\nca_file = \"/c\"\nurl = \"postgresql://a:pw@db/kron\"\n")
+                .starts_with("otpd.toml:3:")
+        );
+        assert!(
+            error_of("[fleet]\nurl = \"postgresql://a@db/kron\"\nca_file = \"ca.pem\"\n")
+                .starts_with("otpd.toml:3:")
+        );
+        assert!(error_of(&format!("{good}host = \"Bad Name\"\n")).starts_with("otpd.toml:5:"));
+        assert!(
+            error_of(&format!("{good}cert_file = \"/c\"\nkey_file = \"/k\"\n"))
+                .contains("exclude each other")
+        );
+        assert!(error_of(&format!("{good}bogus = 1\n")).starts_with("otpd.toml:5:"));
     }
 }

@@ -62,6 +62,10 @@ Examples:
   Check the machine for mistakes that lock admins out or bypass the second factor:
     sudo kronctl doctor
 
+  Fleet mode (one PostgreSQL database for many hosts, docs/fleet.md):
+    sudo kronctl fleet status
+    sudo kronctl fleet push --json
+
 Exit status:
   0  success
   1  otpd failed, or another error (e.g. writing the PNG file)
@@ -297,6 +301,14 @@ Examples:
     /// Exit status 0 when nothing is wrong (warnings allowed), 1 when anything is.
     #[command(after_help = DOCTOR_AFTER_HELP)]
     Doctor(DoctorArgs),
+
+    /// Set up and inspect fleet mode: one PostgreSQL database for many hosts (root)
+    ///
+    /// init and add-host connect as the database's owner with the credentials given for that
+    /// call only; status and push use this host's [fleet] section; log reads the fleet's audit
+    /// table. Every other command works unchanged on a fleet host and acts on the whole fleet.
+    /// See docs/fleet.md.
+    Fleet(crate::fleet::FleetArgs),
 }
 
 /// `recovery-codes [USER] [--code CODE]`

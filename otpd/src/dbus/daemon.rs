@@ -5,9 +5,10 @@ use crate::dbus::service::CallSlots;
 use crate::dbus::{bus, listen};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::store::SledStore;
 use crate::store::crypto::SecretKey;
 use crate::store::health::StoreEvent;
+use crate::store::postgres::audit::FleetAudit;
+use crate::store::{PgStore, SledStore};
 use clap::Parser;
 use kron_common::config::{Config, DEFAULT_CONFIG_PATH};
 use kron_common::daemon_args::OtpdArgs as Args;
@@ -43,7 +44,7 @@ pub fn main() -> i32 {
     }
     if args.check_config {
         // The secret files of [email] and [sms] are read at start: check them now too.
-        if let Err(e) = check_senders(&config) {
+        if let Err(e) = check_senders(&config).and_then(|()| check_fleet(&config)) {
             eprintln!("otpd: {e}");
             return 1;
         }
@@ -79,6 +80,28 @@ fn check_senders(config: &Config) -> Result<()> {
     .map(drop)
 }
 
+/// Reads the files of `[fleet]` as a start would (the CA, the client certificate and key, the
+/// password file), so `--check-config` reports a missing, loose or malformed one.
+fn check_fleet(config: &Config) -> Result<()> {
+    let Some(fleet) = &config.fleet else {
+        return Ok(());
+    };
+    let client_cert = match (&fleet.cert_file, &fleet.key_file) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
+    };
+    crate::store::postgres::link::Target::new(
+        &fleet.url,
+        &fleet.ca_file,
+        fleet.password_file.as_deref(),
+        client_cert,
+    )?;
+    if let Some(path) = &fleet.password_file {
+        crate::store::postgres::tls::read_file(path, true)?;
+    }
+    Ok(())
+}
+
 /// Things that are valid but probably not meant: groups NSS does not know.
 pub fn config_warnings(config: &Config, directory: &dyn Directory) -> Vec<String> {
     let mut warnings = Vec::new();
@@ -109,9 +132,6 @@ fn serve(config: Config, args: &Args) -> Result<()> {
     let socket = config.socket.clone();
     prepare_state_dir(&config.state_dir)?;
     let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
-    let (store, store_fatal) = open_store(&config.state_dir.join("store"), args.log_stderr)?;
-    release_freed_memory();
-    let audit = Audit::new(args.log_stderr);
     let address = config.bus_address(args.bus.as_deref());
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -122,6 +142,8 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::System(format!("cannot start the runtime: {e}")))?;
+    let (store, audit, store_fatal) = open_store(&config, args, &hostname, runtime.handle())?;
+    release_freed_memory();
     let delivery = crate::delivery::Deliverer::new(
         config.email.as_ref(),
         config.sms.as_ref(),
@@ -131,7 +153,7 @@ fn serve(config: Config, args: &Args) -> Result<()> {
     )?;
     let engine = Arc::new(Engine::new(
         config,
-        Box::new(store),
+        store,
         key,
         Box::new(Nss),
         audit,
@@ -171,24 +193,54 @@ fn serve(config: Config, args: &Args) -> Result<()> {
     })
 }
 
-/// Opens the store, logging its failures and recoveries (once each, with their own audit
-/// connection: the store sits below the engine). The returned notification fires when the
-/// store reports a failure it will not recover from: otpd then exits non-zero so its
-/// supervisor restarts it.
-fn open_store(dir: &Path, log_stderr: bool) -> Result<(SledStore, Arc<tokio::sync::Notify>)> {
+/// The store the config asks for: sled in the state directory, or a fleet's database (whose
+/// audit table then gets every decision too). The notification fires when the store reports a
+/// failure it will not recover from: otpd then exits non-zero so its supervisor restarts it.
+/// sled's failures and recoveries are logged once each, with their own audit connection (the
+/// store sits below the engine); the fleet's database reconnects by itself.
+fn open_store(
+    config: &Config,
+    args: &Args,
+    hostname: &str,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(
+    Box<dyn crate::store::Store>,
+    Audit,
+    Arc<tokio::sync::Notify>,
+)> {
     let fatal = Arc::new(tokio::sync::Notify::new());
-    let notify = fatal.clone();
-    let audit = Audit::new(log_stderr);
-    let store = SledStore::open_reporting(
-        dir,
-        Box::new(move |event| {
-            audit.daemon(&event.to_string());
-            if matches!(event, StoreEvent::Fatal { .. }) {
-                notify.notify_one();
-            }
-        }),
+    let Some(fleet) = &config.fleet else {
+        let notify = fatal.clone();
+        let audit = Audit::new(args.log_stderr);
+        let store = SledStore::open_reporting(
+            &config.state_dir.join("store"),
+            Box::new(move |event| {
+                audit.daemon(&event.to_string());
+                if matches!(event, StoreEvent::Fatal { .. }) {
+                    notify.notify_one();
+                }
+            }),
+        )?;
+        return Ok((Box::new(store), Audit::new(args.log_stderr), fatal));
+    };
+    let host = fleet.host.clone().unwrap_or_else(|| hostname.to_owned());
+    let logger = |stderr: bool| -> Box<dyn Fn(&str) + Send + Sync> {
+        let audit = Audit::new(stderr);
+        Box::new(move |line: &str| audit.daemon(line))
+    };
+    let store = PgStore::open(
+        fleet,
+        host.clone(),
+        runtime.clone(),
+        logger(args.log_stderr),
     )?;
-    Ok((store, fatal))
+    let sink = FleetAudit::start(store.link().clone(), logger(args.log_stderr));
+    let audit = Audit::new(args.log_stderr).with_sink(Box::new(sink));
+    audit.daemon(&format!(
+        "fleet mode: host {host}, database {} (checked at the first login)",
+        store.link().target().url
+    ));
+    Ok((Box::new(store), audit, fatal))
 }
 
 /// Secrets stay in memory: no core dump of otpd (its memory holds the key and token secrets)

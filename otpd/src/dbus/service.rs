@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use crate::engine::Engine;
+use crate::engine::fleet::OwnerArgs;
 use crate::error::Error;
 use crate::policy::LoginRequest;
 use crate::policy::authz::Caller;
@@ -15,6 +16,7 @@ use kron_proto::{
     Delivery, Enrollment, ImportResult, LinkGrant, LinkPage, LinkStatus, OtpdError, Step,
     TokenImport, UserStatus,
 };
+use kron_proto::{FleetLogEntry, FleetStatus};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -737,6 +739,114 @@ impl OtpdService {
             &header,
             Run::Blocking,
             move |engine, caller, now| engine.import_apply(caller, &handle, max, now),
+        )
+        .await
+    }
+
+    async fn fleet_init(
+        &self,
+        url: String,
+        ca_file: String,
+        owner_password_file: String,
+        key_file: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<String>, OtpdError> {
+        let runtime = self.runtime.clone();
+        let owner = OwnerArgs {
+            url,
+            ca_file,
+            password_file: owner_password_file,
+        };
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| engine.fleet_init(caller, &runtime, &owner, &key_file),
+        )
+        .await
+    }
+
+    // The arguments are the D-Bus method's signature (kron-proto), plus connection and header.
+    #[allow(clippy::too_many_arguments)]
+    async fn fleet_add_host(
+        &self,
+        name: String,
+        url: String,
+        ca_file: String,
+        owner_password_file: String,
+        password_file: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, OtpdError> {
+        let runtime = self.runtime.clone();
+        let owner = OwnerArgs {
+            url,
+            ca_file,
+            password_file: owner_password_file,
+        };
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| {
+                engine.fleet_add_host(caller, &runtime, &owner, &name, &password_file)
+            },
+        )
+        .await
+    }
+
+    async fn fleet_status(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<FleetStatus, OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| engine.fleet_status(caller),
+        )
+        .await
+    }
+
+    async fn fleet_push(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<ImportResult>, OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| engine.fleet_push(caller),
+        )
+        .await
+    }
+
+    // The arguments are the D-Bus method's signature (kron-proto), plus connection and header.
+    #[allow(clippy::too_many_arguments)]
+    async fn fleet_log(
+        &self,
+        url: String,
+        ca_file: String,
+        password_file: String,
+        user: String,
+        limit: u32,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<FleetLogEntry>, OtpdError> {
+        let runtime = self.runtime.clone();
+        let owner = OwnerArgs {
+            url,
+            ca_file,
+            password_file,
+        };
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| engine.fleet_log(caller, &runtime, &owner, &user, limit),
         )
         .await
     }

@@ -34,7 +34,7 @@ impl Engine {
             self.limiter.spend(caller, now)?;
             self.prove_code(&user, code, caller, now)?;
         }
-        let (codes, set) = recovery::generate(&self.key, &user, now)?;
+        let (codes, set) = recovery::generate(self.recovery_keying(), &user, now)?;
         if !self.store.set_recovery(&user, set)? {
             return Err(Error::Conflict(format!(
                 "{user} has no token; enroll one first"
@@ -53,6 +53,7 @@ impl Engine {
             ));
         }
         let user = self.resolve_target(caller, "")?;
+        self.require_local_seeds("token export")?;
         self.limiter.spend(caller, now)?;
         self.prove_code(&user, code, caller, now)?;
         let token = self
@@ -76,6 +77,7 @@ impl Engine {
         now: u64,
     ) -> Result<Vec<u8>> {
         require_root(caller)?;
+        self.require_local_seeds("kronctl export")?;
         let records = if user.is_empty() {
             self.store.list()?
         } else {
@@ -162,6 +164,14 @@ impl Engine {
                     .get(&user)?
                     .unwrap_or_default()
                     .import_outcome(replace)
+            } else if let Some(vault) = self.store.vault() {
+                // The seed goes to the fleet's database, which encrypts it; sealed only in
+                // memory until here.
+                let seed = match &record.token {
+                    Some(token) => Some(self.key.open(&user, &token.secret)?),
+                    None => None,
+                };
+                vault.import(&user, &record, seed.as_deref().map(Vec::as_slice), replace)?
             } else {
                 let incoming = match &record.token {
                     Some(token) => Some((token.params, self.key.open(&user, &token.secret)?)),
@@ -264,8 +274,13 @@ impl Engine {
         } else {
             recovery::check_existing(&token.recovery_codes, token.digits)?;
             Some(
-                recovery::from_existing(&token.recovery_codes, &self.key, &token.user, now)
-                    .map_err(|e| e.to_string())?,
+                recovery::from_existing(
+                    &token.recovery_codes,
+                    self.recovery_keying(),
+                    &token.user,
+                    now,
+                )
+                .map_err(|e| e.to_string())?,
             )
         };
         Ok(UserRecord {

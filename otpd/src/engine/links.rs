@@ -107,6 +107,9 @@ impl Engine {
         channel: &str,
         now: u64,
     ) -> Result<LinkGrant> {
+        caller.require_admin(&self.config, &*self.directory)?;
+        // The page shows the seed, which a fleet host never holds (docs/fleet.md).
+        self.require_local_seeds("a one-time enrollment link")?;
         let channel = match channel {
             "" => None,
             name => Some(parse_channel(name)?),
@@ -123,7 +126,7 @@ impl Engine {
             .transpose()?;
         let (token, hash) = new_token(&user)?;
         let url = zeroize::Zeroizing::new(web.link_url(&token));
-        let mut pending = self.new_pending(&user, now, false)?;
+        let (mut pending, seed) = self.new_pending(&user, now, false)?;
         pending.expires = now.saturating_add(web.link_validity);
         pending.link = Some(LinkRecord {
             hash: hash.to_vec(),
@@ -147,7 +150,7 @@ impl Engine {
                     &subject,
                     record.as_ref(),
                     (channel, &address),
-                    &pending,
+                    (&pending, &seed),
                     &content,
                     now,
                 )?;
@@ -162,7 +165,7 @@ impl Engine {
                 }
             }
             None => {
-                if self.store.save_pending(&user, pending.clone())?.is_err() {
+                if !self.save_new_pending(&user, &pending, &seed)? {
                     return Err(super::outbound::already_enrolled(&user));
                 }
                 let detail = format!("handed to the caller, until {until}");

@@ -259,6 +259,10 @@ impl Engine {
         if !(6..=9).contains(&response.len()) || !response.bytes().all(|b| b.is_ascii_digit()) {
             return false;
         }
+        // A fleet's store answers over the network: never on the bus thread.
+        if self.store.vault().is_some() {
+            return false;
+        }
         let Some(user) = self.sessions.peek(handle, |session| {
             matches!(
                 session.kind,
@@ -454,23 +458,24 @@ impl Engine {
             .as_ref()
             .and_then(|r| r.live_pending(now))
             .filter(|p| p.at_login);
-        let pending = match waiting {
-            Some(pending) => pending.clone(),
+        let shown_again = match waiting {
+            Some(pending) => self
+                .pending_secret(&request.user, pending, now)?
+                .map(|secret| (pending.clone(), secret)),
+            None => None,
+        };
+        let (pending, secret) = match shown_again {
+            Some(again) => again,
             None => {
-                let pending = self.new_pending(&request.user, now, true)?;
-                if self
-                    .store
-                    .save_pending(&request.user, pending.clone())?
-                    .is_err()
-                {
+                let (pending, secret) = self.new_pending(&request.user, now, true)?;
+                if !self.save_new_pending(&request.user, &pending, &secret)? {
                     // A token was confirmed meanwhile: start over as an ordinary login.
                     return self.begin_login(caller, request, now);
                 }
                 self.audit.record("enroll-started", &subject, "at login");
-                pending
+                (pending, secret)
             }
         };
-        let secret = self.key.open(&request.user, &pending.token.secret)?;
         let uri = self.otpauth_uri(&request.user, &secret, pending.token.params)?;
         let qr = kron_common::qr::terminal(&uri)
             .map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;

@@ -14,6 +14,7 @@
 //! | `backup.rs` | the backup file: JSON in an age file encrypted to a passphrase |
 //! | `backup_io.rs` | that file written and read a user at a time (any size, bounded memory) |
 //! | `transfer.rs` | streamed export and import: the cursors and sessions between calls |
+//! | `fleet.rs` | `kronctl fleet`: init, add-host, status, push, log (root) |
 //! | `sessions.rs` | logins waiting at the prompt, in memory and bounded |
 //! | `messages.rs` | every text a person sees during a login |
 //! | `tests/` | the engine's unit tests, by part, on a fixed clock |
@@ -22,6 +23,7 @@
 
 mod backup;
 pub(crate) mod backup_io;
+pub mod fleet;
 mod lifecycle;
 mod links;
 mod login;
@@ -50,6 +52,7 @@ use kron_common::config::Config;
 use kron_common::users::Directory;
 use kron_proto::{Step, StepKind};
 use sessions::Sessions;
+use zeroize::Zeroizing;
 
 /// Everything a decision needs. The parts in the files beside this one are `impl Engine`
 /// blocks; nothing outside the engine sees its fields.
@@ -177,20 +180,87 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("no such user: {user}")))
     }
 
-    fn new_pending(&self, user: &str, now: u64, at_login: bool) -> Result<Pending> {
+    /// A new pending enrollment and its seed (to show once). Where the store keeps the seeds
+    /// (a fleet), the record holds a random id instead of the sealed seed.
+    fn new_pending(
+        &self,
+        user: &str,
+        now: u64,
+        at_login: bool,
+    ) -> Result<(Pending, Zeroizing<Vec<u8>>)> {
         let secret =
             totp::new_secret().map_err(|e| Error::System(format!("no randomness: {e}")))?;
-        Ok(Pending {
+        let sealed = match self.store.vault() {
+            None => self.key.seal(user, &secret)?,
+            Some(_) => {
+                let mut id = vec![0u8; crate::store::postgres::row::PENDING_ID_BYTES];
+                getrandom::fill(&mut id)
+                    .map_err(|e| Error::System(format!("no randomness: {e}")))?;
+                crate::store::postgres::row::reference(id)
+            }
+        };
+        let pending = Pending {
             token: Token {
                 params: TokenParams::from(&self.config.totp),
-                secret: self.key.seal(user, &secret)?,
+                secret: sealed,
                 created: now,
             },
             expires: now.saturating_add(self.config.enroll_window),
             at_login,
             delivered: None,
             link: None,
-        })
+        };
+        Ok((pending, secret))
+    }
+
+    /// Stores a new pending enrollment unless a confirmed token exists (then false): sealed in
+    /// the record, or with its seed handed to the store that keeps the seeds.
+    fn save_new_pending(&self, user: &str, pending: &Pending, seed: &[u8]) -> Result<bool> {
+        match self.store.vault() {
+            None => Ok(self.store.save_pending(user, pending.clone())?.is_ok()),
+            Some(vault) => vault.save_pending(user, pending, seed),
+        }
+    }
+
+    /// The seed of a stored pending enrollment, to show it again; `None` if it is gone.
+    fn pending_secret(
+        &self,
+        user: &str,
+        pending: &Pending,
+        now: u64,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        match self.store.vault() {
+            None => self.key.open(user, &pending.token.secret).map(Some),
+            Some(vault) => vault.pending_seed(user, pending, now),
+        }
+    }
+
+    /// The stored form of a sent code: under this host's key, or the fleet's.
+    fn code_mac(&self, user: &str, purpose: &str, code: &str) -> Result<Vec<u8>> {
+        match self.store.vault() {
+            None => Ok(self.key.code_mac(user, purpose, code)),
+            Some(vault) => vault.code_mac(user, purpose, code),
+        }
+    }
+
+    /// What keys a new recovery set: this host's key, or nothing host-bound on a fleet host,
+    /// where the set must work on every host (store/recovery.rs).
+    fn recovery_keying(&self) -> crate::store::recovery::Keying<'_> {
+        match self.store.vault() {
+            None => crate::store::recovery::Keying::Local(&self.key),
+            Some(_) => crate::store::recovery::Keying::Portable,
+        }
+    }
+
+    /// Refuses what needs a stored seed on this host, which a fleet host never has.
+    fn require_local_seeds(&self, what: &str) -> Result<()> {
+        match self.store.vault() {
+            None => Ok(()),
+            Some(_) => Err(Error::Conflict(format!(
+                "{what} is not available on a fleet host: the seeds stay in the fleet's \
+                 database (docs/fleet.md)"
+            ))),
+        }
     }
 
     fn otpauth_uri(&self, user: &str, secret: &[u8], params: TokenParams) -> Result<String> {

@@ -94,7 +94,7 @@ impl Engine {
         let code = sent::new_code(self.config.codes.digits)
             .map_err(|e| Error::System(format!("no randomness: {e}")))?;
         let expires = now.saturating_add(self.config.codes.validity);
-        let mac = self.key.code_mac(user, purpose.as_str(), &code);
+        let mac = self.code_mac(user, purpose.as_str(), &code)?;
         let stored = SentCode {
             purpose,
             channel,
@@ -194,7 +194,7 @@ impl Engine {
         let Some(code) = sent::candidate(response, self.config.codes.digits) else {
             return Ok(CodeCheck::Refused("not a sent code"));
         };
-        let mac = self.key.code_mac(user, purpose.as_str(), &code);
+        let mac = self.code_mac(user, purpose.as_str(), &code)?;
         let mut check = CodeCheck::Refused("no code sent");
         self.store.modify(user, &mut |record| {
             check = record.take_sent_code(purpose, &mac, now);
@@ -362,9 +362,8 @@ impl Engine {
             return Err(already_enrolled(&user));
         }
         let address = self.delivery_address(&user, record.as_ref(), channel)?;
-        let mut pending = self.new_pending(&user, now, false)?;
+        let (mut pending, secret) = self.new_pending(&user, now, false)?;
         pending.delivered = Some(channel);
-        let secret = self.key.open(&user, &pending.token.secret)?;
         let uri = self.otpauth_uri(&user, &secret, pending.token.params)?;
         let png = kron_common::qr::png(&uri, 8)
             .map_err(|e| Error::System(format!("QR rendering failed: {e}")))?;
@@ -384,7 +383,7 @@ impl Engine {
             &subject,
             record.as_ref(),
             (channel, &address),
-            &pending,
+            (&pending, &secret),
             &content,
             now,
         )?;
@@ -422,7 +421,7 @@ impl Engine {
         })
     }
 
-    /// Stores `pending` (in place of any other pending enrollment) and sends `content` about
+    /// Stores `pending` with its seed (in place of any other pending enrollment) and sends `content` about
     /// it to `to` (channel, full address), within the send budget, which deliveries use up as
     /// codes do. The enrollment and the spent budget are on the device before the message
     /// leaves; if it cannot be sent, the enrollment it replaced comes back and the budget is
@@ -432,7 +431,7 @@ impl Engine {
         subject: &Subject<'_>,
         record: Option<&UserRecord>,
         to: (Channel, &str),
-        pending: &crate::store::record::Pending,
+        (pending, seed): (&crate::store::record::Pending, &[u8]),
         content: &Content<'_>,
         now: u64,
     ) -> Result<String> {
@@ -450,7 +449,7 @@ impl Engine {
             )));
         }
         let previous = record.and_then(|r| r.pending.clone());
-        if self.store.save_pending(user, pending.clone())?.is_err() {
+        if !self.save_new_pending(user, pending, seed)? {
             self.store.modify(user, &mut |record| {
                 record.outbox.release(channel, &[], now);
             })?;

@@ -22,10 +22,9 @@ impl Engine {
             return Err(super::outbound::already_enrolled(&user));
         }
         self.check_enrollment_validation(caller, &account, code, now)?;
-        let pending = self.new_pending(&user, now, false)?;
-        let secret = self.key.open(&user, &pending.token.secret)?;
+        let (pending, secret) = self.new_pending(&user, now, false)?;
         let uri = self.otpauth_uri(&user, &secret, pending.token.params)?;
-        if self.store.save_pending(&user, pending.clone())?.is_err() {
+        if !self.save_new_pending(&user, &pending, &secret)? {
             return Err(Error::Conflict(format!(
                 "{user} already has a confirmed token"
             )));

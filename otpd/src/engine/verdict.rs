@@ -6,6 +6,7 @@ use super::Engine;
 use crate::delivery::sent::{CodeCheck, Purpose};
 use crate::error::Result;
 use crate::store::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
+use crate::store::vault::CodeOutcome;
 use crate::totp;
 
 /// The outcome of checking a confirming code.
@@ -66,9 +67,29 @@ impl Engine {
         sent: Option<Purpose>,
         now: u64,
     ) -> Result<Verdict> {
+        // Where the store keeps the seeds (a fleet), it checks the code: the charge, the check
+        // and the accepted step are one statement in the database, which also tells when the
+        // answer may be something else (then nothing was charged, and the general path below
+        // sorts it out).
+        if let (Some(vault), Some(code)) = (self.store.vault(), digits_only(response)) {
+            let purpose = sent.map(Purpose::as_str);
+            let outcome = vault.check_code(
+                user,
+                &code,
+                now,
+                self.config.totp.skew,
+                Some(&self.config.throttle),
+                purpose,
+            )?;
+            if outcome != CodeOutcome::NotTotp {
+                return Ok(code_verdict(outcome));
+            }
+        }
         let record = self.store.get(user)?.unwrap_or_default();
-        // The common case, a TOTP code, is one atomic store change: the charge and the step.
-        if let Some(step) = self.totp_only(user, &record, response, sent, now)? {
+        if self.store.vault().is_some() {
+            // The general path below: a recovery code, a sent code, or no token.
+        } else if let Some(step) = self.totp_only(user, &record, response, sent, now)? {
+            // The common case, a TOTP code, is one atomic store change: the charge and the step.
             let (attempt, outcome) =
                 self.store
                     .charge_and_accept(user, step, now, &self.config.throttle)?;
@@ -101,13 +122,37 @@ impl Engine {
         let Some(token) = &record.token else {
             return Ok(None);
         };
-        if sent.is_some_and(|purpose| record.outbox.live(purpose, now).is_some())
-            || record.may_be_recovery_code(response)
-        {
+        if !self.is_totp_only(record, response, sent, now) {
             return Ok(None);
         }
         self.totp_step(user, token, response, now, record.last_step)
             .map(Some)
+    }
+
+    /// Whether `response` can only be a TOTP code of `record`'s token: there is a token, no sent
+    /// code for `sent` is live, and it cannot be a recovery code.
+    fn is_totp_only(
+        &self,
+        record: &UserRecord,
+        response: &str,
+        sent: Option<Purpose>,
+        now: u64,
+    ) -> bool {
+        record.token.is_some()
+            && sent.is_none_or(|purpose| record.outbox.live(purpose, now).is_none())
+            && !record.may_be_recovery_code(response)
+    }
+
+    /// What is sent to a store that checks codes itself: the typed code normalised as otpd
+    /// checks it (digits only, blanks removed), or "" for anything that cannot be a code (the
+    /// store charges it and finds it wrong).
+    fn typed_code(&self, record: &UserRecord, response: &str) -> String {
+        record
+            .token
+            .as_ref()
+            .and_then(|token| totp::normalise_code(response, token.params.digits))
+            .map(|code| code.to_string())
+            .unwrap_or_default()
     }
 
     /// The step `response` matches for `token`: the first one after `used` if there is one.
@@ -158,6 +203,11 @@ impl Engine {
                 None => Verdict::Wrong,
             });
         }
+        if let Some(vault) = self.store.vault() {
+            let code = self.typed_code(&record, response);
+            let outcome = vault.check_code(user, &code, now, self.config.totp.skew, None, None)?;
+            return Ok(code_verdict(outcome));
+        }
         let outcome = match self.totp_step(user, &token, response, now, record.last_step)? {
             None => None,
             Some(step) => Some(self.store.accept_step(user, step, now)?),
@@ -182,6 +232,17 @@ impl Engine {
         }
         // Whatever the outcome, the charge and the confirmation are durable before the reply
         // (service.rs).
+        if let Some(vault) = self.store.vault() {
+            let code = totp::normalise_code(code, pending.token.params.digits)
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            return Ok(
+                match vault.confirm_code(user, pending, &code, now, self.config.totp.skew)? {
+                    None => PendingCheck::Wrong,
+                    Some(outcome) => PendingCheck::Done(outcome),
+                },
+            );
+        }
         let secret = self.key.open(user, &pending.token.secret)?;
         let params = pending.token.params;
         Ok(
@@ -191,6 +252,22 @@ impl Engine {
             },
         )
     }
+}
+
+/// What a check inside the store came to.
+fn code_verdict(outcome: CodeOutcome) -> Verdict {
+    match outcome {
+        CodeOutcome::Throttled { until } => Verdict::Throttled { until },
+        // Only asked for without a charge, when the token's digits are known: a wrong code.
+        CodeOutcome::Wrong | CodeOutcome::NotTotp => Verdict::Wrong,
+        CodeOutcome::Step(step) => step_verdict(Some(step)),
+    }
+}
+
+/// A typed answer that could be a TOTP code of 6 or 8 digits (blanks removed), or `None`.
+fn digits_only(response: &str) -> Option<zeroize::Zeroizing<String>> {
+    let code = zeroize::Zeroizing::new(response.chars().filter(|c| *c != ' ').collect::<String>());
+    (matches!(code.len(), 6 | 8) && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
 }
 
 /// What a TOTP check came to: no matching step, or what the store said of the step.

@@ -169,7 +169,7 @@ impl GroupCommit {
     /// Resolves once write number `write` and every one before it are durable.
     pub fn durable_through(self: &Arc<Self>, write: u64) -> Durable {
         Durable {
-            commits: self.clone(),
+            commits: Some(self.clone()),
             needed: write,
         }
     }
@@ -257,22 +257,36 @@ impl Drop for Flusher {
 /// A future that resolves once a given write and every one before it are on the device; see
 /// [`GroupCommit`]. An error if a flush that should have covered them failed.
 pub struct Durable {
-    commits: Arc<GroupCommit>,
+    /// `None` for a store whose writes are durable when they return (a database's commit).
+    commits: Option<Arc<GroupCommit>>,
     needed: u64,
+}
+
+impl Durable {
+    /// Resolves at once: for stores whose every write is durable before it returns.
+    pub fn ready() -> Durable {
+        Durable {
+            commits: None,
+            needed: 0,
+        }
+    }
 }
 
 impl Future for Durable {
     type Output = Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let mut state = self.commits.lock();
+        let Some(commits) = &self.commits else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut state = commits.lock();
         if let Some(outcome) = state.outcome(self.needed) {
             return Poll::Ready(outcome);
         }
         if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
             state.wakers.push(cx.waker().clone());
         }
-        state.ask(self.needed, &self.commits.work);
+        state.ask(self.needed, &commits.work);
         Poll::Pending
     }
 }

@@ -33,6 +33,9 @@ pub enum StoreError {
     FlushPanicked,
     /// The store is closed and no failure is on record (it never is without one).
     Closed,
+    /// The fleet's database could not be reached, refused a statement or answered something
+    /// unexpected (`store/postgres/`); the text names which, never a code or a seed.
+    Database(String),
 }
 
 impl StoreError {
@@ -91,6 +94,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Unavailable(cause) => write!(f, "unavailable since: {cause}"),
             StoreError::FlushPanicked => write!(f, "the store flush panicked"),
             StoreError::Closed => write!(f, "the store is closed"),
+            StoreError::Database(what) => write!(f, "{what}"),
         }
     }
 }
@@ -102,9 +106,10 @@ impl std::error::Error for StoreError {
             StoreError::Io { source, .. } => Some(source),
             StoreError::Record { source, .. } => Some(source.as_ref()),
             StoreError::Unavailable(cause) => Some(cause.as_ref()),
-            StoreError::UnknownFormat { .. } | StoreError::FlushPanicked | StoreError::Closed => {
-                None
-            }
+            StoreError::UnknownFormat { .. }
+            | StoreError::FlushPanicked
+            | StoreError::Closed
+            | StoreError::Database(_) => None,
         }
     }
 }

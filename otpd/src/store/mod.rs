@@ -15,6 +15,8 @@
 //! | `throttle.rs` | backoff after failed attempts: pure arithmetic |
 //! | `recovery.rs` | recovery codes, stored only as hashes |
 //! | `link.rs` | one-time enrollment links: the hash of the token, inside the pending enrollment |
+//! | `vault.rs` | the seam for a store that keeps the seeds and checks codes itself |
+//! | `postgres/` | [`PgStore`]: the trait on a fleet's PostgreSQL database (docs/fleet.md) |
 
 #![forbid(unsafe_code)]
 
@@ -24,14 +26,17 @@ pub mod encoding;
 pub mod error;
 pub mod health;
 pub mod link;
+pub mod postgres;
 pub mod record;
 pub mod recovery;
 mod sled;
 #[cfg(test)]
 mod tests;
 pub mod throttle;
+pub mod vault;
 
 pub use commit::{Durable, own_writes};
+pub use postgres::PgStore;
 pub use sled::SledStore;
 
 use crate::error::Result;
@@ -110,4 +115,13 @@ pub trait Store: Send + Sync {
     /// durable; at once for 0. Every reply waits for the writes of its own call (`service.rs`),
     /// so a reply never reports a change that a crash could undo.
     fn durable_through(&self, write: u64) -> Durable;
+    /// Where the seeds are checked: `None` when the records hold them sealed under otpd's key
+    /// (sled), `Some` when the store keeps them and checks codes itself (PostgreSQL).
+    fn vault(&self) -> Option<&dyn vault::Vault> {
+        None
+    }
+    /// The fleet's database, for `kronctl fleet status` and `push`; `None` on one host.
+    fn fleet(&self) -> Option<&PgStore> {
+        None
+    }
 }

@@ -9,7 +9,8 @@
 //! clear, with the token secret, so a set moves to another host.
 //!
 //! Sets made by earlier versions are [`Scheme::Argon2id`] (19 MiB, 2 passes, one salt per
-//! set): still accepted. A used code is deleted, so there is nothing of such a set to rehash;
+//! set): still accepted. A fleet host makes argon2id sets too ([`Keying::Portable`]): no host
+//! key opens on every host of a fleet, and a code must work wherever it is typed. A used code is deleted, so there is nothing of such a set to rehash;
 //! it disappears as its codes are used or a new set replaces it.
 
 use crate::error::Result;
@@ -49,6 +50,15 @@ pub struct RecoverySet {
     pub scheme: Scheme,
 }
 
+/// What keys the hashes of a new set.
+#[derive(Clone, Copy)]
+pub enum Keying<'a> {
+    /// HMAC under a set key sealed with this host's `secret.key` (a single host).
+    Local(&'a SecretKey),
+    /// argon2id, which any host can check without a key (a fleet host: docs/fleet.md).
+    Portable,
+}
+
 impl RecoverySet {
     /// The stored form of `code` (digits only) in this set of `user`.
     pub fn digest(&self, code: &str, key: &SecretKey, user: &str) -> Result<Vec<u8>> {
@@ -61,10 +71,30 @@ impl RecoverySet {
         }
     }
 
-    /// A new, empty set of `user` with a fresh salt and set key.
-    fn fresh(key: &SecretKey, user: &str, now: u64) -> Result<RecoverySet> {
+    /// [`RecoverySet::digest`] while the set is made: a portable set needs no key.
+    fn digest_with(&self, code: &str, keying: Keying<'_>, user: &str) -> Result<Vec<u8>> {
+        match (keying, &self.scheme) {
+            (_, Scheme::Argon2id) => argon2_hash(code, &self.salt),
+            (Keying::Local(key), _) => self.digest(code, key, user),
+            // `fresh` makes portable sets argon2id: this cannot happen.
+            (Keying::Portable, Scheme::HmacSha256 { .. }) => Err(crate::error::Error::System(
+                "a keyed recovery set without a key".into(),
+            )),
+        }
+    }
+
+    /// A new, empty set of `user` with a fresh salt and, for a local set, a set key.
+    fn fresh(keying: Keying<'_>, user: &str, now: u64) -> Result<RecoverySet> {
         let mut salt = vec![0u8; SALT_BYTES];
         getrandom::fill(&mut salt).map_err(crate::store::crypto::CryptoError::Random)?;
+        let Keying::Local(key) = keying else {
+            return Ok(RecoverySet {
+                salt,
+                hashes: Vec::new(),
+                created: now,
+                scheme: Scheme::Argon2id,
+            });
+        };
         let mut set_key = Zeroizing::new([0u8; SET_KEY_BYTES]);
         getrandom::fill(set_key.as_mut()).map_err(crate::store::crypto::CryptoError::Random)?;
         Ok(RecoverySet {
@@ -80,15 +110,15 @@ impl RecoverySet {
 
 /// A fresh set for `user`: the codes to show once (formatted `12345-67890`) and what to store.
 pub fn generate(
-    key: &SecretKey,
+    keying: Keying<'_>,
     user: &str,
     now: u64,
 ) -> Result<(Vec<Zeroizing<String>>, RecoverySet)> {
-    let mut set = RecoverySet::fresh(key, user, now)?;
+    let mut set = RecoverySet::fresh(keying, user, now)?;
     let mut codes = Vec::with_capacity(SET_SIZE);
     while codes.len() < SET_SIZE {
         let digits = random_digits()?;
-        let hash = set.digest(&digits, key, user)?;
+        let hash = set.digest_with(&digits, keying, user)?;
         if set.hashes.contains(&hash) {
             continue;
         }
@@ -123,15 +153,15 @@ pub fn check_existing(codes: &[String], totp_digits: u8) -> std::result::Result<
 /// The set of `user` made from codes that passed [`check_existing`].
 pub fn from_existing(
     codes: &[String],
-    key: &SecretKey,
+    keying: Keying<'_>,
     user: &str,
     now: u64,
 ) -> Result<RecoverySet> {
-    let mut set = RecoverySet::fresh(key, user, now)?;
+    let mut set = RecoverySet::fresh(keying, user, now)?;
     for code in codes {
         // Checked before: `check_existing` refuses anything that is not digits.
         if let Some(digits) = digits_only(code) {
-            set.hashes.push(set.digest(&digits, key, user)?);
+            set.hashes.push(set.digest_with(&digits, keying, user)?);
         }
     }
     Ok(set)
@@ -187,7 +217,7 @@ mod tests {
     #[test]
     fn fresh_sets_verify_each_code_and_nothing_else() {
         let key = key();
-        let (codes, set) = generate(&key, "alice", 5).unwrap();
+        let (codes, set) = generate(Keying::Local(&key), "alice", 5).unwrap();
         assert_eq!(codes.len(), SET_SIZE);
         assert_eq!(set.hashes.len(), SET_SIZE);
         assert!(matches!(set.scheme, Scheme::HmacSha256 { .. }));
@@ -212,7 +242,7 @@ mod tests {
                 .is_err(),
             "no use without otpd's key"
         );
-        let (_, other) = generate(&key, "alice", 5).unwrap();
+        let (_, other) = generate(Keying::Local(&key), "alice", 5).unwrap();
         assert_ne!(set.salt, other.salt);
         assert_ne!(set.hashes, other.hashes, "each set has its own key");
         let json = serde_json::to_string(&set).unwrap();
@@ -254,7 +284,27 @@ mod tests {
         assert!(check_existing(&["123456".into()], 8).is_err(), "too weak");
         assert!(check_existing(&["nope".into()], 6).is_err());
         assert!(check_existing(&vec!["12345678".to_string(); MAX_IMPORTED + 1], 6).is_err());
-        let set = from_existing(&["1234-5678".into()], &key, "alice", 0).unwrap();
+        let set = from_existing(&["1234-5678".into()], Keying::Local(&key), "alice", 0).unwrap();
         assert_eq!(set.hashes, [set.digest("12345678", &key, "alice").unwrap()]);
+    }
+
+    #[test]
+    fn portable_sets_are_checked_by_any_host() {
+        let (codes, set) = generate(Keying::Portable, "alice", 5).unwrap();
+        assert_eq!(set.scheme, Scheme::Argon2id);
+        // Two hosts of a fleet: different keys, the same answer.
+        let (a, b) = (
+            SecretKey::from_bytes(&[1u8; 32]),
+            SecretKey::from_bytes(&[2u8; 32]),
+        );
+        let digits = digits_only(&codes[0]).unwrap();
+        assert_eq!(
+            set.digest(&digits, &a, "alice").unwrap(),
+            set.digest(&digits, &b, "alice").unwrap()
+        );
+        assert!(
+            set.hashes
+                .contains(&set.digest(&digits, &a, "alice").unwrap())
+        );
     }
 }

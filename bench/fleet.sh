@@ -1,0 +1,111 @@
+# bench/fleet.sh: the fleet part of `bench/run --fleet`, sourced inside its namespace after the
+# private NSS, the bus and the local otpd are up. A loopback PostgreSQL with TLS (initdb as
+# the postgres user under $work/pg, certificates from a CA made here with openssl), three otpd
+# hosts in fleet mode (own bus, own state dir each, set up with `kronctl fleet init` and
+# `add-host` as docs/fleet.md says), the same users and secrets in the local store and the
+# fleet, then: sequential PAM logins local vs fleet, 64 concurrent callers spread over the three
+# hosts (and over the local otpd alone, for comparison), and the per-call breakdown on a host.
+# Records go to $record like the rest; docs/performance.md ("Fleet mode") quotes them.
+
+run_fleet() {
+    # pgbin and pg stay global: the EXIT trap that stops the server needs them.
+    local size=$1 port key name bus
+    pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    pg=$work/pg
+    port=$(( 20000 + RANDOM % 20000 ))
+    chmod 711 "$work"
+    mkdir -p "$pg" && chown postgres: "$pg" && chmod 700 "$pg"
+
+    say "fleet: PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port with TLS"
+    (cd "$pg" \
+        && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout ca.key -out ca.pem -days 2 -subj /CN=kron-bench-ca 2>/dev/null \
+        && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout server.key -out server.csr -subj /CN=kron-bench-db 2>/dev/null \
+        && echo "subjectAltName=IP:127.0.0.1" > server.ext \
+        && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out server.pem -days 2 -extfile server.ext 2>/dev/null)
+    chown postgres: "$pg"/server.* && chmod 600 "$pg/server.key"
+    runuser -u postgres -- "$pgbin/initdb" -D "$pg/data" -U postgres -A trust -E UTF8 > /dev/null
+    cat >> "$pg/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$pg'
+ssl = on
+ssl_cert_file = '$pg/server.pem'
+ssl_key_file = '$pg/server.key'
+CONF
+    printf 'local all postgres trust\nhostssl kron all 127.0.0.1/32 scram-sha-256\n' > "$pg/data/pg_hba.conf"
+    runuser -u postgres -- "$pgbin/pg_ctl" -D "$pg/data" -l "$pg/server.log" -w start > /dev/null
+    stop_pg() { runuser -u postgres -- "$pgbin/pg_ctl" -D "$pg/data" -m fast -w stop > /dev/null 2>&1 || true; }
+    trap 'stop_pg; cleanup' EXIT
+    key=$pg/kron-seed.key
+    openssl rand -hex 32 > "$key" && chown postgres: "$key" && chmod 600 "$key"
+    psql_su() { runuser -u postgres -- "$pgbin/psql" -X -q -h "$pg" -p "$port" -v ON_ERROR_STOP=1 "$@"; }
+    psql_su -d postgres -c "CREATE ROLE kron_owner LOGIN CREATEROLE PASSWORD 'bench-owner'" \
+        -c "GRANT pg_read_server_files TO kron_owner" -c "CREATE DATABASE kron OWNER kron_owner"
+    psql_su -d kron -c "GRANT EXECUTE ON FUNCTION pg_read_file(text) TO kron_owner"
+    install -m 600 /dev/null "$work/owner-password" && echo bench-owner > "$work/owner-password"
+    local owner_url="postgresql://kron_owner@127.0.0.1:$port/kron?sslmode=verify-full"
+    local kronctl=("$target/kronctl" --bus "$address")
+    "${kronctl[@]}" fleet init --url "$owner_url" --ca-file "$pg/ca.pem" \
+        --owner-password-file "$work/owner-password" --key-file "$key"
+
+    say "fleet: hosts a, b, c (own bus and state each)"
+    fleet_buses=()
+    fleet_pids=()
+    for name in a b c; do
+        bus=$work/fleet-$name/bus
+        mkdir -p "$work/fleet-$name"
+        write_bus_config "$work/fleet-$name/bus.conf" "$bus" "$PWD/packaging/dbus/io.kron.Otpd.conf"
+        dbus-daemon --config-file="$work/fleet-$name/bus.conf" --nofork --nopidfile &
+        pids+=($!)
+        wait_for_socket "$bus"
+        {
+            printf 'state_dir = "%s"\nsocket = "%s"\ndefault_mode = "optional"\n' \
+                "$work/fleet-$name/state" "$work/fleet-$name/otpd.sock"
+            printf '[[group]]\nname = "kronbench"\nmode = "require"\n'
+            "${kronctl[@]}" fleet add-host "$name" --url "$owner_url" --ca-file "$pg/ca.pem" \
+                --owner-password-file "$work/owner-password" \
+                --password-file "$work/fleet-$name/password" | grep -v '^#'
+        } > "$work/fleet-$name/otpd.toml"
+        "$target/otpd" --config "$work/fleet-$name/otpd.toml" --bus "unix:path=$bus" \
+            >> "$work/fleet-$name/otpd.log" 2>&1 &
+        pids+=($!)
+        fleet_pids+=($!)
+        "$bench" wait-ready --bus "unix:path=$bus" --since-ns "$(date +%s%N)" > /dev/null
+        fleet_buses+=("unix:path=$bus")
+        printf 'auth required %s bus=unix:path=%s\n' "$target/libpam_kron.so" "$bus" \
+            > "$work/pam/kb-fleet-$name"
+    done
+
+    say "fleet: $size users in the local store and in the fleet (the same secrets)"
+    "$bench" gen-nss --out "$work/nss/passwd.in" --users "$size"
+    makedb -o "$work/nss/misc/passwd.db" "$work/nss/passwd.in" > /dev/null
+    rm -f "$work/nss/passwd.in"
+    "$bench" import --bus "$address" --from 0 --to "$size" --record "$record" --size "$size"
+    "$bench" import --bus "${fleet_buses[0]}" --from 0 --to "$size"
+    echo '{"kind":"fleet-import","size":'"$size"'}' >> "$record"
+
+    say "fleet: sequential PAM logins, local and fleet, same users"
+    local common=(--confdir "$work/pam" --users "$size" --record "$record")
+    "$bench" latency --module kron --service kb-kron --count "$logins" "${common[@]}"
+    "$bench" latency --module kron-fleet --service kb-fleet-a --count "$logins" "${common[@]}"
+    "$bench" breakdown --bus "$address" --users "$size" --skip "$logins" --count "$breakdown" \
+        --record "$record"
+    "$bench" breakdown --bus "${fleet_buses[0]}" --users "$size" --skip "$logins" \
+        --count "$breakdown" --record "$work/fleet-breakdown.jsonl"
+    sed 's/"kind":"breakdown"/"kind":"fleet-breakdown"/' "$work/fleet-breakdown.jsonl" >> "$record"
+
+    say "fleet: 64 concurrent callers, local otpd alone, then spread over hosts a, b, c"
+    "$bench" load --service kb-kron --confdir "$work/pam" --users "$size" \
+        --skip "$((logins + breakdown))" --levels 64 --per-level "$per_level" --modes pam \
+        --budget-secs "$level_budget" --otpd-pid "$otpd_pid" --bus-pid "$bus_pid" --record "$record"
+    "$bench" load --service kb-fleet-a,kb-fleet-b,kb-fleet-c --confdir "$work/pam" \
+        --users "$size" --skip "$((logins + breakdown))" --levels 64 --per-level "$per_level" \
+        --modes pam --budget-secs "$level_budget" --otpd-pid "${fleet_pids[0]}" \
+        --bus-pid "$bus_pid" --record "$work/fleet-load.jsonl"
+    sed 's/"kind":"load"/"kind":"fleet-load"/' "$work/fleet-load.jsonl" >> "$record"
+    cp "$record" "bench/fleet-results.jsonl"
+    echo "bench/run --fleet: wrote bench/fleet-results.jsonl (docs/performance.md, Fleet mode)"
+}

@@ -1,0 +1,165 @@
+//! What `kronctl fleet` prints: text for people, one JSON value for scripts.
+
+use kron_proto::{FleetLogEntry, FleetStatus, ImportResult};
+use serde::Serialize;
+
+use crate::render::{json_line, one_line};
+
+/// `fleet init`: what otpd did, a line each.
+pub fn lines(said: &[String], json: bool) -> String {
+    if json {
+        #[derive(Serialize)]
+        struct Done<'a> {
+            done: &'a [String],
+        }
+        return json_line(&Done { done: said });
+    }
+    said.iter()
+        .map(|line| format!("{}\n", one_line(line)))
+        .collect()
+}
+
+/// `fleet add-host`: the `[fleet]` section on stdout (text), or the section and its parts.
+pub fn add_host(name: &str, section: &str, password_file: &str, json: bool) -> String {
+    if json {
+        #[derive(Serialize)]
+        struct Added<'a> {
+            host: &'a str,
+            role: String,
+            password_file: &'a str,
+            section: &'a str,
+        }
+        return json_line(&Added {
+            host: name,
+            role: format!("kron_{name}"),
+            password_file,
+            section,
+        });
+    }
+    let lines: String = section
+        .lines()
+        .map(|line| format!("{}\n", one_line(line)))
+        .collect();
+    format!(
+        "# Host {} may now log in as role kron_{}. Put this into its /etc/kron/otpd.toml and\n\
+         # copy {} there (owner root, mode 0600):\n{lines}",
+        one_line(name),
+        one_line(name),
+        one_line(password_file)
+    )
+}
+
+pub fn status(status: &FleetStatus, json: bool) -> String {
+    if json {
+        return json_line(status);
+    }
+    if !status.configured {
+        return "This host has no [fleet] section: its tokens are in its own store.\n".into();
+    }
+    let mut out = format!(
+        "host:            {}\ndatabase:        {}\n",
+        one_line(&status.host),
+        one_line(&status.url)
+    );
+    if !status.reachable {
+        out.push_str(&format!(
+            "reachable:       no — {}\n",
+            one_line(&status.error)
+        ));
+        return out;
+    }
+    out.push_str(&format!(
+        "reachable:       yes\nknown there as:  {}\nschema version:  {}\nserver:          PostgreSQL {}\nprimary:         {}\n",
+        one_line(&status.database_host),
+        status.schema_version,
+        one_line(&status.server_version),
+        if status.primary { "yes" } else { "no (a standby)" }
+    ));
+    if status.replicas.is_empty() {
+        out.push_str("replication:     no standby visible to this role\n");
+    }
+    for replica in &status.replicas {
+        out.push_str(&format!(
+            "replica:         {} {} {}\n",
+            one_line(&replica.name),
+            one_line(&replica.state),
+            one_line(&replica.sync_state)
+        ));
+    }
+    out
+}
+
+pub fn push(results: &[ImportResult], json: bool) -> String {
+    let count = |outcome: &str| results.iter().filter(|r| r.outcome == outcome).count();
+    if json {
+        #[derive(Serialize)]
+        struct Pushed<'a> {
+            pushed: usize,
+            conflicts: usize,
+            skipped: usize,
+            users: &'a [ImportResult],
+        }
+        return json_line(&Pushed {
+            pushed: count("pushed"),
+            conflicts: count("conflict"),
+            skipped: count("skipped"),
+            users: results,
+        });
+    }
+    if results.is_empty() {
+        return "No local tokens to push.\n".into();
+    }
+    let mut out = String::new();
+    for result in results {
+        out.push_str(&format!(
+            "{}: {}",
+            one_line(&result.user),
+            one_line(&result.outcome)
+        ));
+        if !result.reason.is_empty() {
+            out.push_str(&format!(" ({})", one_line(&result.reason)));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{} pushed, {} conflicts, {} skipped\n",
+        count("pushed"),
+        count("conflict"),
+        count("skipped")
+    ));
+    out
+}
+
+pub fn log(rows: &[FleetLogEntry], json: bool) -> String {
+    if json {
+        return json_line(&rows);
+    }
+    if rows.is_empty() {
+        return "No audit rows.\n".into();
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = format!(
+                "{} {} {} user={}",
+                crate::time::Clock::local().datetime(row.at),
+                one_line(&row.host),
+                one_line(&row.event),
+                one_line(&row.user)
+            );
+            for (key, value) in [
+                ("service", &row.service),
+                ("rhost", &row.rhost),
+                ("tty", &row.tty),
+            ] {
+                if !value.is_empty() {
+                    line.push_str(&format!(" {key}={}", one_line(value)));
+                }
+            }
+            if !row.detail.is_empty() {
+                line.push_str(&format!(" ({})", one_line(&row.detail)));
+            }
+            line.push('\n');
+            line
+        })
+        .collect()
+}

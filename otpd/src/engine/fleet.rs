@@ -1,0 +1,177 @@
+//! `kronctl fleet`: set up the fleet's database, add a host, show this host's link, move local
+//! tokens into the fleet, read the fleet's audit. Root only; the owner's credentials come with
+//! each call (paths otpd reads as root) and are never stored.
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::policy::authz::Caller;
+use crate::store::postgres::{admin, schema};
+use crate::store::{SledStore, Store};
+use kron_proto::{FleetLogEntry, FleetStatus, ImportResult};
+use std::path::{Path, PathBuf};
+use tokio::runtime::Handle;
+
+/// Owner credentials as kronctl passes them: "" means "not given".
+#[derive(Debug, Clone, Default)]
+pub struct OwnerArgs {
+    pub url: String,
+    pub ca_file: String,
+    pub password_file: String,
+}
+
+impl Engine {
+    /// Creates or upgrades the fleet's schema (`kronctl fleet init`).
+    pub fn fleet_init(
+        &self,
+        caller: Caller,
+        runtime: &Handle,
+        owner: &OwnerArgs,
+        key_file: &str,
+    ) -> Result<Vec<String>> {
+        require_root(caller)?;
+        let ca_file = self.ca_file(&owner.ca_file)?;
+        let said = schema::init(
+            runtime,
+            &schema::Owner {
+                url: &owner.url,
+                ca_file: &ca_file,
+                password_file: optional_path(&owner.password_file)?.as_deref(),
+            },
+            (!key_file.is_empty()).then_some(key_file),
+        )?;
+        self.audit
+            .daemon(&format!("fleet init: {}", said.join("; ")));
+        Ok(said)
+    }
+
+    /// Creates the role of a host and returns its `[fleet]` section (`kronctl fleet add-host`).
+    pub fn fleet_add_host(
+        &self,
+        caller: Caller,
+        runtime: &Handle,
+        owner: &OwnerArgs,
+        name: &str,
+        password_file: &str,
+    ) -> Result<String> {
+        require_root(caller)?;
+        let ca_file = self.ca_file(&owner.ca_file)?;
+        let section = schema::add_host(
+            runtime,
+            &schema::Owner {
+                url: &owner.url,
+                ca_file: &ca_file,
+                password_file: optional_path(&owner.password_file)?.as_deref(),
+            },
+            name,
+            &absolute(password_file)?,
+        )?;
+        self.audit
+            .daemon(&format!("fleet add-host: role for host {name} set"));
+        Ok(section)
+    }
+
+    /// This host's link to its fleet (`kronctl fleet status`).
+    pub fn fleet_status(&self, caller: Caller) -> Result<FleetStatus> {
+        require_root(caller)?;
+        Ok(match self.store.fleet() {
+            Some(store) => admin::status(store),
+            None => FleetStatus::default(),
+        })
+    }
+
+    /// Moves the tokens of this host's sled store into the fleet (`kronctl fleet push`): users
+    /// the fleet already has keep the fleet's token and are reported as conflicts.
+    pub fn fleet_push(&self, caller: Caller) -> Result<Vec<ImportResult>> {
+        require_root(caller)?;
+        if self.store.fleet().is_none() {
+            return Err(Error::Conflict(
+                "this host has no [fleet] section: there is no fleet to push to".into(),
+            ));
+        }
+        let dir = self.config.state_dir.join("store");
+        if !dir.join("db").exists() {
+            return Ok(Vec::new());
+        }
+        let local = SledStore::open(&dir)?;
+        let (with_token, without): (Vec<_>, Vec<_>) = local
+            .list()?
+            .into_iter()
+            .partition(|(_, record)| record.token.is_some());
+        drop(local);
+        let mut results = self.store_imports(caller, with_token, false, false)?;
+        for result in &mut results {
+            if result.outcome == "skipped" {
+                result.outcome = "conflict".into();
+                result.reason = "already enrolled in the fleet; the fleet's token stays".into();
+            } else {
+                result.outcome = "pushed".into();
+            }
+        }
+        results.extend(without.into_iter().map(|(user, _)| ImportResult {
+            user,
+            outcome: "skipped".into(),
+            reason: "no confirmed token on this host".into(),
+        }));
+        results.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(results)
+    }
+
+    /// The fleet's audit rows (`kronctl fleet log`), read as the role `owner` names.
+    pub fn fleet_log(
+        &self,
+        caller: Caller,
+        runtime: &Handle,
+        owner: &OwnerArgs,
+        user: &str,
+        limit: u32,
+    ) -> Result<Vec<FleetLogEntry>> {
+        require_root(caller)?;
+        if !user.is_empty() {
+            kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
+        }
+        let ca_file = self.ca_file(&owner.ca_file)?;
+        admin::log(
+            runtime,
+            &schema::Owner {
+                url: &owner.url,
+                ca_file: &ca_file,
+                password_file: optional_path(&owner.password_file)?.as_deref(),
+            },
+            user,
+            limit,
+        )
+    }
+
+    /// The CA file given, else this host's `[fleet]` one.
+    fn ca_file(&self, given: &str) -> Result<PathBuf> {
+        match (given, &self.config.fleet) {
+            ("", Some(fleet)) => Ok(fleet.ca_file.clone()),
+            ("", None) => Err(Error::InvalidArgument(
+                "give --ca-file: this host has no [fleet] section to take it from".into(),
+            )),
+            (path, _) => absolute(path),
+        }
+    }
+}
+
+fn require_root(caller: Caller) -> Result<()> {
+    match caller.is_root() {
+        true => Ok(()),
+        false => Err(Error::AccessDenied("only root may manage the fleet".into())),
+    }
+}
+
+fn absolute(path: &str) -> Result<PathBuf> {
+    let path = Path::new(path);
+    match path.is_absolute() {
+        true => Ok(path.to_path_buf()),
+        false => Err(Error::InvalidArgument("file paths must be absolute".into())),
+    }
+}
+
+fn optional_path(path: &str) -> Result<Option<PathBuf>> {
+    match path {
+        "" => Ok(None),
+        path => absolute(path).map(Some),
+    }
+}

@@ -1,0 +1,137 @@
+//! Every decision also goes to the fleet's insert-only audit table. A login never waits for
+//! it: rows go into a bounded queue and one background task writes them in batches (one
+//! statement per batch), holding a batch while the database is away. If the queue fills during a
+//! long outage, further rows are counted and dropped (syslog still has every line), and the
+//! count is logged once rows flow again.
+
+use super::link::Link;
+use crate::audit::{AuditSink, Subject};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_postgres::types::Type;
+
+/// Rows waiting at most; a day of a busy host's logins during an outage is far fewer.
+const QUEUE: usize = 65_536;
+/// Rows written by one statement at most.
+const BATCH: usize = 1024;
+/// Wait before writing a held batch again while the database is away.
+const RETRY: Duration = Duration::from_secs(1);
+
+struct Row {
+    at: i64,
+    event: String,
+    user: String,
+    service: String,
+    rhost: String,
+    tty: String,
+    uid: i64,
+    detail: String,
+}
+
+/// The sink `Audit` writes to besides syslog.
+pub struct FleetAudit {
+    queue: mpsc::Sender<Row>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl FleetAudit {
+    /// Starts the writer task on the link's runtime.
+    pub fn start(link: Arc<Link>, log: Box<dyn Fn(&str) + Send + Sync>) -> FleetAudit {
+        let (queue, rows) = mpsc::channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        link.runtime()
+            .clone()
+            .spawn(write_rows(link, rows, dropped.clone(), log));
+        FleetAudit { queue, dropped }
+    }
+}
+
+impl AuditSink for FleetAudit {
+    fn record(&self, event: &str, subject: &Subject<'_>, detail: &str) {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let row = Row {
+            at,
+            event: event.to_owned(),
+            user: subject.user.to_owned(),
+            service: subject.service.to_owned(),
+            rhost: subject.rhost.to_owned(),
+            tty: subject.tty.to_owned(),
+            uid: i64::from(subject.caller_uid),
+            detail: detail.to_owned(),
+        };
+        if self.queue.try_send(row).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn write_rows(
+    link: Arc<Link>,
+    mut rows: mpsc::Receiver<Row>,
+    dropped: Arc<AtomicU64>,
+    log: Box<dyn Fn(&str) + Send + Sync>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        if batch.is_empty() {
+            match rows.recv().await {
+                Some(row) => batch.push(row),
+                None => return,
+            }
+        }
+        while batch.len() < BATCH {
+            match rows.try_recv() {
+                Ok(row) => batch.push(row),
+                Err(_) => break,
+            }
+        }
+        if write(&link, &batch).await {
+            batch.clear();
+            let lost = dropped.swap(0, Ordering::Relaxed);
+            if lost > 0 {
+                log(&format!(
+                    "{lost} audit rows could not be queued for the fleet database (syslog has them)"
+                ));
+            }
+        } else {
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
+async fn write(link: &Link, batch: &[Row]) -> bool {
+    let column =
+        |get: fn(&Row) -> &String| batch.iter().map(|r| get(r).clone()).collect::<Vec<_>>();
+    let at: Vec<i64> = batch.iter().map(|r| r.at).collect();
+    let uid: Vec<i64> = batch.iter().map(|r| r.uid).collect();
+    let (event, user, service) = (
+        column(|r| &r.event),
+        column(|r| &r.user),
+        column(|r| &r.service),
+    );
+    let (rhost, tty, detail) = (
+        column(|r| &r.rhost),
+        column(|r| &r.tty),
+        column(|r| &r.detail),
+    );
+    link.query_async(
+        "SELECT kron.audit_write($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            (&at, Type::INT8_ARRAY),
+            (&event, Type::TEXT_ARRAY),
+            (&user, Type::TEXT_ARRAY),
+            (&service, Type::TEXT_ARRAY),
+            (&rhost, Type::TEXT_ARRAY),
+            (&tty, Type::TEXT_ARRAY),
+            (&uid, Type::INT8_ARRAY),
+            (&detail, Type::TEXT_ARRAY),
+        ],
+    )
+    .await
+    .is_ok()
+}

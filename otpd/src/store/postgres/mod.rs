@@ -1,0 +1,463 @@
+//! The store on a fleet's PostgreSQL database (docs/fleet.md): every host of the fleet sees the
+//! same users, and a code is accepted once across all of them.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`PgStore`]: the `Store` trait and the `Vault` seam as calls of the database's functions |
+//! | `link.rs` | the connections (at most two, pipelined), TLS, reconnecting, fail-fast while down |
+//! | `tls.rs` | rustls against `ca_file`, client certificates, trusted files |
+//! | `row.rs` | a user row (JSON, no seed) and the engine's `UserRecord` |
+//! | `schema.rs` | the versioned migrations (`sql/NNN_*.sql`), `fleet init` and `fleet add-host` |
+//! | `admin.rs` | `fleet status` and `fleet log` |
+//! | `audit.rs` | every decision into the insert-only audit table, batched in the background |
+//! | `sql/` | the migrations: tables and roles, then the SECURITY DEFINER functions hosts may call |
+//!
+//! Hosts hold no seed: a host's role may execute the functions of `sql/002_functions.sql` and
+//! nothing else; codes are checked inside the database against seeds encrypted under a key
+//! file on the database server. Each call is one statement and commits before it returns, so
+//! nothing waits for a group commit here ([`Durable::ready`]).
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod audit;
+pub mod link;
+pub mod row;
+pub mod schema;
+pub mod tls;
+
+use super::record::{
+    Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
+};
+use super::recovery::RecoverySet;
+use super::vault::{CodeOutcome, Vault};
+use super::{Durable, Store};
+use crate::error::{Error, Result};
+use crate::store::error::StoreError;
+use kron_common::config::{FleetConfig, ThrottleConfig};
+use link::{Link, Target, column};
+use row::{UserRow, algorithm_name, json, pending_id};
+use std::sync::Arc;
+use tokio::runtime::Handle;
+use tokio_postgres::types::Type;
+use zeroize::Zeroizing;
+
+/// Writes of the contact and outbox retried this often when other hosts change the same user.
+const MAX_RETRIES: usize = 32;
+
+/// The store of a fleet host.
+pub struct PgStore {
+    link: Arc<Link>,
+    /// This host's name in the fleet (the `host` key, else the machine's host name).
+    host: String,
+}
+
+impl PgStore {
+    /// A store on the database `config` names. Nothing is connected yet: otpd starts (and
+    /// refuses logins, fail closed) while the database is away.
+    pub fn open(
+        config: &FleetConfig,
+        host: String,
+        runtime: Handle,
+        log: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> Result<PgStore> {
+        let client_cert = match (&config.cert_file, &config.key_file) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
+        };
+        let target = Target::new(
+            &config.url,
+            &config.ca_file,
+            config.password_file.as_deref(),
+            client_cert,
+        )?;
+        Ok(PgStore {
+            link: Arc::new(Link::new(target, runtime, log)),
+            host,
+        })
+    }
+
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn row(&self, user: &str) -> Result<Option<UserRow>> {
+        let row = self
+            .link
+            .query_one("SELECT kron.get_user($1)::text", &[(&user, Type::TEXT)])?;
+        column::<Option<String>>(&row, 0)?
+            .map(|text| UserRow::parse(&text))
+            .transpose()
+    }
+
+    fn boolean(&self, sql: &str, user: &str) -> Result<bool> {
+        let row = self.link.query_one(sql, &[(&user, Type::TEXT)])?;
+        column::<bool>(&row, 0)
+    }
+
+    fn charge(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt> {
+        let (free, base, max) = throttle(config);
+        let row = self.link.query_one(
+            "SELECT kron.charge($1, $2, $3, $4, $5)",
+            &[
+                (&user, Type::TEXT),
+                (&int(now), Type::INT8),
+                (&free, Type::INT4),
+                (&base, Type::INT8),
+                (&max, Type::INT8),
+            ],
+        )?;
+        Ok(match column::<i64>(&row, 0)? {
+            0 => Attempt::Allowed,
+            until => Attempt::Throttled {
+                until: unsigned(until),
+            },
+        })
+    }
+}
+
+fn not_here(what: &str) -> Error {
+    Error::Store(StoreError::Database(format!(
+        "{what} is done inside the fleet database, never with a seed on this host"
+    )))
+}
+
+/// A unix time or step as PostgreSQL's bigint.
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn throttle(config: &ThrottleConfig) -> (i32, i64, i64) {
+    (
+        i32::try_from(config.free_attempts).unwrap_or(i32::MAX),
+        int(config.base_delay),
+        int(config.max_delay),
+    )
+}
+
+impl Store for PgStore {
+    fn get(&self, user: &str) -> Result<Option<UserRecord>> {
+        self.row(user)?.map(|row| row.record()).transpose()
+    }
+
+    fn list(&self) -> Result<Vec<(String, UserRecord)>> {
+        self.link
+            .query("SELECT u::text FROM kron.list_users() u", &[])?
+            .iter()
+            .map(|row| {
+                let parsed = UserRow::parse(&column::<String>(row, 0)?)?;
+                Ok((parsed.name.clone(), parsed.record()?))
+            })
+            .collect()
+    }
+
+    fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt> {
+        self.charge(user, now, config)
+    }
+
+    fn charge_and_accept(
+        &self,
+        _user: &str,
+        _step: Option<u64>,
+        _now: u64,
+        _config: &ThrottleConfig,
+    ) -> Result<(Attempt, Option<StepOutcome>)> {
+        Err(not_here("checking a code"))
+    }
+
+    fn accept_step(&self, _user: &str, _step: u64, _now: u64) -> Result<StepOutcome> {
+        Err(not_here("accepting a step"))
+    }
+
+    fn save_pending(
+        &self,
+        _user: &str,
+        _pending: Pending,
+    ) -> Result<std::result::Result<(), ConfirmOutcome>> {
+        Err(not_here("storing an enrollment"))
+    }
+
+    fn confirm(
+        &self,
+        _user: &str,
+        _expected: &Pending,
+        _step: u64,
+        _now: u64,
+    ) -> Result<ConfirmOutcome> {
+        Err(not_here("confirming an enrollment"))
+    }
+
+    fn reset(&self, user: &str) -> Result<bool> {
+        self.boolean("SELECT kron.reset($1)", user)
+    }
+
+    /// Optimistic: reads the row, applies `change`, and writes the contact, the outbox and the
+    /// counters a sent code changes back only if no other host changed the row meanwhile (one
+    /// conditional UPDATE; nothing is locked across the round trips). Steps and tokens are never
+    /// written this way. A pending enrollment `change` removes or replaces is dropped: its seed
+    /// is in the database, so an older one cannot be put back from here.
+    fn modify(&self, user: &str, change: &mut dyn FnMut(&mut UserRecord)) -> Result<()> {
+        for _ in 0..MAX_RETRIES {
+            let row = self.row(user)?;
+            let before = row
+                .as_ref()
+                .map(UserRow::record)
+                .transpose()?
+                .unwrap_or_default();
+            let mut after = before.clone();
+            change(&mut after);
+            if after == before {
+                return Ok(());
+            }
+            let version = row.as_ref().map(|r| r.version);
+            let contact = json(&after.contact)?;
+            let outbox = json(&after.outbox)?;
+            let failures = i32::try_from(after.failures).unwrap_or(i32::MAX);
+            let clear_pending = after.pending != before.pending;
+            let written = self.link.query_one(
+                "SELECT kron.put_user($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7, $8)",
+                &[
+                    (&user, Type::TEXT),
+                    (&version, Type::INT8),
+                    (&contact, Type::TEXT),
+                    (&outbox, Type::TEXT),
+                    (&int(after.last_used), Type::INT8),
+                    (&failures, Type::INT4),
+                    (&int(after.next_attempt), Type::INT8),
+                    (&clear_pending, Type::BOOL),
+                ],
+            )?;
+            if column::<bool>(&written, 0)? {
+                return Ok(());
+            }
+        }
+        Err(Error::Store(StoreError::Database(format!(
+            "fleet database: {user} changed on other hosts {MAX_RETRIES} times in a row"
+        ))))
+    }
+
+    fn unlock(&self, user: &str) -> Result<bool> {
+        self.boolean("SELECT kron.unlock($1)", user)
+    }
+
+    fn set_recovery(&self, user: &str, set: RecoverySet) -> Result<bool> {
+        let set = json(&set)?;
+        let row = self.link.query_one(
+            "SELECT kron.set_recovery($1, $2::jsonb)",
+            &[(&user, Type::TEXT), (&set, Type::TEXT)],
+        )?;
+        column::<bool>(&row, 0)
+    }
+
+    fn use_recovery(&self, user: &str, hash: &[u8], now: u64) -> Result<Option<usize>> {
+        let hash = hex::encode(hash);
+        let row = self.link.query_one(
+            "SELECT kron.use_recovery($1, $2, $3)",
+            &[
+                (&user, Type::TEXT),
+                (&hash, Type::TEXT),
+                (&int(now), Type::INT8),
+            ],
+        )?;
+        Ok(usize::try_from(column::<i32>(&row, 0)?).ok())
+    }
+
+    fn import(
+        &self,
+        _user: &str,
+        _record: UserRecord,
+        _replace: bool,
+        _same_token: &dyn Fn(&Token) -> bool,
+    ) -> Result<ImportOutcome> {
+        Err(not_here("importing a token"))
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn durable_through(&self, _write: u64) -> Durable {
+        Durable::ready()
+    }
+
+    fn vault(&self) -> Option<&dyn Vault> {
+        Some(self)
+    }
+
+    fn fleet(&self) -> Option<&PgStore> {
+        Some(self)
+    }
+}
+
+impl Vault for PgStore {
+    fn check_code(
+        &self,
+        user: &str,
+        code: &str,
+        now: u64,
+        skew: u8,
+        charge: Option<&ThrottleConfig>,
+        sent: Option<&str>,
+    ) -> Result<CodeOutcome> {
+        let (free, base, max) = charge.map(throttle).unwrap_or((0, 0, 0));
+        let charged = charge.is_some();
+        let row = self.link.query_one(
+            "SELECT outcome, until FROM kron.check_code($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                (&user, Type::TEXT),
+                (&code, Type::TEXT),
+                (&int(now), Type::INT8),
+                (&i32::from(skew), Type::INT4),
+                (&charged, Type::BOOL),
+                (&free, Type::INT4),
+                (&base, Type::INT8),
+                (&max, Type::INT8),
+                (&sent, Type::TEXT),
+            ],
+        )?;
+        let outcome: String = column(&row, 0)?;
+        Ok(match outcome.as_str() {
+            "not-totp" => CodeOutcome::NotTotp,
+            "accepted" => CodeOutcome::Step(StepOutcome::Accepted),
+            "replayed" => CodeOutcome::Step(StepOutcome::Replayed),
+            "no-token" => CodeOutcome::Step(StepOutcome::NoToken),
+            "throttled" => CodeOutcome::Throttled {
+                until: unsigned(column(&row, 1)?),
+            },
+            "wrong" => CodeOutcome::Wrong,
+            other => {
+                return Err(Error::Store(StoreError::Database(format!(
+                    "fleet database: unknown outcome {other:?}"
+                ))));
+            }
+        })
+    }
+
+    fn save_pending(&self, user: &str, pending: &Pending, seed: &[u8]) -> Result<bool> {
+        let params = pending.token.params;
+        let delivered = pending.delivered.map(|c| c.as_str());
+        let row = self.link.query_one(
+            "SELECT kron.save_pending($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                (&user, Type::TEXT),
+                (&pending_id(pending), Type::BYTEA),
+                (&seed, Type::BYTEA),
+                (&algorithm_name(params.algorithm), Type::TEXT),
+                (&i32::from(params.digits), Type::INT4),
+                (&i32::try_from(params.period).unwrap_or(30), Type::INT4),
+                (&int(pending.token.created), Type::INT8),
+                (&int(pending.expires), Type::INT8),
+                (&pending.at_login, Type::BOOL),
+                (&delivered, Type::TEXT),
+            ],
+        )?;
+        column::<bool>(&row, 0)
+    }
+
+    fn pending_seed(
+        &self,
+        user: &str,
+        pending: &Pending,
+        now: u64,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let row = self.link.query_one(
+            "SELECT kron.pending_seed($1, $2, $3)",
+            &[
+                (&user, Type::TEXT),
+                (&pending_id(pending), Type::BYTEA),
+                (&int(now), Type::INT8),
+            ],
+        )?;
+        Ok(column::<Option<Vec<u8>>>(&row, 0)?.map(Zeroizing::new))
+    }
+
+    fn confirm_code(
+        &self,
+        user: &str,
+        pending: &Pending,
+        code: &str,
+        now: u64,
+        skew: u8,
+    ) -> Result<Option<ConfirmOutcome>> {
+        let row = self.link.query_one(
+            "SELECT kron.confirm_code($1, $2, $3, $4, $5)",
+            &[
+                (&user, Type::TEXT),
+                (&pending_id(pending), Type::BYTEA),
+                (&code, Type::TEXT),
+                (&int(now), Type::INT8),
+                (&i32::from(skew), Type::INT4),
+            ],
+        )?;
+        let outcome: String = column(&row, 0)?;
+        Ok(match outcome.as_str() {
+            "wrong" => None,
+            "confirmed" => Some(ConfirmOutcome::Confirmed),
+            "expired" => Some(ConfirmOutcome::Expired),
+            "already-enrolled" => Some(ConfirmOutcome::AlreadyEnrolled),
+            _ => Some(ConfirmOutcome::NoPending),
+        })
+    }
+
+    fn import(
+        &self,
+        user: &str,
+        record: &UserRecord,
+        seed: Option<&[u8]>,
+        replace: bool,
+    ) -> Result<ImportOutcome> {
+        let (Some(token), Some(seed)) = (&record.token, seed) else {
+            return Err(Error::InvalidArgument(format!(
+                "{user}: only users with a token can be imported into a fleet"
+            )));
+        };
+        let recovery = record.recovery.as_ref().map(json).transpose()?;
+        let contact = json(&record.contact)?;
+        let last_step = record.last_step.map(int);
+        let row = self.link.query_one(
+            "SELECT kron.import_user($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11)",
+            &[
+                (&user, Type::TEXT),
+                (&seed, Type::BYTEA),
+                (&algorithm_name(token.params.algorithm), Type::TEXT),
+                (&i32::from(token.params.digits), Type::INT4),
+                (
+                    &i32::try_from(token.params.period).unwrap_or(30),
+                    Type::INT4,
+                ),
+                (&int(token.created), Type::INT8),
+                (&last_step, Type::INT8),
+                (&int(record.last_used), Type::INT8),
+                (&recovery, Type::TEXT),
+                (&contact, Type::TEXT),
+                (&replace, Type::BOOL),
+            ],
+        )?;
+        let outcome: String = column(&row, 0)?;
+        Ok(match outcome.as_str() {
+            "imported" => ImportOutcome::Imported,
+            "replaced" => ImportOutcome::Replaced,
+            _ => ImportOutcome::Kept,
+        })
+    }
+
+    fn code_mac(&self, user: &str, purpose: &str, code: &str) -> Result<Vec<u8>> {
+        let row = self.link.query_one(
+            "SELECT kron.code_mac($1, $2, $3)",
+            &[
+                (&user, Type::TEXT),
+                (&purpose, Type::TEXT),
+                (&code, Type::TEXT),
+            ],
+        )?;
+        column::<Vec<u8>>(&row, 0)
+    }
+}

@@ -1,0 +1,275 @@
+//! The fleet's schema in versioned migrations (`sql/NNN_*.sql`, compiled in), and the two
+//! owner operations: `kronctl fleet init` (apply what is missing, in one transaction, under an
+//! advisory lock so two admins cannot race) and `kronctl fleet add-host` (a host's role and its
+//! password). Both run with the owner's credentials given for that call only; otpd stores none.
+
+use super::link::{Target, describe};
+use super::tls;
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use tokio::runtime::Handle;
+
+/// Every migration, in order: (version, file, SQL).
+pub const MIGRATIONS: [(i32, &str, &str); 2] = [
+    (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
+    (
+        2,
+        "002_functions.sql",
+        include_str!("sql/002_functions.sql"),
+    ),
+];
+
+/// The schema version this otpd needs.
+pub const CURRENT: i32 = 2;
+
+/// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
+const INIT_LOCK: i64 = 0x6b72_6f6e;
+
+/// Owner credentials for one call: the URL names the owner role.
+pub struct Owner<'a> {
+    pub url: &'a str,
+    pub ca_file: &'a Path,
+    pub password_file: Option<&'a Path>,
+}
+
+impl Owner<'_> {
+    fn target(&self) -> Result<Target> {
+        Target::new(self.url, self.ca_file, self.password_file, None)
+    }
+}
+
+fn failed(what: &str, e: &tokio_postgres::Error) -> Error {
+    Error::InvalidArgument(format!("{what}: {}", describe(e)))
+}
+
+/// Creates or upgrades the schema; sets the key file if given, and proves the database can read
+/// it. Returns what was done, one line each.
+pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Result<Vec<String>> {
+    let target = owner.target()?;
+    runtime.block_on(async {
+        let mut client = target
+            .connect()
+            .await
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| failed("beginning", &e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK])
+            .await
+            .map_err(|e| failed("locking", &e))?;
+        let exists: Option<String> = tx
+            .query_one("SELECT to_regclass('kron.settings')::text", &[])
+            .await
+            .map_err(|e| failed("reading the schema", &e))?
+            .get(0);
+        let mut version = 0;
+        if exists.is_some() {
+            let row = tx
+                .query_opt(
+                    "SELECT value::integer FROM kron.settings WHERE key = 'schema_version'",
+                    &[],
+                )
+                .await
+                .map_err(|e| failed("reading the schema version", &e))?;
+            version = row.map_or(0, |r| r.get::<_, i32>(0));
+        }
+        let mut said = Vec::new();
+        if version > CURRENT {
+            return Err(Error::Conflict(format!(
+                "the fleet schema is at version {version}, newer than this otpd knows \
+                 ({CURRENT}); upgrade otpd first"
+            )));
+        }
+        for (number, file, sql) in MIGRATIONS {
+            if number <= version {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| failed(&format!("applying {file}"), &e))?;
+            said.push(format!("applied migration {file}"));
+        }
+        if version < CURRENT {
+            tx.execute(
+                "INSERT INTO kron.settings (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&CURRENT.to_string()],
+            )
+            .await
+            .map_err(|e| failed("recording the version", &e))?;
+        } else {
+            said.push(format!(
+                "schema already at version {CURRENT}: nothing to apply"
+            ));
+        }
+        if let Some(path) = key_file {
+            tx.execute(
+                "INSERT INTO kron.settings (key, value) VALUES ('key_file', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&path],
+            )
+            .await
+            .map_err(|e| failed("setting key_file", &e))?;
+            said.push(format!(
+                "seed key file set to {path} (on the database server)"
+            ));
+        }
+        tx.query_one("SELECT length(kron.seed_key())", &[])
+            .await
+            .map_err(|e| failed("the database cannot read the seed key file", &e))?;
+        said.push("the database reads the seed key file".into());
+        tx.commit().await.map_err(|e| failed("committing", &e))?;
+        Ok(said)
+    })
+}
+
+/// The role of host `name` ("kron_" + name).
+pub fn role_of(name: &str) -> String {
+    format!("kron_{name}")
+}
+
+/// Creates the role of host `name` (or gives it a new password), records it in kron.hosts,
+/// writes the password to `password_file` (root, 0600) and returns the host's `[fleet]` section.
+pub fn add_host(
+    runtime: &Handle,
+    owner: &Owner<'_>,
+    name: &str,
+    password_file: &Path,
+) -> Result<String> {
+    kron_common::config::check_host_name(name).map_err(Error::InvalidArgument)?;
+    if !password_file.is_absolute() {
+        return Err(Error::InvalidArgument(
+            "the password file must be an absolute path".into(),
+        ));
+    }
+    let target = owner.target()?;
+    let role = role_of(name);
+    let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
+    getrandom::fill(bytes.as_mut()).map_err(|e| Error::System(format!("no randomness: {e}")))?;
+    let password = zeroize::Zeroizing::new(hex::encode(&bytes[..]));
+    // Written aside first: the role's new password must never exist without its file.
+    let staged = password_file.with_extension("new");
+    write_private(&staged, password.as_bytes())?;
+    let outcome = runtime.block_on(async {
+        let mut client = target
+            .connect()
+            .await
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| failed("beginning", &e))?;
+        let exists = tx
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .await
+            .map_err(|e| failed("looking up the role", &e))?
+            .is_some();
+        let statement: String = tx
+            .query_one(
+                if exists {
+                    "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)"
+                } else {
+                    "SELECT format('CREATE ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)"
+                },
+                &[&role, &password.as_str()],
+            )
+            .await
+            .map_err(|e| failed("preparing the role", &e))?
+            .get(0);
+        tx.batch_execute(&statement)
+            .await
+            .map_err(|e| failed("creating the role", &e))?;
+        let grant: String = tx
+            .query_one("SELECT format('GRANT kron_host TO %I', $1::text)", &[&role])
+            .await
+            .map_err(|e| failed("preparing the grant", &e))?
+            .get(0);
+        tx.batch_execute(&grant)
+            .await
+            .map_err(|e| failed("granting kron_host (run kronctl fleet init first)", &e))?;
+        tx.execute(
+            "INSERT INTO kron.hosts (role, host) VALUES ($1, $2)
+             ON CONFLICT (role) DO UPDATE SET host = EXCLUDED.host",
+            &[&role, &name],
+        )
+        .await
+        .map_err(|e| failed("recording the host", &e))?;
+        tx.commit().await.map_err(|e| failed("committing", &e))?;
+        Ok::<bool, Error>(exists)
+    });
+    if let Err(e) = outcome {
+        let _ = std::fs::remove_file(&staged);
+        return Err(e);
+    }
+    std::fs::rename(&staged, password_file)
+        .map_err(|e| Error::System(format!("{}: {e}", password_file.display())))?;
+    let url = with_user(owner.url, &role)?;
+    Ok(format!(
+        "[fleet]\nurl = \"{url}\"\nhost = \"{name}\"\nca_file = \"{}\"\npassword_file = \"{}\"\n",
+        owner.ca_file.display(),
+        password_file.display()
+    ))
+}
+
+/// `url` with its role replaced by `role`.
+fn with_user(url: &str, role: &str) -> Result<String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| Error::InvalidArgument("url must start with postgresql://".into()))?;
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Ok(format!("{scheme}://{role}@{hosts}{tail}"))
+}
+
+/// Writes `bytes` to a new file only root can read, replacing a stale one.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(bytes)?;
+        file.write_all(b"\n")?;
+        file.sync_all()
+    };
+    write().map_err(|e| Error::System(format!("{}: {e}", path.display())))?;
+    // The file must pass the checks otpd applies when it reads it.
+    tls::read_file(path, true).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_urls_name_the_host_role() {
+        assert_eq!(
+            with_user(
+                "postgresql://kron_owner@db1.example.com,db2.example.com/kron?target_session_attrs=read-write",
+                "kron_web01"
+            )
+            .unwrap(),
+            "postgresql://kron_web01@db1.example.com,db2.example.com/kron?target_session_attrs=read-write"
+        );
+        assert_eq!(
+            with_user("postgres://127.0.0.1:5432/kron", "kron_a").unwrap(),
+            "postgres://kron_a@127.0.0.1:5432/kron"
+        );
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (index, (number, file, sql)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*number as usize, index + 1);
+            assert!(file.starts_with(&format!("{number:03}_")), "{file}");
+            assert!(!sql.trim().is_empty());
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(CURRENT));
+    }
+}

@@ -1,0 +1,574 @@
+//! Fleet mode against a real PostgreSQL with TLS and three otpd hosts (A, B, C), logins through
+//! the real pam_kron: one enrollment works everywhere, a code is accepted once fleet-wide (raced
+//! 51 times on three hosts), the failure budget and unlock are fleet-wide, a reset retires the old
+//! token everywhere, host roles read no seed, the database dying mid-login accepts nothing
+//! undurable and otpd recovers by itself, bad TLS is refused clearly, config mistakes are named
+//! by file:line, and local tokens move into the fleet with `kronctl fleet push`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kron_tests::pam::Running;
+use kron_tests::postgres::{Postgres, TestCa};
+use kron_tests::totp::{Oath, steady_step, wrong_code};
+use kron_tests::{Fleet, Kronctl, TestUser, kronctl, otpd, result, scratch};
+
+const REQUIRE: &str = "default_mode = \"require\"\n";
+/// A backoff that cannot run out while a test runs.
+const THROTTLE: &str = "default_mode = \"require\"\n[throttle]\nfree_attempts = 3\nbase_delay = 3600\nmax_delay = 7200\n";
+
+fn results(running: Vec<Running>) -> Vec<String> {
+    running
+        .into_iter()
+        .map(|r| r.wait().result().to_string())
+        .collect()
+}
+
+#[test]
+fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
+    let fleet = Fleet::start(REQUIRE);
+    let (a, b, c) = (fleet.host(0), fleet.host(1), fleet.host(2));
+    let user = TestUser::new();
+    let (token, confirmed) = a.kronctl().enroll_confirmed_now(user.name());
+    let code = token.code_for_step(confirmed + 1);
+
+    b.login(user.name()).answer(&code).run().assert_accepted();
+    let replay = c.login(user.name()).answer(&code).run();
+    replay.assert_denied();
+    assert!(replay.mentions("already used"), "{}", replay.raw);
+    let status = c.kronctl().status(user.name());
+    assert!(kronctl::flag(&status, "enrolled"), "{status}");
+    assert!(kronctl::number(&status, "last_used") > 0, "{status}");
+    assert!(kronctl::listed_users(&b.kronctl().json(&["list"])).contains(&user.name().to_string()));
+
+    // Recovery codes made on A work once, on C; a contact set on B shows on C.
+    let made = a.kronctl().json(&["recovery-codes", user.name()]);
+    let codes: Vec<String> = made["codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(codes.len(), 10, "{made}");
+    let recovered = c.login(user.name()).answer(&codes[0]).run();
+    recovered.assert_accepted();
+    b.login(user.name()).answer(&codes[0]).run().assert_denied();
+    b.kronctl()
+        .run(&["contact", user.name(), "--email", "someone@example.test"])
+        .assert_success("kronctl contact on B");
+    let status = c.kronctl().status(user.name());
+    assert_eq!(status["email"], "s***@example.test", "{status}");
+    assert_eq!(kronctl::number(&status, "recovery_codes"), 9, "{status}");
+
+    // Reset on B: A refuses a code of the old token that was never used.
+    let reset = b.kronctl().json(&["reset", user.name()]);
+    assert_eq!(reset["changed"], serde_json::Value::Bool(true), "{reset}");
+    a.login(user.name())
+        .answer(&token.code_for_step(confirmed + 2))
+        .run()
+        .assert_denied();
+    assert!(!kronctl::flag(&a.kronctl().status(user.name()), "enrolled"));
+
+    // Every decision is in the audit table with the host that made it, read as the owner.
+    let log = a.kronctl().json(&[
+        "fleet",
+        "log",
+        user.name(),
+        "--url",
+        &fleet.owner_url(a.proxy.port()),
+        "--owner-password-file",
+        &fleet.db.owner_password_file().display().to_string(),
+    ]);
+    let rows = log.as_array().expect("an array of rows").clone();
+    let seen: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["host"].as_str().unwrap_or_default().to_string(),
+                r["event"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("a", "enrolled"),
+        ("b", "accepted"),
+        ("c", "rejected"),
+        ("b", "reset"),
+    ] {
+        assert!(
+            seen.iter().any(|(h, e)| h == expected.0 && e == expected.1),
+            "{expected:?} missing from the fleet log: {seen:?}"
+        );
+    }
+
+    // init again changes nothing and says so; status shows the link.
+    let again = fleet.init(&a.kronctl(), a.proxy.port());
+    again.assert_success("kronctl fleet init (again)");
+    assert!(
+        again.stdout.contains("nothing to apply"),
+        "{}",
+        again.stdout
+    );
+    let status = b.kronctl().json(&["fleet", "status"]);
+    assert_eq!(
+        status["reachable"],
+        serde_json::Value::Bool(true),
+        "{status}"
+    );
+    assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
+    assert_eq!(status["schema_version"], 2, "{status}");
+    assert_eq!(status["database_host"], "b", "{status}");
+}
+
+/// 17 users × the three steps of the window = 51 races; each sends one code to A, B and C at
+/// the same moment, and exactly one of the three logins may pass. The losers are charged as
+/// replays; the free attempts are raised so no winner is ever throttled by its own race.
+#[test]
+fn the_same_code_on_three_hosts_at_once_logs_in_exactly_once() {
+    let fleet = Fleet::start("default_mode = \"require\"\n[throttle]\nfree_attempts = 10\n");
+    let users: Vec<TestUser> = (0..17).map(|_| TestUser::new()).collect();
+    let tokens: Vec<Oath> = (0..users.len())
+        .map(|i| Oath::new(&base32(&[i as u8 + 1; 20])))
+        .collect();
+    let dir = scratch::private_dir("kron-fleet-users.");
+    let file = dir.path().join("users.oath");
+    let lines: String = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| format!("HOTP/T30 {} - {}\n", user.name(), hex(&[i as u8 + 1; 20])))
+        .collect();
+    scratch::write_file(&file, &lines, 0o600);
+    let imported =
+        fleet
+            .host(0)
+            .kronctl()
+            .json(&["import", "--oath-usersfile", &file.display().to_string()]);
+    assert_eq!(imported["imported"], 17, "{imported}");
+
+    let now = steady_step();
+    let started = Instant::now();
+    let mut races = 0;
+    for step in [now - 1, now, now + 1] {
+        let mut running = Vec::new();
+        for (user, token) in users.iter().zip(&tokens) {
+            let code = token.code_for_step(step);
+            for host in &fleet.hosts {
+                running.push((user.name(), host.login(user.name()).answer(&code).spawn()));
+            }
+        }
+        let mut by_user: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (user, login) in running {
+            by_user
+                .entry(user)
+                .or_default()
+                .push(login.wait().result().to_string());
+        }
+        for (user, outcomes) in by_user {
+            races += 1;
+            let passed = outcomes.iter().filter(|r| *r == result::SUCCESS).count();
+            assert_eq!(passed, 1, "{user} step {step}: {outcomes:?}");
+            assert!(
+                outcomes
+                    .iter()
+                    .all(|r| r == result::SUCCESS || r == result::AUTH_ERR),
+                "{user} step {step}: {outcomes:?}"
+            );
+        }
+    }
+    assert_eq!(races, 51);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the races took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn wrong_codes_on_three_hosts_spend_one_budget_and_unlock_on_c_frees_a() {
+    let fleet = Fleet::start(THROTTLE);
+    let (a, c) = (fleet.host(0), fleet.host(2));
+    let user = TestUser::new();
+    let (token, confirmed) = a.kronctl().enroll_confirmed_now(user.name());
+    let right = token.code_for_step(confirmed + 1);
+    let wrong = wrong_code(&right);
+
+    // Six wrong guesses at once, two per host: the budget of three is charged before any is
+    // checked, so exactly three are checked (and refused) and three are throttled.
+    let running: Vec<Running> = fleet
+        .hosts
+        .iter()
+        .flat_map(|host| [host, host])
+        .map(|host| host.login(user.name()).answer(&wrong).spawn())
+        .collect();
+    let outcomes = results(running);
+    let denied = outcomes.iter().filter(|r| *r == result::AUTH_ERR).count();
+    let throttled = outcomes.iter().filter(|r| *r == result::MAXTRIES).count();
+    assert_eq!((denied, throttled), (3, 3), "{outcomes:?}");
+    let status = c.kronctl().status(user.name());
+    assert!(kronctl::flag(&status, "locked"), "{status}");
+    assert_eq!(kronctl::number(&status, "failures"), 3, "{status}");
+    a.login(user.name()).answer(&right).run().assert_throttled();
+
+    let unlock = c.kronctl().json(&["unlock", user.name()]);
+    assert_eq!(unlock["changed"], serde_json::Value::Bool(true), "{unlock}");
+    a.login(user.name()).answer(&right).run().assert_accepted();
+}
+
+#[test]
+fn host_roles_read_no_seed_and_a_dump_holds_none() {
+    let fleet = Fleet::start(REQUIRE);
+    let user = TestUser::new();
+    let (token, _) = fleet.host(0).kronctl().enroll_confirmed_now(user.name());
+    let password = fleet.password_of("b");
+    for sql in [
+        "SELECT seed FROM kron.users",
+        "SELECT * FROM kron.audit",
+        "SELECT kron.seed_key()",
+        &format!("SELECT pg_read_file('{}')", fleet.db.key_file().display()),
+        "INSERT INTO kron.audit (at, host, event) VALUES (now(), 'x', 'forged')",
+        "SELECT * FROM kron.fleet_log(NULL, 10)",
+    ] {
+        let output = fleet.db.psql_as("kron_b", &password, sql);
+        output.assert_failure(sql);
+        assert!(
+            output.stderr.contains("permission denied"),
+            "{sql}: {}",
+            output.describe()
+        );
+    }
+    // What a host may call tells it nothing secret.
+    let row = fleet.db.psql_as(
+        "kron_b",
+        &password,
+        &format!("SELECT kron.get_user('{}')", user.name()),
+    );
+    row.assert_success("kron.get_user as a host");
+    let seed_hex = hex(&decode_base32(token.secret()));
+    assert!(
+        !row.stdout.to_lowercase().contains(&seed_hex),
+        "{}",
+        row.stdout
+    );
+
+    let dump = fleet.db.dump();
+    assert!(
+        dump.contains("kron.users"),
+        "the dump is of the kron database"
+    );
+    assert!(
+        !dump.to_lowercase().contains(&seed_hex),
+        "a plain seed in the dump"
+    );
+    assert!(!dump.contains(token.secret()), "a base32 seed in the dump");
+}
+
+/// The database dies with SIGKILL while logins run on all three hosts: every login that was
+/// accepted has its step in the database after recovery, the login answered while it was away
+/// is refused, and the hosts log in again once it is back, with no restart of otpd.
+#[test]
+fn the_database_killed_mid_login_accepts_nothing_undurable_and_otpd_recovers() {
+    let fleet = Fleet::start(REQUIRE);
+    let b = fleet.host(1);
+    let user = TestUser::new();
+    let (token, confirmed) = fleet.host(0).kronctl().enroll_confirmed_now(user.name());
+
+    // Logins of many users in flight on every host while the server dies.
+    let users: Vec<TestUser> = (0..9).map(|_| TestUser::new()).collect();
+    let tokens: Vec<Oath> = users
+        .iter()
+        .map(|u| fleet.host(0).kronctl().enroll_confirmed_now(u.name()).0)
+        .collect();
+    let step = steady_step();
+    let waiting = {
+        let mut login = b.login(user.name()).interactive();
+        login.until_prompt();
+        login
+    };
+    let running: Vec<(usize, Running)> = users
+        .iter()
+        .zip(&tokens)
+        .enumerate()
+        .map(|(i, (u, t))| {
+            let host = &fleet.hosts[i % 3];
+            (
+                i,
+                host.login(u.name())
+                    .answer(&t.code_for_step(step + 1))
+                    .spawn(),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    fleet.db.kill();
+
+    // The login that was waiting at its prompt answers now: refused, not accepted.
+    let mut waiting = waiting;
+    waiting.answer(&token.code_for_step(confirmed + 1));
+    let outcome = waiting.finish();
+    assert_eq!(
+        outcome.result(),
+        result::AUTHINFO_UNAVAIL,
+        "{}",
+        outcome.raw
+    );
+    let outcomes: Vec<(usize, String)> = running
+        .into_iter()
+        .map(|(i, r)| (i, r.wait().result().to_string()))
+        .collect();
+    assert!(
+        b.otpd.stderr().contains("fleet database"),
+        "no clear log line:\n{}",
+        b.otpd.stderr()
+    );
+
+    fleet.db.start_server();
+    for (i, outcome) in &outcomes {
+        assert!(
+            outcome == result::SUCCESS || outcome == result::AUTHINFO_UNAVAIL,
+            "{outcome}"
+        );
+        if outcome == result::SUCCESS {
+            let stored = fleet.db.sql(
+                "kron",
+                &format!(
+                    "SELECT last_step FROM kron.users WHERE name = '{}'",
+                    users[*i].name()
+                ),
+            );
+            assert_eq!(stored, (step + 1).to_string(), "accepted but not durable");
+        }
+    }
+    // Recovery by itself: within seconds the same host logs the user in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let login = b
+            .login(user.name())
+            .answer(&token.code_for_step(confirmed + 1))
+            .run();
+        if login.result() == result::SUCCESS {
+            break;
+        }
+        assert_eq!(login.result(), result::AUTHINFO_UNAVAIL, "{}", login.raw);
+        assert!(
+            Instant::now() < deadline,
+            "otpd did not recover:\n{}",
+            b.otpd.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        b.otpd.stderr().contains("reachable again"),
+        "{}",
+        b.otpd.stderr()
+    );
+}
+
+#[test]
+fn a_wrong_ca_or_host_name_is_refused_with_a_clear_error() {
+    let fleet = Fleet::start(REQUIRE);
+    let user = TestUser::new();
+    let (token, confirmed) = fleet.host(0).kronctl().enroll_confirmed_now(user.name());
+    let other = TestCa::new("another CA");
+    let password_file = fleet.password_file("c").display().to_string();
+    let port = fleet.host(2).proxy.port();
+    // 127.0.0.2 is a loopback address too, but not a name in the server's certificate.
+    let elsewhere = kron_tests::proxy::Proxy::start_on("127.0.0.2", fleet.db.port());
+    for (url, ca, expected) in [
+        (Postgres::url("kron_c", port), other.cert(), "UnknownIssuer"),
+        (
+            format!("postgresql://kron_c@127.0.0.2:{}/kron", elsewhere.port()),
+            fleet.db.ca.cert(),
+            "not valid for name",
+        ),
+    ] {
+        let section = format!(
+            "{REQUIRE}[fleet]\nurl = \"{url}\"\nhost = \"c\"\nca_file = \"{}\"\npassword_file = \"{password_file}\"\n",
+            ca.display()
+        );
+        let bus = kron_tests::Bus::start();
+        let host = kron_tests::Otpd::start(&bus, &section);
+        let pam = kron_tests::world::stack(
+            &bus,
+            &host,
+            kron_tests::world::Transport::Socket,
+            "login",
+            kron_tests::Stack::Probe,
+        );
+        let login = pam
+            .login(user.name())
+            .answer(&token.code_for_step(confirmed + 1))
+            .run();
+        assert_eq!(login.result(), result::AUTHINFO_UNAVAIL, "{}", login.raw);
+        let status = Kronctl::root(&bus).json(&["fleet", "status"]);
+        assert_eq!(
+            status["reachable"],
+            serde_json::Value::Bool(false),
+            "{status}"
+        );
+        let error = status["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("certificate") && error.contains(expected),
+            "{expected}: {error}"
+        );
+        assert!(host.stderr().contains(expected), "{}", host.stderr());
+    }
+}
+
+#[test]
+fn fleet_config_mistakes_are_named_with_file_and_line() {
+    let dir = scratch::private_dir("kron-fleet-config.");
+    let base = "[fleet]\nurl = \"postgresql://kron_a@db/kron\"\nca_file = \"/etc/kron/ca.pem\"\n";
+    for (text, line, words) in [
+        (base.to_string(), 1, "password_file, or cert_file and key_file"),
+        (format!("{base}password_file = \"pw\"\n"), 4, "absolute"),
+        (
+            "[fleet]\nca_file = \"/c\"\npassword_file = \"/p\"\nurl = \"postgresql://a:secret@db/kron\"\n".into(),
+            4,
+            "must not hold a password",
+        ),
+        (
+            format!("{base}password_file = \"/p\"\nhost = \"Web 01\"\n"),
+            5,
+            "host must be",
+        ),
+        (
+            "[fleet]\nurl = \"postgresql://a@db/kron?sslmode=require\"\n".into(),
+            2,
+            "verify-full",
+        ),
+        (format!("{base}password_file = \"/p\"\nport = 5432\n"), 5, "unknown field"),
+        (
+            format!("{base}password_file = \"/p\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n"),
+            1,
+            "exclude each other",
+        ),
+    ] {
+        let path = dir.path().join("otpd.toml");
+        scratch::write_file(&path, &text, 0o600);
+        let output = otpd::check_config(&path);
+        output.assert_failure(&text);
+        let prefix = format!("{}:{line}:", path.display());
+        assert!(
+            output.stderr.contains(&prefix) && output.stderr.contains(words),
+            "{text}\nexpected {prefix} … {words}:\n{}",
+            output.stderr
+        );
+    }
+}
+
+#[test]
+fn push_moves_local_tokens_into_the_fleet_and_reports_conflicts() {
+    let fleet = Fleet::start(REQUIRE);
+    let (a, b) = (fleet.host(0), fleet.host(1));
+    let local_only = TestUser::new();
+    let both = TestUser::new();
+    // Host D begins with its own store.
+    let bus = kron_tests::Bus::start();
+    let mut d = kron_tests::Otpd::start(&bus, REQUIRE);
+    let d_ctl = Kronctl::root(&bus);
+    let (local_token, local_step) = d_ctl.enroll_confirmed_now(local_only.name());
+    d_ctl.enroll_confirmed_now(both.name());
+    let (fleet_token, fleet_step) = a.kronctl().enroll_confirmed_now(both.name());
+    // D joins the fleet.
+    let proxy = kron_tests::proxy::Proxy::start(fleet.db.port());
+    let section = fleet.add_host_section(&d_ctl, "d", proxy.port());
+    let mut text = std::fs::read_to_string(d.config_path()).expect("read otpd.toml");
+    text.push_str(&section);
+    std::fs::write(d.config_path(), text).expect("write otpd.toml");
+    d.restart();
+
+    let pushed = d_ctl.json(&["fleet", "push"]);
+    assert_eq!(pushed["pushed"], 1, "{pushed}");
+    assert_eq!(pushed["conflicts"], 1, "{pushed}");
+    let users = pushed["users"].as_array().expect("users").clone();
+    let outcome_of = |name: &str| {
+        users
+            .iter()
+            .find(|u| u["user"] == name)
+            .map(|u| u["outcome"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(outcome_of(local_only.name()).as_deref(), Some("pushed"));
+    assert_eq!(outcome_of(both.name()).as_deref(), Some("conflict"));
+
+    // The pushed token logs in on B; the fleet's token of the other user stays.
+    b.login(local_only.name())
+        .answer(&local_token.code_for_step(local_step + 1))
+        .run()
+        .assert_accepted();
+    b.login(both.name())
+        .answer(&fleet_token.code_for_step(fleet_step + 1))
+        .run()
+        .assert_accepted();
+    let not_fleet = Kronctl::root(&fleet.host(2).bus);
+    assert!(
+        not_fleet.status(both.name())["enrolled"]
+            .as_bool()
+            .unwrap_or(false)
+    );
+    drop(d);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut buffer, mut bits) = (0u32, 0);
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+fn decode_base32(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut buffer, mut bits, mut out) = (0u32, 0, Vec::new());
+    for c in text.trim_end_matches('=').bytes() {
+        let value = ALPHABET.iter().position(|&a| a == c).expect("base32") as u32;
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Email codes are one live code per user, fleet-wide: sent when a login begins on A, taken
+/// on B (which sends none of its own), refused on C afterwards.
+#[test]
+fn a_code_sent_by_email_is_live_on_every_host_and_used_once() {
+    let mailbox = kron_tests::mailbox::Mailbox::start();
+    let fleet = Fleet::start(&format!(
+        "default_mode = \"require\"\nfallback = [\"email\"]\n[contacts]\nemail = \"{{user}}@example.test\"\n[codes]\nmin_interval = 0\n{}\n",
+        mailbox.config_section()
+    ));
+    let user = TestUser::new();
+    let to = format!("{}@example.test", user.name());
+    let mut begun = fleet.host(0).login(user.name()).interactive();
+    begun.until_prompt();
+    let code = mailbox.wait_for(&to).code();
+    drop(begun);
+
+    let accepted = fleet.host(1).login(user.name()).answer(&code).run();
+    accepted.assert_accepted();
+    assert!(accepted.mentions("sent by email to"), "{}", accepted.raw);
+    assert_eq!(mailbox.count(), 1, "host B sent a second code");
+    fleet
+        .host(2)
+        .login(user.name())
+        .answer(&code)
+        .run()
+        .assert_denied();
+}
