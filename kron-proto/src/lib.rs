@@ -358,7 +358,8 @@ pub struct ImportResult {
 }
 
 /// Longest export file otpd accepts for import in one `Import` call (the streamed methods,
-/// `ImportBegin` and on, take files of any size).
+/// `ImportBegin` and on, take files of any size). On the bus the message bound (a little over
+/// [`MAX_CHUNK_BYTES`]) is reached first.
 pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;
 /// Largest piece of an export file in one `ExportNext` answer or `ImportChunk` call.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
