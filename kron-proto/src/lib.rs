@@ -409,7 +409,8 @@ pub struct FleetLogEntry {
 pub const MAX_FLEET_LOG: u32 = 100_000;
 
 /// Longest export file otpd accepts for import in one `Import` call (the streamed methods,
-/// `ImportBegin` and on, take files of any size).
+/// `ImportBegin` and on, take files of any size). On the bus the message bound (a little over
+/// [`MAX_CHUNK_BYTES`]) is reached first.
 pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;
 /// Largest piece of an export file in one `ExportNext` answer or `ImportChunk` call.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;

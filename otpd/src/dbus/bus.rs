@@ -19,9 +19,11 @@ use super::bounded::{self, Limits, Oversize, Reader, Report, Writer};
 use super::service::{CallSlots, OtpdService};
 use crate::engine::Engine;
 
-/// Largest message otpd reads from the bus. kronctl's calls are small but for imports, which
-/// it sends in batches well below this.
-pub const MAX_MESSAGE: usize = 1024 * 1024;
+/// Largest message otpd reads from the bus: one piece of a streamed import
+/// ([`kron_proto::MAX_CHUNK_BYTES`]) with room for its header. kronctl's other calls are
+/// small, and migrations go in batches well below this; a whole export file in one `Import`
+/// call fits only when it is this small (kronctl streams instead).
+pub const MAX_MESSAGE: usize = kron_proto::MAX_CHUNK_BYTES + 64 * 1024;
 
 /// First wait after a failed attempt; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

@@ -83,6 +83,15 @@ fn main() {
         Err(zbus::Error::MethodError(name, text, _)) => {
             println!("ERROR {name}\n{}", text.unwrap_or_default());
         }
+        // Standard errors (InvalidArgs for a message over otpd's size bound) come as FDO.
+        Err(zbus::Error::FDO(error)) => {
+            use zbus::DBusError;
+            println!(
+                "ERROR {}\n{}",
+                error.name(),
+                error.description().unwrap_or_default()
+            );
+        }
         Err(other) => {
             eprintln!("dbus-call: {other}");
             std::process::exit(1);
