@@ -1,7 +1,6 @@
 //! Backups: every token (or one user's) as JSON inside an age file encrypted to a passphrase,
 //! so `age -d` opens it too. Parsed and checked completely before anything is stored.
 
-use super::backup_io::BackupWriter;
 use crate::error::{Error, Result};
 use crate::totp::TokenParams;
 use age::secrecy::SecretString;
@@ -142,33 +141,6 @@ pub(super) fn passphrase(text: &str) -> Result<SecretString> {
     Ok(SecretString::from(text.to_owned()))
 }
 
-/// Serialises and encrypts `backup` to `pass` in one piece (the `Export` method).
-pub fn seal(backup: &Backup, pass: &str) -> Result<Vec<u8>> {
-    let mut writer = BackupWriter::new(pass, backup.created)?;
-    for user in &backup.users {
-        writer.push(user)?;
-    }
-    let mut out = writer.take();
-    out.extend(writer.finish()?);
-    Ok(out)
-}
-
-/// Decrypts and parses an export in one piece (the `Import` method); every user entry is
-/// checked before it is returned.
-pub fn open(data: &[u8], pass: &str) -> Result<Backup> {
-    if data.len() > kron_proto::MAX_BACKUP_BYTES {
-        return Err(Error::InvalidArgument(
-            "the file is too large to be a kron export".into(),
-        ));
-    }
-    let mut users = Vec::new();
-    let info = super::backup_io::read(data, pass, &mut |user| {
-        users.push(user);
-        Ok(())
-    })?;
-    Ok(Backup::new(info.created, users))
-}
-
 pub(super) fn validate_entry(entry: &BackupUser) -> std::result::Result<(), String> {
     kron_proto::validate_user(&entry.user)?;
     if let Some(recovery) = &entry.recovery {
@@ -209,58 +181,11 @@ pub fn parse_algorithm(name: &str) -> std::result::Result<Algorithm, String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Backup {
-        Backup::new(
-            7,
-            vec![BackupUser {
-                user: "alice".into(),
-                token: Some(BackupToken {
-                    params: TokenParams {
-                        algorithm: Algorithm::SHA1,
-                        digits: 6,
-                        period: 30,
-                    },
-                    secret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into(),
-                    created: 1,
-                }),
-                last_step: Some(99),
-                last_used: 5,
-                recovery: None,
-                contact: kron_common::contact::Contact {
-                    email: Some("alice@example.com".into()),
-                    phone: None,
-                },
-            }],
-        )
-    }
-
-    #[test]
-    fn round_trip_and_refusals() {
-        let sealed = seal(&sample(), "correct horse").unwrap();
-        assert!(sealed.starts_with(b"age-encryption.org/v1"));
-        assert!(
-            !String::from_utf8_lossy(&sealed).contains("JBSWY3DP"),
-            "secret not in clear"
-        );
-        assert_eq!(open(&sealed, "correct horse").unwrap(), sample());
-        assert!(matches!(open(&sealed, "wrong"), Err(Error::Rejected(_))));
-        assert!(
-            open(&sealed[..sealed.len() - 10], "correct horse").is_err(),
-            "truncated"
-        );
-        let mut tampered = sealed.clone();
-        let last = tampered.len() - 20;
-        tampered[last] ^= 1;
-        assert!(open(&tampered, "correct horse").is_err(), "tampered");
-        assert!(open(b"garbage", "x").is_err());
-        assert!(seal(&sample(), "").is_err());
-        assert!(
-            matches!(seal(&sample(), "x"), Err(Error::InvalidArgument(m)) if m.contains("too short")),
-            "a 1-byte passphrase is refused"
-        );
+/// An invalid entry of an import, named by its user if that name is valid, else by its place:
+/// an error never repeats input that failed a check.
+pub(super) fn invalid_entry(index: usize, user: &str, why: &str) -> String {
+    match kron_proto::validate_user(user) {
+        Ok(()) => format!("{user}: {why}"),
+        Err(_) => format!("entry {}: {why}", index + 1),
     }
 }

@@ -4,8 +4,9 @@
 //! checked user. The plaintext is the same JSON as ever (`{"format":"kron-backup",
 //! "version":1,"created":...,"users":[...]}`), so `age -d` opens every file.
 
-use super::backup::{BackupUser, FORMAT, MAX_WORK_FACTOR, VERSION, passphrase, validate_entry};
-use super::lifecycle::invalid_entry;
+use super::backup::{
+    Backup, BackupUser, FORMAT, MAX_WORK_FACTOR, VERSION, invalid_entry, passphrase, validate_entry,
+};
 use crate::error::{Error, Result};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::io::{BufReader, Read, Write};
@@ -287,9 +288,90 @@ impl<'de> Visitor<'de> for Users<'_, '_> {
     }
 }
 
+/// Serialises and encrypts `backup` to `pass` in one piece (the `Export` method).
+pub fn seal(backup: &Backup, pass: &str) -> Result<Vec<u8>> {
+    let mut writer = BackupWriter::new(pass, backup.created)?;
+    for user in &backup.users {
+        writer.push(user)?;
+    }
+    let mut out = writer.take();
+    out.extend(writer.finish()?);
+    Ok(out)
+}
+
+/// Decrypts and parses an export in one piece (the `Import` method); every user entry is
+/// checked before it is returned.
+pub fn open(data: &[u8], pass: &str) -> Result<Backup> {
+    if data.len() > kron_proto::MAX_BACKUP_BYTES {
+        return Err(Error::InvalidArgument(
+            "the file is too large to be a kron export".into(),
+        ));
+    }
+    let mut users = Vec::new();
+    let info = read(data, pass, &mut |user| {
+        users.push(user);
+        Ok(())
+    })?;
+    Ok(Backup::new(info.created, users))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::backup::{BackupToken, BackupUser};
+    use crate::totp::TokenParams;
+    use kron_common::config::Algorithm;
+
+    fn sample() -> Backup {
+        Backup::new(
+            7,
+            vec![BackupUser {
+                user: "alice".into(),
+                token: Some(BackupToken {
+                    params: TokenParams {
+                        algorithm: Algorithm::SHA1,
+                        digits: 6,
+                        period: 30,
+                    },
+                    secret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into(),
+                    created: 1,
+                }),
+                last_step: Some(99),
+                last_used: 5,
+                recovery: None,
+                contact: kron_common::contact::Contact {
+                    email: Some("alice@example.com".into()),
+                    phone: None,
+                },
+            }],
+        )
+    }
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let sealed = seal(&sample(), "correct horse").unwrap();
+        assert!(sealed.starts_with(b"age-encryption.org/v1"));
+        assert!(
+            !String::from_utf8_lossy(&sealed).contains("JBSWY3DP"),
+            "secret not in clear"
+        );
+        assert_eq!(open(&sealed, "correct horse").unwrap(), sample());
+        assert!(matches!(open(&sealed, "wrong"), Err(Error::Rejected(_))));
+        assert!(
+            open(&sealed[..sealed.len() - 10], "correct horse").is_err(),
+            "truncated"
+        );
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 20;
+        tampered[last] ^= 1;
+        assert!(open(&tampered, "correct horse").is_err(), "tampered");
+        assert!(open(b"garbage", "x").is_err());
+        assert!(seal(&sample(), "").is_err());
+        assert!(
+            matches!(seal(&sample(), "x"), Err(Error::InvalidArgument(m)) if m.contains("too short")),
+            "a 1-byte passphrase is refused"
+        );
+    }
 
     fn sample_file() -> Vec<u8> {
         let mut writer = BackupWriter::new("correct horse battery", 7).unwrap();

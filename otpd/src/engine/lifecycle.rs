@@ -3,6 +3,7 @@
 
 use super::Engine;
 use super::backup::{self, Backup, BackupRecovery, BackupToken, BackupUser};
+use super::backup_io;
 use super::verdict::Verdict;
 use crate::audit::Subject;
 use crate::error::{Error, Result};
@@ -94,7 +95,7 @@ impl Engine {
             .map(|(user, record)| self.backup_user(user, record))
             .collect::<Result<Vec<_>>>()?;
         let count = users.len();
-        let sealed = backup::seal(&Backup::new(now, users), passphrase)?;
+        let sealed = backup_io::seal(&Backup::new(now, users), passphrase)?;
         self.audit.record(
             "exported",
             &self.subject_of(user, caller),
@@ -113,7 +114,7 @@ impl Engine {
         dry_run: bool,
     ) -> Result<Vec<ImportResult>> {
         require_root(caller)?;
-        let backup = backup::open(data, passphrase)?;
+        let backup = backup_io::open(data, passphrase)?;
         let records = backup
             .users
             .iter()
@@ -140,9 +141,9 @@ impl Engine {
         // Sealing the secrets and hashing the recovery codes, on every core.
         let records = on_all_cores(&tokens, |index, token| {
             let secret = Zeroizing::new(token.secret.clone());
-            let record = self
-                .record_from_import(token, &secret, now)
-                .map_err(|e| Error::InvalidArgument(invalid_entry(index, &token.user, &e)))?;
+            let record = self.record_from_import(token, &secret, now).map_err(|e| {
+                Error::InvalidArgument(backup::invalid_entry(index, &token.user, &e))
+            })?;
             Ok((token.user.clone(), record))
         })?;
         self.store_imports(caller, records, replace, dry_run)
@@ -417,15 +418,6 @@ fn on_all_cores<T: Sync, R: Send>(
         }
         Ok(out)
     })
-}
-
-/// An invalid entry of an import, named by its user if that name is valid, else by its place:
-/// an error never repeats input that failed a check.
-pub(super) fn invalid_entry(index: usize, user: &str, why: &str) -> String {
-    match kron_proto::validate_user(user) {
-        Ok(()) => format!("{user}: {why}"),
-        Err(_) => format!("entry {}: {why}", index + 1),
-    }
 }
 
 fn require_root(caller: Caller) -> Result<()> {

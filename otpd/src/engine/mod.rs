@@ -12,7 +12,7 @@
 //! | `links.rs` | one-time enrollment links: make, revoke, report, and the page's show and confirm |
 //! | `lifecycle.rs` | recovery codes, backup and restore, migration imports, token export |
 //! | `backup.rs` | the backup file: JSON in an age file encrypted to a passphrase |
-//! | `backup_io.rs` | that file written and read a user at a time (any size, bounded memory) |
+//! | `backup_io.rs` | that file written and read a user at a time (any size, bounded memory), or in one piece |
 //! | `transfer.rs` | streamed export and import: the cursors and sessions between calls |
 //! | `fleet.rs` | `kronctl fleet`: init, add-host, status, push, log (root) |
 //! | `sessions.rs` | logins waiting at the prompt, in memory and bounded |

@@ -2,23 +2,9 @@
 //! and its enrollment live, get replaced and die together, in one atomic change of the user's
 //! record. Only the SHA-256 of the link's random part is kept, never the token.
 
+pub use crate::store::record::LinkRecord;
 use crate::store::record::{Pending, UserRecord};
-use kron_proto::{Channel, MAX_LINK_FAILURES};
-use serde::{Deserialize, Serialize};
-
-/// The link of a pending enrollment (`kronctl enroll USER --link`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkRecord {
-    /// SHA-256 of the token's random part.
-    #[serde(with = "crate::serde_hex::hex_bytes")]
-    pub hash: Vec<u8>,
-    /// Unix time the link was made.
-    pub created: u64,
-    /// Wrong codes typed on its page; at [`MAX_LINK_FAILURES`] the link and its enrollment die.
-    pub failures: u32,
-    /// The channel otpd sent it on; `None` when the URL was handed to an admin.
-    pub sent: Option<Channel>,
-}
+use kron_proto::MAX_LINK_FAILURES;
 
 /// What became of a wrong code typed on a link's page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

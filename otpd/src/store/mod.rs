@@ -14,7 +14,7 @@
 //! | `crypto.rs` | secrets at rest: XChaCha20-Poly1305 under `secret.key`; MACs of sent codes |
 //! | `throttle.rs` | backoff after failed attempts: pure arithmetic |
 //! | `recovery.rs` | recovery codes, stored only as hashes |
-//! | `link.rs` | one-time enrollment links: the hash of the token, inside the pending enrollment |
+//! | `link.rs` | one-time enrollment links: finding, counting and revoking the link inside a pending enrollment (its `LinkRecord`, the hash of the token, is in `record.rs`) |
 //! | `vault.rs` | the seam for a store that keeps the seeds and checks codes itself |
 //! | `postgres/` | [`PgStore`]: the trait on a fleet's PostgreSQL database (docs/fleet.md) |
 

@@ -20,6 +20,20 @@ pub struct Token {
     pub created: u64,
 }
 
+/// The link of a pending enrollment (`kronctl enroll USER --link`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRecord {
+    /// SHA-256 of the token's random part.
+    #[serde(with = "crate::serde_hex::hex_bytes")]
+    pub hash: Vec<u8>,
+    /// Unix time the link was made.
+    pub created: u64,
+    /// Wrong codes typed on its page; at [`kron_proto::MAX_LINK_FAILURES`] the link and its enrollment die.
+    pub failures: u32,
+    /// The channel otpd sent it on; `None` when the URL was handed to an admin.
+    pub sent: Option<Channel>,
+}
+
 /// An enrollment waiting for its confirming code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
@@ -35,7 +49,7 @@ pub struct Pending {
     pub delivered: Option<Channel>,
     /// The one-time link that shows it (`kronctl enroll USER --link`), if it was made for one.
     #[serde(default)]
-    pub link: Option<crate::store::link::LinkRecord>,
+    pub link: Option<LinkRecord>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

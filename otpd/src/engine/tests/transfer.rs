@@ -53,7 +53,7 @@ fn a_streamed_export_imports_elsewhere_only_once_checked_whole() {
     enroll(&here.engine, "alice");
     let (file, pieces) = export_all(&here.engine);
     assert!(pieces >= 1);
-    let one_shot = crate::engine::backup::open(&file, PASS).unwrap();
+    let one_shot = crate::engine::backup_io::open(&file, PASS).unwrap();
     assert_eq!(one_shot.users.len(), 301, "the same file as Export writes");
 
     let there = fixture_keyed(Config::default(), 11);
