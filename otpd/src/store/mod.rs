@@ -14,12 +14,14 @@
 //! | `recovery.rs` | recovery codes, stored only as hashes |
 //! | `vault.rs` | the seam for a store that keeps the seeds and checks codes itself |
 //! | `postgres/` | [`PgStore`]: the trait on a fleet's PostgreSQL database (docs/fleet.md) |
+//! | `offline/` | [`FleetStore`]: a fleet host's store, with logins from offline packs while the database is away |
 
 #![forbid(unsafe_code)]
 
 pub mod commit;
 pub mod crypto;
 pub mod encoding;
+pub mod offline;
 pub mod postgres;
 pub mod record;
 pub mod recovery;
@@ -30,6 +32,7 @@ pub mod throttle;
 pub mod vault;
 
 pub use commit::{Durable, own_writes};
+pub use offline::FleetStore;
 pub use postgres::PgStore;
 pub use sled::SledStore;
 
@@ -105,6 +108,10 @@ pub trait Store: Send + Sync {
     }
     /// The fleet's database, for `kronctl fleet status` and `push`; `None` on one host.
     fn fleet(&self) -> Option<&PgStore> {
+        None
+    }
+    /// A fleet host's offline packs and journal, for `kronctl fleet status` and `offline-add`.
+    fn offline(&self) -> Option<&offline::Offline> {
         None
     }
 }

@@ -33,28 +33,8 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `dir`, which is made 0700.
     pub fn open(dir: &Path) -> Result<SledStore> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
-        let db = sled::Config::new()
-            .path(dir)
-            // A small cache: otpd's memory must stay small at a million users, and a record
-            // read from the kernel's page cache costs microseconds. At a million users and
-            // 5,000 logins, 16 MiB gave 71 MiB resident, 2 MiB 64 MiB (docs/performance.md).
-            .cache_capacity(2 * 1024 * 1024)
-            .mode(sled::Mode::LowSpace)
-            .open()?;
+        let (db, commits, flusher) = open_durable(dir)?;
         let users = db.open_tree("users")?;
-        // sled's log (`DIR/db`), opened again only to `fdatasync` it after sled's flush.
-        let log_path = dir.join("db");
-        let log = File::open(&log_path)
-            .map_err(|e| Error::Store(format!("{}: {e}", log_path.display())))?;
-        let (commits, flusher) = GroupCommit::start(move || {
-            db.flush()?;
-            log.sync_data()
-                .map_err(|e| Error::Store(format!("fdatasync of the store log: {e}")))
-        })?;
         Ok(SledStore {
             users,
             commits,
@@ -89,6 +69,33 @@ impl SledStore {
             }
         }
     }
+}
+
+/// Opens (or creates) a sled database in `dir` (made 0700) with its group commit: every flush is
+/// sled's own, then `fdatasync` of sled's log. Also the offline store's (`offline/local.rs`).
+pub(super) fn open_durable(dir: &Path) -> Result<(sled::Db, Arc<GroupCommit>, Flusher)> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+    let db = sled::Config::new()
+        .path(dir)
+        // A small cache: otpd's memory must stay small at a million users, and a record
+        // read from the kernel's page cache costs microseconds. At a million users and
+        // 5,000 logins, 16 MiB gave 71 MiB resident, 2 MiB 64 MiB (docs/performance.md).
+        .cache_capacity(2 * 1024 * 1024)
+        .mode(sled::Mode::LowSpace)
+        .open()?;
+    // sled's log (`DIR/db`), opened again only to `fdatasync` it after sled's flush.
+    let log_path = dir.join("db");
+    let log =
+        File::open(&log_path).map_err(|e| Error::Store(format!("{}: {e}", log_path.display())))?;
+    let flushed = db.clone();
+    let (commits, flusher) = GroupCommit::start(move || {
+        flushed.flush()?;
+        log.sync_data()
+            .map_err(|e| Error::Store(format!("fdatasync of the store log: {e}")))
+    })?;
+    Ok((db, commits, flusher))
 }
 
 impl Store for SledStore {

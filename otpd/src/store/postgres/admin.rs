@@ -5,7 +5,7 @@ use super::PgStore;
 use super::link::{column, describe};
 use super::schema::Owner;
 use crate::error::{Error, Result};
-use kron_proto::{FleetLogEntry, FleetReplica, FleetStatus};
+use kron_proto::{FleetHost, FleetLogEntry, FleetReplica, FleetStatus};
 use serde::Deserialize;
 use tokio::runtime::Handle;
 
@@ -17,6 +17,16 @@ struct StatusRow {
     host: String,
     #[serde(default)]
     replicas: Vec<ReplicaRow>,
+    #[serde(default)]
+    hosts: Vec<HostRow>,
+}
+
+#[derive(Deserialize)]
+struct HostRow {
+    host: String,
+    users: u32,
+    fetched: u64,
+    synced: u64,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +52,8 @@ pub fn status(store: &PgStore) -> FleetStatus {
             serde_json::from_str::<StatusRow>(&text)
                 .map_err(|e| Error::Store(format!("fleet database: unreadable status: {e}")))
         });
+    let (_, since) = store.link().state();
+    status.since = since;
     match answer {
         Ok(row) => {
             status.reachable = true;
@@ -56,6 +68,16 @@ pub fn status(store: &PgStore) -> FleetStatus {
                     name: r.name,
                     state: r.state,
                     sync_state: r.sync_state,
+                })
+                .collect();
+            status.hosts = row
+                .hosts
+                .into_iter()
+                .map(|h| FleetHost {
+                    host: h.host,
+                    users: h.users,
+                    fetched: h.fetched,
+                    synced: h.synced,
                 })
                 .collect();
         }
