@@ -56,37 +56,102 @@ pub fn status(status: &FleetStatus, json: bool) -> String {
     if !status.configured {
         return "This host has no [fleet] section: its tokens are in its own store.\n".into();
     }
+    let clock = crate::time::Clock::local();
+    let when = |at: u64| match at {
+        0 => "-".to_owned(),
+        at => clock.datetime_and_relative(at),
+    };
     let mut out = format!(
         "host:            {}\ndatabase:        {}\n",
         one_line(&status.host),
         one_line(&status.url)
     );
-    if !status.reachable {
+    if status.reachable {
         out.push_str(&format!(
-            "reachable:       no — {}\n",
+            "reachable:       yes (online since {})\nknown there as:  {}\nschema version:  {}\nserver:          PostgreSQL {}\nprimary:         {}\n",
+            when(status.since),
+            one_line(&status.database_host),
+            status.schema_version,
+            one_line(&status.server_version),
+            if status.primary { "yes" } else { "no (a standby)" }
+        ));
+        if status.replicas.is_empty() {
+            out.push_str("replication:     no standby visible to this role\n");
+        }
+        for replica in &status.replicas {
+            out.push_str(&format!(
+                "replica:         {} {} {}\n",
+                one_line(&replica.name),
+                one_line(&replica.state),
+                one_line(&replica.sync_state)
+            ));
+        }
+    } else {
+        out.push_str(&format!(
+            "reachable:       no (offline since {}) — {}\n",
+            when(status.since),
             one_line(&status.error)
         ));
-        return out;
     }
-    out.push_str(&format!(
-        "reachable:       yes\nknown there as:  {}\nschema version:  {}\nserver:          PostgreSQL {}\nprimary:         {}\n",
-        one_line(&status.database_host),
-        status.schema_version,
-        one_line(&status.server_version),
-        if status.primary { "yes" } else { "no (a standby)" }
-    ));
-    if status.replicas.is_empty() {
-        out.push_str("replication:     no standby visible to this role\n");
-    }
-    for replica in &status.replicas {
+    if status.offline_window == 0 {
+        out.push_str("offline logins:  off (offline_window = 0)\n");
+    } else {
         out.push_str(&format!(
-            "replica:         {} {} {}\n",
-            one_line(&replica.name),
-            one_line(&replica.state),
-            one_line(&replica.sync_state)
+            "offline logins:  codes up to {} ahead\n\
+             packs:           {} users, fetched {} (oldest) to {} (newest), first runs out {}\n",
+            crate::time::duration(status.offline_window),
+            status.pack_users,
+            when(status.pack_oldest),
+            when(status.pack_newest),
+            when(status.pack_ends),
         ));
     }
+    out.push_str(&format!(
+        "journal:         {} offline entries waiting for the database\n",
+        status.journal_waiting
+    ));
+    if !status.hosts.is_empty() {
+        out.push_str("\nhosts as the database knows them:\n");
+        out.push_str(&format!(
+            "  {:<20} {:>6}  {:<22} {}\n",
+            "HOST", "USERS", "LAST PACK FETCH", "JOURNAL SYNCED"
+        ));
+        for host in &status.hosts {
+            out.push_str(&format!(
+                "  {:<20} {:>6}  {:<22} {}\n",
+                one_line(&host.host),
+                host.users,
+                when(host.fetched),
+                when(host.synced)
+            ));
+        }
+    }
     out
+}
+
+/// `fleet offline-add`.
+pub fn offline_add(user: &str, added: bool, json: bool) -> String {
+    if json {
+        #[derive(Serialize)]
+        struct Added<'a> {
+            user: &'a str,
+            changed: bool,
+        }
+        return json_line(&Added {
+            user,
+            changed: added,
+        });
+    }
+    match added {
+        true => format!(
+            "{} gets an offline pack on this host within a minute (kronctl fleet status shows it).\n",
+            one_line(user)
+        ),
+        false => format!(
+            "{} already has an offline pack on this host; it is kept for offline_keep from now.\n",
+            one_line(user)
+        ),
+    }
 }
 
 pub fn push(results: &[ImportResult], json: bool) -> String {
