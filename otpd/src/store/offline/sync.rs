@@ -259,7 +259,9 @@ impl Task {
         }
         loop {
             let (from, count) = match &pack {
-                None => (0, CHUNK),
+                // The period is not known before the first answer: ask for no more steps than
+                // the window holds at 60 s a step; the next turn knows and fills the rest.
+                None => (0, (window / 60).clamp(1, CHUNK)),
                 Some(p) => {
                     let target = (now + window) / p.params.period;
                     let end = p.end().unwrap_or(0);
