@@ -322,3 +322,18 @@ fn step_verdict(outcome: Option<StepOutcome>) -> Verdict {
         Some(StepOutcome::NoToken) => Verdict::NoToken,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CheckedBy;
+
+    #[test]
+    fn fleet_decisions_say_where_the_code_was_checked() {
+        assert_eq!(CheckedBy::Here.note("wrong code"), "wrong code");
+        assert_eq!(CheckedBy::Online.note(""), "checked online");
+        assert_eq!(
+            CheckedBy::Offline.note("code already used"),
+            "checked offline; code already used"
+        );
+    }
+}
