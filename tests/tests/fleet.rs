@@ -432,6 +432,16 @@ fn fleet_config_mistakes_are_named_with_file_and_line() {
         ),
         (format!("{base}password_file = \"/p\"\nport = 5432\n"), 5, "unknown field"),
         (
+            format!("{base}password_file = \"/p\"\n\noffline_window = 30\n"),
+            6,
+            "offline_window must be 0",
+        ),
+        (
+            format!("{base}password_file = \"/p\"\noffline_keep = 60\n"),
+            5,
+            "offline_keep must be",
+        ),
+        (
             format!("{base}password_file = \"/p\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n"),
             1,
             "exclude each other",

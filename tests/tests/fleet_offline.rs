@@ -210,6 +210,19 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
     );
     again.assert_success("replaying an entry again");
     assert_eq!(again.stdout.trim(), "already");
+    // A use of a step no pack can have held (a host with a forged journal) is refused and
+    // reported: it would lock the user's codes out until then.
+    let forged = fleet.db.psql_as(
+        "kron_b",
+        &fleet.password_of("b"),
+        &format!(
+            "SELECT kron.offline_replay('\\x{}', '{}', 'use', 9223372036854775807, 0, 0, 3, 3600, 7200)",
+            "ab".repeat(16),
+            replayed_later.name()
+        ),
+    );
+    forged.assert_success("a forged use");
+    assert_eq!(forged.stdout.trim(), "refused");
     assert_eq!(
         fleet.db.sql(
             "kron",

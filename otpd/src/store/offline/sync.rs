@@ -192,6 +192,11 @@ impl Task {
                 "security: double use: the code {user} typed for step {step} was accepted \
                  offline on this host and also on host {other} (fleet audit event double-use)"
             ));
+        } else if outcome == "refused" {
+            (self.log)(&format!(
+                "security: the fleet database refused this host's offline use of step {step} \
+                 by {user}: no pack held it (fleet audit event offline-refused)"
+            ));
         } else if outcome == "retired" {
             (self.log)(&format!(
                 "security: {user} logged in offline here with a token that was reset or \

@@ -203,7 +203,9 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Replays one entry of a host's journal, once: 'already' if this host replayed it before
--- (nothing changes), 'applied', 'no-user', 'retired' (a use of a token that was reset or
+-- (nothing changes), 'applied', 'no-user', 'refused' (a use of a step no pack can have held:
+-- later than offline_max_window past the database's clock; reported, nothing changes),
+-- 'retired' (a use of a token that was reset or
 -- replaced meanwhile: reported, the new token untouched) or 'double-use:HOST' (the step was also
 -- accepted on HOST: reported in the audit table, and the host logs it).
 -- A use raises last_step to the greatest of both; a failure is added to the throttle.
@@ -216,6 +218,7 @@ DECLARE
     v_other text;
     v_failures integer;
     v_delay bigint;
+    v_max bigint;
     result text;
 BEGIN
     IF p_kind NOT IN ('use', 'failure') OR length(p_id) <> 16
@@ -228,9 +231,17 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 'already';
     END IF;
+    SELECT value::bigint INTO v_max FROM kron.settings WHERE key = 'offline_max_window';
     SELECT * INTO r FROM kron.users WHERE name = p_name FOR UPDATE;
     IF NOT FOUND THEN
         result := 'no-user';
+    ELSIF p_kind = 'use' AND (p_step < 0 OR p_step::numeric * coalesce(r.period, 30)
+            > kron.db_now() + coalesce(v_max, 28800) + 120) THEN
+        -- No pack ever held this step: taking it would lock the user's codes out until then.
+        INSERT INTO kron.audit (at, host, event, "user", detail)
+        VALUES (now(), v_host, 'offline-refused', p_name,
+            format('host %s replayed a use of step %s, beyond any pack', v_host, p_step));
+        result := 'refused';
     ELSIF p_kind = 'failure' THEN
         v_failures := r.failures + 1;
         v_delay := kron.delay_after(v_failures, p_free, p_base, p_max);
