@@ -98,12 +98,13 @@ pub fn status(status: &FleetStatus, json: bool) -> String {
     } else {
         out.push_str(&format!(
             "offline logins:  codes up to {} ahead\n\
-             packs:           {} users, fetched {} (oldest) to {} (newest), first runs out {}\n",
+             packs:           {} users; the first runs out {}\n\
+             newest pack:     {}\noldest pack:     {}\n",
             crate::time::duration(status.offline_window),
             status.pack_users,
-            when(status.pack_oldest),
-            when(status.pack_newest),
             when(status.pack_ends),
+            when(status.pack_newest),
+            when(status.pack_oldest),
         ));
     }
     out.push_str(&format!(
@@ -227,4 +228,63 @@ pub fn log(rows: &[FleetLogEntry], json: bool) -> String {
             line
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status as status_of;
+    use super::*;
+    use kron_proto::FleetHost;
+
+    #[test]
+    fn status_shows_the_offline_side_and_every_host() {
+        let status = FleetStatus {
+            configured: true,
+            host: "b".into(),
+            url: "postgresql://kron_b@db/kron".into(),
+            reachable: false,
+            error: "store: fleet database unreachable".into(),
+            offline_window: 28_800,
+            since: 1_735_826_000,
+            pack_users: 3,
+            pack_newest: 1_735_825_000,
+            pack_oldest: 1_735_820_000,
+            pack_ends: 1_735_850_000,
+            journal_waiting: 6,
+            ..FleetStatus::default()
+        };
+        let text = status_text(&status);
+        for expected in [
+            "reachable:       no (offline since 2025-01-02",
+            "offline logins:  codes up to 8 hours ahead",
+            "packs:           3 users; the first runs out 2025-01-02",
+            "oldest pack:     2025-01-02",
+            "journal:         6 offline entries waiting",
+        ] {
+            assert!(text.contains(expected), "{expected}:\n{text}");
+        }
+        let online = FleetStatus {
+            reachable: true,
+            offline_window: 0,
+            hosts: vec![FleetHost {
+                host: "a".into(),
+                users: 12,
+                fetched: 1_735_825_000,
+                synced: 1_735_825_060,
+            }],
+            ..status
+        };
+        let text = status_text(&online);
+        assert!(text.contains("(online since 2025-01-02"), "{text}");
+        assert!(text.contains("offline logins:  off"), "{text}");
+        assert!(
+            text.contains("\n  a                        12  2025-01-02"),
+            "{text}"
+        );
+        assert!(json_line(&online).contains("\"journal_waiting\":6"));
+    }
+
+    fn status_text(status: &FleetStatus) -> String {
+        status_of(status, false)
+    }
 }
