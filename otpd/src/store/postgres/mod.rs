@@ -10,12 +10,13 @@
 //! | `schema.rs` | the versioned migrations (`sql/NNN_*.sql`), `fleet init` and `fleet add-host` |
 //! | `admin.rs` | `fleet status` and `fleet log` |
 //! | `audit.rs` | every decision into the insert-only audit table, batched in the background |
-//! | `sql/` | the migrations: tables and roles, then the SECURITY DEFINER functions hosts may call |
+//! | `sql/` | the migrations: tables and roles, the SECURITY DEFINER functions hosts may call, offline packs and their journal's replay |
 //!
-//! Hosts hold no seed: a host's role may execute the functions of `sql/002_functions.sql` and
-//! nothing else; codes are checked inside the database against seeds encrypted under a key
-//! file on the database server. Each call is one statement and commits before it returns, so
-//! nothing waits for a group commit here ([`Durable::ready`]).
+//! Hosts hold no seed: a host's role may execute the functions `sql/002_functions.sql` and
+//! `sql/003_offline.sql` grant it and nothing else; codes are checked inside the database
+//! against seeds encrypted under a key file on the database server. Each call is one statement
+//! and commits before it returns, so nothing waits for a group commit here
+//! ([`Durable::ready`]); a fleet host's offline store does (`store/offline/`).
 
 #![forbid(unsafe_code)]
 
