@@ -379,6 +379,34 @@ pub struct FleetStatus {
     pub database_host: String,
     /// Standbys the server reports (`pg_stat_replication`), where the role may see them.
     pub replicas: Vec<FleetReplica>,
+    /// `offline_window` in seconds; 0: offline logins are off on this host.
+    pub offline_window: u64,
+    /// Since when (unix time) this host has reached the database, or has not (`reachable`
+    /// says which); when otpd started if nothing changed since.
+    pub since: u64,
+    /// Users with an offline pack on this host.
+    pub pack_users: u32,
+    /// The newest and the oldest fetch of a pack (unix time; 0: no pack).
+    pub pack_newest: u64,
+    pub pack_oldest: u64,
+    /// When the first pack runs out (unix time; 0: no pack).
+    pub pack_ends: u64,
+    /// Offline uses and failures waiting to be replayed in the database.
+    pub journal_waiting: u32,
+    /// Every host of the fleet as the database knows its packs; empty when unreachable.
+    pub hosts: Vec<FleetHost>,
+}
+
+/// One host of the fleet as the database knows its offline packs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct FleetHost {
+    pub host: String,
+    /// Users it holds a pack of.
+    pub users: u32,
+    /// Its newest pack fetch (unix time; 0: none).
+    pub fetched: u64,
+    /// It had replayed its journal as of then (unix time; 0: no pack).
+    pub synced: u64,
 }
 
 /// One standby of the fleet's database, as `pg_stat_replication` shows it.
@@ -653,6 +681,9 @@ pub trait Otpd {
     ) -> zbus::Result<String>;
     /// This host's fleet settings and what its database says (root).
     fn fleet_status(&self) -> zbus::Result<FleetStatus>;
+    /// Gives `user` an offline pack on this host ahead of a first login here (root); true if
+    /// the user had none.
+    fn fleet_offline_add(&self, user: &str) -> zbus::Result<bool>;
     /// Moves this host's local tokens into the fleet (root); a user the fleet already knows
     /// keeps the fleet token and is reported as a conflict.
     fn fleet_push(&self) -> zbus::Result<Vec<ImportResult>>;

@@ -125,6 +125,11 @@ impl Clock {
     }
 }
 
+/// A length of time as [`span`] writes it (`8 hours`).
+pub fn duration(seconds: u64) -> String {
+    span(seconds)
+}
+
 /// `1 second`, `10 minutes`, `5 hours`, `3 days`: the largest unit that reads naturally,
 /// rounded down so a deadline is never overstated.
 fn span(seconds: u64) -> String {

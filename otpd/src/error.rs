@@ -29,6 +29,9 @@ pub enum Error {
     Config(String),
     /// The store failed; state is unchanged or the failure is reported before any reply.
     Store(StoreError),
+    /// The fleet's database cannot be reached (not: it refused). Only then may a fleet host
+    /// answer from its offline packs (docs/fleet.md, "Offline logins").
+    Unreachable(String),
     /// Sealing or opening a secret failed (wrong key, tampered record).
     Crypto(CryptoError),
     /// The bus or another system service failed.
@@ -57,6 +60,7 @@ impl std::fmt::Display for Error {
             Error::Rejected(m) => write!(f, "rejected: {m}"),
             Error::Config(m) => write!(f, "{m}"),
             Error::Store(m) => write!(f, "store: {m}"),
+            Error::Unreachable(m) => write!(f, "store: {m}"),
             Error::Crypto(m) => write!(f, "crypto: {m}"),
             Error::System(m) => write!(f, "{m}"),
             Error::Directory(e) => write!(f, "{e}"),
@@ -87,6 +91,7 @@ impl Error {
             self,
             Error::Config(_)
                 | Error::Store(_)
+                | Error::Unreachable(_)
                 | Error::Crypto(_)
                 | Error::System(_)
                 | Error::Directory(_)

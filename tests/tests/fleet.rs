@@ -116,7 +116,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 2, "{status}");
+    assert_eq!(status["schema_version"], 3, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 }
 
@@ -437,6 +437,16 @@ fn fleet_config_mistakes_are_named_with_file_and_line() {
             "verify-full",
         ),
         (format!("{base}password_file = \"/p\"\nport = 5432\n"), 5, "unknown field"),
+        (
+            format!("{base}password_file = \"/p\"\n\noffline_window = 30\n"),
+            6,
+            "offline_window must be 0",
+        ),
+        (
+            format!("{base}password_file = \"/p\"\noffline_keep = 60\n"),
+            5,
+            "offline_keep must be",
+        ),
         (
             format!("{base}password_file = \"/p\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n"),
             1,

@@ -4,6 +4,7 @@
 //! file:line of the bad key; the checks across keys are in [`FleetConfig::validate`], which the
 //! caller maps to the line of the section. Secrets never appear in the file itself: the URL may
 //! not carry a password, which lives in `password_file` (or a client certificate is used).
+//! `offline_window` and `offline_keep` shape offline logins (docs/fleet.md, "Offline logins").
 
 use serde::{Deserialize, Deserializer, de};
 use std::path::PathBuf;
@@ -12,6 +13,14 @@ use std::path::PathBuf;
 const MAX_URL_BYTES: usize = 2048;
 /// Longest host name in the fleet (a DNS label's length is plenty for a name).
 pub const MAX_HOST_NAME: usize = 63;
+/// Default `offline_window`: a working day of logins while the database is away.
+pub const DEFAULT_OFFLINE_WINDOW: u64 = 8 * 3600;
+/// Longest `offline_window`: a week. The database caps it again (its `offline_max_window`).
+pub const MAX_OFFLINE_WINDOW: u64 = 7 * 86_400;
+/// Shortest `offline_window` other than 0: two 30 s steps.
+pub const MIN_OFFLINE_WINDOW: u64 = 60;
+/// Default `offline_keep`: users who logged in on this host within 30 days keep a pack.
+pub const DEFAULT_OFFLINE_KEEP: u64 = 30 * 86_400;
 
 /// `[fleet]`: where the shared store is and how this host proves who it is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -34,6 +43,17 @@ pub struct FleetConfig {
     pub cert_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "some_path")]
     pub key_file: Option<PathBuf>,
+    /// Seconds ahead of now an offline pack lets this host check codes while the database is
+    /// away; 0 turns offline logins off (every login then needs the database).
+    #[serde(
+        default = "default_offline_window",
+        deserialize_with = "offline_window"
+    )]
+    pub offline_window: u64,
+    /// Seconds a user keeps a pack on this host after their last login here (or after
+    /// `kronctl fleet offline-add`).
+    #[serde(default = "default_offline_keep", deserialize_with = "offline_keep")]
+    pub offline_keep: u64,
 }
 
 impl FleetConfig {
@@ -124,6 +144,33 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
             "host must be 1 to {MAX_HOST_NAME} characters of a-z, 0-9, '-', '_' and '.', \
              starting with a letter or digit"
         ))
+    }
+}
+
+fn default_offline_window() -> u64 {
+    DEFAULT_OFFLINE_WINDOW
+}
+
+fn default_offline_keep() -> u64 {
+    DEFAULT_OFFLINE_KEEP
+}
+
+fn offline_window<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match u64::deserialize(d)? {
+        n @ (0 | MIN_OFFLINE_WINDOW..=MAX_OFFLINE_WINDOW) => Ok(n),
+        n => Err(de::Error::custom(format!(
+            "offline_window must be 0 (offline logins off) or between {MIN_OFFLINE_WINDOW} and \
+             {MAX_OFFLINE_WINDOW} seconds, not {n}"
+        ))),
+    }
+}
+
+fn offline_keep<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match u64::deserialize(d)? {
+        n @ 3600..=31_536_000 => Ok(n),
+        n => Err(de::Error::custom(format!(
+            "offline_keep must be between 3600 seconds and 365 days (31536000), not {n}"
+        ))),
     }
 }
 

@@ -11,8 +11,11 @@ pub use delivery::{
     BodyFormat, EmailConfig, HttpMethod, Security, SmsConfig, check_header, dummy_values, fill_url,
     is_loopback,
 };
-pub use fleet::{FleetConfig, MAX_HOST_NAME, check_host_name, check_url};
 pub use web::{DEFAULT_LINK_VALIDITY, WebConfig};
+pub use fleet::{
+    DEFAULT_OFFLINE_KEEP, DEFAULT_OFFLINE_WINDOW, FleetConfig, MAX_HOST_NAME, MAX_OFFLINE_WINDOW,
+    check_host_name, check_url,
+};
 
 use crate::contact::{Channels, Patterns};
 use kron_proto::Channel;
@@ -580,7 +583,25 @@ mode = "exempt"
     fn fleet_section_errors_name_the_line() {
         let good = "[fleet]\nurl = \"postgresql://kron_a@db/kron\"\nca_file = \"/etc/kron/ca.pem\"\npassword_file = \"/etc/kron/pw\"\n";
         let config = Config::parse(good, "otpd.toml").unwrap();
-        assert_eq!(config.fleet.unwrap().host, None);
+        let fleet = config.fleet.unwrap();
+        assert_eq!(fleet.host, None);
+        assert_eq!(
+            (fleet.offline_window, fleet.offline_keep),
+            (8 * 3600, 30 * 86_400)
+        );
+        let off = Config::parse(&format!("{good}offline_window = 0\n"), "otpd.toml").unwrap();
+        assert_eq!(off.fleet.unwrap().offline_window, 0);
+        assert!(
+            error_of(&format!("{good}offline_window = 30\n"))
+                .starts_with("otpd.toml:5: offline_window must be 0")
+        );
+        assert!(
+            error_of(&format!("{good}\noffline_window = 700000\n")).starts_with("otpd.toml:6:")
+        );
+        assert!(
+            error_of(&format!("{good}offline_keep = 60\n"))
+                .starts_with("otpd.toml:5: offline_keep must be")
+        );
         assert!(
             error_of(
                 "\n[fleet]\nurl = \"postgresql://kron_a@db/kron\"\nca_file = \"/etc/kron/ca.pem\"\n"

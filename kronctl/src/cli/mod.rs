@@ -64,6 +64,7 @@ Examples:
 
   Fleet mode (one PostgreSQL database for many hosts, docs/fleet.md):
     sudo kronctl fleet status
+    sudo kronctl fleet offline-add alice     # alice can log in here while the database is away
     sudo kronctl fleet push --json
 
 Exit status:

@@ -69,8 +69,27 @@ Examples:
         password_file: PathBuf,
     },
 
-    /// Show this host's fleet link: reachable, schema version, primary, replication (root)
+    /// Show this host's fleet link and offline state, and every host's packs (root)
+    ///
+    /// This host: reachable or not and since when, schema version, primary, replication; its
+    /// offline packs (users, age of the oldest and newest, when the first runs out) and the
+    /// offline uses and failures waiting in its journal. Then every host of the fleet as the
+    /// database knows it: users it holds packs of, its last pack fetch and journal sync.
     Status,
+
+    /// Give USER an offline pack on this host before their first login here (root)
+    ///
+    /// Users get a pack on a host when they log in there; this adds one ahead of time (an admin
+    /// who must be able to log in on a host during an outage). The user keeps it for
+    /// offline_keep, or longer by logging in here. See docs/fleet.md, "Offline logins".
+    #[command(after_help = "\
+Examples:
+  sudo kronctl fleet offline-add alice")]
+    OfflineAdd {
+        /// The user (enrolled in the fleet)
+        #[arg(value_name = "USER", value_parser = parse_user)]
+        user: String,
+    },
 
     /// Move this host's local tokens into the fleet (root)
     ///

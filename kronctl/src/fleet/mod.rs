@@ -58,6 +58,13 @@ pub async fn run(cli: &Cli, args: &FleetArgs) -> Result<(), Error> {
             let status = proxy.fleet_status().await.map_err(|e| otpd.fail(e))?;
             print(&render::status(&status, cli.json))
         }
+        FleetCommand::OfflineAdd { user } => {
+            let added = proxy
+                .fleet_offline_add(user)
+                .await
+                .map_err(|e| otpd.fail(e))?;
+            print(&render::offline_add(user, added, cli.json))
+        }
         FleetCommand::Push => {
             let results = proxy.fleet_push().await.map_err(|e| otpd.fail(e))?;
             print(&render::push(&results, cli.json))

@@ -7,8 +7,9 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::store::crypto::SecretKey;
 use crate::store::health::StoreEvent;
+use crate::store::offline::{Offline, local::Local, sync};
 use crate::store::postgres::audit::FleetAudit;
-use crate::store::{PgStore, SledStore};
+use crate::store::{FleetStore, PgStore, SledStore};
 use clap::Parser;
 use kron_common::config::{Config, DEFAULT_CONFIG_PATH};
 use kron_common::daemon_args::OtpdArgs as Args;
@@ -234,12 +235,35 @@ fn open_store(
         runtime.clone(),
         logger(args.log_stderr),
     )?;
-    let sink = FleetAudit::start(store.link().clone(), logger(args.log_stderr));
+    let link = store.link().clone();
+    let sink = FleetAudit::start(link.clone(), logger(args.log_stderr));
     let audit = Audit::new(args.log_stderr).with_sink(Box::new(sink));
     audit.daemon(&format!(
         "fleet mode: host {host}, database {} (checked at the first login)",
-        store.link().target().url
+        link.target().url
     ));
+    // The offline side (docs/fleet.md, "Offline logins"): sealed under the same key as a sled
+    // store's seeds; opened even with offline_window = 0, so a journal left from before is
+    // still replayed and old packs are dropped.
+    let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
+    let local = Local::open(&config.state_dir.join("offline"), key)?;
+    let offline = Arc::new(Offline::new(
+        local,
+        fleet.offline_window,
+        fleet.offline_keep,
+    ));
+    sync::start(
+        offline.clone(),
+        link,
+        config.throttle.clone(),
+        logger(args.log_stderr),
+    );
+    let clock = Box::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let store = FleetStore::new(store, offline, config.totp.skew, clock);
     Ok((Box::new(store), audit, fatal))
 }
 

@@ -810,6 +810,21 @@ impl OtpdService {
         .await
     }
 
+    async fn fleet_offline_add(
+        &self,
+        user: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<bool, OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.fleet_offline_add(caller, &user, now),
+        )
+        .await
+    }
+
     async fn fleet_push(
         &self,
         #[zbus(connection)] connection: &Connection,

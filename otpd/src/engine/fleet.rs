@@ -70,13 +70,46 @@ impl Engine {
         Ok(section)
     }
 
-    /// This host's link to its fleet (`kronctl fleet status`).
+    /// This host's link to its fleet, its offline packs and journal (`kronctl fleet status`).
     pub fn fleet_status(&self, caller: Caller) -> Result<FleetStatus> {
         require_root(caller)?;
-        Ok(match self.store.fleet() {
-            Some(store) => admin::status(store),
-            None => FleetStatus::default(),
-        })
+        let Some(store) = self.store.fleet() else {
+            return Ok(FleetStatus::default());
+        };
+        let mut status = admin::status(store);
+        if let Some(offline) = self.store.offline() {
+            let summary = offline.summary()?;
+            status.offline_window = offline.window();
+            status.pack_users = summary.users;
+            status.pack_newest = summary.newest_fetch;
+            status.pack_oldest = summary.oldest_fetch;
+            status.pack_ends = summary.first_end;
+            status.journal_waiting = summary.journal;
+        }
+        Ok(status)
+    }
+
+    /// Gives `user` an offline pack on this host ahead of a first login here (`kronctl fleet
+    /// offline-add`): kept for `offline_keep` from now. True if the user had none here.
+    pub fn fleet_offline_add(&self, caller: Caller, user: &str, now: u64) -> Result<bool> {
+        require_root(caller)?;
+        kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
+        let offline = self
+            .store
+            .offline()
+            .filter(|o| o.enabled())
+            .ok_or_else(|| {
+                Error::Conflict(
+                    "offline logins are off on this host: it needs a [fleet] section with \
+                     offline_window above 0"
+                        .into(),
+                )
+            })?;
+        let added = offline.add(user, now)?;
+        self.audit.daemon(&format!(
+            "fleet offline-add: {user} gets an offline pack on this host"
+        ));
+        Ok(added)
     }
 
     /// Moves the tokens of this host's sled store into the fleet (`kronctl fleet push`): users

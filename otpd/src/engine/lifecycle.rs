@@ -312,11 +312,11 @@ impl Engine {
             return Err(Error::InvalidArgument("code too long".into()));
         }
         // Only the token (or a recovery code) proves the token: a code sent by email does not.
-        let verdict = self.verify(user, code, None, now)?;
+        let (verdict, checked) = self.verify(user, code, None, now)?;
         self.audit.record(
             verdict.event(),
             &self.subject_of(user, caller),
-            "kronctl proof",
+            &checked.note("kronctl proof"),
         );
         match verdict {
             Verdict::Accepted | Verdict::AcceptedRecovery { .. } | Verdict::AcceptedSent => Ok(()),

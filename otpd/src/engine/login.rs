@@ -13,6 +13,7 @@ use crate::policy::authz::Caller;
 use crate::policy::{Decision, LoginRequest, decide};
 use crate::store::record::{Attempt, ConfirmOutcome, Pending, UserRecord};
 use crate::totp;
+use kron_common::config::Mode;
 use kron_common::contact::Channels;
 use kron_common::rules::{Policy, policy_for};
 use kron_proto::{Channel, MAX_FIELD_LEN, MAX_RESPONSE_LEN, Step, StepKind};
@@ -51,7 +52,14 @@ impl Engine {
             None => None,
         };
         let record = match account {
-            Some(_) => self.store.get(&request.user)?,
+            // Nothing about the record changes what an exempt login gets: not reading it keeps
+            // such logins working while a fleet's database is away.
+            Some(_) if policy.is_some_and(|p| p.mode == Mode::Exempt) => None,
+            Some(_) => match self.store.get(&request.user) {
+                Ok(record) => record,
+                Err(Error::Unreachable(why)) => return Ok(self.unreachable(&subject, &why)),
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let kind = match decide(policy.map(|p| p.mode), record.as_ref(), now) {
@@ -407,9 +415,13 @@ impl Engine {
         subject: &Subject<'_>,
         now: u64,
     ) -> Result<Step> {
-        let verdict = self.verify(user, response, Some(Purpose::Login), now)?;
+        let (verdict, checked) = match self.verify(user, response, Some(Purpose::Login), now) {
+            Ok(checked) => checked,
+            Err(Error::Unreachable(why)) => return Ok(self.unreachable(subject, &why)),
+            Err(e) => return Err(e),
+        };
         self.audit
-            .record(verdict.event(), subject, verdict.detail());
+            .record(verdict.event(), subject, &checked.note(verdict.detail()));
         Ok(match verdict {
             Verdict::Accepted | Verdict::AcceptedSent => Step::terminal(StepKind::Accept, vec![]),
             Verdict::AcceptedRecovery { left } => {
@@ -421,6 +433,13 @@ impl Engine {
                 Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
             }
         })
+    }
+
+    /// A fleet host that can reach neither its database nor an offline pack of the user:
+    /// refused (PAM_AUTHINFO_UNAVAIL), and audited like every decision.
+    fn unreachable(&self, subject: &Subject<'_>, why: &str) -> Step {
+        self.audit.record("unavailable", subject, why);
+        Step::terminal(StepKind::Unavailable, messages::unreachable())
     }
 
     pub(super) fn refuse_without_token(

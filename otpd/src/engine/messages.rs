@@ -49,6 +49,13 @@ pub fn login_expired() -> Vec<Message> {
     )]
 }
 
+/// The fleet's database is away and this login cannot be checked offline here.
+pub fn unreachable() -> Vec<Message> {
+    vec![Message::error(
+        "Two-factor authentication cannot reach its database; please try again later.",
+    )]
+}
+
 pub fn busy() -> Vec<Message> {
     vec![Message::error(
         "Two-factor authentication is busy; please try again in a moment.",

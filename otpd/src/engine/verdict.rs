@@ -6,7 +6,7 @@ use super::Engine;
 use crate::delivery::sent::{CodeCheck, Purpose};
 use crate::error::Result;
 use crate::store::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
-use crate::store::vault::CodeOutcome;
+use crate::store::vault::{Checked, CodeOutcome};
 use crate::totp;
 
 /// The outcome of checking a confirming code.
@@ -32,6 +32,38 @@ pub(crate) enum Verdict {
     Wrong,
     /// No token (reset during the login).
     NoToken,
+}
+
+/// Where a code was checked, for the audit line: by this host's own store (one host), by the
+/// fleet's database, or from this host's offline pack while the database was away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CheckedBy {
+    Here,
+    Online,
+    Offline,
+}
+
+impl CheckedBy {
+    fn of(checked: Checked) -> CheckedBy {
+        match checked.offline {
+            true => CheckedBy::Offline,
+            false => CheckedBy::Online,
+        }
+    }
+
+    /// `detail` with where the code was checked in front (nothing added on one host): every
+    /// decision of a fleet host on a code says whether it was online or offline.
+    pub(crate) fn note(self, detail: &str) -> String {
+        let place = match self {
+            CheckedBy::Here => return detail.to_owned(),
+            CheckedBy::Online => "checked online",
+            CheckedBy::Offline => "checked offline",
+        };
+        match detail {
+            "" => place.to_owned(),
+            detail => format!("{place}; {detail}"),
+        }
+    }
 }
 
 impl Verdict {
@@ -66,14 +98,14 @@ impl Engine {
         response: &str,
         sent: Option<Purpose>,
         now: u64,
-    ) -> Result<Verdict> {
+    ) -> Result<(Verdict, CheckedBy)> {
         // Where the store keeps the seeds (a fleet), it checks the code: the charge, the check
         // and the accepted step are one statement in the database, which also tells when the
         // answer may be something else (then nothing was charged, and the general path below
         // sorts it out).
         if let (Some(vault), Some(code)) = (self.store.vault(), digits_only(response)) {
             let purpose = sent.map(Purpose::as_str);
-            let outcome = vault.check_code(
+            let checked = vault.check_code(
                 user,
                 &code,
                 now,
@@ -81,8 +113,8 @@ impl Engine {
                 Some(&self.config.throttle),
                 purpose,
             )?;
-            if outcome != CodeOutcome::NotTotp {
-                return Ok(code_verdict(outcome));
+            if checked.outcome != CodeOutcome::NotTotp {
+                return Ok((code_verdict(checked.outcome), CheckedBy::of(checked)));
             }
         }
         let record = self.store.get(user)?.unwrap_or_default();
@@ -93,19 +125,28 @@ impl Engine {
             let (attempt, outcome) =
                 self.store
                     .charge_and_accept(user, step, now, &self.config.throttle)?;
-            return Ok(match (attempt, outcome) {
+            let verdict = match (attempt, outcome) {
                 (Attempt::Throttled { until }, _) => Verdict::Throttled { until },
                 (Attempt::Allowed, outcome) => step_verdict(outcome),
-            });
+            };
+            return Ok((verdict, CheckedBy::Here));
         }
         if let Attempt::Throttled { until } =
             self.store
                 .charge_attempt(user, now, &self.config.throttle)?
         {
-            return Ok(Verdict::Throttled { until });
+            return Ok((Verdict::Throttled { until }, self.checked_by_store()));
         }
         // The charge is durable before the reply, whatever the check says (service.rs).
         self.verify_charged(user, response, sent, now)
+    }
+
+    /// Where the store checks codes: here (sled), or in the fleet's database.
+    fn checked_by_store(&self) -> CheckedBy {
+        match self.store.vault() {
+            None => CheckedBy::Here,
+            Some(_) => CheckedBy::Online,
+        }
     }
 
     /// `Some(the step the code matches, if any)` when `response` can only be a TOTP code of
@@ -181,38 +222,40 @@ impl Engine {
         response: &str,
         sent: Option<Purpose>,
         now: u64,
-    ) -> Result<Verdict> {
+    ) -> Result<(Verdict, CheckedBy)> {
+        let by_store = self.checked_by_store();
         let record = self.store.get(user)?.unwrap_or_default();
         // A code sent by email or SMS (fallback) is tried first: it is the only thing a user
         // without a token can pass with.
         if let Some(purpose) = sent.filter(|&p| record.outbox.live(p, now).is_some())
             && self.take_sent_code(user, purpose, response, now)? == CodeCheck::Accepted
         {
-            return Ok(Verdict::AcceptedSent);
+            return Ok((Verdict::AcceptedSent, by_store));
         }
         let Some(token) = record.token.clone() else {
-            return Ok(Verdict::NoToken);
+            return Ok((Verdict::NoToken, by_store));
         };
         if let (Some(set), Some(code)) = (
             &record.recovery,
             crate::store::recovery::candidate(response, token.params.digits),
         ) {
             let hash = set.digest(&code, &self.key, user)?;
-            return Ok(match self.store.use_recovery(user, &hash, now)? {
+            let verdict = match self.store.use_recovery(user, &hash, now)? {
                 Some(left) => Verdict::AcceptedRecovery { left },
                 None => Verdict::Wrong,
-            });
+            };
+            return Ok((verdict, by_store));
         }
         if let Some(vault) = self.store.vault() {
             let code = self.typed_code(&record, response);
-            let outcome = vault.check_code(user, &code, now, self.config.totp.skew, None, None)?;
-            return Ok(code_verdict(outcome));
+            let checked = vault.check_code(user, &code, now, self.config.totp.skew, None, None)?;
+            return Ok((code_verdict(checked.outcome), CheckedBy::of(checked)));
         }
         let outcome = match self.totp_step(user, &token, response, now, record.last_step)? {
             None => None,
             Some(step) => Some(self.store.accept_step(user, step, now)?),
         };
-        Ok(step_verdict(outcome))
+        Ok((step_verdict(outcome), CheckedBy::Here))
     }
 
     /// Checks a confirming code against `pending`, charged against the throttle like any
@@ -277,5 +320,20 @@ fn step_verdict(outcome: Option<StepOutcome>) -> Verdict {
         Some(StepOutcome::Accepted) => Verdict::Accepted,
         Some(StepOutcome::Replayed) => Verdict::Replayed,
         Some(StepOutcome::NoToken) => Verdict::NoToken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CheckedBy;
+
+    #[test]
+    fn fleet_decisions_say_where_the_code_was_checked() {
+        assert_eq!(CheckedBy::Here.note("wrong code"), "wrong code");
+        assert_eq!(CheckedBy::Online.note(""), "checked online");
+        assert_eq!(
+            CheckedBy::Offline.note("code already used"),
+            "checked offline; code already used"
+        );
     }
 }

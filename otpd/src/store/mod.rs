@@ -17,6 +17,7 @@
 //! | `link.rs` | one-time enrollment links: finding, counting and revoking the link inside a pending enrollment (its `LinkRecord`, the hash of the token, is in `record.rs`) |
 //! | `vault.rs` | the seam for a store that keeps the seeds and checks codes itself |
 //! | `postgres/` | [`PgStore`]: the trait on a fleet's PostgreSQL database (docs/fleet.md) |
+//! | `offline/` | [`FleetStore`]: a fleet host's store, with logins from offline packs while the database is away |
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod encoding;
 pub mod error;
 pub mod health;
 pub mod link;
+pub mod offline;
 pub mod postgres;
 pub mod record;
 pub mod recovery;
@@ -36,6 +38,7 @@ pub mod throttle;
 pub mod vault;
 
 pub use commit::{Durable, own_writes};
+pub use offline::FleetStore;
 pub use postgres::PgStore;
 pub use sled::SledStore;
 
@@ -122,6 +125,10 @@ pub trait Store: Send + Sync {
     }
     /// The fleet's database, for `kronctl fleet status` and `push`; `None` on one host.
     fn fleet(&self) -> Option<&PgStore> {
+        None
+    }
+    /// A fleet host's offline packs and journal, for `kronctl fleet status` and `offline-add`.
+    fn offline(&self) -> Option<&offline::Offline> {
         None
     }
 }

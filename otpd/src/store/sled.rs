@@ -61,26 +61,54 @@ struct Open {
     log_path: PathBuf,
 }
 
+/// A sled database in `dir` (made 0700) and its log file, opened again for `fdatasync`.
+fn open_sled(dir: &Path) -> std::result::Result<(sled::Db, File, PathBuf), StoreError> {
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("making private", dir))?;
+    let db = sled::Config::new()
+        .path(dir)
+        // A small cache: otpd's memory must stay small at a million users, and a record
+        // read from the kernel's page cache costs microseconds. At a million users and
+        // 5,000 logins, 16 MiB gave 71 MiB resident, 2 MiB 64 MiB (docs/performance.md).
+        .cache_capacity(2 * 1024 * 1024)
+        .mode(sled::Mode::LowSpace)
+        .open()?;
+    let log_path = dir.join("db");
+    let log = File::open(&log_path).map_err(io("opening", &log_path))?;
+    Ok((db, log, log_path))
+}
+
+/// sled's flush, then `fdatasync` of its log.
+fn flush_durably(db: &sled::Db, log: &File, log_path: &Path) -> std::result::Result<(), StoreError> {
+    db.flush()?;
+    log.sync_data().map_err(|source| StoreError::Io {
+        what: "fdatasync of",
+        path: log_path.to_owned(),
+        source,
+    })
+}
+
+/// Opens (or creates) a sled database in `dir` with its own group commit, flushed as the
+/// store's is: the offline packs and journal of a fleet host (`offline/local.rs`). Unlike the
+/// store it does not reopen itself after an I/O error: its writes then fail, and offline
+/// logins with them (fail closed), until otpd restarts.
+pub(super) fn open_durable(dir: &Path) -> Result<(sled::Db, Arc<GroupCommit>, Flusher)> {
+    let (db, log, log_path) = open_sled(dir)?;
+    let flushed = db.clone();
+    let commits = GroupCommit::new();
+    let flusher = commits.spawn_flusher(move |_| flush_durably(&flushed, &log, &log_path))?;
+    Ok((db, commits, flusher))
+}
+
 impl Open {
     fn at(dir: &Path) -> std::result::Result<Open, StoreError> {
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| StoreError::Io { what, path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("making private", dir))?;
-        let db = sled::Config::new()
-            .path(dir)
-            // A small cache: otpd's memory must stay small at a million users, and a record
-            // read from the kernel's page cache costs microseconds. At a million users and
-            // 5,000 logins, 16 MiB gave 71 MiB resident, 2 MiB 64 MiB (docs/performance.md).
-            .cache_capacity(2 * 1024 * 1024)
-            .mode(sled::Mode::LowSpace)
-            .open()?;
+        let (db, log, log_path) = open_sled(dir)?;
         let users = db.open_tree("users")?;
-        let log_path = dir.join("db");
-        let log = File::open(&log_path).map_err(io("opening", &log_path))?;
         Ok(Open {
             db,
             users,
@@ -91,12 +119,7 @@ impl Open {
 
     /// sled's flush, then `fdatasync` of its log.
     fn flush(&self) -> std::result::Result<(), StoreError> {
-        self.db.flush()?;
-        self.log.sync_data().map_err(|source| StoreError::Io {
-            what: "fdatasync of",
-            path: self.log_path.clone(),
-            source,
-        })
+        flush_durably(&self.db, &self.log, &self.log_path)
     }
 }
 

@@ -22,6 +22,24 @@ pub enum CodeOutcome {
     NotTotp,
 }
 
+/// What a check inside the store came to, and whether it was decided from this host's offline
+/// pack because the database could not be reached (`store/offline/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub outcome: CodeOutcome,
+    pub offline: bool,
+}
+
+impl Checked {
+    /// A check the database (or a store that keeps the seeds) decided.
+    pub fn online(outcome: CodeOutcome) -> Checked {
+        Checked {
+            outcome,
+            offline: false,
+        }
+    }
+}
+
 /// Code checks and seeds inside the store. Every method is one atomic change for one user.
 pub trait Vault: Send + Sync {
     /// Checks `code` against the confirmed token within ±`skew` steps of `now` and accepts the
@@ -36,7 +54,7 @@ pub trait Vault: Send + Sync {
         skew: u8,
         charge: Option<&ThrottleConfig>,
         sent: Option<&str>,
-    ) -> Result<CodeOutcome>;
+    ) -> Result<Checked>;
     /// Stores `pending` with its plain `seed` (encrypted by the store) unless a confirmed token
     /// exists (then false).
     fn save_pending(&self, user: &str, pending: &Pending, seed: &[u8]) -> Result<bool>;

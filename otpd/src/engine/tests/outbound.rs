@@ -114,7 +114,8 @@ fn expired_codes_and_other_purposes_are_refused() {
             Some(crate::delivery::sent::Purpose::Login),
             NOW
         )
-        .unwrap(),
+        .unwrap()
+        .0,
         crate::engine::verdict::Verdict::NoToken
     ));
 }

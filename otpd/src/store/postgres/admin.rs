@@ -6,7 +6,7 @@ use super::link::{column, describe};
 use super::schema::Owner;
 use crate::error::{Error, Result};
 use crate::store::error::StoreError;
-use kron_proto::{FleetLogEntry, FleetReplica, FleetStatus};
+use kron_proto::{FleetHost, FleetLogEntry, FleetReplica, FleetStatus};
 use serde::Deserialize;
 use tokio::runtime::Handle;
 
@@ -18,6 +18,16 @@ struct StatusRow {
     host: String,
     #[serde(default)]
     replicas: Vec<ReplicaRow>,
+    #[serde(default)]
+    hosts: Vec<HostRow>,
+}
+
+#[derive(Deserialize)]
+struct HostRow {
+    host: String,
+    users: u32,
+    fetched: u64,
+    synced: u64,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +56,8 @@ pub fn status(store: &PgStore) -> FleetStatus {
                 )))
             })
         });
+    let (_, since) = store.link().state();
+    status.since = since;
     match answer {
         Ok(row) => {
             status.reachable = true;
@@ -60,6 +72,16 @@ pub fn status(store: &PgStore) -> FleetStatus {
                     name: r.name,
                     state: r.state,
                     sync_state: r.sync_state,
+                })
+                .collect();
+            status.hosts = row
+                .hosts
+                .into_iter()
+                .map(|h| FleetHost {
+                    host: h.host,
+                    users: h.users,
+                    fetched: h.fetched,
+                    synced: h.synced,
                 })
                 .collect();
         }

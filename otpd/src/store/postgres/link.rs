@@ -3,7 +3,8 @@
 //!
 //! Every statement is sent with `query_typed` (one round trip, unnamed statements), so the
 //! link works through PgBouncer in transaction mode too. While the database cannot be reached,
-//! calls fail at once with [`Error::Store`] (the login is refused, fail closed) and a connect is
+//! calls fail at once with [`Error::Unreachable`] (the login is refused, fail closed, or checked
+//! offline: `store/offline/`) and a connect is
 //! tried again at most once a second per connection; the first success ends the outage. One log
 //! line marks each change between reachable and unreachable.
 
@@ -12,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::store::error::StoreError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
@@ -123,6 +124,8 @@ pub struct Link {
     slots: [tokio::sync::Mutex<Slot>; CONNECTIONS],
     next: AtomicUsize,
     down: AtomicBool,
+    /// When `down` last changed (unix time), or when the link was made.
+    since: AtomicU64,
     log: Box<dyn Fn(&str) + Send + Sync>,
 }
 
@@ -135,8 +138,18 @@ impl Link {
             slots: Default::default(),
             next: AtomicUsize::new(0),
             down: AtomicBool::new(false),
+            since: AtomicU64::new(unix_now()),
             log,
         }
+    }
+
+    /// Whether the last attempt to reach the database failed, and since when (unix time) that
+    /// has been so (or the database has been reachable).
+    pub fn state(&self) -> (bool, u64) {
+        (
+            self.down.load(Ordering::SeqCst),
+            self.since.load(Ordering::SeqCst),
+        )
     }
 
     pub fn target(&self) -> &Target {
@@ -156,7 +169,7 @@ impl Link {
         }
         slot.client = None;
         if slot.retry_at.is_some_and(|at| Instant::now() < at) {
-            return Err(Error::Store(StoreError::Database(slot.error.clone())));
+            return Err(Error::Unreachable(slot.error.clone()));
         }
         match self.target.connect().await {
             Ok(client) => {
@@ -164,6 +177,7 @@ impl Link {
                 slot.client = Some(client.clone());
                 slot.retry_at = None;
                 if self.down.swap(false, Ordering::SeqCst) {
+                    self.since.store(unix_now(), Ordering::SeqCst);
                     (self.log)(&format!(
                         "fleet database {} is reachable again",
                         self.target.url
@@ -182,6 +196,7 @@ impl Link {
 
     fn mark_down(&self, why: &str) {
         if !self.down.swap(true, Ordering::SeqCst) {
+            self.since.store(unix_now(), Ordering::SeqCst);
             (self.log)(&format!(
                 "{why}; logins that need the fleet database are refused until it is back"
             ));
@@ -239,10 +254,14 @@ impl Link {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn unreachable(url: &str, why: &str) -> Error {
-    Error::Store(StoreError::Database(format!(
-        "fleet database {url} unreachable: {why}"
-    )))
+    Error::Unreachable(format!("fleet database {url} unreachable: {why}"))
 }
 
 /// An error with every cause in its chain ("error performing TLS handshake: invalid peer

@@ -10,12 +10,13 @@
 //! | `schema.rs` | the versioned migrations (`sql/NNN_*.sql`), `fleet init` and `fleet add-host` |
 //! | `admin.rs` | `fleet status` and `fleet log` |
 //! | `audit.rs` | every decision into the insert-only audit table, batched in the background |
-//! | `sql/` | the migrations: tables and roles, then the SECURITY DEFINER functions hosts may call |
+//! | `sql/` | the migrations: tables and roles, the SECURITY DEFINER functions hosts may call, offline packs and their journal's replay |
 //!
-//! Hosts hold no seed: a host's role may execute the functions of `sql/002_functions.sql` and
-//! nothing else; codes are checked inside the database against seeds encrypted under a key
-//! file on the database server. Each call is one statement and commits before it returns, so
-//! nothing waits for a group commit here ([`Durable::ready`]).
+//! Hosts hold no seed: a host's role may execute the functions `sql/002_functions.sql` and
+//! `sql/003_offline.sql` grant it and nothing else; codes are checked inside the database
+//! against seeds encrypted under a key file on the database server. Each call is one statement
+//! and commits before it returns, so nothing waits for a group commit here
+//! ([`Durable::ready`]); a fleet host's offline store does (`store/offline/`).
 
 #![forbid(unsafe_code)]
 
@@ -30,7 +31,7 @@ use super::record::{
     Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use super::recovery::RecoverySet;
-use super::vault::{CodeOutcome, Vault};
+use super::vault::{Checked, CodeOutcome, Vault};
 use super::{Durable, Store};
 use crate::error::{Error, Result};
 use crate::store::error::StoreError;
@@ -297,8 +298,10 @@ impl Store for PgStore {
     }
 }
 
-impl Vault for PgStore {
-    fn check_code(
+impl PgStore {
+    /// [`Vault::check_code`], and the step an accepted code took (an offline host remembers it:
+    /// from then on only later steps pass offline there).
+    pub fn check_code_step(
         &self,
         user: &str,
         code: &str,
@@ -306,11 +309,12 @@ impl Vault for PgStore {
         skew: u8,
         charge: Option<&ThrottleConfig>,
         sent: Option<&str>,
-    ) -> Result<CodeOutcome> {
+    ) -> Result<(CodeOutcome, Option<u64>)> {
         let (free, base, max) = charge.map(throttle).unwrap_or((0, 0, 0));
         let charged = charge.is_some();
         let row = self.link.query_one(
-            "SELECT outcome, until FROM kron.check_code($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "SELECT outcome, until, accepted_step \
+             FROM kron.check_code($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 (&user, Type::TEXT),
                 (&code, Type::TEXT),
@@ -324,7 +328,7 @@ impl Vault for PgStore {
             ],
         )?;
         let outcome: String = column(&row, 0)?;
-        Ok(match outcome.as_str() {
+        let outcome = match outcome.as_str() {
             "not-totp" => CodeOutcome::NotTotp,
             "accepted" => CodeOutcome::Step(StepOutcome::Accepted),
             "replayed" => CodeOutcome::Step(StepOutcome::Replayed),
@@ -338,7 +342,24 @@ impl Vault for PgStore {
                     "fleet database: unknown outcome {other:?}"
                 ))));
             }
-        })
+        };
+        let step = column::<Option<i64>>(&row, 2)?.map(unsigned);
+        Ok((outcome, step))
+    }
+}
+
+impl Vault for PgStore {
+    fn check_code(
+        &self,
+        user: &str,
+        code: &str,
+        now: u64,
+        skew: u8,
+        charge: Option<&ThrottleConfig>,
+        sent: Option<&str>,
+    ) -> Result<Checked> {
+        self.check_code_step(user, code, now, skew, charge, sent)
+            .map(|(outcome, _)| Checked::online(outcome))
     }
 
     fn save_pending(&self, user: &str, pending: &Pending, seed: &[u8]) -> Result<bool> {

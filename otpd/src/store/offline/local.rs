@@ -1,0 +1,234 @@
+//! This host's offline state, in its own sled store beside the state directory's other files
+//! (`STATE_DIR/offline`): one record per user who may log in offline here, sealed under
+//! `secret.key` like every secret of a sled store, and the journal of offline uses and failures
+//! waiting to be replayed in the database. A use and its journal entry are one transaction, and
+//! writes count in a group commit like the token store's, so a reply ("accepted offline") waits
+//! until its journal entry is on the device and a SIGKILL cannot lose it.
+
+use super::pack::Pack;
+use crate::error::{Error, Result};
+use crate::store::commit::{Durable, Flusher, GroupCommit};
+use crate::store::crypto::{Sealed, SecretKey};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::path::Path;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// The first byte of a stored record: postcard of a [`Sealed`] [`OfflineUser`].
+const RECORD_V1: u8 = 1;
+/// The first byte of a journal entry: postcard of a [`JournalEntry`] (nothing secret in it).
+const ENTRY_V1: u8 = 1;
+
+/// What this host keeps of one user for offline logins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineUser {
+    /// The user's last login on this host, or `kronctl fleet offline-add` (unix time): the user
+    /// keeps a pack until `offline_keep` after it.
+    pub seen: u64,
+    /// The newest step this host has seen used: online here, offline here, or anywhere as the
+    /// database said at the last sync. Offline, only later steps are accepted.
+    pub last_step: Option<u64>,
+    /// The throttle as the database last said, charged here while offline.
+    pub failures: u32,
+    pub next_attempt: u64,
+    pub last_attempt: u64,
+    pub pack: Option<Pack>,
+}
+
+/// One offline event the database has not heard of yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Random: the database keeps the ids it replayed, so a second replay changes nothing.
+    pub id: [u8; 16],
+    pub user: String,
+    /// Unix time on this host.
+    pub at: u64,
+    pub kind: JournalKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JournalKind {
+    /// A code accepted offline for `step` of the token `generation`.
+    Use { step: u64, generation: i64 },
+    /// A refused attempt (wrong code, replay), charged to the throttle.
+    Failure,
+}
+
+impl JournalEntry {
+    pub fn new(user: &str, at: u64, kind: JournalKind) -> Result<JournalEntry> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| Error::System(format!("no randomness: {e}")))?;
+        Ok(JournalEntry {
+            id,
+            user: user.to_owned(),
+            at,
+            kind,
+        })
+    }
+}
+
+/// The store of the offline state.
+pub struct Local {
+    db: sled::Db,
+    users: sled::Tree,
+    journal: sled::Tree,
+    key: SecretKey,
+    commits: Arc<GroupCommit>,
+    /// Stops the flusher thread when the store goes (declared last: dropped after the rest).
+    _flusher: Flusher,
+}
+
+impl Local {
+    /// Opens (or creates) the offline store in `dir`; records are sealed under `key`.
+    pub fn open(dir: &Path, key: SecretKey) -> Result<Local> {
+        let (db, commits, flusher) = crate::store::sled::open_durable(dir)?;
+        let users = db.open_tree("offline_users")?;
+        let journal = db.open_tree("journal")?;
+        Ok(Local {
+            db,
+            users,
+            journal,
+            key,
+            commits,
+            _flusher: flusher,
+        })
+    }
+
+    pub fn get(&self, user: &str) -> Result<Option<OfflineUser>> {
+        self.users
+            .get(user)?
+            .map(|bytes| self.open_record(user, &bytes))
+            .transpose()
+    }
+
+    /// Every user with a record, by name.
+    pub fn users(&self) -> Result<Vec<(String, OfflineUser)>> {
+        self.users
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                let user = String::from_utf8_lossy(&key).into_owned();
+                let record = self.open_record(&user, &value)?;
+                Ok((user, record))
+            })
+            .collect()
+    }
+
+    /// Applies `change` to the record of `user` (`None`: none yet; set it to `None` to remove
+    /// it) and adds the journal entry it returns, in one transaction. `change` may run more
+    /// than once under contention, so it must be a pure function of the record.
+    pub fn update<R>(
+        &self,
+        user: &str,
+        now: u64,
+        change: impl Fn(&mut Option<OfflineUser>) -> (R, Option<JournalKind>),
+    ) -> Result<R> {
+        // The journal's key keeps entries in order; the entry's own id is random (see
+        // [`JournalEntry::id`]). Both are made once, outside the retried closure.
+        let key = self.db.generate_id()?.to_be_bytes();
+        let template = JournalEntry::new(user, now, JournalKind::Failure)?;
+        let outcome = (&self.users, &self.journal).transaction(|(users, journal)| {
+            let abort = ConflictableTransactionError::Abort;
+            let mut record = match users.get(user)? {
+                Some(bytes) => Some(self.open_record(user, &bytes).map_err(abort)?),
+                None => None,
+            };
+            let before = record.clone();
+            let (result, kind) = change(&mut record);
+            let changed = record != before;
+            if changed {
+                match &record {
+                    Some(record) => {
+                        let sealed = self.seal_record(user, record).map_err(abort)?;
+                        users.insert(user.as_bytes(), sealed)?;
+                    }
+                    None => {
+                        users.remove(user.as_bytes())?;
+                    }
+                }
+            }
+            if let Some(kind) = kind {
+                let entry = JournalEntry {
+                    kind,
+                    ..template.clone()
+                };
+                journal.insert(&key, encode_entry(&entry).map_err(abort)?)?;
+            }
+            Ok((result, changed || kind.is_some()))
+        });
+        match outcome {
+            Ok((result, wrote)) => {
+                if wrote {
+                    self.commits.wrote();
+                }
+                Ok(result)
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// The journal, oldest first, with the keys to remove its entries by.
+    pub fn journal(&self) -> Result<Vec<(sled::IVec, JournalEntry)>> {
+        self.journal
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((key, decode_entry(&value)?))
+            })
+            .collect()
+    }
+
+    /// Entries waiting to be replayed.
+    pub fn journal_len(&self) -> usize {
+        self.journal.len()
+    }
+
+    /// Removes an entry the database has taken.
+    pub fn forget(&self, key: &sled::IVec) -> Result<()> {
+        self.journal.remove(key)?;
+        self.commits.wrote();
+        Ok(())
+    }
+
+    /// Blocks until every change so far is on the device.
+    pub fn flush(&self) -> Result<()> {
+        self.commits.wait()
+    }
+
+    /// See [`crate::store::Store::durable_through`].
+    pub fn durable_through(&self, write: u64) -> Durable {
+        self.commits.durable_through(write)
+    }
+
+    fn seal_record(&self, user: &str, record: &OfflineUser) -> Result<Vec<u8>> {
+        let plain =
+            Zeroizing::new(postcard::to_stdvec(record).map_err(|e| Error::Store(e.to_string()))?);
+        let sealed = self.key.seal(user, &plain)?;
+        postcard::to_extend(&sealed, vec![RECORD_V1]).map_err(|e| Error::Store(e.to_string()))
+    }
+
+    fn open_record(&self, user: &str, bytes: &[u8]) -> Result<OfflineUser> {
+        let unreadable = || Error::Store(format!("offline record of {user} is unreadable"));
+        let Some((&RECORD_V1, rest)) = bytes.split_first() else {
+            return Err(unreadable());
+        };
+        let sealed: Sealed = postcard::from_bytes(rest).map_err(|_| unreadable())?;
+        let plain = self.key.open(user, &sealed)?;
+        postcard::from_bytes(&plain).map_err(|_| unreadable())
+    }
+}
+
+fn encode_entry(entry: &JournalEntry) -> Result<Vec<u8>> {
+    postcard::to_extend(entry, vec![ENTRY_V1]).map_err(|e| Error::Store(e.to_string()))
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<JournalEntry> {
+    match bytes.split_first() {
+        Some((&ENTRY_V1, rest)) => postcard::from_bytes(rest)
+            .map_err(|e| Error::Store(format!("offline journal entry is unreadable: {e}"))),
+        _ => Err(Error::Store("offline journal entry is unreadable".into())),
+    }
+}

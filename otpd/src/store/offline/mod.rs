@@ -1,0 +1,263 @@
+//! Offline logins on a fleet host (docs/fleet.md, "Offline logins"): while the database cannot
+//! be reached, users who logged in here recently still log in, with codes checked against a pack
+//! of slow hashes of their next codes (never the seed), each step at most once on this host, and
+//! every use and failure journaled durably and replayed in the database when it is back.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`Offline`]: the decisions while offline, as functions of (state, code, now) |
+//! | `store.rs` | [`FleetStore`]: the fleet's store, online through `PgStore`, offline through [`Offline`] |
+//! | `pack.rs` | a pack: bcrypt hashes of one user's next codes; which step a code matches |
+//! | `local.rs` | the offline state on this host (sealed records, the journal), durable |
+//! | `sync.rs` | the background task: replay the journal, refresh steps and packs, drop old users |
+
+#![forbid(unsafe_code)]
+
+pub mod local;
+pub mod pack;
+pub mod store;
+pub mod sync;
+#[cfg(test)]
+mod tests;
+
+pub use store::FleetStore;
+
+use crate::error::Result;
+use crate::store::postgres::row::reference;
+use crate::store::record::{Attempt, StepOutcome, Token, UserRecord};
+use crate::store::vault::CodeOutcome;
+use kron_common::config::ThrottleConfig;
+use local::{JournalKind, Local, OfflineUser};
+
+/// The offline side of a fleet host.
+pub struct Offline {
+    local: Local,
+    /// Seconds ahead a pack covers (`offline_window`); 0: offline logins are off.
+    window: u64,
+    /// Seconds a user keeps a pack after their last login here (`offline_keep`).
+    keep: u64,
+    /// Wakes the sync task: a user to fetch a pack for.
+    wake: tokio::sync::Notify,
+}
+
+/// What `kronctl fleet status` shows of this host's packs and journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub users: u32,
+    /// The newest and the oldest fetch of a pack (unix time; 0: none).
+    pub newest_fetch: u64,
+    pub oldest_fetch: u64,
+    /// When the first pack runs out (unix time; 0: none).
+    pub first_end: u64,
+    pub journal: u32,
+}
+
+impl Offline {
+    pub fn new(local: Local, window: u64, keep: u64) -> Offline {
+        Offline {
+            local,
+            window,
+            keep,
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.window > 0
+    }
+
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    pub fn local(&self) -> &Local {
+        &self.local
+    }
+
+    /// An accepted online login of `user` for `step`: from now on only later steps pass offline
+    /// here, and the user keeps (or gets) a pack.
+    pub fn used_online(&self, user: &str, step: u64, now: u64) -> Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let fresh = self.local.update(user, now, |record| {
+            let fresh = record.is_none();
+            let record = record.get_or_insert_with(OfflineUser::default);
+            record.seen = record.seen.max(now);
+            record.last_step = record.last_step.max(Some(step));
+            (fresh, None)
+        })?;
+        if fresh {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// `kronctl fleet offline-add`: `user` gets a pack here as if they had just logged in.
+    /// True if the user was not kept here before.
+    pub fn add(&self, user: &str, now: u64) -> Result<bool> {
+        let fresh = self.local.update(user, now, |record| {
+            let fresh = record.is_none();
+            let record = record.get_or_insert_with(OfflineUser::default);
+            record.seen = record.seen.max(now);
+            (fresh, None)
+        })?;
+        self.wake.notify_one();
+        Ok(fresh)
+    }
+
+    /// The record the engine decides on while the database is away: the pack's token, the
+    /// newest step used as far as this host knows, the local throttle; no recovery codes, no
+    /// contact, no sent code (none of them is accepted offline). `None` without a pack that
+    /// still has a step within `skew` of now.
+    pub fn record(&self, user: &str, now: u64, skew: u8) -> Result<Option<UserRecord>> {
+        let Some(stored) = self.local.get(user)? else {
+            return Ok(None);
+        };
+        let Some(pack) = stored.pack.as_ref().filter(|p| reaches(p, now, skew)) else {
+            return Ok(None);
+        };
+        Ok(Some(UserRecord {
+            token: Some(Token {
+                params: pack.params,
+                secret: reference(Vec::new()),
+                created: 0,
+            }),
+            last_step: stored.last_step,
+            failures: stored.failures,
+            next_attempt: stored.next_attempt,
+            last_attempt: stored.last_attempt,
+            ..UserRecord::default()
+        }))
+    }
+
+    /// Checks a TOTP `code` of `user` against the pack: with `charge`, the attempt is charged to
+    /// the local throttle in the same change that takes the step or journals the failure; the
+    /// step must be later than every step this host has seen used. `None`: no pack of this user
+    /// reaches now (the caller refuses). The slow hashes run before the change, outside it; the
+    /// change looks at the record again, so two logins with one code take its step once.
+    pub fn check(
+        &self,
+        user: &str,
+        code: &str,
+        now: u64,
+        skew: u8,
+        charge: Option<&ThrottleConfig>,
+    ) -> Result<Option<CodeOutcome>> {
+        let Some(stored) = self.local.get(user)? else {
+            return Ok(None);
+        };
+        let Some(pack) = stored.pack.as_ref().filter(|p| reaches(p, now, skew)) else {
+            return Ok(None);
+        };
+        if charge.is_some() && now < stored.next_attempt {
+            return Ok(Some(CodeOutcome::Throttled {
+                until: stored.next_attempt,
+            }));
+        }
+        let generation = pack.generation;
+        let matched = pack.matching_step(code, now, skew, stored.last_step);
+        self.local.update(user, now, |record| {
+            let Some(record) = record
+                .as_mut()
+                .filter(|r| r.pack.as_ref().is_some_and(|p| p.generation == generation))
+            else {
+                // The pack went (or changed) while the hashes ran: as if there were none.
+                return (None, None);
+            };
+            if let Some(config) = charge
+                && let Attempt::Throttled { until } = charge_record(record, now, config)
+            {
+                return (Some(CodeOutcome::Throttled { until }), None);
+            }
+            let failure = charge.map(|_| JournalKind::Failure);
+            match matched {
+                Some(step) if record.last_step.is_none_or(|used| step > used) => {
+                    record.last_step = Some(step);
+                    record.seen = record.seen.max(now);
+                    if charge.is_some() {
+                        // As online: a passed code takes back its own charge.
+                        record.failures = record.failures.saturating_sub(1);
+                        record.next_attempt = 0;
+                    }
+                    (
+                        Some(CodeOutcome::Step(StepOutcome::Accepted)),
+                        Some(JournalKind::Use { step, generation }),
+                    )
+                }
+                Some(_) => (Some(CodeOutcome::Step(StepOutcome::Replayed)), failure),
+                None => (Some(CodeOutcome::Wrong), failure),
+            }
+        })
+    }
+
+    /// Charges an attempt of `user` to the local throttle and journals it as a failure (an answer
+    /// that is no TOTP code cannot pass offline). `None` without a pack that reaches now.
+    pub fn charge(
+        &self,
+        user: &str,
+        now: u64,
+        skew: u8,
+        config: &ThrottleConfig,
+    ) -> Result<Option<Attempt>> {
+        self.local.update(user, now, |record| {
+            let Some(record) = record
+                .as_mut()
+                .filter(|r| r.pack.as_ref().is_some_and(|p| reaches(p, now, skew)))
+            else {
+                return (None, None);
+            };
+            match charge_record(record, now, config) {
+                attempt @ Attempt::Throttled { .. } => (Some(attempt), None),
+                Attempt::Allowed => (Some(Attempt::Allowed), Some(JournalKind::Failure)),
+            }
+        })
+    }
+
+    /// Packs and journal, for `kronctl fleet status`.
+    pub fn summary(&self) -> Result<Summary> {
+        let mut summary = Summary {
+            journal: u32::try_from(self.local.journal_len()).unwrap_or(u32::MAX),
+            ..Summary::default()
+        };
+        for (_, record) in self.local.users()? {
+            let Some(pack) = &record.pack else {
+                continue;
+            };
+            summary.users += 1;
+            summary.newest_fetch = summary.newest_fetch.max(pack.fetched);
+            summary.oldest_fetch = match summary.oldest_fetch {
+                0 => pack.fetched,
+                oldest => oldest.min(pack.fetched),
+            };
+            let end = pack.end().map_or(0, |step| (step + 1) * pack.params.period);
+            summary.first_end = match summary.first_end {
+                0 => end,
+                first => first.min(end),
+            };
+        }
+        Ok(summary)
+    }
+}
+
+/// Whether `pack` still has a step a code typed at `now` may be for.
+fn reaches(pack: &pack::Pack, now: u64, skew: u8) -> bool {
+    let step = now / pack.params.period.max(1);
+    pack.end().is_some_and(|end| end + u64::from(skew) >= step)
+}
+
+/// The throttle arithmetic of the token store ([`UserRecord::charge_attempt`]) on the offline
+/// record's counters.
+fn charge_record(record: &mut OfflineUser, now: u64, config: &ThrottleConfig) -> Attempt {
+    let mut counters = UserRecord {
+        failures: record.failures,
+        next_attempt: record.next_attempt,
+        last_attempt: record.last_attempt,
+        ..UserRecord::default()
+    };
+    let attempt = counters.charge_attempt(now, config);
+    record.failures = counters.failures;
+    record.next_attempt = counters.next_attempt;
+    record.last_attempt = counters.last_attempt;
+    attempt
+}

@@ -1,0 +1,395 @@
+//! The background task that keeps a fleet host's offline side current. Each round, while the
+//! database answers: the journal is replayed first (one `kron.offline_replay` per entry, each
+//! taken off the journal only once the database has it; a double use it reports goes to
+//! syslog), then the newest used step, token generation and throttle of every user with a pack
+//! (`kron.offline_floors`), then users not seen here for `offline_keep` are dropped and packs
+//! are topped up to `offline_window` ahead once less than three quarters of it is left.
+//!
+//! A round runs once a minute while the database answers, every two seconds while it does not
+//! (so a healed link is noticed and the journal replayed within seconds), and at once when a
+//! user is added. A round that cannot reach the database stops where it is; nothing is lost.
+
+use super::Offline;
+use super::local::{JournalKind, OfflineUser};
+use super::pack::{Chunk, Pack};
+use crate::error::{Error, Result};
+use crate::store::postgres::link::{Link, column};
+use crate::totp::TokenParams;
+use kron_common::config::{Algorithm, ThrottleConfig};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_postgres::types::Type;
+
+/// Pause between rounds while the database answers and nothing waits in the journal.
+const ONLINE_EVERY: Duration = Duration::from_secs(60);
+/// Pause between rounds while it does not, or while entries wait.
+const OFFLINE_EVERY: Duration = Duration::from_secs(2);
+/// Steps fetched by one statement at most: 120 bcrypt hashes, about 0.6 s of one database core
+/// at cost 6, well inside the statement timeout.
+const CHUNK: u64 = 120;
+
+/// Where the task logs: one daemon line to syslog (authpriv) per event.
+pub type Log = Box<dyn Fn(&str) + Send + Sync>;
+
+struct Task {
+    offline: Arc<Offline>,
+    link: Arc<Link>,
+    throttle: ThrottleConfig,
+    log: Log,
+}
+
+/// Starts the task on the link's runtime; it runs as long as otpd.
+pub fn start(offline: Arc<Offline>, link: Arc<Link>, throttle: ThrottleConfig, log: Log) {
+    let runtime = link.runtime().clone();
+    runtime.spawn(run(Task {
+        offline,
+        link,
+        throttle,
+        log,
+    }));
+}
+
+async fn run(task: Task) {
+    let mut last_error = String::new();
+    loop {
+        let outcome = task.round(unix_now()).await;
+        let answered = match outcome {
+            Ok(()) => {
+                last_error.clear();
+                true
+            }
+            Err(Error::Unreachable(_)) => false,
+            Err(e) => {
+                // The database answered but refused: say so once, not every round.
+                let text = e.to_string();
+                if text != last_error {
+                    (task.log)(&format!("offline packs: {text}"));
+                    last_error = text;
+                }
+                true
+            }
+        };
+        let pause = match answered && task.offline.local().journal_len() == 0 {
+            true => ONLINE_EVERY,
+            false => OFFLINE_EVERY,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = task.offline.wake.notified() => {}
+        }
+    }
+}
+
+/// A row of `kron.offline_floors`.
+#[derive(Deserialize)]
+struct Floor {
+    name: String,
+    generation: i64,
+    has_token: bool,
+    last_step: Option<u64>,
+    failures: u32,
+    next_attempt: u64,
+    last_attempt: u64,
+}
+
+/// What `kron.offline_pack` returns.
+#[derive(Deserialize)]
+struct Fetched {
+    generation: i64,
+    algorithm: Algorithm,
+    digits: u8,
+    period: u64,
+    last_step: Option<u64>,
+    failures: u32,
+    next_attempt: u64,
+    last_attempt: u64,
+    from: u64,
+    setting: String,
+    hashes: Vec<String>,
+}
+
+impl Task {
+    async fn round(&self, now: u64) -> Result<()> {
+        self.replay().await?;
+        if !self.offline.enabled() {
+            // Offline logins were turned off: the packs go, here and in the database's list.
+            for (user, _) in self.offline.local().users()? {
+                self.drop_user(&user, now).await?;
+            }
+            return Ok(());
+        }
+        self.floors(now).await?;
+        for (user, record) in self.offline.local().users()? {
+            if now.saturating_sub(record.seen) > self.offline.keep {
+                self.drop_user(&user, now).await?;
+            } else {
+                self.top_up(&user, &record, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every journal entry to the database, oldest first, and takes each off the journal
+    /// once the database has it. A second replay of an entry (a crash between the two) changes
+    /// nothing there.
+    async fn replay(&self) -> Result<()> {
+        let journal = self.offline.local().journal()?;
+        if journal.is_empty() {
+            return Ok(());
+        }
+        let (free, base, max) = (
+            i32::try_from(self.throttle.free_attempts).unwrap_or(i32::MAX),
+            int(self.throttle.base_delay),
+            int(self.throttle.max_delay),
+        );
+        let mut replayed = 0;
+        for (key, entry) in journal {
+            let (kind, step, generation) = match entry.kind {
+                JournalKind::Use { step, generation } => ("use", Some(int(step)), Some(generation)),
+                JournalKind::Failure => ("failure", None, None),
+            };
+            let id = entry.id.to_vec();
+            let rows = self
+                .link
+                .query_async(
+                    "SELECT kron.offline_replay($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[
+                        (&id, Type::BYTEA),
+                        (&entry.user, Type::TEXT),
+                        (&kind, Type::TEXT),
+                        (&step, Type::INT8),
+                        (&generation, Type::INT8),
+                        (&int(entry.at), Type::INT8),
+                        (&free, Type::INT4),
+                        (&base, Type::INT8),
+                        (&max, Type::INT8),
+                    ],
+                )
+                .await?;
+            let outcome: String = rows
+                .first()
+                .map(|row| column(row, 0))
+                .transpose()?
+                .unwrap_or_default();
+            self.report(&entry.user, entry.kind, &outcome);
+            self.offline.local().forget(&key)?;
+            replayed += 1;
+        }
+        (self.log)(&format!(
+            "replayed {replayed} offline journal entries in the fleet database"
+        ));
+        Ok(())
+    }
+
+    /// Security events of a replay go to syslog too (the database wrote its audit row).
+    fn report(&self, user: &str, kind: JournalKind, outcome: &str) {
+        let JournalKind::Use { step, .. } = kind else {
+            return;
+        };
+        if let Some(other) = outcome.strip_prefix("double-use:") {
+            (self.log)(&format!(
+                "security: double use: the code {user} typed for step {step} was accepted \
+                 offline on this host and also on host {other} (fleet audit event double-use)"
+            ));
+        } else if outcome == "refused" {
+            (self.log)(&format!(
+                "security: the fleet database refused this host's offline use of step {step} \
+                 by {user}: no pack held it (fleet audit event offline-refused)"
+            ));
+        } else if outcome == "retired" {
+            (self.log)(&format!(
+                "security: {user} logged in offline here with a token that was reset or \
+                 replaced meanwhile (step {step}; fleet audit event offline-retired)"
+            ));
+        }
+    }
+
+    /// The newest steps used anywhere, generations and throttles of this host's pack users.
+    async fn floors(&self, now: u64) -> Result<()> {
+        let rows = self
+            .link
+            .query_async(
+                "SELECT f::text FROM kron.offline_floors($1) f",
+                &[(&int(now), Type::INT8)],
+            )
+            .await?;
+        for row in rows {
+            let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?)
+                .map_err(|e| Error::Store(format!("fleet database: unreadable floor: {e}")))?;
+            self.offline.local().update(&floor.name, now, |record| {
+                if let Some(record) = record.as_mut() {
+                    record.last_step = record.last_step.max(floor.last_step);
+                    record.failures = floor.failures;
+                    record.next_attempt = floor.next_attempt;
+                    record.last_attempt = floor.last_attempt;
+                    let stale = record
+                        .pack
+                        .as_ref()
+                        .is_some_and(|p| p.generation != floor.generation);
+                    if !floor.has_token || stale {
+                        record.pack = None;
+                    }
+                }
+                ((), None)
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn drop_user(&self, user: &str, now: u64) -> Result<()> {
+        self.link
+            .query_async("SELECT kron.offline_drop($1)", &[(&user, Type::TEXT)])
+            .await?;
+        self.offline.local().update(user, now, |record| {
+            *record = None;
+            ((), None)
+        })
+    }
+
+    /// Fetches the steps the pack of `user` lacks up to `offline_window` ahead, once less than
+    /// three quarters of the window is left (or there is no pack).
+    async fn top_up(&self, user: &str, record: &OfflineUser, now: u64) -> Result<()> {
+        let window = self.offline.window();
+        let mut pack = record.pack.clone();
+        let needed = pack.as_ref().is_none_or(|p| {
+            let left = p
+                .end()
+                .map_or(0, |end| (end + 1) * p.params.period)
+                .saturating_sub(now);
+            left < window * 3 / 4
+        });
+        if !needed {
+            return Ok(());
+        }
+        loop {
+            let (from, count) = match &pack {
+                // The period is not known before the first answer: ask for no more steps than
+                // the window holds at 60 s a step; the next turn knows and fills the rest.
+                None => (0, (window / 60).clamp(1, CHUNK)),
+                Some(p) => {
+                    let target = (now + window) / p.params.period;
+                    let end = p.end().unwrap_or(0);
+                    if end >= target {
+                        return Ok(());
+                    }
+                    (end + 1, (target - end).min(CHUNK))
+                }
+            };
+            let Some(fetched) = self.fetch(user, from, count).await? else {
+                // No token (any more): no pack.
+                return self.offline.local().update(user, now, |record| {
+                    if let Some(record) = record.as_mut() {
+                        record.pack = None;
+                    }
+                    ((), None)
+                });
+            };
+            if pack
+                .as_ref()
+                .is_some_and(|p| p.generation != fetched.generation)
+            {
+                // Another token since: what we asked for followed the old pack. Start over.
+                pack = None;
+                continue;
+            }
+            let got = fetched.hashes.len() as u64;
+            pack = self.offline.local().update(user, now, |record| {
+                let Some(record) = record.as_mut() else {
+                    return (None, None);
+                };
+                store_fetched(record, &fetched, now);
+                (record.pack.clone(), None)
+            })?;
+            if got < count || pack.is_none() {
+                // The database's offline_max_window stops here, or the user went meanwhile.
+                return Ok(());
+            }
+        }
+    }
+
+    async fn fetch(&self, user: &str, from: u64, count: u64) -> Result<Option<Fetched>> {
+        let count = i32::try_from(count).unwrap_or(i32::MAX);
+        let rows = self
+            .link
+            .query_async(
+                "SELECT kron.offline_pack($1, $2, $3)::text",
+                &[
+                    (&user, Type::TEXT),
+                    (&int(from), Type::INT8),
+                    (&count, Type::INT4),
+                ],
+            )
+            .await?;
+        let Some(text) = rows
+            .first()
+            .map(|row| column::<Option<String>>(row, 0))
+            .transpose()?
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        let fetched: Fetched = serde_json::from_str(&text)
+            .map_err(|e| Error::Store(format!("fleet database: unreadable pack: {e}")))?;
+        let malformed = fetched.setting.len() != 29
+            || fetched.hashes.iter().any(|h| h.len() != 31)
+            || !matches!(fetched.digits, 6 | 8)
+            || !matches!(fetched.period, 30 | 60);
+        if malformed {
+            return Err(Error::Store(format!(
+                "fleet database: malformed offline pack of {user}"
+            )));
+        }
+        Ok(Some(fetched))
+    }
+}
+
+/// Puts a fetched chunk into the user's record: onto the pack if it is the same token, else as
+/// a new pack; with the newest used step and the throttle the database said.
+fn store_fetched(record: &mut OfflineUser, fetched: &Fetched, now: u64) {
+    let params = TokenParams {
+        algorithm: fetched.algorithm,
+        digits: fetched.digits,
+        period: fetched.period,
+    };
+    let chunk = Chunk {
+        first: fetched.from,
+        setting: fetched.setting.clone(),
+        hashes: fetched.hashes.clone(),
+    };
+    match record
+        .pack
+        .as_mut()
+        .filter(|p| p.generation == fetched.generation && p.params == params)
+    {
+        Some(pack) => {
+            pack.extend(chunk);
+            pack.fetched = now;
+        }
+        None => {
+            record.pack = Some(Pack {
+                generation: fetched.generation,
+                params,
+                chunks: vec![chunk],
+                fetched: now,
+            });
+        }
+    }
+    if let Some(pack) = record.pack.as_mut() {
+        pack.forget_before((now / params.period).saturating_sub(2));
+    }
+    record.last_step = record.last_step.max(fetched.last_step);
+    record.failures = fetched.failures;
+    record.next_attempt = fetched.next_attempt;
+    record.last_attempt = fetched.last_attempt;
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

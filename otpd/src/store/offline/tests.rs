@@ -1,0 +1,177 @@
+//! The offline decisions on a real offline store in a temp dir, with a fixed clock and packs made
+//! here the way the database makes them (pack.rs).
+
+use super::local::{JournalKind, Local, OfflineUser};
+use super::pack::tests::pack_of;
+use super::{Offline, Summary};
+use crate::store::crypto::SecretKey;
+use crate::store::record::StepOutcome;
+use crate::store::vault::CodeOutcome;
+use kron_common::config::ThrottleConfig;
+
+/// Step 100 starts at this time; the pack covers steps 100 to 103.
+const T: u64 = 100 * 30;
+const CODES: [&str; 4] = ["111111", "222222", "333333", "444444"];
+
+fn offline(dir: &std::path::Path) -> Offline {
+    let local = Local::open(dir, SecretKey::from_bytes(&[9u8; 32])).unwrap();
+    let offline = Offline::new(local, 120, 86_400);
+    offline
+        .local()
+        .update("alice", T, |record| {
+            *record = Some(OfflineUser {
+                seen: T,
+                last_step: Some(99),
+                pack: Some(pack_of(100, &CODES)),
+                ..OfflineUser::default()
+            });
+            ((), None)
+        })
+        .unwrap();
+    offline
+}
+
+fn throttle() -> ThrottleConfig {
+    ThrottleConfig {
+        free_attempts: 2,
+        base_delay: 60,
+        max_delay: 3600,
+    }
+}
+
+fn kinds(offline: &Offline) -> Vec<JournalKind> {
+    offline
+        .local()
+        .journal()
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.kind)
+        .collect()
+}
+
+#[test]
+fn a_code_passes_once_and_only_after_the_newest_step_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = offline(dir.path());
+    let config = throttle();
+    let check = |code: &str, now: u64| o.check("alice", code, now, 1, Some(&config)).unwrap();
+    assert_eq!(
+        check("222222", T + 35),
+        Some(CodeOutcome::Step(StepOutcome::Accepted))
+    );
+    assert_eq!(
+        check("222222", T + 36),
+        Some(CodeOutcome::Step(StepOutcome::Replayed))
+    );
+    // An earlier step than the one used: refused too.
+    assert_eq!(
+        check("111111", T + 37),
+        Some(CodeOutcome::Step(StepOutcome::Replayed))
+    );
+    assert_eq!(
+        kinds(&o),
+        [
+            JournalKind::Use {
+                step: 101,
+                generation: 1
+            },
+            JournalKind::Failure,
+            JournalKind::Failure
+        ]
+    );
+    // The two refusals spent the free attempts: the next is throttled, and not journaled.
+    assert_eq!(
+        check("333333", T + 38),
+        Some(CodeOutcome::Throttled { until: T + 37 + 60 })
+    );
+    assert_eq!(kinds(&o).len(), 3);
+    // After the backoff the next step passes, and takes back its own charge.
+    assert_eq!(
+        check("333333", T + 97),
+        Some(CodeOutcome::Step(StepOutcome::Accepted))
+    );
+    let record = o.local().get("alice").unwrap().unwrap();
+    assert_eq!((record.last_step, record.next_attempt), (Some(102), 0));
+}
+
+#[test]
+fn a_step_used_online_never_passes_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = offline(dir.path());
+    o.used_online("alice", 101, T + 31).unwrap();
+    assert_eq!(
+        o.check("alice", "222222", T + 40, 1, Some(&throttle()))
+            .unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Replayed))
+    );
+    assert_eq!(
+        o.check("alice", "333333", T + 40, 1, Some(&throttle()))
+            .unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Accepted))
+    );
+}
+
+#[test]
+fn after_the_window_nothing_passes_and_unknown_users_have_no_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = offline(dir.path());
+    // The pack ends with step 103; at step 105 even its last code is outside the skew.
+    let late = 105 * 30 + 1;
+    assert_eq!(o.record("alice", late, 1).unwrap(), None);
+    assert_eq!(
+        o.check("alice", "444444", late, 1, Some(&throttle()))
+            .unwrap(),
+        None
+    );
+    assert_eq!(o.charge("alice", late, 1, &throttle()).unwrap(), None);
+    // Within the window the record the engine decides on has the token and the step floor.
+    let record = o.record("alice", T + 5, 1).unwrap().unwrap();
+    assert_eq!(record.last_step, Some(99));
+    assert!(record.token.is_some() && record.recovery.is_none());
+    assert_eq!(o.record("bob", T, 1).unwrap(), None);
+    assert_eq!(o.check("bob", "111111", T, 1, None).unwrap(), None);
+    assert!(o.local().journal().unwrap().is_empty());
+}
+
+#[test]
+fn the_journal_and_the_step_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let o = offline(dir.path());
+        o.check("alice", "222222", T + 35, 1, Some(&throttle()))
+            .unwrap();
+        o.local().flush().unwrap();
+    }
+    let local = Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32])).unwrap();
+    let o = Offline::new(local, 120, 86_400);
+    assert_eq!(o.local().journal_len(), 1);
+    assert_eq!(
+        o.check("alice", "222222", T + 40, 1, Some(&throttle()))
+            .unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Replayed))
+    );
+    // Records are sealed under the key: another key does not open them.
+    drop(o);
+    let other = Local::open(dir.path(), SecretKey::from_bytes(&[8u8; 32])).unwrap();
+    assert!(other.get("alice").is_err());
+    let raw = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(raw > 0);
+}
+
+#[test]
+fn the_summary_counts_packs_and_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = offline(dir.path());
+    o.add("bob", T).unwrap();
+    o.charge("alice", T + 1, 1, &throttle()).unwrap();
+    assert_eq!(
+        o.summary().unwrap(),
+        Summary {
+            users: 1,
+            newest_fetch: T,
+            oldest_fetch: T,
+            first_end: 104 * 30,
+            journal: 1,
+        }
+    );
+}

@@ -1,0 +1,312 @@
+//! Offline logins in fleet mode (docs/fleet.md, "Offline logins") against the real PostgreSQL
+//! and three hosts of the fleet tests. Host B's link to the database is cut by its TCP proxy
+//! (the database keeps running, so A stays online): B logs users in from its packs, each step
+//! once, refuses users without a pack, throttles wrong codes locally, keeps its journal through
+//! a SIGKILL, and replays it when the link heals; A then refuses the steps B used, and a code
+//! used on both in one step is reported. Packs run out after the window; an admin can give a
+//! user a pack ahead of a first login.
+
+use std::time::Duration;
+
+use kron_tests::fleet::Host;
+use kron_tests::totp::{unix_now, wrong_code};
+use kron_tests::{Fleet, TestUser, process, result};
+
+/// Wrong codes: three free, then an hour's wait (which cannot run out while the test runs).
+const THROTTLE: &str = "default_mode = \"require\"\n[throttle]\nfree_attempts = 3\nbase_delay = 3600\nmax_delay = 7200\n";
+
+fn number(status: &serde_json::Value, key: &str) -> u64 {
+    status[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key}: {status}"))
+}
+
+fn reachable(status: &serde_json::Value) -> bool {
+    status["reachable"].as_bool() == Some(true)
+}
+
+fn wait_for_packs(host: &Host, users: u64) {
+    host.wait_for_status(&format!("{users} offline packs on {}", host.name), |s| {
+        reachable(s) && number(s, "pack_users") >= users
+    });
+}
+
+/// One row count of `sql` on the fleet's database.
+fn count(fleet: &Fleet, sql: &str) -> u64 {
+    fleet
+        .db
+        .sql("kron", sql)
+        .parse()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[test]
+fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
+    let mut fleet = Fleet::start(THROTTLE);
+    let (used_twice, replayed_later, no_pack, guesser) = (
+        TestUser::new(),
+        TestUser::new(),
+        TestUser::new(),
+        TestUser::new(),
+    );
+    let a = fleet.host(0);
+    let (t1, c1) = a.kronctl().enroll_confirmed_now(used_twice.name());
+    let (t2, c2) = a.kronctl().enroll_confirmed_now(replayed_later.name());
+    let (t3, c3) = a.kronctl().enroll_confirmed_now(no_pack.name());
+    let (t4, c4) = a.kronctl().enroll_confirmed_now(guesser.name());
+
+    // Online logins on B give B packs of these three users (not of `no_pack`).
+    let b = fleet.host(1);
+    for (user, token, confirmed) in [
+        (&used_twice, &t1, c1),
+        (&replayed_later, &t2, c2),
+        (&guesser, &t4, c4),
+    ] {
+        let login = b
+            .login(user.name())
+            .answer(&token.code_for_step(confirmed + 1))
+            .run();
+        login.assert_accepted();
+    }
+    wait_for_packs(b, 3);
+    assert!(
+        b.otpd.stderr().contains("detail=\"checked online\""),
+        "{}",
+        b.otpd.stderr()
+    );
+
+    b.proxy.cut();
+    // No pack on B: refused, as every login was before offline logins.
+    let refused = b
+        .login(no_pack.name())
+        .answer(&t3.code_for_step(c3 + 1))
+        .run();
+    assert_eq!(
+        refused.result(),
+        result::AUTHINFO_UNAVAIL,
+        "{}",
+        refused.raw
+    );
+
+    // Wrong codes offline hit the local throttle: three refused, then throttled.
+    let wrong = wrong_code(&t4.code_for_step(c4 + 2));
+    for _ in 0..3 {
+        b.login(guesser.name()).answer(&wrong).run().assert_denied();
+    }
+    b.login(guesser.name())
+        .answer(&t4.code_for_step(c4 + 2))
+        .run()
+        .assert_throttled();
+
+    // The current code passes offline, once.
+    let code = t1.code_for_step(c1 + 2);
+    b.login(used_twice.name())
+        .answer(&code)
+        .run()
+        .assert_accepted();
+    let again = b.login(used_twice.name()).answer(&code).run();
+    again.assert_denied();
+    assert!(again.mentions("already used"), "{}", again.raw);
+    assert!(
+        b.otpd.stderr().contains("detail=\"checked offline\""),
+        "{}",
+        b.otpd.stderr()
+    );
+    // A, online, cannot know: the same code passes there too (the documented risk, within the
+    // same step window), and is reported once B is back.
+    a.login(used_twice.name())
+        .answer(&code)
+        .run()
+        .assert_accepted();
+
+    // An offline use, then otpd killed at once: the use is in the journal after the restart.
+    b.login(replayed_later.name())
+        .answer(&t2.code_for_step(c2 + 2))
+        .run()
+        .assert_accepted();
+    fleet.hosts[1].otpd.kill();
+    fleet.hosts[1].otpd.start_again();
+    let b = fleet.host(1);
+    let status = b.fleet_status();
+    assert!(!reachable(&status), "{status}");
+    // Two uses; four failures (three wrong codes, one replay); the throttled try is not charged.
+    assert_eq!(number(&status, "journal_waiting"), 6, "{status}");
+    assert_eq!(number(&status, "pack_users"), 3, "{status}");
+    // The restarted otpd checks offline as before (its decisions before the kill reached
+    // syslog, not yet the audit table: this one will).
+    b.login(used_twice.name())
+        .answer(&wrong_code(&t1.code_for_step(c1 + 3)))
+        .run()
+        .assert_denied();
+    assert_eq!(number(&b.fleet_status(), "journal_waiting"), 7);
+    let a = fleet.host(0);
+
+    // The link heals: the journal reaches the database within seconds.
+    b.proxy.heal();
+    b.wait_for_status("B's journal replayed", |s| {
+        reachable(s) && number(s, "journal_waiting") == 0
+    });
+    let last_step = fleet.db.sql(
+        "kron",
+        &format!(
+            "SELECT last_step FROM kron.users WHERE name = '{}'",
+            replayed_later.name()
+        ),
+    );
+    assert_eq!(last_step, (c2 + 2).to_string());
+    // B's step is still valid by the clock (it stays so for at least 72 s after the
+    // enrollment): refused as used. The step before it: refused too.
+    let login = a
+        .login(replayed_later.name())
+        .answer(&t2.code_for_step(c2 + 2))
+        .run();
+    login.assert_denied();
+    assert!(login.mentions("already used"), "{}", login.raw);
+    a.login(replayed_later.name())
+        .answer(&t2.code_for_step(c2 + 1))
+        .run()
+        .assert_denied();
+    let failures = count(
+        &fleet,
+        &format!(
+            "SELECT failures FROM kron.users WHERE name = '{}'",
+            guesser.name()
+        ),
+    );
+    assert!(failures >= 3, "offline failures were not added: {failures}");
+
+    // The code used on A and offline on B in one step: a security event in B's syslog and in
+    // the audit table.
+    assert!(
+        b.otpd.stderr().contains("security: double use")
+            && b.otpd.stderr().contains(used_twice.name()),
+        "{}",
+        b.otpd.stderr()
+    );
+    let double = count(
+        &fleet,
+        &format!(
+            "SELECT count(*) FROM kron.audit WHERE event = 'double-use' AND \"user\" = '{}' \
+             AND host = 'b' AND detail LIKE '%on host a and offline on host b%'",
+            used_twice.name()
+        ),
+    );
+    assert_eq!(double, 1);
+
+    // Replaying an entry again changes nothing.
+    let id = fleet.db.sql(
+        "kron",
+        &format!(
+            "SELECT encode(id, 'hex') FROM kron.offline_journal WHERE name = '{}' AND kind = 'use'",
+            replayed_later.name()
+        ),
+    );
+    let before = fleet.db.sql(
+        "kron",
+        "SELECT last_step, failures, version FROM kron.users ORDER BY name",
+    );
+    let again = fleet.db.psql_as(
+        "kron_b",
+        &fleet.password_of("b"),
+        &format!(
+            "SELECT kron.offline_replay('\\x{id}', '{}', 'use', {}, 0, 0, 3, 3600, 7200)",
+            replayed_later.name(),
+            c2 + 5
+        ),
+    );
+    again.assert_success("replaying an entry again");
+    assert_eq!(again.stdout.trim(), "already");
+    // A use of a step no pack can have held (a host with a forged journal) is refused and
+    // reported: it would lock the user's codes out until then.
+    let forged = fleet.db.psql_as(
+        "kron_b",
+        &fleet.password_of("b"),
+        &format!(
+            "SELECT kron.offline_replay('\\x{}', '{}', 'use', 9223372036854775807, 0, 0, 3, 3600, 7200)",
+            "ab".repeat(16),
+            replayed_later.name()
+        ),
+    );
+    forged.assert_success("a forged use");
+    assert_eq!(forged.stdout.trim(), "refused");
+    assert_eq!(
+        fleet.db.sql(
+            "kron",
+            "SELECT last_step, failures, version FROM kron.users ORDER BY name"
+        ),
+        before
+    );
+
+    // Every decision in the audit table says where it was checked (B's offline rows arrive
+    // once the link is back).
+    process::wait_for(
+        "B's offline decisions in the audit table",
+        Duration::from_secs(60),
+        || {
+            let offline = count(
+                &fleet,
+                "SELECT count(*) FROM kron.audit WHERE host = 'b' AND detail LIKE 'checked offline%'",
+            );
+            (offline >= 1).then_some(())
+        },
+    );
+    assert!(
+        count(
+            &fleet,
+            "SELECT count(*) FROM kron.audit WHERE host = 'a' AND event = 'accepted' \
+             AND detail = 'checked online'"
+        ) >= 1
+    );
+    // And the database knows which host holds whose packs.
+    let status = b.fleet_status();
+    let hosts = status["hosts"].as_array().expect("hosts").clone();
+    let b_row = hosts.iter().find(|h| h["host"] == "b").expect("host b");
+    assert_eq!(b_row["users"], 3, "{status}");
+}
+
+#[test]
+fn packs_run_out_after_the_window_and_an_admin_adds_a_user_ahead() {
+    // Packs of one minute: the database gives steps up to a minute ahead, never more.
+    let fleet = Fleet::start_with("default_mode = \"require\"\n", "offline_window = 60\n");
+    let (a, c) = (fleet.host(0), fleet.host(2));
+    let user = TestUser::new();
+    let (token, _) = a.kronctl().enroll_confirmed_now(user.name());
+
+    // The user never logged in on C: an admin gives them a pack there.
+    let added = c.kronctl().json(&["fleet", "offline-add", user.name()]);
+    assert_eq!(added["changed"], serde_json::Value::Bool(true), "{added}");
+    wait_for_packs(c, 1);
+    assert!(
+        c.kronctl()
+            .run(&["fleet", "offline-add", "no such user!"])
+            .code()
+            != Some(0)
+    );
+
+    c.proxy.cut();
+    let status = c.fleet_status();
+    let ends = number(&status, "pack_ends");
+    assert!(
+        ends <= unix_now() + 60 + 30,
+        "a pack reaches past the window: {status}"
+    );
+    c.login(user.name())
+        .answer(&token.code_now())
+        .run()
+        .assert_accepted();
+
+    // Once the clock is a step past the pack's last one (the skew), nothing passes offline.
+    process::wait_for("the pack to run out", Duration::from_secs(180), || {
+        (unix_now() >= ends + 31).then_some(())
+    });
+    let late = c.login(user.name()).answer(&token.code_now()).run();
+    assert_eq!(late.result(), result::AUTHINFO_UNAVAIL, "{}", late.raw);
+    c.proxy.heal();
+    c.wait_for_status("C back online", |s| {
+        reachable(s) && number(s, "journal_waiting") == 0
+    });
+    c.login(user.name())
+        .answer(&token.code_now())
+        .run()
+        .assert_accepted();
+}
