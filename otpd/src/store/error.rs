@@ -36,6 +36,8 @@ pub enum StoreError {
     /// The fleet's database could not be reached, refused a statement or answered something
     /// unexpected (`store/postgres/`); the text names which, never a code or a seed.
     Database(String),
+    /// A fleet host's offline packs or journal (`store/offline/`) could not be encoded or read.
+    Offline(String),
 }
 
 impl StoreError {
@@ -94,7 +96,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Unavailable(cause) => write!(f, "unavailable since: {cause}"),
             StoreError::FlushPanicked => write!(f, "the store flush panicked"),
             StoreError::Closed => write!(f, "the store is closed"),
-            StoreError::Database(what) => write!(f, "{what}"),
+            StoreError::Database(what) | StoreError::Offline(what) => write!(f, "{what}"),
         }
     }
 }
@@ -109,7 +111,8 @@ impl std::error::Error for StoreError {
             StoreError::UnknownFormat { .. }
             | StoreError::FlushPanicked
             | StoreError::Closed
-            | StoreError::Database(_) => None,
+            | StoreError::Database(_)
+            | StoreError::Offline(_) => None,
         }
     }
 }

@@ -84,7 +84,11 @@ fn open_sled(dir: &Path) -> std::result::Result<(sled::Db, File, PathBuf), Store
 }
 
 /// sled's flush, then `fdatasync` of its log.
-fn flush_durably(db: &sled::Db, log: &File, log_path: &Path) -> std::result::Result<(), StoreError> {
+fn flush_durably(
+    db: &sled::Db,
+    log: &File,
+    log_path: &Path,
+) -> std::result::Result<(), StoreError> {
     db.flush()?;
     log.sync_data().map_err(|source| StoreError::Io {
         what: "fdatasync of",

@@ -9,6 +9,7 @@ use super::pack::Pack;
 use crate::error::{Error, Result};
 use crate::store::commit::{Durable, Flusher, GroupCommit};
 use crate::store::crypto::{Sealed, SecretKey};
+use crate::store::error::StoreError;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -204,14 +205,21 @@ impl Local {
     }
 
     fn seal_record(&self, user: &str, record: &OfflineUser) -> Result<Vec<u8>> {
-        let plain =
-            Zeroizing::new(postcard::to_stdvec(record).map_err(|e| Error::Store(e.to_string()))?);
+        let plain = Zeroizing::new(
+            postcard::to_stdvec(record)
+                .map_err(|e| Error::Store(StoreError::Offline(e.to_string())))?,
+        );
         let sealed = self.key.seal(user, &plain)?;
-        postcard::to_extend(&sealed, vec![RECORD_V1]).map_err(|e| Error::Store(e.to_string()))
+        postcard::to_extend(&sealed, vec![RECORD_V1])
+            .map_err(|e| Error::Store(StoreError::Offline(e.to_string())))
     }
 
     fn open_record(&self, user: &str, bytes: &[u8]) -> Result<OfflineUser> {
-        let unreadable = || Error::Store(format!("offline record of {user} is unreadable"));
+        let unreadable = || {
+            Error::Store(StoreError::Offline(format!(
+                "offline record of {user} is unreadable"
+            )))
+        };
         let Some((&RECORD_V1, rest)) = bytes.split_first() else {
             return Err(unreadable());
         };
@@ -222,13 +230,19 @@ impl Local {
 }
 
 fn encode_entry(entry: &JournalEntry) -> Result<Vec<u8>> {
-    postcard::to_extend(entry, vec![ENTRY_V1]).map_err(|e| Error::Store(e.to_string()))
+    postcard::to_extend(entry, vec![ENTRY_V1])
+        .map_err(|e| Error::Store(StoreError::Offline(e.to_string())))
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<JournalEntry> {
     match bytes.split_first() {
-        Some((&ENTRY_V1, rest)) => postcard::from_bytes(rest)
-            .map_err(|e| Error::Store(format!("offline journal entry is unreadable: {e}"))),
-        _ => Err(Error::Store("offline journal entry is unreadable".into())),
+        Some((&ENTRY_V1, rest)) => postcard::from_bytes(rest).map_err(|e| {
+            Error::Store(StoreError::Offline(format!(
+                "offline journal entry is unreadable: {e}"
+            )))
+        }),
+        _ => Err(Error::Store(StoreError::Offline(
+            "offline journal entry is unreadable".into(),
+        ))),
     }
 }
