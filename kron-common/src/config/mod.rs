@@ -11,11 +11,11 @@ pub use delivery::{
     BodyFormat, EmailConfig, HttpMethod, Security, SmsConfig, check_header, dummy_values, fill_url,
     is_loopback,
 };
-pub use web::{DEFAULT_LINK_VALIDITY, WebConfig};
 pub use fleet::{
     DEFAULT_OFFLINE_KEEP, DEFAULT_OFFLINE_WINDOW, FleetConfig, MAX_HOST_NAME, MAX_OFFLINE_WINDOW,
     check_host_name, check_url,
 };
+pub use web::{DEFAULT_LINK_VALIDITY, WebConfig};
 
 use crate::contact::{Channels, Patterns};
 use kron_proto::Channel;
