@@ -297,6 +297,23 @@ impl Postgres {
             Duration::from_secs(30),
             || (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()),
         );
+        // A backend forked after the list above outlives its postmaster until its statement
+        // ends (a pack's bcrypt loop checks for a dead postmaster only then) and keeps the
+        // shared memory in use, so a restart would refuse to start: every process working in
+        // the data directory (a backend's cwd) goes too.
+        let data = self.dir.path().join("data");
+        let data = std::fs::canonicalize(&data).unwrap_or(data);
+        process::wait_for(
+            "the killed server's backends to be gone",
+            Duration::from_secs(30),
+            || {
+                let left = working_in(&data);
+                for pid in &left {
+                    process::send_signal(*pid, libc::SIGKILL);
+                }
+                left.is_empty().then_some(())
+            },
+        );
     }
 
     /// Starts the server again (crash recovery runs) and waits until it answers.
@@ -389,6 +406,17 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// The processes whose working directory is `dir`.
+fn working_in(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir))
+        .collect()
 }
 
 fn children_of(parent: u32) -> Vec<u32> {
