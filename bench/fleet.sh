@@ -26,6 +26,9 @@ run_fleet() {
         && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
             -out server.pem -days 2 -extfile server.ext 2>/dev/null)
     chown postgres: "$pg"/server.* && chmod 600 "$pg/server.key"
+    # The hosts' copy of the CA: otpd trusts a file only where root alone can change it and
+    # every directory above it (StrictModes), and $pg is the postgres user's.
+    install -m 644 "$pg/ca.pem" "$work/fleet-ca.pem"
     runuser -u postgres -- "$pgbin/initdb" -D "$pg/data" -U postgres -A trust -E UTF8 > /dev/null
     cat >> "$pg/data/postgresql.conf" <<CONF
 port = $port
@@ -48,7 +51,7 @@ CONF
     install -m 600 /dev/null "$work/owner-password" && echo bench-owner > "$work/owner-password"
     local owner_url="postgresql://kron_owner@127.0.0.1:$port/kron?sslmode=verify-full"
     local kronctl=("$target/kronctl" --bus "$address")
-    "${kronctl[@]}" fleet init --url "$owner_url" --ca-file "$pg/ca.pem" \
+    "${kronctl[@]}" fleet init --url "$owner_url" --ca-file "$work/fleet-ca.pem" \
         --owner-password-file "$work/owner-password" --key-file "$key"
 
     say "fleet: hosts a, b, c (own bus and state each)"
@@ -65,7 +68,7 @@ CONF
             printf 'state_dir = "%s"\nsocket = "%s"\ndefault_mode = "optional"\n' \
                 "$work/fleet-$name/state" "$work/fleet-$name/otpd.sock"
             printf '[[group]]\nname = "kronbench"\nmode = "require"\n'
-            "${kronctl[@]}" fleet add-host "$name" --url "$owner_url" --ca-file "$pg/ca.pem" \
+            "${kronctl[@]}" fleet add-host "$name" --url "$owner_url" --ca-file "$work/fleet-ca.pem" \
                 --owner-password-file "$work/owner-password" \
                 --password-file "$work/fleet-$name/password" | grep -v '^#'
             # The measured numbers are of the online path: offline packs of thousands of
