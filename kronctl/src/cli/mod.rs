@@ -4,6 +4,10 @@
 //! completions from [`command`] without linking the rest of the program's logic.
 #![forbid(unsafe_code)]
 
+mod fleet;
+
+pub use fleet::{FleetArgs, FleetCommand};
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -309,7 +313,7 @@ Examples:
     /// call only; status and push use this host's [fleet] section; log reads the fleet's audit
     /// table. Every other command works unchanged on a fleet host and acts on the whole fleet.
     /// See docs/fleet.md.
-    Fleet(crate::fleet::FleetArgs),
+    Fleet(FleetArgs),
 }
 
 /// `recovery-codes [USER] [--code CODE]`

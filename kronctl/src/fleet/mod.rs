@@ -5,17 +5,15 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | one function per subcommand |
-//! | `args.rs` | the command line |
 //! | `render.rs` | text and JSON output |
+//!
+//! Its command line is `cli/fleet.rs`, with the rest of kronctl's.
 
-mod args;
 mod render;
-
-pub use args::{FleetArgs, FleetCommand};
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, FleetArgs, FleetCommand};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::output::print;
