@@ -222,9 +222,37 @@ fn json_string_content(value: &str) -> String {
         .to_owned()
 }
 
+/// "2026-03-01 14:05 UTC": a deadline as the texts (`{expires}`) and kron-web's page show it.
+/// UTC because the recipient's time zone is unknown.
+pub fn utc_date_time(unix: u64) -> String {
+    let time = i64::try_from(unix)
+        .ok()
+        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok());
+    match time {
+        Some(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        // Beyond year 9999: not a real deadline, but still say something readable.
+        None => format!("unix time {unix}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_are_dates_in_utc() {
+        assert_eq!(utc_date_time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_date_time(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc_date_time(1_772_373_959), "2026-03-01 14:05 UTC");
+        assert_eq!(utc_date_time(u64::MAX), format!("unix time {}", u64::MAX));
+    }
 
     #[test]
     fn renders_placeholders_and_keeps_other_braces() {

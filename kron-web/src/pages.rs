@@ -6,6 +6,7 @@
 //! scales to the screen) and in a text browser (the key is text, the form a plain POST).
 
 use base64::Engine as _;
+use kron_common::template::utc_date_time;
 use kron_proto::LinkPage;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use sha2::{Digest, Sha256};
@@ -63,24 +64,6 @@ pub fn group_key(secret: &str) -> String {
         .join(" ")
 }
 
-/// "2026-03-01 14:05 UTC": the recipient's time zone is unknown.
-pub fn utc(unix: u64) -> String {
-    let time = i64::try_from(unix)
-        .ok()
-        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok());
-    match time {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute()
-        ),
-        None => format!("unix time {unix}"),
-    }
-}
-
 /// The page of a live link: who and where, the QR code, the key, the form. `error` is shown
 /// above the form (after a wrong code).
 pub fn enrollment(page: &LinkPage, qr_svg: Option<&str>, error: Option<&str>) -> String {
@@ -89,7 +72,7 @@ pub fn enrollment(page: &LinkPage, qr_svg: Option<&str>, error: Option<&str>) ->
         h1 { "Set up your authenticator" }
         p {
             "For " b { (page.user) } " on " b { (page.host) } " (" (page.issuer) "). "
-            "This link works once, until " (utc(page.expires)) "."
+            "This link works once, until " (utc_date_time(page.expires)) "."
         }
         ol {
             @if let Some(svg) = qr_svg {

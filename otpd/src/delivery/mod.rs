@@ -219,25 +219,7 @@ impl Values {
     }
 }
 
-/// "2026-03-01 14:05 UTC": the deadline of a delivered enrollment. UTC because the
-/// recipient's time zone is unknown.
-pub(crate) fn utc_date_time(unix: u64) -> String {
-    let time = i64::try_from(unix)
-        .ok()
-        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok());
-    match time {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute()
-        ),
-        // Beyond year 9999: not a real deadline, but still say something readable.
-        None => format!("unix time {unix}"),
-    }
-}
+pub(crate) use kron_common::template::utc_date_time;
 
 /// What the content carries that no error text may show: the code, the secret, the URI.
 fn secrets_of<'a>(content: &Content<'a>) -> Vec<&'a str> {
@@ -475,10 +457,6 @@ mod tests {
                 .pairs()
                 .contains(&("minutes", "5"))
         );
-        assert_eq!(utc_date_time(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc_date_time(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(utc_date_time(1_772_373_959), "2026-03-01 14:05 UTC");
-        assert_eq!(utc_date_time(u64::MAX), format!("unix time {}", u64::MAX));
     }
 
     #[test]
