@@ -152,3 +152,17 @@ pub fn wrong_code(right: &str) -> String {
         .map(|digit| char::from(b'0' + (digit - b'0' + 5) % 10))
         .collect()
 }
+
+/// `bytes` as a TOTP secret is written: RFC 4648 base32 without padding.
+pub fn base32(bytes: &[u8]) -> String {
+    base32::encode(base32::Alphabet::Rfc4648 { padding: false }, bytes)
+}
+
+/// The bytes of a base32 secret (padding allowed); panics on anything else.
+pub fn decode_base32(text: &str) -> Vec<u8> {
+    base32::decode(
+        base32::Alphabet::Rfc4648 { padding: false },
+        text.trim_end_matches('='),
+    )
+    .expect("a base32 secret")
+}

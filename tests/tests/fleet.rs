@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kron_tests::pam::Running;
 use kron_tests::postgres::{Postgres, TestCa};
-use kron_tests::totp::{Oath, steady_step, wrong_code};
+use kron_tests::totp::{Oath, base32, decode_base32, steady_step, wrong_code};
 use kron_tests::{Fleet, Kronctl, TestUser, kronctl, otpd, result, scratch};
 
 const REQUIRE: &str = "default_mode = \"require\"\n";
@@ -520,39 +520,6 @@ fn push_moves_local_tokens_into_the_fleet_and_reports_conflicts() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::new();
-    let (mut buffer, mut bits) = (0u32, 0);
-    for &byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
-    }
-    out
-}
-
-fn decode_base32(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut buffer, mut bits, mut out) = (0u32, 0, Vec::new());
-    for c in text.trim_end_matches('=').bytes() {
-        let value = ALPHABET.iter().position(|&a| a == c).expect("base32") as u32;
-        buffer = (buffer << 5) | value;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    out
 }
 
 /// Email codes are one live code per user, fleet-wide: sent when a login begins on A, taken

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use kron_tests::namespace::PrivateMounts;
 use kron_tests::process::{self, Identity, Output};
-use kron_tests::totp::{self, wrong_code};
+use kron_tests::totp::{self, base32, wrong_code};
 use kron_tests::{Oath, TestUser, World, artifacts, kronctl, scratch};
 use serde_json::Value;
 
@@ -657,25 +657,6 @@ fn set_home(user: &TestUser, home: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     panic!("usermod -d {} {} kept failing", home.display(), user.name());
-}
-
-/// RFC 4648 base32 without padding, for oathtool.
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::new();
-    let (mut buffer, mut bits) = (0u32, 0);
-    for &byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
-    }
-    out
 }
 
 fn hex(bytes: &[u8]) -> String {
