@@ -82,7 +82,8 @@ CONF
         fleet_pids+=($!)
         "$bench" wait-ready --bus "unix:path=$bus" --since-ns "$(date +%s%N)" > /dev/null
         fleet_buses+=("unix:path=$bus")
-        printf 'auth required %s bus=unix:path=%s\n' "$target/libpam_kron.so" "$bus" \
+        # As installed: pam_kron reaches the host's otpd on its own socket, not the bus.
+        printf 'auth required %s socket=%s\n' "$target/libpam_kron.so" "$work/fleet-$name/otpd.sock" \
             > "$work/pam/kb-fleet-$name"
     done
 

@@ -116,7 +116,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 3, "{status}");
+    assert_eq!(status["schema_version"], 4, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 }
 

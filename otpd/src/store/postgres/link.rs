@@ -1,5 +1,13 @@
-//! The link to the fleet's database: at most two connections per host, each shared by every
-//! call at once (tokio-postgres pipelines them), reconnected by themselves after a failure.
+//! The link to the fleet's database: at most two connections per host, reconnected by
+//! themselves after a failure.
+//!
+//! Each connection's socket belongs to a current-thread runtime of its own, and a statement is
+//! run by the thread that asks for it (one of tokio's blocking threads: the engine's), which also
+//! writes the request and reads the answer. So a statement costs no hand-off to another thread
+//! and back, which on this kind of machine is most of what a statement on loopback costs (two
+//! wake-ups of an idle CPU each way). A connection runs one statement at a time; a caller takes
+//! a free one, or waits for one: a statement holds it for one round trip, so with two per host
+//! that is no limit a host reaches (docs/fleet.md, "Scale").
 //!
 //! Every statement is sent with `query_typed` (one round trip, unnamed statements), so the
 //! link works through PgBouncer in transaction mode too. While the database cannot be reached,
@@ -11,17 +19,20 @@
 use super::tls;
 use crate::error::{Error, Result};
 use crate::store::error::StoreError;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// Connections per host: enough to pipeline every login of the host, few enough that 10,000
-/// hosts fit a database (docs/fleet.md).
+/// Connections per host: enough for every login of a host, few enough that 10,000 hosts fit a
+/// database (docs/fleet.md).
 pub const CONNECTIONS: usize = 2;
 /// Longest a connect (TCP, TLS, authentication) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,6 +94,21 @@ impl Target {
 
     /// Opens one connection; its driver runs on the current runtime until the client goes.
     pub async fn connect(&self) -> Result<Client> {
+        let (client, connection) = self.open().await?;
+        tokio::spawn(async move {
+            // Ends with an error when the server goes away; the next call notices the closed
+            // client and reconnects.
+            let _ = connection.await;
+        });
+        client
+            .batch_execute(SESSION)
+            .await
+            .map_err(|e| unreachable(&self.url, &describe(&e)))?;
+        Ok(client)
+    }
+
+    /// Connects: the client, and the future that does the connection's I/O while polled.
+    async fn open(&self) -> Result<(Client, Driver)> {
         let mut config = self.config.clone();
         if let Some(path) = &self.password_file {
             let password = tls::read_file(path, true)?;
@@ -95,24 +121,98 @@ impl Target {
             .await
             .map_err(|_| unreachable(&self.url, "connecting timed out"))?
             .map_err(|e| unreachable(&self.url, &describe(&e)))?;
-        tokio::spawn(async move {
-            // Ends with an error when the server goes away; the next call notices the closed
-            // client and reconnects.
-            let _ = connection.await;
-        });
-        // A reply must never report a change the database could still lose: commits wait for
-        // the disk (and a synchronous standby), whatever the server's default says.
-        client
-            .batch_execute("SET synchronous_commit TO on")
-            .await
-            .map_err(|e| unreachable(&self.url, &describe(&e)))?;
-        Ok(client)
+        Ok((client, Box::pin(connection)))
+    }
+}
+
+/// Sent once per connection. A reply must never report a change the database could still lose:
+/// commits wait for the disk (and a synchronous standby), whatever the server's default says.
+const SESSION: &str = "SET synchronous_commit TO on";
+
+/// A connection's I/O: polled by whoever runs a statement on it; ends when the connection does.
+type Driver = Pin<Box<dyn Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>>;
+
+/// One connection of the link, with the runtime its socket is registered with.
+struct Connection {
+    // Dropped in this order: the socket before the runtime it is registered with.
+    driver: Driver,
+    client: Client,
+    /// Current-thread: the thread in `block_on` does the socket's I/O itself.
+    runtime: Runtime,
+}
+
+/// How one statement on a connection ended.
+enum Ran {
+    Rows(Vec<Row>),
+    Failed(tokio_postgres::Error),
+    /// No answer within [`QUERY_TIMEOUT`].
+    TimedOut,
+    /// The connection ended (the server went away) before the answer came.
+    Ended(String),
+}
+
+impl Connection {
+    fn open(target: &Target) -> Result<Connection> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::System(format!("cannot make a runtime for the database: {e}")))?;
+        let (client, driver) = runtime.block_on(target.open())?;
+        let mut connection = Connection {
+            driver,
+            client,
+            runtime,
+        };
+        match connection.run(SESSION, &[], true) {
+            Ran::Rows(_) => Ok(connection),
+            Ran::Failed(e) => Err(unreachable(&target.url, &describe(&e))),
+            Ran::TimedOut => Err(unreachable(&target.url, "no answer in time")),
+            Ran::Ended(why) => Err(unreachable(&target.url, &why)),
+        }
+    }
+
+    /// Whether the connection ended while it sat idle (the server closed it, or restarted):
+    /// polls its I/O once without waiting.
+    fn ended(&mut self) -> bool {
+        let driver = &mut self.driver;
+        self.runtime.block_on(std::future::poll_fn(|cx| {
+            Poll::Ready(driver.as_mut().poll(cx).is_ready())
+        }))
+    }
+
+    /// Runs one statement (`simple`: a plain text command, no rows), doing the I/O here.
+    fn run(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)], simple: bool) -> Ran {
+        let Connection {
+            driver,
+            client,
+            runtime,
+        } = self;
+        runtime.block_on(async {
+            let statement = async {
+                match simple {
+                    true => client.batch_execute(sql).await.map(|()| Vec::new()),
+                    false => client.query_typed(sql, params).await,
+                }
+            };
+            tokio::select! {
+                biased;
+                answer = tokio::time::timeout(QUERY_TIMEOUT, statement) => match answer {
+                    Ok(Ok(rows)) => Ran::Rows(rows),
+                    Ok(Err(e)) => Ran::Failed(e),
+                    Err(_) => Ran::TimedOut,
+                },
+                ended = driver.as_mut() => Ran::Ended(match ended {
+                    Ok(()) => "the server closed the connection".to_owned(),
+                    Err(e) => describe(&e),
+                }),
+            }
+        })
     }
 }
 
 #[derive(Default)]
 struct Slot {
-    client: Option<Arc<Client>>,
+    connection: Option<Connection>,
     retry_at: Option<Instant>,
     error: String,
 }
@@ -121,7 +221,7 @@ struct Slot {
 pub struct Link {
     target: Target,
     runtime: Handle,
-    slots: [tokio::sync::Mutex<Slot>; CONNECTIONS],
+    slots: [Mutex<Slot>; CONNECTIONS],
     next: AtomicUsize,
     down: AtomicBool,
     /// When `down` last changed (unix time), or when the link was made.
@@ -131,6 +231,7 @@ pub struct Link {
 
 impl Link {
     /// A link that connects on first use; `log` gets one line per change of reachability.
+    /// `runtime` is otpd's, where the link's background tasks (audit rows, offline packs) run.
     pub fn new(target: Target, runtime: Handle, log: Box<dyn Fn(&str) + Send + Sync>) -> Link {
         Link {
             target,
@@ -160,38 +261,53 @@ impl Link {
         &self.runtime
     }
 
-    /// A live connection, reconnecting the chosen one if it failed (at most once a second).
-    pub async fn client(&self) -> Result<Arc<Client>> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS;
-        let mut slot = self.slots[index].lock().await;
-        if let Some(client) = slot.client.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
+    /// A slot for one statement: a free one if there is, else the next in turn, once it is free.
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..CONNECTIONS {
+            if let Ok(slot) = self.slots[(first + offset) % CONNECTIONS].try_lock() {
+                return slot;
+            }
         }
-        slot.client = None;
-        if slot.retry_at.is_some_and(|at| Instant::now() < at) {
-            return Err(Error::Unreachable(slot.error.clone()));
+        // A panic while a statement ran leaves nothing half-done in a slot that matters: the
+        // connection is checked (and replaced if it ended) before every use.
+        self.slots[first % CONNECTIONS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slot's live connection, reconnecting it if it ended (at most once a second).
+    fn connection<'a>(&self, slot: &'a mut Slot) -> Result<&'a mut Connection> {
+        if slot.connection.as_mut().is_some_and(Connection::ended) {
+            slot.connection = None;
         }
-        match self.target.connect().await {
-            Ok(client) => {
-                let client = Arc::new(client);
-                slot.client = Some(client.clone());
-                slot.retry_at = None;
-                if self.down.swap(false, Ordering::SeqCst) {
-                    self.since.store(unix_now(), Ordering::SeqCst);
-                    (self.log)(&format!(
-                        "fleet database {} is reachable again",
-                        self.target.url
-                    ));
+        if slot.connection.is_none() {
+            if slot.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Err(Error::Unreachable(slot.error.clone()));
+            }
+            match Connection::open(&self.target) {
+                Ok(connection) => {
+                    slot.connection = Some(connection);
+                    slot.retry_at = None;
+                    if self.down.swap(false, Ordering::SeqCst) {
+                        self.since.store(unix_now(), Ordering::SeqCst);
+                        (self.log)(&format!(
+                            "fleet database {} is reachable again",
+                            self.target.url
+                        ));
+                    }
                 }
-                Ok(client)
-            }
-            Err(e) => {
-                slot.retry_at = Some(Instant::now() + RETRY_AFTER);
-                slot.error = e.to_string();
-                self.mark_down(&slot.error);
-                Err(e)
+                Err(e) => {
+                    slot.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    slot.error = e.to_string();
+                    self.mark_down(&slot.error);
+                    return Err(e);
+                }
             }
         }
+        slot.connection
+            .as_mut()
+            .ok_or_else(|| Error::Unreachable(slot.error.clone()))
     }
 
     fn mark_down(&self, why: &str) {
@@ -203,45 +319,37 @@ impl Link {
         }
     }
 
-    /// Runs one statement and returns its rows (async: for tasks on the runtime).
+    /// Runs one statement from a blocking thread (the engine's), waiting for its rows.
+    pub fn query(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Vec<Row>> {
+        let mut slot = self.slot();
+        let ran = self.connection(&mut slot)?.run(sql, params, false);
+        let error = match ran {
+            Ran::Rows(rows) => return Ok(rows),
+            Ran::Failed(e) if e.as_db_error().is_some() => {
+                return Err(Error::Store(StoreError::Database(format!(
+                    "fleet database refused a statement: {}",
+                    describe(&e)
+                ))));
+            }
+            Ran::Failed(e) => unreachable(&self.target.url, &describe(&e)),
+            Ran::Ended(why) => unreachable(&self.target.url, &why),
+            Ran::TimedOut => unreachable(&self.target.url, "no answer in time"),
+        };
+        // The connection is in an unknown state (it may still answer later): the next call
+        // makes a new one.
+        slot.connection = None;
+        self.mark_down(&error.to_string());
+        Err(error)
+    }
+
+    /// [`Link::query`] from a task on otpd's runtime (the background tasks): the worker thread
+    /// hands its other tasks on while this one waits for the database.
     pub async fn query_async(
         &self,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>> {
-        let client = self.client().await?;
-        match tokio::time::timeout(QUERY_TIMEOUT, client.query_typed(sql, params)).await {
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) if e.as_db_error().is_some() => Err(Error::Store(StoreError::Database(
-                format!("fleet database refused a statement: {}", describe(&e)),
-            ))),
-            Ok(Err(e)) => {
-                let error = unreachable(&self.target.url, &describe(&e));
-                self.mark_down(&error.to_string());
-                Err(error)
-            }
-            Err(_) => {
-                // The connection may hang on a dead peer: drop it so the next call reconnects.
-                for slot in &self.slots {
-                    let mut slot = slot.lock().await;
-                    if slot
-                        .client
-                        .as_ref()
-                        .is_some_and(|c| Arc::ptr_eq(c, &client))
-                    {
-                        slot.client = None;
-                    }
-                }
-                let error = unreachable(&self.target.url, "no answer in time");
-                self.mark_down(&error.to_string());
-                Err(error)
-            }
-        }
-    }
-
-    /// Runs one statement from a blocking thread (the engine's), waiting for its rows.
-    pub fn query(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Vec<Row>> {
-        self.runtime.block_on(self.query_async(sql, params))
+        tokio::task::block_in_place(|| self.query(sql, params))
     }
 
     /// [`Link::query`] for statements that return exactly one row.

@@ -12,7 +12,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 /// Every migration, in order: (version, file, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 3] = [
+pub const MIGRATIONS: [(i32, &str, &str); 4] = [
     (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
     (
         2,
@@ -20,10 +20,15 @@ pub const MIGRATIONS: [(i32, &str, &str); 3] = [
         include_str!("sql/002_functions.sql"),
     ),
     (3, "003_offline.sql", include_str!("sql/003_offline.sql")),
+    (
+        4,
+        "004_login_path.sql",
+        include_str!("sql/004_login_path.sql"),
+    ),
 ];
 
 /// The schema version this otpd needs.
-pub const CURRENT: i32 = 3;
+pub const CURRENT: i32 = 4;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
