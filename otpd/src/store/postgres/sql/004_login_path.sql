@@ -7,6 +7,9 @@
 --   DEFINER entry functions, which fix search_path; so they carry no SET clause (they run under
 --   the entry function's path and name pgcrypto's functions with their schema), the small SQL
 --   ones are inlined, and the ones a login calls are PL/pgSQL, whose plans a session keeps.
+-- * The entry functions a login calls fix search_path to pg_catalog, pg_temp, without public:
+--   measured, every statement costs more with it there. The helpers run under their caller's
+--   path; those that pgcrypto's functions are called from name them with their schema.
 -- * check_code locks the user's row once and writes it once. Charging the attempt before
 --   checking the code, as version 3 did in two writes, is the same thing here: the row stays
 --   locked from the first read to the commit, so parallel guesses on any number of hosts are
@@ -215,5 +218,10 @@ BEGIN
     GET DIAGNOSTICS added = ROW_COUNT;
     RETURN added;
 END $$;
+
+-- The functions that enroll, import and make offline packs keep public in their path (pgcrypto
+-- is there): nobody but the owner may create objects in it, as PostgreSQL 15 makes new
+-- databases, made sure of here for databases whose public schema is older.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA kron FROM PUBLIC;
