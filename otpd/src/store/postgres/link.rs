@@ -210,6 +210,13 @@ impl Connection {
     }
 }
 
+/// One statement's hold on a slot: the slot is given back before the permit, so whoever gets
+/// the permit next finds a free slot.
+struct Turn<'a> {
+    slot: MutexGuard<'a, Slot>,
+    _permit: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
 #[derive(Default)]
 struct Slot {
     connection: Option<Connection>,
@@ -222,6 +229,8 @@ pub struct Link {
     target: Target,
     runtime: Handle,
     slots: [Mutex<Slot>; CONNECTIONS],
+    /// One permit per slot, handed out first come, first served.
+    turns: tokio::sync::Semaphore,
     next: AtomicUsize,
     down: AtomicBool,
     /// When `down` last changed (unix time), or when the link was made.
@@ -237,6 +246,7 @@ impl Link {
             target,
             runtime,
             slots: Default::default(),
+            turns: tokio::sync::Semaphore::new(CONNECTIONS),
             next: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             since: AtomicU64::new(unix_now()),
@@ -261,19 +271,29 @@ impl Link {
         &self.runtime
     }
 
-    /// A slot for one statement: a free one if there is, else the next in turn, once it is free.
-    fn slot(&self) -> MutexGuard<'_, Slot> {
+    /// A free slot for one statement. Callers get one in the order they asked (a fair
+    /// semaphore: under load, a waiting login is never overtaken again and again by new ones).
+    fn slot(&self) -> Turn<'_> {
+        // Never closed, so acquiring fails never; a closed one would leave no turn to take.
+        let permit = self.runtime.block_on(self.turns.acquire()).ok();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         for offset in 0..CONNECTIONS {
             if let Ok(slot) = self.slots[(first + offset) % CONNECTIONS].try_lock() {
-                return slot;
+                return Turn {
+                    slot,
+                    _permit: permit,
+                };
             }
         }
-        // A panic while a statement ran leaves nothing half-done in a slot that matters: the
-        // connection is checked (and replaced if it ended) before every use.
-        self.slots[first % CONNECTIONS]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        // A permit means a slot is free; this is reached only if one was poisoned by a panic
+        // while a statement ran, which leaves nothing half-done that matters: the connection
+        // is checked (and replaced if it ended) before every use.
+        Turn {
+            slot: self.slots[first % CONNECTIONS]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            _permit: permit,
+        }
     }
 
     /// The slot's live connection, reconnecting it if it ended (at most once a second).
@@ -321,8 +341,9 @@ impl Link {
 
     /// Runs one statement from a blocking thread (the engine's), waiting for its rows.
     pub fn query(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Vec<Row>> {
-        let mut slot = self.slot();
-        let ran = self.connection(&mut slot)?.run(sql, params, false);
+        let mut turn = self.slot();
+        let slot = &mut *turn.slot;
+        let ran = self.connection(slot)?.run(sql, params, false);
         let error = match ran {
             Ran::Rows(rows) => return Ok(rows),
             Ran::Failed(e) if e.as_db_error().is_some() => {
