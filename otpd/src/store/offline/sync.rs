@@ -13,8 +13,7 @@ use super::Offline;
 use super::local::{JournalKind, OfflineUser};
 use super::pack::{Chunk, Pack};
 use crate::error::{Error, Result};
-use crate::store::error::StoreError;
-use crate::store::postgres::link::{Link, column};
+use crate::store::postgres::link::{Link, column, database_error};
 use crate::totp::TokenParams;
 use kron_common::config::{Algorithm, ThrottleConfig};
 use serde::Deserialize;
@@ -216,11 +215,8 @@ impl Task {
             )
             .await?;
         for row in rows {
-            let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?).map_err(|e| {
-                Error::Store(StoreError::Database(format!(
-                    "fleet database: unreadable floor: {e}"
-                )))
-            })?;
+            let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?)
+                .map_err(|e| database_error(format!("fleet database: unreadable floor: {e}")))?;
             self.offline.local().update(&floor.name, now, |record| {
                 if let Some(record) = record.as_mut() {
                     record.last_step = record.last_step.max(floor.last_step);
@@ -333,19 +329,16 @@ impl Task {
         else {
             return Ok(None);
         };
-        let fetched: Fetched = serde_json::from_str(&text).map_err(|e| {
-            Error::Store(StoreError::Database(format!(
-                "fleet database: unreadable pack: {e}"
-            )))
-        })?;
+        let fetched: Fetched = serde_json::from_str(&text)
+            .map_err(|e| database_error(format!("fleet database: unreadable pack: {e}")))?;
         let malformed = fetched.setting.len() != 29
             || fetched.hashes.iter().any(|h| h.len() != 31)
             || !matches!(fetched.digits, 6 | 8)
             || !matches!(fetched.period, 30 | 60);
         if malformed {
-            return Err(Error::Store(StoreError::Database(format!(
+            return Err(database_error(format!(
                 "fleet database: malformed offline pack of {user}"
-            ))));
+            )));
         }
         Ok(Some(fetched))
     }

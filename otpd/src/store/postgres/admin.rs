@@ -2,10 +2,9 @@
 //! sees it, and the fleet's audit rows read with a role allowed to (the owner or an auditor).
 
 use super::PgStore;
-use super::link::{column, describe};
+use super::link::{column, database_error, describe};
 use super::schema::Owner;
 use crate::error::{Error, Result};
-use crate::store::error::StoreError;
 use kron_proto::{FleetHost, FleetLogEntry, FleetReplica, FleetStatus};
 use serde::Deserialize;
 use tokio::runtime::Handle;
@@ -50,11 +49,8 @@ pub fn status(store: &PgStore) -> FleetStatus {
         .query_one("SELECT kron.status()::text", &[])
         .and_then(|row| column::<String>(&row, 0))
         .and_then(|text| {
-            serde_json::from_str::<StatusRow>(&text).map_err(|e| {
-                Error::Store(StoreError::Database(format!(
-                    "fleet database: unreadable status: {e}"
-                )))
-            })
+            serde_json::from_str::<StatusRow>(&text)
+                .map_err(|e| database_error(format!("fleet database: unreadable status: {e}")))
         });
     let (_, since) = store.link().state();
     status.since = since;

@@ -347,10 +347,10 @@ impl Link {
         let error = match ran {
             Ran::Rows(rows) => return Ok(rows),
             Ran::Failed(e) if e.as_db_error().is_some() => {
-                return Err(Error::Store(StoreError::Database(format!(
+                return Err(database_error(format!(
                     "fleet database refused a statement: {}",
                     describe(&e)
-                ))));
+                )));
             }
             Ran::Failed(e) => unreachable(&self.target.url, &describe(&e)),
             Ran::Ended(why) => unreachable(&self.target.url, &why),
@@ -375,11 +375,10 @@ impl Link {
 
     /// [`Link::query`] for statements that return exactly one row.
     pub fn query_one(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Row> {
-        self.query(sql, params)?.into_iter().next().ok_or_else(|| {
-            Error::Store(StoreError::Database(format!(
-                "fleet database: no row from {sql}"
-            )))
-        })
+        self.query(sql, params)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| database_error(format!("fleet database: no row from {sql}")))
     }
 }
 
@@ -387,6 +386,11 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The database answered, but not as it should (refused a statement, an unexpected row).
+pub fn database_error(text: String) -> Error {
+    Error::Store(StoreError::Database(text))
 }
 
 fn unreachable(url: &str, why: &str) -> Error {
@@ -412,9 +416,9 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 /// Reads one column of a row, as a store error when the database answered something else.
 pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, index: usize) -> Result<T> {
     row.try_get(index).map_err(|e| {
-        Error::Store(StoreError::Database(format!(
+        database_error(format!(
             "fleet database: unexpected answer: {}",
             describe(&e)
-        )))
+        ))
     })
 }

@@ -34,9 +34,8 @@ use super::recovery::RecoverySet;
 use super::vault::{Checked, CodeOutcome, Vault};
 use super::{Durable, Store};
 use crate::error::{Error, Result};
-use crate::store::error::StoreError;
 use kron_common::config::{FleetConfig, ThrottleConfig};
-use link::{Link, Target, column};
+use link::{Link, Target, column, database_error};
 use row::{UserRow, algorithm_name, json, pending_id};
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -122,9 +121,9 @@ impl PgStore {
 }
 
 fn not_here(what: &str) -> Error {
-    Error::Store(StoreError::Database(format!(
+    database_error(format!(
         "{what} is done inside the fleet database, never with a seed on this host"
-    )))
+    ))
 }
 
 /// A unix time or step as PostgreSQL's bigint.
@@ -240,9 +239,9 @@ impl Store for PgStore {
                 return Ok(());
             }
         }
-        Err(Error::Store(StoreError::Database(format!(
+        Err(database_error(format!(
             "fleet database: {user} changed on other hosts {MAX_RETRIES} times in a row"
-        ))))
+        )))
     }
 
     fn unlock(&self, user: &str) -> Result<bool> {
@@ -338,9 +337,9 @@ impl PgStore {
             },
             "wrong" => CodeOutcome::Wrong,
             other => {
-                return Err(Error::Store(StoreError::Database(format!(
+                return Err(database_error(format!(
                     "fleet database: unknown outcome {other:?}"
-                ))));
+                )));
             }
         };
         let step = column::<Option<i64>>(&row, 2)?.map(unsigned);

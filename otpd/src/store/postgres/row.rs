@@ -3,10 +3,10 @@
 //! nothing for the confirmed token, the pending enrollment's random id for a pending one (so
 //! "is this still the enrollment the code was checked against" compares as before).
 
+use super::link::database_error;
 use crate::delivery::sent::Outbox;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::crypto::Sealed;
-use crate::store::error::StoreError;
 use crate::store::record::{Pending, Token, UserRecord};
 use crate::store::recovery::RecoverySet;
 use crate::totp::TokenParams;
@@ -52,20 +52,13 @@ pub struct UserRow {
 
 impl UserRow {
     pub fn parse(json: &str) -> Result<UserRow> {
-        serde_json::from_str(json).map_err(|e| {
-            Error::Store(StoreError::Database(format!(
-                "fleet database: unreadable user row: {e}"
-            )))
-        })
+        serde_json::from_str(json)
+            .map_err(|e| database_error(format!("fleet database: unreadable user row: {e}")))
     }
 
     pub fn record(&self) -> Result<UserRecord> {
-        let malformed = || {
-            Error::Store(StoreError::Database(format!(
-                "fleet database: malformed row of {}",
-                self.name
-            )))
-        };
+        let malformed =
+            || database_error(format!("fleet database: malformed row of {}", self.name));
         let token = match self.has_token {
             false => None,
             true => Some(Token {
@@ -140,8 +133,7 @@ pub fn algorithm_name(algorithm: Algorithm) -> &'static str {
 
 /// JSON text for a jsonb parameter.
 pub fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value)
-        .map_err(|e| Error::Store(StoreError::Database(format!("encoding a row: {e}"))))
+    serde_json::to_string(value).map_err(|e| database_error(format!("encoding a row: {e}")))
 }
 
 #[cfg(test)]
