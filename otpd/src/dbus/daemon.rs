@@ -246,7 +246,19 @@ fn open_store(
     // store's seeds; opened even with offline_window = 0, so a journal left from before is
     // still replayed and old packs are dropped.
     let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
-    let local = Local::open(&config.state_dir.join("offline"), key)?;
+    let notify = fatal.clone();
+    let offline_audit = Audit::new(args.log_stderr);
+    let local = Local::open(
+        &config.state_dir.join("offline"),
+        key,
+        Box::new(move |event| {
+            // "offline store: …": its failures and recoveries, as the token store's.
+            offline_audit.daemon(&format!("offline {event}"));
+            if matches!(event, StoreEvent::Fatal { .. }) {
+                notify.notify_one();
+            }
+        }),
+    )?;
     let offline = Arc::new(Offline::new(
         local,
         fleet.offline_window,

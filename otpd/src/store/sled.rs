@@ -37,18 +37,28 @@ use std::time::Instant;
 const REOPEN_MIN_FREE: u64 = 1024 * 1024;
 
 pub struct SledStore {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<Open>>,
     /// Stops the flusher thread when the store goes (declared last: dropped after the rest).
     _flusher: Flusher,
 }
 
-/// What the store's callers and its flusher thread share.
-struct Shared {
+/// What a sled database's callers and its flusher thread share: the token store's (here) and
+/// a fleet host's offline store (`offline/local.rs`), each closed after an I/O error and opened
+/// again as `health.rs` paces it.
+pub(super) struct Shared<O> {
     dir: PathBuf,
-    /// The open store; `None` while it is closed after a failure.
-    open: RwLock<Option<Open>>,
+    /// The open database; `None` while it is closed after a failure.
+    open: RwLock<Option<O>>,
     commits: Arc<GroupCommit>,
     health: Health,
+}
+
+/// One opening of a sled database, with the trees its user works on.
+pub(super) trait Opening: Sized + Send + Sync + 'static {
+    /// Opens (or creates) the database in `dir`.
+    fn at(dir: &Path) -> std::result::Result<Self, StoreError>;
+    /// sled's flush, then `fdatasync` of its log.
+    fn flush(&self) -> std::result::Result<(), StoreError>;
 }
 
 /// One opening of the sled store.
@@ -62,7 +72,7 @@ struct Open {
 }
 
 /// A sled database in `dir` (made 0700) and its log file, opened again for `fdatasync`.
-fn open_sled(dir: &Path) -> std::result::Result<(sled::Db, File, PathBuf), StoreError> {
+pub(super) fn open_sled(dir: &Path) -> std::result::Result<(sled::Db, File, PathBuf), StoreError> {
     let io = |what, path: &Path| {
         let path = path.to_owned();
         move |source| StoreError::Io { what, path, source }
@@ -84,7 +94,7 @@ fn open_sled(dir: &Path) -> std::result::Result<(sled::Db, File, PathBuf), Store
 }
 
 /// sled's flush, then `fdatasync` of its log.
-fn flush_durably(
+pub(super) fn flush_durably(
     db: &sled::Db,
     log: &File,
     log_path: &Path,
@@ -97,19 +107,7 @@ fn flush_durably(
     })
 }
 
-/// Opens (or creates) a sled database in `dir` with its own group commit, flushed as the
-/// store's is: the offline packs and journal of a fleet host (`offline/local.rs`). Unlike the
-/// store it does not reopen itself after an I/O error: its writes then fail, and offline
-/// logins with them (fail closed), until otpd restarts.
-pub(super) fn open_durable(dir: &Path) -> Result<(sled::Db, Arc<GroupCommit>, Flusher)> {
-    let (db, log, log_path) = open_sled(dir)?;
-    let flushed = db.clone();
-    let commits = GroupCommit::new();
-    let flusher = commits.spawn_flusher(move |_| flush_durably(&flushed, &log, &log_path))?;
-    Ok((db, commits, flusher))
-}
-
-impl Open {
+impl Opening for Open {
     fn at(dir: &Path) -> std::result::Result<Open, StoreError> {
         let (db, log, log_path) = open_sled(dir)?;
         let users = db.open_tree("users")?;
@@ -121,7 +119,6 @@ impl Open {
         })
     }
 
-    /// sled's flush, then `fdatasync` of its log.
     fn flush(&self) -> std::result::Result<(), StoreError> {
         flush_durably(&self.db, &self.log, &self.log_path)
     }
@@ -137,16 +134,7 @@ impl SledStore {
     /// Opens the store, reporting its failures and recoveries to `report` (otpd logs them,
     /// and exits on [`super::health::StoreEvent::Fatal`]).
     pub fn open_reporting(dir: &Path, report: Report) -> Result<SledStore> {
-        let open = Open::at(dir)?;
-        let commits = GroupCommit::new();
-        let shared = Arc::new(Shared {
-            dir: dir.to_owned(),
-            open: RwLock::new(Some(open)),
-            commits: commits.clone(),
-            health: Health::new(report),
-        });
-        let flushing = shared.clone();
-        let flusher = commits.spawn_flusher(move |covers| flushing.flush(covers))?;
+        let (shared, flusher) = Shared::open(dir, report)?;
         Ok(SledStore {
             shared,
             _flusher: flusher,
@@ -220,12 +208,36 @@ impl SledStore {
     }
 }
 
-impl Shared {
-    fn read(&self) -> RwLockReadGuard<'_, Option<Open>> {
+impl<O: Opening> Shared<O> {
+    /// Opens the database in `dir` and starts its group commit's flusher thread (which stops
+    /// when the returned [`Flusher`] goes); failures and recoveries go to `report`.
+    pub(super) fn open(dir: &Path, report: Report) -> Result<(Arc<Shared<O>>, Flusher)> {
+        let open = O::at(dir)?;
+        let commits = GroupCommit::new();
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            open: RwLock::new(Some(open)),
+            commits: commits.clone(),
+            health: Health::new(report),
+        });
+        let flushing = shared.clone();
+        let flusher = commits.spawn_flusher(move |covers| flushing.flush(covers))?;
+        Ok((shared, flusher))
+    }
+
+    /// The group commit: writes are counted on it (inside [`Shared::with`]) and waited for.
+    pub(super) fn commits(&self) -> &Arc<GroupCommit> {
+        &self.commits
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Option<O>> {
         self.open.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn with<R>(&self, op: impl FnOnce(&Open) -> Result<R>) -> Result<R> {
+    /// Runs `op` on the open database (opening it again first if it was closed and that is
+    /// due). An error that breaks the database closes it: the caller gets
+    /// [`StoreError::Unavailable`], and the failure is reported once.
+    pub(super) fn with<R>(&self, op: impl FnOnce(&O) -> Result<R>) -> Result<R> {
         let outcome = {
             let mut guard = self.read();
             if guard.is_none() {
@@ -268,7 +280,7 @@ impl Shared {
         if open.is_some() {
             return Ok(());
         }
-        match Open::at(&self.dir) {
+        match O::at(&self.dir) {
             Ok(reopened) => {
                 *open = Some(reopened);
                 self.health
@@ -283,7 +295,7 @@ impl Shared {
     }
 
     /// Closes the store after `cause`, once: the writes in it that are not durable are lost.
-    fn close(&self, cause: Arc<StoreError>) {
+    pub(super) fn close(&self, cause: Arc<StoreError>) {
         let mut open = self.open.write().unwrap_or_else(PoisonError::into_inner);
         // Dropped here, under the lock, so sled's file lock is gone before anyone reopens.
         let Some(closed) = open.take() else {

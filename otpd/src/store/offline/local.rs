@@ -3,17 +3,23 @@
 //! `secret.key` like every secret of a sled store, and the journal of offline uses and failures
 //! waiting to be replayed in the database. A use and its journal entry are one transaction, and
 //! writes count in a group commit like the token store's, so a reply ("accepted offline") waits
-//! until its journal entry is on the device and a SIGKILL cannot lose it.
+//! until its journal entry is on the device and a SIGKILL cannot lose it. Like the token store,
+//! it closes itself after an I/O error (a full disk) and opens again by itself
+//! (`store/health.rs`): while it is closed, logins that need it are refused, online ones
+//! included (each accepted step is remembered here), and none after it is back.
 
 use super::pack::Pack;
 use crate::error::{Error, Result};
-use crate::store::commit::{Durable, Flusher, GroupCommit};
+use crate::store::commit::{Durable, Flusher};
 use crate::store::crypto::{Sealed, SecretKey};
 use crate::store::error::StoreError;
+use crate::store::health::Report;
+use crate::store::sled::{Opening, Shared, flush_durably, open_sled};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -72,49 +78,77 @@ impl JournalEntry {
 
 /// The store of the offline state.
 pub struct Local {
-    db: sled::Db,
-    users: sled::Tree,
-    journal: sled::Tree,
+    shared: Arc<Shared<Trees>>,
     key: SecretKey,
-    commits: Arc<GroupCommit>,
     /// Stops the flusher thread when the store goes (declared last: dropped after the rest).
     _flusher: Flusher,
 }
 
-impl Local {
-    /// Opens (or creates) the offline store in `dir`; records are sealed under `key`.
-    pub fn open(dir: &Path, key: SecretKey) -> Result<Local> {
-        let (db, commits, flusher) = crate::store::sled::open_durable(dir)?;
+/// One opening of the offline store.
+struct Trees {
+    db: sled::Db,
+    users: sled::Tree,
+    journal: sled::Tree,
+    /// sled's log, opened again only to `fdatasync` it after sled's flush.
+    log: File,
+    log_path: PathBuf,
+}
+
+impl Opening for Trees {
+    fn at(dir: &Path) -> std::result::Result<Trees, StoreError> {
+        let (db, log, log_path) = open_sled(dir)?;
         let users = db.open_tree("offline_users")?;
         let journal = db.open_tree("journal")?;
-        Ok(Local {
+        Ok(Trees {
             db,
             users,
             journal,
+            log,
+            log_path,
+        })
+    }
+
+    fn flush(&self) -> std::result::Result<(), StoreError> {
+        flush_durably(&self.db, &self.log, &self.log_path)
+    }
+}
+
+impl Local {
+    /// Opens (or creates) the offline store in `dir`; records are sealed under `key`. Its
+    /// failures and recoveries go to `report`, as the token store's do.
+    pub fn open(dir: &Path, key: SecretKey, report: Report) -> Result<Local> {
+        let (shared, flusher) = Shared::open(dir, report)?;
+        Ok(Local {
+            shared,
             key,
-            commits,
             _flusher: flusher,
         })
     }
 
     pub fn get(&self, user: &str) -> Result<Option<OfflineUser>> {
-        self.users
-            .get(user)?
-            .map(|bytes| self.open_record(user, &bytes))
-            .transpose()
+        self.shared.with(|trees| {
+            trees
+                .users
+                .get(user)?
+                .map(|bytes| self.open_record(user, &bytes))
+                .transpose()
+        })
     }
 
     /// Every user with a record, by name.
     pub fn users(&self) -> Result<Vec<(String, OfflineUser)>> {
-        self.users
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry?;
-                let user = String::from_utf8_lossy(&key).into_owned();
-                let record = self.open_record(&user, &value)?;
-                Ok((user, record))
-            })
-            .collect()
+        self.shared.with(|trees| {
+            trees
+                .users
+                .iter()
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    let user = String::from_utf8_lossy(&key).into_owned();
+                    let record = self.open_record(&user, &value)?;
+                    Ok((user, record))
+                })
+                .collect()
+        })
     }
 
     /// Applies `change` to the record of `user` (`None`: none yet; set it to `None` to remove
@@ -126,11 +160,25 @@ impl Local {
         now: u64,
         change: impl Fn(&mut Option<OfflineUser>) -> (R, Option<JournalKind>),
     ) -> Result<R> {
-        // The journal's key keeps entries in order; the entry's own id is random (see
-        // [`JournalEntry::id`]). Both are made once, outside the retried closure.
-        let key = self.db.generate_id()?.to_be_bytes();
         let template = JournalEntry::new(user, now, JournalKind::Failure)?;
-        let outcome = (&self.users, &self.journal).transaction(|(users, journal)| {
+        self.shared.with(|trees| {
+            // The journal's key keeps entries in order; the entry's own id is random (see
+            // [`JournalEntry::id`]). Both are made once, outside the retried closure.
+            let key = trees.db.generate_id()?.to_be_bytes();
+            self.transact(trees, user, &key, &template, &change)
+        })
+    }
+
+    /// [`Local::update`]'s transaction on the open store.
+    fn transact<R>(
+        &self,
+        trees: &Trees,
+        user: &str,
+        key: &[u8],
+        template: &JournalEntry,
+        change: &impl Fn(&mut Option<OfflineUser>) -> (R, Option<JournalKind>),
+    ) -> Result<R> {
+        let outcome = (&trees.users, &trees.journal).transaction(|(users, journal)| {
             let abort = ConflictableTransactionError::Abort;
             let mut record = match users.get(user)? {
                 Some(bytes) => Some(self.open_record(user, &bytes).map_err(abort)?),
@@ -155,14 +203,16 @@ impl Local {
                     kind,
                     ..template.clone()
                 };
-                journal.insert(&key, encode_entry(&entry).map_err(abort)?)?;
+                journal.insert(key, encode_entry(&entry).map_err(abort)?)?;
             }
             Ok((result, changed || kind.is_some()))
         });
         match outcome {
             Ok((result, wrote)) => {
                 if wrote {
-                    self.commits.wrote();
+                    // Counted while the store is held open (inside `with`), as the token
+                    // store's writes are (`store/commit.rs`).
+                    self.shared.commits().wrote();
                 }
                 Ok(result)
             }
@@ -173,35 +223,49 @@ impl Local {
 
     /// The journal, oldest first, with the keys to remove its entries by.
     pub fn journal(&self) -> Result<Vec<(sled::IVec, JournalEntry)>> {
-        self.journal
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry?;
-                Ok((key, decode_entry(&value)?))
-            })
-            .collect()
+        self.shared.with(|trees| {
+            trees
+                .journal
+                .iter()
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    Ok((key, decode_entry(&value)?))
+                })
+                .collect()
+        })
     }
 
-    /// Entries waiting to be replayed.
+    /// Entries waiting to be replayed (none known while the store is closed).
     pub fn journal_len(&self) -> usize {
-        self.journal.len()
+        self.shared
+            .with(|trees| Ok(trees.journal.len()))
+            .unwrap_or(0)
     }
 
     /// Removes an entry the database has taken.
     pub fn forget(&self, key: &sled::IVec) -> Result<()> {
-        self.journal.remove(key)?;
-        self.commits.wrote();
-        Ok(())
+        self.shared.with(|trees| {
+            trees.journal.remove(key)?;
+            self.shared.commits().wrote();
+            Ok(())
+        })
     }
 
     /// Blocks until every change so far is on the device.
     pub fn flush(&self) -> Result<()> {
-        self.commits.wait()
+        self.shared.commits().wait()
     }
 
     /// See [`crate::store::Store::durable_through`].
     pub fn durable_through(&self, write: u64) -> Durable {
-        self.commits.durable_through(write)
+        self.shared.commits().durable_through(write)
+    }
+
+    /// Fails the open store as an I/O error would (tests of recovery).
+    #[cfg(test)]
+    pub(crate) fn break_with(&self, error: std::io::Error) {
+        self.shared
+            .close(Arc::new(StoreError::Sled(sled::Error::Io(error))));
     }
 
     fn seal_record(&self, user: &str, record: &OfflineUser) -> Result<Vec<u8>> {

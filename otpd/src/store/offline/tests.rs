@@ -14,7 +14,7 @@ const T: u64 = 100 * 30;
 const CODES: [&str; 4] = ["111111", "222222", "333333", "444444"];
 
 fn offline(dir: &std::path::Path) -> Offline {
-    let local = Local::open(dir, SecretKey::from_bytes(&[9u8; 32])).unwrap();
+    let local = Local::open(dir, SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
     let offline = Offline::new(local, 120, 86_400);
     offline
         .local()
@@ -29,6 +29,11 @@ fn offline(dir: &std::path::Path) -> Offline {
         })
         .unwrap();
     offline
+}
+
+/// Store events dropped (the recovery test keeps its own).
+fn quiet() -> crate::store::health::Report {
+    Box::new(|_| {})
 }
 
 fn throttle() -> ThrottleConfig {
@@ -142,7 +147,7 @@ fn the_journal_and_the_step_survive_a_reopen() {
             .unwrap();
         o.local().flush().unwrap();
     }
-    let local = Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32])).unwrap();
+    let local = Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
     let o = Offline::new(local, 120, 86_400);
     assert_eq!(o.local().journal_len(), 1);
     assert_eq!(
@@ -152,7 +157,7 @@ fn the_journal_and_the_step_survive_a_reopen() {
     );
     // Records are sealed under the key: another key does not open them.
     drop(o);
-    let other = Local::open(dir.path(), SecretKey::from_bytes(&[8u8; 32])).unwrap();
+    let other = Local::open(dir.path(), SecretKey::from_bytes(&[8u8; 32]), quiet()).unwrap();
     assert!(other.get("alice").is_err());
     let raw = std::fs::read_dir(dir.path()).unwrap().count();
     assert!(raw > 0);
@@ -174,4 +179,43 @@ fn the_summary_counts_packs_and_entries() {
             journal: 1,
         }
     );
+}
+
+#[test]
+fn a_broken_offline_store_refuses_then_reopens_by_itself_keeping_what_was_durable() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let local = Local::open(
+        dir.path(),
+        SecretKey::from_bytes(&[9u8; 32]),
+        Box::new(move |event| sink.lock().unwrap().push(event.to_string())),
+    )
+    .unwrap();
+    let o = Offline::new(local, 120, 86_400);
+    o.used_online("alice", 7, T).unwrap();
+    o.local().flush().unwrap();
+
+    // An I/O error closes it: every use is refused (fail closed), reported once.
+    o.local()
+        .break_with(std::io::Error::from_raw_os_error(libc::EIO));
+    for _ in 0..10 {
+        assert!(o.used_online("alice", 8, T + 30).is_err());
+    }
+    assert_eq!(
+        events.lock().unwrap().len(),
+        1,
+        "{:?}",
+        events.lock().unwrap()
+    );
+
+    // After the pause the next use opens it again, with what was durable before.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    o.used_online("alice", 9, T + 60).unwrap();
+    o.local().flush().unwrap();
+    assert_eq!(o.local().get("alice").unwrap().unwrap().last_step, Some(9));
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[1].contains("durable again"), "{events:?}");
 }
