@@ -4,7 +4,7 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`PgStore`]: the `Store` trait and the `Vault` seam as calls of the database's functions |
-//! | `link.rs` | the connections (at most two, pipelined), TLS, reconnecting, fail-fast while down |
+//! | `link.rs` | the connections (at most two, each run by the thread that needs it), TLS, reconnecting, fail-fast while down |
 //! | `tls.rs` | rustls against `ca_file`, client certificates, trusted files |
 //! | `row.rs` | a user row (JSON, no seed) and the engine's `UserRecord` |
 //! | `schema.rs` | the versioned migrations (`sql/NNN_*.sql`), `fleet init` and `fleet add-host` |
