@@ -118,6 +118,14 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
     assert_eq!(status["schema_version"], 4, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
+
+    // A host that served logins, its database connections open, stops cleanly on SIGTERM.
+    let mut fleet = fleet;
+    let host = &mut fleet.hosts[1].otpd;
+    let stopped = host.stop();
+    let log = host.stderr();
+    assert!(stopped.success(), "otpd on b exited with {stopped}:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// 17 users × the three steps of the window = 51 races; each sends one code to A, B and C at

@@ -134,11 +134,29 @@ type Driver = Pin<Box<dyn Future<Output = std::result::Result<(), tokio_postgres
 
 /// One connection of the link, with the runtime its socket is registered with.
 struct Connection {
-    // Dropped in this order: the socket before the runtime it is registered with.
     driver: Driver,
     client: Client,
-    /// Current-thread: the thread in `block_on` does the socket's I/O itself.
-    runtime: Runtime,
+    /// Current-thread: the thread in `block_on` does the socket's I/O itself. `None` only
+    /// while the connection is dropped.
+    runtime: Option<Runtime>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The socket first, while the runtime it is registered with still runs.
+        self.driver = Box::pin(std::future::pending());
+        if let Some(runtime) = self.runtime.take() {
+            let_go(runtime);
+        }
+    }
+}
+
+/// Drops a connection's runtime from any thread. One dropped the ordinary way waits for its
+/// blocking threads, which tokio refuses (panics) in an asynchronous context, and that is where
+/// the link's last holder may well be (a background task on otpd's runtime, at shutdown). This
+/// runtime never starts a blocking thread: there is nothing to wait for.
+fn let_go(runtime: Runtime) {
+    runtime.shutdown_background();
 }
 
 /// How one statement on a connection ended.
@@ -161,7 +179,7 @@ impl Connection {
         let mut connection = Connection {
             driver,
             client,
-            runtime,
+            runtime: Some(runtime),
         };
         match connection.run(SESSION, &[], true) {
             Ran::Rows(_) => Ok(connection),
@@ -174,8 +192,11 @@ impl Connection {
     /// Whether the connection ended while it sat idle (the server closed it, or restarted):
     /// polls its I/O once without waiting.
     fn ended(&mut self) -> bool {
+        let Some(runtime) = &self.runtime else {
+            return true;
+        };
         let driver = &mut self.driver;
-        self.runtime.block_on(std::future::poll_fn(|cx| {
+        runtime.block_on(std::future::poll_fn(|cx| {
             Poll::Ready(driver.as_mut().poll(cx).is_ready())
         }))
     }
@@ -187,6 +208,9 @@ impl Connection {
             client,
             runtime,
         } = self;
+        let Some(runtime) = runtime else {
+            return Ran::Ended("the connection is closed".to_owned());
+        };
         runtime.block_on(async {
             let statement = async {
                 match simple {
@@ -421,4 +445,24 @@ pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, index: us
             describe(&e)
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::let_go;
+
+    #[test]
+    fn a_connections_runtime_may_go_inside_a_task() {
+        let otpds = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let connections = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let task = otpds.spawn(async move { let_go(connections) });
+        let dropped = otpds.block_on(task);
+        assert!(dropped.is_ok(), "{dropped:?}");
+    }
 }
