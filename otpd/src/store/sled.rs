@@ -57,70 +57,67 @@ pub(super) struct Shared<O> {
 pub(super) trait Opening: Sized + Send + Sync + 'static {
     /// Opens (or creates) the database in `dir`.
     fn at(dir: &Path) -> std::result::Result<Self, StoreError>;
-    /// sled's flush, then `fdatasync` of its log.
-    fn flush(&self) -> std::result::Result<(), StoreError>;
+    /// The database under the trees, which the group commit flushes.
+    fn sled(&self) -> &SledDb;
+}
+
+/// A sled database and its log file, opened again only to `fdatasync` it after sled's flush.
+pub(super) struct SledDb {
+    pub(super) db: sled::Db,
+    log: File,
+    /// `DIR/db`.
+    log_path: PathBuf,
 }
 
 /// One opening of the sled store.
 struct Open {
-    /// Kept for flushes; `users` is what the operations use.
-    db: sled::Db,
+    sled: SledDb,
     users: sled::Tree,
-    /// sled's log (`DIR/db`), opened again only to `fdatasync` it after sled's flush.
-    log: File,
-    log_path: PathBuf,
 }
 
-/// A sled database in `dir` (made 0700) and its log file, opened again for `fdatasync`.
-pub(super) fn open_sled(dir: &Path) -> std::result::Result<(sled::Db, File, PathBuf), StoreError> {
-    let io = |what, path: &Path| {
-        let path = path.to_owned();
-        move |source| StoreError::Io { what, path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io("making private", dir))?;
-    let db = sled::Config::new()
-        .path(dir)
-        // A small cache: otpd's memory must stay small at a million users, and a record
-        // read from the kernel's page cache costs microseconds. At a million users and
-        // 5,000 logins, 16 MiB gave 71 MiB resident, 2 MiB 64 MiB (docs/performance.md).
-        .cache_capacity(2 * 1024 * 1024)
-        .mode(sled::Mode::LowSpace)
-        .open()?;
-    let log_path = dir.join("db");
-    let log = File::open(&log_path).map_err(io("opening", &log_path))?;
-    Ok((db, log, log_path))
-}
+impl SledDb {
+    /// The sled database in `dir` (made 0700) and its log file.
+    pub(super) fn open(dir: &Path) -> std::result::Result<SledDb, StoreError> {
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { what, path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("making private", dir))?;
+        let db = sled::Config::new()
+            .path(dir)
+            // A small cache: otpd's memory must stay small at a million users, and a record
+            // read from the kernel's page cache costs microseconds. At a million users and
+            // 5,000 logins, 16 MiB gave 71 MiB resident, 2 MiB 64 MiB (docs/performance.md).
+            .cache_capacity(2 * 1024 * 1024)
+            .mode(sled::Mode::LowSpace)
+            .open()?;
+        let log_path = dir.join("db");
+        let log = File::open(&log_path).map_err(io("opening", &log_path))?;
+        Ok(SledDb { db, log, log_path })
+    }
 
-/// sled's flush, then `fdatasync` of its log.
-pub(super) fn flush_durably(
-    db: &sled::Db,
-    log: &File,
-    log_path: &Path,
-) -> std::result::Result<(), StoreError> {
-    db.flush()?;
-    log.sync_data().map_err(|source| StoreError::Io {
-        what: "fdatasync of",
-        path: log_path.to_owned(),
-        source,
-    })
+    /// sled's flush, then `fdatasync` of its log.
+    fn flush(&self) -> std::result::Result<(), StoreError> {
+        self.db.flush()?;
+        self.log.sync_data().map_err(|source| StoreError::Io {
+            what: "fdatasync of",
+            path: self.log_path.clone(),
+            source,
+        })
+    }
 }
 
 impl Opening for Open {
     fn at(dir: &Path) -> std::result::Result<Open, StoreError> {
-        let (db, log, log_path) = open_sled(dir)?;
-        let users = db.open_tree("users")?;
-        Ok(Open {
-            db,
-            users,
-            log,
-            log_path,
-        })
+        let sled = SledDb::open(dir)?;
+        let users = sled.db.open_tree("users")?;
+        Ok(Open { sled, users })
     }
 
-    fn flush(&self) -> std::result::Result<(), StoreError> {
-        flush_durably(&self.db, &self.log, &self.log_path)
+    fn sled(&self) -> &SledDb {
+        &self.sled
     }
 }
 
@@ -311,7 +308,7 @@ impl<O: Opening> Shared<O> {
     /// The group commit's flush: everything counted up to `covers` onto the device.
     fn flush(&self, covers: u64) -> std::result::Result<(), StoreError> {
         let outcome = match self.read().as_ref() {
-            Some(open) => open.flush(),
+            Some(open) => open.sled().flush(),
             // Closed: whatever was written to it is lost already (`close`).
             None => return Err(StoreError::Unavailable(self.health.cause())),
         };

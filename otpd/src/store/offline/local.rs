@@ -14,12 +14,11 @@ use crate::store::commit::{Durable, Flusher};
 use crate::store::crypto::{Sealed, SecretKey};
 use crate::store::error::StoreError;
 use crate::store::health::Report;
-use crate::store::sled::{Opening, Shared, flush_durably, open_sled};
+use crate::store::sled::{Opening, Shared, SledDb};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -86,30 +85,25 @@ pub struct Local {
 
 /// One opening of the offline store.
 struct Trees {
-    db: sled::Db,
+    sled: SledDb,
     users: sled::Tree,
     journal: sled::Tree,
-    /// sled's log, opened again only to `fdatasync` it after sled's flush.
-    log: File,
-    log_path: PathBuf,
 }
 
 impl Opening for Trees {
     fn at(dir: &Path) -> std::result::Result<Trees, StoreError> {
-        let (db, log, log_path) = open_sled(dir)?;
-        let users = db.open_tree("offline_users")?;
-        let journal = db.open_tree("journal")?;
+        let sled = SledDb::open(dir)?;
+        let users = sled.db.open_tree("offline_users")?;
+        let journal = sled.db.open_tree("journal")?;
         Ok(Trees {
-            db,
+            sled,
             users,
             journal,
-            log,
-            log_path,
         })
     }
 
-    fn flush(&self) -> std::result::Result<(), StoreError> {
-        flush_durably(&self.db, &self.log, &self.log_path)
+    fn sled(&self) -> &SledDb {
+        &self.sled
     }
 }
 
@@ -164,7 +158,7 @@ impl Local {
         self.shared.with(|trees| {
             // The journal's key keeps entries in order; the entry's own id is random (see
             // [`JournalEntry::id`]). Both are made once, outside the retried closure.
-            let key = trees.db.generate_id()?.to_be_bytes();
+            let key = trees.sled.db.generate_id()?.to_be_bytes();
             self.transact(trees, user, &key, &template, &change)
         })
     }
