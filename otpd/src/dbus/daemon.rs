@@ -6,7 +6,7 @@ use crate::dbus::{bus, listen};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::store::crypto::SecretKey;
-use crate::store::health::StoreEvent;
+use crate::store::health::{Report, StoreEvent};
 use crate::store::offline::{Offline, local::Local, sync};
 use crate::store::postgres::audit::FleetAudit;
 use crate::store::{FleetStore, PgStore, SledStore};
@@ -194,6 +194,20 @@ fn serve(config: Config, args: &Args) -> Result<()> {
     })
 }
 
+/// Where a sled store's events go: one daemon line each (`prefix` names the store: "store: …",
+/// "offline store: …"), with its own audit connection (a store sits below the engine), and
+/// `fatal` fires on the failure it will not recover from.
+fn store_report(prefix: &'static str, stderr: bool, fatal: &Arc<tokio::sync::Notify>) -> Report {
+    let fatal = fatal.clone();
+    let audit = Audit::new(stderr);
+    Box::new(move |event| {
+        audit.daemon(&format!("{prefix}{event}"));
+        if matches!(event, StoreEvent::Fatal { .. }) {
+            fatal.notify_one();
+        }
+    })
+}
+
 /// The store the config asks for: sled in the state directory, or a fleet's database (whose
 /// audit table then gets every decision too). The notification fires when the store reports a
 /// failure it will not recover from: otpd then exits non-zero so its supervisor restarts it.
@@ -211,16 +225,9 @@ fn open_store(
 )> {
     let fatal = Arc::new(tokio::sync::Notify::new());
     let Some(fleet) = &config.fleet else {
-        let notify = fatal.clone();
-        let audit = Audit::new(args.log_stderr);
         let store = SledStore::open_reporting(
             &config.state_dir.join("store"),
-            Box::new(move |event| {
-                audit.daemon(&event.to_string());
-                if matches!(event, StoreEvent::Fatal { .. }) {
-                    notify.notify_one();
-                }
-            }),
+            store_report("", args.log_stderr, &fatal),
         )?;
         return Ok((Box::new(store), Audit::new(args.log_stderr), fatal));
     };
@@ -246,18 +253,10 @@ fn open_store(
     // store's seeds; opened even with offline_window = 0, so a journal left from before is
     // still replayed and old packs are dropped.
     let key = SecretKey::load_or_create(&config.state_dir.join("secret.key"))?;
-    let notify = fatal.clone();
-    let offline_audit = Audit::new(args.log_stderr);
     let local = Local::open(
         &config.state_dir.join("offline"),
         key,
-        Box::new(move |event| {
-            // "offline store: …": its failures and recoveries, as the token store's.
-            offline_audit.daemon(&format!("offline {event}"));
-            if matches!(event, StoreEvent::Fatal { .. }) {
-                notify.notify_one();
-            }
-        }),
+        store_report("offline ", args.log_stderr, &fatal),
     )?;
     let offline = Arc::new(Offline::new(
         local,
