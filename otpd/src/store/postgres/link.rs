@@ -159,14 +159,24 @@ fn let_go(runtime: Runtime) {
     runtime.shutdown_background();
 }
 
-/// How one statement on a connection ended.
-enum Ran {
-    Rows(Vec<Row>),
+/// Why a statement on a connection brought no rows.
+enum Lost {
     Failed(tokio_postgres::Error),
     /// No answer within [`QUERY_TIMEOUT`].
     TimedOut,
     /// The connection ended (the server went away) before the answer came.
     Ended(String),
+}
+
+impl Lost {
+    /// The database as unreachable through `url`, saying why.
+    fn unreachable(self, url: &str) -> Error {
+        match self {
+            Lost::Failed(e) => unreachable(url, &describe(&e)),
+            Lost::TimedOut => unreachable(url, "no answer in time"),
+            Lost::Ended(why) => unreachable(url, &why),
+        }
+    }
 }
 
 impl Connection {
@@ -181,12 +191,10 @@ impl Connection {
             client,
             runtime: Some(runtime),
         };
-        match connection.run(SESSION, &[], true) {
-            Ran::Rows(_) => Ok(connection),
-            Ran::Failed(e) => Err(unreachable(&target.url, &describe(&e))),
-            Ran::TimedOut => Err(unreachable(&target.url, "no answer in time")),
-            Ran::Ended(why) => Err(unreachable(&target.url, &why)),
-        }
+        connection
+            .run(SESSION, &[], true)
+            .map_err(|lost| lost.unreachable(&target.url))?;
+        Ok(connection)
     }
 
     /// Whether the connection ended while it sat idle (the server closed it, or restarted):
@@ -202,14 +210,19 @@ impl Connection {
     }
 
     /// Runs one statement (`simple`: a plain text command, no rows), doing the I/O here.
-    fn run(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)], simple: bool) -> Ran {
+    fn run(
+        &mut self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+        simple: bool,
+    ) -> std::result::Result<Vec<Row>, Lost> {
         let Connection {
             driver,
             client,
             runtime,
         } = self;
         let Some(runtime) = runtime else {
-            return Ran::Ended("the connection is closed".to_owned());
+            return Err(Lost::Ended("the connection is closed".to_owned()));
         };
         runtime.block_on(async {
             let statement = async {
@@ -221,14 +234,14 @@ impl Connection {
             tokio::select! {
                 biased;
                 answer = tokio::time::timeout(QUERY_TIMEOUT, statement) => match answer {
-                    Ok(Ok(rows)) => Ran::Rows(rows),
-                    Ok(Err(e)) => Ran::Failed(e),
-                    Err(_) => Ran::TimedOut,
+                    Ok(Ok(rows)) => Ok(rows),
+                    Ok(Err(e)) => Err(Lost::Failed(e)),
+                    Err(_) => Err(Lost::TimedOut),
                 },
-                ended = driver.as_mut() => Ran::Ended(match ended {
+                ended = driver.as_mut() => Err(Lost::Ended(match ended {
                     Ok(()) => "the server closed the connection".to_owned(),
                     Err(e) => describe(&e),
-                }),
+                })),
             }
         })
     }
@@ -367,18 +380,15 @@ impl Link {
     pub fn query(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Vec<Row>> {
         let mut turn = self.slot();
         let slot = &mut *turn.slot;
-        let ran = self.connection(slot)?.run(sql, params, false);
-        let error = match ran {
-            Ran::Rows(rows) => return Ok(rows),
-            Ran::Failed(e) if e.as_db_error().is_some() => {
+        let error = match self.connection(slot)?.run(sql, params, false) {
+            Ok(rows) => return Ok(rows),
+            Err(Lost::Failed(e)) if e.as_db_error().is_some() => {
                 return Err(database_error(format!(
                     "fleet database refused a statement: {}",
                     describe(&e)
                 )));
             }
-            Ran::Failed(e) => unreachable(&self.target.url, &describe(&e)),
-            Ran::Ended(why) => unreachable(&self.target.url, &why),
-            Ran::TimedOut => unreachable(&self.target.url, "no answer in time"),
+            Err(lost) => lost.unreachable(&self.target.url),
         };
         // The connection is in an unknown state (it may still answer later): the next call
         // makes a new one.
