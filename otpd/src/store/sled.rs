@@ -91,7 +91,6 @@ impl SledDb {
             // read from the kernel's page cache costs microseconds. At a million users and
             // 5,000 logins, 16 MiB gave 71 MiB resident, 2 MiB 64 MiB (docs/performance.md).
             .cache_capacity(2 * 1024 * 1024)
-            .mode(sled::Mode::LowSpace)
             .open()?;
         let log_path = dir.join("db");
         let log = File::open(&log_path).map_err(io("opening", &log_path))?;
