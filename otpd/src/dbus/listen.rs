@@ -288,7 +288,7 @@ impl Server {
 
     /// One connection: its uid's slot, its caller, then `io.kron.Otpd1` until it hangs up.
     async fn serve(self: Arc<Self>, stream: UnixStream) {
-        let creds = match peer_creds(&stream) {
+        let creds = match peer_creds(&stream, self.wants_session) {
             Ok(creds) => creds,
             Err(e) => {
                 self.engine

@@ -23,13 +23,14 @@ pub struct PeerCreds {
     pub uid: u32,
     /// The pid at connect() time, in otpd's pid namespace (0 if not visible there).
     pub pid: u32,
-    /// SO_PEERPIDFD (Linux 6.5 and later): the connecting process itself, never a later
-    /// process that reuses its pid.
+    /// SO_PEERPIDFD (Linux 6.5 and later), when asked for: the connecting process itself,
+    /// never a later process that reuses its pid.
     pub pidfd: Option<OwnedFd>,
 }
 
-/// SO_PEERCRED and SO_PEERPIDFD of a connected unix socket: two getsockopt calls, no NSS.
-pub fn peer_creds(stream: &UnixStream) -> io::Result<PeerCreds> {
+/// SO_PEERCRED of a connected unix socket, and SO_PEERPIDFD if `with_pidfd` (only the audit
+/// session needs it): one or two getsockopt calls, no NSS.
+pub fn peer_creds(stream: &UnixStream, with_pidfd: bool) -> io::Result<PeerCreds> {
     let fd = stream.as_raw_fd();
     let mut ucred = libc::ucred {
         pid: 0,
@@ -50,6 +51,14 @@ pub fn peer_creds(stream: &UnixStream) -> io::Result<PeerCreds> {
     };
     if ret != 0 {
         return Err(io::Error::last_os_error());
+    }
+    let pid = u32::try_from(ucred.pid).unwrap_or(0);
+    if !with_pidfd {
+        return Ok(PeerCreds {
+            uid: ucred.uid,
+            pid,
+            pidfd: None,
+        });
     }
     let mut pidfd: libc::c_int = -1;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -72,7 +81,7 @@ pub fn peer_creds(stream: &UnixStream) -> io::Result<PeerCreds> {
     };
     Ok(PeerCreds {
         uid: ucred.uid,
-        pid: u32::try_from(ucred.pid).unwrap_or(0),
+        pid,
         pidfd,
     })
 }
@@ -105,5 +114,25 @@ impl Socket for PeerSocket {
     fn split(self) -> Split<Reader, Writer> {
         let (reader, writer) = bounded::split(self.io, self.credentials, self.limits);
         Split::new(reader, writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_the_peers_and_its_pidfd_is_opened_only_when_asked_for() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let plain = peer_creds(&ours, false).unwrap();
+        assert_eq!(plain.uid, nix::unistd::getuid().as_raw());
+        assert_eq!(plain.pid, std::process::id());
+        assert!(plain.pidfd.is_none());
+        let with = peer_creds(&ours, true).unwrap();
+        assert_eq!((with.uid, with.pid), (plain.uid, plain.pid));
+        // SO_PEERPIDFD exists from Linux 6.5; where it does, the descriptor is the peer's.
+        if let Some(pidfd) = with.pidfd {
+            assert!(pidfd.as_raw_fd() >= 0);
+        }
     }
 }
