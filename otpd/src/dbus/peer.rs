@@ -9,7 +9,7 @@
 //! reads messages and the handshake without the bounds `bounded.rs` puts on them.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use zbus::connection::socket::{Socket, Split};
@@ -52,17 +52,20 @@ pub fn peer_creds(stream: &UnixStream, with_pidfd: bool) -> io::Result<PeerCreds
     if ret != 0 {
         return Err(io::Error::last_os_error());
     }
-    let pid = u32::try_from(ucred.pid).unwrap_or(0);
-    if !with_pidfd {
-        return Ok(PeerCreds {
-            uid: ucred.uid,
-            pid,
-            pidfd: None,
-        });
-    }
+    Ok(PeerCreds {
+        uid: ucred.uid,
+        pid: u32::try_from(ucred.pid).unwrap_or(0),
+        pidfd: if with_pidfd { peer_pidfd(fd) } else { None },
+    })
+}
+
+/// SO_PEERPIDFD of the connected socket `fd`, or `None` where the kernel has none (before
+/// Linux 6.5: no audit session, so no step-up grace).
+fn peer_pidfd(fd: RawFd) -> Option<OwnedFd> {
     let mut pidfd: libc::c_int = -1;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: as above; on success the kernel writes one int, a new descriptor we then own.
+    // SAFETY: `fd` is a live socket of the caller's; `pidfd` and `len` are valid for writes of
+    // `len` bytes, and on success the kernel writes one int, a new descriptor we then own.
     let ret = unsafe {
         libc::getsockopt(
             fd,
@@ -72,18 +75,8 @@ pub fn peer_creds(stream: &UnixStream, with_pidfd: bool) -> io::Result<PeerCreds
             &mut len,
         )
     };
-    let pidfd = if ret == 0 && pidfd >= 0 {
-        // SAFETY: the kernel just handed us this descriptor (close-on-exec); nobody else owns it.
-        Some(unsafe { OwnedFd::from_raw_fd(pidfd) })
-    } else {
-        // ENOPROTOOPT before Linux 6.5: no audit session, so no step-up grace.
-        None
-    };
-    Ok(PeerCreds {
-        uid: ucred.uid,
-        pid,
-        pidfd,
-    })
+    // SAFETY: the kernel just handed us this descriptor (close-on-exec); nobody else owns it.
+    (ret == 0 && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) })
 }
 
 /// The accepted stream, registered on the runtime its connection runs on.
@@ -130,9 +123,17 @@ mod tests {
         assert!(plain.pidfd.is_none());
         let with = peer_creds(&ours, true).unwrap();
         assert_eq!((with.uid, with.pid), (plain.uid, plain.pid));
-        // SO_PEERPIDFD exists from Linux 6.5; where it does, the descriptor is the peer's.
+        // SO_PEERPIDFD exists from Linux 6.5; where it does, the descriptor is the peer's
+        // process (the kernel names it in the pidfd's fdinfo).
         if let Some(pidfd) = with.pidfd {
-            assert!(pidfd.as_raw_fd() >= 0);
+            let fdinfo =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
+                    .unwrap();
+            let pid_line = fdinfo.lines().find(|l| l.starts_with("Pid:")).unwrap();
+            assert_eq!(
+                pid_line.split_whitespace().nth(1),
+                Some(&*plain.pid.to_string())
+            );
         }
     }
 }
