@@ -2,19 +2,25 @@
 //! themselves after a failure.
 //!
 //! Each connection's socket belongs to a current-thread runtime of its own, and a statement is
-//! run by the thread that asks for it (one of tokio's blocking threads: the engine's), which also
-//! writes the request and reads the answer. So a statement costs no hand-off to another thread
-//! and back, which on this kind of machine is most of what a statement on loopback costs (two
-//! wake-ups of an idle CPU each way). A connection runs one statement at a time; a caller takes
-//! a free one, or waits for one: a statement holds it for one round trip, so with two per host
-//! that is no limit a host reaches (docs/fleet.md, "Scale").
+//! run by the thread that asks for it (one of tokio's blocking threads: the engine's). tokio lets
+//! several threads `block_on` one current-thread runtime at once: the first does the socket's
+//! I/O for all of them (tokio-postgres's connection is a task on that runtime), the others wait
+//! for their own answer, and when the first is done another takes over. So a lone statement
+//! costs no hand-off to another thread and back, which on this kind of machine is most of what
+//! a statement on loopback costs (two wake-ups of an idle CPU each way).
 //!
-//! Every statement is sent with `query_typed` (one round trip, unnamed statements), so the
-//! link works through PgBouncer in transaction mode too. While the database cannot be reached,
-//! calls fail at once with [`Error::Unreachable`] (the login is refused, fail closed, or checked
-//! offline: `store/offline/`) and a connect is
-//! tried again at most once a second per connection; the first success ends the outage. One log
-//! line marks each change between reachable and unreachable.
+//! Statements are pipelined: a connection carries every statement its callers give it, one
+//! after another on the wire, without waiting for the answer to the one before. The server
+//! still runs them in order, each in its own transaction, but it never sits idle between them
+//! while the next caller's thread wakes up (docs/performance.md, "Fleet mode"). A statement
+//! goes to the connection with fewer statements in flight.
+//!
+//! Every statement is sent with `query_typed` (one round trip, unnamed statements, each with its
+//! own Sync), so the link works through PgBouncer in transaction mode too. While the database
+//! cannot be reached, calls fail at once with [`Error::Unreachable`] (the login is refused, fail
+//! closed, or checked offline: `store/offline/`) and a connect is tried again at most once a
+//! second per connection; the first success ends the outage. One log line marks each change
+//! between reachable and unreachable.
 
 use super::tls;
 use crate::error::{Error, Result};
@@ -23,8 +29,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::types::{ToSql, Type};
@@ -129,22 +134,22 @@ impl Target {
 /// commits wait for the disk (and a synchronous standby), whatever the server's default says.
 const SESSION: &str = "SET synchronous_commit TO on";
 
-/// A connection's I/O: polled by whoever runs a statement on it; ends when the connection does.
+/// A connection's I/O: a task on the connection's runtime, polled by whichever thread is in
+/// `block_on` there; ends when the connection does.
 type Driver = Pin<Box<dyn Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>>;
 
-/// One connection of the link, with the runtime its socket is registered with.
+/// One connection of the link, with the runtime its socket is registered with. Shared by the
+/// statements in flight on it; the last one to let go closes it.
 struct Connection {
-    driver: Driver,
     client: Client,
-    /// Current-thread: the thread in `block_on` does the socket's I/O itself. `None` only
+    /// Current-thread: the threads in `block_on` do the socket's I/O themselves. `None` only
     /// while the connection is dropped.
     runtime: Option<Runtime>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // The socket first, while the runtime it is registered with still runs.
-        self.driver = Box::pin(std::future::pending());
+        // The connection task, and with it the socket, goes with its runtime.
         if let Some(runtime) = self.runtime.take() {
             let_go(runtime);
         }
@@ -186,8 +191,11 @@ impl Connection {
             .build()
             .map_err(|e| Error::System(format!("cannot make a runtime for the database: {e}")))?;
         let (client, driver) = runtime.block_on(target.open())?;
-        let mut connection = Connection {
-            driver,
+        // Ends with an error when the server goes away; the client then reports itself closed.
+        runtime.spawn(async move {
+            let _ = driver.await;
+        });
+        let connection = Connection {
             client,
             runtime: Some(runtime),
         };
@@ -197,33 +205,23 @@ impl Connection {
         Ok(connection)
     }
 
-    /// Whether the connection ended while it sat idle (the server closed it, or restarted):
-    /// polls its I/O once without waiting.
-    fn ended(&mut self) -> bool {
-        let Some(runtime) = &self.runtime else {
-            return true;
-        };
-        let driver = &mut self.driver;
-        runtime.block_on(std::future::poll_fn(|cx| {
-            Poll::Ready(driver.as_mut().poll(cx).is_ready())
-        }))
+    /// Whether the connection's task has seen it end (the server closed it, or restarted).
+    fn ended(&self) -> bool {
+        self.client.is_closed()
     }
 
-    /// Runs one statement (`simple`: a plain text command, no rows), doing the I/O here.
+    /// Runs one statement (`simple`: a plain text command, no rows), doing the I/O here unless
+    /// another thread is already doing it for this connection.
     fn run(
-        &mut self,
+        &self,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
         simple: bool,
     ) -> std::result::Result<Vec<Row>, Lost> {
-        let Connection {
-            driver,
-            client,
-            runtime,
-        } = self;
-        let Some(runtime) = runtime else {
+        let Some(runtime) = &self.runtime else {
             return Err(Lost::Ended("the connection is closed".to_owned()));
         };
+        let client = &self.client;
         runtime.block_on(async {
             let statement = async {
                 match simple {
@@ -231,43 +229,58 @@ impl Connection {
                     false => client.query_typed(sql, params).await,
                 }
             };
-            tokio::select! {
-                biased;
-                answer = tokio::time::timeout(QUERY_TIMEOUT, statement) => match answer {
-                    Ok(Ok(rows)) => Ok(rows),
-                    Ok(Err(e)) => Err(Lost::Failed(e)),
-                    Err(_) => Err(Lost::TimedOut),
-                },
-                ended = driver.as_mut() => Err(Lost::Ended(match ended {
-                    Ok(()) => "the server closed the connection".to_owned(),
-                    Err(e) => describe(&e),
-                })),
+            match tokio::time::timeout(QUERY_TIMEOUT, statement).await {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(e)) if e.is_closed() => {
+                    Err(Lost::Ended("the server closed the connection".to_owned()))
+                }
+                Ok(Err(e)) => Err(Lost::Failed(e)),
+                Err(_) => Err(Lost::TimedOut),
             }
         })
     }
 }
 
-/// One statement's hold on a slot: the slot is given back before the permit, so whoever gets
-/// the permit next finds a free slot.
-struct Turn<'a> {
-    slot: MutexGuard<'a, Slot>,
-    _permit: Option<tokio::sync::SemaphorePermit<'a>>,
-}
-
+/// One of the link's connections, and what the link remembers about it.
 #[derive(Default)]
 struct Slot {
-    connection: Option<Connection>,
-    retry_at: Option<Instant>,
+    /// The live connection, if any: read by every statement, written only when it is replaced.
+    live: RwLock<Option<Arc<Connection>>>,
+    /// Statements in flight on this slot's connection.
+    busy: AtomicUsize,
+    /// Held while connecting, so one caller connects and the others wait for it.
+    retry: Mutex<Retry>,
+}
+
+/// After a failed connect: not before when, and why.
+#[derive(Default)]
+struct Retry {
+    at: Option<Instant>,
     error: String,
+}
+
+/// Counts a statement in flight on a slot for as long as it lives.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn start(count: &'a AtomicUsize) -> Busy<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Busy(count)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A host's connections to the database.
 pub struct Link {
     target: Target,
     runtime: Handle,
-    slots: [Mutex<Slot>; CONNECTIONS],
-    /// One permit per slot, handed out first come, first served.
-    turns: tokio::sync::Semaphore,
+    slots: [Slot; CONNECTIONS],
+    /// Which slot a tie between them goes to.
     next: AtomicUsize,
     down: AtomicBool,
     /// When `down` last changed (unix time), or when the link was made.
@@ -283,7 +296,6 @@ impl Link {
             target,
             runtime,
             slots: Default::default(),
-            turns: tokio::sync::Semaphore::new(CONNECTIONS),
             next: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             since: AtomicU64::new(unix_now()),
@@ -308,63 +320,50 @@ impl Link {
         &self.runtime
     }
 
-    /// A free slot for one statement. Callers get one in the order they asked (a fair
-    /// semaphore: under load, a waiting login is never overtaken again and again by new ones).
-    fn slot(&self) -> Turn<'_> {
-        // Never closed, so acquiring fails never; a closed one would leave no turn to take.
-        let permit = self.runtime.block_on(self.turns.acquire()).ok();
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
-        for offset in 0..CONNECTIONS {
-            if let Ok(slot) = self.slots[(first + offset) % CONNECTIONS].try_lock() {
-                return Turn {
-                    slot,
-                    _permit: permit,
-                };
-            }
-        }
-        // A permit means a slot is free; this is reached only if one was poisoned by a panic
-        // while a statement ran, which leaves nothing half-done that matters: the connection
-        // is checked (and replaced if it ended) before every use.
-        Turn {
-            slot: self.slots[first % CONNECTIONS]
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-            _permit: permit,
-        }
+    /// The slot for one statement: the one with fewer statements in flight, in turn when
+    /// they have as many.
+    fn slot(&self) -> &Slot {
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS;
+        (0..CONNECTIONS)
+            .map(|offset| &self.slots[(first + offset) % CONNECTIONS])
+            .min_by_key(|slot| slot.busy.load(Ordering::Relaxed))
+            .unwrap_or(&self.slots[first])
     }
 
     /// The slot's live connection, reconnecting it if it ended (at most once a second).
-    fn connection<'a>(&self, slot: &'a mut Slot) -> Result<&'a mut Connection> {
-        if slot.connection.as_mut().is_some_and(Connection::ended) {
-            slot.connection = None;
+    fn connection(&self, slot: &Slot) -> Result<Arc<Connection>> {
+        if let Some(live) = live(slot) {
+            return Ok(live);
         }
-        if slot.connection.is_none() {
-            if slot.retry_at.is_some_and(|at| Instant::now() < at) {
-                return Err(Error::Unreachable(slot.error.clone()));
+        let mut retry = slot.retry.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another caller may have connected while this one waited for the lock.
+        if let Some(live) = live(slot) {
+            return Ok(live);
+        }
+        if retry.at.is_some_and(|at| Instant::now() < at) {
+            return Err(Error::Unreachable(retry.error.clone()));
+        }
+        match Connection::open(&self.target) {
+            Ok(connection) => {
+                let connection = Arc::new(connection);
+                *write(slot) = Some(Arc::clone(&connection));
+                retry.at = None;
+                if self.down.swap(false, Ordering::SeqCst) {
+                    self.since.store(unix_now(), Ordering::SeqCst);
+                    (self.log)(&format!(
+                        "fleet database {} is reachable again",
+                        self.target.url
+                    ));
+                }
+                Ok(connection)
             }
-            match Connection::open(&self.target) {
-                Ok(connection) => {
-                    slot.connection = Some(connection);
-                    slot.retry_at = None;
-                    if self.down.swap(false, Ordering::SeqCst) {
-                        self.since.store(unix_now(), Ordering::SeqCst);
-                        (self.log)(&format!(
-                            "fleet database {} is reachable again",
-                            self.target.url
-                        ));
-                    }
-                }
-                Err(e) => {
-                    slot.retry_at = Some(Instant::now() + RETRY_AFTER);
-                    slot.error = e.to_string();
-                    self.mark_down(&slot.error);
-                    return Err(e);
-                }
+            Err(e) => {
+                retry.at = Some(Instant::now() + RETRY_AFTER);
+                retry.error = e.to_string();
+                self.mark_down(&retry.error);
+                Err(e)
             }
         }
-        slot.connection
-            .as_mut()
-            .ok_or_else(|| Error::Unreachable(slot.error.clone()))
     }
 
     fn mark_down(&self, why: &str) {
@@ -378,9 +377,13 @@ impl Link {
 
     /// Runs one statement from a blocking thread (the engine's), waiting for its rows.
     pub fn query(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Vec<Row>> {
-        let mut turn = self.slot();
-        let slot = &mut *turn.slot;
-        let error = match self.connection(slot)?.run(sql, params, false) {
+        let slot = self.slot();
+        let connection = self.connection(slot)?;
+        let outcome = {
+            let _busy = Busy::start(&slot.busy);
+            connection.run(sql, params, false)
+        };
+        let error = match outcome {
             Ok(rows) => return Ok(rows),
             Err(Lost::Failed(e)) if e.as_db_error().is_some() => {
                 return Err(database_error(format!(
@@ -391,8 +394,13 @@ impl Link {
             Err(lost) => lost.unreachable(&self.target.url),
         };
         // The connection is in an unknown state (it may still answer later): the next call
-        // makes a new one.
-        slot.connection = None;
+        // makes a new one. Statements still in flight on it finish or fail on their own; it
+        // closes when the last of them lets go.
+        let mut live = write(slot);
+        if live.as_ref().is_some_and(|c| Arc::ptr_eq(c, &connection)) {
+            *live = None;
+        }
+        drop(live);
         self.mark_down(&error.to_string());
         Err(error)
     }
@@ -414,6 +422,16 @@ impl Link {
             .next()
             .ok_or_else(|| database_error(format!("fleet database: no row from {sql}")))
     }
+}
+
+/// The slot's connection, unless there is none or it ended.
+fn live(slot: &Slot) -> Option<Arc<Connection>> {
+    let live = slot.live.read().unwrap_or_else(PoisonError::into_inner);
+    live.as_ref().filter(|c| !c.ended()).cloned()
+}
+
+fn write(slot: &Slot) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Connection>>> {
+    slot.live.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn unix_now() -> u64 {
