@@ -105,6 +105,16 @@ CONF
         --count "$breakdown" --record "$work/fleet-breakdown.jsonl"
     sed 's/"kind":"breakdown"/"kind":"fleet-breakdown"/' "$work/fleet-breakdown.jsonl" >> "$record"
 
+    # otpd connects to the database at its first login, and the logins above ran on host a
+    # only: a few logins on b and c open their connections first, so the level below measures
+    # serving hosts, not two TLS handshakes and password exchanges in its first moments.
+    local warm=$((logins + breakdown))
+    for name in b c; do
+        "$bench" latency --module "kron-fleet-$name" --service "kb-fleet-$name" --count 8 \
+            --skip "$warm" --confdir "$work/pam" --users "$size" --record "$work/fleet-warm.jsonl"
+        warm=$((warm + 8))
+    done
+
     say "fleet: 64 concurrent callers, local otpd alone, then spread over hosts a, b, c"
     "$bench" load --service kb-kron --confdir "$work/pam" --users "$size" \
         --skip "$((logins + breakdown))" --levels 64 --per-level "$per_level" --modes pam \
