@@ -119,6 +119,10 @@ CONF
     "$bench" load --service kb-kron --confdir "$work/pam" --users "$size" \
         --skip "$((logins + breakdown))" --levels 64 --per-level "$per_level" --modes pam \
         --budget-secs "$level_budget" --otpd-pid "$otpd_pid" --bus-pid "$bus_pid" --record "$record"
+    # The local level just wrote its store; its dirty pages would go to the disk about 30 s
+    # later (vm.dirty_expire_centisecs), just as the fleet level starts after its wait for a
+    # fresh time step, and slow the database's WAL flushes in its first second.
+    sync
     "$bench" load --service kb-fleet-a,kb-fleet-b,kb-fleet-c --confdir "$work/pam" \
         --users "$size" --skip "$((logins + breakdown))" --levels 64 --per-level "$per_level" \
         --modes pam --budget-secs "$level_budget" --otpd-pid "${fleet_pids[0]}" \
