@@ -107,8 +107,10 @@ CONF
 
     # otpd connects to the database at its first login, and the logins above ran on host a
     # only: a few logins on b and c open their connections first, so the level below measures
-    # serving hosts, not two TLS handshakes and password exchanges in its first moments.
-    local warm=$((logins + breakdown))
+    # serving hosts, not two TLS handshakes and password exchanges in its first moments. Users
+    # from the end of the population, which the levels below reach last (the full run's fleet
+    # level wraps around the population and so waits for a fresh time step first).
+    local warm=$((size - 16))
     for name in b c; do
         "$bench" latency --module "kron-fleet-$name" --service "kb-fleet-$name" --count 8 \
             --skip "$warm" --confdir "$work/pam" --users "$size" --record "$work/fleet-warm.jsonl"
@@ -120,8 +122,8 @@ CONF
         --skip "$((logins + breakdown))" --levels 64 --per-level "$per_level" --modes pam \
         --budget-secs "$level_budget" --otpd-pid "$otpd_pid" --bus-pid "$bus_pid" --record "$record"
     # The local level just wrote its store; its dirty pages would go to the disk about 30 s
-    # later (vm.dirty_expire_centisecs), just as the fleet level starts after its wait for a
-    # fresh time step, and slow the database's WAL flushes in its first second.
+    # later (vm.dirty_expire_centisecs), just as the full run's fleet level starts after its
+    # wait for a fresh time step, and slow the database's WAL flushes in its first second.
     sync
     "$bench" load --service kb-fleet-a,kb-fleet-b,kb-fleet-c --confdir "$work/pam" \
         --users "$size" --skip "$((logins + breakdown))" --levels 64 --per-level "$per_level" \

@@ -209,7 +209,7 @@ impl Task {
     async fn floors(&self, now: u64) -> Result<()> {
         let rows = self
             .link
-            .query_async(
+            .query_long_async(
                 "SELECT f::text FROM kron.offline_floors($1) f",
                 &[(&int(now), Type::INT8)],
             )
@@ -312,7 +312,7 @@ impl Task {
         let count = i32::try_from(count).unwrap_or(i32::MAX);
         let rows = self
             .link
-            .query_async(
+            .query_long_async(
                 "SELECT kron.offline_pack($1, $2, $3)::text",
                 &[
                     (&user, Type::TEXT),

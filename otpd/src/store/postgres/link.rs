@@ -13,14 +13,19 @@
 //! after another on the wire, without waiting for the answer to the one before. The server
 //! still runs them in order, each in its own transaction, but it never sits idle between them
 //! while the next caller's thread wakes up (docs/performance.md, "Fleet mode"). A statement
-//! goes to the connection with fewer statements in flight.
+//! goes to a connection that is up rather than one being reconnected, to one with no long
+//! statement in flight (an offline pack's bcrypts take seconds: [`Link::query_long`]) rather
+//! than one with, and then to the one with fewer statements in flight.
 //!
 //! Every statement is sent with `query_typed` (one round trip, unnamed statements, each with its
 //! own Sync), so the link works through PgBouncer in transaction mode too. While the database
-//! cannot be reached, calls fail at once with [`Error::Unreachable`] (the login is refused, fail
-//! closed, or checked offline: `store/offline/`) and a connect is tried again at most once a
-//! second per connection; the first success ends the outage. One log line marks each change
-//! between reachable and unreachable.
+//! cannot be reached, calls fail with [`Error::Unreachable`] (the login is refused, fail closed,
+//! or checked offline: `store/offline/`) and a connect is tried again at most once a second per
+//! connection, so calls in between fail at once; the first success ends the outage. One log
+//! line marks each change between reachable and unreachable. A connection found broken is
+//! closed at once, so the statements still in flight on it fail now instead of at their
+//! timeout, and a host holds no more than two connections but for the moment the old socket
+//! takes to close.
 
 use super::tls;
 use crate::error::{Error, Result};
@@ -142,6 +147,8 @@ type Driver = Pin<Box<dyn Future<Output = std::result::Result<(), tokio_postgres
 /// statements in flight on it; the last one to let go closes it.
 struct Connection {
     client: Client,
+    /// The connection's task: aborted to close the connection while statements still hold it.
+    task: tokio::task::AbortHandle,
     /// Current-thread: the threads in `block_on` do the socket's I/O themselves. `None` only
     /// while the connection is dropped.
     runtime: Option<Runtime>,
@@ -192,11 +199,14 @@ impl Connection {
             .map_err(|e| Error::System(format!("cannot make a runtime for the database: {e}")))?;
         let (client, driver) = runtime.block_on(target.open())?;
         // Ends with an error when the server goes away; the client then reports itself closed.
-        runtime.spawn(async move {
-            let _ = driver.await;
-        });
+        let task = runtime
+            .spawn(async move {
+                let _ = driver.await;
+            })
+            .abort_handle();
         let connection = Connection {
             client,
+            task,
             runtime: Some(runtime),
         };
         connection
@@ -208,6 +218,13 @@ impl Connection {
     /// Whether the connection's task has seen it end (the server closed it, or restarted).
     fn ended(&self) -> bool {
         self.client.is_closed()
+    }
+
+    /// Closes the connection: its task goes the next time a thread runs the runtime (at once if
+    /// one is in `block_on`, else when the last holder drops it), taking the socket with it, and
+    /// every statement still waiting on it fails.
+    fn close(&self) {
+        self.task.abort();
     }
 
     /// Runs one statement (`simple`: a plain text command, no rows), doing the I/O here unless
@@ -246,8 +263,10 @@ impl Connection {
 struct Slot {
     /// The live connection, if any: read by every statement, written only when it is replaced.
     live: RwLock<Option<Arc<Connection>>>,
-    /// Statements in flight on this slot's connection.
+    /// Statements on this slot: in flight, or waiting for its connection to be made.
     busy: AtomicUsize,
+    /// Long statements among them ([`Link::query_long`]).
+    long: AtomicUsize,
     /// Held while connecting, so one caller connects and the others wait for it.
     retry: Mutex<Retry>,
 }
@@ -259,19 +278,55 @@ struct Retry {
     error: String,
 }
 
-/// Counts a statement in flight on a slot for as long as it lives.
-struct Busy<'a>(&'a AtomicUsize);
+impl Slot {
+    /// What a statement looks for in a slot, best first: not down (a connection being made, or
+    /// a failed connect's second not over), no long statement in flight, few in flight. A slot
+    /// with no connection and nothing against trying is not down: it is connected again by the
+    /// statement that picks it, so a host gets back to two connections after a failure.
+    fn rank(&self) -> (bool, bool, usize) {
+        let up = self
+            .live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        let down = !up
+            && match self.retry.try_lock() {
+                Ok(retry) => retry.at.is_some_and(|at| Instant::now() < at),
+                Err(std::sync::TryLockError::Poisoned(held)) => {
+                    held.get_ref().at.is_some_and(|at| Instant::now() < at)
+                }
+                Err(std::sync::TryLockError::WouldBlock) => true,
+            };
+        (
+            down,
+            self.long.load(Ordering::Relaxed) > 0,
+            self.busy.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counts a statement on a slot for as long as it lives.
+struct Busy<'a> {
+    slot: &'a Slot,
+    long: bool,
+}
 
 impl<'a> Busy<'a> {
-    fn start(count: &'a AtomicUsize) -> Busy<'a> {
-        count.fetch_add(1, Ordering::Relaxed);
-        Busy(count)
+    fn start(slot: &'a Slot, long: bool) -> Busy<'a> {
+        slot.busy.fetch_add(1, Ordering::Relaxed);
+        if long {
+            slot.long.fetch_add(1, Ordering::Relaxed);
+        }
+        Busy { slot, long }
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.slot.busy.fetch_sub(1, Ordering::Relaxed);
+        if self.long {
+            self.slot.long.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -320,13 +375,12 @@ impl Link {
         &self.runtime
     }
 
-    /// The slot for one statement: the one with fewer statements in flight, in turn when
-    /// they have as many.
+    /// The slot for one statement, by [`Slot::rank`]; in turn where they rank the same.
     fn slot(&self) -> &Slot {
         let first = self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS;
         (0..CONNECTIONS)
             .map(|offset| &self.slots[(first + offset) % CONNECTIONS])
-            .min_by_key(|slot| slot.busy.load(Ordering::Relaxed))
+            .min_by_key(|slot| slot.rank())
             .unwrap_or(&self.slots[first])
     }
 
@@ -377,15 +431,31 @@ impl Link {
 
     /// Runs one statement from a blocking thread (the engine's), waiting for its rows.
     pub fn query(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Vec<Row>> {
+        self.statement(sql, params, false)
+    }
+
+    /// [`Link::query`] for a statement that may take seconds (an offline pack, every user): the
+    /// logins' statements go to the other connection while it runs, where that one is up.
+    pub fn query_long(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>> {
+        self.statement(sql, params, true)
+    }
+
+    fn statement(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+        long: bool,
+    ) -> Result<Vec<Row>> {
         let slot = self.slot();
+        let _busy = Busy::start(slot, long);
         let connection = self.connection(slot)?;
-        let outcome = {
-            let _busy = Busy::start(&slot.busy);
-            connection.run(sql, params, false)
-        };
-        let error = match outcome {
+        let error = match connection.run(sql, params, false) {
             Ok(rows) => return Ok(rows),
-            Err(Lost::Failed(e)) if e.as_db_error().is_some() => {
+            Err(Lost::Failed(e)) if e.as_db_error().is_some_and(|db| !session_lost(db)) => {
                 return Err(database_error(format!(
                     "fleet database refused a statement: {}",
                     describe(&e)
@@ -393,14 +463,14 @@ impl Link {
             }
             Err(lost) => lost.unreachable(&self.target.url),
         };
-        // The connection is in an unknown state (it may still answer later): the next call
-        // makes a new one. Statements still in flight on it finish or fail on their own; it
-        // closes when the last of them lets go.
+        // The connection is in an unknown state (it may still answer later): closed now, and
+        // the next call makes a new one.
         let mut live = write(slot);
         if live.as_ref().is_some_and(|c| Arc::ptr_eq(c, &connection)) {
             *live = None;
         }
         drop(live);
+        connection.close();
         self.mark_down(&error.to_string());
         Err(error)
     }
@@ -413,6 +483,15 @@ impl Link {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>> {
         tokio::task::block_in_place(|| self.query(sql, params))
+    }
+
+    /// [`Link::query_long`] from a task on otpd's runtime.
+    pub async fn query_long_async(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>> {
+        tokio::task::block_in_place(|| self.query_long(sql, params))
     }
 
     /// [`Link::query`] for statements that return exactly one row.
@@ -432,6 +511,24 @@ fn live(slot: &Slot) -> Option<Arc<Connection>> {
 
 fn write(slot: &Slot) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Connection>>> {
     slot.live.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether a database error means the session cannot go on, whatever the statement: the server
+/// ends the connection (FATAL, an administrator's or a crash's shutdown, a connection failure),
+/// or it has become a standby that refuses writes, where a new connection (`target_session_attrs
+/// = read-write`) finds the primary. Then the connection is dropped and the database counts as
+/// unreachable, as when the socket fails.
+fn session_lost(error: &tokio_postgres::error::DbError) -> bool {
+    use tokio_postgres::error::{Severity, SqlState};
+    let code = error.code();
+    matches!(
+        error.parsed_severity(),
+        Some(Severity::Fatal | Severity::Panic)
+    ) || code.code().starts_with("08")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
 }
 
 fn unix_now() -> u64 {
@@ -477,7 +574,53 @@ pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, index: us
 
 #[cfg(test)]
 mod tests {
-    use super::let_go;
+    use super::{Busy, Slot, let_go};
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn statements_avoid_a_slot_that_is_down_or_runs_a_long_one() {
+        let fresh = Slot::default();
+        let busy = Slot::default();
+        busy.busy.store(5, Ordering::Relaxed);
+        // No connection yet and nothing against trying: the next statement connects it.
+        assert!(fresh.rank() < busy.rank());
+
+        let long = Slot::default();
+        let _pack = Busy::start(&long, true);
+        assert!(
+            busy.rank() < long.rank(),
+            "a long statement outranks five short ones"
+        );
+
+        let failed = Slot::default();
+        failed.retry.lock().unwrap().at = Some(Instant::now() + Duration::from_secs(60));
+        assert!(
+            long.rank() < failed.rank(),
+            "a failed connect's second is not over"
+        );
+        failed.retry.lock().unwrap().at = Some(Instant::now() - Duration::from_secs(1));
+        assert!(failed.rank() < busy.rank(), "tried again once it is");
+
+        let connecting = Slot::default();
+        let held = connecting.retry.lock().unwrap();
+        assert!(long.rank() < connecting.rank(), "a connect is under way");
+        drop(held);
+        assert_eq!(connecting.rank(), fresh.rank());
+    }
+
+    #[test]
+    fn a_statement_is_counted_until_it_ends() {
+        let slot = Slot::default();
+        {
+            let _short = Busy::start(&slot, false);
+            let _long = Busy::start(&slot, true);
+            assert_eq!(slot.busy.load(Ordering::Relaxed), 2);
+            assert_eq!(slot.long.load(Ordering::Relaxed), 1);
+        }
+        assert_eq!(slot.busy.load(Ordering::Relaxed), 0);
+        assert_eq!(slot.long.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn a_connections_runtime_may_go_inside_a_task() {

@@ -150,7 +150,7 @@ impl Store for PgStore {
 
     fn list(&self) -> Result<Vec<(String, UserRecord)>> {
         self.link
-            .query("SELECT u::text FROM kron.list_users() u", &[])?
+            .query_long("SELECT u::text FROM kron.list_users() u", &[])?
             .iter()
             .map(|row| {
                 let parsed = UserRow::parse(&column::<String>(row, 0)?)?;
