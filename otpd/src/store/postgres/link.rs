@@ -278,6 +278,13 @@ struct Retry {
     error: String,
 }
 
+impl Retry {
+    /// Whether a failed connect's second is not over yet.
+    fn waiting(&self) -> bool {
+        self.at.is_some_and(|at| Instant::now() < at)
+    }
+}
+
 impl Slot {
     /// What a statement looks for in a slot, best first: not down (a connection being made, or
     /// a failed connect's second not over), no long statement in flight, few in flight. A slot
@@ -291,10 +298,8 @@ impl Slot {
             .is_some();
         let down = !up
             && match self.retry.try_lock() {
-                Ok(retry) => retry.at.is_some_and(|at| Instant::now() < at),
-                Err(std::sync::TryLockError::Poisoned(held)) => {
-                    held.get_ref().at.is_some_and(|at| Instant::now() < at)
-                }
+                Ok(retry) => retry.waiting(),
+                Err(std::sync::TryLockError::Poisoned(held)) => held.get_ref().waiting(),
                 Err(std::sync::TryLockError::WouldBlock) => true,
             };
         (
@@ -394,7 +399,7 @@ impl Link {
         if let Some(live) = live(slot) {
             return Ok(live);
         }
-        if retry.at.is_some_and(|at| Instant::now() < at) {
+        if retry.waiting() {
             return Err(Error::Unreachable(retry.error.clone()));
         }
         match Connection::open(&self.target) {
