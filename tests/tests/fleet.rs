@@ -1,8 +1,8 @@
 //! Fleet mode against a real PostgreSQL with TLS and three otpd hosts (A, B, C), logins through
 //! the real pam_kron: one enrollment works everywhere, a code is accepted once fleet-wide (raced
 //! 51 times on three hosts, after which each host holds at most two connections), the failure
-//! budget and unlock are fleet-wide, a reset retires the old token everywhere, host roles read
-//! no seed, the database dying mid-login accepts nothing undurable and otpd recovers by itself,
+//! budget and unlock are fleet-wide, a reset retires the old token everywhere, a batch of checks
+//! answers each entry as if alone, host roles read no seed, the database dying mid-login accepts nothing undurable and otpd recovers by itself,
 //! bad TLS is refused clearly, config mistakes are named by file:line, and local tokens move
 //! into the fleet with `kronctl fleet push`.
 use std::collections::BTreeMap;
@@ -116,7 +116,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 4, "{status}");
+    assert_eq!(status["schema_version"], 5, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 
     // A host that served logins, its database connections open, stops cleanly on SIGTERM.
@@ -253,6 +253,7 @@ fn host_roles_read_no_seed_and_a_dump_holds_none() {
         &format!("SELECT pg_read_file('{}')", fleet.db.key_file().display()),
         "INSERT INTO kron.audit (at, host, event) VALUES (now(), 'x', 'forged')",
         "SELECT * FROM kron.fleet_log(NULL, 10)",
+        "SELECT * FROM kron.check_one('x', '123456', 0, 1, true, 3, 1, 60, NULL)",
     ] {
         let output = fleet.db.psql_as("kron_b", &password, sql);
         output.assert_failure(sql);
@@ -286,6 +287,92 @@ fn host_roles_read_no_seed_and_a_dump_holds_none() {
         "a plain seed in the dump"
     );
     assert!(!dump.contains(token.secret()), "a base32 seed in the dump");
+}
+
+/// What a host sends when several of its logins answer at once: one statement for all their
+/// code checks (`kron.check_codes`) and one for all their rows (`kron.get_users`), each entry
+/// checked as alone, in one transaction. The same code twice in one batch passes once.
+#[test]
+fn a_batch_of_checks_answers_each_entry_as_if_alone() {
+    let fleet = Fleet::start(REQUIRE);
+    let (user, other) = (TestUser::new(), TestUser::new());
+    let (token, confirmed) = fleet.host(0).kronctl().enroll_confirmed_now(user.name());
+    fleet.host(0).kronctl().enroll_confirmed_now(other.name());
+    let right = token.code_for_step(confirmed + 1);
+    let now = (confirmed + 1) * 30;
+    let password = fleet.password_of("b");
+    let as_host = |sql: &str| fleet.db.psql_as("kron_b", &password, sql);
+
+    // The same user twice with the same code, another user with a wrong code, and a user the
+    // fleet does not know, in an order that is not the names' order.
+    let names = format!(
+        "ARRAY['nobody-here', '{u}', '{o}', '{u}']",
+        u = user.name(),
+        o = other.name()
+    );
+    let codes = format!(
+        "ARRAY['{right}', '{right}', '{}', '{right}']",
+        wrong_code(&right)
+    );
+    let checked = as_host(&format!(
+        "SELECT k || ' ' || outcome || ' ' || coalesce(accepted_step::text, '-') \
+         FROM kron.check_codes({names}, {codes}, array_fill({now}::bigint, ARRAY[4]), \
+         array_fill(1, ARRAY[4]), array_fill(true, ARRAY[4]), array_fill(3, ARRAY[4]), \
+         array_fill(1::bigint, ARRAY[4]), array_fill(60::bigint, ARRAY[4]), \
+         array_fill(NULL::text, ARRAY[4])) ORDER BY k"
+    ));
+    checked.assert_success("kron.check_codes as a host");
+    let step = confirmed + 1;
+    assert_eq!(
+        checked.stdout.trim(),
+        format!("1 not-totp -\n2 accepted {step}\n3 wrong -\n4 replayed -"),
+        "{}",
+        checked.describe()
+    );
+    let failures = fleet.db.sql(
+        "kron",
+        &format!(
+            "SELECT failures FROM kron.users WHERE name = '{}'",
+            other.name()
+        ),
+    );
+    assert_eq!(failures, "1", "the wrong code was charged once");
+
+    // A batch is all one length, and at most 256.
+    for (sql, error) in [
+        (
+            "SELECT * FROM kron.check_codes(ARRAY['a', 'b'], ARRAY['1'], NULL, NULL, NULL, \
+             NULL, NULL, NULL, NULL)",
+            "arrays of one length",
+        ),
+        (
+            "SELECT * FROM kron.get_users(array_fill('a'::text, ARRAY[257]))",
+            "at most 256",
+        ),
+    ] {
+        let output = as_host(sql);
+        output.assert_failure(sql);
+        assert!(
+            output.stderr.contains(error),
+            "{sql}: {}",
+            output.describe()
+        );
+    }
+
+    // Rows as kron.get_user gives them: no seed, and nothing for an unknown name.
+    let rows = as_host(&format!(
+        "SELECT k || ' ' || coalesce(user_row ->> 'name', '-') || ' ' || \
+         coalesce(user_row ->> 'has_token', '-') || ' ' || coalesce((user_row ? 'seed')::text, '-') \
+         FROM kron.get_users(ARRAY['{}', 'nobody-here']) ORDER BY k",
+        user.name()
+    ));
+    rows.assert_success("kron.get_users as a host");
+    assert_eq!(
+        rows.stdout.trim(),
+        format!("1 {} true false\n2 - - -", user.name()),
+        "{}",
+        rows.describe()
+    );
 }
 
 /// The database dies with SIGKILL while logins run on all three hosts: every login that was

@@ -12,7 +12,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 /// Every migration, in order: (version, file, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 4] = [
+pub const MIGRATIONS: [(i32, &str, &str); 5] = [
     (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
     (
         2,
@@ -25,10 +25,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 4] = [
         "004_login_path.sql",
         include_str!("sql/004_login_path.sql"),
     ),
+    (5, "005_batches.sql", include_str!("sql/005_batches.sql")),
 ];
 
 /// The schema version this otpd needs.
-pub const CURRENT: i32 = 4;
+pub const CURRENT: i32 = 5;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
