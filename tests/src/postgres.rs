@@ -158,7 +158,7 @@ impl Postgres {
         let conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
              ssl = on\nssl_cert_file = '{dir}/server.pem'\nssl_key_file = '{dir}/server.key'\n\
-             max_connections = 100\nshared_buffers = 32MB\n",
+             max_connections = 100\nshared_buffers = 32MB\ntrack_functions = 'pl'\n",
             dir = dir.path().display()
         );
         append(&data.join("postgresql.conf"), &conf);

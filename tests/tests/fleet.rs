@@ -1,10 +1,11 @@
 //! Fleet mode against a real PostgreSQL with TLS and three otpd hosts (A, B, C), logins through
 //! the real pam_kron: one enrollment works everywhere, a code is accepted once fleet-wide (raced
 //! 51 times on three hosts, after which each host holds at most two connections), the failure
-//! budget and unlock are fleet-wide, a reset retires the old token everywhere, a batch of checks
-//! answers each entry as if alone, host roles read no seed, the database dying mid-login accepts nothing undurable and otpd recovers by itself,
-//! bad TLS is refused clearly, config mistakes are named by file:line, and local tokens move
-//! into the fleet with `kronctl fleet push`.
+//! budget and unlock are fleet-wide, a reset retires the old token everywhere, logins answering
+//! at once on one host are checked in one statement and a batch of checks answers each entry
+//! as if alone, host roles read no seed, the database dying mid-login accepts nothing
+//! undurable and otpd recovers by itself, bad TLS is refused clearly, config mistakes are named
+//! by file:line, and local tokens move into the fleet with `kronctl fleet push`.
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -289,6 +290,129 @@ fn host_roles_read_no_seed_and_a_dump_holds_none() {
     assert!(!dump.contains(token.secret()), "a base32 seed in the dump");
 }
 
+/// Logins on one host that answer while both of its check lanes are busy queue and go to the
+/// database together, as one `kron.check_codes`: each still gets its own outcome, each wrong
+/// code is charged once, and nothing is accepted twice. The lanes are held busy by two logins
+/// whose users' rows the test keeps locked for a few seconds.
+#[test]
+fn logins_answering_at_once_on_one_host_are_checked_in_one_statement() {
+    let fleet = Fleet::start("default_mode = \"require\"\n[throttle]\nfree_attempts = 10\n");
+    let a = fleet.host(0);
+    let users: Vec<TestUser> = (0..26).map(|_| TestUser::new()).collect();
+    let secret = |i: usize| [i as u8 + 101; 20];
+    let dir = scratch::private_dir("kron-fleet-batch.");
+    let file = dir.path().join("users.oath");
+    let lines: String = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| format!("HOTP/T30 {} - {}\n", user.name(), hex(&secret(i))))
+        .collect();
+    scratch::write_file(&file, &lines, 0o600);
+    let imported = a
+        .kronctl()
+        .json(&["import", "--oath-usersfile", &file.display().to_string()]);
+    assert_eq!(imported["imported"], 26, "{imported}");
+    let code = |i: usize, step: u64| Oath::new(&base32(&secret(i))).code_for_step(step);
+    let calls = || {
+        fleet.db.sql(
+            "kron",
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions \
+             WHERE schemaname = 'kron' AND funcname = 'check_codes'",
+        )
+    };
+    assert_eq!(calls(), "0");
+
+    let step = steady_step();
+    let (held, rest) = users.split_at(2);
+    let locked = held
+        .iter()
+        .map(|u| format!("'{}'", u.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            fleet.db.sql(
+                "kron",
+                &format!(
+                    "BEGIN; SELECT name FROM kron.users WHERE name IN ({locked}) FOR UPDATE; \
+                     SELECT pg_sleep(8); COMMIT;"
+                ),
+            )
+        });
+        kron_tests::process::wait_for("the test's row locks", Duration::from_secs(10), || {
+            let held = fleet.db.sql(
+                "kron",
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'users' AND l.mode = 'RowShareLock' AND l.granted",
+            );
+            (held != "0").then_some(())
+        });
+        // Both lanes: a check each, waiting for its user's row.
+        let first: Vec<Running> = held
+            .iter()
+            .enumerate()
+            .map(|(i, user)| a.login(user.name()).answer(&code(i, step)).spawn())
+            .collect();
+        kron_tests::process::wait_for("two checks waiting", Duration::from_secs(10), || {
+            let waiting = fleet.db.sql(
+                "kron",
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = 'kron' AND wait_event_type = 'Lock'",
+            );
+            (waiting != "0").then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // Every other user answers now, right codes and wrong ones; they queue on the host.
+        let running: Vec<(usize, Running)> = rest
+            .iter()
+            .enumerate()
+            .map(|(n, user)| {
+                let i = n + 2;
+                let right = code(i, step);
+                let answer = if i % 2 == 0 {
+                    right
+                } else {
+                    wrong_code(&right)
+                };
+                (i, a.login(user.name()).answer(&answer).spawn())
+            })
+            .collect();
+        for login in first {
+            assert_eq!(login.wait().result(), result::SUCCESS);
+        }
+        for (i, login) in running {
+            let expected = if i % 2 == 0 {
+                result::SUCCESS
+            } else {
+                result::AUTH_ERR
+            };
+            assert_eq!(login.wait().result(), expected, "user {i}");
+        }
+    });
+    for (i, user) in users.iter().enumerate().skip(2) {
+        let status = a.kronctl().status(user.name());
+        let failures = if i % 2 == 0 { 0 } else { 1 };
+        assert_eq!(
+            kronctl::number(&status, "failures"),
+            failures,
+            "user {i}: {status}"
+        );
+        // The code that passed does not pass again.
+        if i % 2 == 0 {
+            a.login(user.name())
+                .answer(&code(i, step))
+                .run()
+                .assert_denied();
+        }
+    }
+    // The statistics reach the view within a few seconds of the statement.
+    kron_tests::process::wait_for(
+        "kron.check_codes in pg_stat_user_functions",
+        Duration::from_secs(30),
+        || (calls() != "0").then_some(()),
+    );
+}
+
 /// What a host sends when several of its logins answer at once: one statement for all their
 /// code checks (`kron.check_codes`) and one for all their rows (`kron.get_users`), each entry
 /// checked as alone, in one transaction. The same code twice in one batch passes once.
@@ -338,7 +462,7 @@ fn a_batch_of_checks_answers_each_entry_as_if_alone() {
     );
     assert_eq!(failures, "1", "the wrong code was charged once");
 
-    // A batch is all one length, and at most 256.
+    // A batch is all one length, and at most 64.
     for (sql, error) in [
         (
             "SELECT * FROM kron.check_codes(ARRAY['a', 'b'], ARRAY['1'], NULL, NULL, NULL, \
@@ -346,8 +470,8 @@ fn a_batch_of_checks_answers_each_entry_as_if_alone() {
             "arrays of one length",
         ),
         (
-            "SELECT * FROM kron.get_users(array_fill('a'::text, ARRAY[257]))",
-            "at most 256",
+            "SELECT * FROM kron.get_users(array_fill('a'::text, ARRAY[65]))",
+            "at most 64",
         ),
     ] {
         let output = as_host(sql);
@@ -362,8 +486,8 @@ fn a_batch_of_checks_answers_each_entry_as_if_alone() {
     // Rows as kron.get_user gives them: no seed, and nothing for an unknown name.
     let rows = as_host(&format!(
         "SELECT k || ' ' || coalesce(user_row ->> 'name', '-') || ' ' || \
-         coalesce(user_row ->> 'has_token', '-') || ' ' || coalesce((user_row ? 'seed')::text, '-') \
-         FROM kron.get_users(ARRAY['{}', 'nobody-here']) ORDER BY k",
+         coalesce(user_row ->> 'has_token', '-') || ' ' || \
+         coalesce((user_row ? 'seed')::text, '-') FROM kron.get_users(ARRAY['{}', 'nobody-here']) ORDER BY k",
         user.name()
     ));
     rows.assert_success("kron.get_users as a host");

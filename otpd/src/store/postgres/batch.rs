@@ -12,13 +12,14 @@
 
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{SendError, SyncSender, sync_channel};
 use std::sync::{Mutex, PoisonError};
 
 /// Gathers concurrent requests `Q` into batches; each gets its own answer `A`.
 pub struct Batcher<Q, A> {
     state: Mutex<State<Q, A>>,
-    /// Batches in flight at once (the link's connections).
+    /// Batches in flight at once: as many as the link has connections, so that two can run side
+    /// by side (the link sends a statement to the connection with fewer in flight).
     lanes: usize,
     /// Requests per batch at most.
     max: usize,
@@ -56,7 +57,8 @@ impl<Q, A> Batcher<Q, A> {
     }
 
     /// Answers `request`, sending it with whatever else is waiting. `send` gets a batch (never
-    /// empty) and returns one answer per request, in order.
+    /// empty) and returns one answer per request, in order. A batch may hold other threads'
+    /// requests, so every `submit` on one batcher must pass the same `send`.
     pub fn submit(&self, request: Q, send: &dyn Fn(&[&Q]) -> Vec<Result<A>>) -> Result<A> {
         let (reply, inbox) = sync_channel(1);
         let mut state = self.lock();
@@ -66,6 +68,7 @@ impl<Q, A> Batcher<Q, A> {
             state.running += 1;
             let batch = self.take(&mut state);
             drop(state);
+            debug_assert_eq!(batch.len(), 1, "a request queued while a lane was free");
             Message::Lead(batch)
         } else {
             drop(state);
@@ -83,13 +86,16 @@ impl<Q, A> Batcher<Q, A> {
         }
     }
 
-    /// Sends `batch`, answers its other requests, hands the lane on, and returns the answer to
-    /// the first request (the caller's own).
+    /// Sends `batch`, hands the lane on, answers the batch's other requests, and returns the
+    /// answer to the first request (the caller's own).
     fn lead(&self, batch: Vec<Entry<Q, A>>, send: &dyn Fn(&[&Q]) -> Vec<Result<A>>) -> Result<A> {
-        // Hands the lane on even if `send` panics, so no lane is lost.
-        let _lane = Lane(self);
+        // Handed on when `send` returns, or if it panics, so no lane is lost.
+        let lane = Lane(self);
         let requests: Vec<&Q> = batch.iter().map(|entry| &entry.request).collect();
-        let mut answers = send(&requests).into_iter();
+        let answers = send(&requests);
+        drop(requests);
+        drop(lane);
+        let mut answers = answers.into_iter();
         let mut own = None;
         for (index, entry) in batch.into_iter().enumerate() {
             let answer = answers.next().unwrap_or_else(|| Err(lost()));
@@ -122,16 +128,25 @@ struct Lane<'a, Q, A>(&'a Batcher<Q, A>);
 impl<Q, A> Drop for Lane<'_, Q, A> {
     fn drop(&mut self) {
         let batcher = self.0;
-        let mut state = batcher.lock();
-        if state.queue.is_empty() {
-            state.running -= 1;
-            return;
+        loop {
+            let mut state = batcher.lock();
+            if state.queue.is_empty() {
+                state.running -= 1;
+                return;
+            }
+            let batch = batcher.take(&mut state);
+            drop(state);
+            let leader = batch[0].reply.clone();
+            // Its owner waits in `recv` for exactly one message, and this is it. It cannot have
+            // gone (a thread leaves `recv` only with a message), but if it had, its batch is
+            // answered with an error and the lane goes to the next waiter instead of being lost.
+            let Err(SendError(Message::Lead(batch))) = leader.send(Message::Lead(batch)) else {
+                return;
+            };
+            for entry in batch.into_iter().skip(1) {
+                let _ = entry.reply.send(Message::Done(Err(lost())));
+            }
         }
-        let batch = batcher.take(&mut state);
-        drop(state);
-        let leader = batch[0].reply.clone();
-        // Its owner waits in `recv` for exactly one message, and this is it.
-        let _ = leader.send(Message::Lead(batch));
     }
 }
 

@@ -434,6 +434,11 @@ impl Link {
         }
     }
 
+    /// Writes `line` to otpd's log, as the link's own reports are.
+    pub fn report(&self, line: &str) {
+        (self.log)(line);
+    }
+
     /// Runs one statement from a blocking thread (the engine's), waiting for its rows.
     pub fn query(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Vec<Row>> {
         self.statement(sql, params, false)
@@ -536,7 +541,7 @@ fn session_lost(error: &tokio_postgres::error::DbError) -> bool {
         || *code == SqlState::READ_ONLY_SQL_TRANSACTION
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | `mod.rs` | [`PgStore`]: the `Store` trait and the `Vault` seam as calls of the database's functions |
 //! | `link.rs` | the connections (at most two, each run by the thread that needs it), TLS, reconnecting, fail-fast while down |
-//! | `batch.rs` | concurrent requests of one kind sent as one statement (code checks, user reads) |
+//! | `batch.rs` | concurrent requests of one kind gathered into batches (no thread of its own) |
+//! | `login_path.rs` | a login's two statements (a user's row, a code check), alone or batched |
 //! | `tls.rs` | rustls against `ca_file`, client certificates, trusted files |
 //! | `row.rs` | a user row (JSON, no seed) and the engine's `UserRecord` |
 //! | `schema.rs` | the versioned migrations (`sql/NNN_*.sql`), `fleet init` and `fleet add-host` |
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod audit;
 pub mod batch;
 pub mod link;
+mod login_path;
 pub mod row;
 pub mod schema;
 pub mod tls;
@@ -33,14 +35,16 @@ use super::record::{
     Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use super::recovery::RecoverySet;
-use super::vault::{Checked, CodeOutcome, Vault};
+use super::vault::{Checked, Vault};
 use super::{Durable, Store};
 use crate::error::{Error, Result};
 use batch::Batcher;
 use kron_common::config::{FleetConfig, ThrottleConfig};
 use link::{CONNECTIONS, Link, Target, column, database_error};
+use login_path::{Check, CheckAnswer, MAX_BATCH};
 use row::{UserRow, algorithm_name, json, pending_id};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use tokio::runtime::Handle;
 use tokio_postgres::types::Type;
 use zeroize::Zeroizing;
@@ -48,35 +52,17 @@ use zeroize::Zeroizing;
 /// Writes of the contact and outbox retried this often when other hosts change the same user.
 const MAX_RETRIES: usize = 32;
 
-/// Requests sent in one statement at most (`kron.check_codes` and `kron.get_users` take up to
-/// 256).
-const MAX_BATCH: usize = 64;
-
 /// The store of a fleet host.
 pub struct PgStore {
     link: Arc<Link>,
     /// This host's name in the fleet (the `host` key, else the machine's host name).
     host: String,
     /// Code checks of concurrent logins, sent together (`batch.rs`).
-    checks: Batcher<Check, CheckAnswer>,
+    checks: Batcher<Check, Option<CheckAnswer>>,
     /// Users' rows read by concurrent logins, likewise: the row as JSON, if the user has one.
-    reads: Batcher<String, Option<String>>,
-}
-
-/// What a code check found, and the step it accepted.
-type CheckAnswer = (CodeOutcome, Option<u64>);
-
-/// One code check: the arguments of `kron.check_code`.
-struct Check {
-    user: String,
-    code: String,
-    now: i64,
-    skew: i32,
-    charge: bool,
-    free: i32,
-    base: i64,
-    max: i64,
-    sent: Option<String>,
+    reads: Batcher<String, Option<Option<String>>>,
+    /// When a refused batch was last logged (unix time).
+    refusal_logged: AtomicU64,
 }
 
 impl PgStore {
@@ -103,6 +89,7 @@ impl PgStore {
             host,
             checks: Batcher::new(CONNECTIONS, MAX_BATCH),
             reads: Batcher::new(CONNECTIONS, MAX_BATCH),
+            refusal_logged: AtomicU64::new(0),
         })
     }
 
@@ -112,35 +99,6 @@ impl PgStore {
 
     pub fn host(&self) -> &str {
         &self.host
-    }
-
-    fn row(&self, user: &str) -> Result<Option<UserRow>> {
-        self.reads
-            .submit(user.to_owned(), &|batch: &[&String]| self.send_reads(batch))?
-            .map(|text| UserRow::parse(&text))
-            .transpose()
-    }
-
-    /// A batch of reads: one alone as `kron.get_user`, several as one `kron.get_users`.
-    fn send_reads(&self, batch: &[&String]) -> Vec<Result<Option<String>>> {
-        answer_batch(
-            batch,
-            || {
-                let rows = self.link.query(
-                    "SELECT k, user_row::text FROM kron.get_users($1)",
-                    &[(&batch, Type::TEXT_ARRAY)],
-                )?;
-                in_order(batch.len(), &rows, |row| column::<Option<String>>(row, 1))
-            },
-            |user| self.read_alone(user),
-        )
-    }
-
-    fn read_alone(&self, user: &str) -> Result<Option<String>> {
-        let row = self
-            .link
-            .query_one("SELECT kron.get_user($1)::text", &[(&user, Type::TEXT)])?;
-        column::<Option<String>>(&row, 0)
     }
 
     fn boolean(&self, sql: &str, user: &str) -> Result<bool> {
@@ -344,159 +302,6 @@ impl Store for PgStore {
     fn fleet(&self) -> Option<&PgStore> {
         Some(self)
     }
-}
-
-impl PgStore {
-    /// [`Vault::check_code`], and the step an accepted code took (an offline host remembers it:
-    /// from then on only later steps pass offline there).
-    pub fn check_code_step(
-        &self,
-        user: &str,
-        code: &str,
-        now: u64,
-        skew: u8,
-        charge: Option<&ThrottleConfig>,
-        sent: Option<&str>,
-    ) -> Result<CheckAnswer> {
-        let (free, base, max) = charge.map(throttle).unwrap_or((0, 0, 0));
-        let check = Check {
-            user: user.to_owned(),
-            code: code.to_owned(),
-            now: int(now),
-            skew: i32::from(skew),
-            charge: charge.is_some(),
-            free,
-            base,
-            max,
-            sent: sent.map(str::to_owned),
-        };
-        self.checks
-            .submit(check, &|batch: &[&Check]| self.send_checks(batch))
-    }
-
-    /// A batch of checks: one alone as `kron.check_code`, several as one `kron.check_codes`
-    /// (one transaction, one commit).
-    fn send_checks(&self, batch: &[&Check]) -> Vec<Result<CheckAnswer>> {
-        answer_batch(
-            batch,
-            || self.check_together(batch),
-            |check| self.check_alone(check),
-        )
-    }
-
-    fn check_alone(&self, check: &Check) -> Result<CheckAnswer> {
-        let row = self.link.query_one(
-            "SELECT outcome, until, accepted_step \
-             FROM kron.check_code($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                (&check.user, Type::TEXT),
-                (&check.code, Type::TEXT),
-                (&check.now, Type::INT8),
-                (&check.skew, Type::INT4),
-                (&check.charge, Type::BOOL),
-                (&check.free, Type::INT4),
-                (&check.base, Type::INT8),
-                (&check.max, Type::INT8),
-                (&check.sent, Type::TEXT),
-            ],
-        )?;
-        checked(&row, 0)
-    }
-
-    fn check_together(&self, batch: &[&Check]) -> Result<Vec<Result<CheckAnswer>>> {
-        fn each<'a, T>(batch: &[&'a Check], field: impl Fn(&'a Check) -> T) -> Vec<T> {
-            batch.iter().map(|check| field(check)).collect()
-        }
-        let rows = self.link.query(
-            "SELECT k, outcome, until, accepted_step \
-             FROM kron.check_codes($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                (&each(batch, |c| c.user.as_str()), Type::TEXT_ARRAY),
-                (&each(batch, |c| c.code.as_str()), Type::TEXT_ARRAY),
-                (&each(batch, |c| c.now), Type::INT8_ARRAY),
-                (&each(batch, |c| c.skew), Type::INT4_ARRAY),
-                (&each(batch, |c| c.charge), Type::BOOL_ARRAY),
-                (&each(batch, |c| c.free), Type::INT4_ARRAY),
-                (&each(batch, |c| c.base), Type::INT8_ARRAY),
-                (&each(batch, |c| c.max), Type::INT8_ARRAY),
-                (&each(batch, |c| c.sent.as_deref()), Type::TEXT_ARRAY),
-            ],
-        )?;
-        in_order(batch.len(), &rows, |row| checked(row, 1))
-    }
-}
-
-/// Answers a batch: a lone request with `alone`, several with `together`. If the database
-/// refuses the batch, each request is sent alone, so whatever it refused fails only its own
-/// login; if the database cannot be reached, every request is told so (and may be answered
-/// offline).
-fn answer_batch<Q: ?Sized, A>(
-    batch: &[&Q],
-    together: impl FnOnce() -> Result<Vec<Result<A>>>,
-    alone: impl Fn(&Q) -> Result<A>,
-) -> Vec<Result<A>> {
-    if let [request] = batch {
-        return vec![alone(request)];
-    }
-    match together() {
-        Ok(answers) => answers,
-        Err(Error::Unreachable(why)) => batch
-            .iter()
-            .map(|_| Err(Error::Unreachable(why.clone())))
-            .collect(),
-        Err(_) => batch.iter().map(|request| alone(request)).collect(),
-    }
-}
-
-/// The answers of a batch of `count` requests, from rows whose first column `k` is the
-/// request's position (from 1); `answer` reads the rest of a row.
-fn in_order<A>(
-    count: usize,
-    rows: &[tokio_postgres::Row],
-    answer: impl Fn(&tokio_postgres::Row) -> Result<A>,
-) -> Result<Vec<Result<A>>> {
-    let mut answers: Vec<Option<Result<A>>> = (0..count).map(|_| None).collect();
-    for row in rows {
-        let slot = usize::try_from(column::<i32>(row, 0)?)
-            .ok()
-            .and_then(|k| k.checked_sub(1))
-            .and_then(|index| answers.get_mut(index))
-            .ok_or_else(|| database_error("fleet database: an answer out of its batch".into()))?;
-        *slot = Some(answer(row));
-    }
-    Ok(answers
-        .into_iter()
-        .map(|answer| {
-            answer.unwrap_or_else(|| {
-                Err(database_error(
-                    "fleet database: a request of the batch went unanswered".into(),
-                ))
-            })
-        })
-        .collect())
-}
-
-/// The outcome, the time a throttle ends and the accepted step, from `row` starting at column
-/// `first`.
-fn checked(row: &tokio_postgres::Row, first: usize) -> Result<CheckAnswer> {
-    let outcome: String = column(row, first)?;
-    let outcome = match outcome.as_str() {
-        "not-totp" => CodeOutcome::NotTotp,
-        "accepted" => CodeOutcome::Step(StepOutcome::Accepted),
-        "replayed" => CodeOutcome::Step(StepOutcome::Replayed),
-        "no-token" => CodeOutcome::Step(StepOutcome::NoToken),
-        "throttled" => CodeOutcome::Throttled {
-            until: unsigned(column(row, first + 1)?),
-        },
-        "wrong" => CodeOutcome::Wrong,
-        other => {
-            return Err(database_error(format!(
-                "fleet database: unknown outcome {other:?}"
-            )));
-        }
-    };
-    let step = column::<Option<i64>>(row, first + 2)?.map(unsigned);
-    Ok((outcome, step))
 }
 
 impl Vault for PgStore {

@@ -3,17 +3,21 @@
 -- users' rows (kron.get_users). Each code is checked exactly as kron.check_code checks it, and
 -- each row read as kron.get_user reads it; what changes is that a statement's fixed costs (the
 -- trip, parse and plan, TLS, two wake-ups) and a check's commit (its WAL flush) are paid once
--- for all of them. Nothing a host may do changes but that; the functions of version 4 stay.
+-- for all of them. The functions of version 4 stay, with the same arguments and outcomes.
 --
--- * kron.check_one holds the check itself (version 4's check_code, unchanged): kron.check_code
---   and kron.check_codes both call it. Owner only, like the other helpers, so it carries no SET
+-- * kron.check_one holds the check itself (version 4's check_code, with the skew a host may ask
+--   for bounded to the 0 to 2 steps otpd's configuration allows): kron.check_code and
+--   kron.check_codes both call it. Owner only, like the other helpers, so it carries no SET
 --   clause and runs under its caller's search_path.
 -- * kron.check_codes locks the users' rows in one order (by name, byte-wise), whatever order the
 --   host sent them in: two batches on two hosts that share users then wait for each other
---   instead of deadlocking. Every other function locks at most one user's row.
+--   instead of deadlocking. Every other function locks at most one kron.users row.
 -- * A row stays locked until the batch commits, so a guess raced on another host for the same
---   user waits for the batch and sees its outcome, as it waits for a single check today.
--- * At most 256 codes per call: a host cannot hold more rows than that in one transaction.
+--   user waits for the batch and sees its outcome, as it waits for a single check.
+-- * A batch waits at most 100 ms for a row another transaction holds (lock_timeout): then it
+--   fails as a whole, rolls back, and otpd sends each of its checks alone. One busy row (a race
+--   for one user, an admin's open transaction) so delays only its own login, not 63 others.
+-- * At most 64 entries per call, as otpd sends.
 
 CREATE OR REPLACE FUNCTION kron.check_one(p_name text, p_code text, p_now bigint,
     p_skew integer, p_charge boolean, p_free integer, p_base bigint, p_max bigint,
@@ -50,7 +54,8 @@ BEGIN
         v_failures := greatest(r.failures - least(quiet, 2147483647), 0)::integer + 1;
     END IF;
     step := kron.matching_step(public.pgp_sym_decrypt_bytea(r.seed, kron.seed_key()),
-        r.algorithm, r.digits, r.period, p_skew, p_code, p_now, r.last_step);
+        r.algorithm, r.digits, r.period, least(greatest(p_skew, 0), 2), p_code, p_now,
+        r.last_step);
     IF step IS NOT NULL AND (r.last_step IS NULL OR step > r.last_step) THEN
         -- The charge and its refund with the accepted step: one new row version.
         UPDATE kron.users u SET last_step = step, last_used = p_now,
@@ -100,8 +105,8 @@ DECLARE
     n integer := coalesce(cardinality(p_names), 0);
     c record;
 BEGIN
-    IF n > 256 THEN
-        RAISE EXCEPTION 'kron: at most 256 codes per check_codes call, not %', n;
+    IF n > 64 THEN
+        RAISE EXCEPTION 'kron: at most 64 codes per check_codes call, not %', n;
     END IF;
     IF coalesce(cardinality(p_codes), 0) <> n OR coalesce(cardinality(p_nows), 0) <> n
             OR coalesce(cardinality(p_skews), 0) <> n
@@ -112,6 +117,7 @@ BEGIN
             OR coalesce(cardinality(p_sents), 0) <> n THEN
         RAISE EXCEPTION 'kron: check_codes needs arrays of one length';
     END IF;
+    PERFORM set_config('lock_timeout', '100ms', true);
     FOR c IN SELECT a.name, a.k::integer AS k FROM unnest(p_names) WITH ORDINALITY AS a(name, k)
             ORDER BY a.name COLLATE "C", a.k LOOP
         k := c.k;
@@ -134,8 +140,8 @@ CREATE FUNCTION kron.get_users(p_names text[])
 RETURNS TABLE (k integer, user_row jsonb)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF coalesce(cardinality(p_names), 0) > 256 THEN
-        RAISE EXCEPTION 'kron: at most 256 users per get_users call, not %',
+    IF coalesce(cardinality(p_names), 0) > 64 THEN
+        RAISE EXCEPTION 'kron: at most 64 users per get_users call, not %',
             cardinality(p_names);
     END IF;
     RETURN QUERY

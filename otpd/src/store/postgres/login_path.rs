@@ -1,0 +1,294 @@
+//! The two statements of a login, a user's row (BeginLogin) and a code check (Answer), and how
+//! concurrent logins share them (docs/fleet.md, "Decisions"): a lone request is sent alone
+//! (`kron.get_user`, `kron.check_code`); requests that queued while two of their kind were in
+//! flight go as one statement (`kron.get_users`, `kron.check_codes`, schema version 5).
+//!
+//! What a batch's answer means decides what happens next, and nothing is ever sent twice once
+//! it may have been done:
+//! - the database refused the batch: its transaction rolled back, so each request is sent
+//!   again, alone, by its own thread; whatever was refused then fails only its own login;
+//! - the database could not be reached: every request is told so (and may be checked offline);
+//! - the batch ran but its answer cannot be read: it may have committed, so every request of it
+//!   fails (closed), and none is sent again.
+
+use super::PgStore;
+use super::link::{column, database_error};
+use super::row::UserRow;
+use crate::error::{Error, Result};
+use crate::store::record::StepOutcome;
+use crate::store::vault::CodeOutcome;
+use kron_common::config::ThrottleConfig;
+use std::sync::atomic::Ordering;
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use zeroize::Zeroizing;
+
+/// Requests sent in one statement at most; `kron.check_codes` and `kron.get_users` refuse more.
+pub const MAX_BATCH: usize = 64;
+
+/// A refused batch is logged at most this often (seconds): under load every batch would be.
+const REFUSAL_LOG_INTERVAL: u64 = 60;
+
+/// What a code check found, and the step it accepted.
+pub type CheckAnswer = (CodeOutcome, Option<u64>);
+
+/// One code check: the arguments of `kron.check_code`.
+#[derive(Clone)]
+pub struct Check {
+    user: String,
+    code: Zeroizing<String>,
+    now: i64,
+    skew: i32,
+    charge: bool,
+    free: i32,
+    base: i64,
+    max: i64,
+    sent: Option<String>,
+}
+
+/// A batch's answer to one request: `None` when it is to be sent again, alone, by the thread
+/// that asked (after the database refused the batch; in parallel, outside the lanes).
+type Batched<A> = Result<Option<A>>;
+
+impl PgStore {
+    /// The user's row (no seed), if the fleet knows the user.
+    pub(super) fn row(&self, user: &str) -> Result<Option<UserRow>> {
+        let text = match self
+            .reads
+            .submit(user.to_owned(), &|batch: &[&String]| self.send_reads(batch))?
+        {
+            Some(text) => text,
+            None => self.read_alone(user)?,
+        };
+        text.map(|text| UserRow::parse(&text)).transpose()
+    }
+
+    fn send_reads(&self, batch: &[&String]) -> Vec<Batched<Option<String>>> {
+        if let [user] = batch {
+            return vec![self.read_alone(user).map(Some)];
+        }
+        self.run_batch(batch, "user reads", || {
+            let rows = self.link.query(
+                "SELECT k, user_row::text FROM kron.get_users($1)",
+                &[(&batch, Type::TEXT_ARRAY)],
+            )?;
+            Ok(rows)
+        })
+        .map(|rows| in_order(batch.len(), &rows, |row| column::<Option<String>>(row, 1)))
+        .unwrap_or_else(|answers| answers)
+    }
+
+    fn read_alone(&self, user: &str) -> Result<Option<String>> {
+        let row = self
+            .link
+            .query_one("SELECT kron.get_user($1)::text", &[(&user, Type::TEXT)])?;
+        column::<Option<String>>(&row, 0)
+    }
+
+    /// [`crate::store::vault::Vault::check_code`], and the step an accepted code took (an
+    /// offline host remembers it: from then on only later steps pass offline there).
+    pub fn check_code_step(
+        &self,
+        user: &str,
+        code: &str,
+        now: u64,
+        skew: u8,
+        charge: Option<&ThrottleConfig>,
+        sent: Option<&str>,
+    ) -> Result<CheckAnswer> {
+        let (free, base, max) = charge.map(super::throttle).unwrap_or((0, 0, 0));
+        let check = Check {
+            user: user.to_owned(),
+            code: Zeroizing::new(code.to_owned()),
+            now: super::int(now),
+            skew: i32::from(skew),
+            charge: charge.is_some(),
+            free,
+            base,
+            max,
+            sent: sent.map(str::to_owned),
+        };
+        match self
+            .checks
+            .submit(check.clone(), &|batch: &[&Check]| self.send_checks(batch))?
+        {
+            Some(answer) => Ok(answer),
+            None => self.check_alone(&check),
+        }
+    }
+
+    fn send_checks(&self, batch: &[&Check]) -> Vec<Batched<CheckAnswer>> {
+        fn each<'a, T>(batch: &[&'a Check], field: impl Fn(&'a Check) -> T) -> Vec<T> {
+            batch.iter().map(|check| field(check)).collect()
+        }
+        if let [check] = batch {
+            return vec![self.check_alone(check).map(Some)];
+        }
+        self.run_batch(batch, "code checks", || {
+            self.link.query(
+                "SELECT k, outcome, until, accepted_step \
+                 FROM kron.check_codes($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    (&each(batch, |c| c.user.as_str()), Type::TEXT_ARRAY),
+                    (&each(batch, |c| c.code.as_str()), Type::TEXT_ARRAY),
+                    (&each(batch, |c| c.now), Type::INT8_ARRAY),
+                    (&each(batch, |c| c.skew), Type::INT4_ARRAY),
+                    (&each(batch, |c| c.charge), Type::BOOL_ARRAY),
+                    (&each(batch, |c| c.free), Type::INT4_ARRAY),
+                    (&each(batch, |c| c.base), Type::INT8_ARRAY),
+                    (&each(batch, |c| c.max), Type::INT8_ARRAY),
+                    (&each(batch, |c| c.sent.as_deref()), Type::TEXT_ARRAY),
+                ],
+            )
+        })
+        .map(|rows| in_order(batch.len(), &rows, |row| checked(row, 1)))
+        .unwrap_or_else(|answers| answers)
+    }
+
+    /// A lone check as `kron.check_code`, which every schema since version 2 has (a host whose
+    /// database is not yet at version 5 still logs users in).
+    fn check_alone(&self, check: &Check) -> Result<CheckAnswer> {
+        let row = self.link.query_one(
+            "SELECT outcome, until, accepted_step \
+             FROM kron.check_code($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                (&check.user, Type::TEXT),
+                (&check.code.as_str(), Type::TEXT),
+                (&check.now, Type::INT8),
+                (&check.skew, Type::INT4),
+                (&check.charge, Type::BOOL),
+                (&check.free, Type::INT4),
+                (&check.base, Type::INT8),
+                (&check.max, Type::INT8),
+                (&check.sent, Type::TEXT),
+            ],
+        )?;
+        checked(&row, 0)
+    }
+
+    /// Runs a batch's statement (`Ok` with its rows), or says what each request is to do when
+    /// it cannot (`Err`). A lone request is not a batch: it is sent alone while it holds its
+    /// lane (so that others queue behind it), never through here.
+    fn run_batch<Q, A>(
+        &self,
+        batch: &[&Q],
+        what: &str,
+        statement: impl FnOnce() -> Result<Vec<Row>>,
+    ) -> std::result::Result<Vec<Row>, Vec<Batched<A>>> {
+        let each = |answer: &dyn Fn() -> Batched<A>| batch.iter().map(|_| answer()).collect();
+        match statement() {
+            Ok(rows) => Ok(rows),
+            Err(Error::Unreachable(why)) => Err(each(&|| Err(Error::Unreachable(why.clone())))),
+            Err(refused) => {
+                self.log_refusal(&format!(
+                    "fleet database refused a batch of {} {what} ({refused}); they are sent \
+                     one by one (is the schema at version 5? kronctl fleet init)",
+                    batch.len()
+                ));
+                Err(each(&|| Ok(None)))
+            }
+        }
+    }
+
+    fn log_refusal(&self, line: &str) {
+        let now = super::link::unix_now();
+        let last = self.refusal_logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= REFUSAL_LOG_INTERVAL
+            && self
+                .refusal_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.link.report(line);
+        }
+    }
+}
+
+/// Each request's answer from a batch's rows, whose first column `k` is the request's position
+/// (from 1) and the rest its answer (`read`). The batch ran: if its answer cannot be read
+/// whole, every request fails and none is sent again.
+fn in_order<A>(count: usize, rows: &[Row], read: impl Fn(&Row) -> Result<A>) -> Vec<Batched<A>> {
+    let answers = rows
+        .iter()
+        .map(|row| Ok((column::<i32>(row, 0)?, read(row)?)))
+        .collect::<Result<Vec<_>>>()
+        .and_then(|pairs| by_position(count, pairs));
+    match answers {
+        Ok(answers) => answers.into_iter().map(|answer| Ok(Some(answer))).collect(),
+        Err(e) => {
+            let why = e.to_string();
+            (0..count)
+                .map(|_| {
+                    Err(database_error(format!(
+                        "fleet database: the answer to a batch could not be read: {why}"
+                    )))
+                })
+                .collect()
+        }
+    }
+}
+
+/// `count` answers from (position from 1, answer) pairs: each position exactly once.
+fn by_position<A>(count: usize, pairs: Vec<(i32, A)>) -> Result<Vec<A>> {
+    let mut answers: Vec<Option<A>> = (0..count).map(|_| None).collect();
+    for (k, answer) in pairs {
+        let slot = usize::try_from(k)
+            .ok()
+            .and_then(|k| k.checked_sub(1))
+            .and_then(|index| answers.get_mut(index))
+            .ok_or_else(|| database_error(format!("position {k} is not in the batch")))?;
+        if slot.replace(answer).is_some() {
+            return Err(database_error(format!("position {k} answered twice")));
+        }
+    }
+    answers
+        .into_iter()
+        .enumerate()
+        .map(|(index, answer)| {
+            answer.ok_or_else(|| database_error(format!("position {} unanswered", index + 1)))
+        })
+        .collect()
+}
+
+/// The outcome, the time a throttle ends and the accepted step, from `row` starting at column
+/// `first`.
+fn checked(row: &Row, first: usize) -> Result<CheckAnswer> {
+    let outcome: String = column(row, first)?;
+    let outcome = match outcome.as_str() {
+        "not-totp" => CodeOutcome::NotTotp,
+        "accepted" => CodeOutcome::Step(StepOutcome::Accepted),
+        "replayed" => CodeOutcome::Step(StepOutcome::Replayed),
+        "no-token" => CodeOutcome::Step(StepOutcome::NoToken),
+        "throttled" => CodeOutcome::Throttled {
+            until: super::unsigned(column(row, first + 1)?),
+        },
+        "wrong" => CodeOutcome::Wrong,
+        other => {
+            return Err(database_error(format!(
+                "fleet database: unknown outcome {other:?}"
+            )));
+        }
+    };
+    let step = column::<Option<i64>>(row, first + 2)?.map(super::unsigned);
+    Ok((outcome, step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_put_back_in_the_order_of_the_requests() {
+        let pairs = vec![(3, 'c'), (1, 'a'), (2, 'b')];
+        assert_eq!(by_position(3, pairs).unwrap(), vec!['a', 'b', 'c']);
+    }
+
+    #[test]
+    fn a_missing_a_repeated_or_a_stray_position_is_an_error() {
+        assert!(by_position(3, vec![(1, 'a'), (3, 'c')]).is_err());
+        assert!(by_position(2, vec![(1, 'a'), (1, 'b'), (2, 'c')]).is_err());
+        assert!(by_position(2, vec![(1, 'a'), (2, 'b'), (3, 'c')]).is_err());
+        assert!(by_position(2, vec![(0, 'a'), (1, 'b'), (2, 'c')]).is_err());
+        assert!(by_position(1, vec![(-1, 'a'), (1, 'b')]).is_err());
+    }
+}
