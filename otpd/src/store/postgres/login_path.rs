@@ -12,6 +12,7 @@
 //!   fails (closed), and none is sent again.
 
 use super::PgStore;
+use super::batch::Batcher;
 use super::link::{column, database_error};
 use super::row::UserRow;
 use crate::error::{Error, Result};
@@ -50,39 +51,52 @@ pub struct Check {
 /// that asked (after the database refused the batch; in parallel, outside the lanes).
 type Batched<A> = Result<Option<A>>;
 
+/// One kind of request, as a statement alone and as a batch.
+struct Statements<Q, A> {
+    /// What a batch of them is called in the log ("code checks").
+    what: &'static str,
+    /// One request as its own statement (every schema has it).
+    alone: fn(&PgStore, &Q) -> Result<A>,
+    /// Several as one statement (schema version 5), whose rows start with the position `k`.
+    together: fn(&PgStore, &[&Q]) -> Result<Vec<Row>>,
+    /// A request's answer from the rest of its row.
+    read: fn(&Row) -> Result<A>,
+}
+
+const READS: Statements<String, Option<String>> = Statements {
+    what: "user reads",
+    alone: PgStore::read_alone,
+    together: PgStore::read_together,
+    read: |row| column::<Option<String>>(row, 1),
+};
+
+const CHECKS: Statements<Check, CheckAnswer> = Statements {
+    what: "code checks",
+    alone: PgStore::check_alone,
+    together: PgStore::check_together,
+    read: |row| checked(row, 1),
+};
+
 impl PgStore {
     /// The user's row (no seed), if the fleet knows the user.
     pub(super) fn row(&self, user: &str) -> Result<Option<UserRow>> {
-        let text = match self
-            .reads
-            .submit(user.to_owned(), &|batch: &[&String]| self.send_reads(batch))?
-        {
-            Some(text) => text,
-            None => self.read_alone(user)?,
-        };
-        text.map(|text| UserRow::parse(&text)).transpose()
+        self.ask(&self.reads, user.to_owned(), &READS)?
+            .map(|text| UserRow::parse(&text))
+            .transpose()
     }
 
-    fn send_reads(&self, batch: &[&String]) -> Vec<Batched<Option<String>>> {
-        if let [user] = batch {
-            return vec![self.read_alone(user).map(Some)];
-        }
-        self.run_batch(batch, "user reads", || {
-            let rows = self.link.query(
-                "SELECT k, user_row::text FROM kron.get_users($1)",
-                &[(&batch, Type::TEXT_ARRAY)],
-            )?;
-            Ok(rows)
-        })
-        .map(|rows| in_order(batch.len(), &rows, |row| column::<Option<String>>(row, 1)))
-        .unwrap_or_else(|answers| answers)
-    }
-
-    fn read_alone(&self, user: &str) -> Result<Option<String>> {
+    fn read_alone(&self, user: &String) -> Result<Option<String>> {
         let row = self
             .link
-            .query_one("SELECT kron.get_user($1)::text", &[(&user, Type::TEXT)])?;
+            .query_one("SELECT kron.get_user($1)::text", &[(user, Type::TEXT)])?;
         column::<Option<String>>(&row, 0)
+    }
+
+    fn read_together(&self, batch: &[&String]) -> Result<Vec<Row>> {
+        self.link.query(
+            "SELECT k, user_row::text FROM kron.get_users($1)",
+            &[(&batch, Type::TEXT_ARRAY)],
+        )
     }
 
     /// [`crate::store::vault::Vault::check_code`], and the step an accepted code took (an
@@ -108,41 +122,7 @@ impl PgStore {
             max,
             sent: sent.map(str::to_owned),
         };
-        match self
-            .checks
-            .submit(check.clone(), &|batch: &[&Check]| self.send_checks(batch))?
-        {
-            Some(answer) => Ok(answer),
-            None => self.check_alone(&check),
-        }
-    }
-
-    fn send_checks(&self, batch: &[&Check]) -> Vec<Batched<CheckAnswer>> {
-        fn each<'a, T>(batch: &[&'a Check], field: impl Fn(&'a Check) -> T) -> Vec<T> {
-            batch.iter().map(|check| field(check)).collect()
-        }
-        if let [check] = batch {
-            return vec![self.check_alone(check).map(Some)];
-        }
-        self.run_batch(batch, "code checks", || {
-            self.link.query(
-                "SELECT k, outcome, until, accepted_step \
-                 FROM kron.check_codes($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    (&each(batch, |c| c.user.as_str()), Type::TEXT_ARRAY),
-                    (&each(batch, |c| c.code.as_str()), Type::TEXT_ARRAY),
-                    (&each(batch, |c| c.now), Type::INT8_ARRAY),
-                    (&each(batch, |c| c.skew), Type::INT4_ARRAY),
-                    (&each(batch, |c| c.charge), Type::BOOL_ARRAY),
-                    (&each(batch, |c| c.free), Type::INT4_ARRAY),
-                    (&each(batch, |c| c.base), Type::INT8_ARRAY),
-                    (&each(batch, |c| c.max), Type::INT8_ARRAY),
-                    (&each(batch, |c| c.sent.as_deref()), Type::TEXT_ARRAY),
-                ],
-            )
-        })
-        .map(|rows| in_order(batch.len(), &rows, |row| checked(row, 1)))
-        .unwrap_or_else(|answers| answers)
+        self.ask(&self.checks, check, &CHECKS)
     }
 
     /// A lone check as `kron.check_code`, which every schema since version 2 has (a host whose
@@ -166,26 +146,60 @@ impl PgStore {
         checked(&row, 0)
     }
 
-    /// Runs a batch's statement (`Ok` with its rows), or says what each request is to do when
-    /// it cannot (`Err`). A lone request is not a batch: it is sent alone while it holds its
-    /// lane (so that others queue behind it), never through here.
-    fn run_batch<Q, A>(
+    fn check_together(&self, batch: &[&Check]) -> Result<Vec<Row>> {
+        fn each<'a, T>(batch: &[&'a Check], field: impl Fn(&'a Check) -> T) -> Vec<T> {
+            batch.iter().map(|check| field(check)).collect()
+        }
+        self.link.query(
+            "SELECT k, outcome, until, accepted_step \
+             FROM kron.check_codes($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                (&each(batch, |c| c.user.as_str()), Type::TEXT_ARRAY),
+                (&each(batch, |c| c.code.as_str()), Type::TEXT_ARRAY),
+                (&each(batch, |c| c.now), Type::INT8_ARRAY),
+                (&each(batch, |c| c.skew), Type::INT4_ARRAY),
+                (&each(batch, |c| c.charge), Type::BOOL_ARRAY),
+                (&each(batch, |c| c.free), Type::INT4_ARRAY),
+                (&each(batch, |c| c.base), Type::INT8_ARRAY),
+                (&each(batch, |c| c.max), Type::INT8_ARRAY),
+                (&each(batch, |c| c.sent.as_deref()), Type::TEXT_ARRAY),
+            ],
+        )
+    }
+
+    /// Answers `request` through `batcher`: with whatever else is waiting, or, after the
+    /// database refused its batch, alone.
+    fn ask<Q: Clone, A>(
         &self,
-        batch: &[&Q],
-        what: &str,
-        statement: impl FnOnce() -> Result<Vec<Row>>,
-    ) -> std::result::Result<Vec<Row>, Vec<Batched<A>>> {
+        batcher: &Batcher<Q, Option<A>>,
+        request: Q,
+        statements: &Statements<Q, A>,
+    ) -> Result<A> {
+        let send = |batch: &[&Q]| self.send(batch, statements);
+        match batcher.submit(request.clone(), &send)? {
+            Some(answer) => Ok(answer),
+            None => (statements.alone)(self, &request),
+        }
+    }
+
+    /// Sends a batch. A lone request is sent alone, while it holds its lane (so that others
+    /// queue behind it).
+    fn send<Q, A>(&self, batch: &[&Q], statements: &Statements<Q, A>) -> Vec<Batched<A>> {
+        if let [request] = batch {
+            return vec![(statements.alone)(self, request).map(Some)];
+        }
         let each = |answer: &dyn Fn() -> Batched<A>| batch.iter().map(|_| answer()).collect();
-        match statement() {
-            Ok(rows) => Ok(rows),
-            Err(Error::Unreachable(why)) => Err(each(&|| Err(Error::Unreachable(why.clone())))),
+        match (statements.together)(self, batch) {
+            Ok(rows) => in_order(batch.len(), &rows, statements.read),
+            Err(Error::Unreachable(why)) => each(&|| Err(Error::Unreachable(why.clone()))),
             Err(refused) => {
                 self.log_refusal(&format!(
-                    "fleet database refused a batch of {} {what} ({refused}); they are sent \
+                    "fleet database refused a batch of {} {} ({refused}); they are sent \
                      one by one (is the schema at version 5? kronctl fleet init)",
-                    batch.len()
+                    batch.len(),
+                    statements.what
                 ));
-                Err(each(&|| Ok(None)))
+                each(&|| Ok(None))
             }
         }
     }
