@@ -13,7 +13,7 @@
 //! | `serde_hex.rs` | byte strings in records: hex in JSON, bytes in postcard |
 //!
 //! Layers only call downwards: dbus → engine → policy → store → delivery, with `totp`,
-//! `audit`, `serde_hex` and `error` below them all.
+//! `audit`, `serde_hex`, `sparse_log` and `error` below them all.
 
 pub mod audit;
 pub mod dbus;
@@ -24,5 +24,6 @@ pub mod error;
 pub mod fuzz;
 pub mod policy;
 pub mod serde_hex;
+pub mod sparse_log;
 pub mod store;
 pub mod totp;

@@ -17,9 +17,9 @@
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
+use crate::sparse_log::SparseLog;
 use zbus::Message;
 use zbus::connection::socket::{ReadHalf, WriteHalf};
 use zbus::export::async_trait::async_trait;
@@ -32,8 +32,6 @@ use zruntime::{AsyncIo, Shared};
 const READ_BUFFER: usize = 4096;
 /// The fixed header (12 bytes) and the length of the header field array (4 bytes).
 const FIXED_HEADER: usize = 16;
-/// How often refusals are logged, at most.
-const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What to do with a message over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,37 +40,6 @@ pub enum Oversize {
     Refuse,
     /// Drop the body and hand zbus the message without it.
     Discard,
-}
-
-/// Where refusals are reported: one line, at most once a minute, never the content.
-#[derive(Clone)]
-pub struct Report {
-    log: Arc<dyn Fn(&str) + Send + Sync>,
-    last: Arc<Mutex<Option<Instant>>>,
-}
-
-impl std::fmt::Debug for Report {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Report")
-    }
-}
-
-impl Report {
-    pub fn new(log: impl Fn(&str) + Send + Sync + 'static) -> Report {
-        Report {
-            log: Arc::new(log),
-            last: Arc::default(),
-        }
-    }
-
-    fn say(&self, line: &str) {
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
-            *last = Some(now);
-            (self.log)(line);
-        }
-    }
 }
 
 /// What a reader is bound to.
@@ -84,7 +51,7 @@ pub struct Limits {
     /// Bytes the SASL handshake may take, checked as a server reads a client's handshake;
     /// `None` as a client, reading the bus daemon's answers.
     pub max_handshake: Option<usize>,
-    pub report: Report,
+    pub report: SparseLog,
 }
 
 /// The reading half of a bounded connection.
@@ -418,6 +385,7 @@ impl WriteHalf for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     fn fixed(endian: u8, body: u32, fields: u32) -> [u8; 16] {
         let mut head = [0u8; 16];
@@ -463,7 +431,7 @@ mod tests {
     fn refusals_are_reported_once_a_minute() {
         let said = Arc::new(Mutex::new(Vec::new()));
         let log = said.clone();
-        let report = Report::new(move |line| log.lock().unwrap().push(line.to_owned()));
+        let report = SparseLog::new(move |line| log.lock().unwrap().push(line.to_owned()));
         report.say("one");
         report.say("two");
         assert_eq!(*said.lock().unwrap(), ["one"]);

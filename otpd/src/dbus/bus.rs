@@ -15,9 +15,10 @@ use zbus::address::transport::{Transport, UnixSocket};
 use zbus::connection::socket::{Socket, Split};
 use zruntime::{AsyncIo, Shared, SharedRuntime};
 
-use super::bounded::{self, Limits, Oversize, Reader, Report, Writer};
+use super::bounded::{self, Limits, Oversize, Reader, Writer};
 use super::service::{CallSlots, OtpdService};
 use crate::engine::Engine;
+use crate::sparse_log::SparseLog;
 
 /// Largest message otpd reads from the bus: one piece of a streamed import
 /// ([`kron_proto::MAX_CHUNK_BYTES`]) with room for its header. kronctl's other calls are
@@ -125,7 +126,7 @@ impl BusSocket {
             max_message: MAX_MESSAGE,
             oversize: Oversize::Discard,
             max_handshake: None,
-            report: Report::new(move |line| engine.log_event(&format!("bus: {line}"))),
+            report: SparseLog::new(move |line| engine.log_event(&format!("bus: {line}"))),
         };
         // The runtime zbus builds this connection on from a tokio task: its process-wide one.
         let runtime = SharedRuntime::current()?;

@@ -20,13 +20,14 @@ use zbus::connection::Builder;
 use zbus::{Guid, OwnedGuid};
 use zruntime::{AsyncIo, SharedRuntime};
 
-use super::bounded::{Limits, Oversize, Report};
+use super::bounded::{Limits, Oversize};
 use super::peer::{PeerSocket, peer_creds};
 use super::service::{CallSlots, OtpdService, Waiting};
 use super::session;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
+use crate::sparse_log::SparseLog;
 
 /// Largest message one connection may send. A login's largest call, BeginLogin, carries at
 /// most 256 + 3 × 1,024 bytes of strings; calls that carry files (Import, ImportTokens) are for
@@ -324,7 +325,7 @@ impl Server {
             max_message: MAX_MESSAGE,
             oversize: Oversize::Refuse,
             max_handshake: Some(MAX_HANDSHAKE),
-            report: Report::new(move |line| {
+            report: SparseLog::new(move |line| {
                 engine.log_event(&format!("login socket, uid {}: {line}", caller.uid));
             }),
         };

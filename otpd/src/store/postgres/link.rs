@@ -541,7 +541,7 @@ fn session_lost(error: &tokio_postgres::error::DbError) -> bool {
         || *code == SqlState::READ_ONLY_SQL_TRANSACTION
 }
 
-pub(super) fn unix_now() -> u64 {
+fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

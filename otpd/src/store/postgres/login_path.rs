@@ -19,16 +19,12 @@ use crate::error::{Error, Result};
 use crate::store::record::StepOutcome;
 use crate::store::vault::CodeOutcome;
 use kron_common::config::ThrottleConfig;
-use std::sync::atomic::Ordering;
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use zeroize::Zeroizing;
 
 /// Requests sent in one statement at most; `kron.check_codes` and `kron.get_users` refuse more.
 pub const MAX_BATCH: usize = 64;
-
-/// A refused batch is logged at most this often (seconds): under load every batch would be.
-const REFUSAL_LOG_INTERVAL: u64 = 60;
 
 /// What a code check found, and the step it accepted.
 pub type CheckAnswer = (CodeOutcome, Option<u64>);
@@ -193,7 +189,7 @@ impl PgStore {
             Ok(rows) => in_order(batch.len(), &rows, statements.read),
             Err(Error::Unreachable(why)) => each(&|| Err(Error::Unreachable(why.clone()))),
             Err(refused) => {
-                self.log_refusal(&format!(
+                self.refusals.say(&format!(
                     "fleet database refused a batch of {} {} ({refused}); they are sent \
                      one by one (is the schema at version 5? kronctl fleet init)",
                     batch.len(),
@@ -201,19 +197,6 @@ impl PgStore {
                 ));
                 each(&|| Ok(None))
             }
-        }
-    }
-
-    fn log_refusal(&self, line: &str) {
-        let now = super::link::unix_now();
-        let last = self.refusal_logged.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= REFUSAL_LOG_INTERVAL
-            && self
-                .refusal_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.link.report(line);
         }
     }
 }

@@ -38,13 +38,13 @@ use super::recovery::RecoverySet;
 use super::vault::{Checked, Vault};
 use super::{Durable, Store};
 use crate::error::{Error, Result};
+use crate::sparse_log::SparseLog;
 use batch::Batcher;
 use kron_common::config::{FleetConfig, ThrottleConfig};
 use link::{CONNECTIONS, Link, Target, column, database_error};
 use login_path::{Check, CheckAnswer, MAX_BATCH};
 use row::{UserRow, algorithm_name, json, pending_id};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use tokio::runtime::Handle;
 use tokio_postgres::types::Type;
 use zeroize::Zeroizing;
@@ -61,8 +61,8 @@ pub struct PgStore {
     checks: Batcher<Check, Option<CheckAnswer>>,
     /// Users' rows read by concurrent logins, likewise: the row as JSON, if the user has one.
     reads: Batcher<String, Option<Option<String>>>,
-    /// When a refused batch was last logged (unix time).
-    refusal_logged: AtomicU64,
+    /// Refused batches, logged at most once a minute (under load every batch would be).
+    refusals: SparseLog,
 }
 
 impl PgStore {
@@ -84,12 +84,14 @@ impl PgStore {
             config.password_file.as_deref(),
             client_cert,
         )?;
+        let link = Arc::new(Link::new(target, runtime, log));
+        let reporter = Arc::clone(&link);
         Ok(PgStore {
-            link: Arc::new(Link::new(target, runtime, log)),
+            link,
             host,
             checks: Batcher::new(CONNECTIONS, MAX_BATCH),
             reads: Batcher::new(CONNECTIONS, MAX_BATCH),
-            refusal_logged: AtomicU64::new(0),
+            refusals: SparseLog::new(move |line| reporter.report(line)),
         })
     }
 

@@ -1,0 +1,42 @@
+//! A report that load could repeat on every request (a refused message, a refused batch of
+//! statements): one line at most once a minute, so a flood of them cannot flood the log.
+
+#![forbid(unsafe_code)]
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How often a report is logged, at most.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Where such reports go: the line, at most once a minute; the others are dropped.
+#[derive(Clone)]
+pub struct SparseLog {
+    log: Arc<dyn Fn(&str) + Send + Sync>,
+    last: Arc<Mutex<Option<Instant>>>,
+}
+
+impl std::fmt::Debug for SparseLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SparseLog")
+    }
+}
+
+impl SparseLog {
+    pub fn new(log: impl Fn(&str) + Send + Sync + 'static) -> SparseLog {
+        SparseLog {
+            log: Arc::new(log),
+            last: Arc::default(),
+        }
+    }
+
+    /// Logs `line` unless a line was logged less than a minute ago.
+    pub fn say(&self, line: &str) {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
+            *last = Some(now);
+            (self.log)(line);
+        }
+    }
+}
