@@ -18,8 +18,7 @@ use std::sync::{Mutex, PoisonError};
 /// Gathers concurrent requests `Q` into batches; each gets its own answer `A`.
 pub struct Batcher<Q, A> {
     state: Mutex<State<Q, A>>,
-    /// Batches in flight at once: as many as the link has connections, so that two can run side
-    /// by side (the link sends a statement to the connection with fewer in flight).
+    /// Batches in flight at once.
     lanes: usize,
     /// Requests per batch at most.
     max: usize,

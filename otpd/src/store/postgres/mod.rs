@@ -41,8 +41,8 @@ use crate::error::{Error, Result};
 use crate::sparse_log::SparseLog;
 use batch::Batcher;
 use kron_common::config::{FleetConfig, ThrottleConfig};
-use link::{CONNECTIONS, Link, Target, column, database_error};
-use login_path::{Check, CheckAnswer, MAX_BATCH};
+use link::{Link, Target, column, database_error};
+use login_path::{Check, CheckAnswer, LANES, MAX_BATCH};
 use row::{UserRow, algorithm_name, json, pending_id};
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -89,8 +89,8 @@ impl PgStore {
         Ok(PgStore {
             link,
             host,
-            checks: Batcher::new(CONNECTIONS, MAX_BATCH),
-            reads: Batcher::new(CONNECTIONS, MAX_BATCH),
+            checks: Batcher::new(LANES, MAX_BATCH),
+            reads: Batcher::new(LANES, MAX_BATCH),
             refusals: SparseLog::new(move |line| reporter.report(line)),
         })
     }

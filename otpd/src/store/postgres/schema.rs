@@ -12,7 +12,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 /// Every migration, in order: (version, file, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 5] = [
+pub const MIGRATIONS: [(i32, &str, &str); 6] = [
     (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
     (
         2,
@@ -26,10 +26,15 @@ pub const MIGRATIONS: [(i32, &str, &str); 5] = [
         include_str!("sql/004_login_path.sql"),
     ),
     (5, "005_batches.sql", include_str!("sql/005_batches.sql")),
+    (
+        6,
+        "006_cheaper_checks.sql",
+        include_str!("sql/006_cheaper_checks.sql"),
+    ),
 ];
 
 /// The schema version this otpd needs.
-pub const CURRENT: i32 = 5;
+pub const CURRENT: i32 = 6;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
