@@ -332,6 +332,11 @@ fn logins_answering_at_once_on_one_host_are_checked_in_one_statement() {
             &format!("ALTER SYSTEM SET synchronous_standby_names = '{name}'"),
         );
         fleet.db.sql("kron", "SELECT pg_reload_conf()");
+        kron_tests::process::wait_for("the reloaded setting", Duration::from_secs(10), || {
+            (fleet.db.sql("kron", "SHOW synchronous_standby_names") == name).then_some(())
+        });
+        // The server's other processes take the reload in their own time.
+        std::thread::sleep(Duration::from_millis(500));
     };
 
     let step = steady_step();
@@ -358,7 +363,8 @@ fn logins_answering_at_once_on_one_host_are_checked_in_one_statement() {
             (i, a.login(users[i].name()).answer(&answer).spawn())
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(6));
+    // Well within otpd's 10 s for a statement, counted from the first check's.
+    std::thread::sleep(Duration::from_secs(3));
     standby("");
     assert_eq!(first.wait().result(), result::SUCCESS);
     for (i, login) in running {
@@ -483,6 +489,23 @@ fn a_batch_of_checks_answers_each_entry_as_if_alone() {
         "{}",
         rows.describe()
     );
+
+    // Every function bounds the skew a host may ask for to two steps: a code five steps old is
+    // not found with a skew of a million (which would also be two million HMACs), one two steps
+    // old is.
+    let matching = |skew: u32, age: u64| {
+        fleet.db.sql(
+            "kron",
+            &format!(
+                "SELECT coalesce(kron.matching_step('\\x01'::bytea, 'SHA1', 6, 30, {skew}, \
+                 kron.totp_code('\\x01'::bytea, 1000, 'SHA1', 6), {} * 30, NULL)::text, 'none')",
+                1000 + age
+            ),
+        )
+    };
+    assert_eq!(matching(1_000_000, 5), "none");
+    assert_eq!(matching(1_000_000, 2), "1000");
+    assert_eq!(matching(1, 2), "none");
 }
 
 /// The database dies with SIGKILL while logins run on all three hosts: every login that was

@@ -6,10 +6,10 @@
 //!
 //! What a batch's answer means decides what happens next, and nothing is ever sent twice once
 //! it may have been done:
-//! - the database refused the batch (a row busy for over 100 ms, an older schema): its
-//!   transaction rolled back, so each request is sent again, alone (`kron.check_code`, which
-//!   waits for its row as long as it takes), by its own thread, outside the lane; whatever is
-//!   refused then fails only its own login;
+//! - the database refused the batch (a row busy for over 100 ms, an unreadable seed key file,
+//!   an older schema): its transaction rolled back, so each request is sent again, alone
+//!   (`kron.check_code`, which waits for its row until otpd gives up on the statement), by its
+//!   own thread, outside the lane; whatever is refused then fails only its own login;
 //! - the database could not be reached: every request is told so (and may be checked offline);
 //! - the batch ran but its answer cannot be read: it may have committed, so every request of it
 //!   fails (closed), and none is sent again.
@@ -135,8 +135,9 @@ impl PgStore {
         self.ask(&self.checks, check, &CHECKS)
     }
 
-    /// A lone check as `kron.check_code`, which every schema since version 2 has (a host whose
-    /// database is not yet at version 5 still logs users in).
+    /// One check as `kron.check_code`, which every schema since version 2 has: a check of a
+    /// refused batch, sent again outside the lane (so a host whose database is not yet at
+    /// version 5 still logs users in).
     fn check_alone(&self, check: &Check) -> Result<CheckAnswer> {
         let row = self.link.query_one(
             "SELECT outcome, until, accepted_step \
@@ -206,9 +207,10 @@ impl PgStore {
             Err(Error::Unreachable(why)) => each(&|| Err(Error::Unreachable(why.clone()))),
             Err(refused) => {
                 self.refusals.say(&format!(
-                    "fleet database refused {} {} sent together ({refused}); each is sent \
-                     again alone (a row busy for over 100 ms, or a schema older than version 5: \
-                     kronctl fleet init)",
+                    "fleet database refused a statement of {} {} ({refused}); each is sent \
+                     again alone (for code checks: a row busy for over 100 ms or an unreadable \
+                     seed key file; for either: a schema older than version 5, kronctl fleet \
+                     init)",
                     batch.len(),
                     statements.what
                 ));
