@@ -60,6 +60,8 @@ type Batched<A> = Result<Option<A>>;
 struct Statements<Q, A> {
     /// What a batch of them is called in the log ("code checks").
     what: &'static str,
+    /// Why the database may refuse such a batch, for the log.
+    refused_when: &'static str,
     /// One request as its own statement (every schema has it).
     alone: fn(&PgStore, &Q) -> Result<A>,
     /// Several as one statement (schema version 5), whose rows start with the position `k`.
@@ -73,6 +75,7 @@ struct Statements<Q, A> {
 
 const READS: Statements<String, Option<String>> = Statements {
     what: "user reads",
+    refused_when: "a schema older than version 5",
     alone: PgStore::read_alone,
     together: PgStore::read_together,
     lone_together: false,
@@ -81,6 +84,8 @@ const READS: Statements<String, Option<String>> = Statements {
 
 const CHECKS: Statements<Check, CheckAnswer> = Statements {
     what: "code checks",
+    refused_when: "a row busy for over 100 ms, an unreadable seed key file, or a schema older \
+                   than version 5",
     alone: PgStore::check_alone,
     together: PgStore::check_together,
     lone_together: true,
@@ -208,11 +213,10 @@ impl PgStore {
             Err(refused) => {
                 self.refusals.say(&format!(
                     "fleet database refused a statement of {} {} ({refused}); each is sent \
-                     again alone (for code checks: a row busy for over 100 ms or an unreadable \
-                     seed key file; for either: a schema older than version 5, kronctl fleet \
-                     init)",
+                     again alone (is it {}? kronctl fleet init upgrades the schema)",
                     batch.len(),
-                    statements.what
+                    statements.what,
+                    statements.refused_when
                 ));
                 each(&|| Ok(None))
             }
