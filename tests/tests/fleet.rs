@@ -4,8 +4,9 @@
 //! budget and unlock are fleet-wide, a reset retires the old token everywhere, logins answering
 //! at once on one host are checked in one statement and a batch of checks answers each entry
 //! as if alone, host roles read no seed, the database dying mid-login accepts nothing
-//! undurable and otpd recovers by itself, bad TLS is refused clearly, config mistakes are named
-//! by file:line, and local tokens move into the fleet with `kronctl fleet push`.
+//! undurable and otpd recovers by itself, connections the database ended while idle cost no
+//! login, bad TLS is refused clearly, config mistakes are named by file:line, and local tokens
+//! move into the fleet with `kronctl fleet push`.
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -607,6 +608,57 @@ fn the_database_killed_mid_login_accepts_nothing_undurable_and_otpd_recovers() {
         "{}",
         b.otpd.stderr()
     );
+}
+
+/// A database that ends a host's connections while they are idle (an administrator's
+/// `pg_terminate_backend`, `idle_session_timeout`, a restart or a crash) costs no login: the
+/// next statement finds its connection ended before sending anything on it and connects again.
+/// Offline logins are off, so a login that met an ended connection would fail, not pass offline.
+#[test]
+fn connections_the_database_ended_while_idle_cost_no_login() {
+    let fleet = Fleet::start_with(REQUIRE, "offline_window = 0\n");
+    let a = fleet.host(0);
+    let users: Vec<TestUser> = (0..3).map(|_| TestUser::new()).collect();
+    let tokens: Vec<(Oath, u64)> = users
+        .iter()
+        .map(|u| a.kronctl().enroll_confirmed_now(u.name()))
+        .collect();
+    let log_in = |i: usize, when: &str| {
+        let (token, confirmed) = &tokens[i];
+        let login = a
+            .login(users[i].name())
+            .answer(&token.code_for_step(confirmed + 1))
+            .run();
+        assert_eq!(login.result(), result::SUCCESS, "{when}: {}", login.raw);
+    };
+    // What the host logged since `mark`, which must not say the database was unreachable.
+    let reached = |mark: usize, when: &str| {
+        let stderr = a.otpd.stderr();
+        let since = stderr.get(mark..).unwrap_or_default();
+        assert!(
+            !since.contains("unreachable"),
+            "{when}: a statement met an ended connection:\n{since}"
+        );
+    };
+    log_in(0, "first login");
+    // The host's connections, idle now, ended by the server: its notice and end of stream wait
+    // unread in the host's sockets.
+    let mark = a.otpd.stderr().len();
+    let ended = fleet.db.sql(
+        "kron",
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity \
+         WHERE application_name = 'otpd' AND datname = 'kron'",
+    );
+    assert_ne!(ended, "0", "the hosts held no connection to end");
+    log_in(1, "after pg_terminate_backend");
+    reached(mark, "after pg_terminate_backend");
+    // The server gone and back (a crash: no notice, the sockets just close). A background
+    // statement may meet the server away and say so; what counts is after it is back.
+    fleet.db.kill();
+    fleet.db.start_server();
+    let mark = a.otpd.stderr().len();
+    log_in(2, "after the server's restart");
+    reached(mark, "after the server's restart");
 }
 
 #[test]

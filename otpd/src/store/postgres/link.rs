@@ -25,7 +25,8 @@
 //! line marks each change between reachable and unreachable. A connection found broken is
 //! closed at once, so the statements still in flight on it fail now instead of at their
 //! timeout, and a host holds no more than two connections but for the moment the old socket
-//! takes to close.
+//! takes to close. One the server ended while it sat idle (a restart, `idle_session_timeout`)
+//! is found before a statement is sent on it and replaced, so that costs no login.
 
 use super::tls;
 use crate::error::{Error, Result};
@@ -218,6 +219,24 @@ impl Connection {
     /// Whether the connection's task has seen it end (the server closed it, or restarted).
     fn ended(&self) -> bool {
         self.client.is_closed()
+    }
+
+    /// [`Connection::ended`], once the connection's task has read what the server sent while
+    /// nobody polled the connection. An idle connection is polled by no thread, so when the
+    /// server ends it (a restart or crash, `idle_session_timeout`, an administrator's
+    /// `pg_terminate_backend`) its notice and the end of the stream wait unread in the socket;
+    /// a statement sent on it would fail, and its login with it. No round trip: the runtime
+    /// looks at the socket without waiting and lets the task take its turn.
+    fn ended_unseen(&self) -> bool {
+        if let Some(runtime) = &self.runtime {
+            runtime.block_on(async {
+                // First turn: the runtime polls its sockets without waiting, which schedules
+                // the connection's task if anything arrived. Second: that task runs.
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+            });
+        }
+        self.ended()
     }
 
     /// Closes the connection: its task goes the next time a thread runs the runtime (at once if
@@ -462,7 +481,12 @@ impl Link {
     ) -> Result<Vec<Row>> {
         let slot = self.slot();
         let _busy = Busy::start(slot, long);
-        let connection = self.connection(slot)?;
+        let mut connection = self.connection(slot)?;
+        if connection.ended_unseen() {
+            // Ended while idle: nothing was sent on it, so a new one takes the statement.
+            forget(slot, &connection);
+            connection = self.connection(slot)?;
+        }
         let error = match connection.run(sql, params, false) {
             Ok(rows) => return Ok(rows),
             Err(Lost::Failed(e)) if e.as_db_error().is_some_and(|db| !session_lost(db)) => {
@@ -475,12 +499,7 @@ impl Link {
         };
         // The connection is in an unknown state (it may still answer later): closed now, and
         // the next call makes a new one.
-        let mut live = write(slot);
-        if live.as_ref().is_some_and(|c| Arc::ptr_eq(c, &connection)) {
-            *live = None;
-        }
-        drop(live);
-        connection.close();
+        forget(slot, &connection);
         self.mark_down(&error.to_string());
         Err(error)
     }
@@ -521,6 +540,16 @@ fn live(slot: &Slot) -> Option<Arc<Connection>> {
 
 fn write(slot: &Slot) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Connection>>> {
     slot.live.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Takes `connection` out of `slot` (unless another has replaced it already) and closes it.
+fn forget(slot: &Slot, connection: &Arc<Connection>) {
+    let mut live = write(slot);
+    if live.as_ref().is_some_and(|c| Arc::ptr_eq(c, connection)) {
+        *live = None;
+    }
+    drop(live);
+    connection.close();
 }
 
 /// Whether a database error means the session cannot go on, whatever the statement: the server

@@ -14,8 +14,9 @@
 //! | `audit.rs` | every decision into the insert-only audit table, batched in the background |
 //! | `sql/` | the migrations: tables and roles, the SECURITY DEFINER functions hosts may call, offline packs and their journal's replay |
 //!
-//! Hosts hold no seed: a host's role may execute the functions `sql/002_functions.sql` and
-//! `sql/003_offline.sql` grant it and nothing else; codes are checked inside the database
+//! Hosts hold no seed: a host's role may execute the functions the migrations grant it
+//! (`sql/002_functions.sql`, `003_offline.sql`, and `005_batches.sql`'s batched forms) and
+//! nothing else; codes are checked inside the database
 //! against seeds encrypted under a key file on the database server. Each call is one statement
 //! and commits before it returns, so nothing waits for a group commit here
 //! ([`Durable::ready`]); a fleet host's offline store does (`store/offline/`).
