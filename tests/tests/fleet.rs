@@ -4,7 +4,7 @@
 //! budget and unlock are fleet-wide, a reset retires the old token everywhere, logins answering
 //! at once on one host are checked in one statement and a batch of checks answers each entry
 //! as if alone, host roles read no seed, the database dying mid-login accepts nothing
-//! undurable and otpd recovers by itself, connections the database ended while idle cost no
+//! undurable and otpd recovers by itself, idle connections keep alive and ended ones cost no
 //! login, bad TLS is refused clearly, config mistakes are named by file:line, and local tokens
 //! move into the fleet with `kronctl fleet push`.
 use std::collections::BTreeMap;
@@ -610,12 +610,13 @@ fn the_database_killed_mid_login_accepts_nothing_undurable_and_otpd_recovers() {
     );
 }
 
-/// A database that ends a host's connections while they are idle (an administrator's
-/// `pg_terminate_backend`, `idle_session_timeout`, a restart or a crash) costs no login: the
-/// next statement finds its connection ended before sending anything on it and connects again.
-/// Offline logins are off, so a login that met an ended connection would fail, not pass offline.
+/// A host's idle connections send TCP keepalives every minute, and a database that ends them
+/// (an administrator's `pg_terminate_backend`, `idle_session_timeout`, a restart or a crash)
+/// costs no login: the next statement finds its connection ended before sending anything on it
+/// and connects again. Offline logins are off, so a login that met an ended connection would
+/// fail, not pass offline.
 #[test]
-fn connections_the_database_ended_while_idle_cost_no_login() {
+fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
     let fleet = Fleet::start_with(REQUIRE, "offline_window = 0\n");
     let a = fleet.host(0);
     let users: Vec<TestUser> = (0..3).map(|_| TestUser::new()).collect();
@@ -641,6 +642,14 @@ fn connections_the_database_ended_while_idle_cost_no_login() {
         );
     };
     log_in(0, "first login");
+    // Idle, they keep a keepalive timer of a minute at most (the kernel's default is two
+    // hours), so a NAT or load balancer on the way does not drop them without a word.
+    let timers = keepalive_timers(a.proxy.port());
+    assert!(!timers.is_empty(), "no connection of host a to its proxy");
+    assert!(
+        timers.iter().all(|t| *t <= Duration::from_secs(60)),
+        "keepalive timers {timers:?}"
+    );
     // The host's connections, idle now, ended by the server: its notice and end of stream wait
     // unread in the host's sockets.
     let mark = a.otpd.stderr().len();
@@ -659,6 +668,38 @@ fn connections_the_database_ended_while_idle_cost_no_login() {
     let mark = a.otpd.stderr().len();
     log_in(2, "after the server's restart");
     reached(mark, "after the server's restart");
+}
+
+/// The keepalive timers of the established TCP connections to 127.0.0.1:`port`, from
+/// /proc/net/tcp (`tr` 2 is the keepalive timer, 0 none; `tm->when` counts clock ticks, 100 a
+/// second). Read again while one has another timer running (data not yet acknowledged).
+fn keepalive_timers(port: u16) -> Vec<Duration> {
+    let remote = format!("0100007F:{port:04X}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let timers: Vec<(&str, u64)> = table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (timer, when) = fields.get(5)?.split_once(':')?;
+                (fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01"))
+                    .then(|| (timer, u64::from_str_radix(when, 16).unwrap_or(u64::MAX)))
+            })
+            .collect();
+        if timers.iter().all(|(timer, _)| *timer == "02") {
+            return timers
+                .iter()
+                .map(|(_, ticks)| Duration::from_millis(ticks.saturating_mul(10)))
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a connection to port {port} without a keepalive timer:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -51,6 +51,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that failed is tried again after this long, not for every call.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// TCP keepalives on a connection idle this long, unless `url` sets `keepalives_idle`: a NAT or
+/// load balancer between a host and the database may drop a flow idle for a few minutes
+/// without a word, and a statement sent on it would then wait for its timeout. The kernel's
+/// default is two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Between unanswered keepalives, and how many end the connection (`keepalives_interval`,
+/// `keepalives_retries`): a flow that died while idle is found within two minutes, and the next
+/// statement goes on a new connection instead of waiting on it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 6;
 
 /// Where to connect and as whom.
 pub struct Target {
@@ -70,25 +80,7 @@ impl Target {
         password_file: Option<&Path>,
         client_cert: Option<(&Path, &Path)>,
     ) -> Result<Target> {
-        kron_common::config::check_url(url).map_err(Error::InvalidArgument)?;
-        // tokio-postgres knows only sslmode=require; the verification verify-full asks for is
-        // what the rustls connector does anyway, so the parameter is taken out here.
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|pair| !pair.is_empty() && !pair.starts_with("sslmode="))
-            .collect();
-        let cleaned = match kept.is_empty() {
-            true => base.to_owned(),
-            false => format!("{base}?{}", kept.join("&")),
-        };
-        let mut config: tokio_postgres::Config = cleaned
-            .parse()
-            .map_err(|e| Error::InvalidArgument(format!("url: {}", describe(&e))))?;
-        config
-            .ssl_mode(tokio_postgres::config::SslMode::Require)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .application_name("otpd");
+        let config = connection_config(url)?;
         let tls = MakeRustlsConnect::new(tls::client_config(ca_file, client_cert)?);
         Ok(Target {
             config,
@@ -134,6 +126,41 @@ impl Target {
             .map_err(|e| unreachable(&self.url, &describe(&e)))?;
         Ok((client, Box::pin(connection)))
     }
+}
+
+/// What `url` asks for, with otpd's own settings: TLS always, timeouts, keepalives unless the
+/// URL sets its own.
+fn connection_config(url: &str) -> Result<tokio_postgres::Config> {
+    kron_common::config::check_url(url).map_err(Error::InvalidArgument)?;
+    // tokio-postgres knows only sslmode=require; the verification verify-full asks for is what
+    // the rustls connector does anyway, so the parameter is taken out here.
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("sslmode="))
+        .collect();
+    let cleaned = match kept.is_empty() {
+        true => base.to_owned(),
+        false => format!("{base}?{}", kept.join("&")),
+    };
+    let mut config: tokio_postgres::Config = cleaned
+        .parse()
+        .map_err(|e| Error::InvalidArgument(format!("url: {}", describe(&e))))?;
+    config
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .application_name("otpd");
+    let set = |key: &str| kept.iter().any(|pair| pair.split('=').next() == Some(key));
+    if !set("keepalives_idle") {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if !set("keepalives_interval") {
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+    }
+    if !set("keepalives_retries") {
+        config.keepalives_retries(KEEPALIVE_RETRIES);
+    }
+    Ok(config)
 }
 
 /// Sent once per connection. A reply must never report a change the database could still lose:
@@ -613,9 +640,35 @@ pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, index: us
 
 #[cfg(test)]
 mod tests {
-    use super::{Busy, Slot, let_go};
+    use super::{
+        Busy, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES, Slot, connection_config,
+        let_go,
+    };
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn keepalives_are_a_minute_unless_the_url_says_otherwise() {
+        let url = "postgresql://kron_web01@db1.example.com,db2.example.com/kron\
+                   ?target_session_attrs=read-write&sslmode=verify-full";
+        let config = connection_config(url).unwrap();
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(config.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        assert_eq!(config.get_hosts().len(), 2);
+
+        let own =
+            connection_config(&format!("{url}&keepalives_idle=300&keepalives_retries=3")).unwrap();
+        assert_eq!(own.get_keepalives_idle(), Duration::from_secs(300));
+        assert_eq!(own.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(own.get_keepalives_retries(), Some(3));
+        assert!(
+            !connection_config(&format!("{url}&keepalives=0"))
+                .unwrap()
+                .get_keepalives()
+        );
+    }
 
     #[test]
     fn statements_avoid_a_slot_that_is_down_or_runs_a_long_one() {
