@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kron_tests::pam::Running;
 use kron_tests::postgres::{Postgres, TestCa};
 use kron_tests::totp::{Oath, base32, decode_base32, steady_step, wrong_code};
-use kron_tests::{Fleet, Kronctl, TestUser, kronctl, otpd, result, scratch};
+use kron_tests::{Fleet, Kronctl, TestUser, kronctl, otpd, process, result, scratch};
 
 const REQUIRE: &str = "default_mode = \"require\"\n";
 /// A backoff that cannot run out while a test runs.
@@ -610,16 +610,17 @@ fn the_database_killed_mid_login_accepts_nothing_undurable_and_otpd_recovers() {
     );
 }
 
-/// A host's idle connections send TCP keepalives every minute, and a database that ends them
-/// (an administrator's `pg_terminate_backend`, `idle_session_timeout`, a restart or a crash)
-/// costs no login: the next statement finds its connection ended before sending anything on it
-/// and connects again. Offline logins are off, so a login that met an ended connection would
-/// fail, not pass offline.
+/// A host's idle connections send TCP keepalives after a minute, and a database that ends them
+/// (an administrator's `pg_terminate_backend`, `idle_session_timeout`, a crash of the server and
+/// its restart) costs no login: the next statement finds its connection ended before sending
+/// anything on it and connects again. Offline logins are off, so a login that met an ended
+/// connection would fail, not pass offline.
 #[test]
 fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
     let fleet = Fleet::start_with(REQUIRE, "offline_window = 0\n");
     let a = fleet.host(0);
-    let users: Vec<TestUser> = (0..3).map(|_| TestUser::new()).collect();
+    let port = a.proxy.port();
+    let users: Vec<TestUser> = (0..5).map(|_| TestUser::new()).collect();
     let tokens: Vec<(Oath, u64)> = users
         .iter()
         .map(|u| a.kronctl().enroll_confirmed_now(u.name()))
@@ -631,6 +632,14 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
             .answer(&token.code_for_step(confirmed + 1))
             .run();
         assert_eq!(login.result(), result::SUCCESS, "{when}: {}", login.raw);
+        // Its audit row goes in the background; once it is in, no statement is in flight.
+        let audited = format!(
+            "SELECT count(*) FROM kron.audit WHERE \"user\" = '{}' AND event = 'accepted'",
+            users[i].name()
+        );
+        process::wait_for("the login's audit row", Duration::from_secs(30), || {
+            (fleet.db.sql("kron", &audited) == "1").then_some(())
+        });
     };
     // What the host logged since `mark`, which must not say the database was unreachable.
     let reached = |mark: usize, when: &str| {
@@ -641,65 +650,117 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
             "{when}: a statement met an ended connection:\n{since}"
         );
     };
+    // Until the server's end of every connection of host a has reached it (none established
+    // any more: CLOSE_WAIT there): then what the server sent waits unread in host a's sockets.
+    let ended_by_server = |when: &str| {
+        process::wait_for(when, Duration::from_secs(30), || {
+            tcp_to(port)
+                .iter()
+                .all(|c| c.state != ESTABLISHED)
+                .then_some(())
+        });
+    };
+
     log_in(0, "first login");
-    // Idle, they keep a keepalive timer of a minute at most (the kernel's default is two
-    // hours), so a NAT or load balancer on the way does not drop them without a word.
-    let timers = keepalive_timers(a.proxy.port());
+    // Idle, they keep a keepalive timer of a minute at most (two hours by default), so a NAT or
+    // load balancer on the way does not drop them without a word.
+    let timers = keepalive_timers(port);
     assert!(!timers.is_empty(), "no connection of host a to its proxy");
     assert!(
         timers.iter().all(|t| *t <= Duration::from_secs(60)),
         "keepalive timers {timers:?}"
     );
-    // The host's connections, idle now, ended by the server: its notice and end of stream wait
-    // unread in the host's sockets.
+
     let mark = a.otpd.stderr().len();
     let ended = fleet.db.sql(
         "kron",
         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity \
-         WHERE application_name = 'otpd' AND datname = 'kron'",
+         WHERE application_name = 'otpd' AND usename = 'kron_a'",
     );
-    assert_ne!(ended, "0", "the hosts held no connection to end");
+    assert_ne!(ended, "0", "host a held no connection to end");
+    ended_by_server("host a's connections ended by pg_terminate_backend");
     log_in(1, "after pg_terminate_backend");
     reached(mark, "after pg_terminate_backend");
-    // The server gone and back (a crash: no notice, the sockets just close). A background
+
+    // The server ends host a's sessions idle for a second (its new ones, made by the next
+    // login).
+    fleet
+        .db
+        .sql("kron", "ALTER ROLE kron_a SET idle_session_timeout = '1s'");
+    fleet.db.sql(
+        "kron",
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity \
+         WHERE application_name = 'otpd' AND usename = 'kron_a'",
+    );
+    ended_by_server("host a's connections ended again");
+    let mark = a.otpd.stderr().len();
+    log_in(2, "with idle_session_timeout");
+    ended_by_server("host a's connections ended by idle_session_timeout");
+    fleet
+        .db
+        .sql("kron", "ALTER ROLE kron_a RESET idle_session_timeout");
+    log_in(3, "after idle_session_timeout");
+    reached(mark, "after idle_session_timeout");
+
+    // The server killed and started again: no notice, the sockets just close. A background
     // statement may meet the server away and say so; what counts is after it is back.
     fleet.db.kill();
+    ended_by_server("host a's connections ended by the crash");
     fleet.db.start_server();
     let mark = a.otpd.stderr().len();
-    log_in(2, "after the server's restart");
+    log_in(4, "after the server's restart");
     reached(mark, "after the server's restart");
 }
 
-/// The keepalive timers of the established TCP connections to 127.0.0.1:`port`, from
-/// /proc/net/tcp (`tr` 2 is the keepalive timer, 0 none; `tm->when` counts clock ticks, 100 a
-/// second). Read again while one has another timer running (data not yet acknowledged).
-fn keepalive_timers(port: u16) -> Vec<Duration> {
+/// `st` of an established TCP connection in /proc/net/tcp.
+const ESTABLISHED: &str = "01";
+
+/// A TCP connection to a port on 127.0.0.1, as /proc/net/tcp shows it.
+struct Tcp {
+    state: String,
+    /// `tr`: 2 is the keepalive timer, 0 none.
+    timer: String,
+    /// `tm->when`: clock ticks, 100 a second, until the timer fires.
+    ticks: u64,
+}
+
+/// This side's TCP connections to 127.0.0.1:`port` (the proxy's own are to other ports).
+fn tcp_to(port: u16) -> Vec<Tcp> {
     let remote = format!("0100007F:{port:04X}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-        let timers: Vec<(&str, u64)> = table
-            .lines()
-            .skip(1)
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let (timer, when) = fields.get(5)?.split_once(':')?;
-                (fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01"))
-                    .then(|| (timer, u64::from_str_radix(when, 16).unwrap_or(u64::MAX)))
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (timer, when) = fields.get(5)?.split_once(':')?;
+            (fields.get(2) == Some(&remote.as_str())).then(|| Tcp {
+                state: fields.get(3).copied().unwrap_or_default().to_owned(),
+                timer: timer.to_owned(),
+                ticks: u64::from_str_radix(when, 16).unwrap_or(u64::MAX),
             })
-            .collect();
-        if timers.iter().all(|(timer, _)| *timer == "02") {
-            return timers
-                .iter()
-                .map(|(_, ticks)| Duration::from_millis(ticks.saturating_mul(10)))
+        })
+        .collect()
+}
+
+/// The keepalive timers of the established connections to 127.0.0.1:`port`, read again while
+/// one has another timer running (data not yet acknowledged).
+fn keepalive_timers(port: u16) -> Vec<Duration> {
+    process::wait_for(
+        "a keepalive timer on every connection",
+        Duration::from_secs(5),
+        || {
+            let open: Vec<Tcp> = tcp_to(port)
+                .into_iter()
+                .filter(|c| c.state == ESTABLISHED)
                 .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a connection to port {port} without a keepalive timer:\n{table}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            open.iter().all(|c| c.timer == "02").then(|| {
+                open.iter()
+                    .map(|c| Duration::from_millis(c.ticks.saturating_mul(10)))
+                    .collect()
+            })
+        },
+    )
 }
 
 #[test]

@@ -105,6 +105,12 @@ pub fn check_url(text: &str) -> Result<(), String> {
     let query = rest.split_once('?').map(|(_, q)| q).unwrap_or_default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // The driver decodes `%xx` in names: `pass%77ord` would be `password` to it.
+        if key.contains('%') {
+            return Err(format!(
+                "url parameter {key}: write parameter names without %-escapes"
+            ));
+        }
         match key {
             "sslmode" if value != "verify-full" => {
                 return Err(format!(
@@ -123,10 +129,25 @@ pub fn check_url(text: &str) -> Result<(), String> {
                     "{key} in the url is not used; set ca_file, cert_file and key_file in [fleet]"
                 ));
             }
+            // What Linux accepts for the socket options; anything else would fail every connect.
+            "keepalives_idle" | "keepalives_interval" => check_count(key, value, 1..=32767)?,
+            "keepalives_retries" => check_count(key, value, 1..=127)?,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A URL parameter that must be a whole number in `range`.
+fn check_count(key: &str, value: &str, range: std::ops::RangeInclusive<u32>) -> Result<(), String> {
+    match value.parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(()),
+        _ => Err(format!(
+            "url parameter {key} must be a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
 }
 
 /// Checks a host name: 1 to 63 of `a-z 0-9 - _ .`, starting with a letter or digit.
@@ -210,6 +231,8 @@ mod tests {
         for good in [
             "postgresql://kron_web01@db1.example.com,db2.example.com/kron?target_session_attrs=read-write",
             "postgres://kron_a@127.0.0.1:5432/kron?sslmode=verify-full",
+            "postgresql://a@b/c?keepalives_idle=300&keepalives_interval=5&keepalives_retries=3",
+            "postgresql://a@b/c?keepalives=0",
         ] {
             assert_eq!(check_url(good), Ok(()), "{good}");
         }
@@ -222,6 +245,13 @@ mod tests {
             "postgresql://a@b/c?sslmode=disable",
             "postgresql://a@b/c?password=x",
             "postgresql://a@b/c?sslrootcert=/x",
+            "postgresql://a@b/c?pass%77ord=x",
+            "postgresql://a@b/c?keepalives_idle=0",
+            "postgresql://a@b/c?keepalives_idle=40000",
+            "postgresql://a@b/c?keepalives_interval=-1",
+            "postgresql://a@b/c?keepalives_retries=0",
+            "postgresql://a@b/c?keepalives_retries=200",
+            "postgresql://a@b/c?keepalives_retries=1.5",
         ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }

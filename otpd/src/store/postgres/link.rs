@@ -53,8 +53,8 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// TCP keepalives on a connection idle this long, unless `url` sets `keepalives_idle`: a NAT or
 /// load balancer between a host and the database may drop a flow idle for a few minutes
-/// without a word, and a statement sent on it would then wait for its timeout. The kernel's
-/// default is two hours.
+/// without a word, and a statement sent on it would then wait for its timeout. Without this,
+/// two hours.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// Between unanswered keepalives, and how many end the connection (`keepalives_interval`,
 /// `keepalives_retries`): a flow that died while idle is found within two minutes, and the next
@@ -256,12 +256,7 @@ impl Connection {
     /// looks at the socket without waiting and lets the task take its turn.
     fn ended_unseen(&self) -> bool {
         if let Some(runtime) = &self.runtime {
-            runtime.block_on(async {
-                // First turn: the runtime polls its sockets without waiting, which schedules
-                // the connection's task if anything arrived. Second: that task runs.
-                tokio::task::yield_now().await;
-                tokio::task::yield_now().await;
-            });
+            read_what_arrived(runtime);
         }
         self.ended()
     }
@@ -569,6 +564,19 @@ fn write(slot: &Slot) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Connection>>
     slot.live.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Lets the tasks of an idle current-thread `runtime` read what arrived on their sockets, without
+/// waiting for anything. In `block_on`, a yielded task makes the runtime poll its sockets without
+/// waiting before the next turn, which schedules every task whose socket has something; the
+/// second yield lets those tasks run before this returns (tokio 1.x; a unit test below holds it
+/// to that). When another thread is in `block_on` on the runtime, it drives the sockets itself,
+/// and this returns at once.
+fn read_what_arrived(runtime: &Runtime) {
+    runtime.block_on(async {
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+    });
+}
+
 /// Takes `connection` out of `slot` (unless another has replaced it already) and closes it.
 fn forget(slot: &Slot, connection: &Arc<Connection>) {
     let mut live = write(slot);
@@ -642,10 +650,51 @@ pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, index: us
 mod tests {
     use super::{
         Busy, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES, Slot, connection_config,
-        let_go,
+        let_go, read_what_arrived,
     };
-    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_idle_runtimes_tasks_read_what_arrived_when_looked_at() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let ended = Arc::new(AtomicBool::new(false));
+        {
+            let _inside = runtime.enter();
+            let stream = tokio::net::UnixStream::from_std(ours).unwrap();
+            let ended = ended.clone();
+            // As a database connection's task: reads until its peer goes.
+            runtime.spawn(async move {
+                let mut buf = [0u8; 64];
+                loop {
+                    if stream.readable().await.is_err() {
+                        break;
+                    }
+                    match stream.try_read(&mut buf) {
+                        Ok(0) => break,
+                        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => break,
+                        Ok(_) | Err(_) => {}
+                    }
+                }
+                ended.store(true, Ordering::SeqCst);
+            });
+        }
+        // The task waits for its socket; nobody drives the runtime while the peer goes.
+        read_what_arrived(&runtime);
+        assert!(!ended.load(Ordering::SeqCst));
+        drop(theirs);
+        read_what_arrived(&runtime);
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "the task did not see its peer go"
+        );
+    }
 
     #[test]
     fn keepalives_are_a_minute_unless_the_url_says_otherwise() {

@@ -16,10 +16,10 @@
 //!
 //! Hosts hold no seed: a host's role may execute the functions the migrations grant it
 //! (`sql/002_functions.sql`, `003_offline.sql`, and `005_batches.sql`'s batched forms) and
-//! nothing else; codes are checked inside the database
-//! against seeds encrypted under a key file on the database server. Each call is one statement
-//! and commits before it returns, so nothing waits for a group commit here
-//! ([`Durable::ready`]); a fleet host's offline store does (`store/offline/`).
+//! nothing else; codes are checked inside the database against seeds encrypted under a key
+//! file on the database server. Each call is one statement and commits before it returns, so
+//! nothing waits for a group commit here ([`Durable::ready`]); a fleet host's offline store
+//! does (`store/offline/`).
 
 #![forbid(unsafe_code)]
 
