@@ -681,6 +681,11 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
     ended_by_server("host a's connections ended by pg_terminate_backend");
     log_in(1, "after pg_terminate_backend");
     reached(mark, "after pg_terminate_backend");
+    let stderr = a.otpd.stderr();
+    assert!(
+        stderr[mark..].contains("the server had ended an idle connection"),
+        "no line about the replaced connection:\n{stderr}"
+    );
 
     // The server ends host a's sessions idle for a second (its new ones, made by the next
     // login).

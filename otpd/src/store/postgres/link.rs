@@ -30,6 +30,7 @@
 
 use super::tls;
 use crate::error::{Error, Result};
+use crate::sparse_log::SparseLog;
 use crate::store::error::StoreError;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -386,13 +387,21 @@ pub struct Link {
     down: AtomicBool,
     /// When `down` last changed (unix time), or when the link was made.
     since: AtomicU64,
-    log: Box<dyn Fn(&str) + Send + Sync>,
+    log: Arc<dyn Fn(&str) + Send + Sync>,
+    /// A connection the server ended while idle, replaced: at most a line a minute, so an admin
+    /// sees a pooler's idle timeout that costs a connect per login, and no flood.
+    replaced: SparseLog,
 }
 
 impl Link {
     /// A link that connects on first use; `log` gets one line per change of reachability.
     /// `runtime` is otpd's, where the link's background tasks (audit rows, offline packs) run.
     pub fn new(target: Target, runtime: Handle, log: Box<dyn Fn(&str) + Send + Sync>) -> Link {
+        let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::from(log);
+        let replaced = SparseLog::new({
+            let log = log.clone();
+            move |line| log(line)
+        });
         Link {
             target,
             runtime,
@@ -401,6 +410,7 @@ impl Link {
             down: AtomicBool::new(false),
             since: AtomicU64::new(unix_now()),
             log,
+            replaced,
         }
     }
 
@@ -508,6 +518,11 @@ impl Link {
             // Ended while idle: nothing was sent on it, so a new one takes the statement.
             forget(slot, &connection);
             connection = self.connection(slot)?;
+            self.replaced.say(&format!(
+                "fleet database {}: the server had ended an idle connection (a restart, \
+                 idle_session_timeout, a pooler's idle timeout); connected again",
+                self.target.url
+            ));
         }
         let error = match connection.run(sql, params, false) {
             Ok(rows) => return Ok(rows),
