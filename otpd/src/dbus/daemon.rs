@@ -91,7 +91,7 @@ fn check_fleet(config: &Config) -> Result<()> {
         (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
         _ => None,
     };
-    crate::store::postgres::link::Target::new(
+    crate::store::postgres::target::Target::new(
         &fleet.url,
         &fleet.ca_file,
         fleet.password_file.as_deref(),

@@ -2,8 +2,9 @@
 //! sees it, and the fleet's audit rows read with a role allowed to (the owner or an auditor).
 
 use super::PgStore;
-use super::link::{column, database_error, describe};
+use super::link::{column, database_error};
 use super::schema::Owner;
+use super::target::describe;
 use crate::error::{Error, Result};
 use kron_proto::{FleetHost, FleetLogEntry, FleetReplica, FleetStatus};
 use serde::Deserialize;
@@ -93,7 +94,7 @@ pub fn log(
     user: &str,
     limit: u32,
 ) -> Result<Vec<FleetLogEntry>> {
-    let target = super::link::Target::new(owner.url, owner.ca_file, owner.password_file, None)?;
+    let target = super::target::Target::new(owner.url, owner.ca_file, owner.password_file, None)?;
     let user = (!user.is_empty()).then_some(user);
     let limit = i32::try_from(limit.min(kron_proto::MAX_FLEET_LOG)).unwrap_or(1);
     runtime.block_on(async {

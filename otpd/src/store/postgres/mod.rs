@@ -4,9 +4,10 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`PgStore`]: the `Store` trait and the `Vault` seam as calls of the database's functions |
-//! | `link.rs` | the connections (at most two, each run by the thread that needs it), TLS, reconnecting, fail-fast while down |
+//! | `link.rs` | the connections (at most two, each run by the thread that needs it), reconnecting, fail-fast while down |
 //! | `batch.rs` | concurrent requests of one kind gathered into batches (no thread of its own) |
 //! | `login_path.rs` | a login's two statements (a user's row, a code check), alone or batched |
+//! | `target.rs` | where the link connects: `[fleet] url` with otpd's settings (TLS, timeouts, keepalives), the password file |
 //! | `tls.rs` | rustls against `ca_file`, client certificates, trusted files |
 //! | `row.rs` | a user row (JSON, no seed) and the engine's `UserRecord` |
 //! | `schema.rs` | the versioned migrations (`sql/NNN_*.sql`), `fleet init` and `fleet add-host` |
@@ -30,6 +31,7 @@ pub mod link;
 mod login_path;
 pub mod row;
 pub mod schema;
+pub mod target;
 pub mod tls;
 
 use super::record::{
@@ -42,10 +44,11 @@ use crate::error::{Error, Result};
 use crate::sparse_log::SparseLog;
 use batch::Batcher;
 use kron_common::config::{FleetConfig, ThrottleConfig};
-use link::{Link, Target, column, database_error};
+use link::{Link, column, database_error};
 use login_path::{Check, CheckAnswer, LANES, MAX_BATCH};
 use row::{UserRow, algorithm_name, json, pending_id};
 use std::sync::Arc;
+use target::Target;
 use tokio::runtime::Handle;
 use tokio_postgres::types::Type;
 use zeroize::Zeroizing;

@@ -3,7 +3,7 @@
 //! advisory lock so two admins cannot race) and `kronctl fleet add-host` (a host's role and its
 //! password). Both run with the owner's credentials given for that call only; otpd stores none.
 
-use super::link::{Target, describe};
+use super::target::{Target, describe};
 use super::tls;
 use crate::error::{Error, Result};
 use std::io::Write;

@@ -1,0 +1,185 @@
+//! Where a host's link connects and as whom: the `[fleet] url` with otpd's own settings (TLS
+//! always, verified against `ca_file`; timeouts; TCP keepalives), the password read at every
+//! connect, and how a failed connect is reported.
+
+use super::tls;
+use crate::error::{Error, Result};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// Longest a connect (TCP, TLS, authentication) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalives on a connection idle this long, unless `url` sets `keepalives_idle`: a NAT or
+/// load balancer between a host and the database may drop a flow idle for a few minutes
+/// without a word, and a statement sent on it would then wait for its timeout. Without this,
+/// two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Between unanswered keepalives, and how many end the connection (`keepalives_interval`,
+/// `keepalives_retries`): a flow that died while idle is found within two minutes, and the next
+/// statement goes on a new connection instead of waiting on it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 6;
+
+/// Where to connect and as whom.
+pub struct Target {
+    config: tokio_postgres::Config,
+    password_file: Option<PathBuf>,
+    tls: MakeRustlsConnect,
+    /// The URL as configured (it holds no password), for log lines.
+    pub url: String,
+}
+
+impl Target {
+    /// `url` as [`kron_common::config::check_url`] accepts it; the password is read from
+    /// `password_file` at every connect (so it can be rotated), or a client certificate is used.
+    pub fn new(
+        url: &str,
+        ca_file: &Path,
+        password_file: Option<&Path>,
+        client_cert: Option<(&Path, &Path)>,
+    ) -> Result<Target> {
+        let config = connection_config(url)?;
+        let tls = MakeRustlsConnect::new(tls::client_config(ca_file, client_cert)?);
+        Ok(Target {
+            config,
+            password_file: password_file.map(Path::to_path_buf),
+            tls,
+            url: url.to_owned(),
+        })
+    }
+
+    /// The role the URL names.
+    pub fn role(&self) -> &str {
+        self.config.get_user().unwrap_or_default()
+    }
+
+    /// Opens one connection; its driver runs on the current runtime until the client goes.
+    pub async fn connect(&self) -> Result<Client> {
+        let (client, connection) = self.open().await?;
+        tokio::spawn(async move {
+            // Ends with an error when the server goes away; the next call notices the closed
+            // client and reconnects.
+            let _ = connection.await;
+        });
+        client
+            .batch_execute(SESSION)
+            .await
+            .map_err(|e| unreachable(&self.url, &describe(&e)))?;
+        Ok(client)
+    }
+
+    /// Connects: the client, and the future that does the connection's I/O while polled.
+    pub(super) async fn open(&self) -> Result<(Client, Driver)> {
+        let mut config = self.config.clone();
+        if let Some(path) = &self.password_file {
+            let password = tls::read_file(path, true)?;
+            let text = std::str::from_utf8(&password)
+                .map_err(|_| Error::Config(format!("{}: is not UTF-8 text", path.display())))?;
+            config.password(text.lines().next().unwrap_or_default().trim_end());
+        }
+        let connect = config.connect(self.tls.clone());
+        let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT * 2, connect)
+            .await
+            .map_err(|_| unreachable(&self.url, "connecting timed out"))?
+            .map_err(|e| unreachable(&self.url, &describe(&e)))?;
+        Ok((client, Box::pin(connection)))
+    }
+}
+
+/// What `url` asks for, with otpd's own settings: TLS always, timeouts, keepalives unless the
+/// URL sets its own.
+fn connection_config(url: &str) -> Result<tokio_postgres::Config> {
+    kron_common::config::check_url(url).map_err(Error::InvalidArgument)?;
+    // tokio-postgres knows only sslmode=require; the verification verify-full asks for is what
+    // the rustls connector does anyway, so the parameter is taken out here.
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("sslmode="))
+        .collect();
+    let cleaned = match kept.is_empty() {
+        true => base.to_owned(),
+        false => format!("{base}?{}", kept.join("&")),
+    };
+    let mut config: tokio_postgres::Config = cleaned
+        .parse()
+        .map_err(|e| Error::InvalidArgument(format!("url: {}", describe(&e))))?;
+    config
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .application_name("otpd");
+    let set = |key: &str| kept.iter().any(|pair| pair.split('=').next() == Some(key));
+    if !set("keepalives_idle") {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if !set("keepalives_interval") {
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+    }
+    if !set("keepalives_retries") {
+        config.keepalives_retries(KEEPALIVE_RETRIES);
+    }
+    Ok(config)
+}
+
+/// Sent once per connection. A reply must never report a change the database could still lose:
+/// commits wait for the disk (and a synchronous standby), whatever the server's default says.
+pub(super) const SESSION: &str = "SET synchronous_commit TO on";
+
+/// A connection's I/O: a task on the connection's runtime, polled by whichever thread is in
+/// `block_on` there; ends when the connection does.
+pub(super) type Driver =
+    Pin<Box<dyn Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>>;
+
+/// The database as unreachable through `url`, saying why (for the login: refused, or offline).
+pub(super) fn unreachable(url: &str, why: &str) -> Error {
+    Error::Unreachable(format!("fleet database {url} unreachable: {why}"))
+}
+
+/// An error with every cause in its chain ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer"), which is what an admin needs to see.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES, connection_config};
+    use std::time::Duration;
+
+    #[test]
+    fn keepalives_are_a_minute_unless_the_url_says_otherwise() {
+        let url = "postgresql://kron_web01@db1.example.com,db2.example.com/kron\
+                   ?target_session_attrs=read-write&sslmode=verify-full";
+        let config = connection_config(url).unwrap();
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(config.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        assert_eq!(config.get_hosts().len(), 2);
+
+        let own =
+            connection_config(&format!("{url}&keepalives_idle=300&keepalives_retries=3")).unwrap();
+        assert_eq!(own.get_keepalives_idle(), Duration::from_secs(300));
+        assert_eq!(own.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(own.get_keepalives_retries(), Some(3));
+        assert!(
+            !connection_config(&format!("{url}&keepalives=0"))
+                .unwrap()
+                .get_keepalives()
+        );
+    }
+}
