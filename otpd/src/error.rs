@@ -1,4 +1,5 @@
-//! The one error type of otpd, and its mapping onto the D-Bus errors of `io.kron.Otpd1`.
+//! The one error type of otpd, its mapping onto the D-Bus errors of `io.kron.Otpd1`, and how
+//! an error from a library is written on one line with its causes ([`describe`]).
 //! Texts never contain a code or a secret.
 
 #![forbid(unsafe_code)]
@@ -166,3 +167,20 @@ impl From<Error> for OtpdError {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, without repeating a cause the text already has ("error
+/// performing TLS handshake: invalid peer certificate: UnknownIssuer"): what an admin needs to
+/// see.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

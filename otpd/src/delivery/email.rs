@@ -1,8 +1,9 @@
 //! Email over SMTP with lettre: STARTTLS required, implicit TLS, or plain to a loopback
 //! relay. One connection per message (sends are rare; no pool to keep alive).
 
-use super::{Content, DeliveryError, Recipient, Values, describe, read_secret, redact};
+use super::{Content, DeliveryError, Recipient, Values, read_secret, redact};
 use crate::error::Error;
+use crate::error::describe;
 use kron_common::config::{EmailConfig, Security};
 use kron_common::template;
 use lettre::message::header::ContentType;

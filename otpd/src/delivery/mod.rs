@@ -240,21 +240,6 @@ fn redact(text: &str, hidden: &[&str]) -> String {
     text
 }
 
-/// An error and its causes on one line, without repeating a cause the text already has.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Largest secret file: a password or an API token, never a document.
 const MAX_SECRET_BYTES: u64 = 4096;
 
@@ -383,6 +368,7 @@ pub mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::describe;
     use std::os::unix::fs::PermissionsExt;
 
     fn write(dir: &tempfile::TempDir, text: &[u8], mode: u32) -> std::path::PathBuf {

@@ -1,8 +1,9 @@
 //! SMS through an HTTP gateway with reqwest: the configured url, headers and body, filled
 //! with the phone number, the message text and the gateway secret.
 
-use super::{Content, DeliveryError, Recipient, Values, describe, read_secret, redact};
+use super::{Content, DeliveryError, Recipient, Values, read_secret, redact};
 use crate::error::Error;
+use crate::error::describe;
 use kron_common::config::{self, HttpMethod, SmsConfig};
 use kron_common::template;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};

@@ -4,7 +4,7 @@
 use super::PgStore;
 use super::link::{column, database_error};
 use super::schema::Owner;
-use super::target::describe;
+use crate::error::describe;
 use crate::error::{Error, Result};
 use kron_proto::{FleetHost, FleetLogEntry, FleetReplica, FleetStatus};
 use serde::Deserialize;

@@ -28,7 +28,8 @@
 //! takes to close. One the server ended while it sat idle (a restart, `idle_session_timeout`)
 //! is found before a statement is sent on it and replaced, so that costs no login.
 
-use super::target::{SESSION, Target, describe, unreachable};
+use super::target::{SESSION, Target, unreachable};
+use crate::error::describe;
 use crate::error::{Error, Result};
 use crate::sparse_log::SparseLog;
 use crate::store::error::StoreError;

@@ -3,8 +3,9 @@
 //! advisory lock so two admins cannot race) and `kronctl fleet add-host` (a host's role and its
 //! password). Both run with the owner's credentials given for that call only; otpd stores none.
 
-use super::target::{Target, describe};
+use super::target::Target;
 use super::tls;
+use crate::error::describe;
 use crate::error::{Error, Result};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -3,7 +3,7 @@
 //! connect, and how a failed connect is reported.
 
 use super::tls;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, describe};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -137,22 +137,6 @@ pub(super) type Driver =
 /// The database as unreachable through `url`, saying why (for the login: refused, or offline).
 pub(super) fn unreachable(url: &str, why: &str) -> Error {
     Error::Unreachable(format!("fleet database {url} unreachable: {why}"))
-}
-
-/// An error with every cause in its chain ("error performing TLS handshake: invalid peer
-/// certificate: UnknownIssuer"), which is what an admin needs to see.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
