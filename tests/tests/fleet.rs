@@ -661,6 +661,15 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
         });
     };
 
+    // Ends host a's sessions from the server's side; how many it ended.
+    let end_sessions = || {
+        fleet.db.sql(
+            "kron",
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) \
+             FROM pg_stat_activity WHERE application_name = 'otpd' AND usename = 'kron_a'",
+        )
+    };
+
     log_in(0, "first login");
     // Idle, they keep a keepalive timer of a minute at most (two hours by default), so a NAT or
     // load balancer on the way does not drop them without a word.
@@ -672,11 +681,7 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
     );
 
     let mark = a.otpd.stderr().len();
-    let ended = fleet.db.sql(
-        "kron",
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity \
-         WHERE application_name = 'otpd' AND usename = 'kron_a'",
-    );
+    let ended = end_sessions();
     assert_ne!(ended, "0", "host a held no connection to end");
     ended_by_server("host a's connections ended by pg_terminate_backend");
     log_in(1, "after pg_terminate_backend");
@@ -692,11 +697,7 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
     fleet
         .db
         .sql("kron", "ALTER ROLE kron_a SET idle_session_timeout = '1s'");
-    fleet.db.sql(
-        "kron",
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity \
-         WHERE application_name = 'otpd' AND usename = 'kron_a'",
-    );
+    end_sessions();
     ended_by_server("host a's connections ended again");
     let mark = a.otpd.stderr().len();
     log_in(2, "with idle_session_timeout");

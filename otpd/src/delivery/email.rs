@@ -2,8 +2,7 @@
 //! relay. One connection per message (sends are rare; no pool to keep alive).
 
 use super::{Content, DeliveryError, Recipient, Values, read_secret, redact};
-use crate::error::Error;
-use crate::error::describe;
+use crate::error::{Error, describe};
 use kron_common::config::{EmailConfig, Security};
 use kron_common::template;
 use lettre::message::header::ContentType;

@@ -2,8 +2,7 @@
 //! with the phone number, the message text and the gateway secret.
 
 use super::{Content, DeliveryError, Recipient, Values, read_secret, redact};
-use crate::error::Error;
-use crate::error::describe;
+use crate::error::{Error, describe};
 use kron_common::config::{self, HttpMethod, SmsConfig};
 use kron_common::template;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};

@@ -29,8 +29,7 @@
 //! is found before a statement is sent on it and replaced, so that costs no login.
 
 use super::target::{SESSION, Target, unreachable};
-use crate::error::describe;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, describe};
 use crate::sparse_log::SparseLog;
 use crate::store::error::StoreError;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

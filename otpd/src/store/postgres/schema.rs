@@ -5,8 +5,7 @@
 
 use super::target::Target;
 use super::tls;
-use crate::error::describe;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, describe};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
