@@ -1,9 +1,11 @@
 //! A TCP proxy the test controls, in front of one host's database link: [`Proxy::cut`] drops
 //! every connection and refuses new ones (a network partition for that host only),
-//! [`Proxy::heal`] lets them through again. Plain threads; stops on drop.
+//! [`Proxy::black_hole`] drops every connection and answers no new one (a database machine that
+//! died), [`Proxy::heal`] lets them through again. Plain threads; stops on drop.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,6 +15,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Proxy {
     port: u16,
+    /// The listening socket, owned by the accept thread, which lives as long as the proxy.
+    listener: RawFd,
     state: Arc<State>,
     accept: Option<JoinHandle<()>>,
 }
@@ -20,8 +24,12 @@ pub struct Proxy {
 #[derive(Debug, Default)]
 struct State {
     cut: AtomicBool,
+    /// Accept nothing: connects wait in (or, once it is full, are dropped before) the queue.
+    silent: AtomicBool,
     stop: AtomicBool,
     streams: Mutex<Vec<TcpStream>>,
+    /// The connection that fills the listen queue while silent.
+    filler: Mutex<Option<TcpStream>>,
 }
 
 impl State {
@@ -46,11 +54,13 @@ impl Proxy {
             .set_nonblocking(true)
             .expect("nonblocking listener");
         let port = listener.local_addr().expect("proxy address").port();
+        let fd = listener.as_raw_fd();
         let state = Arc::new(State::default());
         let shared = state.clone();
         let accept = std::thread::spawn(move || accept_loop(listener, upstream, shared));
         Proxy {
             port,
+            listener: fd,
             state,
             accept: Some(accept),
         }
@@ -67,8 +77,38 @@ impl Proxy {
         self.state.close_all();
     }
 
+    /// Drops every connection and answers no new one, as a machine that died: the proxy takes
+    /// none from its listen queue, which holds one connection of its own, so the kernel drops
+    /// every SYN and a client waits out its connect timeout. Until [`Proxy::heal`].
+    pub fn black_hole(&self) {
+        self.state.silent.store(true, Ordering::SeqCst);
+        self.state.close_all();
+        self.set_backlog(0);
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let filler = TcpStream::connect_timeout(&address, Duration::from_secs(5))
+            .expect("fill the proxy's listen queue");
+        *self.state.filler.lock().unwrap_or_else(|e| e.into_inner()) = Some(filler);
+    }
+
     pub fn heal(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
+        if self.state.silent.swap(false, Ordering::SeqCst) {
+            self.state
+                .filler
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            self.set_backlog(128);
+        }
+    }
+
+    /// How many connections the kernel queues for the proxy before it drops SYNs (a listening
+    /// socket takes a new backlog from another `listen`).
+    fn set_backlog(&self, backlog: i32) {
+        // SAFETY: `listener` is the listening socket's descriptor, open for as long as the accept
+        // thread runs, which `self` outlives; listen(2) only changes its queue's length.
+        let done = unsafe { libc::listen(self.listener, backlog) };
+        assert_eq!(done, 0, "listen: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -84,6 +124,10 @@ impl Drop for Proxy {
 
 fn accept_loop(listener: TcpListener, upstream: u16, state: Arc<State>) {
     while !state.stop.load(Ordering::SeqCst) {
+        if state.silent.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
         let client = match listener.accept() {
             Ok((client, _)) => client,
             Err(_) => {

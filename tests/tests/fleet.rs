@@ -718,8 +718,92 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
     reached(mark, "after the server's restart");
 }
 
+/// A database machine that answers nothing (dead, or behind a firewall that drops) holds no
+/// login for the connect timeout once the host knows the database is away: connects go on in
+/// the background, a login waits for one only briefly and is refused (offline logins are off)
+/// while the connect still waits for an answer. When the machine answers again, logins pass
+/// again by themselves.
+#[test]
+fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
+    let fleet = Fleet::start_with(REQUIRE, "offline_window = 0\n");
+    let a = fleet.host(0);
+    let port = a.proxy.port();
+    let user = TestUser::new();
+    let (token, confirmed) = a.kronctl().enroll_confirmed_now(user.name());
+    let log_in = || {
+        a.login(user.name())
+            .answer(&token.code_for_step(confirmed + 1))
+            .run()
+    };
+    // Host a's connects to the proxy that the proxy has not answered (SYN_SENT).
+    let unanswered = || tcp_to(port).iter().filter(|c| c.state == SYN_SENT).count();
+    let first = log_in();
+    assert_eq!(first.result(), result::SUCCESS, "{}", first.raw);
+
+    a.proxy.black_hole();
+    // The first login finds out: its connection is gone, the connect it makes waits out the
+    // connect timeout, and it is refused.
+    let found_out = log_in();
+    assert_eq!(
+        found_out.result(),
+        result::AUTHINFO_UNAVAIL,
+        "{}",
+        found_out.raw
+    );
+    assert!(
+        a.otpd.stderr().contains("refused until it is back"),
+        "{}",
+        a.otpd.stderr()
+    );
+    // Past the second a failed connect waits before the next: each login now starts a connect
+    // in the background or finds one under way, and is refused while it still waits.
+    for attempt in 0..3 {
+        std::thread::sleep(Duration::from_millis(1200));
+        let login = log_in();
+        assert_eq!(
+            login.result(),
+            result::AUTHINFO_UNAVAIL,
+            "attempt {attempt}: {}",
+            login.raw
+        );
+        assert!(
+            unanswered() > 0,
+            "attempt {attempt}: the login waited for the connect to end"
+        );
+    }
+
+    a.proxy.heal();
+    // Enrolled through host b, whose link never broke: a fresh code for host a.
+    let later = TestUser::new();
+    let (token, confirmed) = fleet.host(1).kronctl().enroll_confirmed_now(later.name());
+    let log_in = || {
+        a.login(later.name())
+            .answer(&token.code_for_step(confirmed + 1))
+            .run()
+    };
+    process::wait_for(
+        "a login on host a",
+        Duration::from_secs(60),
+        || match log_in() {
+            login if login.result() == result::SUCCESS => Some(()),
+            login => {
+                assert_eq!(login.result(), result::AUTHINFO_UNAVAIL, "{}", login.raw);
+                std::thread::sleep(Duration::from_millis(300));
+                None
+            }
+        },
+    );
+    assert!(
+        a.otpd.stderr().contains("reachable again"),
+        "{}",
+        a.otpd.stderr()
+    );
+}
+
 /// `st` of an established TCP connection in /proc/net/tcp.
 const ESTABLISHED: &str = "01";
+/// `st` of a connect that has had no answer yet.
+const SYN_SENT: &str = "02";
 
 /// A TCP connection to a port on 127.0.0.1, as /proc/net/tcp shows it.
 struct Tcp {

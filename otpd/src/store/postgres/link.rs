@@ -21,8 +21,11 @@
 //! own Sync), so the link works through PgBouncer in transaction mode too. While the database
 //! cannot be reached, calls fail with [`Error::Unreachable`] (the login is refused, fail closed,
 //! or checked offline: `store/offline/`) and a connect is tried again at most once a second per
-//! connection, so calls in between fail at once; the first success ends the outage. One log
-//! line marks each change between reachable and unreachable. A connection found broken is
+//! connection, so calls in between fail at once; the first success ends the outage. While it is
+//! away, connects are made in the background and a call waits for one only briefly
+//! ([`WAIT_WHILE_AWAY`]): a server that answers nothing (its machine dead, a firewall that drops)
+//! would otherwise hold a login for the connect timeout. One log line marks each change between
+//! reachable and unreachable. A connection found broken is
 //! closed at once, so the statements still in flight on it fail now instead of at their
 //! timeout, and a host holds no more than two connections but for the moment the old socket
 //! takes to close. One the server ended while it sat idle (a restart, `idle_session_timeout`)
@@ -33,7 +36,7 @@ use crate::error::{Error, Result, describe};
 use crate::sparse_log::SparseLog;
 use crate::store::error::StoreError;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::types::{ToSql, Type};
@@ -46,6 +49,10 @@ pub const CONNECTIONS: usize = 2;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that failed is tried again after this long, not for every call.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// While the database is away, how long a statement waits for a connect from when it began: a
+/// server that is back answers a connect within milliseconds on a LAN, and one that answers
+/// nothing costs a login no more than this.
+const WAIT_WHILE_AWAY: Duration = Duration::from_millis(500);
 /// One connection of the link, with the runtime its socket is registered with. Shared by the
 /// statements in flight on it; the last one to let go closes it.
 struct Connection {
@@ -185,6 +192,10 @@ struct Slot {
     long: AtomicUsize,
     /// Held while connecting, so one caller connects and the others wait for it.
     retry: Mutex<Retry>,
+    /// When the connect under way in the background began, if one is ([`Link::connect_while_away`]).
+    background: Mutex<Option<Instant>>,
+    /// Told when that connect ends.
+    background_done: Condvar,
 }
 
 /// After a failed connect: not before when, and why.
@@ -202,6 +213,15 @@ impl Retry {
 }
 
 impl Slot {
+    /// Whether a failed connect's second is not over yet; `None` while a connect is under way.
+    fn connect_waiting(&self) -> Option<bool> {
+        match self.retry.try_lock() {
+            Ok(retry) => Some(retry.waiting()),
+            Err(std::sync::TryLockError::Poisoned(held)) => Some(held.get_ref().waiting()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// What a statement looks for in a slot, best first: not down (a connection being made, or
     /// a failed connect's second not over), no long statement in flight, few in flight. A slot
     /// with no connection and nothing against trying is not down: it is connected again by the
@@ -212,12 +232,8 @@ impl Slot {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some();
-        let down = !up
-            && match self.retry.try_lock() {
-                Ok(retry) => retry.waiting(),
-                Err(std::sync::TryLockError::Poisoned(held)) => held.get_ref().waiting(),
-                Err(std::sync::TryLockError::WouldBlock) => true,
-            };
+        let down =
+            !up && (self.connect_waiting().unwrap_or(true) || lock(&self.background).is_some());
         (
             down,
             self.long.load(Ordering::Relaxed) > 0,
@@ -253,6 +269,8 @@ impl Drop for Busy<'_> {
 
 /// A host's connections to the database.
 pub struct Link {
+    /// The link itself, for the connects it makes in the background.
+    me: Weak<Link>,
     target: Target,
     runtime: Handle,
     slots: [Slot; CONNECTIONS],
@@ -261,6 +279,9 @@ pub struct Link {
     down: AtomicBool,
     /// When `down` last changed (unix time), or when the link was made.
     since: AtomicU64,
+    /// Why the database was last found unreachable: what a statement that does not wait for a
+    /// connect while it is away reports.
+    reason: Mutex<String>,
     log: Arc<dyn Fn(&str) + Send + Sync>,
     /// A connection the server ended while idle, replaced: at most a line a minute, so an admin
     /// sees a pooler's idle timeout that costs a connect per login, and no flood.
@@ -270,22 +291,24 @@ pub struct Link {
 impl Link {
     /// A link that connects on first use; `log` gets one line per change of reachability.
     /// `runtime` is otpd's, where the link's background tasks (audit rows, offline packs) run.
-    pub fn new(target: Target, runtime: Handle, log: Box<dyn Fn(&str) + Send + Sync>) -> Link {
+    pub fn new(target: Target, runtime: Handle, log: Box<dyn Fn(&str) + Send + Sync>) -> Arc<Link> {
         let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::from(log);
         let replaced = SparseLog::new({
             let log = log.clone();
             move |line| log(line)
         });
-        Link {
+        Arc::new_cyclic(|me| Link {
+            me: me.clone(),
             target,
             runtime,
             slots: Default::default(),
             next: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             since: AtomicU64::new(unix_now()),
+            reason: Mutex::default(),
             log,
             replaced,
-        }
+        })
     }
 
     /// Whether the last attempt to reach the database failed, and since when (unix time) that
@@ -306,19 +329,78 @@ impl Link {
     }
 
     /// The slot for one statement, by [`Slot::rank`]; in turn where they rank the same.
-    fn slot(&self) -> &Slot {
+    fn slot(&self) -> usize {
         let first = self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS;
         (0..CONNECTIONS)
-            .map(|offset| &self.slots[(first + offset) % CONNECTIONS])
-            .min_by_key(|slot| slot.rank())
-            .unwrap_or(&self.slots[first])
+            .map(|offset| (first + offset) % CONNECTIONS)
+            .min_by_key(|&index| self.slots[index].rank())
+            .unwrap_or(first)
     }
 
-    /// The slot's live connection, reconnecting it if it ended (at most once a second).
-    fn connection(&self, slot: &Slot) -> Result<Arc<Connection>> {
+    /// Slot `index`'s live connection, reconnecting it if it ended (at most once a second).
+    fn connection(&self, index: usize) -> Result<Arc<Connection>> {
+        let slot = &self.slots[index];
         if let Some(live) = live(slot) {
             return Ok(live);
         }
+        if self.down.load(Ordering::SeqCst) {
+            return self.connect_while_away(index);
+        }
+        self.connect(slot)
+    }
+
+    /// While the database is away a statement does not connect itself: a server that answers
+    /// nothing (its machine dead, a firewall that drops) would hold it for the connect timeout,
+    /// and every login behind it. The connect runs on a blocking thread of otpd's runtime; the
+    /// statement waits for it until [`WAIT_WHILE_AWAY`] after it began, and then fails (the login
+    /// is refused or checked offline) while the connect goes on.
+    fn connect_while_away(&self, index: usize) -> Result<Arc<Connection>> {
+        let slot = &self.slots[index];
+        let mut background = lock(&slot.background);
+        if background.is_none()
+            && slot.connect_waiting() == Some(false)
+            && let Some(link) = self.me.upgrade()
+        {
+            *background = Some(Instant::now());
+            self.runtime
+                .spawn_blocking(move || link.connect_in_background(index));
+        }
+        if let Some(began) = *background {
+            let until = began + WAIT_WHILE_AWAY;
+            while background.is_some() {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                background = slot
+                    .background_done
+                    .wait_timeout(background, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+        drop(background);
+        live(slot).ok_or_else(|| Error::Unreachable(lock(&self.reason).clone()))
+    }
+
+    fn connect_in_background(&self, index: usize) {
+        // Cleared however the connect ends, so the next statement may start another.
+        struct Ended<'a>(&'a Slot);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                *lock(&self.0.background) = None;
+                self.0.background_done.notify_all();
+            }
+        }
+        let slot = &self.slots[index];
+        let _ended = Ended(slot);
+        // A failure is the slot's (its retry second) and the link's (still away) already.
+        let _ = self.connect(slot);
+    }
+
+    /// Connects `slot` unless another caller did meanwhile or its failed connect's second is not
+    /// over; callers meanwhile wait for this one.
+    fn connect(&self, slot: &Slot) -> Result<Arc<Connection>> {
         let mut retry = slot.retry.lock().unwrap_or_else(PoisonError::into_inner);
         // Another caller may have connected while this one waited for the lock.
         if let Some(live) = live(slot) {
@@ -351,6 +433,7 @@ impl Link {
     }
 
     fn mark_down(&self, why: &str) {
+        why.clone_into(&mut lock(&self.reason));
         if !self.down.swap(true, Ordering::SeqCst) {
             self.since.store(unix_now(), Ordering::SeqCst);
             (self.log)(&format!(
@@ -385,13 +468,14 @@ impl Link {
         params: &[(&(dyn ToSql + Sync), Type)],
         long: bool,
     ) -> Result<Vec<Row>> {
-        let slot = self.slot();
+        let index = self.slot();
+        let slot = &self.slots[index];
         let _busy = Busy::start(slot, long);
-        let mut connection = self.connection(slot)?;
+        let mut connection = self.connection(index)?;
         if connection.ended_unseen() {
             // Ended while idle: nothing was sent on it, so a new one takes the statement.
             forget(slot, &connection);
-            connection = self.connection(slot)?;
+            connection = self.connection(index)?;
             self.replaced.say(&format!(
                 "fleet database {}: the server had ended an idle connection (a restart, \
                  idle_session_timeout, a pooler's idle timeout); connected again",
@@ -451,6 +535,10 @@ fn live(slot: &Slot) -> Option<Arc<Connection>> {
 
 fn write(slot: &Slot) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Connection>>> {
     slot.live.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Lets the tasks of an idle current-thread `runtime` read what arrived on their sockets, without
@@ -591,6 +679,13 @@ mod tests {
         assert!(long.rank() < connecting.rank(), "a connect is under way");
         drop(held);
         assert_eq!(connecting.rank(), fresh.rank());
+
+        let in_background = Slot::default();
+        *in_background.background.lock().unwrap() = Some(Instant::now());
+        assert!(
+            long.rank() < in_background.rank(),
+            "a connect is under way in the background"
+        );
     }
 
     #[test]

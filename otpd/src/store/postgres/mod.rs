@@ -88,7 +88,7 @@ impl PgStore {
             config.password_file.as_deref(),
             client_cert,
         )?;
-        let link = Arc::new(Link::new(target, runtime, log));
+        let link = Link::new(target, runtime, log);
         let reporter = Arc::clone(&link);
         Ok(PgStore {
             link,
