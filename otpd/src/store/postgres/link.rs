@@ -1,13 +1,10 @@
 //! The link to the fleet's database: at most two connections per host, reconnected by
 //! themselves after a failure.
 //!
-//! Each connection's socket belongs to a current-thread runtime of its own, and a statement is
-//! run by the thread that asks for it (one of tokio's blocking threads: the engine's). tokio lets
-//! several threads `block_on` one current-thread runtime at once: the first does the socket's
-//! I/O for all of them (tokio-postgres's connection is a task on that runtime), the others wait
-//! for their own answer, and when the first is done another takes over. So a lone statement
-//! costs no hand-off to another thread and back, which on this kind of machine is most of what
-//! a statement on loopback costs (two wake-ups of an idle CPU each way).
+//! A statement is run by the thread that asks for it (one of tokio's blocking threads: the
+//! engine's), on its connection's own runtime (`connection.rs`). So a lone statement costs no
+//! hand-off to another thread and back, which on this kind of machine is most of what a
+//! statement on loopback costs (two wake-ups of an idle CPU each way).
 //!
 //! Statements are pipelined: a connection carries every statement its callers give it, one
 //! after another on the wire, without waiting for the answer to the one before. The server
@@ -25,162 +22,32 @@
 //! away, connects are made in the background and a call waits for one only briefly
 //! ([`WAIT_WHILE_AWAY`]): a server that answers nothing (its machine dead, a firewall that drops)
 //! would otherwise hold a login for the connect timeout. One log line marks each change between
-//! reachable and unreachable. A connection found broken is
-//! closed at once, so the statements still in flight on it fail now instead of at their
-//! timeout, and a host holds no more than two connections but for the moment the old socket
-//! takes to close. One the server ended while it sat idle (a restart, `idle_session_timeout`)
+//! reachable and unreachable. A connection found broken is closed at once, so the statements
+//! still in flight on it fail now instead of at their timeout, and a host holds no more than two
+//! connections but for the moment the old socket takes to close. One the server ended while it sat idle (a restart, `idle_session_timeout`)
 //! is found before a statement is sent on it and replaced, so that costs no login.
 
-use super::target::{SESSION, Target, unreachable};
+use super::connection::{Connection, Lost, session_lost};
+use super::target::Target;
 use crate::error::{Error, Result, describe};
 use crate::sparse_log::SparseLog;
 use crate::store::error::StoreError;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Handle;
+use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Row};
 
 /// Connections per host: enough for every login of a host, few enough that 10,000 hosts fit a
 /// database (docs/fleet.md).
 pub const CONNECTIONS: usize = 2;
-/// Longest one statement may take before the login is refused.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that failed is tried again after this long, not for every call.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// While the database is away, how long a statement waits for a connect from when it began: a
 /// server that is back answers a connect within milliseconds on a LAN, and one that answers
 /// nothing costs a login no more than this.
 const WAIT_WHILE_AWAY: Duration = Duration::from_millis(500);
-/// One connection of the link, with the runtime its socket is registered with. Shared by the
-/// statements in flight on it; the last one to let go closes it.
-struct Connection {
-    client: Client,
-    /// The connection's task: aborted to close the connection while statements still hold it.
-    task: tokio::task::AbortHandle,
-    /// Current-thread: the threads in `block_on` do the socket's I/O themselves. `None` only
-    /// while the connection is dropped.
-    runtime: Option<Runtime>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        // The connection task, and with it the socket, goes with its runtime.
-        if let Some(runtime) = self.runtime.take() {
-            let_go(runtime);
-        }
-    }
-}
-
-/// Drops a connection's runtime from any thread. One dropped the ordinary way waits for its
-/// blocking threads, which tokio refuses (panics) in an asynchronous context, and that is where
-/// the link's last holder may well be (a background task on otpd's runtime, at shutdown). This
-/// runtime never starts a blocking thread: there is nothing to wait for.
-fn let_go(runtime: Runtime) {
-    runtime.shutdown_background();
-}
-
-/// Why a statement on a connection brought no rows.
-enum Lost {
-    Failed(tokio_postgres::Error),
-    /// No answer within [`QUERY_TIMEOUT`].
-    TimedOut,
-    /// The connection ended (the server went away) before the answer came.
-    Ended(String),
-}
-
-impl Lost {
-    /// The database as unreachable through `url`, saying why.
-    fn unreachable(self, url: &str) -> Error {
-        match self {
-            Lost::Failed(e) => unreachable(url, &describe(&e)),
-            Lost::TimedOut => unreachable(url, "no answer in time"),
-            Lost::Ended(why) => unreachable(url, &why),
-        }
-    }
-}
-
-impl Connection {
-    fn open(target: &Target) -> Result<Connection> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::System(format!("cannot make a runtime for the database: {e}")))?;
-        let (client, driver) = runtime.block_on(target.open())?;
-        // Ends with an error when the server goes away; the client then reports itself closed.
-        let task = runtime
-            .spawn(async move {
-                let _ = driver.await;
-            })
-            .abort_handle();
-        let connection = Connection {
-            client,
-            task,
-            runtime: Some(runtime),
-        };
-        connection
-            .run(SESSION, &[], true)
-            .map_err(|lost| lost.unreachable(&target.url))?;
-        Ok(connection)
-    }
-
-    /// Whether the connection's task has seen it end (the server closed it, or restarted).
-    fn ended(&self) -> bool {
-        self.client.is_closed()
-    }
-
-    /// [`Connection::ended`], once the connection's task has read what the server sent while
-    /// nobody polled the connection. An idle connection is polled by no thread, so when the
-    /// server ends it (a restart or crash, `idle_session_timeout`, an administrator's
-    /// `pg_terminate_backend`) its notice and the end of the stream wait unread in the socket;
-    /// a statement sent on it would fail, and its login with it. No round trip: the runtime
-    /// looks at the socket without waiting and lets the task take its turn.
-    fn ended_unseen(&self) -> bool {
-        if let Some(runtime) = &self.runtime {
-            read_what_arrived(runtime);
-        }
-        self.ended()
-    }
-
-    /// Closes the connection: its task goes the next time a thread runs the runtime (at once if
-    /// one is in `block_on`, else when the last holder drops it), taking the socket with it, and
-    /// every statement still waiting on it fails.
-    fn close(&self) {
-        self.task.abort();
-    }
-
-    /// Runs one statement (`simple`: a plain text command, no rows), doing the I/O here unless
-    /// another thread is already doing it for this connection.
-    fn run(
-        &self,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-        simple: bool,
-    ) -> std::result::Result<Vec<Row>, Lost> {
-        let Some(runtime) = &self.runtime else {
-            return Err(Lost::Ended("the connection is closed".to_owned()));
-        };
-        let client = &self.client;
-        runtime.block_on(async {
-            let statement = async {
-                match simple {
-                    true => client.batch_execute(sql).await.map(|()| Vec::new()),
-                    false => client.query_typed(sql, params).await,
-                }
-            };
-            match tokio::time::timeout(QUERY_TIMEOUT, statement).await {
-                Ok(Ok(rows)) => Ok(rows),
-                Ok(Err(e)) if e.is_closed() => {
-                    Err(Lost::Ended("the server closed the connection".to_owned()))
-                }
-                Ok(Err(e)) => Err(Lost::Failed(e)),
-                Err(_) => Err(Lost::TimedOut),
-            }
-        })
-    }
-}
-
 /// One of the link's connections, and what the link remembers about it.
 #[derive(Default)]
 struct Slot {
@@ -541,19 +408,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Lets the tasks of an idle current-thread `runtime` read what arrived on their sockets, without
-/// waiting for anything. In `block_on`, a yielded task makes the runtime poll its sockets without
-/// waiting before the next turn, which schedules every task whose socket has something; the
-/// second yield lets those tasks run before this returns (tokio 1.x; a unit test below holds it
-/// to that). When another thread is in `block_on` on the runtime, it drives the sockets itself,
-/// and this returns at once.
-fn read_what_arrived(runtime: &Runtime) {
-    runtime.block_on(async {
-        tokio::task::yield_now().await;
-        tokio::task::yield_now().await;
-    });
-}
-
 /// Takes `connection` out of `slot` (unless another has replaced it already) and closes it.
 fn forget(slot: &Slot, connection: &Arc<Connection>) {
     let mut live = write(slot);
@@ -562,24 +416,6 @@ fn forget(slot: &Slot, connection: &Arc<Connection>) {
     }
     drop(live);
     connection.close();
-}
-
-/// Whether a database error means the session cannot go on, whatever the statement: the server
-/// ends the connection (FATAL, an administrator's or a crash's shutdown, a connection failure),
-/// or it has become a standby that refuses writes, where a new connection (`target_session_attrs
-/// = read-write`) finds the primary. Then the connection is dropped and the database counts as
-/// unreachable, as when the socket fails.
-fn session_lost(error: &tokio_postgres::error::DbError) -> bool {
-    use tokio_postgres::error::{Severity, SqlState};
-    let code = error.code();
-    matches!(
-        error.parsed_severity(),
-        Some(Severity::Fatal | Severity::Panic)
-    ) || code.code().starts_with("08")
-        || *code == SqlState::ADMIN_SHUTDOWN
-        || *code == SqlState::CRASH_SHUTDOWN
-        || *code == SqlState::CANNOT_CONNECT_NOW
-        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
 }
 
 fn unix_now() -> u64 {
@@ -605,50 +441,9 @@ pub fn column<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, index: us
 
 #[cfg(test)]
 mod tests {
-    use super::{Busy, Slot, let_go, read_what_arrived};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use super::{Busy, Slot};
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
-
-    #[test]
-    fn an_idle_runtimes_tasks_read_what_arrived_when_looked_at() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let ended = Arc::new(AtomicBool::new(false));
-        {
-            let _inside = runtime.enter();
-            let stream = tokio::net::UnixStream::from_std(ours).unwrap();
-            let ended = ended.clone();
-            // As a database connection's task: reads until its peer goes.
-            runtime.spawn(async move {
-                let mut buf = [0u8; 64];
-                loop {
-                    if stream.readable().await.is_err() {
-                        break;
-                    }
-                    match stream.try_read(&mut buf) {
-                        Ok(0) => break,
-                        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => break,
-                        Ok(_) | Err(_) => {}
-                    }
-                }
-                ended.store(true, Ordering::SeqCst);
-            });
-        }
-        // The task waits for its socket; nobody drives the runtime while the peer goes.
-        read_what_arrived(&runtime);
-        assert!(!ended.load(Ordering::SeqCst));
-        drop(theirs);
-        read_what_arrived(&runtime);
-        assert!(
-            ended.load(Ordering::SeqCst),
-            "the task did not see its peer go"
-        );
-    }
 
     #[test]
     fn statements_avoid_a_slot_that_is_down_or_runs_a_long_one() {
@@ -699,20 +494,5 @@ mod tests {
         }
         assert_eq!(slot.busy.load(Ordering::Relaxed), 0);
         assert_eq!(slot.long.load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn a_connections_runtime_may_go_inside_a_task() {
-        let otpds = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .build()
-            .unwrap();
-        let connections = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let task = otpds.spawn(async move { let_go(connections) });
-        let dropped = otpds.block_on(task);
-        assert!(dropped.is_ok(), "{dropped:?}");
     }
 }

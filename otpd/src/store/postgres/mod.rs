@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod audit;
 pub mod batch;
+mod connection;
 pub mod link;
 mod login_path;
 pub mod row;
