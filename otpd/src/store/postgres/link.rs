@@ -24,8 +24,9 @@
 //! would otherwise hold a login for the connect timeout. One log line marks each change between
 //! reachable and unreachable. A connection found broken is closed at once, so the statements
 //! still in flight on it fail now instead of at their timeout, and a host holds no more than two
-//! connections but for the moment the old socket takes to close. One the server ended while it sat idle (a restart, `idle_session_timeout`)
-//! is found before a statement is sent on it and replaced, so that costs no login.
+//! connections but for the moment the old socket takes to close. One the server ended while it
+//! sat idle (a restart, `idle_session_timeout`) is found before a statement is sent on it and
+//! replaced, so that costs no login.
 
 use super::connection::{Connection, Lost, session_lost};
 use super::target::Target;
@@ -59,7 +60,8 @@ struct Slot {
     long: AtomicUsize,
     /// Held while connecting, so one caller connects and the others wait for it.
     retry: Mutex<Retry>,
-    /// When the connect under way in the background began, if one is ([`Link::connect_while_away`]).
+    /// When the connect under way in the background began, if one is
+    /// ([`Link::connect_while_away`]).
     background: Mutex<Option<Instant>>,
     /// Told when that connect ends.
     background_done: Condvar,
