@@ -19,6 +19,7 @@ pub mod messages;
 pub mod namespace;
 pub mod otpd;
 pub mod pam;
+pub mod pgbouncer;
 pub mod postgres;
 pub mod process;
 pub mod proxy;

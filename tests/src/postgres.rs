@@ -211,6 +211,15 @@ impl Postgres {
         self.port
     }
 
+    /// The server's certificate and key, owned by the `postgres` user (for a pooler in front
+    /// of the server that presents the same name).
+    pub fn tls_files(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("server.pem"),
+            self.dir.path().join("server.key"),
+        )
+    }
+
     /// The seed key file on the "database server".
     pub fn key_file(&self) -> PathBuf {
         self.dir.path().join("kron-seed.key")
@@ -355,7 +364,7 @@ impl Drop for Postgres {
 }
 
 /// Runs a command as the `postgres` system user (initdb and the server refuse root).
-fn as_postgres(command: &mut Command) -> Output {
+pub(crate) fn as_postgres(command: &mut Command) -> Output {
     let (uid, gid) = postgres_ids();
     use std::os::unix::process::CommandExt;
     command
@@ -366,7 +375,7 @@ fn as_postgres(command: &mut Command) -> Output {
     process::run(command)
 }
 
-fn postgres_ids() -> (u32, u32) {
+pub(crate) fn postgres_ids() -> (u32, u32) {
     let user = nix::unistd::User::from_name("postgres")
         .ok()
         .flatten()
@@ -374,7 +383,7 @@ fn postgres_ids() -> (u32, u32) {
     (user.uid.as_raw(), user.gid.as_raw())
 }
 
-fn chown(path: &Path, uid: u32, gid: u32) {
+pub(crate) fn chown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
 }

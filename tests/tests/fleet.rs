@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use kron_tests::fleet::TEST_OFFLINE_WINDOW;
 use kron_tests::pam::Running;
+use kron_tests::pgbouncer::PgBouncer;
 use kron_tests::postgres::{Postgres, TestCa};
 use kron_tests::totp::{Oath, base32, decode_base32, steady_step, wrong_code};
 use kron_tests::{Fleet, Kronctl, TestUser, kronctl, otpd, process, result, scratch};
@@ -800,10 +802,112 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
     );
 }
 
+/// A host behind a real PgBouncer in transaction mode (docs/fleet.md, "Scale"), which has one
+/// server connection for it: the host's two connections share it, the statements of concurrent
+/// logins arrive pipelined, and each login gets its own answer; a used code is refused through
+/// it; a connection PgBouncer closes while idle (`client_idle_timeout`) costs no login.
+#[test]
+fn a_host_behind_pgbouncer_in_transaction_mode_logs_in() {
+    let fleet = Fleet::start(REQUIRE);
+    let a = fleet.host(0);
+    let section = fleet.add_host_section(&a.kronctl(), "d", fleet.db.port());
+    let password = fleet.password_of("d");
+    let bouncer = PgBouncer::start(
+        &fleet.db,
+        &[("kron_d", password.as_str())],
+        "client_idle_timeout = 3\n",
+    );
+    let direct = format!("@127.0.0.1:{}/", fleet.db.port());
+    assert!(section.contains(&direct), "{section}");
+    let section = section.replace(&direct, &format!("@127.0.0.1:{}/", bouncer.port()));
+    let bus = kron_tests::Bus::start();
+    let d = kron_tests::Otpd::start(
+        &bus,
+        &format!("{REQUIRE}{section}offline_window = {TEST_OFFLINE_WINDOW}\n"),
+    );
+    let pam = kron_tests::world::stack(
+        &bus,
+        &d,
+        kron_tests::world::Transport::Socket,
+        "login",
+        kron_tests::Stack::Probe,
+    );
+    let users: Vec<TestUser> = (0..13).map(|_| TestUser::new()).collect();
+    let tokens: Vec<(Oath, u64)> = users
+        .iter()
+        .map(|u| a.kronctl().enroll_confirmed_now(u.name()))
+        .collect();
+    let code = |i: usize| tokens[i].0.code_for_step(tokens[i].1 + 1);
+
+    let running: Vec<Running> = (0..12)
+        .map(|i| pam.login(users[i].name()).answer(&code(i)).spawn())
+        .collect();
+    for (i, login) in running.into_iter().enumerate() {
+        let login = login.wait();
+        assert_eq!(
+            login.result(),
+            result::SUCCESS,
+            "login {i}: {}\n{}\n{}",
+            login.raw,
+            d.stderr(),
+            bouncer.log()
+        );
+    }
+    // Both of host d's connections to PgBouncer are open (established, or closed by it since:
+    // CLOSE_WAIT here), and the server saw one connection of kron_d at most: they shared it.
+    let states: Vec<String> = tcp_to(bouncer.port())
+        .into_iter()
+        .map(|c| c.state)
+        .filter(|state| state == ESTABLISHED || state == CLOSE_WAIT)
+        .collect();
+    assert_eq!(
+        states.len(),
+        2,
+        "host d's connections to PgBouncer: {states:?}"
+    );
+    let servers = fleet.db.sql(
+        "kron",
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'kron_d'",
+    );
+    assert!(
+        servers == "0" || servers == "1",
+        "{servers} server connections"
+    );
+
+    let replay = pam.login(users[0].name()).answer(&code(0)).run();
+    replay.assert_denied();
+    assert!(replay.mentions("already used"), "{}", replay.raw);
+
+    // Idle for longer than client_idle_timeout: PgBouncer closes both, and the next login does
+    // not notice.
+    process::wait_for(
+        "PgBouncer closing host d's idle connections",
+        Duration::from_secs(30),
+        || {
+            std::thread::sleep(Duration::from_millis(200));
+            tcp_to(bouncer.port())
+                .iter()
+                .all(|c| c.state != ESTABLISHED)
+                .then_some(())
+        },
+    );
+    let mark = d.stderr().len();
+    let login = pam.login(users[12].name()).answer(&code(12)).run();
+    assert_eq!(login.result(), result::SUCCESS, "{}", login.raw);
+    let since = d.stderr()[mark..].to_string();
+    assert!(!since.contains("unreachable"), "{since}");
+    assert!(
+        since.contains("the server had ended an idle connection"),
+        "{since}"
+    );
+}
+
 /// `st` of an established TCP connection in /proc/net/tcp.
 const ESTABLISHED: &str = "01";
 /// `st` of a connect that has had no answer yet.
 const SYN_SENT: &str = "02";
+/// `st` of a connection the other side has closed and this side not yet.
+const CLOSE_WAIT: &str = "08";
 
 /// A TCP connection to a port on 127.0.0.1, as /proc/net/tcp shows it.
 struct Tcp {
