@@ -1,11 +1,10 @@
 //! A TCP proxy the test controls, in front of one host's database link: [`Proxy::cut`] drops
 //! every connection and refuses new ones (a network partition for that host only),
-//! [`Proxy::black_hole`] drops every connection and answers no new one (a database machine that
-//! died), [`Proxy::heal`] lets them through again. Plain threads; stops on drop.
+//! [`Proxy::black_hole`] answers nothing any more, on its connections or to new ones (a database
+//! machine that died), [`Proxy::heal`] lets them through again. Plain threads; stops on drop.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,8 +14,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Proxy {
     port: u16,
-    /// The listening socket, owned by the accept thread, which lives as long as the proxy.
-    listener: RawFd,
+    /// The listening socket (the accept thread has another handle of the same socket).
+    listener: TcpListener,
     state: Arc<State>,
     accept: Option<JoinHandle<()>>,
 }
@@ -24,8 +23,12 @@ pub struct Proxy {
 #[derive(Debug, Default)]
 struct State {
     cut: AtomicBool,
-    /// Accept nothing: connects wait in (or, once it is full, are dropped before) the queue.
+    /// Accept nothing (connects wait in the queue, or are dropped before it once it is full),
+    /// forward nothing (what arrives on a connection is read and dropped).
     silent: AtomicBool,
+    /// Held by the accept thread from its look at `silent` until it has handled what it took
+    /// from the queue: once [`Proxy::black_hole`] holds it, the thread takes nothing more.
+    gate: Mutex<()>,
     stop: AtomicBool,
     streams: Mutex<Vec<TcpStream>>,
     /// The connection that fills the listen queue while silent.
@@ -54,13 +57,15 @@ impl Proxy {
             .set_nonblocking(true)
             .expect("nonblocking listener");
         let port = listener.local_addr().expect("proxy address").port();
-        let fd = listener.as_raw_fd();
+        let handle = listener
+            .try_clone()
+            .expect("a second handle of the listener");
         let state = Arc::new(State::default());
         let shared = state.clone();
         let accept = std::thread::spawn(move || accept_loop(listener, upstream, shared));
         Proxy {
             port,
-            listener: fd,
+            listener: handle,
             state,
             accept: Some(accept),
         }
@@ -77,38 +82,48 @@ impl Proxy {
         self.state.close_all();
     }
 
-    /// Drops every connection and answers no new one, as a machine that died: the proxy takes
-    /// none from its listen queue, which holds one connection of its own, so the kernel drops
-    /// every SYN and a client waits out its connect timeout. Until [`Proxy::heal`].
+    /// Answers nothing any more, as a machine that died: what clients send on their connections
+    /// is dropped (no answer, no end), and the proxy takes no connection from its listen queue,
+    /// which holds one of its own, so the kernel drops every SYN and a client waits out its
+    /// connect timeout. Until [`Proxy::heal`].
     pub fn black_hole(&self) {
         self.state.silent.store(true, Ordering::SeqCst);
-        self.state.close_all();
+        // Past this, the accept thread takes nothing from the queue.
+        drop(self.state.gate.lock().unwrap_or_else(|e| e.into_inner()));
+        // A client that connected meanwhile loses its place in the queue.
+        while let Ok((early, _)) = self.listener.accept() {
+            drop(early);
+        }
         self.set_backlog(0);
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        let filler = TcpStream::connect_timeout(&address, Duration::from_secs(5))
-            .expect("fill the proxy's listen queue");
-        *self.state.filler.lock().unwrap_or_else(|e| e.into_inner()) = Some(filler);
+        // If a client's connect took the one place first, the queue is full all the same (and
+        // that client waits for an answer that never comes).
+        let filler = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok();
+        *self.state.filler.lock().unwrap_or_else(|e| e.into_inner()) = filler;
     }
 
+    /// Lets connections through again. After [`Proxy::black_hole`], the connections it kept
+    /// silent are closed (what was sent on them is lost), as a machine that came back has none.
     pub fn heal(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
-        if self.state.silent.swap(false, Ordering::SeqCst) {
+        if self.state.silent.load(Ordering::SeqCst) {
+            self.state.close_all();
             self.state
                 .filler
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
             self.set_backlog(128);
+            self.state.silent.store(false, Ordering::SeqCst);
         }
     }
 
     /// How many connections the kernel queues for the proxy before it drops SYNs (a listening
     /// socket takes a new backlog from another `listen`).
     fn set_backlog(&self, backlog: i32) {
-        // SAFETY: `listener` is the listening socket's descriptor, open for as long as the accept
-        // thread runs, which `self` outlives; listen(2) only changes its queue's length.
-        let done = unsafe { libc::listen(self.listener, backlog) };
-        assert_eq!(done, 0, "listen: {}", std::io::Error::last_os_error());
+        use nix::sys::socket::{Backlog, listen};
+        let backlog = Backlog::new(backlog).expect("a valid backlog");
+        listen(&self.listener, backlog).expect("listen again with another backlog");
     }
 }
 
@@ -124,13 +139,16 @@ impl Drop for Proxy {
 
 fn accept_loop(listener: TcpListener, upstream: u16, state: Arc<State>) {
     while !state.stop.load(Ordering::SeqCst) {
+        let gate = state.gate.lock().unwrap_or_else(|e| e.into_inner());
         if state.silent.load(Ordering::SeqCst) {
+            drop(gate);
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
         let client = match listener.accept() {
             Ok((client, _)) => client,
             Err(_) => {
+                drop(gate);
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
@@ -156,17 +174,20 @@ fn accept_loop(listener: TcpListener, upstream: u16, state: Arc<State>) {
                 streams.push(b);
             }
         }
-        std::thread::spawn(move || pump(client, server_copy));
-        std::thread::spawn(move || pump(server, client_copy));
+        let (up, down) = (state.clone(), state.clone());
+        std::thread::spawn(move || pump(client, server_copy, &up));
+        std::thread::spawn(move || pump(server, client_copy, &down));
     }
 }
 
-/// Copies one direction until either side closes, then closes both.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// Copies one direction until either side closes, then closes both; drops what it reads while
+/// the proxy is silent.
+fn pump(mut from: TcpStream, mut to: TcpStream, state: &State) {
     let mut buffer = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
+            Ok(_) if state.silent.load(Ordering::SeqCst) => {}
             Ok(n) => {
                 if to.write_all(&buffer[..n]).is_err() {
                     break;

@@ -720,11 +720,15 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
     reached(mark, "after the server's restart");
 }
 
-/// A database machine that answers nothing (dead, or behind a firewall that drops) holds no
-/// login for the connect timeout once the host knows the database is away: connects go on in
-/// the background, a login waits for one only briefly and is refused (offline logins are off)
-/// while the connect still waits for an answer. When the machine answers again, logins pass
-/// again by themselves.
+/// A database machine that answers nothing (dead, or behind a firewall that drops) costs a
+/// login no wait for a timeout once the host knows the database is away: the login that finds
+/// out waits for its statement's timeout, and that closes both of the host's connections (they
+/// share the dead way); after it, connects go on in the background, and a login waits for one
+/// half a second at most and is refused (offline logins are off) while the connect still waits
+/// for an answer. When the machine answers again, logins pass again by themselves.
+///
+/// The bound on each refused login below is on waiting, not on speed: half the connect timeout
+/// (5 s), where the link before waited out a whole connect or statement timeout (10 s).
 #[test]
 fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
     let fleet = Fleet::start_with(REQUIRE, "offline_window = 0\n");
@@ -737,14 +741,19 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
             .answer(&token.code_for_step(confirmed + 1))
             .run()
     };
-    // Host a's connects to the proxy that the proxy has not answered (SYN_SENT).
-    let unanswered = || tcp_to(port).iter().filter(|c| c.state == SYN_SENT).count();
     let first = log_in();
     assert_eq!(first.result(), result::SUCCESS, "{}", first.raw);
+    // Statements take turns on the two connections: both are open.
+    process::wait_for("two connections of host a", Duration::from_secs(30), || {
+        let open = tcp_to(port)
+            .iter()
+            .filter(|c| c.state == ESTABLISHED)
+            .count();
+        (open == 2).then_some(())
+    });
 
     a.proxy.black_hole();
-    // The first login finds out: its connection is gone, the connect it makes waits out the
-    // connect timeout, and it is refused.
+    // The first login finds out: its statement has no answer in time, and it is refused.
     let found_out = log_in();
     assert_eq!(
         found_out.result(),
@@ -757,11 +766,15 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
         "{}",
         a.otpd.stderr()
     );
-    // Past the second a failed connect waits before the next: each login now starts a connect
-    // in the background or finds one under way, and is refused while it still waits.
-    for attempt in 0..3 {
-        std::thread::sleep(Duration::from_millis(1200));
+    // Now at once, and then past the second a failed connect waits before the next: each login
+    // starts a connect in the background or finds one under way, and is refused while it waits.
+    for attempt in 0..4 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+        let began = Instant::now();
         let login = log_in();
+        let waited = began.elapsed();
         assert_eq!(
             login.result(),
             result::AUTHINFO_UNAVAIL,
@@ -769,9 +782,15 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
             login.raw
         );
         assert!(
-            unanswered() > 0,
-            "attempt {attempt}: the login waited for the connect to end"
+            waited < Duration::from_millis(2500),
+            "attempt {attempt}: the login waited {waited:?} for a timeout"
         );
+        if attempt == 0 {
+            assert!(
+                tcp_to(port).iter().any(|c| c.state == SYN_SENT),
+                "no connect of host a waits for an answer"
+            );
+        }
     }
 
     a.proxy.heal();

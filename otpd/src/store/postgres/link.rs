@@ -82,6 +82,13 @@ impl Retry {
 }
 
 impl Slot {
+    /// A connect in the background has ended: the next statement may start another, and the
+    /// ones waiting for this one look at the slot again.
+    fn connect_ended(&self) {
+        *lock(&self.background) = None;
+        self.background_done.notify_all();
+    }
+
     /// Whether a failed connect's second is not over yet; `None` while a connect is under way.
     fn connect_waiting(&self) -> Option<bool> {
         match self.retry.try_lock() {
@@ -133,6 +140,26 @@ impl Drop for Busy<'_> {
         if self.long {
             self.slot.long.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A connect in the background of one slot ([`Link::connect_in_background`]): tells the slot
+/// when it ends, however it ends.
+struct BackgroundConnect {
+    link: Arc<Link>,
+    index: usize,
+}
+
+impl BackgroundConnect {
+    fn run(self) {
+        // A failure is the slot's (its retry second) and the link's (still away) already.
+        let _ = self.link.connect(&self.link.slots[self.index]);
+    }
+}
+
+impl Drop for BackgroundConnect {
+    fn drop(&mut self) {
+        self.link.slots[self.index].connect_ended();
     }
 }
 
@@ -220,20 +247,24 @@ impl Link {
 
     /// While the database is away a statement does not connect itself: a server that answers
     /// nothing (its machine dead, a firewall that drops) would hold it for the connect timeout,
-    /// and every login behind it. The connect runs on a blocking thread of otpd's runtime; the
-    /// statement waits for it until [`WAIT_WHILE_AWAY`] after it began, and then fails (the login
-    /// is refused or checked offline) while the connect goes on.
+    /// and every login behind it. The connect runs on a thread of its own
+    /// ([`Link::connect_in_background`]); the statement waits for it until [`WAIT_WHILE_AWAY`]
+    /// after it began, and then fails (the login is refused or checked offline) while the
+    /// connect goes on.
     fn connect_while_away(&self, index: usize) -> Result<Arc<Connection>> {
         let slot = &self.slots[index];
-        let mut background = lock(&slot.background);
-        if background.is_none()
-            && slot.connect_waiting() == Some(false)
-            && let Some(link) = self.me.upgrade()
-        {
-            *background = Some(Instant::now());
-            self.runtime
-                .spawn_blocking(move || link.connect_in_background(index));
+        let start = {
+            let mut background = lock(&slot.background);
+            let start = background.is_none() && slot.connect_waiting() == Some(false);
+            if start {
+                *background = Some(Instant::now());
+            }
+            start
+        };
+        if start {
+            self.connect_in_background(index);
         }
+        let mut background = lock(&slot.background);
         if let Some(began) = *background {
             let until = began + WAIT_WHILE_AWAY;
             while background.is_some() {
@@ -252,19 +283,19 @@ impl Link {
         live(slot).ok_or_else(|| Error::Unreachable(lock(&self.reason).clone()))
     }
 
+    /// Connects slot `index` on a thread of its own, not one of the runtime's: otpd's shutdown
+    /// waits for the runtime's blocking threads, and a connect to a server that answers nothing
+    /// takes seconds. The slot's `background` is cleared however the connect ends, also when the
+    /// thread cannot start, so the next statement may start another.
     fn connect_in_background(&self, index: usize) {
-        // Cleared however the connect ends, so the next statement may start another.
-        struct Ended<'a>(&'a Slot);
-        impl Drop for Ended<'_> {
-            fn drop(&mut self) {
-                *lock(&self.0.background) = None;
-                self.0.background_done.notify_all();
-            }
-        }
-        let slot = &self.slots[index];
-        let _ended = Ended(slot);
-        // A failure is the slot's (its retry second) and the link's (still away) already.
-        let _ = self.connect(slot);
+        let Some(link) = self.me.upgrade() else {
+            self.slots[index].connect_ended();
+            return;
+        };
+        let connect = BackgroundConnect { link, index };
+        let _ = std::thread::Builder::new()
+            .name("otpd-db-connect".to_owned())
+            .spawn(move || connect.run());
     }
 
     /// Connects `slot` unless another caller did meanwhile or its failed connect's second is not
@@ -351,7 +382,7 @@ impl Link {
                 self.target.url
             ));
         }
-        let error = match connection.run(sql, params, false) {
+        let lost = match connection.run(sql, params, false) {
             Ok(rows) => return Ok(rows),
             Err(Lost::Failed(e)) if e.as_db_error().is_some_and(|db| !session_lost(db)) => {
                 return Err(database_error(format!(
@@ -359,11 +390,22 @@ impl Link {
                     describe(&e)
                 )));
             }
-            Err(lost) => lost.unreachable(&self.target.url),
+            Err(lost) => lost,
         };
         // The connection is in an unknown state (it may still answer later): closed now, and
         // the next call makes a new one.
         forget(slot, &connection);
+        if matches!(lost, Lost::TimedOut) && !long {
+            // No answer in ten seconds to a statement that is milliseconds of work: the server
+            // or the way to it is gone, and the other connection goes the same way. Closed too, so the statements on it fail now, not each at its
+            // timeout, and the next ones wait for a connect half a second at most.
+            for other in &self.slots {
+                if let Some(open) = current(other) {
+                    forget(other, &open);
+                }
+            }
+        }
+        let error = lost.unreachable(&self.target.url);
         self.mark_down(&error.to_string());
         Err(error)
     }
@@ -398,14 +440,22 @@ impl Link {
 
 /// The slot's connection, unless there is none or it ended.
 fn live(slot: &Slot) -> Option<Arc<Connection>> {
-    let live = slot.live.read().unwrap_or_else(PoisonError::into_inner);
-    live.as_ref().filter(|c| !c.ended()).cloned()
+    current(slot).filter(|c| !c.ended())
+}
+
+/// The slot's connection, ended or not.
+fn current(slot: &Slot) -> Option<Arc<Connection>> {
+    slot.live
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
 }
 
 fn write(slot: &Slot) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Connection>>> {
     slot.live.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Locks `mutex`, also after a panic elsewhere: what it guards stays valid at every step.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
