@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kron_tests::fleet::TEST_OFFLINE_WINDOW;
+use kron_tests::fleet::{Host, TEST_OFFLINE_WINDOW};
 use kron_tests::pam::Running;
 use kron_tests::pgbouncer::PgBouncer;
 use kron_tests::postgres::{Postgres, TestCa};
@@ -588,28 +588,7 @@ fn the_database_killed_mid_login_accepts_nothing_undurable_and_otpd_recovers() {
         }
     }
     // Recovery by itself: within seconds the same host logs the user in.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let login = b
-            .login(user.name())
-            .answer(&token.code_for_step(confirmed + 1))
-            .run();
-        if login.result() == result::SUCCESS {
-            break;
-        }
-        assert_eq!(login.result(), result::AUTHINFO_UNAVAIL, "{}", login.raw);
-        assert!(
-            Instant::now() < deadline,
-            "otpd did not recover:\n{}",
-            b.otpd.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(
-        b.otpd.stderr().contains("reachable again"),
-        "{}",
-        b.otpd.stderr()
-    );
+    logs_in_again(b, user.name(), &token.code_for_step(confirmed + 1));
 }
 
 /// A host's idle connections send TCP keepalives after a minute, and a database that ends them
@@ -797,28 +776,7 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
     // Enrolled through host b, whose link never broke: a fresh code for host a.
     let later = TestUser::new();
     let (token, confirmed) = fleet.host(1).kronctl().enroll_confirmed_now(later.name());
-    let log_in = || {
-        a.login(later.name())
-            .answer(&token.code_for_step(confirmed + 1))
-            .run()
-    };
-    process::wait_for(
-        "a login on host a",
-        Duration::from_secs(60),
-        || match log_in() {
-            login if login.result() == result::SUCCESS => Some(()),
-            login => {
-                assert_eq!(login.result(), result::AUTHINFO_UNAVAIL, "{}", login.raw);
-                std::thread::sleep(Duration::from_millis(300));
-                None
-            }
-        },
-    );
-    assert!(
-        a.otpd.stderr().contains("reachable again"),
-        "{}",
-        a.otpd.stderr()
-    );
+    logs_in_again(a, later.name(), &token.code_for_step(confirmed + 1));
 }
 
 /// A host behind a real PgBouncer in transaction mode (docs/fleet.md, "Scale"), which has one
@@ -919,6 +877,28 @@ fn a_host_behind_pgbouncer_in_transaction_mode_logs_in() {
         since.contains("the server had ended an idle connection"),
         "{since}"
     );
+}
+
+/// Logs `user` in on `host` with `code` until it passes (refused as unavailable meanwhile), for
+/// a minute at most: a host finds the database back by itself, and says so.
+fn logs_in_again(host: &Host, user: &str, code: &str) {
+    process::wait_for("a login on the host again", Duration::from_secs(60), || {
+        let login = host.login(user).answer(code).run();
+        if login.result() == result::SUCCESS {
+            return Some(());
+        }
+        assert_eq!(
+            login.result(),
+            result::AUTHINFO_UNAVAIL,
+            "{}\n{}",
+            login.raw,
+            host.otpd.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        None
+    });
+    let stderr = host.otpd.stderr();
+    assert!(stderr.contains("reachable again"), "{stderr}");
 }
 
 /// `st` of an established TCP connection in /proc/net/tcp.
