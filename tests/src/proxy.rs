@@ -102,6 +102,12 @@ impl Proxy {
         *self.state.filler.lock().unwrap_or_else(|e| e.into_inner()) = filler;
     }
 
+    /// The local port of the connection that fills the listen queue while a black hole.
+    pub fn filler_port(&self) -> Option<u16> {
+        let filler = self.state.filler.lock().unwrap_or_else(|e| e.into_inner());
+        Some(filler.as_ref()?.local_addr().ok()?.port())
+    }
+
     /// Lets connections through again. After [`Proxy::black_hole`], the connections it kept
     /// silent are closed (what was sent on them is lost), as a machine that came back has none.
     pub fn heal(&self) {

@@ -745,6 +745,19 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
         "{}",
         a.otpd.stderr()
     );
+    // Both connections went with that timeout, not only the one it happened on: the other would
+    // stay open until a statement on it timed out too (10 s).
+    let filler = a.proxy.filler_port();
+    process::wait_for(
+        "both of host a's connections closed",
+        Duration::from_secs(5),
+        || {
+            tcp_to(port)
+                .iter()
+                .all(|c| c.state != ESTABLISHED || Some(c.local) == filler)
+                .then_some(())
+        },
+    );
     // Now at once, and then past the second a failed connect waits before the next: each login
     // starts a connect in the background or finds one under way, and is refused while it waits.
     for attempt in 0..4 {
@@ -910,6 +923,8 @@ const CLOSE_WAIT: &str = "08";
 
 /// A TCP connection to a port on 127.0.0.1, as /proc/net/tcp shows it.
 struct Tcp {
+    /// The local port.
+    local: u16,
     state: String,
     /// `tr`: 2 is the keepalive timer, 0 none.
     timer: String,
@@ -917,7 +932,8 @@ struct Tcp {
     ticks: u64,
 }
 
-/// This side's TCP connections to 127.0.0.1:`port` (the proxy's own are to other ports).
+/// This side's TCP connections to 127.0.0.1:`port` (the proxy's own are to other ports, but for
+/// the one a black hole fills its queue with).
 fn tcp_to(port: u16) -> Vec<Tcp> {
     let remote = format!("0100007F:{port:04X}");
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
@@ -927,7 +943,9 @@ fn tcp_to(port: u16) -> Vec<Tcp> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (timer, when) = fields.get(5)?.split_once(':')?;
+            let local = fields.get(1)?.split_once(':')?.1;
             (fields.get(2) == Some(&remote.as_str())).then(|| Tcp {
+                local: u16::from_str_radix(local, 16).unwrap_or(0),
                 state: fields.get(3).copied().unwrap_or_default().to_owned(),
                 timer: timer.to_owned(),
                 ticks: u64::from_str_radix(when, 16).unwrap_or(u64::MAX),
