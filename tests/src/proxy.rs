@@ -102,7 +102,8 @@ impl Proxy {
         *self.state.filler.lock().unwrap_or_else(|e| e.into_inner()) = filler;
     }
 
-    /// The local port of the connection that fills the listen queue while a black hole.
+    /// The local port of the connection that fills the listen queue while the proxy is a black
+    /// hole.
     pub fn filler_port(&self) -> Option<u16> {
         let filler = self.state.filler.lock().unwrap_or_else(|e| e.into_inner());
         Some(filler.as_ref()?.local_addr().ok()?.port())
