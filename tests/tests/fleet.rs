@@ -633,14 +633,7 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
     };
     // Until the server's end of every connection of host a has reached it (none established
     // any more: CLOSE_WAIT there): then what the server sent waits unread in host a's sockets.
-    let ended_by_server = |when: &str| {
-        process::wait_for(when, Duration::from_secs(30), || {
-            tcp_to(port)
-                .iter()
-                .all(|c| c.state != ESTABLISHED)
-                .then_some(())
-        });
-    };
+    let ended_by_server = |when: &str| none_established(when, port, None, Duration::from_secs(30));
 
     // Ends host a's sessions from the server's side; how many it ended.
     let end_sessions = || {
@@ -747,16 +740,11 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
     );
     // Both connections went with that timeout, not only the one it happened on: the other would
     // stay open until a statement on it timed out too (10 s).
-    let filler = a.proxy.filler_port();
-    process::wait_for(
+    none_established(
         "both of host a's connections closed",
+        port,
+        a.proxy.filler_port(),
         Duration::from_secs(5),
-        || {
-            tcp_to(port)
-                .iter()
-                .all(|c| c.state != ESTABLISHED || Some(c.local) == filler)
-                .then_some(())
-        },
     );
     // Now at once, and then past the second a failed connect waits before the next: each login
     // starts a connect in the background or finds one under way, and is refused while it waits.
@@ -870,16 +858,11 @@ fn a_host_behind_pgbouncer_in_transaction_mode_logs_in() {
 
     // Idle for longer than client_idle_timeout: PgBouncer closes both, and the next login does
     // not notice.
-    process::wait_for(
+    none_established(
         "PgBouncer closing host d's idle connections",
+        bouncer.port(),
+        None,
         Duration::from_secs(30),
-        || {
-            std::thread::sleep(Duration::from_millis(200));
-            tcp_to(bouncer.port())
-                .iter()
-                .all(|c| c.state != ESTABLISHED)
-                .then_some(())
-        },
     );
     let mark = d.stderr().len();
     let login = pam.login(users[12].name()).answer(&code(12)).run();
@@ -955,6 +938,18 @@ fn tcp_to(port: u16) -> Vec<Tcp> {
             })
         })
         .collect()
+}
+
+/// Waits, at most `limit`, until none of this side's connections to 127.0.0.1:`port` is
+/// established any more (closed, or closed by the other side: CLOSE_WAIT), but for the one from
+/// local port `except` (a black hole's own).
+fn none_established(what: &str, port: u16, except: Option<u16>, limit: Duration) {
+    process::wait_for(what, limit, || {
+        tcp_to(port)
+            .iter()
+            .all(|c| c.state != ESTABLISHED || Some(c.local) == except)
+            .then_some(())
+    });
 }
 
 /// The keepalive timers of the established connections to 127.0.0.1:`port`, read again while

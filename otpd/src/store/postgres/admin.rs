@@ -4,8 +4,7 @@
 use super::PgStore;
 use super::link::{column, database_error};
 use super::schema::Owner;
-use crate::error::describe;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, describe};
 use kron_proto::{FleetHost, FleetLogEntry, FleetReplica, FleetStatus};
 use serde::Deserialize;
 use tokio::runtime::Handle;

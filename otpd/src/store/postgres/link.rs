@@ -49,6 +49,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// server that is back answers a connect within milliseconds on a LAN, and one that answers
 /// nothing costs a login no more than this.
 const WAIT_WHILE_AWAY: Duration = Duration::from_millis(500);
+
 /// One of the link's connections, and what the link remembers about it.
 #[derive(Default)]
 struct Slot {

@@ -4,7 +4,8 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`PgStore`]: the `Store` trait and the `Vault` seam as calls of the database's functions |
-//! | `link.rs` | the connections (at most two, each run by the thread that needs it), reconnecting, fail-fast while down |
+//! | `link.rs` | the connections (at most two), reconnecting (in the background while the database is away), fail-fast while down |
+//! | `connection.rs` | one connection: its own runtime, run by the thread that needs it; a statement with its timeout; an end the server sent while it was idle |
 //! | `batch.rs` | concurrent requests of one kind gathered into batches (no thread of its own) |
 //! | `login_path.rs` | a login's two statements (a user's row, a code check), alone or batched |
 //! | `target.rs` | where the link connects: `[fleet] url` with otpd's settings (TLS, timeouts, keepalives), the password file |
