@@ -695,12 +695,16 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
 /// A database machine that answers nothing (dead, or behind a firewall that drops) costs a
 /// login no wait for a timeout once the host knows the database is away: the login that finds
 /// out waits for its statement's timeout, and that closes both of the host's connections (they
-/// share the dead way); after it, connects go on in the background, and a login waits for one
-/// half a second at most and is refused (offline logins are off) while the connect still waits
-/// for an answer. When the machine answers again, logins pass again by themselves.
+/// share the dead way), so a login whose statement went out on the other one meanwhile is
+/// refused then too, not at its own timeout; after it, connects go on in the background, and a
+/// login waits for one half a second at most and is refused (offline logins are off) while the
+/// connect still waits for an answer. When the machine answers again, logins pass again by
+/// themselves.
 ///
-/// The bound on each refused login below is on waiting, not on speed: half the connect timeout
-/// (5 s), where the link before waited out a whole connect or statement timeout (10 s).
+/// The bounds on waiting below are not on speed: the login on the other connection ends with
+/// the first (its own timeout would come 10 s after its statement, 4 s later), and each login
+/// after them waits less than half the connect timeout (5 s), where the link before waited out
+/// a whole connect or statement timeout (10 s).
 #[test]
 fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
     let fleet = Fleet::start_with(REQUIRE, "offline_window = 0\n");
@@ -723,15 +727,45 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
             .count();
         (open == 2).then_some(())
     });
+    // A login at its prompt: its user was read while the database still answered.
+    let prompted = TestUser::new();
+    let (prompted_token, prompted_step) = a.kronctl().enroll_confirmed_now(prompted.name());
+    let mut held = a.login(prompted.name()).interactive();
+    held.until_prompt();
+    // Nothing of host a's in flight but what the logins below send: an audit row written in the
+    // background (20 ms after its event) would meet the black hole too, and time out first.
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'kron_a' AND state <> 'idle'";
+    process::wait_for(
+        "host a's statements answered",
+        Duration::from_secs(10),
+        || (fleet.db.sql("kron", busy) == "0").then_some(()),
+    );
 
     a.proxy.black_hole();
     // The first login finds out: its statement has no answer in time, and it is refused.
-    let found_out = log_in();
+    let found_out = a
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .spawn();
+    // Meanwhile the held login's code check goes out on the other connection (the first has a
+    // statement in flight), and gets no answer either.
+    std::thread::sleep(Duration::from_secs(4));
+    let answered = Instant::now();
+    held.answer(&prompted_token.code_for_step(prompted_step + 1));
+    let found_out = found_out.wait();
     assert_eq!(
         found_out.result(),
         result::AUTHINFO_UNAVAIL,
         "{}",
         found_out.raw
+    );
+    let held = held.finish();
+    let waited = answered.elapsed();
+    assert_eq!(held.result(), result::AUTHINFO_UNAVAIL, "{}", held.raw);
+    assert!(
+        waited < Duration::from_secs(8),
+        "the check on the other connection waited {waited:?}, for a timeout of its own"
     );
     assert!(
         a.otpd.stderr().contains("refused until it is back"),

@@ -398,8 +398,9 @@ impl Link {
         forget(slot, &connection);
         if matches!(lost, Lost::TimedOut) && !long {
             // No answer in ten seconds to a statement that is milliseconds of work: the server
-            // or the way to it is gone, and the other connection goes the same way. Closed too, so the statements on it fail now, not each at its
-            // timeout, and the next ones wait for a connect half a second at most.
+            // or the way to it is gone, and the other connection goes the same way. Closed too,
+            // so the statements on it fail now, not each at its timeout, and the next ones wait
+            // for a connect half a second at most.
             for other in &self.slots {
                 if let Some(open) = current(other) {
                     forget(other, &open);
