@@ -254,6 +254,29 @@ impl Postgres {
         )
     }
 
+    /// A psql session as the superuser that runs what the test writes to it, for as long as
+    /// the test holds it (an admin's open transaction). Ends when dropped.
+    pub fn session(&self, database: &str) -> Session {
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        let (uid, gid) = postgres_ids();
+        let child = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", "postgres", "-d", database])
+            .uid(uid)
+            .gid(gid)
+            .env("HOME", "/tmp")
+            .current_dir("/tmp")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start psql");
+        Session { child }
+    }
+
     /// Runs `sql` as `role` over TLS (verify-full against the test CA) with `password`.
     pub fn psql_as(&self, role: &str, password: &str, sql: &str) -> Output {
         process::run(
@@ -359,6 +382,33 @@ impl Drop for Postgres {
                     .arg(self.dir.path().join("data"))
                     .args(["-m", "immediate", "-w", "stop"]),
             );
+        }
+    }
+}
+
+/// A psql session started by [`Postgres::session`].
+#[derive(Debug)]
+pub struct Session {
+    child: std::process::Child,
+}
+
+impl Session {
+    /// Sends `sql` (one or more statements) to the session, without waiting for it to run.
+    pub fn send(&mut self, sql: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("psql's stdin");
+        writeln!(stdin, "{sql}").expect("write to psql");
+        stdin.flush().expect("flush psql's stdin");
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // End of input ends psql; an open transaction is rolled back with the connection.
+        drop(self.child.stdin.take());
+        if process::wait_bounded(&mut self.child, Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

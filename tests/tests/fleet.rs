@@ -120,7 +120,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 6, "{status}");
+    assert_eq!(status["schema_version"], 7, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 
     // A host that served logins, its database connections open, stops cleanly on SIGTERM.
@@ -291,6 +291,149 @@ fn host_roles_read_no_seed_and_a_dump_holds_none() {
         "a plain seed in the dump"
     );
     assert!(!dump.contains(token.secret()), "a base32 seed in the dump");
+}
+
+/// `fleet add-host` sends the server the password's SCRAM verifier, never the password (with
+/// every statement logged, the log holds none), gives the role the settings every host role
+/// logs in with, gives a host of this fleet a new password when run again, and takes over no
+/// role that is not this fleet's host of that name (the owner's, one made by hand).
+#[test]
+fn add_host_sets_up_its_role_and_takes_over_no_other_role() {
+    let fleet = Fleet::start(REQUIRE);
+    let kronctl = fleet.host(0).kronctl();
+    let settings = fleet.db.sql(
+        "kron",
+        "SELECT array_to_string(s.setconfig, ' ') FROM pg_db_role_setting s \
+         JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = 'kron_a' AND s.setdatabase = 0",
+    );
+    assert!(
+        settings.contains("synchronous_commit=on") && settings.contains("lock_timeout=5s"),
+        "{settings}"
+    );
+
+    fleet
+        .db
+        .sql("postgres", "ALTER SYSTEM SET log_statement = 'all'");
+    fleet.db.sql("postgres", "SELECT pg_reload_conf()");
+    for round in ["new", "again"] {
+        fleet.add_host_section(&kronctl, "e", fleet.db.port());
+        let password = fleet.password_of("e");
+        fleet
+            .db
+            .psql_as("kron_e", &password, "SELECT 1")
+            .assert_success(&format!("kron_e logs in with its {round} password"));
+        let log = fleet.db.log();
+        assert!(log.contains("kron_e"), "statements are logged:\n{log}");
+        assert!(
+            !log.contains(&password),
+            "the {round} password in the server's log"
+        );
+    }
+    fleet.db.sql("postgres", "ALTER SYSTEM RESET log_statement");
+    fleet.db.sql("postgres", "SELECT pg_reload_conf()");
+
+    fleet.db.sql("postgres", "CREATE ROLE kron_zed LOGIN");
+    for name in ["owner", "zed"] {
+        let output = kronctl.run(&[
+            "fleet",
+            "add-host",
+            name,
+            "--url",
+            &fleet.owner_url(fleet.db.port()),
+            "--ca-file",
+            &fleet.db.ca.cert().display().to_string(),
+            "--owner-password-file",
+            &fleet.db.owner_password_file().display().to_string(),
+            "--password-file",
+            &fleet.password_file(name).display().to_string(),
+        ]);
+        output.assert_failure(&format!("add-host {name}"));
+        assert!(
+            output
+                .stderr
+                .contains(&format!("role kron_{name} already exists")),
+            "{}",
+            output.describe()
+        );
+        assert!(
+            !fleet.password_file(name).exists(),
+            "{name}: a password file"
+        );
+    }
+    // The owner's own password still works: init again as the owner.
+    fleet
+        .init(&kronctl, fleet.db.port())
+        .assert_success("fleet init as the owner after add-host owner");
+    let members = fleet.db.sql(
+        "kron",
+        "SELECT count(*) FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid \
+         JOIN pg_roles m ON m.oid = a.member \
+         WHERE g.rolname = 'kron_host' AND m.rolname IN ('kron_owner', 'kron_zed')",
+    );
+    assert_eq!(members, "0", "a stranger made a member of kron_host");
+
+    // kron_host is the cluster's: a member that is not this fleet's host (another fleet in the
+    // same cluster) could call this fleet's functions, and `fleet init` refuses the cluster.
+    fleet.db.sql("postgres", "GRANT kron_host TO kron_zed");
+    let refused = fleet.init(&kronctl, fleet.db.port());
+    refused.assert_failure("fleet init with a stranger in kron_host");
+    assert!(
+        refused
+            .stderr
+            .contains("members that are not hosts of this fleet (kron_zed)"),
+        "{}",
+        refused.describe()
+    );
+}
+
+/// An admin's open transaction holding a user's row delays that user's login only: its code
+/// check waits for the row until the host role's `lock_timeout` (5 s) and is refused alone,
+/// before the host would give up on the statement (10 s) and on both of its connections with
+/// it; nothing is charged or used, so the same code passes once the row is free.
+#[test]
+fn a_row_held_by_an_open_transaction_delays_only_its_own_login() {
+    let fleet = Fleet::start_with(REQUIRE, "offline_window = 0\n");
+    let a = fleet.host(0);
+    let busy = TestUser::new();
+    let (token, confirmed) = a.kronctl().enroll_confirmed_now(busy.name());
+    let code = token.code_for_step(confirmed + 1);
+    let mut admin = fleet.db.session("kron");
+    admin.send(&format!(
+        "BEGIN; SELECT 1 FROM kron.users WHERE name = '{}' FOR UPDATE;",
+        busy.name()
+    ));
+    process::wait_for(
+        "the admin's transaction open",
+        Duration::from_secs(10),
+        || {
+            let open = fleet.db.sql(
+                "kron",
+                "SELECT count(*) FROM pg_stat_activity \
+             WHERE usename = 'postgres' AND state = 'idle in transaction'",
+            );
+            (open == "1").then_some(())
+        },
+    );
+    let mark = a.otpd.stderr().len();
+    let began = Instant::now();
+    let refused = a.login(busy.name()).answer(&code).run();
+    let waited = began.elapsed();
+    assert_eq!(
+        refused.result(),
+        result::AUTHINFO_UNAVAIL,
+        "{}",
+        refused.raw
+    );
+    assert!(
+        waited < Duration::from_secs(9),
+        "the login waited {waited:?}, for the host to give up on its statement"
+    );
+    let log = &a.otpd.stderr()[mark..];
+    assert!(!log.contains("unreachable"), "{log}");
+
+    drop(admin);
+    let passed = a.login(busy.name()).answer(&code).run();
+    assert_eq!(passed.result(), result::SUCCESS, "{}", passed.raw);
 }
 
 /// Logins on one host that answer while its check lane is busy queue and go to the database

@@ -12,7 +12,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 /// Every migration, in order: (version, file, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 6] = [
+pub const MIGRATIONS: [(i32, &str, &str); 7] = [
     (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
     (
         2,
@@ -31,10 +31,15 @@ pub const MIGRATIONS: [(i32, &str, &str); 6] = [
         "006_cheaper_checks.sql",
         include_str!("sql/006_cheaper_checks.sql"),
     ),
+    (
+        7,
+        "007_host_roles.sql",
+        include_str!("sql/007_host_roles.sql"),
+    ),
 ];
 
 /// The schema version this otpd needs.
-pub const CURRENT: i32 = 6;
+pub const CURRENT: i32 = 7;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
@@ -88,6 +93,7 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
                 .map_err(|e| failed("reading the schema version", &e))?;
             version = row.map_or(0, |r| r.get::<_, i32>(0));
         }
+        strangers_in_kron_host(&tx).await?;
         let mut said = Vec::new();
         if version > CURRENT {
             return Err(Error::Conflict(format!(
@@ -138,10 +144,62 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
     })
 }
 
+/// Refuses a cluster where `kron_host` has members that are not hosts of this fleet: the group
+/// role is the cluster's, not the database's, so a second fleet in the same cluster (or a role
+/// granted it by hand) could call every function this fleet grants its hosts. One fleet per
+/// cluster (docs/fleet.md, "Set-up").
+async fn strangers_in_kron_host(tx: &tokio_postgres::Transaction<'_>) -> Result<()> {
+    let hosts_table: Option<String> = tx
+        .query_one("SELECT to_regclass('kron.hosts')::text", &[])
+        .await
+        .map_err(|e| failed("reading the schema", &e))?
+        .get(0);
+    let members = "FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid \
+                   JOIN pg_roles m ON m.oid = a.member WHERE g.rolname = 'kron_host'";
+    let query = match hosts_table {
+        Some(_) => format!(
+            "SELECT m.rolname::text {members} \
+             AND m.rolname NOT IN (SELECT role FROM kron.hosts) ORDER BY 1"
+        ),
+        None => format!("SELECT m.rolname::text {members} ORDER BY 1"),
+    };
+    let strangers: Vec<String> = tx
+        .query(&query, &[])
+        .await
+        .map_err(|e| failed("reading kron_host's members", &e))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if strangers.is_empty() {
+        return Ok(());
+    }
+    let shown = strangers
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = strangers.len().saturating_sub(5);
+    Err(Error::Conflict(format!(
+        "role kron_host has members that are not hosts of this fleet ({shown}{}): another \
+         fleet in this PostgreSQL cluster, or a role granted kron_host by hand. Each fleet \
+         needs a cluster of its own; revoke kron_host from roles that are not this fleet's hosts",
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )))
+}
+
 /// The role of host `name` ("kron_" + name).
 pub fn role_of(name: &str) -> String {
     format!("kron_{name}")
 }
+
+/// PostgreSQL's longest name (NAMEDATALEN − 1): a longer role name would be cut short, and two
+/// hosts whose names share their start would get the same role.
+const MAX_ROLE_NAME: usize = 63;
 
 /// Creates the role of host `name` (or gives it a new password), records it in kron.hosts,
 /// writes the password to `password_file` (root, 0600) and returns the host's `[fleet]` section.
@@ -157,8 +215,14 @@ pub fn add_host(
             "the password file must be an absolute path".into(),
         ));
     }
-    let target = owner.target()?;
     let role = role_of(name);
+    if role.len() > MAX_ROLE_NAME {
+        return Err(Error::InvalidArgument(format!(
+            "host name too long for a role: {} characters at most",
+            MAX_ROLE_NAME - role_of("").len()
+        )));
+    }
+    let target = owner.target()?;
     let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
     getrandom::fill(bytes.as_mut()).map_err(|e| Error::System(format!("no randomness: {e}")))?;
     let password = zeroize::Zeroizing::new(hex::encode(&bytes[..]));
@@ -174,11 +238,28 @@ pub fn add_host(
             .transaction()
             .await
             .map_err(|e| failed("beginning", &e))?;
-        let exists = tx
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        // (exists, whether this fleet's kron.hosts has it as this very host)
+        let (exists, ours): (bool, bool) = tx
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1),
+                        EXISTS (SELECT FROM kron.hosts WHERE role = $1 AND host = $2)",
+                &[&role, &name],
+            )
             .await
-            .map_err(|e| failed("looking up the role", &e))?
-            .is_some();
+            .map(|row| (row.get(0), row.get(1)))
+            .map_err(|e| failed("looking up the role (run kronctl fleet init first)", &e))?;
+        // A role that is not this fleet's host of that name is someone else's: the owner, an
+        // auditor, a person, another fleet's host in the same cluster. Taking it over would
+        // give it a new password, written to this host's file, and host rights here.
+        if exists && !ours {
+            return Err(Error::Conflict(format!(
+                "role {role} already exists and is not host {name} of this fleet; \
+                 choose another host name"
+            )));
+        }
+        // The server gets the password's SCRAM verifier, never the password: a statement may
+        // be logged (log_statement = ddl, a failed statement, pg_stat_activity).
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let statement: String = tx
             .query_one(
                 if exists {
@@ -186,7 +267,7 @@ pub fn add_host(
                 } else {
                     "SELECT format('CREATE ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)"
                 },
-                &[&role, &password.as_str()],
+                &[&role, &verifier],
             )
             .await
             .map_err(|e| failed("preparing the role", &e))?
@@ -194,6 +275,10 @@ pub fn add_host(
         tx.batch_execute(&statement)
             .await
             .map_err(|e| failed("creating the role", &e))?;
+        // The settings every host role logs in with (007_host_roles.sql says which and why).
+        tx.execute("SELECT kron.set_host_role($1)", &[&role])
+            .await
+            .map_err(|e| failed("setting the role's settings", &e))?;
         let grant: String = tx
             .query_one("SELECT format('GRANT kron_host TO %I', $1::text)", &[&role])
             .await
