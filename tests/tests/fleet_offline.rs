@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use kron_tests::fleet::Host;
+use kron_tests::fleet::{Host, TEST_OFFLINE_WINDOW};
 use kron_tests::totp::{unix_now, wrong_code};
 use kron_tests::{Fleet, TestUser, process, result};
 
@@ -309,4 +309,46 @@ fn packs_run_out_after_the_window_and_an_admin_adds_a_user_ahead() {
         .answer(&token.code_now())
         .run()
         .assert_accepted();
+}
+
+/// At any `offline_cost` one pack statement does about the same bcrypt work (schema version
+/// 8): at cost 11 the database hashes three steps a statement, whatever a host asks for, and a
+/// host still fills its pack at once by asking again from where each answer ends. Before, a
+/// statement of 120 steps at a high cost outlived the host's statement timeout, and no pack was
+/// ever stored.
+#[test]
+fn a_high_offline_cost_fills_packs_in_small_statements() {
+    let fleet = Fleet::start("default_mode = \"require\"\n");
+    fleet.db.sql(
+        "kron",
+        "UPDATE kron.settings SET value = '11' WHERE key = 'offline_cost'",
+    );
+    let (a, b) = (fleet.host(0), fleet.host(1));
+    let user = TestUser::new();
+    let (token, confirmed) = a.kronctl().enroll_confirmed_now(user.name());
+
+    // As a host, asking for the most steps a statement may carry.
+    let hashes = fleet.db.psql_as(
+        "kron_c",
+        &fleet.password_of("c"),
+        &format!(
+            "SELECT jsonb_array_length(kron.offline_pack('{}', 0, 480)->'hashes')",
+            user.name()
+        ),
+    );
+    hashes.assert_success("kron.offline_pack as host c");
+    assert_eq!(hashes.stdout.trim(), "3", "{}", hashes.describe());
+
+    b.login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+    // The pack reaches the end of the window (10 minutes; a step's slack for the clock).
+    b.wait_for_status("B's pack covering the window", |s| {
+        reachable(s)
+            && number(s, "pack_users") == 1
+            && number(s, "pack_ends") + 60 >= unix_now() + TEST_OFFLINE_WINDOW
+    });
+    let log = b.otpd.stderr();
+    assert!(!log.contains("unreachable"), "{log}");
 }

@@ -294,6 +294,7 @@ impl Task {
                 continue;
             }
             let got = fetched.hashes.len() as u64;
+            let before = pack.as_ref().and_then(|p| p.end());
             pack = self.offline.local().update(user, now, |record| {
                 let Some(record) = record.as_mut() else {
                     return (None, None);
@@ -301,8 +302,11 @@ impl Task {
                 store_fetched(record, &fetched, now);
                 (record.pack.clone(), None)
             })?;
-            if got < count || pack.is_none() {
-                // The database's offline_max_window stops here, or the user went meanwhile.
+            // Fewer steps than asked for, but some, may be the database bounding a statement's
+            // bcrypt work (schema version 8): ask again from where they end. None (the
+            // database's offline_max_window stops here), or a pack that did not grow (the user
+            // went meanwhile): done for this turn.
+            if got == 0 || pack.as_ref().and_then(|p| p.end()) <= before {
                 return Ok(());
             }
         }

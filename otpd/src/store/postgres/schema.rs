@@ -12,7 +12,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 /// Every migration, in order: (version, file, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 7] = [
+pub const MIGRATIONS: [(i32, &str, &str); 8] = [
     (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
     (
         2,
@@ -36,10 +36,15 @@ pub const MIGRATIONS: [(i32, &str, &str); 7] = [
         "007_host_roles.sql",
         include_str!("sql/007_host_roles.sql"),
     ),
+    (
+        8,
+        "008_pack_work.sql",
+        include_str!("sql/008_pack_work.sql"),
+    ),
 ];
 
 /// The schema version this otpd needs.
-pub const CURRENT: i32 = 7;
+pub const CURRENT: i32 = 8;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
