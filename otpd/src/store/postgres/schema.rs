@@ -3,7 +3,7 @@
 //! advisory lock so two admins cannot race) and `kronctl fleet add-host` (a host's role and its
 //! password). Both run with the owner's credentials given for that call only; otpd stores none.
 
-use super::target::Target;
+use super::target::{Target, owner_call};
 use super::tls;
 use crate::error::{Error, Result, describe};
 use std::io::Write;
@@ -70,7 +70,7 @@ fn failed(what: &str, e: &tokio_postgres::Error) -> Error {
 /// it. Returns what was done, one line each.
 pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Result<Vec<String>> {
     let target = owner.target()?;
-    runtime.block_on(async {
+    runtime.block_on(owner_call("fleet init", async {
         let mut client = target
             .connect()
             .await
@@ -146,7 +146,7 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
         said.push("the database reads the seed key file".into());
         tx.commit().await.map_err(|e| failed("committing", &e))?;
         Ok(said)
-    })
+    }))
 }
 
 /// Refuses a cluster where `kron_host` has members that are not hosts of this fleet: the group
@@ -234,7 +234,7 @@ pub fn add_host(
     // Written aside first: the role's new password must never exist without its file.
     let staged = password_file.with_extension("new");
     write_private(&staged, password.as_bytes())?;
-    let outcome = runtime.block_on(async {
+    let outcome = runtime.block_on(owner_call("fleet add-host", async {
         let mut client = target
             .connect()
             .await
@@ -301,7 +301,7 @@ pub fn add_host(
         .map_err(|e| failed("recording the host", &e))?;
         tx.commit().await.map_err(|e| failed("committing", &e))?;
         Ok::<bool, Error>(exists)
-    });
+    }));
     if let Err(e) = outcome {
         let _ = std::fs::remove_file(&staged);
         return Err(e);

@@ -129,6 +129,26 @@ fn connection_config(url: &str) -> Result<tokio_postgres::Config> {
 /// commits wait for the disk (and a synchronous standby), whatever the server's default says.
 pub(super) const SESSION: &str = "SET synchronous_commit TO on";
 
+/// Longest an owner's or auditor's call (`fleet init`, `fleet add-host`, `fleet log`) may take,
+/// from its connect to its commit. A lock another session holds (an init that never ended, an
+/// admin's open transaction) or a server that stops answering then ends the call with an error,
+/// and the transaction with its connection, instead of holding an otpd thread and kronctl for
+/// ever. Every migration so far takes well under a second.
+const OWNER_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs an owner's or auditor's `call` within [`OWNER_CALL_TIMEOUT`].
+pub(super) async fn owner_call<T>(what: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(OWNER_CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unreachable(format!(
+                "{what}: no answer from the fleet database within {} s (a lock another session \
+                 holds? see pg_stat_activity); nothing was changed",
+                OWNER_CALL_TIMEOUT.as_secs()
+            )))
+        })
+}
+
 /// A connection's I/O: a task on the connection's runtime, polled by whichever thread is in
 /// `block_on` there; ends when the connection does.
 pub(super) type Driver =
