@@ -20,7 +20,7 @@ use zbus::connection::Builder;
 use zbus::{Guid, OwnedGuid};
 use zruntime::{AsyncIo, SharedRuntime};
 
-use super::bounded::{Limits, Oversize};
+use super::bounded::{Calls, Limits, Oversize};
 use super::peer::{PeerSocket, peer_creds};
 use super::service::{CallSlots, OtpdService, Waiting};
 use super::session;
@@ -38,6 +38,13 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const MAX_HANDSHAKE: usize = 1024;
 /// A client that has not finished the SASL handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls that want a reply one connection may have in progress; its further messages wait
+/// unread until one is answered. pam_kron makes one call at a time.
+const MAX_CALLS_IN_FLIGHT: usize = 4;
+/// A connection whose peer has read nothing for this long while a reply waits to be written
+/// is ended (a login's replies are a few hundred bytes; only a peer that stopped reading
+/// fills the socket's buffers).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a uid over its connection limit is logged, at most.
 const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -321,10 +328,18 @@ impl Server {
         };
         // The pidfd was needed for the session only: one descriptor per held login, not two.
         let engine = self.engine.clone();
+        let Ok(runtime) = SharedRuntime::current() else {
+            return;
+        };
         let limits = Limits {
             max_message: MAX_MESSAGE,
             oversize: Oversize::Refuse,
             max_handshake: Some(MAX_HANDSHAKE),
+            calls: Some(Calls {
+                max_in_flight: MAX_CALLS_IN_FLIGHT,
+                write_timeout: WRITE_TIMEOUT,
+                runtime: runtime.clone(),
+            }),
             report: SparseLog::new(move |line| {
                 engine.log_event(&format!("login socket, uid {}: {line}", caller.uid));
             }),
@@ -351,10 +366,7 @@ impl Server {
             .p2p()
             .serve_at(kron_proto::OBJECT_PATH, service)
             .build();
-        let timed = match SharedRuntime::current() {
-            Ok(runtime) => runtime.timeout(HANDSHAKE_TIMEOUT, build).await,
-            Err(_) => return,
-        };
+        let timed = runtime.timeout(HANDSHAKE_TIMEOUT, build).await;
         // A failed or slow handshake (a uid claimed that is not the caller's, garbage, a
         // message over the limit) simply ends the connection: the client sees it closed.
         let Ok(Ok(connection)) = timed else {
