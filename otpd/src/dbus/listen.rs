@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,6 +28,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
 use crate::sparse_log::SparseLog;
+use kron_common::trust;
 
 /// Largest message one connection may send. A login's largest call, BeginLogin, carries at
 /// most 256 + 3 × 1,024 bytes of strings; calls that carry files (Import, ImportTokens) are for
@@ -59,6 +60,11 @@ pub enum Origin {
 
 /// The listening socket: the one systemd passed, else a new one bound at `path` (mode 0666:
 /// any local user may connect, and each is known by SO_PEERCRED, never by what it claims).
+///
+/// Bound only in a directory only root can change, all the way up (`trust::check`), so nobody
+/// else can put something else at `path` between the bind and the chmod, which follows
+/// symlinks. A missing directory is created 0755, whatever the umask: callers that are not
+/// root (screen lockers, any PAM use as the user) must reach the socket.
 pub fn open(path: &Path) -> Result<(UnixListener, Origin)> {
     if let Some(fd) = activated_fd().map_err(|e| system(path, "socket activation", e))? {
         // SAFETY: systemd passed fd 3 to this very process (LISTEN_PID checked) and nothing
@@ -66,14 +72,46 @@ pub fn open(path: &Path) -> Result<(UnixListener, Origin)> {
         let listener = unsafe { UnixListener::from_raw_fd(fd) };
         return Ok((listener, Origin::Activated));
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| system(dir, "creating", e))?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        let trusted = |missing_ok| {
+            trust::check(
+                dir,
+                trust::Kind::Dir,
+                trust::Owners::root_and_me(),
+                missing_ok,
+            )
+            .map_err(|untrusted| {
+                Error::System(format!(
+                    "login socket {}: refusing to serve it: {untrusted}",
+                    path.display()
+                ))
+            })
+        };
+        // Before creating anything in it, and again once created.
+        trusted(true)?;
+        create_dirs(dir)?;
+        trusted(false)?;
     }
     remove_stale(path)?;
     let listener = UnixListener::bind(path).map_err(|e| system(path, "binding", e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| system(path, "chmod", e))?;
     Ok((listener, Origin::Bound))
+}
+
+/// Creates `dir` and whatever is missing on the way to it, each 0755. otpd runs under umask
+/// 077 (for its store and key), which `mkdir` would apply: hence the chmod of each one made.
+fn create_dirs(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for dir in missing.into_iter().rev() {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| system(dir, "creating", e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| system(dir, "chmod", e))?;
+    }
+    Ok(())
 }
 
 fn system(path: &Path, what: &str, e: io::Error) -> Error {
@@ -428,6 +466,40 @@ mod tests {
         let _again = slots.take(1000, now).ok().unwrap();
         drop(roots);
         assert!(slots.take(0, now).is_ok());
+    }
+
+    #[test]
+    fn a_missing_directory_is_created_0755_under_umask_077() {
+        use nix::sys::stat::{Mode, umask};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("run/kron/otpd.sock");
+        // otpd's umask; restored at once, as other tests create files meanwhile.
+        let before = umask(Mode::from_bits_truncate(0o077));
+        let opened = open(&path);
+        umask(before);
+        let (_listener, origin) = opened.unwrap();
+        assert_eq!(origin, Origin::Bound);
+        for dir in [dir.path().join("run"), dir.path().join("run/kron")] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o7777, 0o755, "{}", dir.display());
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666);
+    }
+
+    #[test]
+    fn a_socket_in_a_directory_others_can_change_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.path().join("otpd.sock");
+        let refused = open(&path).err().unwrap().to_string();
+        assert!(refused.contains("refusing to serve"), "{refused}");
+        assert!(!path.exists());
+        // A directory below it, even one otpd would create, is no better.
+        let below = dir.path().join("kron/otpd.sock");
+        assert!(open(&below).is_err());
+        assert!(!dir.path().join("kron").exists(), "nothing created");
     }
 
     #[test]
