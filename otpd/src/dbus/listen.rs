@@ -253,14 +253,19 @@ impl Drop for Slot {
     }
 }
 
-/// Serves `io.kron.Otpd1` on `listener` from a thread of its own, for the rest of otpd's life.
+/// Resolves when the thread that serves the socket has ended. It never should: otpd then
+/// exits non-zero (design invariant 10) rather than stay up with every login timing out.
+pub type Ended = tokio::sync::oneshot::Receiver<()>;
+
+/// Serves `io.kron.Otpd1` on `listener` from a thread of its own, for the rest of otpd's life;
+/// the answer resolves if that thread ends.
 pub fn serve(
     listener: UnixListener,
     path: PathBuf,
     engine: Arc<Engine>,
     runtime: tokio::runtime::Handle,
     calls: Arc<CallSlots>,
-) -> Result<()> {
+) -> Result<Ended> {
     let config = engine.config();
     // The audit session matters only for step-up grace: no rule grants any, no /proc read.
     let wants_session = config.groups.iter().any(|rule| rule.grace > 0);
@@ -277,11 +282,21 @@ pub fn serve(
         calls,
         path,
     });
+    login_thread(move || zbus::block_on(server.accept_loop(listener)))
+}
+
+/// Runs `serve` on the thread `otpd-login`; the answer resolves once it ends, by returning or
+/// by a panic (the sender is dropped either way, on a panic while unwinding).
+fn login_thread(serve: impl FnOnce() + Send + 'static) -> Result<Ended> {
+    let (ended, answer) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new()
         .name("otpd-login".into())
-        .spawn(move || zbus::block_on(server.accept_loop(listener)))
-        .map(drop)
-        .map_err(|e| Error::System(format!("cannot start the login socket thread: {e}")))
+        .spawn(move || {
+            let _ended = ended;
+            serve();
+        })
+        .map_err(|e| Error::System(format!("cannot start the login socket thread: {e}")))?;
+    Ok(answer)
 }
 
 struct Server {
@@ -312,13 +327,15 @@ impl Server {
                 return;
             }
         };
+        let engine = self.engine.clone();
+        // Out of descriptors, this fails every 100 ms for as long as it lasts.
+        let accept_failed = SparseLog::new(move |line| engine.log_event(line));
         loop {
             let stream = match listener.read_with(|l| l.accept()).await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
-                    self.engine
-                        .log_event(&format!("login socket: accept failed: {e}"));
+                    accept_failed.say(&format!("login socket: accept failed: {e}"));
                     runtime.sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -466,6 +483,24 @@ mod tests {
         let _again = slots.take(1000, now).ok().unwrap();
         drop(roots);
         assert!(slots.take(0, now).is_ok());
+    }
+
+    #[test]
+    fn the_end_of_the_login_thread_is_heard_whether_it_returns_or_panics() {
+        let returned = login_thread(|| ()).unwrap();
+        assert!(returned.blocking_recv().is_err(), "ended");
+        let panicked = login_thread(|| panic!("a panic in the accept loop")).unwrap();
+        assert!(panicked.blocking_recv().is_err(), "ended");
+        let (_hold, waiting) = std::sync::mpsc::channel::<()>();
+        let mut serving = login_thread(move || {
+            let _ = waiting.recv();
+        })
+        .unwrap();
+        assert!(
+            serving
+                .try_recv()
+                .is_err_and(|e| e == tokio::sync::oneshot::error::TryRecvError::Empty)
+        );
     }
 
     #[test]
