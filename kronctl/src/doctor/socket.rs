@@ -97,7 +97,7 @@ pub async fn check(root: &Root, policy: &Policy, live: bool, out: &mut Findings)
         ));
         return;
     }
-    match version_on(&path).await {
+    match version_on(&path, CALL_TIMEOUT).await {
         Ok(version) => out.push(Finding::ok(
             CHECK,
             format!("otpd {version} answers on {shown}"),
@@ -126,16 +126,26 @@ fn closed_directory(root: &Root, socket: &Path) -> Option<(std::path::PathBuf, u
         .last()
 }
 
-/// otpd's `Version`, asked peer-to-peer on `path` the way pam_kron connects.
-async fn version_on(path: &Path) -> Result<String, String> {
+/// otpd's `Version`, asked peer-to-peer on `path` the way pam_kron connects, each step within
+/// `timeout`.
+async fn version_on(path: &Path, timeout: Duration) -> Result<String, String> {
     let address = zbus::Address::from(Transport::Unix(Unix::new(UnixSocket::File(
         path.to_path_buf(),
     ))));
-    let connection = zbus::connection::Builder::address(address)
+    // `method_timeout` bounds calls only: the connect and the handshake get a timer of their
+    // own, or a socket that accepts and never answers would hang doctor.
+    let build = zbus::connection::Builder::address(address)
         .p2p()
-        .method_timeout(CALL_TIMEOUT)
-        .build()
+        .method_timeout(timeout)
+        .build();
+    // Inside `zbus::block_on` this is the runtime that call drives on this thread, so the timer
+    // starts no thread.
+    let runtime =
+        zruntime::SharedRuntime::current().map_err(|e| format!("no runtime for the timer: {e}"))?;
+    let connection = runtime
+        .timeout(timeout, build)
         .await
+        .map_err(|_| format!("no answer to the handshake within {timeout:?}"))?
         .map_err(|e| e.to_string())?;
     let proxy = OtpdProxy::builder(&connection)
         .cache_properties(CacheProperties::No)
@@ -215,6 +225,17 @@ mod tests {
             "{findings:?}"
         );
         assert_eq!(findings[1].severity, Severity::Ok, "{findings:?}");
+    }
+
+    #[test]
+    fn a_socket_that_accepts_and_never_answers_does_not_hang_doctor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpd.sock");
+        // Connections complete in the kernel's backlog; nothing ever reads or writes them.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let answer = zbus::block_on(version_on(&path, Duration::from_millis(300)));
+        let reason = answer.unwrap_err();
+        assert!(reason.contains("no answer to the handshake"), "{reason}");
     }
 
     #[test]
