@@ -173,8 +173,8 @@ fn oversized_messages_are_refused_before_they_are_buffered() {
 
 /// A user sending call after call on one connection without reading a reply cannot make otpd
 /// hold them: the calls otpd takes from a connection wait for their replies to be written, so
-/// the rest stay unread in the socket, and otpd's memory stays where it was. Another user logs
-/// in meanwhile and afterwards.
+/// the rest stay unread in the socket, and otpd's memory stays where it was; the connection is
+/// ended once its replies have waited too long. Another user logs in meanwhile and afterwards.
 #[test]
 fn calls_pipelined_without_reading_replies_are_not_buffered() {
     let world = World::start(REQUIRE);
@@ -205,6 +205,18 @@ fn calls_pipelined_without_reading_replies_are_not_buffered() {
         .answer(&wrong_code(&token.code_for_step(confirmed + 1)))
         .run()
         .assert_denied();
+    // A peer that reads nothing while its replies wait is disconnected (after 10 s).
+    process::wait_for(
+        "otpd to give up the connection",
+        Duration::from_secs(60),
+        || {
+            world
+                .otpd
+                .stderr()
+                .contains("a peer that read nothing for 10 s was disconnected")
+                .then_some(())
+        },
+    );
     drop(pipeline.stdin.take());
     process::wait_bounded(&mut pipeline, Duration::from_secs(60)).expect("socket-probe ended");
     world
