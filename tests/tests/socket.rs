@@ -171,6 +171,65 @@ fn oversized_messages_are_refused_before_they_are_buffered() {
         .assert_accepted();
 }
 
+/// A user sending call after call on one connection without reading a reply cannot make otpd
+/// hold them: the calls otpd takes from a connection wait for their replies to be written, so
+/// the rest stay unread in the socket, and otpd's memory stays where it was; the connection is
+/// ended once its replies have waited too long. Another user logs in meanwhile and afterwards.
+#[test]
+fn calls_pipelined_without_reading_replies_are_not_buffered() {
+    let world = World::start(REQUIRE);
+    let attacker = TestUser::new();
+    let user = TestUser::new();
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+    let socket = world.otpd.socket_path().display().to_string();
+    let before = rss_kib(world.otpd.pid());
+
+    let mut pipeline = attacker
+        .identity()
+        .command(artifacts::socket_probe())
+        .args(["pipeline", &socket, "200000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start socket-probe");
+    let mut lines = BufReader::new(pipeline.stdout.take().expect("stdout")).lines();
+    let sent = lines.next().expect("a line").expect("read");
+    // Measured with the connection still open, its replies unread.
+    let after = rss_kib(world.otpd.pid());
+    assert!(
+        after < before + 32 * 1024,
+        "otpd grew from {before} to {after} KiB ({sent})"
+    );
+    world
+        .login(user.name())
+        .answer(&wrong_code(&token.code_for_step(confirmed + 1)))
+        .run()
+        .assert_denied();
+    // A peer that reads nothing while its replies wait is disconnected (after 10 s).
+    process::wait_for(
+        "otpd to give up the connection",
+        Duration::from_secs(60),
+        || {
+            world
+                .otpd
+                .stderr()
+                .contains("a peer that read nothing for 10 s was disconnected")
+                .then_some(())
+        },
+    );
+    drop(pipeline.stdin.take());
+    process::wait_bounded(&mut pipeline, Duration::from_secs(60)).expect("socket-probe ended");
+    world
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+    assert!(
+        rss_kib(world.otpd.pid()) < before + 32 * 1024,
+        "otpd kept what the connection made it hold"
+    );
+}
+
 /// One user cannot hold more connections than `max_connections_per_uid`; the refusal is
 /// logged, other users and root are not affected, and the slots come back when the
 /// connections end.

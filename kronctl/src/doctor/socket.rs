@@ -1,5 +1,6 @@
 //! `otpd-socket`: otpd's own socket, where pam_kron talks to it, exists, is root's, lets every
-//! local user connect, and otpd answers on it.
+//! local user connect (the socket and every directory on the way to it), and otpd answers on
+//! it.
 
 #![forbid(unsafe_code)]
 
@@ -76,6 +77,19 @@ pub async fn check(root: &Root, policy: &Policy, live: bool, out: &mut Findings)
         ));
         return;
     }
+    if let Some(closed) = closed_directory(root, &path) {
+        out.push(Finding::warning(
+            CHECK,
+            format!(
+                "{} has mode {:o}: users other than root cannot reach {shown}, so screen \
+                 lockers and other logins that run as the user are refused",
+                closed.0.display(),
+                closed.1
+            ),
+            format!("chmod 755 {}", closed.0.display()),
+        ));
+        return;
+    }
     if !live {
         out.push(Finding::ok(
             CHECK,
@@ -83,7 +97,7 @@ pub async fn check(root: &Root, policy: &Policy, live: bool, out: &mut Findings)
         ));
         return;
     }
-    match version_on(&path).await {
+    match version_on(&path, CALL_TIMEOUT).await {
         Ok(version) => out.push(Finding::ok(
             CHECK,
             format!("otpd {version} answers on {shown}"),
@@ -96,16 +110,42 @@ pub async fn check(root: &Root, policy: &Policy, live: bool, out: &mut Findings)
     }
 }
 
-/// otpd's `Version`, asked peer-to-peer on `path` the way pam_kron connects.
-async fn version_on(path: &Path) -> Result<String, String> {
+/// The first directory on the way to `socket` (as the live system names it, and its mode) that
+/// other users cannot search: connecting needs search permission on every one of them.
+fn closed_directory(root: &Root, socket: &Path) -> Option<(std::path::PathBuf, u32)> {
+    socket
+        .ancestors()
+        .skip(1)
+        .filter(|dir| *dir != Path::new("/") && !dir.as_os_str().is_empty())
+        .filter_map(|dir| {
+            let mode = std::fs::metadata(root.path(&dir.display().to_string()))
+                .ok()?
+                .mode();
+            (mode & 0o001 == 0).then(|| (dir.to_path_buf(), mode & 0o7777))
+        })
+        .last()
+}
+
+/// otpd's `Version`, asked peer-to-peer on `path` the way pam_kron connects, each step within
+/// `timeout`.
+async fn version_on(path: &Path, timeout: Duration) -> Result<String, String> {
     let address = zbus::Address::from(Transport::Unix(Unix::new(UnixSocket::File(
         path.to_path_buf(),
     ))));
-    let connection = zbus::connection::Builder::address(address)
+    // `method_timeout` bounds calls only: the connect and the handshake get a timer of their
+    // own, or a socket that accepts and never answers would hang doctor.
+    let build = zbus::connection::Builder::address(address)
         .p2p()
-        .method_timeout(CALL_TIMEOUT)
-        .build()
+        .method_timeout(timeout)
+        .build();
+    // Inside `zbus::block_on` this is the runtime that call drives on this thread, so the timer
+    // starts no thread.
+    let runtime =
+        zruntime::SharedRuntime::current().map_err(|e| format!("no runtime for the timer: {e}"))?;
+    let connection = runtime
+        .timeout(timeout, build)
         .await
+        .map_err(|_| format!("no answer to the handshake within {timeout:?}"))?
         .map_err(|e| e.to_string())?;
     let proxy = OtpdProxy::builder(&connection)
         .cache_properties(CacheProperties::No)
@@ -160,8 +200,53 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_that_keeps_other_users_out_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let policy = policy_with(Path::new("/run/kron/otpd.sock"));
+        let kron = dir.path().join("run/kron");
+        std::fs::create_dir_all(&kron).unwrap();
+        let on_disk = kron.join("otpd.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&on_disk).unwrap();
+        let chmod = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap()
+        };
+        chmod(&on_disk, 0o666);
+        chmod(&kron, 0o700);
+        let mut out = Findings::new(&[]);
+        zbus::block_on(check(&root, &policy, false, &mut out));
+        chmod(&kron, 0o755);
+        zbus::block_on(check(&root, &policy, false, &mut out));
+        let findings = out.into_vec();
+        assert_eq!(findings[0].severity, Severity::Warning, "{findings:?}");
+        assert!(
+            findings[0].message.starts_with("/run/kron has mode 700"),
+            "{findings:?}"
+        );
+        assert_eq!(findings[1].severity, Severity::Ok, "{findings:?}");
+    }
+
+    #[test]
+    fn a_socket_that_accepts_and_never_answers_does_not_hang_doctor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpd.sock");
+        // Connections complete in the kernel's backlog; nothing ever reads or writes them.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let answer = zbus::block_on(version_on(&path, Duration::from_millis(300)));
+        let reason = answer.unwrap_err();
+        assert!(reason.contains("no answer to the handshake"), "{reason}");
+    }
+
+    #[test]
     fn a_socket_nobody_serves_is_an_error_on_a_live_system() {
         let dir = tempfile::tempdir().unwrap();
+        // Reachable by everyone, as /run/kron is.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let path = dir.path().join("otpd.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))

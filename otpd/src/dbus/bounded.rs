@@ -13,20 +13,27 @@
 //!
 //! File descriptors are never accepted: reads are plain `read`/`recv`, so any SCM_RIGHTS sent
 //! are closed by the kernel, and zbus answers NEGOTIATE_UNIX_FD with ERROR.
+//!
+//! On the socket the calls a peer has waiting for their replies are bounded too ([`Calls`]):
+//! zbus runs each call in a task of its own and keeps reading, so a peer that sends calls and
+//! never reads the replies would otherwise have otpd hold every call and its reply, refused or
+//! not, while the replies wait on the full socket.
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::sparse_log::SparseLog;
 use zbus::Message;
 use zbus::connection::socket::{ReadHalf, WriteHalf};
 use zbus::export::async_trait::async_trait;
 use zbus::fdo::ConnectionCredentials;
+use zbus::message::Type;
 use zbus::wire::Endian;
 use zbus::wire::serialized::{Context, Data};
-use zruntime::{AsyncIo, Shared};
+use zruntime::{AsyncIo, Event, Shared, SharedRuntime};
 
 /// Messages are read through a small buffer, so a login's calls cost one read each.
 const READ_BUFFER: usize = 4096;
@@ -51,7 +58,63 @@ pub struct Limits {
     /// Bytes the SASL handshake may take, checked as a server reads a client's handshake;
     /// `None` as a client, reading the bus daemon's answers.
     pub max_handshake: Option<usize>,
+    /// Bounds on the calls a peer has waiting for their replies; `None` on the bus, whose
+    /// daemon queues (and bounds) what it sends otpd and reads what otpd sends.
+    pub calls: Option<Calls>,
     pub report: SparseLog,
+}
+
+/// How many calls that want a reply one connection may have in progress, and how long a
+/// message may wait to be written before the connection is given up.
+#[derive(Debug, Clone)]
+pub struct Calls {
+    pub max_in_flight: usize,
+    pub write_timeout: Duration,
+    /// The runtime the connection runs on, for the write timer.
+    pub runtime: SharedRuntime,
+}
+
+/// The calls a peer sent that otpd has not answered yet, by serial. The reader hands zbus no
+/// further call that wants a reply while `max` wait; the writer frees a place when it has
+/// written the reply (or failed to). Counted by serial, not by message type, so a reply zbus
+/// sends to a call that said it wants none frees nothing it never took.
+#[derive(Debug)]
+struct InFlight {
+    max: usize,
+    serials: Mutex<Vec<u32>>,
+    freed: Event,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u32>> {
+        self.serials.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a free place and takes it for the call `serial`.
+    async fn enter(&self, serial: u32) {
+        loop {
+            // Listen before the check, so a place freed in between is not missed.
+            let freed = self.freed.listen();
+            {
+                let mut serials = self.lock();
+                if serials.len() < self.max {
+                    serials.push(serial);
+                    return;
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// The call `serial` is answered; its place, if it took one, is free.
+    fn leave(&self, serial: u32) {
+        let mut serials = self.lock();
+        if let Some(at) = serials.iter().position(|&s| s == serial) {
+            serials.swap_remove(at);
+            drop(serials);
+            self.freed.notify(1);
+        }
+    }
 }
 
 /// The reading half of a bounded connection.
@@ -66,6 +129,7 @@ pub struct Reader {
     end: usize,
     handshake: Option<Handshake>,
     limits: Limits,
+    in_flight: Option<Arc<InFlight>>,
 }
 
 /// The writing half.
@@ -73,6 +137,10 @@ pub struct Reader {
 pub struct Writer {
     io: Arc<AsyncIo<UnixStream, Shared>>,
     credentials: (u32, u32),
+    in_flight: Option<Arc<InFlight>>,
+    /// With [`Calls`]: how long a message may wait to be written, and the runtime to time it.
+    write_timeout: Option<(Duration, SharedRuntime)>,
+    report: SparseLog,
 }
 
 /// The two halves over one registered stream.
@@ -85,17 +153,35 @@ pub fn split(
     let handshake = limits
         .max_handshake
         .map(|left| Handshake { left, prev: None });
+    let in_flight = limits.calls.as_ref().map(|calls| {
+        Arc::new(InFlight {
+            max: calls.max_in_flight,
+            serials: Mutex::default(),
+            freed: Event::new(),
+        })
+    });
+    let writer = Writer {
+        io: io.clone(),
+        credentials,
+        in_flight: in_flight.clone(),
+        write_timeout: limits
+            .calls
+            .as_ref()
+            .map(|calls| (calls.write_timeout, calls.runtime.clone())),
+        report: limits.report.clone(),
+    };
     (
         Reader {
-            io: io.clone(),
+            io,
             credentials,
             buf: vec![0; READ_BUFFER],
             start: 0,
             end: 0,
             handshake,
             limits,
+            in_flight,
         },
-        Writer { io, credentials },
+        writer,
     )
 }
 
@@ -323,7 +409,17 @@ impl ReadHalf for Reader {
         // bodies are deserialized with checks when a method reads its arguments. The receive
         // sequence (0 here) orders only replies to calls made on this connection, which otpd
         // makes only on the bus, one at a time (GetConnectionCredentials).
-        unsafe { Message::from_bytes(data) }
+        let message = unsafe { Message::from_bytes(data) }?;
+        if let Some(in_flight) = &self.in_flight
+            && wants_reply(&message)
+        {
+            // Held here, not handed on, until an earlier call is answered: the peer's further
+            // calls then wait in the kernel's socket buffers, and its writes block.
+            in_flight
+                .enter(message.primary_header().serial_num().get())
+                .await;
+        }
+        Ok(message)
     }
 
     fn can_pass_unix_fd(&self) -> bool {
@@ -337,6 +433,41 @@ impl ReadHalf for Reader {
     }
 }
 
+/// A method call whose sender waits for the reply: zbus answers it, with a return or an error.
+fn wants_reply(message: &Message) -> bool {
+    let primary = message.primary_header();
+    primary.msg_type() == Type::MethodCall
+        && !primary
+            .flags()
+            .contains(zbus::message::Flags::NO_REPLY_EXPECTED)
+}
+
+/// The call that `message` answers, if it is a reply.
+fn answers(message: &Message) -> Option<u32> {
+    match message.message_type() {
+        Type::MethodReturn | Type::Error => message.header().reply_serial().map(|s| s.get()),
+        _ => None,
+    }
+}
+
+impl Writer {
+    /// Writes all of `message`; never with descriptors (`sendmsg` refuses them).
+    async fn write_all(&mut self, message: &Message) -> io::Result<()> {
+        let data = message.data();
+        if !data.fds().is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "otpd passes no descriptors",
+            ));
+        }
+        let mut at = 0;
+        while at < data.len() {
+            at += self.sendmsg(&data[at..], &[]).await?;
+        }
+        Ok(())
+    }
+}
+
 fn credentials((uid, pid): (u32, u32)) -> ConnectionCredentials {
     ConnectionCredentials::default()
         .set_unix_user_id(uid)
@@ -345,6 +476,36 @@ fn credentials((uid, pid): (u32, u32)) -> ConnectionCredentials {
 
 #[async_trait]
 impl WriteHalf for Writer {
+    /// Writes `message` whole, within the write timeout if there is one; a reply frees its
+    /// call's place whether it was written or not (the call is over either way).
+    async fn send_message(&mut self, message: &Message) -> zbus::Result<()> {
+        let written = match self.write_timeout.clone() {
+            None => self.write_all(message).await,
+            Some((timeout, runtime)) => {
+                match runtime.timeout(timeout, self.write_all(message)).await {
+                    Ok(written) => written,
+                    Err(_) => {
+                        // The peer has not read for that long: end the connection, which also
+                        // fails the other replies waiting to be written, instead of holding them.
+                        self.report.say(&format!(
+                            "a peer that read nothing for {} s was disconnected",
+                            timeout.as_secs()
+                        ));
+                        let _ = self.io.get_ref().shutdown(std::net::Shutdown::Both);
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the peer reads nothing",
+                        ))
+                    }
+                }
+            }
+        };
+        if let (Some(in_flight), Some(serial)) = (&self.in_flight, answers(message)) {
+            in_flight.leave(serial);
+        }
+        Ok(written?)
+    }
+
     async fn sendmsg(&mut self, buffer: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         if !fds.is_empty() {
             return Err(io::Error::new(
@@ -425,6 +586,33 @@ mod tests {
         assert!(fresh().check(b"\n").is_err());
         assert!(fresh().check(b"\0AUTH EXTERNAL 30\r\n\n").is_err());
         assert!(fresh().check(b"AUTH EXTERNAL\r\n").is_err());
+    }
+
+    #[test]
+    fn calls_in_flight_are_bounded_and_freed_only_by_their_replies() {
+        use std::future::Future;
+        use std::pin::pin;
+        use std::task::{Context, Waker};
+        let in_flight = InFlight {
+            max: 2,
+            serials: Mutex::default(),
+            freed: Event::new(),
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        for serial in [1, 2] {
+            assert!(pin!(in_flight.enter(serial)).poll(&mut cx).is_ready());
+        }
+        let mut third = pin!(in_flight.enter(3));
+        assert!(
+            third.as_mut().poll(&mut cx).is_pending(),
+            "two wait already"
+        );
+        // A reply to a call that took no place (it wanted none) frees nothing.
+        in_flight.leave(7);
+        assert!(third.as_mut().poll(&mut cx).is_pending());
+        in_flight.leave(1);
+        assert!(third.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(*in_flight.lock(), [2, 3]);
     }
 
     #[test]

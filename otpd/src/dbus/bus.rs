@@ -126,6 +126,7 @@ impl BusSocket {
             max_message: MAX_MESSAGE,
             oversize: Oversize::Discard,
             max_handshake: None,
+            calls: None,
             report: SparseLog::new(move |line| engine.log_event(&format!("bus: {line}"))),
         };
         // The runtime zbus builds this connection on from a tokio task: its process-wide one.

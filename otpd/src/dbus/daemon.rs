@@ -162,7 +162,7 @@ fn serve(config: Config, args: &Args) -> Result<()> {
         Box::new(delivery),
     ));
     let calls = Arc::new(CallSlots::default());
-    listen::serve(
+    let login_ended = listen::serve(
         listener,
         socket.clone(),
         engine.clone(),
@@ -187,6 +187,12 @@ fn serve(config: Config, args: &Args) -> Result<()> {
             () = store_fatal.notified() => Err(Error::System(
                 "the store failed and did not recover; see the log above".into(),
             )),
+            _ = login_ended => {
+                // Every login would time out from now on: better restarted than up and broken.
+                let why = "the login socket stopped serving; exiting so otpd is restarted";
+                engine.log_event(why);
+                Err(Error::System(why.into()))
+            }
         };
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         engine.log_event("stopping");

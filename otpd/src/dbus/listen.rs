@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,7 +20,7 @@ use zbus::connection::Builder;
 use zbus::{Guid, OwnedGuid};
 use zruntime::{AsyncIo, SharedRuntime};
 
-use super::bounded::{Limits, Oversize};
+use super::bounded::{Calls, Limits, Oversize};
 use super::peer::{PeerSocket, peer_creds};
 use super::service::{CallSlots, OtpdService, Waiting};
 use super::session;
@@ -28,6 +28,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
 use crate::sparse_log::SparseLog;
+use kron_common::trust;
 
 /// Largest message one connection may send. A login's largest call, BeginLogin, carries at
 /// most 256 + 3 × 1,024 bytes of strings; calls that carry files (Import, ImportTokens) are for
@@ -38,6 +39,13 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const MAX_HANDSHAKE: usize = 1024;
 /// A client that has not finished the SASL handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls that want a reply one connection may have in progress; its further messages wait
+/// unread until one is answered. pam_kron makes one call at a time.
+const MAX_CALLS_IN_FLIGHT: usize = 4;
+/// A connection whose peer has read nothing for this long while a reply waits to be written
+/// is ended (a login's replies are a few hundred bytes; only a peer that stopped reading
+/// fills the socket's buffers).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a uid over its connection limit is logged, at most.
 const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -52,6 +60,11 @@ pub enum Origin {
 
 /// The listening socket: the one systemd passed, else a new one bound at `path` (mode 0666:
 /// any local user may connect, and each is known by SO_PEERCRED, never by what it claims).
+///
+/// Bound only in a directory only root can change, all the way up (`trust::check`), so nobody
+/// else can put something else at `path` between the bind and the chmod, which follows
+/// symlinks. A missing directory is created 0755, whatever the umask: callers that are not
+/// root (screen lockers, any PAM use as the user) must reach the socket.
 pub fn open(path: &Path) -> Result<(UnixListener, Origin)> {
     if let Some(fd) = activated_fd().map_err(|e| system(path, "socket activation", e))? {
         // SAFETY: systemd passed fd 3 to this very process (LISTEN_PID checked) and nothing
@@ -59,14 +72,46 @@ pub fn open(path: &Path) -> Result<(UnixListener, Origin)> {
         let listener = unsafe { UnixListener::from_raw_fd(fd) };
         return Ok((listener, Origin::Activated));
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| system(dir, "creating", e))?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        let trusted = |missing_ok| {
+            trust::check(
+                dir,
+                trust::Kind::Dir,
+                trust::Owners::root_and_me(),
+                missing_ok,
+            )
+            .map_err(|untrusted| {
+                Error::System(format!(
+                    "login socket {}: refusing to serve it: {untrusted}",
+                    path.display()
+                ))
+            })
+        };
+        // Before creating anything in it, and again once created.
+        trusted(true)?;
+        create_dirs(dir)?;
+        trusted(false)?;
     }
     remove_stale(path)?;
     let listener = UnixListener::bind(path).map_err(|e| system(path, "binding", e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| system(path, "chmod", e))?;
     Ok((listener, Origin::Bound))
+}
+
+/// Creates `dir` and whatever is missing on the way to it, each 0755. otpd runs under umask
+/// 077 (for its store and key), which `mkdir` would apply: hence the chmod of each one made.
+fn create_dirs(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for dir in missing.into_iter().rev() {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| system(dir, "creating", e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| system(dir, "chmod", e))?;
+    }
+    Ok(())
 }
 
 fn system(path: &Path, what: &str, e: io::Error) -> Error {
@@ -208,14 +253,19 @@ impl Drop for Slot {
     }
 }
 
-/// Serves `io.kron.Otpd1` on `listener` from a thread of its own, for the rest of otpd's life.
+/// Resolves when the thread that serves the socket has ended. It never should: otpd then
+/// exits non-zero (design invariant 10) rather than stay up with every login timing out.
+pub type Ended = tokio::sync::oneshot::Receiver<()>;
+
+/// Serves `io.kron.Otpd1` on `listener` from a thread of its own, for the rest of otpd's life;
+/// the answer resolves if that thread ends.
 pub fn serve(
     listener: UnixListener,
     path: PathBuf,
     engine: Arc<Engine>,
     runtime: tokio::runtime::Handle,
     calls: Arc<CallSlots>,
-) -> Result<()> {
+) -> Result<Ended> {
     let config = engine.config();
     // The audit session matters only for step-up grace: no rule grants any, no /proc read.
     let wants_session = config.groups.iter().any(|rule| rule.grace > 0);
@@ -232,11 +282,21 @@ pub fn serve(
         calls,
         path,
     });
+    login_thread(move || zbus::block_on(server.accept_loop(listener)))
+}
+
+/// Runs `serve` on the thread `otpd-login`; the answer resolves once it ends, by returning or
+/// by a panic (the sender is dropped either way, on a panic while unwinding).
+fn login_thread(serve: impl FnOnce() + Send + 'static) -> Result<Ended> {
+    let (ended, answer) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new()
         .name("otpd-login".into())
-        .spawn(move || zbus::block_on(server.accept_loop(listener)))
-        .map(drop)
-        .map_err(|e| Error::System(format!("cannot start the login socket thread: {e}")))
+        .spawn(move || {
+            let _ended = ended;
+            serve();
+        })
+        .map_err(|e| Error::System(format!("cannot start the login socket thread: {e}")))?;
+    Ok(answer)
 }
 
 struct Server {
@@ -267,13 +327,15 @@ impl Server {
                 return;
             }
         };
+        let engine = self.engine.clone();
+        // Out of descriptors, this fails every 100 ms for as long as it lasts.
+        let accept_failed = SparseLog::new(move |line| engine.log_event(line));
         loop {
             let stream = match listener.read_with(|l| l.accept()).await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
-                    self.engine
-                        .log_event(&format!("login socket: accept failed: {e}"));
+                    accept_failed.say(&format!("login socket: accept failed: {e}"));
                     runtime.sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -321,10 +383,18 @@ impl Server {
         };
         // The pidfd was needed for the session only: one descriptor per held login, not two.
         let engine = self.engine.clone();
+        let Ok(runtime) = SharedRuntime::current() else {
+            return;
+        };
         let limits = Limits {
             max_message: MAX_MESSAGE,
             oversize: Oversize::Refuse,
             max_handshake: Some(MAX_HANDSHAKE),
+            calls: Some(Calls {
+                max_in_flight: MAX_CALLS_IN_FLIGHT,
+                write_timeout: WRITE_TIMEOUT,
+                runtime: runtime.clone(),
+            }),
             report: SparseLog::new(move |line| {
                 engine.log_event(&format!("login socket, uid {}: {line}", caller.uid));
             }),
@@ -351,10 +421,7 @@ impl Server {
             .p2p()
             .serve_at(kron_proto::OBJECT_PATH, service)
             .build();
-        let timed = match SharedRuntime::current() {
-            Ok(runtime) => runtime.timeout(HANDSHAKE_TIMEOUT, build).await,
-            Err(_) => return,
-        };
+        let timed = runtime.timeout(HANDSHAKE_TIMEOUT, build).await;
         // A failed or slow handshake (a uid claimed that is not the caller's, garbage, a
         // message over the limit) simply ends the connection: the client sees it closed.
         let Ok(Ok(connection)) = timed else {
@@ -416,6 +483,58 @@ mod tests {
         let _again = slots.take(1000, now).ok().unwrap();
         drop(roots);
         assert!(slots.take(0, now).is_ok());
+    }
+
+    #[test]
+    fn the_end_of_the_login_thread_is_heard_whether_it_returns_or_panics() {
+        let returned = login_thread(|| ()).unwrap();
+        assert!(returned.blocking_recv().is_err(), "ended");
+        let panicked = login_thread(|| panic!("a panic in the accept loop")).unwrap();
+        assert!(panicked.blocking_recv().is_err(), "ended");
+        let (_hold, waiting) = std::sync::mpsc::channel::<()>();
+        let mut serving = login_thread(move || {
+            let _ = waiting.recv();
+        })
+        .unwrap();
+        assert!(
+            serving
+                .try_recv()
+                .is_err_and(|e| e == tokio::sync::oneshot::error::TryRecvError::Empty)
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_created_0755_under_umask_077() {
+        use nix::sys::stat::{Mode, umask};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("run/kron/otpd.sock");
+        // otpd's umask; restored at once, as other tests create files meanwhile.
+        let before = umask(Mode::from_bits_truncate(0o077));
+        let opened = open(&path);
+        umask(before);
+        let (_listener, origin) = opened.unwrap();
+        assert_eq!(origin, Origin::Bound);
+        for dir in [dir.path().join("run"), dir.path().join("run/kron")] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o7777, 0o755, "{}", dir.display());
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666);
+    }
+
+    #[test]
+    fn a_socket_in_a_directory_others_can_change_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.path().join("otpd.sock");
+        let refused = open(&path).err().unwrap().to_string();
+        assert!(refused.contains("refusing to serve"), "{refused}");
+        assert!(!path.exists());
+        // A directory below it, even one otpd would create, is no better.
+        let below = dir.path().join("kron/otpd.sock");
+        assert!(open(&below).is_err());
+        assert!(!dir.path().join("kron").exists(), "nothing created");
     }
 
     #[test]

@@ -104,10 +104,15 @@ enum Callers {
 
 /// The logins one socket connection has waiting at a prompt, so they are forgotten as soon as
 /// the connection ends (sshd's child gone, sudo interrupted) rather than at their deadline.
+/// At most [`MAX_WAITING`]: a connection that begins more has its oldest cancelled.
 #[derive(Default)]
 pub struct Waiting {
     handles: Mutex<Vec<String>>,
 }
+
+/// Logins one connection may have waiting, as many as the engine keeps for one non-root
+/// caller (pam_kron has one per connection).
+const MAX_WAITING: usize = 8;
 
 impl Waiting {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
@@ -115,16 +120,22 @@ impl Waiting {
     }
 
     /// Notes what a call on this connection did: `answered` (a handle it sent) is done with,
-    /// and a prompt step in `reply` is a new login waiting.
-    fn note(&self, answered: Option<&str>, reply: &Result<Step, OtpdError>) {
+    /// and a prompt step in `reply` is a new login waiting. Returns the oldest login, to be
+    /// cancelled, when that makes more than [`MAX_WAITING`].
+    fn note(&self, answered: Option<&str>, reply: &Result<Step, OtpdError>) -> Option<String> {
         if let Some(answered) = answered {
             self.forget(answered);
         }
         if let Ok(step) = reply
             && step.kind == kron_proto::StepKind::Prompt as u32
         {
-            self.lock().push(step.handle.clone());
+            let mut handles = self.lock();
+            handles.push(step.handle.clone());
+            if handles.len() > MAX_WAITING {
+                return Some(handles.remove(0));
+            }
         }
+        None
     }
 
     /// `handle` is done with (answered or cancelled).
@@ -213,8 +224,12 @@ impl OtpdService {
 
     /// On the socket, notes what a login call left waiting (see [`Waiting`]).
     fn note(&self, answered: Option<&str>, reply: &Result<Step, OtpdError>) {
-        if let Callers::Peer { waiting, .. } = &self.callers {
-            waiting.note(answered, reply);
+        if let Callers::Peer { caller, waiting } = &self.callers
+            && let Some(oldest) = waiting.note(answered, reply)
+        {
+            // Forgotten here, so cancelled now: left to its deadline, the connection's end
+            // could not take it along.
+            let _ = self.engine.cancel(*caller, &oldest);
         }
     }
 
@@ -979,6 +994,36 @@ mod tests {
             slots.take(Caller::new(1000)).unwrap().is_some(),
             "given back"
         );
+    }
+
+    #[test]
+    fn a_connection_keeps_at_most_eight_logins_waiting_the_oldest_goes() {
+        let waiting = Waiting::default();
+        let prompt = |handle: &str| {
+            Ok(Step {
+                kind: kron_proto::StepKind::Prompt as u32,
+                messages: Vec::new(),
+                prompt: "Code: ".into(),
+                echo: false,
+                handle: handle.into(),
+            })
+        };
+        for n in 0..MAX_WAITING {
+            assert_eq!(waiting.note(None, &prompt(&format!("h{n}"))), None);
+        }
+        assert_eq!(waiting.note(None, &prompt("h8")), Some("h0".into()));
+        assert_eq!(waiting.lock().len(), MAX_WAITING);
+        // An answer that ends a login makes room again.
+        let accepted = Ok(Step {
+            kind: kron_proto::StepKind::Accept as u32,
+            messages: Vec::new(),
+            prompt: String::new(),
+            echo: false,
+            handle: String::new(),
+        });
+        assert_eq!(waiting.note(Some("h1"), &accepted), None);
+        assert_eq!(waiting.note(None, &prompt("h9")), None);
+        assert_eq!(waiting.lock().len(), MAX_WAITING);
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //!                                        stdin closes                -> OK | CLOSED, one a line
 //! socket-probe logins SOCKET N PREFIX    N logins of PREFIX0.. held at the prompt at once,
 //!                                        then all answered            -> "prompted N", "ended N"
+//! socket-probe pipeline SOCKET N         one connection sending N Cancel calls without reading
+//!                                        a reply, until they are sent or writing stalls for
+//!                                        5 s; held until stdin closes  -> "sent K"
 //! socket-probe bus-flood ADDRESS N BYTES M
 //!                                        N bus connections at once, each sending M SetContact
 //!                                        calls with BYTES-long arguments -> the D-Bus error name
@@ -26,7 +29,7 @@ use zbus::connection::{AuthMechanism, Builder};
 use zbus::proxy::CacheProperties;
 
 const USAGE: &str = "usage: socket-probe claim SOCKET UID | header SOCKET BYTES N | \
-hold SOCKET N | logins SOCKET N PREFIX | bus-flood ADDRESS N BYTES M";
+hold SOCKET N | logins SOCKET N PREFIX | pipeline SOCKET N | bus-flood ADDRESS N BYTES M";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         ["header", socket, bytes, count] => header(socket, parse(bytes), parse(count)),
         ["hold", socket, count] => hold(socket, parse(count)),
         ["logins", socket, count, prefix] => logins(socket, parse(count), prefix),
+        ["pipeline", socket, count] => pipeline(socket, parse(count)),
         ["bus-flood", address, count, bytes, calls] => {
             bus_flood(address, parse(count), parse(bytes), parse(calls))
         }
@@ -191,6 +195,81 @@ fn logins(socket: &str, count: usize, prefix: &str) -> Result<(), String> {
         println!("ended {ended}");
         Ok(())
     })
+}
+
+/// Sends `count` calls of `Cancel("x")` on one connection and reads none of the replies: a
+/// peer that makes otpd answer faster than it reads.
+fn pipeline(socket: &str, count: usize) -> Result<(), String> {
+    let mut stream = connect(socket)?;
+    if verdict(&exchange(&mut stream, &auth_line(&my_uid()))) != "OK" {
+        return Err("the handshake was refused".into());
+    }
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut sent = 0;
+    if stream.write_all(b"BEGIN\r\n").is_ok() {
+        let mut batch = Vec::new();
+        // A hundred calls a write, so the calls arrive faster than otpd answers them.
+        for serial in 1..=count {
+            batch.extend_from_slice(&cancel_call(serial as u32));
+            if serial.is_multiple_of(100) || serial == count {
+                if stream.write_all(&batch).is_err() {
+                    break;
+                }
+                sent = serial;
+                batch.clear();
+            }
+        }
+    }
+    println!("sent {sent}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    // Held, replies unread, until the test closes our stdin.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    Ok(())
+}
+
+/// A little-endian method call of `io.kron.Otpd1.Cancel("x")` on otpd's object, as
+/// `serial`, built by hand: no D-Bus library would send calls without reading replies.
+fn cancel_call(serial: u32) -> Vec<u8> {
+    fn pad(bytes: &mut Vec<u8>, to: usize) {
+        while !bytes.len().is_multiple_of(to) {
+            bytes.push(0);
+        }
+    }
+    fn field(fields: &mut Vec<u8>, code: u8, signature: &[u8], value: &str) {
+        pad(fields, 8);
+        fields.push(code);
+        fields.push(1);
+        fields.extend_from_slice(signature);
+        fields.push(0);
+        if signature == b"g" {
+            fields.push(value.len() as u8);
+        } else {
+            pad(fields, 4);
+            fields.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        }
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    // The field array starts at offset 16, a multiple of 8, so padding within it is the same
+    // as padding within the message.
+    let mut fields = Vec::new();
+    field(&mut fields, 1, b"o", kron_proto::OBJECT_PATH);
+    field(&mut fields, 2, b"s", kron_proto::INTERFACE);
+    field(&mut fields, 3, b"s", "Cancel");
+    field(&mut fields, 8, b"g", "s");
+    let mut body = Vec::new();
+    body.extend_from_slice(&1u32.to_le_bytes());
+    body.extend_from_slice(b"x\0");
+    let mut message = vec![b'l', 1, 0, 1];
+    message.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    message.extend_from_slice(&serial.to_le_bytes());
+    message.extend_from_slice(&(fields.len() as u32).to_le_bytes());
+    message.extend_from_slice(&fields);
+    pad(&mut message, 8);
+    message.extend_from_slice(&body);
+    message
 }
 
 /// Each held login is a descriptor here too.
