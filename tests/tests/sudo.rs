@@ -5,6 +5,8 @@
 //! sudo always passes PAM_SILENT; the stacks here give pam_kron `nosilent` (docs/sudo.md) so
 //! otpd's messages are shown, except where a test checks what happens without it.
 
+use std::time::Duration;
+
 use kron_tests::namespace::MachineFiles;
 use kron_tests::pty::Pty;
 use kron_tests::sudo::{self, Sudo};
@@ -346,4 +348,56 @@ fn sudo_ignores_the_invoking_users_bus_address() {
     assert_did_not_run(&poisoned(&without_bus, &token.code_for_step(confirmed + 2)));
 
     assert_eq!(fake.calls(), 0, "the module asked the impostor");
+}
+
+/// sudo connects to otpd's socket as root whoever runs it: a user holding sudo prompts open
+/// (here five, with room for four of root's) must not fill root's connections and lock every
+/// sshd and sudo login out. Past a user's worth of root's connections, otpd charges a root
+/// peer's connection to its real uid: the user's fifth prompt is refused as over the user's
+/// limit, and root logs in meanwhile.
+#[test]
+fn sudo_prompts_held_open_count_against_the_user_not_root() {
+    let world = World::start(&format!(
+        "max_connections_per_uid = 2\nmax_connections_root = 4\n{}",
+        require_sudo()
+    ));
+    let user = TestUser::new();
+    world.kronctl().enroll_confirmed_now(user.name());
+    let sudo = Sudo::new(&world, &user, &["nosilent"], &[]);
+    // `sudo -S` waiting for the code on a stdin nobody writes to.
+    let mut held: Vec<std::process::Child> = (0..5)
+        .map(|_| {
+            let mut command = sudo.command(&user, &["-S"]);
+            command
+                .args(sudo::COMMAND)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            command.spawn().expect("start sudo")
+        })
+        .collect();
+    let refused = process::wait_for("a connection refused", Duration::from_secs(60), || {
+        let log = world.otpd.stderr();
+        log.lines()
+            .find(|line| line.contains("connections, its limit"))
+            .map(str::to_owned)
+    });
+    assert!(
+        refused.contains(&format!("uid {} holds 2 connections", user.uid()))
+            && refused.contains("through set-uid programs"),
+        "{refused}"
+    );
+
+    // Root's own logins go on: otpd serves the connection and decides (this service is exempt;
+    // a refused connection would fail the login closed).
+    let other = TestUser::new();
+    let login = world.login(other.name()).run();
+    assert_eq!(login.result(), kron_tests::result::SUCCESS, "{}", login.raw);
+
+    for child in &mut held {
+        drop(child.stdin.take());
+    }
+    for child in &mut held {
+        process::wait_bounded(child, Duration::from_secs(60)).expect("sudo ended");
+    }
 }

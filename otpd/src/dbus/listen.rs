@@ -21,7 +21,7 @@ use zbus::{Guid, OwnedGuid};
 use zruntime::{AsyncIo, SharedRuntime};
 
 use super::bounded::{Calls, Limits, Oversize};
-use super::peer::{PeerSocket, peer_creds};
+use super::peer::{PeerSocket, peer_creds, pidfd_of, real_uid};
 use super::service::{CallSlots, OtpdService, Waiting};
 use super::session;
 use crate::engine::Engine;
@@ -190,6 +190,12 @@ fn activated_fd() -> io::Result<Option<RawFd>> {
 
 /// Connections held per uid. A slot is taken at accept and given back when the connection
 /// ends, so one user cannot hold all of otpd's descriptors.
+///
+/// A set-uid program (sudo, su) connects with root's effective uid whoever runs it, so a user
+/// holding thousands of sudo prompts open would fill root's slots and lock every sshd and
+/// sudo login out. Once root holds [`Slots::root_unexamined`] connections, a further one from
+/// a root peer is charged to the real uid of its process instead (sshd's is root's, a user's
+/// sudo is the user's): below that, nothing is read, so the usual login costs no /proc read.
 struct Slots {
     per_user: u32,
     root: u32,
@@ -218,6 +224,18 @@ struct Refused {
 impl Slots {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Held>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Root's connections charged to root without asking whose they are: as many as one user
+    /// may hold (half of root's limit if that is less), so a user's set-uid connections can
+    /// take no more of root's than that before they count as the user's own.
+    fn root_unexamined(&self) -> u32 {
+        self.per_user.min(self.root / 2)
+    }
+
+    /// Whether a new connection from a root peer is to be charged to its real uid.
+    fn examine_root(&self) -> bool {
+        self.lock().get(&0).map_or(0, |held| held.count) >= self.root_unexamined()
     }
 
     fn take(self: &Arc<Self>, uid: u32, now: Instant) -> std::result::Result<Slot, Refused> {
@@ -359,16 +377,27 @@ impl Server {
                 return;
             }
         };
-        let _slot = match self.slots.take(creds.uid, Instant::now()) {
+        // Whose slot the connection takes (see [`Slots`]); who the caller is stays creds.uid.
+        let charged = if creds.uid == 0 && self.slots.examine_root() {
+            let own = creds.pidfd.is_none().then(|| pidfd_of(&stream)).flatten();
+            real_uid(creds.pid, creds.pidfd.as_ref().or(own.as_ref())).unwrap_or(0)
+        } else {
+            creds.uid
+        };
+        let _slot = match self.slots.take(charged, Instant::now()) {
             Ok(slot) => slot,
             Err(refused) => {
                 if refused.log {
                     self.engine.log_event(&format!(
-                        "login socket: uid {} holds {} connections, its limit; refusing more \
-                         (max_connections_{})",
-                        creds.uid,
+                        "login socket: uid {charged} holds {} connections, its limit{}; \
+                         refusing more (max_connections_{})",
                         refused.limit,
-                        if creds.uid == 0 { "root" } else { "per_uid" }
+                        if charged != creds.uid {
+                            " (as root, through set-uid programs such as sudo)"
+                        } else {
+                            ""
+                        },
+                        if charged == 0 { "root" } else { "per_uid" }
                     ));
                 }
                 return;
@@ -535,6 +564,33 @@ mod tests {
         let below = dir.path().join("kron/otpd.sock");
         assert!(open(&below).is_err());
         assert!(!dir.path().join("kron").exists(), "nothing created");
+    }
+
+    #[test]
+    fn root_peers_are_examined_once_root_holds_a_users_worth() {
+        let slots = Arc::new(Slots {
+            per_user: 2,
+            root: 6,
+            held: Mutex::default(),
+        });
+        let now = Instant::now();
+        assert!(!slots.examine_root());
+        let first = slots.take(0, now).ok().unwrap();
+        assert!(!slots.examine_root());
+        let _second = slots.take(0, now).ok().unwrap();
+        assert!(
+            slots.examine_root(),
+            "two of root's held: the next is examined"
+        );
+        drop(first);
+        assert!(!slots.examine_root());
+        // A root limit below twice a user's: half of it.
+        let small = Slots {
+            per_user: 64,
+            root: 10,
+            held: Mutex::default(),
+        };
+        assert_eq!(small.root_unexamined(), 5);
     }
 
     #[test]

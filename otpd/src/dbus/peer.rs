@@ -59,6 +59,31 @@ pub fn peer_creds(stream: &UnixStream, with_pidfd: bool) -> io::Result<PeerCreds
     })
 }
 
+/// SO_PEERPIDFD of `stream`'s peer, when [`peer_creds`] was not asked for it.
+pub fn pidfd_of(stream: &UnixStream) -> Option<OwnedFd> {
+    peer_pidfd(stream.as_raw_fd())
+}
+
+/// The real uid of the process that connected, for a peer whose effective uid is root: a
+/// set-uid program (sudo, su) run by a user has that user as its real uid. Read from
+/// `/proc/PID/status`, then confirmed as the connecting process's own by its pidfd (alive
+/// after the read, so the pid was still its own during it). `None` if it cannot be known.
+pub fn real_uid(pid: u32, pidfd: Option<&OwnedFd>) -> Option<u32> {
+    let pidfd = pidfd?;
+    if pid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let real = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<u32>()
+        .ok()?;
+    super::session::alive(pidfd).then_some(real)
+}
+
 /// SO_PEERPIDFD of the connected socket `fd`, or `None` where the kernel has none (before
 /// Linux 6.5: no audit session, so no step-up grace).
 fn peer_pidfd(fd: RawFd) -> Option<OwnedFd> {
@@ -113,6 +138,27 @@ impl Socket for PeerSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_real_uid_is_read_of_a_live_peer_only() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // SAFETY: pidfd_open with flags 0 returns a new descriptor or -1; no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        assert!(fd >= 0, "pidfd_open: {}", io::Error::last_os_error());
+        // SAFETY: the kernel just returned this descriptor to us.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let ours = unsafe { libc::getuid() };
+        assert_eq!(real_uid(pid, Some(&pidfd)), Some(ours));
+        assert_eq!(real_uid(pid, None), None, "no pidfd, nothing to confirm");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(real_uid(pid, Some(&pidfd)), None, "exited");
+    }
 
     #[test]
     fn credentials_are_the_peers_and_its_pidfd_is_opened_only_when_asked_for() {

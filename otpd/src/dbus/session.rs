@@ -28,7 +28,7 @@ pub fn of_pid(pid: u32) -> Option<u32> {
 }
 
 /// Whether the process behind `pidfd` has not exited (signal 0 delivers nothing).
-fn alive(pidfd: &OwnedFd) -> bool {
+pub(super) fn alive(pidfd: &OwnedFd) -> bool {
     // SAFETY: `pidfd` is a pidfd we own; a null siginfo and flags 0 are valid arguments.
     let ret = unsafe {
         libc::syscall(
