@@ -17,6 +17,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use zbus::address::transport::{Transport as DbusTransport, UnixSocket};
+
 /// Default bound on each exchange with otpd (connect + authenticate, or one method call).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest accepted `timeout=`; a login that waits a minute for a daemon is already broken.
@@ -218,10 +220,30 @@ fn parse_bus(value: &str) -> Result<String, ArgError> {
             quote(value.as_bytes())
         )));
     }
-    value
+    let address = value
         .parse::<zbus::Address>()
         .map_err(|e| ArgError::BadBus(format!("{}: {e}", quote(value.as_bytes()))))?;
-    Ok(value.to_owned())
+    // Only a socket file, which its directory's owner decides who may create: an abstract name
+    // has no owner and no permissions, so any local user who binds it first (while the bus is
+    // down) would answer in otpd's place.
+    match address.transport() {
+        DbusTransport::Unix(unix) => match unix.path() {
+            UnixSocket::File(path) if path.is_absolute() => Ok(value.to_owned()),
+            UnixSocket::Abstract(_) => Err(ArgError::BadBus(
+                "an abstract socket has no owner: any local user could answer on it; \
+                 use unix:path="
+                    .into(),
+            )),
+            _ => Err(ArgError::BadBus(format!(
+                "{} is not unix:path= with an absolute path",
+                quote(value.as_bytes())
+            ))),
+        },
+        _ => Err(ArgError::BadBus(format!(
+            "{} is not a unix: address",
+            quote(value.as_bytes())
+        ))),
+    }
 }
 
 /// An absolute path that fits `sun_path`. Relative paths would depend on the application's
@@ -306,11 +328,22 @@ mod tests {
     }
 
     #[test]
-    fn abstract_sockets_are_accepted() {
-        let args = run(&[c"bus=unix:abstract=/tmp/dbus-x"]).args.unwrap();
-        assert_eq!(
-            args.transport,
-            Transport::Bus("unix:abstract=/tmp/dbus-x".into())
+    fn only_socket_files_are_accepted_as_buses() {
+        for address in [
+            c"bus=unix:abstract=/tmp/dbus-x",
+            c"bus=unix:dir=/tmp",
+            c"bus=unix:tmpdir=/tmp",
+            c"bus=unix:path=relative/bus",
+        ] {
+            assert!(
+                matches!(run(&[address]).args, Err(ArgError::BadBus(_))),
+                "{address:?}"
+            );
+        }
+        let abstract_name = run(&[c"bus=unix:abstract=/tmp/dbus-x"]).args.unwrap_err();
+        assert!(
+            abstract_name.to_string().contains("no owner"),
+            "{abstract_name}"
         );
     }
 
