@@ -43,6 +43,9 @@ impl DbusOtpd {
     /// Never `Connection::system()`: that reads DBUS_SYSTEM_BUS_ADDRESS from the environment,
     /// which the user who runs sudo controls.
     pub(crate) async fn connect(transport: &Transport, timeout: Duration) -> Result<Self, Error> {
+        if let Transport::Socket(path) = transport {
+            roots_socket(path)?;
+        }
         let builder = match transport {
             // Peer-to-peer: otpd itself is the server (no Hello, no bus). A typed address, so
             // the path needs no D-Bus escaping.
@@ -124,6 +127,24 @@ impl Otpd for DbusOtpd {
             .await?
             .map_err(call_error)
     }
+}
+
+/// Refuses a socket at `path` that is not root's. A socket file belongs to whoever bound it
+/// (otpd, or systemd for `otpd.socket`), so one a user made while otpd was away, in a directory
+/// the user may write (a misplaced `socket=`), is never asked for a verdict. One stat, before
+/// the connect.
+fn roots_socket(path: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| Error::Unreachable(format!("{}: {e}", path.display())))?;
+    if !metadata.file_type().is_socket() || metadata.uid() != 0 {
+        return Err(Error::Unreachable(format!(
+            "{} is not a socket of root's (owner uid {}): not asked",
+            path.display(),
+            metadata.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `fut` on the runtime of the enclosing `zbus::block_on`, failing after `timeout`.
@@ -320,6 +341,37 @@ mod tests {
                 result.err()
             );
         }
+    }
+
+    #[test]
+    fn a_socket_that_is_not_roots_is_not_asked() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // chown needs root; the suite runs as root.
+        }
+        let dir =
+            std::path::Path::new("/tmp").join(format!("pam_kron-owner-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("otpd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(roots_socket(&path).is_ok());
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let refused = zbus::block_on(DbusOtpd::connect(
+            &Transport::Socket(path.clone()),
+            Duration::from_secs(2),
+        ));
+        match refused {
+            Err(Error::Unreachable(why)) => {
+                assert!(why.contains("not a socket of root's"), "{why}")
+            }
+            other => panic!("{:?}", other.err()),
+        }
+        let file = dir.join("not-a-socket");
+        std::fs::write(&file, "").unwrap();
+        assert!(roots_socket(&file).is_err());
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
