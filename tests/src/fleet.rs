@@ -158,7 +158,19 @@ impl Fleet {
 
     /// `kronctl fleet add-host NAME`, returning the `[fleet]` section it printed.
     pub fn add_host_section(&self, kronctl: &Kronctl, name: &str, port: u16) -> String {
-        let output = kronctl.run(&[
+        let output = self.run_add_host(kronctl, name, port);
+        output.assert_success("kronctl fleet add-host");
+        let start = output
+            .stdout
+            .find("[fleet]")
+            .unwrap_or_else(|| panic!("no [fleet] section printed:\n{}", output.stdout));
+        output.stdout[start..].to_string()
+    }
+
+    /// `kronctl fleet add-host NAME` as the owner through `port`, its password file
+    /// [`Fleet::password_file`], whatever it answers.
+    pub fn run_add_host(&self, kronctl: &Kronctl, name: &str, port: u16) -> crate::process::Output {
+        kronctl.run(&[
             "fleet",
             "add-host",
             name,
@@ -170,13 +182,7 @@ impl Fleet {
             &self.db.owner_password_file().display().to_string(),
             "--password-file",
             &self.password_file(name).display().to_string(),
-        ]);
-        output.assert_success("kronctl fleet add-host");
-        let start = output
-            .stdout
-            .find("[fleet]")
-            .unwrap_or_else(|| panic!("no [fleet] section printed:\n{}", output.stdout));
-        output.stdout[start..].to_string()
+        ])
     }
 
     /// The first line of host `name`'s password file.

@@ -15,7 +15,7 @@ use kron_tests::pam::Running;
 use kron_tests::pgbouncer::PgBouncer;
 use kron_tests::postgres::{Postgres, TestCa};
 use kron_tests::totp::{Oath, base32, decode_base32, steady_step, wrong_code};
-use kron_tests::{Fleet, Kronctl, TestUser, kronctl, otpd, process, result, scratch};
+use kron_tests::{Fleet, Kronctl, TestUser, Transcript, kronctl, otpd, process, result, scratch};
 
 const REQUIRE: &str = "default_mode = \"require\"\n";
 /// A backoff that cannot run out while a test runs.
@@ -334,19 +334,7 @@ fn add_host_sets_up_its_role_and_takes_over_no_other_role() {
 
     fleet.db.sql("postgres", "CREATE ROLE kron_zed LOGIN");
     for name in ["owner", "zed"] {
-        let output = kronctl.run(&[
-            "fleet",
-            "add-host",
-            name,
-            "--url",
-            &fleet.owner_url(fleet.db.port()),
-            "--ca-file",
-            &fleet.db.ca.cert().display().to_string(),
-            "--owner-password-file",
-            &fleet.db.owner_password_file().display().to_string(),
-            "--password-file",
-            &fleet.password_file(name).display().to_string(),
-        ]);
+        let output = fleet.run_add_host(&kronctl, name, fleet.db.port());
         output.assert_failure(&format!("add-host {name}"));
         assert!(
             output
@@ -415,19 +403,10 @@ fn a_row_held_by_an_open_transaction_delays_only_its_own_login() {
         },
     );
     let mark = a.otpd.stderr().len();
-    let began = Instant::now();
-    let refused = a.login(busy.name()).answer(&code).run();
-    let waited = began.elapsed();
-    assert_eq!(
-        refused.result(),
-        result::AUTHINFO_UNAVAIL,
-        "{}",
-        refused.raw
-    );
-    assert!(
-        waited < Duration::from_secs(9),
-        "the login waited {waited:?}, for the host to give up on its statement"
-    );
+    // Not for the host to give up on its statement (10 s).
+    refused_within("the busy user's login", Duration::from_secs(9), || {
+        a.login(busy.name()).answer(&code).run()
+    });
     let log = &a.otpd.stderr()[mark..];
     assert!(!log.contains("unreachable"), "{log}");
 
@@ -929,18 +908,10 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(1200));
         }
-        let began = Instant::now();
-        let login = log_in();
-        let waited = began.elapsed();
-        assert_eq!(
-            login.result(),
-            result::AUTHINFO_UNAVAIL,
-            "attempt {attempt}: {}",
-            login.raw
-        );
-        assert!(
-            waited < Duration::from_millis(2500),
-            "attempt {attempt}: the login waited {waited:?} for a timeout"
+        refused_within(
+            &format!("attempt {attempt}"),
+            Duration::from_millis(2500),
+            log_in,
         );
         if attempt == 0 {
             assert!(
@@ -1057,6 +1028,21 @@ fn a_host_behind_pgbouncer_in_transaction_mode_logs_in() {
 
 /// Logs `user` in on `host` with `code` until it passes (refused as unavailable meanwhile), for
 /// a minute at most: a host finds the database back by itself, and says so.
+/// Runs `login`, which is refused as unavailable (`PAM_AUTHINFO_UNAVAIL`) having waited less
+/// than `limit`: a bound on waiting for a timeout, not on speed.
+fn refused_within(what: &str, limit: Duration, login: impl FnOnce() -> Transcript) {
+    let began = Instant::now();
+    let login = login();
+    let waited = began.elapsed();
+    assert_eq!(
+        login.result(),
+        result::AUTHINFO_UNAVAIL,
+        "{what}: {}",
+        login.raw
+    );
+    assert!(waited < limit, "{what}: the login waited {waited:?}");
+}
+
 fn logs_in_again(host: &Host, user: &str, code: &str) {
     process::wait_for("a login on the host again", Duration::from_secs(60), || {
         let login = host.login(user).answer(code).run();

@@ -20,6 +20,26 @@ fn probe(identity: &Identity, args: &[&str]) -> Vec<String> {
     output.stdout.lines().map(str::to_owned).collect()
 }
 
+/// Starts socket-probe as `identity`, stdin and stdout piped, for a test that reads its lines as
+/// they come and ends it by closing its stdin.
+fn spawn_probe(
+    identity: &Identity,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = identity
+        .command(artifacts::socket_probe())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start socket-probe");
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    (child, lines)
+}
+
 /// otpd's resident memory in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("otpd's status");
@@ -184,15 +204,8 @@ fn calls_pipelined_without_reading_replies_are_not_buffered() {
     let socket = world.otpd.socket_path().display().to_string();
     let before = rss_kib(world.otpd.pid());
 
-    let mut pipeline = attacker
-        .identity()
-        .command(artifacts::socket_probe())
-        .args(["pipeline", &socket, "200000"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start socket-probe");
-    let mut lines = BufReader::new(pipeline.stdout.take().expect("stdout")).lines();
+    let (mut pipeline, mut lines) =
+        spawn_probe(&attacker.identity(), &["pipeline", &socket, "200000"]);
     let sent = lines.next().expect("a line").expect("read");
     // Measured with the connection still open, its replies unread.
     let after = rss_kib(world.otpd.pid());
@@ -241,15 +254,7 @@ fn connections_per_uid_are_bounded_and_the_limit_logged() {
     let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
     let socket = world.otpd.socket_path().display().to_string();
 
-    let mut holder = hog
-        .identity()
-        .command(artifacts::socket_probe())
-        .args(["hold", &socket, "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start socket-probe");
-    let mut lines = BufReader::new(holder.stdout.take().expect("stdout")).lines();
+    let (mut holder, mut lines) = spawn_probe(&hog.identity(), &["hold", &socket, "4"]);
     let held: Vec<String> = (0..4)
         .map(|_| lines.next().expect("a line").expect("read"))
         .collect();
