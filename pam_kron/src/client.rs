@@ -7,11 +7,11 @@
 //! connection is closed before that `block_on` returns, so no fd or task outlives the hook.
 
 use std::future::Future;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use kron_proto::{OtpdError, OtpdProxy, Step};
 use zbus::Connection;
-use zbus::address::transport::{Transport as DbusTransport, Unix, UnixSocket};
 use zbus::connection::{AuthMechanism, Builder};
 use zbus::proxy::CacheProperties;
 
@@ -43,16 +43,12 @@ impl DbusOtpd {
     /// Never `Connection::system()`: that reads DBUS_SYSTEM_BUS_ADDRESS from the environment,
     /// which the user who runs sudo controls.
     pub(crate) async fn connect(transport: &Transport, timeout: Duration) -> Result<Self, Error> {
-        if let Transport::Socket(path) = transport {
-            roots_socket(path)?;
-        }
         let builder = match transport {
-            // Peer-to-peer: otpd itself is the server (no Hello, no bus). A typed address, so
-            // the path needs no D-Bus escaping.
-            Transport::Socket(path) => Builder::address(zbus::Address::from(DbusTransport::Unix(
-                Unix::new(UnixSocket::File(path.clone())),
-            )))
-            .p2p(),
+            // Peer-to-peer: otpd itself is the server (no Hello, no bus), on a socket connected
+            // here and checked to be root's.
+            Transport::Socket(path) => {
+                Builder::unix_stream(within(timeout, connect_roots_socket(path)).await??).p2p()
+            }
             // An address that does not parse fails the build below, as unreachable.
             Transport::Bus(address) => Builder::address(address.as_str()),
         };
@@ -129,22 +125,52 @@ impl Otpd for DbusOtpd {
     }
 }
 
-/// Refuses a socket at `path` that is not root's. A socket file belongs to whoever bound it
-/// (otpd, or systemd for `otpd.socket`), so one a user made while otpd was away, in a directory
-/// the user may write (a misplaced `socket=`), is never asked for a verdict. One stat, before
-/// the connect.
-fn roots_socket(path: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let metadata = std::fs::metadata(path)
-        .map_err(|e| Error::Unreachable(format!("{}: {e}", path.display())))?;
-    if !metadata.file_type().is_socket() || metadata.uid() != 0 {
-        return Err(Error::Unreachable(format!(
-            "{} is not a socket of root's (owner uid {}): not asked",
-            path.display(),
-            metadata.uid()
-        )));
+/// Connects to otpd's socket at `path` and requires the process that listens on it to be
+/// root's (SO_PEERCRED of the connected socket: otpd, or systemd holding `otpd.socket` for it).
+/// A socket another user made (a `socket=` in a directory they may write, while otpd was away)
+/// is never asked for a verdict, and the check is of the very socket the login then talks on.
+/// Non-blocking: while the listen backlog is full (otpd swamped), it tries again every 20 ms on
+/// the runtime's timer, bounded by the caller's timeout, never waiting in the kernel.
+async fn connect_roots_socket(path: &std::path::Path) -> Result<UnixStream, Error> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, UnixAddr, connect, getsockopt, socket,
+        sockopt::PeerCredentials,
+    };
+    use std::os::fd::AsRawFd;
+    let unreachable =
+        |e: &dyn std::fmt::Display| Error::Unreachable(format!("{}: {e}", path.display()));
+    let address = UnixAddr::new(path).map_err(|e| unreachable(&e))?;
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(|e| unreachable(&e))?;
+        match connect(fd.as_raw_fd(), &address) {
+            Ok(()) => {
+                let uid = getsockopt(&fd, PeerCredentials)
+                    .map_err(|e| unreachable(&e))?
+                    .uid();
+                if uid != 0 {
+                    return Err(Error::Unreachable(format!(
+                        "{} is served by uid {uid}, not root: not asked",
+                        path.display()
+                    )));
+                }
+                return Ok(UnixStream::from(fd));
+            }
+            // A full backlog: a new socket, a little later.
+            Err(Errno::EAGAIN) => {
+                let runtime = zruntime::SharedRuntime::current()
+                    .map_err(|e| Error::Unreachable(format!("no runtime for the timer: {e}")))?;
+                runtime.sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(unreachable(&e)),
+        }
     }
-    Ok(())
 }
 
 /// Runs `fut` on the runtime of the enclosing `zbus::block_on`, failing after `timeout`.
@@ -344,33 +370,52 @@ mod tests {
     }
 
     #[test]
-    fn a_socket_that_is_not_roots_is_not_asked() {
+    fn a_socket_another_user_listens_on_is_not_asked() {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return; // chown needs root; the suite runs as root.
+            return; // Listening as another user needs root; the suite runs as root.
         }
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
         let dir =
             std::path::Path::new("/tmp").join(format!("pam_kron-owner-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
         let path = dir.join("otpd.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        assert!(roots_socket(&path).is_ok());
-        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        // A listener of uid 65534's: what a user could leave where a misplaced socket= points.
+        let mut stranger = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket, sys, time\n\
+                 s = socket.socket(socket.AF_UNIX)\n\
+                 s.bind(sys.argv[1]); s.listen(8)\n\
+                 print('listening', flush=True); time.sleep(30)",
+            ])
+            .arg(&path)
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(stranger.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening");
         let refused = zbus::block_on(DbusOtpd::connect(
             &Transport::Socket(path.clone()),
             Duration::from_secs(2),
         ));
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
         match refused {
             Err(Error::Unreachable(why)) => {
-                assert!(why.contains("not a socket of root's"), "{why}")
+                assert!(why.contains("served by uid 65534, not root"), "{why}")
             }
             other => panic!("{:?}", other.err()),
         }
-        let file = dir.join("not-a-socket");
-        std::fs::write(&file, "").unwrap();
-        assert!(roots_socket(&file).is_err());
-        drop(listener);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

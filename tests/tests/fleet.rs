@@ -310,6 +310,19 @@ fn add_host_sets_up_its_role_and_takes_over_no_other_role() {
         settings.contains("synchronous_commit=on") && settings.contains("lock_timeout=5s"),
         "{settings}"
     );
+    // A host role without them (added before schema version 7) gets them from `fleet init`.
+    fleet.db.sql("postgres", "ALTER ROLE kron_b RESET ALL");
+    let init = fleet.init(&kronctl, fleet.db.port());
+    init.assert_success("fleet init");
+    assert!(
+        init.stdout.contains("host role kron_b: settings given"),
+        "{}",
+        init.stdout
+    );
+    let again = fleet
+        .db
+        .sql("kron", "SELECT kron.host_role_ready('kron_b')");
+    assert_eq!(again, "t");
 
     fleet
         .db
@@ -1026,8 +1039,6 @@ fn a_host_behind_pgbouncer_in_transaction_mode_logs_in() {
     );
 }
 
-/// Logs `user` in on `host` with `code` until it passes (refused as unavailable meanwhile), for
-/// a minute at most: a host finds the database back by itself, and says so.
 /// Runs `login`, which is refused as unavailable (`PAM_AUTHINFO_UNAVAIL`) having waited less
 /// than `limit`: a bound on waiting for a timeout, not on speed.
 fn refused_within(what: &str, limit: Duration, login: impl FnOnce() -> Transcript) {
@@ -1043,6 +1054,8 @@ fn refused_within(what: &str, limit: Duration, login: impl FnOnce() -> Transcrip
     assert!(waited < limit, "{what}: the login waited {waited:?}");
 }
 
+/// Logs `user` in on `host` with `code` until it passes (refused as unavailable meanwhile), for
+/// a minute at most: a host finds the database back by itself, and says so.
 fn logs_in_again(host: &Host, user: &str, code: &str) {
     process::wait_for("a login on the host again", Duration::from_secs(60), || {
         let login = host.login(user).answer(code).run();

@@ -106,6 +106,11 @@ impl InFlight {
         }
     }
 
+    /// Whether the call `serial` waits for its reply.
+    fn holds(&self, serial: u32) -> bool {
+        self.lock().contains(&serial)
+    }
+
     /// The call `serial` is answered; its place, if it took one, is free.
     fn leave(&self, serial: u32) {
         let mut serials = self.lock();
@@ -411,13 +416,22 @@ impl ReadHalf for Reader {
         // makes only on the bus, one at a time (GetConnectionCredentials).
         let message = unsafe { Message::from_bytes(data) }?;
         if let Some(in_flight) = &self.in_flight
-            && wants_reply(&message)
+            && message.message_type() == Type::MethodCall
         {
-            // Held here, not handed on, until an earlier call is answered: the peer's further
-            // calls then wait in the kernel's socket buffers, and its writes block.
-            in_flight
-                .enter(message.primary_header().serial_num().get())
-                .await;
+            let serial = message.primary_header().serial_num().get();
+            // A reply names its call by serial only: a second call under the serial of one still
+            // waiting (even one that asks for no reply, which zbus answers if it cannot dispatch
+            // it) would free that call's place early. A client never does this.
+            if in_flight.holds(serial) {
+                return Err(zbus::Error::from(invalid(
+                    "a call reuses the serial of one still waiting",
+                )));
+            }
+            if wants_reply(&message) {
+                // Held here, not handed on, until an earlier call is answered: the peer's
+                // further calls then wait in the kernel's socket buffers, and its writes block.
+                in_flight.enter(serial).await;
+            }
         }
         Ok(message)
     }
@@ -613,6 +627,7 @@ mod tests {
         in_flight.leave(1);
         assert!(third.as_mut().poll(&mut cx).is_ready());
         assert_eq!(*in_flight.lock(), [2, 3]);
+        assert!(in_flight.holds(2) && !in_flight.holds(1));
     }
 
     #[test]

@@ -379,7 +379,11 @@ impl Server {
         };
         // Whose slot the connection takes (see [`Slots`]); who the caller is stays creds.uid.
         let charged = if creds.uid == 0 && self.slots.examine_root() {
-            let own = creds.pidfd.is_none().then(|| pidfd_of(&stream)).flatten();
+            let own = creds
+                .pidfd
+                .is_none()
+                .then(|| pidfd_of(&stream, creds.pid))
+                .flatten();
             real_uid(creds.pid, creds.pidfd.as_ref().or(own.as_ref())).unwrap_or(0)
         } else {
             creds.uid

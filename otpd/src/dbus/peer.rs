@@ -59,9 +59,20 @@ pub fn peer_creds(stream: &UnixStream, with_pidfd: bool) -> io::Result<PeerCreds
     })
 }
 
-/// SO_PEERPIDFD of `stream`'s peer, when [`peer_creds`] was not asked for it.
-pub fn pidfd_of(stream: &UnixStream) -> Option<OwnedFd> {
-    peer_pidfd(stream.as_raw_fd())
+/// A pidfd of `stream`'s peer, when [`peer_creds`] was not asked for one: SO_PEERPIDFD (Linux
+/// 6.5 and later), else `pidfd_open` of the pid SO_PEERCRED gave (Linux 5.3 and later), which
+/// names whatever process has that pid now: the connecting one unless it has exited and its pid
+/// gone to another since.
+pub fn pidfd_of(stream: &UnixStream, pid: u32) -> Option<OwnedFd> {
+    peer_pidfd(stream.as_raw_fd()).or_else(|| {
+        let pid = libc::pid_t::try_from(pid).ok().filter(|&pid| pid > 0)?;
+        // SAFETY: pidfd_open takes a pid and flags 0, touches no memory of ours, and returns a
+        // new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+        // SAFETY: the kernel just handed us this descriptor; nobody else owns it.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
 }
 
 /// The real uid of the process that connected, for a peer whose effective uid is root: a

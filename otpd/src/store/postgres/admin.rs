@@ -96,7 +96,8 @@ pub fn log(
     let target = super::target::Target::new(owner.url, owner.ca_file, owner.password_file, None)?;
     let user = (!user.is_empty()).then_some(user);
     let limit = i32::try_from(limit.min(kron_proto::MAX_FLEET_LOG)).unwrap_or(1);
-    runtime.block_on(super::target::owner_call("fleet log", async {
+    let committing = super::target::Committing::default();
+    runtime.block_on(super::target::owner_call("fleet log", &committing, async {
         let client = target
             .connect()
             .await

@@ -3,7 +3,7 @@
 //! advisory lock so two admins cannot race) and `kronctl fleet add-host` (a host's role and its
 //! password). Both run with the owner's credentials given for that call only; otpd stores none.
 
-use super::target::{Target, owner_call};
+use super::target::{Committing, Target, owner_call};
 use super::tls;
 use crate::error::{Error, Result, describe};
 use std::io::Write;
@@ -70,12 +70,13 @@ fn failed(what: &str, e: &tokio_postgres::Error) -> Error {
 /// it. Returns what was done, one line each.
 pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Result<Vec<String>> {
     let target = owner.target()?;
-    runtime.block_on(owner_call("fleet init", async {
+    let committing = Committing::default();
+    runtime.block_on(owner_call("fleet init", &committing, async {
         let mut client = target
             .connect()
             .await
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let tx = client
+        let mut tx = client
             .transaction()
             .await
             .map_err(|e| failed("beginning", &e))?;
@@ -115,6 +116,7 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
                 .map_err(|e| failed(&format!("applying {file}"), &e))?;
             said.push(format!("applied migration {file}"));
         }
+        said.extend(settle_host_roles(&mut tx).await?);
         if version < CURRENT {
             tx.execute(
                 "INSERT INTO kron.settings (key, value) VALUES ('schema_version', $1)
@@ -144,9 +146,59 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
             .await
             .map_err(|e| failed("the database cannot read the seed key file", &e))?;
         said.push("the database reads the seed key file".into());
+        committing.started();
         tx.commit().await.map_err(|e| failed("committing", &e))?;
         Ok(said)
     }))
+}
+
+/// Gives every host role of the fleet that lacks them the settings of `007_host_roles.sql`,
+/// each in a savepoint: a role the owner may not alter (from PostgreSQL 16, one created before
+/// an upgrade from 15 carries no ADMIN OPTION for its creator) is reported with the fix, and
+/// the rest of `fleet init` goes on; the next run tries it again.
+async fn settle_host_roles(tx: &mut tokio_postgres::Transaction<'_>) -> Result<Vec<String>> {
+    let roles: Vec<String> = tx
+        .query(
+            "SELECT h.role::text FROM kron.hosts h JOIN pg_roles r ON r.rolname = h.role \
+             WHERE NOT kron.host_role_ready(h.role) ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| failed("reading the host roles", &e))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut said = Vec::new();
+    for role in roles {
+        let savepoint = tx
+            .savepoint("host_role")
+            .await
+            .map_err(|e| failed("a savepoint", &e))?;
+        match savepoint
+            .execute("SELECT kron.set_host_role($1)", &[&role])
+            .await
+        {
+            Ok(_) => {
+                savepoint
+                    .commit()
+                    .await
+                    .map_err(|e| failed("releasing a savepoint", &e))?;
+                said.push(format!("host role {role}: settings given"));
+            }
+            Err(e) => {
+                savepoint
+                    .rollback()
+                    .await
+                    .map_err(|e| failed("rolling back a savepoint", &e))?;
+                said.push(format!(
+                    "host role {role}: its settings could not be given ({}); as a superuser, \
+                     GRANT {role} TO the owner WITH ADMIN OPTION, then run fleet init again",
+                    describe(&e)
+                ));
+            }
+        }
+    }
+    Ok(said)
 }
 
 /// Refuses a cluster where `kron_host` has members that are not hosts of this fleet: the group
@@ -159,8 +211,25 @@ async fn strangers_in_kron_host(tx: &tokio_postgres::Transaction<'_>) -> Result<
         .await
         .map_err(|e| failed("reading the schema", &e))?
         .get(0);
-    let members = "FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid \
-                   JOIN pg_roles m ON m.oid = a.member WHERE g.rolname = 'kron_host'";
+    // The owner running this is no stranger. From PostgreSQL 16 a role that creates another
+    // (the owner, kron_host in 001) is made a member of it with ADMIN only, which neither
+    // inherits its rights nor may SET ROLE to it: no stranger either. (Before 16 the columns do
+    // not exist, and such memberships are not made.)
+    let version: i32 = tx
+        .query_one("SELECT current_setting('server_version_num')::integer", &[])
+        .await
+        .map_err(|e| failed("reading the server's version", &e))?
+        .get(0);
+    let uses_rights = if version >= 160_000 {
+        " AND (a.inherit_option OR a.set_option)"
+    } else {
+        ""
+    };
+    let members = format!(
+        "FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid \
+         JOIN pg_roles m ON m.oid = a.member WHERE g.rolname = 'kron_host' \
+         AND m.rolname <> current_user{uses_rights}"
+    );
     let query = match hosts_table {
         Some(_) => format!(
             "SELECT m.rolname::text {members} \
@@ -234,7 +303,8 @@ pub fn add_host(
     // Written aside first: the role's new password must never exist without its file.
     let staged = password_file.with_extension("new");
     write_private(&staged, password.as_bytes())?;
-    let outcome = runtime.block_on(owner_call("fleet add-host", async {
+    let committing = Committing::default();
+    let outcome = runtime.block_on(owner_call("fleet add-host", &committing, async {
         let mut client = target
             .connect()
             .await
@@ -299,12 +369,21 @@ pub fn add_host(
         )
         .await
         .map_err(|e| failed("recording the host", &e))?;
+        committing.started();
         tx.commit().await.map_err(|e| failed("committing", &e))?;
         Ok::<bool, Error>(exists)
     }));
     if let Err(e) = outcome {
-        let _ = std::fs::remove_file(&staged);
-        return Err(e);
+        if !committing.sent() {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+        // The role may have the new password now: keep it where the admin can find it.
+        return Err(Error::Unreachable(format!(
+            "{e}; the role may have its new password, kept in {}: run add-host again (another \
+             new password, written to the file), or move that file into place",
+            staged.display()
+        )));
     }
     std::fs::rename(&staged, password_file)
         .map_err(|e| Error::System(format!("{}: {e}", password_file.display())))?;

@@ -7,6 +7,7 @@ use crate::error::{Error, Result, describe};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -136,15 +137,40 @@ pub(super) const SESSION: &str = "SET synchronous_commit TO on";
 /// ever. Every migration so far takes well under a second.
 const OWNER_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Whether an owner's call has sent its COMMIT: after that, an error or a timeout no longer
+/// means nothing was changed (the server may have committed before the answer was lost).
+#[derive(Default)]
+pub(super) struct Committing(AtomicBool);
+
+impl Committing {
+    /// Just before the COMMIT is sent.
+    pub(super) fn started(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn sent(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// Runs an owner's or auditor's `call` within [`OWNER_CALL_TIMEOUT`].
-pub(super) async fn owner_call<T>(what: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+pub(super) async fn owner_call<T>(
+    what: &str,
+    committing: &Committing,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
     tokio::time::timeout(OWNER_CALL_TIMEOUT, call)
         .await
         .unwrap_or_else(|_| {
             Err(Error::Unreachable(format!(
                 "{what}: no answer from the fleet database within {} s (a lock another session \
-                 holds? see pg_stat_activity); nothing was changed",
-                OWNER_CALL_TIMEOUT.as_secs()
+                 holds? see pg_stat_activity); {}",
+                OWNER_CALL_TIMEOUT.as_secs(),
+                if committing.sent() {
+                    "its commit was sent and may have been made"
+                } else {
+                    "nothing was changed"
+                }
             )))
         })
 }

@@ -8,7 +8,9 @@
 --   admin's open transaction), then fails alone, refusing its own login only, well before the
 --   host gives up on it (10 s) and, with it, on both of its connections. kron.check_codes
 --   still sets its own 100 ms for its transaction.
--- Applied to every host of this fleet now, and by `kronctl fleet add-host` to each new one.
+-- `kronctl fleet init` gives them to every host role of this fleet that lacks them (on every
+-- run, so a role it could not alter gets them once the owner may), and `kronctl fleet add-host`
+-- to each new one.
 
 CREATE OR REPLACE FUNCTION kron.set_host_role(p_role name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -18,11 +20,12 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION kron.set_host_role(name) FROM PUBLIC;
 
-DO $$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT h.role FROM kron.hosts h JOIN pg_roles p ON p.rolname = h.role LOOP
-        PERFORM kron.set_host_role(r.role);
-    END LOOP;
-END $$;
+-- Whether p_role has the settings kron.set_host_role gives (for any database).
+CREATE OR REPLACE FUNCTION kron.host_role_ready(p_role name) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+        WHERE r.rolname = p_role AND s.setdatabase = 0
+            AND 'synchronous_commit=on' = ANY (s.setconfig)
+            AND 'lock_timeout=5s' = ANY (s.setconfig))
+$$;
+REVOKE ALL ON FUNCTION kron.host_role_ready(name) FROM PUBLIC;
