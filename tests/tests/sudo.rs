@@ -352,8 +352,8 @@ fn sudo_ignores_the_invoking_users_bus_address() {
 
 /// sudo connects to otpd's socket as root whoever runs it: a user holding sudo prompts open
 /// (here five, with room for four of root's) must not fill root's connections and lock every
-/// sshd and sudo login out. Past a user's worth of root's connections, otpd charges a root
-/// peer's connection to its real uid: the user's fifth prompt is refused as over the user's
+/// sshd and sudo login out. Past half of root's connections, otpd charges a root peer's
+/// connection to its real uid: the user's fifth prompt is refused as over the user's
 /// limit, and root logs in meanwhile.
 #[test]
 fn sudo_prompts_held_open_count_against_the_user_not_root() {
