@@ -47,7 +47,7 @@ impl DbusOtpd {
             // Peer-to-peer: otpd itself is the server (no Hello, no bus), on a socket connected
             // here and checked to be root's.
             Transport::Socket(path) => {
-                Builder::unix_stream(within(timeout, connect_roots_socket(path)).await??).p2p()
+                Builder::unix_stream(connect_roots_socket(path, timeout).await?).p2p()
             }
             // An address that does not parse fails the build below, as unreachable.
             Transport::Bus(address) => Builder::address(address.as_str()),
@@ -130,8 +130,12 @@ impl Otpd for DbusOtpd {
 /// A socket another user made (a `socket=` in a directory they may write, while otpd was away)
 /// is never asked for a verdict, and the check is of the very socket the login then talks on.
 /// Non-blocking: while the listen backlog is full (otpd swamped), it tries again every 20 ms on
-/// the runtime's timer, bounded by the caller's timeout, never waiting in the kernel.
-async fn connect_roots_socket(path: &std::path::Path) -> Result<UnixStream, Error> {
+/// the runtime's timer until `timeout` has passed, never waiting in the kernel; the usual
+/// connect, at once, sets no timer.
+async fn connect_roots_socket(
+    path: &std::path::Path,
+    timeout: Duration,
+) -> Result<UnixStream, Error> {
     use nix::errno::Errno;
     use nix::sys::socket::{
         AddressFamily, SockFlag, SockType, UnixAddr, connect, getsockopt, socket,
@@ -141,6 +145,7 @@ async fn connect_roots_socket(path: &std::path::Path) -> Result<UnixStream, Erro
     let unreachable =
         |e: &dyn std::fmt::Display| Error::Unreachable(format!("{}: {e}", path.display()));
     let address = UnixAddr::new(path).map_err(|e| unreachable(&e))?;
+    let deadline = std::time::Instant::now() + timeout;
     loop {
         let fd = socket(
             AddressFamily::Unix,
@@ -163,6 +168,9 @@ async fn connect_roots_socket(path: &std::path::Path) -> Result<UnixStream, Erro
                 return Ok(UnixStream::from(fd));
             }
             // A full backlog: a new socket, a little later.
+            Err(Errno::EAGAIN) if std::time::Instant::now() >= deadline => {
+                return Err(Error::Timeout);
+            }
             Err(Errno::EAGAIN) => {
                 let runtime = zruntime::SharedRuntime::current()
                     .map_err(|e| Error::Unreachable(format!("no runtime for the timer: {e}")))?;

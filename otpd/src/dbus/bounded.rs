@@ -465,8 +465,10 @@ fn answers(message: &Message) -> Option<u32> {
 }
 
 impl Writer {
-    /// Writes all of `message`; never with descriptors (`sendmsg` refuses them).
-    async fn write_all(&mut self, message: &Message) -> io::Result<()> {
+    /// Writes all of `message` (never with descriptors). What the socket takes at once (a
+    /// login's replies, almost always) is written with no timer; only a reply the peer's full
+    /// buffers hold back waits, within the write timeout if there is one.
+    async fn write_message(&mut self, message: &Message) -> io::Result<()> {
         let data = message.data();
         if !data.fds().is_empty() {
             return Err(io::Error::new(
@@ -474,12 +476,65 @@ impl Writer {
                 "otpd passes no descriptors",
             ));
         }
-        let mut at = 0;
+        let at = self.write_now(data)?;
+        if at == data.len() {
+            return Ok(());
+        }
+        let Some((timeout, runtime)) = self.write_timeout.clone() else {
+            return self.write_from(data, at).await;
+        };
+        match runtime.timeout(timeout, self.write_from(data, at)).await {
+            Ok(written) => written,
+            Err(_) => {
+                // The peer has not read for that long: end the connection, which also fails
+                // the other replies waiting to be written, instead of holding them.
+                self.report.say(&format!(
+                    "a peer that read nothing for {} s was disconnected",
+                    timeout.as_secs()
+                ));
+                let _ = self.io.get_ref().shutdown(std::net::Shutdown::Both);
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer reads nothing",
+                ))
+            }
+        }
+    }
+
+    /// Writes `data` from `at` on, waiting for the socket as needed.
+    async fn write_from(&mut self, data: &[u8], mut at: usize) -> io::Result<()> {
         while at < data.len() {
             at += self.sendmsg(&data[at..], &[]).await?;
         }
         Ok(())
     }
+
+    /// Writes what the socket takes now, without waiting: the bytes written.
+    fn write_now(&self, data: &[u8]) -> io::Result<usize> {
+        let mut at = 0;
+        while at < data.len() {
+            match send(self.io.get_ref(), &data[at..]) {
+                Ok(sent) => at += sent,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(at)
+    }
+}
+
+/// One `send` on the non-blocking socket. MSG_NOSIGNAL: a peer gone is an error, not a SIGPIPE.
+fn send(stream: &UnixStream, buffer: &[u8]) -> io::Result<usize> {
+    // SAFETY: `stream` is a live socket and `buffer` is valid for reads of `buffer.len()` bytes.
+    let sent = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            buffer.as_ptr().cast(),
+            buffer.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
 }
 
 fn credentials((uid, pid): (u32, u32)) -> ConnectionCredentials {
@@ -493,27 +548,7 @@ impl WriteHalf for Writer {
     /// Writes `message` whole, within the write timeout if there is one; a reply frees its
     /// call's place whether it was written or not (the call is over either way).
     async fn send_message(&mut self, message: &Message) -> zbus::Result<()> {
-        let written = match self.write_timeout.clone() {
-            None => self.write_all(message).await,
-            Some((timeout, runtime)) => {
-                match runtime.timeout(timeout, self.write_all(message)).await {
-                    Ok(written) => written,
-                    Err(_) => {
-                        // The peer has not read for that long: end the connection, which also
-                        // fails the other replies waiting to be written, instead of holding them.
-                        self.report.say(&format!(
-                            "a peer that read nothing for {} s was disconnected",
-                            timeout.as_secs()
-                        ));
-                        let _ = self.io.get_ref().shutdown(std::net::Shutdown::Both);
-                        Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "the peer reads nothing",
-                        ))
-                    }
-                }
-            }
-        };
+        let written = self.write_message(message).await;
         if let (Some(in_flight), Some(serial)) = (&self.in_flight, answers(message)) {
             in_flight.leave(serial);
         }
@@ -527,21 +562,7 @@ impl WriteHalf for Writer {
                 "otpd passes no descriptors",
             ));
         }
-        self.io
-            .write_with(|stream| {
-                // SAFETY: `stream` is the live socket and `buffer` is valid for reads of
-                // `buffer.len()` bytes. MSG_NOSIGNAL: a peer gone is an error, not a SIGPIPE.
-                let sent = unsafe {
-                    libc::send(
-                        stream.as_raw_fd(),
-                        buffer.as_ptr().cast(),
-                        buffer.len(),
-                        libc::MSG_NOSIGNAL,
-                    )
-                };
-                usize::try_from(sent).map_err(|_| io::Error::last_os_error())
-            })
-            .await
+        self.io.write_with(|stream| send(stream, buffer)).await
     }
 
     async fn close(&mut self) -> io::Result<()> {
