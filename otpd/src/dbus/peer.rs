@@ -64,15 +64,18 @@ pub fn peer_creds(stream: &UnixStream, with_pidfd: bool) -> io::Result<PeerCreds
 /// names whatever process has that pid now: the connecting one unless it has exited and its pid
 /// gone to another since.
 pub fn pidfd_of(stream: &UnixStream, pid: u32) -> Option<OwnedFd> {
-    peer_pidfd(stream.as_raw_fd()).or_else(|| {
-        let pid = libc::pid_t::try_from(pid).ok().filter(|&pid| pid > 0)?;
-        // SAFETY: pidfd_open takes a pid and flags 0, touches no memory of ours, and returns a
-        // new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
-        // SAFETY: the kernel just handed us this descriptor; nobody else owns it.
-        Some(unsafe { OwnedFd::from_raw_fd(fd) })
-    })
+    peer_pidfd(stream.as_raw_fd()).or_else(|| pidfd_open(pid))
+}
+
+/// `pidfd_open(2)` of `pid` (Linux 5.3 and later): the process that has that pid now.
+pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok().filter(|&pid| pid > 0)?;
+    // SAFETY: pidfd_open takes a pid and flags 0, touches no memory of ours, and returns a new
+    // descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: the kernel just handed us this descriptor; nobody else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The real uid of the process that connected, for a peer whose effective uid is root: a
@@ -157,11 +160,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        // SAFETY: pidfd_open with flags 0 returns a new descriptor or -1; no memory is passed.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        assert!(fd >= 0, "pidfd_open: {}", io::Error::last_os_error());
-        // SAFETY: the kernel just returned this descriptor to us.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let pidfd = pidfd_open(pid).expect("pidfd_open");
         // SAFETY: getuid has no preconditions and cannot fail.
         let ours = unsafe { libc::getuid() };
         assert_eq!(real_uid(pid, Some(&pidfd)), Some(ours));

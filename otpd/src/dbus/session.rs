@@ -46,15 +46,7 @@ pub(super) fn alive(pidfd: &OwnedFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::FromRawFd;
-
-    fn pidfd_of(pid: u32) -> OwnedFd {
-        // SAFETY: pidfd_open with flags 0 returns a new descriptor or -1; no memory is passed.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-        // SAFETY: the kernel just returned this descriptor to us.
-        unsafe { OwnedFd::from_raw_fd(fd as i32) }
-    }
+    use crate::dbus::peer::pidfd_open;
 
     #[test]
     fn a_live_peer_has_its_session_an_exited_one_none() {
@@ -63,7 +55,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let pidfd = pidfd_of(pid);
+        let pidfd = pidfd_open(pid).expect("pidfd_open");
         assert_eq!(of_peer(pid, Some(&pidfd)), of_pid(pid));
         assert_eq!(of_peer(pid, None), None, "no pidfd, nothing to confirm");
         child.kill().unwrap();
