@@ -50,14 +50,16 @@ Examples:
 
     /// Create a host's database role, write its new password to FILE, print its [fleet] section
     ///
-    /// Running it again for the same NAME gives the role a new password. Copy FILE (mode 0600,
-    /// root) and the printed section to the host.
+    /// Running it again for the same NAME gives the role a new password; a role kron_NAME that
+    /// is not already this fleet's host NAME (the owner's, another fleet's) is refused. The
+    /// server gets the password's SCRAM verifier only. Copy FILE (mode 0600, root) and the
+    /// printed section to the host.
     #[command(after_help = "\
 Examples:
   sudo kronctl fleet add-host web01 --url 'postgresql://kron_owner@db1.example.com/kron' \\
       --ca-file /etc/kron/fleet-ca.pem --password-file /root/web01-password")]
     AddHost {
-        /// The host's name in the fleet (a-z, 0-9, '-', '_', '.'); its role is kron_NAME
+        /// The host's name in the fleet (a-z, 0-9, '-', '_', '.'; at most 58); its role is kron_NAME
         #[arg(value_name = "NAME", value_parser = parse_host)]
         name: String,
 
