@@ -352,3 +352,66 @@ fn a_high_offline_cost_fills_packs_in_small_statements() {
     let log = b.otpd.stderr();
     assert!(!log.contains("unreachable"), "{log}");
 }
+
+/// A step B accepted offline stays used on B after the link heals, while the database, which
+/// has not had B's journal entry yet, would take it as new: B refuses it as used. (Before, the
+/// same code passed a second time on B, online, and the replay reported nothing, as the
+/// database ignores a host's own steps.) The replay is held back here by the database refusing
+/// it, which also shows that a refused replay no longer holds back the rest of the round: a
+/// reset meanwhile still drops the old token's pack on B.
+#[test]
+fn a_step_used_offline_stays_used_on_that_host_until_the_database_has_it() {
+    const REPLAY: &str = "kron.offline_replay(bytea, text, text, bigint, bigint, bigint, \
+                          integer, bigint, bigint)";
+    let fleet = Fleet::start(THROTTLE);
+    let (user, reset_later) = (TestUser::new(), TestUser::new());
+    let a = fleet.host(0);
+    let (t1, c1) = a.kronctl().enroll_confirmed_now(user.name());
+    let (t2, c2) = a.kronctl().enroll_confirmed_now(reset_later.name());
+    let b = fleet.host(1);
+    for (user, token, confirmed) in [(&user, &t1, c1), (&reset_later, &t2, c2)] {
+        b.login(user.name())
+            .answer(&token.code_for_step(confirmed + 1))
+            .run()
+            .assert_accepted();
+    }
+    wait_for_packs(b, 2);
+
+    fleet.db.sql(
+        "kron",
+        &format!("REVOKE EXECUTE ON FUNCTION {REPLAY} FROM kron_host"),
+    );
+    b.proxy.cut();
+    let code = t1.code_for_step(c1 + 2);
+    b.login(user.name()).answer(&code).run().assert_accepted();
+    b.proxy.heal();
+    b.wait_for_status("B back, its replay refused", |s| {
+        reachable(s) && number(s, "journal_waiting") == 1
+    });
+    process::wait_for(
+        "B's refused replay logged",
+        Duration::from_secs(120),
+        || b.otpd.stderr().contains("offline packs: ").then_some(()),
+    );
+
+    // Online on B: the database takes the step, B does not.
+    let again = b.login(user.name()).answer(&code).run();
+    again.assert_denied();
+    assert!(again.mentions("already used"), "{}", again.raw);
+
+    // A reset on A reaches B although B's replay is still refused: the old token's pack goes.
+    let reset = a.kronctl().json(&["reset", reset_later.name()]);
+    assert_eq!(reset["changed"], serde_json::Value::Bool(true), "{reset}");
+    b.wait_for_status("the reset token's pack dropped on B", |s| {
+        number(s, "pack_users") == 1 && number(s, "journal_waiting") == 1
+    });
+
+    // The replay allowed again: the journal reaches the database.
+    fleet.db.sql(
+        "kron",
+        &format!("GRANT EXECUTE ON FUNCTION {REPLAY} TO kron_host"),
+    );
+    b.wait_for_status("B's journal replayed", |s| {
+        reachable(s) && number(s, "journal_waiting") == 0
+    });
+}

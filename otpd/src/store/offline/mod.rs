@@ -74,23 +74,28 @@ impl Offline {
         &self.local
     }
 
-    /// An accepted online login of `user` for `step`: from now on only later steps pass offline
-    /// here, and the user keeps (or gets) a pack.
-    pub fn used_online(&self, user: &str, step: u64, now: u64) -> Result<()> {
+    /// A login of `user` the database accepted for `step`: from now on only later steps pass
+    /// offline here, and the user keeps (or gets) a pack. False if this host has seen `step` (or
+    /// a later one) used already: a step it accepted offline whose journal entry the database
+    /// has not had yet, so the database took the step a second time. The login is then a
+    /// replay here. This is decided in the same change as an offline check's, so of an online
+    /// and an offline login with one code, whichever comes second is refused.
+    pub fn used_online(&self, user: &str, step: u64, now: u64) -> Result<bool> {
         if !self.enabled() {
-            return Ok(());
+            return Ok(true);
         }
-        let fresh = self.local.update(user, now, |record| {
+        let (fresh, new_here) = self.local.update(user, now, |record| {
             let fresh = record.is_none();
             let record = record.get_or_insert_with(OfflineUser::default);
             record.seen = record.seen.max(now);
+            let new_here = record.last_step.is_none_or(|used| step > used);
             record.last_step = record.last_step.max(Some(step));
-            (fresh, None)
+            ((fresh, new_here), None)
         })?;
         if fresh {
             self.wake.notify_one();
         }
-        Ok(())
+        Ok(new_here)
     }
 
     /// `kronctl fleet offline-add`: `user` gets a pack here as if they had just logged in.
@@ -157,7 +162,7 @@ impl Offline {
         }
         let generation = pack.generation;
         let matched = pack.matching_step(code, now, skew, stored.last_step);
-        self.local.update(user, now, |record| {
+        let outcome = self.local.update(user, now, |record| {
             let Some(record) = record
                 .as_mut()
                 .filter(|r| r.pack.as_ref().is_some_and(|p| p.generation == generation))
@@ -188,7 +193,9 @@ impl Offline {
                 Some(_) => (Some(CodeOutcome::Step(StepOutcome::Replayed)), failure),
                 None => (Some(CodeOutcome::Wrong), failure),
             }
-        })
+        })?;
+        self.journaled();
+        Ok(outcome)
     }
 
     /// Charges an attempt of `user` to the local throttle and journals it as a failure (an answer
@@ -200,7 +207,7 @@ impl Offline {
         skew: u8,
         config: &ThrottleConfig,
     ) -> Result<Option<Attempt>> {
-        self.local.update(user, now, |record| {
+        let attempt = self.local.update(user, now, |record| {
             let Some(record) = record
                 .as_mut()
                 .filter(|r| r.pack.as_ref().is_some_and(|p| reaches(p, now, skew)))
@@ -211,7 +218,17 @@ impl Offline {
                 attempt @ Attempt::Throttled { .. } => (Some(attempt), None),
                 Attempt::Allowed => (Some(Attempt::Allowed), Some(JournalKind::Failure)),
             }
-        })
+        })?;
+        self.journaled();
+        Ok(attempt)
+    }
+
+    /// After an offline decision, which may have journaled an entry: the sync task may still be
+    /// in the minute's pause of a round from before the database went away. Woken, it finds the
+    /// database away and retries every two seconds, so the journal reaches the database within
+    /// seconds of the link healing, not up to a minute later.
+    fn journaled(&self) {
+        self.wake.notify_one();
     }
 
     /// Packs and journal, for `kronctl fleet status`.

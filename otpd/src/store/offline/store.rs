@@ -170,14 +170,18 @@ impl Vault for FleetStore {
         sent: Option<&str>,
     ) -> Result<Checked> {
         match self.pg.check_code_step(user, code, now, skew, charge, sent) {
-            Ok((outcome, step)) => {
-                if let (CodeOutcome::Step(StepOutcome::Accepted), Some(step)) = (outcome, step) {
-                    // Before the reply (which waits for this write): a step seen used here never
-                    // passes offline here, even if the link goes down the next moment.
-                    self.offline.used_online(user, step, now)?;
-                }
-                Ok(Checked::online(outcome))
+            Ok((CodeOutcome::Step(StepOutcome::Accepted), Some(step))) => {
+                // Before the reply (which waits for this write): a step seen used here never
+                // passes offline here, even if the link goes down the next moment. And a step
+                // this host accepted offline is a replay here, even while the database, whose
+                // journal replay is still to come, takes it as new.
+                let outcome = match self.offline.used_online(user, step, now)? {
+                    true => StepOutcome::Accepted,
+                    false => StepOutcome::Replayed,
+                };
+                Ok(Checked::online(CodeOutcome::Step(outcome)))
             }
+            Ok((outcome, _)) => Ok(Checked::online(outcome)),
             Err(Error::Unreachable(why)) if self.offline.enabled() => {
                 match self.offline.check(user, code, now, skew, charge)? {
                     Some(outcome) => Ok(Checked {

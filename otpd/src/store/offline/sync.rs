@@ -7,7 +7,9 @@
 //!
 //! A round runs once a minute while the database answers, every two seconds while it does not
 //! (so a healed link is noticed and the journal replayed within seconds), and at once when a
-//! user is added. A round that cannot reach the database stops where it is; nothing is lost.
+//! user is added or an offline decision is journaled. A round that cannot reach the database
+//! stops where it is; nothing is lost. A journal entry the database refuses stops the replay,
+//! not the rest of the round.
 
 use super::Offline;
 use super::local::{JournalKind, OfflineUser};
@@ -111,13 +113,19 @@ struct Fetched {
 
 impl Task {
     async fn round(&self, now: u64) -> Result<()> {
-        self.replay().await?;
+        // A journal entry the database refuses (reported, and sent again next round) does not
+        // hold back the rest: the floors only tighten, and they are what drops the pack of a
+        // token reset meanwhile, which would otherwise keep passing here until it ran out.
+        let replayed = self.replay().await;
+        if let Err(Error::Unreachable(_)) = replayed {
+            return replayed;
+        }
         if !self.offline.enabled() {
             // Offline logins were turned off: the packs go, here and in the database's list.
             for (user, _) in self.offline.local().users()? {
                 self.drop_user(&user, now).await?;
             }
-            return Ok(());
+            return replayed;
         }
         self.floors(now).await?;
         for (user, record) in self.offline.local().users()? {
@@ -127,7 +135,7 @@ impl Task {
                 self.top_up(&user, &record, now).await?;
             }
         }
-        Ok(())
+        replayed
     }
 
     /// Sends every journal entry to the database, oldest first, and takes each off the journal

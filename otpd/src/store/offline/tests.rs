@@ -117,6 +117,32 @@ fn a_step_used_online_never_passes_offline() {
 }
 
 #[test]
+fn a_step_used_offline_here_is_a_replay_when_the_database_accepts_it_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = offline(dir.path());
+    // Used offline; the database has not had the journal entry yet.
+    assert_eq!(
+        o.check("alice", "222222", T + 40, 1, Some(&throttle()))
+            .unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Accepted))
+    );
+    // The link is back before the replay: the database takes step 101 as new, this host not.
+    assert!(!o.used_online("alice", 101, T + 45).unwrap());
+    assert!(!o.used_online("alice", 100, T + 45).unwrap());
+    assert!(o.used_online("alice", 102, T + 61).unwrap());
+    // The other order: the database's yes recorded first, the offline check of the same code
+    // is the replay.
+    assert!(o.used_online("alice", 103, T + 91).unwrap());
+    assert_eq!(
+        o.check("alice", "444444", T + 91, 1, Some(&throttle()))
+            .unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Replayed))
+    );
+    // A user this host has no record of yet.
+    assert!(o.used_online("bob", 101, T + 45).unwrap());
+}
+
+#[test]
 fn after_the_window_nothing_passes_and_unknown_users_have_no_pack() {
     let dir = tempfile::tempdir().unwrap();
     let o = offline(dir.path());
