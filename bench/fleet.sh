@@ -4,12 +4,13 @@
 # hosts in fleet mode (own bus, own state dir each, set up with `kronctl fleet init` and
 # `add-host` as docs/fleet.md says), the same users and secrets in the local store and the
 # fleet, then: sequential PAM logins local vs fleet, 64 concurrent callers spread over the three
-# hosts (and over the local otpd alone, for comparison), and the per-call breakdown on a host.
+# hosts (and over the local otpd alone, for comparison), the per-call breakdown on a host, and
+# sequential logins on a host with offline packs (host d) against one without.
 # Records go to $record like the rest; docs/performance.md ("Fleet mode") quotes them.
 
 run_fleet() {
     # pgbin and pg stay global: the EXIT trap that stops the server needs them.
-    local size=$1 port key name bus
+    local size=$1 port key
     pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
     pg=$work/pg
     port=$(( 20000 + RANDOM % 20000 ))
@@ -58,33 +59,10 @@ CONF
     fleet_buses=()
     fleet_pids=()
     for name in a b c; do
-        bus=$work/fleet-$name/bus
-        mkdir -p "$work/fleet-$name"
-        write_bus_config "$work/fleet-$name/bus.conf" "$bus" "$PWD/packaging/dbus/io.kron.Otpd.conf"
-        dbus-daemon --config-file="$work/fleet-$name/bus.conf" --nofork --nopidfile &
-        pids+=($!)
-        wait_for_socket "$bus"
-        {
-            printf 'state_dir = "%s"\nsocket = "%s"\ndefault_mode = "optional"\n' \
-                "$work/fleet-$name/state" "$work/fleet-$name/otpd.sock"
-            printf '[[group]]\nname = "kronbench"\nmode = "require"\n'
-            "${kronctl[@]}" fleet add-host "$name" --url "$owner_url" --ca-file "$work/fleet-ca.pem" \
-                --owner-password-file "$work/owner-password" \
-                --password-file "$work/fleet-$name/password" | grep -v '^#'
-            # The measured numbers are of the online path: offline packs of thousands of
-            # bench users would have the database hashing in the background (docs/fleet.md,
-            # "Offline logins", for their cost).
-            printf 'offline_window = 0\n'
-        } > "$work/fleet-$name/otpd.toml"
-        "$target/otpd" --config "$work/fleet-$name/otpd.toml" --bus "unix:path=$bus" \
-            >> "$work/fleet-$name/otpd.log" 2>&1 &
-        pids+=($!)
-        fleet_pids+=($!)
-        "$bench" wait-ready --bus "unix:path=$bus" --since-ns "$(date +%s%N)" > /dev/null
-        fleet_buses+=("unix:path=$bus")
-        # As installed: pam_kron reaches the host's otpd on its own socket, not the bus.
-        printf 'auth required %s socket=%s\n' "$target/libpam_kron.so" "$work/fleet-$name/otpd.sock" \
-            > "$work/pam/kb-fleet-$name"
+        # The measured numbers are of the online path: offline packs of thousands of bench
+        # users would have the database hashing in the background (docs/fleet.md, "Offline
+        # logins", for their cost). Host d, below, measures what offline logins add.
+        start_fleet_host "$name" 0
     done
 
     say "fleet: $size users in the local store and in the fleet (the same secrets)"
@@ -130,6 +108,64 @@ CONF
         --modes pam --budget-secs "$level_budget" --otpd-pid "${fleet_pids[0]}" \
         --bus-pid "$bus_pid" --record "$work/fleet-load.jsonl"
     sed 's/"kind":"load"/"kind":"fleet-load"/' "$work/fleet-load.jsonl" >> "$record"
+
+    # What offline logins (on by default) add to a login: host d keeps packs, with a window of
+    # ten minutes so the database hashes 21 steps a user instead of 960 (docs/fleet.md, "Cost
+    # on the database"); the login path is the same at any window. The same users log in on d
+    # and on a (offline logins off), alternated, each run in a time step of its own.
+    local offline_users=300 offline_skip=$((size - 16 - 300)) packs=0 round
+    say "fleet: what offline logins add: host d (packs) against host a, $offline_users users"
+    start_fleet_host d 600
+    local same=(--count "$offline_users" --skip "$offline_skip" --wait-step --confdir "$work/pam"
+                --users "$size")
+    "$bench" latency --module kron-fleet-d-first --service kb-fleet-d "${same[@]}" \
+        --record "$work/fleet-warm.jsonl"
+    for _ in $(seq 300); do
+        packs=$("$target/kronctl" --bus "${fleet_buses[3]}" --json fleet status \
+            | grep -o '"pack_users":[0-9]*' | cut -d: -f2)
+        [ "${packs:-0}" -ge "$offline_users" ] && break
+        sleep 1
+    done
+    if [ "${packs:-0}" -lt "$offline_users" ]; then
+        echo "bench/run --fleet: host d holds ${packs:-no} packs of $offline_users users" >&2
+        exit 1
+    fi
+    for round in 1 2; do
+        "$bench" latency --module "kron-fleet-offline-on-$round" --service kb-fleet-d \
+            "${same[@]}" --record "$record"
+        "$bench" latency --module "kron-fleet-offline-off-$round" --service kb-fleet-a \
+            "${same[@]}" --record "$record"
+    done
     cp "$record" "bench/fleet-results.jsonl"
     echo "bench/run --fleet: wrote bench/fleet-results.jsonl (docs/performance.md, Fleet mode)"
+}
+
+# Starts fleet host NAME (own bus, state dir, PAM service kb-fleet-NAME) with offline_window
+# WINDOW, set up with `kronctl fleet add-host` as docs/fleet.md says; appends its bus address
+# and otpd's pid to fleet_buses and fleet_pids.
+start_fleet_host() {
+    local name=$1 window=$2 bus=$work/fleet-$1/bus
+    mkdir -p "$work/fleet-$name"
+    write_bus_config "$work/fleet-$name/bus.conf" "$bus" "$PWD/packaging/dbus/io.kron.Otpd.conf"
+    dbus-daemon --config-file="$work/fleet-$name/bus.conf" --nofork --nopidfile &
+    pids+=($!)
+    wait_for_socket "$bus"
+    {
+        printf 'state_dir = "%s"\nsocket = "%s"\ndefault_mode = "optional"\n' \
+            "$work/fleet-$name/state" "$work/fleet-$name/otpd.sock"
+        printf '[[group]]\nname = "kronbench"\nmode = "require"\n'
+        "${kronctl[@]}" fleet add-host "$name" --url "$owner_url" --ca-file "$work/fleet-ca.pem" \
+            --owner-password-file "$work/owner-password" \
+            --password-file "$work/fleet-$name/password" | grep -v '^#'
+        printf 'offline_window = %s\n' "$window"
+    } > "$work/fleet-$name/otpd.toml"
+    "$target/otpd" --config "$work/fleet-$name/otpd.toml" --bus "unix:path=$bus" \
+        >> "$work/fleet-$name/otpd.log" 2>&1 &
+    pids+=($!)
+    fleet_pids+=($!)
+    "$bench" wait-ready --bus "unix:path=$bus" --since-ns "$(date +%s%N)" > /dev/null
+    fleet_buses+=("unix:path=$bus")
+    # As installed: pam_kron reaches the host's otpd on its own socket, not the bus.
+    printf 'auth required %s socket=%s\n' "$target/libpam_kron.so" "$work/fleet-$name/otpd.sock" \
+        > "$work/pam/kb-fleet-$name"
 }

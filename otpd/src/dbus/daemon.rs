@@ -264,10 +264,14 @@ fn open_store(
         key,
         store_report("offline ", args.log_stderr, &fatal),
     )?;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let offline = Arc::new(Offline::new(
         local,
         fleet.offline_window,
         fleet.offline_keep,
+        started,
     ));
     sync::start(
         offline.clone(),

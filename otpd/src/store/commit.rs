@@ -166,6 +166,12 @@ impl GroupCommit {
         LAST_WRITE.with(|last| last.set(count));
     }
 
+    /// Counts one write that the reply of the call making it does not wait for ([`own_writes`]
+    /// leaves it out); flushes, and [`GroupCommit::wait`], still cover it.
+    pub(super) fn wrote_unwaited(&self) {
+        self.written.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Resolves once write number `write` and every one before it are durable.
     pub fn durable_through(self: &Arc<Self>, write: u64) -> Durable {
         Durable {

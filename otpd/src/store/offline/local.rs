@@ -83,6 +83,13 @@ pub struct Local {
     _flusher: Flusher,
 }
 
+/// Whether the reply to the call that makes a change waits for it to be on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    Yes,
+    No,
+}
+
 /// One opening of the offline store.
 struct Trees {
     sled: SledDb,
@@ -154,12 +161,35 @@ impl Local {
         now: u64,
         change: impl Fn(&mut Option<OfflineUser>) -> (R, Option<JournalKind>),
     ) -> Result<R> {
+        self.change(user, now, &change, Waited::Yes)
+    }
+
+    /// [`Local::update`] for a change of the record alone that no reply waits for: it is on the
+    /// device with the next flush of this store (one another call's reply waits for, or
+    /// [`Local::flush`]), and a crash before that loses it. Only for what the start of
+    /// the next otpd makes up for (an online step: `Offline`'s start floor, mod.rs).
+    pub fn update_unwaited<R>(
+        &self,
+        user: &str,
+        now: u64,
+        change: impl Fn(&mut Option<OfflineUser>) -> R,
+    ) -> Result<R> {
+        self.change(user, now, &|record| (change(record), None), Waited::No)
+    }
+
+    fn change<R>(
+        &self,
+        user: &str,
+        now: u64,
+        change: &impl Fn(&mut Option<OfflineUser>) -> (R, Option<JournalKind>),
+        waited: Waited,
+    ) -> Result<R> {
         let template = JournalEntry::new(user, now, JournalKind::Failure)?;
         self.shared.with(|trees| {
             // The journal's key keeps entries in order; the entry's own id is random (see
             // [`JournalEntry::id`]). Both are made once, outside the retried closure.
             let key = trees.sled.db.generate_id()?.to_be_bytes();
-            self.transact(trees, user, &key, &template, &change)
+            self.transact(trees, user, &key, &template, change, waited)
         })
     }
 
@@ -171,6 +201,7 @@ impl Local {
         key: &[u8],
         template: &JournalEntry,
         change: &impl Fn(&mut Option<OfflineUser>) -> (R, Option<JournalKind>),
+        waited: Waited,
     ) -> Result<R> {
         let outcome = (&trees.users, &trees.journal).transaction(|(users, journal)| {
             let abort = ConflictableTransactionError::Abort;
@@ -203,10 +234,12 @@ impl Local {
         });
         match outcome {
             Ok((result, wrote)) => {
-                if wrote {
-                    // Counted while the store is held open (inside `with`), as the token
-                    // store's writes are (`store/commit.rs`).
-                    self.shared.commits().wrote();
+                // Counted while the store is held open (inside `with`), as the token store's
+                // writes are (`store/commit.rs`).
+                match (wrote, waited) {
+                    (true, Waited::Yes) => self.shared.commits().wrote(),
+                    (true, Waited::No) => self.shared.commits().wrote_unwaited(),
+                    (false, _) => {}
                 }
                 Ok(result)
             }

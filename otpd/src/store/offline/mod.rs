@@ -22,12 +22,13 @@ mod tests;
 
 pub use store::FleetStore;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::postgres::row::reference;
 use crate::store::record::{Attempt, StepOutcome, Token, UserRecord};
 use crate::store::vault::CodeOutcome;
 use kron_common::config::ThrottleConfig;
 use local::{JournalKind, Local, OfflineUser};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The offline side of a fleet host.
 pub struct Offline {
@@ -38,6 +39,14 @@ pub struct Offline {
     keep: u64,
     /// Wakes the sync task: a user to fetch a pack for.
     wake: tokio::sync::Notify,
+    /// When this otpd started (unix time): the start floor. An online step is recorded here
+    /// without waiting for the device ([`Offline::used_online`]), so a crash may lose the last
+    /// ones; every step accepted online before the start is at most `skew` steps past it, so
+    /// none of those passes offline after it. Lifted by the first sync round after the start
+    /// that brings every pack user's newest step from the database ([`Offline::lift_start_floor`]),
+    /// which holds every step the database accepted: at once when it answers at start-up.
+    started: u64,
+    floor_lifted: AtomicBool,
 }
 
 /// What `kronctl fleet status` shows of this host's packs and journal.
@@ -53,13 +62,28 @@ pub struct Summary {
 }
 
 impl Offline {
-    pub fn new(local: Local, window: u64, keep: u64) -> Offline {
+    /// `started`: the unix time otpd started at (the start floor, [`Offline::started`]).
+    pub fn new(local: Local, window: u64, keep: u64, started: u64) -> Offline {
         Offline {
             local,
             window,
             keep,
             wake: tokio::sync::Notify::new(),
+            started,
+            floor_lifted: AtomicBool::new(false),
         }
+    }
+
+    /// Every pack user's newest step has been brought from the database since the start: the
+    /// start floor is no longer needed ([`Offline::started`]).
+    pub fn lift_start_floor(&self) {
+        self.floor_lifted.store(true, Ordering::SeqCst);
+    }
+
+    /// The start floor for tokens of `period`: steps up to it are not checked offline.
+    fn start_floor(&self, period: u64, skew: u8) -> Option<u64> {
+        (!self.floor_lifted.load(Ordering::SeqCst))
+            .then(|| self.started / period.max(1) + u64::from(skew))
     }
 
     pub fn enabled(&self) -> bool {
@@ -79,18 +103,20 @@ impl Offline {
     /// a later one) used already: a step it accepted offline whose journal entry the database
     /// has not had yet, so the database took the step a second time. The login is then a
     /// replay here. This is decided in the same change as an offline check's, so of an online
-    /// and an offline login with one code, whichever comes second is refused.
+    /// and an offline login with one code, whichever comes second is refused. The reply does
+    /// not wait for this change to be on the device (the database's commit is the login's
+    /// durable record): what a crash loses, the start floor covers ([`Offline::started`]).
     pub fn used_online(&self, user: &str, step: u64, now: u64) -> Result<bool> {
         if !self.enabled() {
             return Ok(true);
         }
-        let (fresh, new_here) = self.local.update(user, now, |record| {
+        let (fresh, new_here) = self.local.update_unwaited(user, now, |record| {
             let fresh = record.is_none();
             let record = record.get_or_insert_with(OfflineUser::default);
             record.seen = record.seen.max(now);
             let new_here = record.last_step.is_none_or(|used| step > used);
             record.last_step = record.last_step.max(Some(step));
-            ((fresh, new_here), None)
+            (fresh, new_here)
         })?;
         if fresh {
             self.wake.notify_one();
@@ -160,8 +186,21 @@ impl Offline {
                 until: stored.next_attempt,
             }));
         }
+        // Steps up to the start floor may have been used online just before a crash: refused
+        // as unavailable, uncharged (the user's own current code is among them for a minute).
+        let floor = self.start_floor(pack.params.period, skew);
+        let below_floor = |step: u64| floor.is_some_and(|floor| step <= floor);
+        if below_floor(now / pack.params.period.max(1) + u64::from(skew)) {
+            return Err(self.after_start());
+        }
         let generation = pack.generation;
         let matched = pack.matching_step(code, now, skew, stored.last_step);
+        if let Some(step) = matched
+            && below_floor(step)
+            && stored.last_step.is_none_or(|used| step > used)
+        {
+            return Err(self.after_start());
+        }
         let outcome = self.local.update(user, now, |record| {
             let Some(record) = record
                 .as_mut()
@@ -221,6 +260,16 @@ impl Offline {
         })?;
         self.journaled();
         Ok(attempt)
+    }
+
+    /// Why a code of a step up to the start floor is not checked offline.
+    fn after_start(&self) -> Error {
+        Error::Unreachable(format!(
+            "otpd started at {} and has not reached the fleet database since: codes of the \
+             steps up to then and the skew are not checked offline (a step used online just \
+             before a crash is lost with it)",
+            self.started
+        ))
     }
 
     /// After an offline decision, which may have journaled an entry: the sync task may still be

@@ -19,6 +19,7 @@ use crate::store::postgres::link::{Link, column, database_error};
 use crate::totp::TokenParams;
 use kron_common::config::{Algorithm, ThrottleConfig};
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::types::Type;
@@ -128,6 +129,9 @@ impl Task {
             return replayed;
         }
         self.floors(now).await?;
+        // Every pack user now has the newest step the database knows, online uses before a
+        // crash included.
+        self.offline.lift_start_floor();
         for (user, record) in self.offline.local().users()? {
             if now.saturating_sub(record.seen) > self.offline.keep {
                 self.drop_user(&user, now).await?;
@@ -213,7 +217,8 @@ impl Task {
         }
     }
 
-    /// The newest steps used anywhere, generations and throttles of this host's pack users.
+    /// The newest steps used anywhere, generations and throttles of this host's pack users; a
+    /// pack the database does not list for this host goes.
     async fn floors(&self, now: u64) -> Result<()> {
         let rows = self
             .link
@@ -222,9 +227,11 @@ impl Task {
                 &[(&int(now), Type::INT8)],
             )
             .await?;
+        let mut listed = HashSet::new();
         for row in rows {
             let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?)
                 .map_err(|e| database_error(format!("fleet database: unreadable floor: {e}")))?;
+            listed.insert(floor.name.clone());
             self.offline.local().update(&floor.name, now, |record| {
                 if let Some(record) = record.as_mut() {
                     record.last_step = record.last_step.max(floor.last_step);
@@ -241,6 +248,19 @@ impl Task {
                 }
                 ((), None)
             })?;
+        }
+        // A pack the database does not list for this host (its user was removed there) goes:
+        // every pack left has the newest step the database knows. Packs are fetched only by
+        // this task, after this, so none can be on its way in.
+        for (user, record) in self.offline.local().users()? {
+            if record.pack.is_some() && !listed.contains(&user) {
+                self.offline.local().update(&user, now, |record| {
+                    if let Some(record) = record.as_mut() {
+                        record.pack = None;
+                    }
+                    ((), None)
+                })?;
+            }
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ const CODES: [&str; 4] = ["111111", "222222", "333333", "444444"];
 
 fn offline(dir: &std::path::Path) -> Offline {
     let local = Local::open(dir, SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
-    let offline = Offline::new(local, 120, 86_400);
+    let offline = Offline::new(local, 120, 86_400, 0);
     offline
         .local()
         .update("alice", T, |record| {
@@ -143,6 +143,78 @@ fn a_step_used_offline_here_is_a_replay_when_the_database_accepts_it_too() {
 }
 
 #[test]
+fn no_step_up_to_the_start_floor_passes_offline_and_online_steps_are_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
+    // otpd started in step 101: with a skew of 1, steps up to 102 may have been used online
+    // just before, unrecorded here if that otpd crashed.
+    let o = Offline::new(local, 120, 86_400, T + 35);
+    o.local()
+        .update("alice", T, |record| {
+            *record = Some(OfflineUser {
+                seen: T,
+                last_step: Some(99),
+                pack: Some(pack_of(100, &CODES)),
+                ..OfflineUser::default()
+            });
+            ((), None)
+        })
+        .unwrap();
+    let check = |code: &str, now: u64| o.check("alice", code, now, 1, Some(&throttle()));
+    // Refused as unavailable, before any hash, uncharged, nothing journaled.
+    assert!(matches!(
+        check("222222", T + 40),
+        Err(crate::error::Error::Unreachable(_))
+    ));
+    assert!(matches!(
+        check("333333", T + 65),
+        Err(crate::error::Error::Unreachable(_))
+    ));
+    let record = o.local().get("alice").unwrap().unwrap();
+    assert_eq!((record.failures, record.last_step), (0, Some(99)));
+    assert!(kinds(&o).is_empty());
+    // The first step past the floor passes, and its use is a write the reply waits for.
+    let (accepted, wrote) = crate::store::own_writes(|| check("444444", T + 65));
+    assert_eq!(
+        accepted.unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Accepted))
+    );
+    assert_ne!(wrote, 0);
+    // An online step is recorded, and refuses offline, without a write the reply waits for.
+    let (new_here, wrote) = crate::store::own_writes(|| o.used_online("bob", 104, T + 120));
+    assert!(new_here.unwrap());
+    assert_eq!(wrote, 0);
+    o.local().flush().unwrap();
+    assert_eq!(o.local().get("bob").unwrap().unwrap().last_step, Some(104));
+}
+
+#[test]
+fn the_start_floor_goes_once_the_database_gave_the_newest_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
+    let o = Offline::new(local, 120, 86_400, T + 35);
+    o.local()
+        .update("alice", T, |record| {
+            *record = Some(OfflineUser {
+                seen: T,
+                last_step: Some(99),
+                pack: Some(pack_of(100, &CODES)),
+                ..OfflineUser::default()
+            });
+            ((), None)
+        })
+        .unwrap();
+    let check = || o.check("alice", "222222", T + 40, 1, Some(&throttle()));
+    assert!(matches!(check(), Err(crate::error::Error::Unreachable(_))));
+    // What the sync task does after a round brought every pack user's newest step.
+    o.lift_start_floor();
+    assert_eq!(
+        check().unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Accepted))
+    );
+}
+
+#[test]
 fn after_the_window_nothing_passes_and_unknown_users_have_no_pack() {
     let dir = tempfile::tempdir().unwrap();
     let o = offline(dir.path());
@@ -174,7 +246,7 @@ fn the_journal_and_the_step_survive_a_reopen() {
         o.local().flush().unwrap();
     }
     let local = Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
-    let o = Offline::new(local, 120, 86_400);
+    let o = Offline::new(local, 120, 86_400, 0);
     assert_eq!(o.local().journal_len(), 1);
     assert_eq!(
         o.check("alice", "222222", T + 40, 1, Some(&throttle()))
@@ -219,7 +291,7 @@ fn a_broken_offline_store_refuses_then_reopens_by_itself_keeping_what_was_durabl
         Box::new(move |event| sink.lock().unwrap().push(event.to_string())),
     )
     .unwrap();
-    let o = Offline::new(local, 120, 86_400);
+    let o = Offline::new(local, 120, 86_400, 0);
     o.used_online("alice", 7, T).unwrap();
     o.local().flush().unwrap();
 
