@@ -14,8 +14,13 @@ const T: u64 = 100 * 30;
 const CODES: [&str; 4] = ["111111", "222222", "333333", "444444"];
 
 fn offline(dir: &std::path::Path) -> Offline {
+    started_at(dir, 0)
+}
+
+/// [`offline`] of an otpd that started at `started` (the start floor).
+fn started_at(dir: &std::path::Path, started: u64) -> Offline {
     let local = Local::open(dir, SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
-    let offline = Offline::new(local, 120, 86_400, 0);
+    let offline = Offline::new(local, 120, 86_400, started);
     offline
         .local()
         .update("alice", T, |record| {
@@ -145,21 +150,9 @@ fn a_step_used_offline_here_is_a_replay_when_the_database_accepts_it_too() {
 #[test]
 fn no_step_up_to_the_start_floor_passes_offline_and_online_steps_are_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
-    let local = Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
     // otpd started in step 101: with a skew of 1, steps up to 102 may have been used online
     // just before, unrecorded here if that otpd crashed.
-    let o = Offline::new(local, 120, 86_400, T + 35);
-    o.local()
-        .update("alice", T, |record| {
-            *record = Some(OfflineUser {
-                seen: T,
-                last_step: Some(99),
-                pack: Some(pack_of(100, &CODES)),
-                ..OfflineUser::default()
-            });
-            ((), None)
-        })
-        .unwrap();
+    let o = started_at(dir.path(), T + 35);
     let check = |code: &str, now: u64| o.check("alice", code, now, 1, Some(&throttle()));
     // Refused as unavailable, before any hash, uncharged, nothing journaled.
     assert!(matches!(
@@ -191,19 +184,7 @@ fn no_step_up_to_the_start_floor_passes_offline_and_online_steps_are_not_waited_
 #[test]
 fn the_start_floor_goes_once_the_database_gave_the_newest_steps() {
     let dir = tempfile::tempdir().unwrap();
-    let local = Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
-    let o = Offline::new(local, 120, 86_400, T + 35);
-    o.local()
-        .update("alice", T, |record| {
-            *record = Some(OfflineUser {
-                seen: T,
-                last_step: Some(99),
-                pack: Some(pack_of(100, &CODES)),
-                ..OfflineUser::default()
-            });
-            ((), None)
-        })
-        .unwrap();
+    let o = started_at(dir.path(), T + 35);
     let check = || o.check("alice", "222222", T + 40, 1, Some(&throttle()));
     assert!(matches!(check(), Err(crate::error::Error::Unreachable(_))));
     // What the sync task does after a round brought every pack user's newest step.
