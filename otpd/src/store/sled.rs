@@ -29,8 +29,9 @@ use kron_common::config::ThrottleConfig;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Free space a full file system needs again before the store is reopened: a little more than
 /// one of sled's log segments.
@@ -51,6 +52,10 @@ pub(super) struct Shared<O> {
     open: RwLock<Option<O>>,
     commits: Arc<GroupCommit>,
     health: Health,
+    /// How often the database was closed after a failure, and when last (unix time): the
+    /// writes not yet durable then were lost ([`Shared::close`]).
+    closings: AtomicU64,
+    closed_at: AtomicU64,
 }
 
 /// One opening of a sled database, with the trees its user works on.
@@ -215,10 +220,19 @@ impl<O: Opening> Shared<O> {
             open: RwLock::new(Some(open)),
             commits: commits.clone(),
             health: Health::new(report),
+            closings: AtomicU64::new(0),
+            closed_at: AtomicU64::new(0),
         });
         let flushing = shared.clone();
         let flusher = commits.spawn_flusher(move |covers| flushing.flush(covers))?;
         Ok((shared, flusher))
+    }
+
+    /// How often the database was closed after a failure so far, and when last (unix time;
+    /// 0: never). Read the count first: a close counts itself after it set the time.
+    pub(super) fn closings(&self) -> (u64, u64) {
+        let count = self.closings.load(Ordering::SeqCst);
+        (count, self.closed_at.load(Ordering::SeqCst))
     }
 
     /// The group commit: writes are counted on it (inside [`Shared::with`]) and waited for.
@@ -300,6 +314,11 @@ impl<O: Opening> Shared<O> {
         drop(closed);
         // Nobody holds the store (this lock is exclusive), so every write it took is counted.
         self.commits.lose_unflushed(cause.clone());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.closed_at.store(now, Ordering::SeqCst);
+        self.closings.fetch_add(1, Ordering::SeqCst);
         drop(open);
         self.health.failed(cause, Instant::now());
     }

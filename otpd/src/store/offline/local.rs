@@ -278,6 +278,12 @@ impl Local {
         })
     }
 
+    /// How often this store was closed after a failure, and when last (unix time): the changes
+    /// no reply waited for ([`Local::update_unwaited`]) may have been lost then.
+    pub fn closings(&self) -> (u64, u64) {
+        self.shared.closings()
+    }
+
     /// Blocks until every change so far is on the device.
     pub fn flush(&self) -> Result<()> {
         self.shared.commits().wait()

@@ -28,7 +28,9 @@ use crate::store::record::{Attempt, StepOutcome, Token, UserRecord};
 use crate::store::vault::CodeOutcome;
 use kron_common::config::ThrottleConfig;
 use local::{JournalKind, Local, OfflineUser};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// The offline side of a fleet host.
 pub struct Offline {
@@ -40,14 +42,41 @@ pub struct Offline {
     /// Wakes the sync task: a user to fetch a pack for.
     wake: tokio::sync::Notify,
     /// When this otpd started (unix time): the start floor. An online step is recorded here
-    /// without waiting for the device ([`Offline::used_online`]), so a crash may lose the last
-    /// ones; every step accepted online before the start is at most `skew` steps past it, so
-    /// none of those passes offline after it. Lifted by the first sync round after the start
-    /// that brings every pack user's newest step from the database ([`Offline::lift_start_floor`]),
-    /// which holds every step the database accepted: at once when it answers at start-up.
+    /// without waiting for the device ([`Offline::used_online`]), so a crash, or the offline
+    /// store closed after a failure, may lose the last ones; every step accepted online before
+    /// then is at most [`MAX_SKEW`] steps past it, so none of those passes offline after it.
+    /// Lifted by the first sync round since then that brings every pack user's newest step
+    /// from the database ([`Offline::lift_start_floor`]), which holds every step it accepted:
+    /// at once when it answers.
     started: u64,
-    floor_lifted: AtomicBool,
+    /// The store's closings count ([`Local::closings`]) plus one as of the sync round that
+    /// lifted the floor; 0: not lifted.
+    lifted: AtomicU64,
+    /// Users with a code check on its way to the database from this host, and how many
+    /// ([`Offline::checking_online`]).
+    online: Mutex<HashMap<String, usize>>,
 }
+
+/// An online code check of one user in progress on this host ([`Offline::checking_online`]).
+pub struct OnlineCheck<'a> {
+    offline: &'a Offline,
+    user: String,
+}
+
+impl Drop for OnlineCheck<'_> {
+    fn drop(&mut self) {
+        let mut online = self.offline.online();
+        if let Some(count) = online.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                online.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// The largest `[totp] skew` there is: the otpd before a restart may have run with it.
+const MAX_SKEW: u64 = 2;
 
 /// What `kronctl fleet status` shows of this host's packs and journal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,20 +99,48 @@ impl Offline {
             keep,
             wake: tokio::sync::Notify::new(),
             started,
-            floor_lifted: AtomicBool::new(false),
+            lifted: AtomicU64::new(0),
+            online: Mutex::default(),
         }
     }
 
-    /// Every pack user's newest step has been brought from the database since the start: the
-    /// start floor is no longer needed ([`Offline::started`]).
-    pub fn lift_start_floor(&self) {
-        self.floor_lifted.store(true, Ordering::SeqCst);
+    fn online(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        // Only counts change under the lock, so a poisoned map is still consistent.
+        self.online.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The start floor for tokens of `period`: steps up to it are not checked offline.
-    fn start_floor(&self, period: u64, skew: u8) -> Option<u64> {
-        (!self.floor_lifted.load(Ordering::SeqCst))
-            .then(|| self.started / period.max(1) + u64::from(skew))
+    /// Marks a code check of `user` sent to the database from this host until the guard goes,
+    /// which the caller drops after [`Offline::used_online`]. While it is held the sync task
+    /// keeps the user's replayed offline uses in the journal, so `used_online` still finds a
+    /// use the database had not had when it took this check. Nothing else waits on it.
+    pub fn checking_online(&self, user: &str) -> OnlineCheck<'_> {
+        *self.online().entry(user.to_owned()).or_default() += 1;
+        OnlineCheck {
+            offline: self,
+            user: user.to_owned(),
+        }
+    }
+
+    /// Whether a code check of `user` is on its way to the database ([`Offline::checking_online`]).
+    pub fn checking_online_now(&self, user: &str) -> bool {
+        self.online().contains_key(user)
+    }
+
+    /// Every pack user's newest step has been brought from the database since the start, and
+    /// since the offline store's closing number `closings` ([`Local::closings`], read before
+    /// the round began): the start floor is no longer needed ([`Offline::started`]).
+    pub fn lift_start_floor(&self, closings: u64) {
+        self.lifted.store(closings + 1, Ordering::SeqCst);
+    }
+
+    /// The start floor for tokens of `period`: steps up to it are not checked offline. From
+    /// the start, or from the store's last closing when that came after the floor was lifted.
+    fn start_floor(&self, period: u64) -> Option<u64> {
+        let (closings, closed_at) = self.local.closings();
+        if self.lifted.load(Ordering::SeqCst) == closings + 1 {
+            return None;
+        }
+        Some(self.started.max(closed_at) / period.max(1) + MAX_SKEW)
     }
 
     pub fn enabled(&self) -> bool {
@@ -99,29 +156,41 @@ impl Offline {
     }
 
     /// A login of `user` the database accepted for `step`: from now on only later steps pass
-    /// offline here, and the user keeps (or gets) a pack. False if this host has seen `step` (or
-    /// a later one) used already: a step it accepted offline whose journal entry the database
-    /// has not had yet, so the database took the step a second time. The login is then a
-    /// replay here. This is decided in the same change as an offline check's, so of an online
-    /// and an offline login with one code, whichever comes second is refused. The reply does
-    /// not wait for this change to be on the device (the database's commit is the login's
-    /// durable record): what a crash loses, the start floor covers ([`Offline::started`]).
+    /// offline here, and the user keeps (or gets) a pack. False if this host accepted `step` (or
+    /// a later one) offline and the database has not had that journal entry yet, so it took the
+    /// step a second time: the login is then a replay here. Of an online and an offline login
+    /// with one code, whichever comes second is refused. The reply does not wait for this change
+    /// to be on the device (the database's commit is the login's durable record): what a crash
+    /// loses, the start floor covers ([`Offline::started`]).
     pub fn used_online(&self, user: &str, step: u64, now: u64) -> Result<bool> {
         if !self.enabled() {
             return Ok(true);
         }
-        let (fresh, new_here) = self.local.update_unwaited(user, now, |record| {
+        let fresh = self.local.update_unwaited(user, now, |record| {
             let fresh = record.is_none();
             let record = record.get_or_insert_with(OfflineUser::default);
             record.seen = record.seen.max(now);
-            let new_here = record.last_step.is_none_or(|used| step > used);
             record.last_step = record.last_step.max(Some(step));
-            (fresh, new_here)
+            fresh
         })?;
         if fresh {
             self.wake.notify_one();
         }
-        Ok(new_here)
+        // After the change above, an offline check of this step refuses it; one that came
+        // before journaled its use in the same change as its record's, so it is seen here.
+        Ok(!self.used_offline(user, step)?)
+    }
+
+    /// Whether this host accepted `step` or a later one of `user` offline and the database has
+    /// not had that journal entry yet (entries go once replayed).
+    fn used_offline(&self, user: &str, step: u64) -> Result<bool> {
+        if self.local.journal_len() == 0 {
+            return Ok(false);
+        }
+        Ok(self.local.journal()?.iter().any(|(_, entry)| {
+            entry.user == user
+                && matches!(entry.kind, JournalKind::Use { step: used, .. } if used >= step)
+        }))
     }
 
     /// `kronctl fleet offline-add`: `user` gets a pack here as if they had just logged in.
@@ -188,7 +257,7 @@ impl Offline {
         }
         // Steps up to the start floor may have been used online just before a crash: refused
         // as unavailable, uncharged (the user's own current code is among them for a minute).
-        let floor = self.start_floor(pack.params.period, skew);
+        let floor = self.start_floor(pack.params.period);
         let below_floor = |step: u64| floor.is_some_and(|floor| step <= floor);
         if below_floor(now / pack.params.period.max(1) + u64::from(skew)) {
             return Err(self.after_start());
@@ -265,10 +334,10 @@ impl Offline {
     /// Why a code of a step up to the start floor is not checked offline.
     fn after_start(&self) -> Error {
         Error::Unreachable(format!(
-            "otpd started at {} and has not reached the fleet database since: codes of the \
-             steps up to then and the skew are not checked offline (a step used online just \
-             before a crash is lost with it)",
-            self.started
+            "the offline store was opened at {} and the fleet database has not been reached \
+             since: codes of the steps up to then and two more are not checked offline (a step \
+             used online just before a crash or a store failure is lost with it)",
+            self.started.max(self.local.closings().1)
         ))
     }
 

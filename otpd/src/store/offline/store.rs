@@ -169,12 +169,13 @@ impl Vault for FleetStore {
         charge: Option<&ThrottleConfig>,
         sent: Option<&str>,
     ) -> Result<Checked> {
+        let in_flight = self.offline.checking_online(user);
         match self.pg.check_code_step(user, code, now, skew, charge, sent) {
             Ok((CodeOutcome::Step(StepOutcome::Accepted), Some(step))) => {
-                // Before the reply (which waits for this write): a step seen used here never
-                // passes offline here, even if the link goes down the next moment. And a step
-                // this host accepted offline is a replay here, even while the database, whose
-                // journal replay is still to come, takes it as new.
+                // Before the reply: a step seen used here never passes offline here, even if
+                // the link goes down the next moment. And a step this host accepted offline is
+                // a replay here, even while the database, whose journal replay is still to
+                // come, takes it as new.
                 let outcome = match self.offline.used_online(user, step, now)? {
                     true => StepOutcome::Accepted,
                     false => StepOutcome::Replayed,
@@ -183,6 +184,7 @@ impl Vault for FleetStore {
             }
             Ok((outcome, _)) => Ok(Checked::online(outcome)),
             Err(Error::Unreachable(why)) if self.offline.enabled() => {
+                drop(in_flight);
                 match self.offline.check(user, code, now, skew, charge)? {
                     Some(outcome) => Ok(Checked {
                         outcome,

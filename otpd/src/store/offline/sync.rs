@@ -115,8 +115,9 @@ struct Fetched {
 impl Task {
     async fn round(&self, now: u64) -> Result<()> {
         // A journal entry the database refuses (reported, and sent again next round) does not
-        // hold back the rest: the floors only tighten, and they are what drops the pack of a
-        // token reset meanwhile, which would otherwise keep passing here until it ran out.
+        // hold back the rest: the floors only tighten while entries wait, and they are what
+        // drops the pack of a token reset meanwhile, which would otherwise keep passing here
+        // until it ran out.
         let replayed = self.replay().await;
         if let Err(Error::Unreachable(_)) = replayed {
             return replayed;
@@ -128,10 +129,11 @@ impl Task {
             }
             return replayed;
         }
+        let closings = self.offline.local().closings().0;
         self.floors(now).await?;
         // Every pack user now has the newest step the database knows, online uses before a
-        // crash included.
-        self.offline.lift_start_floor();
+        // crash or a closing of the offline store included.
+        self.offline.lift_start_floor(closings);
         for (user, record) in self.offline.local().users()? {
             if now.saturating_sub(record.seen) > self.offline.keep {
                 self.drop_user(&user, now).await?;
@@ -185,6 +187,15 @@ impl Task {
                 .transpose()?
                 .unwrap_or_default();
             self.report(&entry.user, entry.kind, &outcome);
+            // A use stays while a login of its user is being checked online here: that check
+            // may have been taken by the database before this replay, as new, and it looks for
+            // this entry once it is answered ([`Offline::used_online`]). Sent again next round,
+            // where the database answers "already".
+            if matches!(entry.kind, JournalKind::Use { .. })
+                && self.offline.checking_online_now(&entry.user)
+            {
+                continue;
+            }
             self.offline.local().forget(&key)?;
             replayed += 1;
         }
@@ -228,6 +239,10 @@ impl Task {
             )
             .await?;
         let mut listed = HashSet::new();
+        // Failures still in the journal (its replay refused, or made while this round ran) are
+        // not in the database's counts yet: while any wait, the counts here only go up, so no
+        // round forgives them; once all are in, the database's counts win (an unlock).
+        let waiting = self.offline.local().journal_len() > 0;
         for row in rows {
             let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?)
                 .map_err(|e| database_error(format!("fleet database: unreadable floor: {e}")))?;
@@ -235,9 +250,15 @@ impl Task {
             self.offline.local().update(&floor.name, now, |record| {
                 if let Some(record) = record.as_mut() {
                     record.last_step = record.last_step.max(floor.last_step);
-                    record.failures = floor.failures;
-                    record.next_attempt = floor.next_attempt;
-                    record.last_attempt = floor.last_attempt;
+                    if waiting {
+                        record.failures = record.failures.max(floor.failures);
+                        record.next_attempt = record.next_attempt.max(floor.next_attempt);
+                        record.last_attempt = record.last_attempt.max(floor.last_attempt);
+                    } else {
+                        record.failures = floor.failures;
+                        record.next_attempt = floor.next_attempt;
+                        record.last_attempt = floor.last_attempt;
+                    }
                     let stale = record
                         .pack
                         .as_ref()

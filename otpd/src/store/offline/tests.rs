@@ -150,9 +150,9 @@ fn a_step_used_offline_here_is_a_replay_when_the_database_accepts_it_too() {
 #[test]
 fn no_step_up_to_the_start_floor_passes_offline_and_online_steps_are_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
-    // otpd started in step 101: with a skew of 1, steps up to 102 may have been used online
-    // just before, unrecorded here if that otpd crashed.
-    let o = started_at(dir.path(), T + 35);
+    // otpd started in step 100: steps up to 102 (two more, the largest skew there is) may have
+    // been used online just before, unrecorded here if the otpd before it crashed.
+    let o = started_at(dir.path(), T + 5);
     let check = |code: &str, now: u64| o.check("alice", code, now, 1, Some(&throttle()));
     // Refused as unavailable, before any hash, uncharged, nothing journaled.
     assert!(matches!(
@@ -182,17 +182,45 @@ fn no_step_up_to_the_start_floor_passes_offline_and_online_steps_are_not_waited_
 }
 
 #[test]
-fn the_start_floor_goes_once_the_database_gave_the_newest_steps() {
+fn the_start_floor_goes_with_the_newest_steps_and_comes_back_when_the_store_closes() {
     let dir = tempfile::tempdir().unwrap();
     let o = started_at(dir.path(), T + 35);
-    let check = || o.check("alice", "222222", T + 40, 1, Some(&throttle()));
-    assert!(matches!(check(), Err(crate::error::Error::Unreachable(_))));
+    let check = |code: &str, now: u64| o.check("alice", code, now, 1, Some(&throttle()));
+    let unavailable = |outcome| matches!(outcome, Err(crate::error::Error::Unreachable(_)));
+    assert!(unavailable(check("222222", T + 40)));
     // What the sync task does after a round brought every pack user's newest step.
-    o.lift_start_floor();
+    o.lift_start_floor(o.local().closings().0);
     assert_eq!(
-        check().unwrap(),
+        check("222222", T + 40).unwrap(),
         Some(CodeOutcome::Step(StepOutcome::Accepted))
     );
+    // An I/O error closes the store: what no reply waited for is lost, so the floor is back,
+    // from the time of the closing (the clock's now, far past this test's steps).
+    o.local()
+        .break_with(std::io::Error::from_raw_os_error(libc::EIO));
+    assert!(o.used_online("alice", 102, T + 65).is_err());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(unavailable(check("333333", T + 65)));
+    o.lift_start_floor(o.local().closings().0);
+    assert_eq!(
+        check("333333", T + 65).unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Accepted))
+    );
+}
+
+#[test]
+fn steps_used_online_are_no_replay_of_each_other_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = offline(dir.path());
+    // Two logins the database accepted, recorded here in the other order.
+    assert!(o.used_online("alice", 102, T + 61).unwrap());
+    assert!(o.used_online("alice", 101, T + 61).unwrap());
+    // A guard per check in flight, gone with the last.
+    let (first, second) = (o.checking_online("alice"), o.checking_online("alice"));
+    drop(first);
+    assert!(o.checking_online_now("alice") && !o.checking_online_now("bob"));
+    drop(second);
+    assert!(!o.checking_online_now("alice"));
 }
 
 #[test]
