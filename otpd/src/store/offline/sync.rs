@@ -239,9 +239,9 @@ impl Task {
             )
             .await?;
         let mut listed = HashSet::new();
-        // Failures still in the journal (its replay refused, or made while this round ran) are
-        // not in the database's counts yet: while any wait, the counts here only go up, so no
-        // round forgives them; once all are in, the database's counts win (an unlock).
+        // Failures in the journal now (a refused replay, or made since the replay) are not in
+        // the database's counts yet: while any wait, the counts here only go up, so no round
+        // forgives them; once all are in, the database's counts win (an unlock).
         let waiting = self.offline.local().journal_len() > 0;
         for row in rows {
             let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?)
