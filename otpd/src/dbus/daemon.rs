@@ -264,14 +264,16 @@ fn open_store(
         key,
         store_report("offline ", args.log_stderr, &fatal),
     )?;
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let clock = Box::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
     let offline = Arc::new(Offline::new(
         local,
         fleet.offline_window,
         fleet.offline_keep,
-        started,
+        clock(),
     ));
     sync::start(
         offline.clone(),
@@ -279,11 +281,6 @@ fn open_store(
         config.throttle.clone(),
         logger(args.log_stderr),
     );
-    let clock = Box::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    });
     let store = FleetStore::new(store, offline, config.totp.skew, clock);
     Ok((Box::new(store), audit, fatal))
 }

@@ -184,9 +184,6 @@ impl Offline {
     /// Whether this host accepted `step` or a later one of `user` offline and the database has
     /// not had that journal entry yet (entries go once replayed).
     fn used_offline(&self, user: &str, step: u64) -> Result<bool> {
-        if self.local.journal_len() == 0 {
-            return Ok(false);
-        }
         Ok(self.local.journal()?.iter().any(|(_, entry)| {
             entry.user == user
                 && matches!(entry.kind, JournalKind::Use { step: used, .. } if used >= step)

@@ -130,11 +130,11 @@ impl Task {
             return replayed;
         }
         let closings = self.offline.local().closings().0;
-        self.floors(now).await?;
+        let users = self.floors(now).await?;
         // Every pack user now has the newest step the database knows, online uses before a
         // crash or a closing of the offline store included.
         self.offline.lift_start_floor(closings);
-        for (user, record) in self.offline.local().users()? {
+        for (user, record) in users {
             if now.saturating_sub(record.seen) > self.offline.keep {
                 self.drop_user(&user, now).await?;
             } else {
@@ -229,8 +229,9 @@ impl Task {
     }
 
     /// The newest steps used anywhere, generations and throttles of this host's pack users; a
-    /// pack the database does not list for this host goes.
-    async fn floors(&self, now: u64) -> Result<()> {
+    /// pack the database does not list for this host goes. Returns every user kept here, as
+    /// left by that (each record is opened once a round).
+    async fn floors(&self, now: u64) -> Result<Vec<(String, OfflineUser)>> {
         let rows = self
             .link
             .query_long_async(
@@ -242,7 +243,7 @@ impl Task {
         // Failures in the journal now (a refused replay, or made since the replay) are not in
         // the database's counts yet: while any wait, the counts here only go up, so no round
         // forgives them; once all are in, the database's counts win (an unlock).
-        let waiting = self.offline.local().journal_len() > 0;
+        let waiting = !self.offline.local().journal()?.is_empty();
         for row in rows {
             let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?)
                 .map_err(|e| database_error(format!("fleet database: unreadable floor: {e}")))?;
@@ -273,17 +274,19 @@ impl Task {
         // A pack the database does not list for this host (its user was removed there) goes:
         // every pack left has the newest step the database knows. Packs are fetched only by
         // this task, after this, so none can be on its way in.
-        for (user, record) in self.offline.local().users()? {
-            if record.pack.is_some() && !listed.contains(&user) {
-                self.offline.local().update(&user, now, |record| {
+        let mut users = self.offline.local().users()?;
+        for (user, record) in &mut users {
+            if record.pack.is_some() && !listed.contains(user) {
+                self.offline.local().update(user, now, |record| {
                     if let Some(record) = record.as_mut() {
                         record.pack = None;
                     }
                     ((), None)
                 })?;
+                record.pack = None;
             }
         }
-        Ok(())
+        Ok(users)
     }
 
     async fn drop_user(&self, user: &str, now: u64) -> Result<()> {
