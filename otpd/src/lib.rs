@@ -16,6 +16,7 @@
 //! `audit`, `serde_hex`, `sparse_log` and `error` below them all.
 
 pub mod audit;
+pub mod clock;
 pub mod dbus;
 pub mod delivery;
 pub mod engine;

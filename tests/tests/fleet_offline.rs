@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use kron_tests::fleet::{Host, TEST_OFFLINE_WINDOW};
-use kron_tests::totp::{unix_now, wrong_code};
-use kron_tests::{Fleet, TestUser, process, result};
+use kron_tests::totp::{Oath, base32, unix_now, wrong_code};
+use kron_tests::{Fleet, TestUser, process, result, scratch};
 
 /// Wrong codes: three free, then an hour's wait (which cannot run out while the test runs).
 const THROTTLE: &str = "default_mode = \"require\"\n[throttle]\nfree_attempts = 3\nbase_delay = 3600\nmax_delay = 7200\n";
@@ -259,6 +259,32 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
         ),
         before
     );
+    // A failure dated far ahead (a host clock running ahead, or a forged journal) counts from
+    // the database's now: the user waits the backoff of one more failure, not until 2100.
+    let ahead = fleet.db.psql_as(
+        "kron_b",
+        &fleet.password_of("b"),
+        &format!(
+            "SELECT kron.offline_replay('\\x{}', '{}', 'failure', NULL, NULL, 4102444800, 1, 60, 60)",
+            "cd".repeat(16),
+            replayed_later.name()
+        ),
+    );
+    ahead.assert_success("a failure dated ahead");
+    assert_eq!(ahead.stdout.trim(), "applied");
+    let waits = fleet.db.sql(
+        "kron",
+        &format!(
+            "SELECT next_attempt <= kron.db_now() + 60 AND last_attempt <= kron.db_now() \
+             FROM kron.users WHERE name = '{}'",
+            replayed_later.name()
+        ),
+    );
+    assert_eq!(
+        waits.trim(),
+        "t",
+        "the failure dated ahead set a wait past now + 60 s"
+    );
 
     // Every decision in the audit table says where it was checked (B's offline rows arrive
     // once the link is back).
@@ -434,6 +460,70 @@ fn a_step_used_offline_stays_used_on_that_host_until_the_database_has_it() {
         "kron",
         &format!("GRANT EXECUTE ON FUNCTION {REPLAY} TO kron_host"),
     );
+    b.wait_for_status("B's journal replayed", |s| {
+        reachable(s) && number(s, "journal_waiting") == 0
+    });
+}
+
+/// A reset to a token of a longer period (30 s steps to 60 s) makes the new token's steps about
+/// half the old one's. B's pack of the new token brings that token's newest step, where before B
+/// kept the old token's, far larger, and refused every code of the new token offline (for
+/// decades: until the new steps caught up).
+#[test]
+fn a_new_token_of_a_longer_period_logs_in_offline() {
+    let fleet = Fleet::start("default_mode = \"require\"\n");
+    let (a, b) = (fleet.host(0), fleet.host(1));
+    let user = TestUser::new();
+    let (old, confirmed) = a.kronctl().enroll_confirmed_now(user.name());
+    b.login(user.name())
+        .answer(&old.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+    wait_for_packs(b, 1);
+
+    let reset = a.kronctl().json(&["reset", user.name()]);
+    assert_eq!(reset["changed"], serde_json::Value::Bool(true), "{reset}");
+    let secret = [7u8; 20];
+    let dir = scratch::private_dir("kron-fleet-period.");
+    let file = dir.path().join("users.oath");
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    scratch::write_file(&file, &format!("HOTP/T60 {} - {hex}\n", user.name()), 0o600);
+    let imported = a
+        .kronctl()
+        .json(&["import", "--oath-usersfile", &file.display().to_string()]);
+    assert_eq!(imported["imported"], 1, "{imported}");
+    let new = Oath::new(&base32(&secret)).period(60);
+
+    // B's next round drops the old token's pack and fetches the new token's. The database
+    // records the fetch just before B stores it under the round's start time, a few seconds
+    // earlier at most; the old pack's is a round (a minute) older.
+    let fetched = process::wait_for(
+        "B's pack of the new token",
+        Duration::from_secs(150),
+        || {
+            let row = fleet.db.sql(
+                "kron",
+                &format!(
+                    "SELECT p.fetched_at FROM kron.offline_packs p JOIN kron.users u \
+                     ON u.name = p.name AND u.generation = p.generation \
+                     WHERE p.host = 'b' AND p.name = '{}'",
+                    user.name()
+                ),
+            );
+            row.parse::<u64>().ok()
+        },
+    );
+    b.wait_for_status("B holding the new token's pack", |s| {
+        number(s, "pack_users") == 1 && number(s, "pack_newest") + 30 >= fetched
+    });
+
+    b.proxy.cut();
+    let code = new.code_now();
+    b.login(user.name()).answer(&code).run().assert_accepted();
+    let again = b.login(user.name()).answer(&code).run();
+    again.assert_denied();
+    assert!(again.mentions("already used"), "{}", again.raw);
+    b.proxy.heal();
     b.wait_for_status("B's journal replayed", |s| {
         reachable(s) && number(s, "journal_waiting") == 0
     });

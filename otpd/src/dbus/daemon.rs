@@ -1,6 +1,7 @@
 //! Start-up and shutdown of otpd: arguments, config, state directory, key, store, bus.
 
 use crate::audit::Audit;
+use crate::clock::unix_now;
 use crate::dbus::service::CallSlots;
 use crate::dbus::{bus, listen};
 use crate::engine::Engine;
@@ -264,11 +265,7 @@ fn open_store(
         key,
         store_report("offline ", args.log_stderr, &fatal),
     )?;
-    let clock = Box::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    });
+    let clock = Box::new(unix_now);
     let offline = Arc::new(Offline::new(
         local,
         fleet.offline_window,

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+use crate::clock::unix_now;
 use crate::engine::Engine;
 use crate::engine::fleet::OwnerArgs;
 use crate::error::Error;
@@ -19,7 +20,6 @@ use kron_proto::{
 use kron_proto::{FleetLogEntry, FleetStatus};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
 use zbus::{Connection, interface};
@@ -273,11 +273,11 @@ impl OtpdService {
         let caller = self.caller(connection, header).await?;
         let _slot = self.calls.take(caller)?;
         let (result, wrote) = match run {
-            Run::Here => own_writes(|| work(&self.engine, caller, now())),
+            Run::Here => own_writes(|| work(&self.engine, caller, unix_now())),
             Run::Blocking => {
                 let engine = self.engine.clone();
                 self.runtime
-                    .spawn_blocking(move || own_writes(|| work(&engine, caller, now())))
+                    .spawn_blocking(move || own_writes(|| work(&engine, caller, unix_now())))
                     .await
                     // A task that panicked has nothing to reply but the failure.
                     .unwrap_or_else(|e| {
@@ -354,13 +354,6 @@ async fn caller_of(proxy: &DBusProxy<'_>, header: &Header<'_>) -> Result<Caller,
     // Without an audit session step-up grace never applies; nothing else depends on it.
     let session = credentials.process_id().and_then(super::session::of_pid);
     Ok(Caller { uid, session })
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[interface(name = "io.kron.Otpd1")]

@@ -24,6 +24,7 @@ use super::record::{
     Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use super::recovery::RecoverySet;
+use crate::clock::unix_now;
 use crate::error::{Error, Result};
 use kron_common::config::ThrottleConfig;
 use std::fs::File;
@@ -31,7 +32,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Free space a full file system needs again before the store is reopened: a little more than
 /// one of sled's log segments.
@@ -314,10 +315,7 @@ impl<O: Opening> Shared<O> {
         drop(closed);
         // Nobody holds the store (this lock is exclusive), so every write it took is counted.
         self.commits.lose_unflushed(cause.clone());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.closed_at.store(now, Ordering::SeqCst);
+        self.closed_at.store(unix_now(), Ordering::SeqCst);
         self.closings.fetch_add(1, Ordering::SeqCst);
         drop(open);
         self.health.failed(cause, Instant::now());

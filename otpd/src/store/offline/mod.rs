@@ -30,7 +30,7 @@ use kron_common::config::ThrottleConfig;
 use local::{JournalKind, Local, OfflineUser};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockWriteGuard};
 
 /// The offline side of a fleet host.
 pub struct Offline {
@@ -52,9 +52,22 @@ pub struct Offline {
     /// The store's closings count ([`Local::closings`]) plus one as of the sync round that
     /// lifted the floor; 0: not lifted.
     lifted: AtomicU64,
+    /// Online code checks in progress and the users the sync task watches for them.
+    online: Mutex<OnlineChecks>,
+    /// Held shared by every offline charge (its change of the record and its journal entry),
+    /// exclusively by the sync task while it writes the database's throttle counts into the
+    /// records ([`Offline::pause_charges`]).
+    charges: RwLock<()>,
+}
+
+#[derive(Default)]
+struct OnlineChecks {
     /// Users with a code check on its way to the database from this host, and how many
     /// ([`Offline::checking_online`]).
-    online: Mutex<HashMap<String, usize>>,
+    counts: HashMap<String, usize>,
+    /// Users the sync task fetches a new pack for, and whether a check of theirs was in
+    /// progress or began since ([`Offline::watch_online`]).
+    watched: HashMap<String, bool>,
 }
 
 /// An online code check of one user in progress on this host ([`Offline::checking_online`]).
@@ -66,12 +79,35 @@ pub struct OnlineCheck<'a> {
 impl Drop for OnlineCheck<'_> {
     fn drop(&mut self) {
         let mut online = self.offline.online();
-        if let Some(count) = online.get_mut(&self.user) {
+        if let Some(count) = online.counts.get_mut(&self.user) {
             *count -= 1;
             if *count == 0 {
-                online.remove(&self.user);
+                online.counts.remove(&self.user);
             }
         }
+    }
+}
+
+/// The sync task's watch on one user's online checks while it fetches a new pack for them
+/// ([`Offline::watch_online`]).
+pub struct OnlineWatch<'a> {
+    offline: &'a Offline,
+    user: String,
+}
+
+impl OnlineWatch<'_> {
+    /// Whether no online check of the user was in progress when the watch began, none began
+    /// since, and none is in progress now: then the database's newest step, read after the
+    /// watch began, holds every step this host accepted online for the user.
+    pub fn quiet(&self) -> bool {
+        let online = self.offline.online();
+        online.watched.get(&self.user) == Some(&false) && !online.counts.contains_key(&self.user)
+    }
+}
+
+impl Drop for OnlineWatch<'_> {
+    fn drop(&mut self) {
+        self.offline.online().watched.remove(&self.user);
     }
 }
 
@@ -101,11 +137,12 @@ impl Offline {
             started,
             lifted: AtomicU64::new(0),
             online: Mutex::default(),
+            charges: RwLock::new(()),
         }
     }
 
-    fn online(&self) -> MutexGuard<'_, HashMap<String, usize>> {
-        // Only counts change under the lock, so a poisoned map is still consistent.
+    fn online(&self) -> MutexGuard<'_, OnlineChecks> {
+        // Only counts and flags change under the lock, so a poisoned one is still consistent.
         self.online.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -114,7 +151,12 @@ impl Offline {
     /// keeps the user's replayed offline uses in the journal, so `used_online` still finds a
     /// use the database had not had when it took this check. Nothing else waits on it.
     pub fn checking_online(&self, user: &str) -> OnlineCheck<'_> {
-        *self.online().entry(user.to_owned()).or_default() += 1;
+        let mut online = self.online();
+        *online.counts.entry(user.to_owned()).or_default() += 1;
+        if let Some(seen) = online.watched.get_mut(user) {
+            *seen = true;
+        }
+        drop(online);
         OnlineCheck {
             offline: self,
             user: user.to_owned(),
@@ -123,7 +165,27 @@ impl Offline {
 
     /// Whether a code check of `user` is on its way to the database ([`Offline::checking_online`]).
     pub fn checking_online_now(&self, user: &str) -> bool {
-        self.online().contains_key(user)
+        self.online().counts.contains_key(user)
+    }
+
+    /// The sync task, before it asks the database for a new pack of `user` (another token, or
+    /// none here yet): the pack's newest step replaces this host's only if the watch stays
+    /// [`OnlineWatch::quiet`]. Only the sync task watches, one user at a time.
+    pub fn watch_online(&self, user: &str) -> OnlineWatch<'_> {
+        let mut online = self.online();
+        let busy = online.counts.contains_key(user);
+        online.watched.insert(user.to_owned(), busy);
+        OnlineWatch {
+            offline: self,
+            user: user.to_owned(),
+        }
+    }
+
+    /// Holds off every offline charge while the guard lives: the sync task writes the
+    /// database's throttle counts into the records under it, after looking at the journal, so
+    /// no failure charged here in between is overwritten by counts that do not have it yet.
+    pub fn pause_charges(&self) -> RwLockWriteGuard<'_, ()> {
+        self.charges.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every pack user's newest step has been brought from the database since the start, and
@@ -267,6 +329,7 @@ impl Offline {
         {
             return Err(self.after_start());
         }
+        let charging = self.charges.read().unwrap_or_else(PoisonError::into_inner);
         let outcome = self.local.update(user, now, |record| {
             let Some(record) = record
                 .as_mut()
@@ -299,6 +362,7 @@ impl Offline {
                 None => (Some(CodeOutcome::Wrong), failure),
             }
         })?;
+        drop(charging);
         self.journaled();
         Ok(outcome)
     }
@@ -312,6 +376,7 @@ impl Offline {
         skew: u8,
         config: &ThrottleConfig,
     ) -> Result<Option<Attempt>> {
+        let charging = self.charges.read().unwrap_or_else(PoisonError::into_inner);
         let attempt = self.local.update(user, now, |record| {
             let Some(record) = record
                 .as_mut()
@@ -324,6 +389,7 @@ impl Offline {
                 Attempt::Allowed => (Some(Attempt::Allowed), Some(JournalKind::Failure)),
             }
         })?;
+        drop(charging);
         self.journaled();
         Ok(attempt)
     }

@@ -11,9 +11,10 @@
 //! stops where it is; nothing is lost. A journal entry the database refuses stops the replay,
 //! not the rest of the round.
 
-use super::Offline;
-use super::local::{JournalKind, OfflineUser};
+use super::local::{JournalEntry, JournalKind, OfflineUser};
 use super::pack::{Chunk, Pack};
+use super::{Offline, OnlineWatch};
+use crate::clock::unix_now;
 use crate::error::{Error, Result};
 use crate::store::postgres::link::{Link, column, database_error};
 use crate::totp::TokenParams;
@@ -21,7 +22,7 @@ use kron_common::config::{Algorithm, ThrottleConfig};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_postgres::types::Type;
 
 /// Pause between rounds while the database answers and nothing waits in the journal.
@@ -91,9 +92,33 @@ struct Floor {
     generation: i64,
     has_token: bool,
     last_step: Option<u64>,
+    #[serde(flatten)]
+    counts: Counts,
+}
+
+/// A user's throttle as the database says it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct Counts {
     failures: u32,
     next_attempt: u64,
     last_attempt: u64,
+}
+
+impl Counts {
+    /// Into `record`. While journal entries wait (`waiting`: a refused replay, or failures made
+    /// since the replay), the database's counts do not hold their failures yet, so the record's
+    /// only go up: no round forgives them. Once all are in, the database's win (an unlock).
+    fn apply(self, record: &mut OfflineUser, waiting: bool) {
+        if waiting {
+            record.failures = record.failures.max(self.failures);
+            record.next_attempt = record.next_attempt.max(self.next_attempt);
+            record.last_attempt = record.last_attempt.max(self.last_attempt);
+        } else {
+            record.failures = self.failures;
+            record.next_attempt = self.next_attempt;
+            record.last_attempt = self.last_attempt;
+        }
+    }
 }
 
 /// What `kron.offline_pack` returns.
@@ -104,9 +129,8 @@ struct Fetched {
     digits: u8,
     period: u64,
     last_step: Option<u64>,
-    failures: u32,
-    next_attempt: u64,
-    last_attempt: u64,
+    #[serde(flatten)]
+    counts: Counts,
     from: u64,
     setting: String,
     hashes: Vec<String>,
@@ -239,38 +263,7 @@ impl Task {
                 &[(&int(now), Type::INT8)],
             )
             .await?;
-        let mut listed = HashSet::new();
-        // Failures in the journal now (a refused replay, or made since the replay) are not in
-        // the database's counts yet: while any wait, the counts here only go up, so no round
-        // forgives them; once all are in, the database's counts win (an unlock).
-        let waiting = !self.offline.local().journal()?.is_empty();
-        for row in rows {
-            let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?)
-                .map_err(|e| database_error(format!("fleet database: unreadable floor: {e}")))?;
-            listed.insert(floor.name.clone());
-            self.offline.local().update(&floor.name, now, |record| {
-                if let Some(record) = record.as_mut() {
-                    record.last_step = record.last_step.max(floor.last_step);
-                    if waiting {
-                        record.failures = record.failures.max(floor.failures);
-                        record.next_attempt = record.next_attempt.max(floor.next_attempt);
-                        record.last_attempt = record.last_attempt.max(floor.last_attempt);
-                    } else {
-                        record.failures = floor.failures;
-                        record.next_attempt = floor.next_attempt;
-                        record.last_attempt = floor.last_attempt;
-                    }
-                    let stale = record
-                        .pack
-                        .as_ref()
-                        .is_some_and(|p| p.generation != floor.generation);
-                    if !floor.has_token || stale {
-                        record.pack = None;
-                    }
-                }
-                ((), None)
-            })?;
-        }
+        let listed = self.apply_floors(rows, now)?;
         // A pack the database does not list for this host (its user was removed there) goes:
         // every pack left has the newest step the database knows. Packs are fetched only by
         // this task, after this, so none can be on its way in.
@@ -287,6 +280,34 @@ impl Task {
             }
         }
         Ok(users)
+    }
+
+    /// Writes the rows of `kron.offline_floors` into the records; returns the users listed.
+    fn apply_floors(&self, rows: Vec<tokio_postgres::Row>, now: u64) -> Result<HashSet<String>> {
+        let mut listed = HashSet::new();
+        // No offline charge runs from the look at the journal to the last record written.
+        let _paused = self.offline.pause_charges();
+        let waiting = !self.offline.local().journal()?.is_empty();
+        for row in rows {
+            let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?)
+                .map_err(|e| database_error(format!("fleet database: unreadable floor: {e}")))?;
+            listed.insert(floor.name.clone());
+            self.offline.local().update(&floor.name, now, |record| {
+                if let Some(record) = record.as_mut() {
+                    record.last_step = record.last_step.max(floor.last_step);
+                    floor.counts.apply(record, waiting);
+                    let stale = record
+                        .pack
+                        .as_ref()
+                        .is_some_and(|p| p.generation != floor.generation);
+                    if !floor.has_token || stale {
+                        record.pack = None;
+                    }
+                }
+                ((), None)
+            })?;
+        }
+        Ok(listed)
     }
 
     async fn drop_user(&self, user: &str, now: u64) -> Result<()> {
@@ -328,6 +349,9 @@ impl Task {
                     (end + 1, (target - end).min(CHUNK))
                 }
             };
+            // A new pack replaces this host's newest step with the database's, which must then
+            // hold every step accepted online here (store_fetched).
+            let watch = self.offline.watch_online(user);
             let Some(fetched) = self.fetch(user, from, count).await? else {
                 // No token (any more): no pack.
                 return self.offline.local().update(user, now, |record| {
@@ -347,13 +371,8 @@ impl Task {
             }
             let got = fetched.hashes.len() as u64;
             let before = pack.as_ref().and_then(|p| p.end());
-            pack = self.offline.local().update(user, now, |record| {
-                let Some(record) = record.as_mut() else {
-                    return (None, None);
-                };
-                store_fetched(record, &fetched, now);
-                (record.pack.clone(), None)
-            })?;
+            pack = self.store_chunk(user, &fetched, now, &watch)?;
+            drop(watch);
             // Fewer steps than asked for, but some, may be the database bounding a statement's
             // bcrypt work (schema version 8): ask again from where they end. None (the
             // database's offline_max_window stops here), or a pack that did not grow (the user
@@ -362,6 +381,32 @@ impl Task {
                 return Ok(());
             }
         }
+    }
+
+    /// Puts what [`Task::fetch`] brought into the record of `user` ([`store_fetched`]) with no
+    /// offline charge in between the look at the journal and the write; returns the pack.
+    fn store_chunk(
+        &self,
+        user: &str,
+        fetched: &Fetched,
+        now: u64,
+        watch: &OnlineWatch,
+    ) -> Result<Option<Pack>> {
+        let _paused = self.offline.pause_charges();
+        let journal = self.offline.local().journal()?;
+        let journaled = journaled_step(&journal, user, fetched.generation);
+        self.offline.local().update(user, now, |record| {
+            let Some(record) = record.as_mut() else {
+                return (None, None);
+            };
+            let learned = Learned {
+                journaled,
+                waiting: !journal.is_empty(),
+                quiet: watch.quiet(),
+            };
+            store_fetched(record, fetched, now, learned);
+            (record.pack.clone(), None)
+        })
     }
 
     async fn fetch(&self, user: &str, from: u64, count: u64) -> Result<Option<Fetched>> {
@@ -400,9 +445,26 @@ impl Task {
     }
 }
 
+/// What this host knows beside a fetched chunk ([`store_fetched`]).
+struct Learned {
+    /// The newest step of the chunk's token this host journaled an offline use of.
+    journaled: Option<u64>,
+    /// Whether journal entries wait ([`Counts::apply`]).
+    waiting: bool,
+    /// [`OnlineWatch::quiet`], as of now.
+    quiet: bool,
+}
+
 /// Puts a fetched chunk into the user's record: onto the pack if it is the same token, else as
 /// a new pack; with the newest used step and the throttle the database said.
-fn store_fetched(record: &mut OfflineUser, fetched: &Fetched, now: u64) {
+///
+/// A new pack (none before, or another token's) brings its token's newest step: the
+/// database's, or a later one this host journaled of that token. It replaces the record's,
+/// which may be the token before's: after a reset to a longer period the new token's steps are
+/// smaller, and kept, it would refuse them here offline for years. But only if the watch was
+/// quiet (the database's answer holds every step this host accepted online); else the chunk is
+/// not kept (and an old token's pack goes), and the next round fetches again.
+fn store_fetched(record: &mut OfflineUser, fetched: &Fetched, now: u64, learned: Learned) {
     let params = TokenParams {
         algorithm: fetched.algorithm,
         digits: fetched.digits,
@@ -421,8 +483,14 @@ fn store_fetched(record: &mut OfflineUser, fetched: &Fetched, now: u64) {
         Some(pack) => {
             pack.extend(chunk);
             pack.fetched = now;
+            record.last_step = record.last_step.max(fetched.last_step);
+        }
+        None if !learned.quiet => {
+            record.pack = None;
+            return;
         }
         None => {
+            record.last_step = fetched.last_step.max(learned.journaled);
             record.pack = Some(Pack {
                 generation: fetched.generation,
                 params,
@@ -434,18 +502,158 @@ fn store_fetched(record: &mut OfflineUser, fetched: &Fetched, now: u64) {
     if let Some(pack) = record.pack.as_mut() {
         pack.forget_before((now / params.period).saturating_sub(2));
     }
-    record.last_step = record.last_step.max(fetched.last_step);
-    record.failures = fetched.failures;
-    record.next_attempt = fetched.next_attempt;
-    record.last_attempt = fetched.last_attempt;
+    fetched.counts.apply(record, learned.waiting);
+}
+
+/// The newest step of `user` in `journal` used offline with the token `generation`.
+fn journaled_step(
+    journal: &[(sled::IVec, JournalEntry)],
+    user: &str,
+    generation: i64,
+) -> Option<u64> {
+    journal
+        .iter()
+        .filter_map(|(_, entry)| match entry.kind {
+            JournalKind::Use {
+                step,
+                generation: used,
+            } if entry.user == user && used == generation => Some(step),
+            _ => None,
+        })
+        .max()
 }
 
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetched(generation: i64, period: u64, last_step: Option<u64>, from: u64) -> Fetched {
+        Fetched {
+            generation,
+            algorithm: Algorithm::SHA1,
+            digits: 6,
+            period,
+            last_step,
+            counts: Counts {
+                failures: 1,
+                next_attempt: 0,
+                last_attempt: 0,
+            },
+            from,
+            setting: format!("$2a$06${}", "a".repeat(22)),
+            hashes: vec!["b".repeat(31); 4],
+        }
+    }
+
+    fn learned(quiet: bool) -> Learned {
+        Learned {
+            journaled: None,
+            waiting: false,
+            quiet,
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn a_new_token_brings_its_own_newest_step_even_a_smaller_one() {
+        // A reset from 30 s to 60 s steps: the old token's step is about twice the new one's.
+        let mut record = OfflineUser {
+            last_step: Some(NOW / 30),
+            pack: None,
+            ..OfflineUser::default()
+        };
+        store_fetched(
+            &mut record,
+            &fetched(2, 60, Some(NOW / 60 - 5), NOW / 60),
+            NOW,
+            learned(true),
+        );
+        assert_eq!(record.last_step, Some(NOW / 60 - 5));
+        assert_eq!(record.pack.as_ref().map(|p| p.generation), Some(2));
+
+        // More of the same token only raises it, as the database's answers come in.
+        store_fetched(
+            &mut record,
+            &fetched(2, 60, Some(NOW / 60 - 9), NOW / 60 + 4),
+            NOW,
+            learned(true),
+        );
+        assert_eq!(record.last_step, Some(NOW / 60 - 5));
+        assert_eq!(record.pack.as_ref().and_then(Pack::end), Some(NOW / 60 + 7));
+    }
+
+    #[test]
+    fn a_new_pack_keeps_a_later_step_journaled_here_with_its_token() {
+        let mut record = OfflineUser::default();
+        let learned = Learned {
+            journaled: Some(NOW / 30 + 1),
+            ..learned(true)
+        };
+        store_fetched(
+            &mut record,
+            &fetched(3, 30, Some(NOW / 30 - 1), NOW / 30),
+            NOW,
+            learned,
+        );
+        assert_eq!(record.last_step, Some(NOW / 30 + 1));
+    }
+
+    #[test]
+    fn without_a_quiet_watch_a_new_pack_is_not_kept_and_the_step_stays() {
+        // An online login of the user may have been taken by the database after it answered:
+        // its step is here and not in the answer, so nothing here is lowered.
+        let mut record = OfflineUser {
+            last_step: Some(NOW / 30 + 1),
+            ..OfflineUser::default()
+        };
+        store_fetched(
+            &mut record,
+            &fetched(4, 30, Some(NOW / 30 - 3), NOW / 30),
+            NOW,
+            learned(false),
+        );
+        assert_eq!(record.last_step, Some(NOW / 30 + 1));
+        assert!(record.pack.is_none());
+        // The old token's pack goes too.
+        store_fetched(
+            &mut record,
+            &fetched(4, 30, None, NOW / 30),
+            NOW,
+            learned(true),
+        );
+        store_fetched(
+            &mut record,
+            &fetched(5, 30, None, NOW / 30),
+            NOW,
+            learned(false),
+        );
+        assert!(record.pack.is_none());
+    }
+
+    #[test]
+    fn throttle_counts_only_rise_while_journal_entries_wait() {
+        let mut record = OfflineUser {
+            failures: 4,
+            next_attempt: NOW + 60,
+            ..OfflineUser::default()
+        };
+        let waiting = Learned {
+            waiting: true,
+            ..learned(true)
+        };
+        store_fetched(&mut record, &fetched(1, 30, None, NOW / 30), NOW, waiting);
+        assert_eq!((record.failures, record.next_attempt), (4, NOW + 60));
+        store_fetched(
+            &mut record,
+            &fetched(1, 30, None, NOW / 30 + 4),
+            NOW,
+            learned(true),
+        );
+        assert_eq!((record.failures, record.next_attempt), (1, 0));
+    }
 }

@@ -224,6 +224,62 @@ fn steps_used_online_are_no_replay_of_each_other_in_any_order() {
 }
 
 #[test]
+fn a_watch_is_quiet_only_without_online_checks_of_its_user_from_its_start_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = offline(dir.path());
+    let watch = o.watch_online("alice");
+    let other = o.checking_online("bob");
+    assert!(watch.quiet(), "a check of another user");
+    drop((watch, other));
+
+    // A check in flight when the watch begins: its step may reach the database after the
+    // pack's answer, and this host before the pack is stored.
+    let check = o.checking_online("alice");
+    let watch = o.watch_online("alice");
+    drop(check);
+    assert!(!watch.quiet());
+    drop(watch);
+
+    // A check that begins and ends while the watch lasts.
+    let watch = o.watch_online("alice");
+    drop(o.checking_online("alice"));
+    assert!(!watch.quiet());
+    drop(watch);
+
+    // The watch goes with its guard: the next one starts afresh.
+    let watch = o.watch_online("alice");
+    assert!(watch.quiet());
+    let check = o.checking_online("alice");
+    assert!(!watch.quiet(), "a check in flight now");
+    drop(check);
+}
+
+#[test]
+fn the_sync_task_pausing_charges_holds_them_off_until_it_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::sync::Arc::new(offline(dir.path()));
+    let paused = o.pause_charges();
+    let (sender, done) = std::sync::mpsc::channel();
+    let charging = {
+        let o = o.clone();
+        std::thread::spawn(move || {
+            let attempt = o.charge("alice", T + 1, 1, &throttle()).unwrap();
+            sender.send(()).unwrap();
+            attempt
+        })
+    };
+    assert!(
+        done.recv_timeout(std::time::Duration::from_millis(200))
+            .is_err(),
+        "a charge ran while the sync task wrote the database's counts"
+    );
+    assert!(kinds(&o).is_empty());
+    drop(paused);
+    assert!(charging.join().unwrap().is_some());
+    assert_eq!(kinds(&o), [JournalKind::Failure]);
+}
+
+#[test]
 fn after_the_window_nothing_passes_and_unknown_users_have_no_pack() {
     let dir = tempfile::tempdir().unwrap();
     let o = offline(dir.path());

@@ -8,9 +8,10 @@
 
 use super::link::Link;
 use crate::audit::{AuditSink, Subject};
+use crate::clock::unix_now;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::types::Type;
 
@@ -54,10 +55,7 @@ impl FleetAudit {
 
 impl AuditSink for FleetAudit {
     fn record(&self, event: &str, subject: &Subject<'_>, detail: &str) {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let at = i64::try_from(unix_now()).unwrap_or(i64::MAX);
         let row = Row {
             at,
             event: event.to_owned(),

@@ -30,12 +30,13 @@
 
 use super::connection::{Connection, Lost, session_lost};
 use super::target::Target;
+use crate::clock::unix_now;
 use crate::error::{Error, Result, describe};
 use crate::sparse_log::SparseLog;
 use crate::store::error::StoreError;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
@@ -470,12 +471,6 @@ fn forget(slot: &Slot, connection: &Arc<Connection>) {
     }
     drop(live);
     connection.close();
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The database answered, but not as it should (refused a statement, an unexpected row).
