@@ -239,6 +239,26 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
     );
     again.assert_success("replaying an entry again");
     assert_eq!(again.stdout.trim(), "already");
+    // Sent again after a security event (B stopped before taking it off its journal), the
+    // answer says the event again, so B can still log it.
+    let double_id = fleet.db.sql(
+        "kron",
+        &format!(
+            "SELECT encode(id, 'hex') FROM kron.offline_journal WHERE name = '{}' \
+             AND outcome LIKE 'double-use:%'",
+            used_twice.name()
+        ),
+    );
+    let again = fleet.db.psql_as(
+        "kron_b",
+        &fleet.password_of("b"),
+        &format!(
+            "SELECT kron.offline_replay('\\x{double_id}', '{}', 'use', 1, 0, 0, 3, 3600, 7200)",
+            used_twice.name()
+        ),
+    );
+    again.assert_success("replaying a double use again");
+    assert_eq!(again.stdout.trim(), "already:double-use:a");
     // A use of a step no pack can have held (a host with a forged journal) is refused and
     // reported: it would lock the user's codes out until then.
     let forged = fleet.db.psql_as(

@@ -229,11 +229,14 @@ impl Task {
         Ok(())
     }
 
-    /// Security events of a replay go to syslog too (the database wrote its audit row).
+    /// Security events of a replay go to syslog too (the database wrote its audit row). An
+    /// entry sent a second time, after a stop that lost the first answer, answers `already:`
+    /// and the first outcome (schema version 9), which is logged then.
     fn report(&self, user: &str, kind: JournalKind, outcome: &str) {
         let JournalKind::Use { step, .. } = kind else {
             return;
         };
+        let outcome = outcome.strip_prefix("already:").unwrap_or(outcome);
         if let Some(other) = outcome.strip_prefix("double-use:") {
             (self.log)(&format!(
                 "security: double use: the code {user} typed for step {step} was accepted \

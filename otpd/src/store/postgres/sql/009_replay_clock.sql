@@ -2,8 +2,12 @@
 -- taken as at most the database's. Before, a host whose clock ran ahead (a wrong clock, or a
 -- forged journal) replayed its offline failures dated ahead: the user's next_attempt went to
 -- that date plus the backoff, and every host of the fleet refused the user's codes until then.
--- Now such a failure counts from the database's now, and a use as made now. Otherwise as in
--- version 3; the function keeps its arguments, outcomes and grants.
+-- Now such a failure counts from the database's now, and a use as made now.
+-- And an entry replayed a second time (the host stopped between the database's commit and
+-- taking the entry off its journal) whose first replay was a security event (a double use, a
+-- refused or a retired use) answers 'already:' and that outcome, where it answered 'already'
+-- alone: the host logs the event it would otherwise have lost with the first answer. Otherwise
+-- as in version 3; the function keeps its arguments and grants.
 
 CREATE OR REPLACE FUNCTION kron.offline_replay(p_id bytea, p_name text, p_kind text,
     p_step bigint, p_generation bigint, p_at bigint, p_free integer, p_base bigint, p_max bigint)
@@ -27,6 +31,12 @@ BEGIN
     VALUES (v_host, p_id, p_name, p_kind, p_step, p_generation, v_at)
     ON CONFLICT (host, id) DO NOTHING;
     IF NOT FOUND THEN
+        -- Sent again (the host stopped before it took the entry off its journal): nothing
+        -- changes, and a security outcome is said again, so the host still logs it.
+        SELECT outcome INTO result FROM kron.offline_journal WHERE host = v_host AND id = p_id;
+        IF result LIKE 'double-use:%' OR result IN ('refused', 'retired') THEN
+            RETURN 'already:' || result;
+        END IF;
         RETURN 'already';
     END IF;
     SELECT value::bigint INTO v_max FROM kron.settings WHERE key = 'offline_max_window';
