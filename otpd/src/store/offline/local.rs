@@ -7,6 +7,12 @@
 //! it closes itself after an I/O error (a full disk) and opens again by itself
 //! (`store/health.rs`): while it is closed, logins that need it are refused, online ones
 //! included (each accepted step is remembered here), and none after it is back.
+//!
+//! A step accepted online goes into a tree of its own (`online_steps`: user, step, time; nothing
+//! secret, so not sealed), not into the user's record, which holds the pack: at the default
+//! window that record is about 30 KiB, and writing it again for every online login cost more
+//! than the rest of the login here. Every read of a record takes in its user's online step, and
+//! every change of a record moves it in.
 
 use super::pack::Pack;
 use crate::error::{Error, Result};
@@ -26,6 +32,23 @@ use zeroize::Zeroizing;
 const RECORD_V1: u8 = 1;
 /// The first byte of a journal entry: postcard of a [`JournalEntry`] (nothing secret in it).
 const ENTRY_V1: u8 = 1;
+/// The first byte of an online step: postcard of an [`OnlineStep`] (nothing secret in it).
+const ONLINE_V1: u8 = 1;
+
+/// The newest step of a user accepted online here since their record last changed, and when.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct OnlineStep {
+    step: u64,
+    at: u64,
+}
+
+impl OnlineStep {
+    /// Into `record`: its newest step and its last login here.
+    fn merge_into(self, record: &mut OfflineUser) {
+        record.last_step = record.last_step.max(Some(self.step));
+        record.seen = record.seen.max(self.at);
+    }
+}
 
 /// What this host keeps of one user for offline logins.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +118,7 @@ struct Trees {
     sled: SledDb,
     users: sled::Tree,
     journal: sled::Tree,
+    online: sled::Tree,
 }
 
 impl Opening for Trees {
@@ -102,10 +126,12 @@ impl Opening for Trees {
         let sled = SledDb::open(dir)?;
         let users = sled.db.open_tree("offline_users")?;
         let journal = sled.db.open_tree("journal")?;
+        let online = sled.db.open_tree("online_steps")?;
         Ok(Trees {
             sled,
             users,
             journal,
+            online,
         })
     }
 
@@ -128,12 +154,24 @@ impl Local {
 
     pub fn get(&self, user: &str) -> Result<Option<OfflineUser>> {
         self.shared.with(|trees| {
-            trees
-                .users
-                .get(user)?
-                .map(|bytes| self.open_record(user, &bytes))
-                .transpose()
+            // The online step first: a change moving it into the record between the two reads
+            // then leaves it in one of them.
+            let online = trees.online.get(user)?;
+            let Some(bytes) = trees.users.get(user)? else {
+                return Ok(None);
+            };
+            let mut record = self.open_record(user, &bytes)?;
+            if let Some(online) = online {
+                decode_online(user, &online)?.merge_into(&mut record);
+            }
+            Ok(Some(record))
         })
+    }
+
+    /// Whether `user` has a record (without opening it).
+    pub fn has(&self, user: &str) -> Result<bool> {
+        self.shared
+            .with(|trees| Ok(trees.users.contains_key(user)?))
     }
 
     /// Every user with a record, by name.
@@ -145,10 +183,47 @@ impl Local {
                 .map(|entry| {
                     let (key, value) = entry?;
                     let user = String::from_utf8_lossy(&key).into_owned();
-                    let record = self.open_record(&user, &value)?;
+                    let mut record = self.open_record(&user, &value)?;
+                    if let Some(online) = trees.online.get(&key)? {
+                        decode_online(&user, &online)?.merge_into(&mut record);
+                    }
                     Ok((user, record))
                 })
                 .collect()
+        })
+    }
+
+    /// A step of `user` accepted online at `now`: later reads of the record have it as the
+    /// newest step used (if it is) and as a login here. A write no reply waits for: what the
+    /// start of the next otpd makes up for (`Offline`'s start floor, mod.rs). The user's record
+    /// must exist ([`Local::update`] makes it); sled orders this write with every transaction,
+    /// so an offline check's change of the record either sees it or comes before it.
+    pub fn used_online(&self, user: &str, step: u64, now: u64) -> Result<()> {
+        self.shared.with(|trees| {
+            let mut failure = None;
+            trees.online.fetch_and_update(user, |old| {
+                let mut online = match old.map(|bytes| decode_online(user, bytes)).transpose() {
+                    Ok(online) => online.unwrap_or_default(),
+                    Err(e) => {
+                        failure = Some(e);
+                        return old.map(<[u8]>::to_vec);
+                    }
+                };
+                online.step = online.step.max(step);
+                online.at = online.at.max(now);
+                match encode_online(&online) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        failure = Some(e);
+                        old.map(<[u8]>::to_vec)
+                    }
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            self.shared.commits().wrote_unwaited();
+            Ok(())
         })
     }
 
@@ -203,15 +278,27 @@ impl Local {
         change: &impl Fn(&mut Option<OfflineUser>) -> (R, Option<JournalKind>),
         waited: Waited,
     ) -> Result<R> {
-        let outcome = (&trees.users, &trees.journal).transaction(|(users, journal)| {
+        let trees_changed = (&trees.users, &trees.journal, &trees.online);
+        let outcome = trees_changed.transaction(|(users, journal, online)| {
             let abort = ConflictableTransactionError::Abort;
             let mut record = match users.get(user)? {
                 Some(bytes) => Some(self.open_record(user, &bytes).map_err(abort)?),
                 None => None,
             };
             let before = record.clone();
+            // The user's online step moves into the record with this change.
+            let mut moved = false;
+            if let Some(record) = record.as_mut()
+                && let Some(bytes) = online.get(user)?
+            {
+                decode_online(user, &bytes)
+                    .map_err(abort)?
+                    .merge_into(record);
+                online.remove(user.as_bytes())?;
+                moved = true;
+            }
             let (result, kind) = change(&mut record);
-            let changed = record != before;
+            let changed = moved || record != before;
             if changed {
                 match &record {
                     Some(record) => {
@@ -294,6 +381,19 @@ impl Local {
         self.shared.commits().durable_through(write)
     }
 
+    /// The online step of `user` kept beside the record, not yet moved in: (step, time).
+    #[cfg(test)]
+    pub(crate) fn online_step(&self, user: &str) -> Option<(u64, u64)> {
+        self.shared
+            .with(|trees| {
+                let bytes = trees.online.get(user)?;
+                bytes
+                    .map(|b| decode_online(user, &b).map(|o| (o.step, o.at)))
+                    .transpose()
+            })
+            .unwrap()
+    }
+
     /// Fails the open store as an I/O error would (tests of recovery).
     #[cfg(test)]
     pub(crate) fn break_with(&self, error: std::io::Error) {
@@ -323,6 +423,24 @@ impl Local {
         let sealed: Sealed = postcard::from_bytes(rest).map_err(|_| unreadable())?;
         let plain = self.key.open(user, &sealed)?;
         postcard::from_bytes(&plain).map_err(|_| unreadable())
+    }
+}
+
+fn encode_online(online: &OnlineStep) -> Result<Vec<u8>> {
+    postcard::to_extend(online, vec![ONLINE_V1])
+        .map_err(|e| Error::Store(StoreError::Offline(e.to_string())))
+}
+
+fn decode_online(user: &str, bytes: &[u8]) -> Result<OnlineStep> {
+    match bytes.split_first() {
+        Some((&ONLINE_V1, rest)) => postcard::from_bytes(rest).map_err(|_| {
+            Error::Store(StoreError::Offline(format!(
+                "online step of {user} is unreadable"
+            )))
+        }),
+        _ => Err(Error::Store(StoreError::Offline(format!(
+            "online step of {user} is unreadable"
+        )))),
     }
 }
 

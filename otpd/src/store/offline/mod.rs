@@ -228,14 +228,16 @@ impl Offline {
         if !self.enabled() {
             return Ok(true);
         }
-        let fresh = self.local.update_unwaited(user, now, |record| {
-            let fresh = record.is_none();
-            let record = record.get_or_insert_with(OfflineUser::default);
-            record.seen = record.seen.max(now);
-            record.last_step = record.last_step.max(Some(step));
-            fresh
-        })?;
-        if fresh {
+        if self.local.has(user)? {
+            // The usual case: a small write beside the record, not the record and its pack.
+            self.local.used_online(user, step, now)?;
+        } else {
+            self.local.update_unwaited(user, now, |record| {
+                let record = record.get_or_insert_with(OfflineUser::default);
+                record.seen = record.seen.max(now);
+                record.last_step = record.last_step.max(Some(step));
+            })?;
+            // A new user here: the sync task fetches a pack.
             self.wake.notify_one();
         }
         // After the change above, an offline check of this step refuses it; one that came

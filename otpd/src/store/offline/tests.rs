@@ -280,6 +280,40 @@ fn the_sync_task_pausing_charges_holds_them_off_until_it_is_done() {
 }
 
 #[test]
+fn an_online_step_is_kept_beside_the_record_until_the_record_next_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = offline(dir.path());
+    assert!(o.used_online("alice", 101, T + 40).unwrap());
+    // Beside the record (a small write, not the record and its pack), and every read has it.
+    assert_eq!(o.local().online_step("alice"), Some((101, T + 40)));
+    let record = o.local().get("alice").unwrap().unwrap();
+    assert_eq!((record.last_step, record.seen), (Some(101), T + 40));
+    assert_eq!(o.local().users().unwrap()[0].1.last_step, Some(101));
+    // An older step does not lower it; an offline check refuses the steps up to it.
+    assert!(o.used_online("alice", 100, T + 41).unwrap());
+    assert_eq!(o.local().online_step("alice"), Some((101, T + 41)));
+    assert_eq!(
+        o.check("alice", "222222", T + 40, 1, Some(&throttle()))
+            .unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Replayed))
+    );
+    // That check changed the record (a charge): the step moved in, and stays after a reopen.
+    assert_eq!(o.local().online_step("alice"), None);
+    // On the device before the store goes (sled's own writes still running would hold its
+    // lock against the reopen).
+    o.local().flush().unwrap();
+    drop(o);
+    let o = Offline::new(
+        Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap(),
+        120,
+        86_400,
+        0,
+    );
+    let record = o.local().get("alice").unwrap().unwrap();
+    assert_eq!((record.last_step, record.seen), (Some(101), T + 41));
+}
+
+#[test]
 fn after_the_window_nothing_passes_and_unknown_users_have_no_pack() {
     let dir = tempfile::tempdir().unwrap();
     let o = offline(dir.path());
