@@ -260,12 +260,20 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
     again.assert_success("replaying a double use again");
     assert_eq!(again.stdout.trim(), "already:double-use:a");
     // A use of a step no pack can have held (a host with a forged journal) is refused and
-    // reported: it would lock the user's codes out until then.
+    // reported: it would lock the user's codes out until then. (Of the token in use: one of
+    // another token is reported as retired, and changes nothing either.)
+    let generation = fleet.db.sql(
+        "kron",
+        &format!(
+            "SELECT generation FROM kron.users WHERE name = '{}'",
+            replayed_later.name()
+        ),
+    );
     let forged = fleet.db.psql_as(
         "kron_b",
         &fleet.password_of("b"),
         &format!(
-            "SELECT kron.offline_replay('\\x{}', '{}', 'use', 9223372036854775807, 0, 0, 3, 3600, 7200)",
+            "SELECT kron.offline_replay('\\x{}', '{}', 'use', 9223372036854775807, {generation}, 0, 3, 3600, 7200)",
             "ab".repeat(16),
             replayed_later.name()
         ),
@@ -488,7 +496,8 @@ fn a_step_used_offline_stays_used_on_that_host_until_the_database_has_it() {
 /// A reset to a token of a longer period (30 s steps to 60 s) makes the new token's steps about
 /// half the old one's. B's pack of the new token brings that token's newest step, where before B
 /// kept the old token's, far larger, and refused every code of the new token offline (for
-/// decades: until the new steps caught up).
+/// decades: until the new steps caught up). And B's offline use of the old token, replayed after
+/// the reset, is reported as a use of a retired token, not as a step beyond any pack.
 #[test]
 fn a_new_token_of_a_longer_period_logs_in_offline() {
     let fleet = Fleet::start("default_mode = \"require\"\n");
@@ -500,6 +509,11 @@ fn a_new_token_of_a_longer_period_logs_in_offline() {
         .run()
         .assert_accepted();
     wait_for_packs(b, 1);
+    b.proxy.cut();
+    b.login(user.name())
+        .answer(&old.code_for_step(confirmed + 2))
+        .run()
+        .assert_accepted();
 
     let reset = a.kronctl().json(&["reset", user.name()]);
     assert_eq!(reset["changed"], serde_json::Value::Bool(true), "{reset}");
@@ -513,6 +527,24 @@ fn a_new_token_of_a_longer_period_logs_in_offline() {
         .json(&["import", "--oath-usersfile", &file.display().to_string()]);
     assert_eq!(imported["imported"], 1, "{imported}");
     let new = Oath::new(&base32(&secret)).period(60);
+    b.proxy.heal();
+    b.wait_for_status("B's journal replayed", |s| {
+        reachable(s) && number(s, "journal_waiting") == 0
+    });
+    let audited = |event: &str| {
+        count(
+            &fleet,
+            &format!(
+                "SELECT count(*) FROM kron.audit WHERE host = 'b' AND event = '{event}' \
+                 AND \"user\" = '{}'",
+                user.name()
+            ),
+        )
+    };
+    assert_eq!(
+        (audited("offline-retired"), audited("offline-refused")),
+        (1, 0)
+    );
 
     // B's next round drops the old token's pack and fetches the new token's. The database
     // records the fetch just before B stores it under the round's start time, a few seconds

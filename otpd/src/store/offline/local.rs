@@ -181,14 +181,21 @@ impl Local {
                 .users
                 .iter()
                 .map(|entry| {
-                    let (key, value) = entry?;
+                    let (key, _) = entry?;
                     let user = String::from_utf8_lossy(&key).into_owned();
+                    // As `get` reads them (online step first), so a change moving the step
+                    // in meanwhile leaves it in one of the two.
+                    let online = trees.online.get(&key)?;
+                    let Some(value) = trees.users.get(&key)? else {
+                        return Ok(None);
+                    };
                     let mut record = self.open_record(&user, &value)?;
-                    if let Some(online) = trees.online.get(&key)? {
+                    if let Some(online) = online {
                         decode_online(&user, &online)?.merge_into(&mut record);
                     }
-                    Ok((user, record))
+                    Ok(Some((user, record)))
                 })
+                .filter_map(Result::transpose)
                 .collect()
         })
     }
@@ -298,6 +305,18 @@ impl Local {
                 moved = true;
             }
             let (result, kind) = change(&mut record);
+            // A record made by this change takes in a step left beside no record (a login
+            // whose user was dropped meanwhile).
+            if !moved
+                && let Some(record) = record.as_mut()
+                && let Some(bytes) = online.get(user)?
+            {
+                decode_online(user, &bytes)
+                    .map_err(abort)?
+                    .merge_into(record);
+                online.remove(user.as_bytes())?;
+                moved = true;
+            }
             let changed = moved || record != before;
             if changed {
                 match &record {

@@ -21,7 +21,7 @@ use crate::totp::TokenParams;
 use kron_common::config::{Algorithm, ThrottleConfig};
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_postgres::types::Type;
 
@@ -41,6 +41,9 @@ struct Task {
     link: Arc<Link>,
     throttle: ThrottleConfig,
     log: Log,
+    /// Journal entries kept after their replay (a check of their user in flight) whose
+    /// outcome was reported: sent again, their `already:` answer is not reported twice.
+    reported: Mutex<HashSet<[u8; 16]>>,
 }
 
 /// Starts the task on the link's runtime; it runs as long as otpd.
@@ -51,6 +54,7 @@ pub fn start(offline: Arc<Offline>, link: Arc<Link>, throttle: ThrottleConfig, l
         link,
         throttle,
         log,
+        reported: Mutex::default(),
     }));
 }
 
@@ -210,7 +214,10 @@ impl Task {
                 .map(|row| column(row, 0))
                 .transpose()?
                 .unwrap_or_default();
-            self.report(&entry.user, entry.kind, &outcome);
+            let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+            if !(outcome.starts_with("already:") && reported.contains(&entry.id)) {
+                self.report(&entry.user, entry.kind, &outcome);
+            }
             // A use stays while a login of its user is being checked online here: that check
             // may have been taken by the database before this replay, as new, and it looks for
             // this entry once it is answered ([`Offline::used_online`]). Sent again next round,
@@ -218,8 +225,11 @@ impl Task {
             if matches!(entry.kind, JournalKind::Use { .. })
                 && self.offline.checking_online_now(&entry.user)
             {
+                reported.insert(entry.id);
                 continue;
             }
+            reported.remove(&entry.id);
+            drop(reported);
             self.offline.local().forget(&key)?;
             replayed += 1;
         }
@@ -353,8 +363,12 @@ impl Task {
                 }
             };
             // A new pack replaces this host's newest step with the database's, which must then
-            // hold every step accepted online here (store_fetched).
+            // hold every step accepted online here (store_fetched). With a check of the user in
+            // flight already, a first pack would not be kept: not asked for this round.
             let watch = self.offline.watch_online(user);
+            if pack.is_none() && !watch.quiet() {
+                return Ok(());
+            }
             let Some(fetched) = self.fetch(user, from, count).await? else {
                 // No token (any more): no pack.
                 return self.offline.local().update(user, now, |record| {

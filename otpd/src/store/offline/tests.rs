@@ -311,6 +311,15 @@ fn an_online_step_is_kept_beside_the_record_until_the_record_next_changes() {
     );
     let record = o.local().get("alice").unwrap().unwrap();
     assert_eq!((record.last_step, record.seen), (Some(101), T + 41));
+
+    // A step left beside no record (its user dropped while the login ran) goes into the record
+    // made for that user later.
+    o.local().used_online("carol", 105, T + 50).unwrap();
+    assert!(o.local().get("carol").unwrap().is_none());
+    assert!(o.add("carol", T + 60).unwrap());
+    assert_eq!(o.local().online_step("carol"), None);
+    let record = o.local().get("carol").unwrap().unwrap();
+    assert_eq!((record.last_step, record.seen), (Some(105), T + 60));
 }
 
 #[test]

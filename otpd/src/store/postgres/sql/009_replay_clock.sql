@@ -6,8 +6,11 @@
 -- And an entry replayed a second time (the host stopped between the database's commit and
 -- taking the entry off its journal) whose first replay was a security event (a double use, a
 -- refused or a retired use) answers 'already:' and that outcome, where it answered 'already'
--- alone: the host logs the event it would otherwise have lost with the first answer. Otherwise
--- as in version 3; the function keeps its arguments and grants.
+-- alone: the host logs the event it would otherwise have lost with the first answer. And a use
+-- of a token reset or replaced meanwhile is 'retired' before its step is judged against the
+-- current token's period: after a reset to a longer period an old step looked beyond any pack
+-- and was reported as 'refused'. Otherwise as in version 3; the function keeps its arguments
+-- and grants.
 
 CREATE OR REPLACE FUNCTION kron.offline_replay(p_id bytea, p_name text, p_kind text,
     p_step bigint, p_generation bigint, p_at bigint, p_free integer, p_base bigint, p_max bigint)
@@ -43,6 +46,13 @@ BEGIN
     SELECT * INTO r FROM kron.users WHERE name = p_name FOR UPDATE;
     IF NOT FOUND THEN
         result := 'no-user';
+    ELSIF p_kind = 'use' AND (r.seed IS NULL OR r.generation <> p_generation) THEN
+        -- Before the step's range is judged: it is a step of the retired token's period.
+        INSERT INTO kron.audit (at, host, event, "user", detail)
+        VALUES (to_timestamp(v_at), v_host, 'offline-retired', p_name,
+            format('a code of a token reset or replaced meanwhile was accepted offline on host %s (step %s)',
+                v_host, p_step));
+        result := 'retired';
     ELSIF p_kind = 'use' AND (p_step < 0 OR p_step::numeric * coalesce(r.period, 30)
             > kron.db_now() + coalesce(v_max, 28800) + 120) THEN
         -- No pack ever held this step: taking it would lock the user's codes out until then.
@@ -59,12 +69,6 @@ BEGIN
             version = version + 1
         WHERE name = p_name;
         result := 'applied';
-    ELSIF r.seed IS NULL OR r.generation <> p_generation THEN
-        INSERT INTO kron.audit (at, host, event, "user", detail)
-        VALUES (to_timestamp(v_at), v_host, 'offline-retired', p_name,
-            format('a code of a token reset or replaced meanwhile was accepted offline on host %s (step %s)',
-                v_host, p_step));
-        result := 'retired';
     ELSE
         SELECT u.host INTO v_other FROM kron.used_steps u
         WHERE u.name = p_name AND u.step = p_step AND u.host <> v_host ORDER BY u.at LIMIT 1;
