@@ -293,29 +293,26 @@ impl Local {
                 None => None,
             };
             let before = record.clone();
-            // The user's online step moves into the record with this change.
-            let mut moved = false;
-            if let Some(record) = record.as_mut()
-                && let Some(bytes) = online.get(user)?
-            {
+            // The user's online step moves into the record with this change: before it, so the
+            // change sees it; or after it, into a record the change made (a step left beside no
+            // record: a login whose user was dropped meanwhile).
+            let take_online = |record: &mut Option<OfflineUser>| {
+                let Some(record) = record.as_mut() else {
+                    return Ok(false);
+                };
+                let Some(bytes) = online.get(user)? else {
+                    return Ok(false);
+                };
                 decode_online(user, &bytes)
                     .map_err(abort)?
                     .merge_into(record);
                 online.remove(user.as_bytes())?;
-                moved = true;
-            }
+                Ok::<_, ConflictableTransactionError<Error>>(true)
+            };
+            let mut moved = take_online(&mut record)?;
             let (result, kind) = change(&mut record);
-            // A record made by this change takes in a step left beside no record (a login
-            // whose user was dropped meanwhile).
-            if !moved
-                && let Some(record) = record.as_mut()
-                && let Some(bytes) = online.get(user)?
-            {
-                decode_online(user, &bytes)
-                    .map_err(abort)?
-                    .merge_into(record);
-                online.remove(user.as_bytes())?;
-                moved = true;
+            if !moved {
+                moved = take_online(&mut record)?;
             }
             let changed = moved || record != before;
             if changed {
