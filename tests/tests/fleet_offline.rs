@@ -228,17 +228,25 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
         "kron",
         "SELECT last_step, failures, version FROM kron.users ORDER BY name",
     );
-    let again = fleet.db.psql_as(
-        "kron_b",
-        &fleet.password_of("b"),
-        &format!(
-            "SELECT kron.offline_replay('\\x{id}', '{}', 'use', {}, 0, 0, 3, 3600, 7200)",
+    // B's role replays an entry by hand (`kron.offline_replay` with these arguments); its answer.
+    let replay_on_b = |what: &str, arguments: String| {
+        let output = fleet.db.psql_as(
+            "kron_b",
+            &fleet.password_of("b"),
+            &format!("SELECT kron.offline_replay({arguments})"),
+        );
+        output.assert_success(what);
+        output.stdout.trim().to_owned()
+    };
+    let again = replay_on_b(
+        "replaying an entry again",
+        format!(
+            "'\\x{id}', '{}', 'use', {}, 0, 0, 3, 3600, 7200",
             replayed_later.name(),
             c2 + 5
         ),
     );
-    again.assert_success("replaying an entry again");
-    assert_eq!(again.stdout.trim(), "already");
+    assert_eq!(again, "already");
     // Sent again after a security event (B stopped before taking it off its journal), the
     // answer says the event again, so B can still log it.
     let double_id = fleet.db.sql(
@@ -249,16 +257,14 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
             used_twice.name()
         ),
     );
-    let again = fleet.db.psql_as(
-        "kron_b",
-        &fleet.password_of("b"),
-        &format!(
-            "SELECT kron.offline_replay('\\x{double_id}', '{}', 'use', 1, 0, 0, 3, 3600, 7200)",
+    let again = replay_on_b(
+        "replaying a double use again",
+        format!(
+            "'\\x{double_id}', '{}', 'use', 1, 0, 0, 3, 3600, 7200",
             used_twice.name()
         ),
     );
-    again.assert_success("replaying a double use again");
-    assert_eq!(again.stdout.trim(), "already:double-use:a");
+    assert_eq!(again, "already:double-use:a");
     // A use of a step no pack can have held (a host with a forged journal) is refused and
     // reported: it would lock the user's codes out until then. (Of the token in use: one of
     // another token is reported as retired, and changes nothing either.)
@@ -269,17 +275,15 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
             replayed_later.name()
         ),
     );
-    let forged = fleet.db.psql_as(
-        "kron_b",
-        &fleet.password_of("b"),
-        &format!(
-            "SELECT kron.offline_replay('\\x{}', '{}', 'use', 9223372036854775807, {generation}, 0, 3, 3600, 7200)",
+    let forged = replay_on_b(
+        "a forged use",
+        format!(
+            "'\\x{}', '{}', 'use', 9223372036854775807, {generation}, 0, 3, 3600, 7200",
             "ab".repeat(16),
             replayed_later.name()
         ),
     );
-    forged.assert_success("a forged use");
-    assert_eq!(forged.stdout.trim(), "refused");
+    assert_eq!(forged, "refused");
     assert_eq!(
         fleet.db.sql(
             "kron",
@@ -289,17 +293,15 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
     );
     // A failure dated far ahead (a host clock running ahead, or a forged journal) counts from
     // the database's now: the user waits the backoff of one more failure, not until 2100.
-    let ahead = fleet.db.psql_as(
-        "kron_b",
-        &fleet.password_of("b"),
-        &format!(
-            "SELECT kron.offline_replay('\\x{}', '{}', 'failure', NULL, NULL, 4102444800, 1, 60, 60)",
+    let ahead = replay_on_b(
+        "a failure dated ahead",
+        format!(
+            "'\\x{}', '{}', 'failure', NULL, NULL, 4102444800, 1, 60, 60",
             "cd".repeat(16),
             replayed_later.name()
         ),
     );
-    ahead.assert_success("a failure dated ahead");
-    assert_eq!(ahead.stdout.trim(), "applied");
+    assert_eq!(ahead, "applied");
     let waits = fleet.db.sql(
         "kron",
         &format!(

@@ -265,12 +265,11 @@ fn open_store(
         key,
         store_report("offline ", args.log_stderr, &fatal),
     )?;
-    let clock = Box::new(unix_now);
     let offline = Arc::new(Offline::new(
         local,
         fleet.offline_window,
         fleet.offline_keep,
-        clock(),
+        unix_now(),
     ));
     sync::start(
         offline.clone(),
@@ -278,7 +277,7 @@ fn open_store(
         config.throttle.clone(),
         logger(args.log_stderr),
     );
-    let store = FleetStore::new(store, offline, config.totp.skew, clock);
+    let store = FleetStore::new(store, offline, config.totp.skew, Box::new(unix_now));
     Ok((Box::new(store), audit, fatal))
 }
 

@@ -86,6 +86,14 @@ pub enum JournalKind {
 }
 
 impl JournalEntry {
+    /// The step and token generation of this entry if it is an offline use by `user`.
+    pub fn use_by(&self, user: &str) -> Option<(u64, i64)> {
+        match self.kind {
+            JournalKind::Use { step, generation } if self.user == user => Some((step, generation)),
+            _ => None,
+        }
+    }
+
     pub fn new(user: &str, at: u64, kind: JournalKind) -> Result<JournalEntry> {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| Error::System(format!("no randomness: {e}")))?;
@@ -449,15 +457,14 @@ fn encode_online(online: &OnlineStep) -> Result<Vec<u8>> {
 
 fn decode_online(user: &str, bytes: &[u8]) -> Result<OnlineStep> {
     match bytes.split_first() {
-        Some((&ONLINE_V1, rest)) => postcard::from_bytes(rest).map_err(|_| {
-            Error::Store(StoreError::Offline(format!(
-                "online step of {user} is unreadable"
-            )))
-        }),
-        _ => Err(Error::Store(StoreError::Offline(format!(
-            "online step of {user} is unreadable"
-        )))),
+        Some((&ONLINE_V1, rest)) => postcard::from_bytes(rest).ok(),
+        _ => None,
     }
+    .ok_or_else(|| {
+        Error::Store(StoreError::Offline(format!(
+            "online step of {user} is unreadable"
+        )))
+    })
 }
 
 fn encode_entry(entry: &JournalEntry) -> Result<Vec<u8>> {

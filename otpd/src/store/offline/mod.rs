@@ -248,10 +248,11 @@ impl Offline {
     /// Whether this host accepted `step` or a later one of `user` offline and the database has
     /// not had that journal entry yet (entries go once replayed).
     fn used_offline(&self, user: &str, step: u64) -> Result<bool> {
-        Ok(self.local.journal()?.iter().any(|(_, entry)| {
-            entry.user == user
-                && matches!(entry.kind, JournalKind::Use { step: used, .. } if used >= step)
-        }))
+        Ok(self
+            .local
+            .journal()?
+            .iter()
+            .any(|(_, entry)| entry.use_by(user).is_some_and(|(used, _)| used >= step)))
     }
 
     /// `kronctl fleet offline-add`: `user` gets a pack here as if they had just logged in.
@@ -331,8 +332,7 @@ impl Offline {
         {
             return Err(self.after_start());
         }
-        let charging = self.charges.read().unwrap_or_else(PoisonError::into_inner);
-        let outcome = self.local.update(user, now, |record| {
+        self.decide(user, now, |record| {
             let Some(record) = record
                 .as_mut()
                 .filter(|r| r.pack.as_ref().is_some_and(|p| p.generation == generation))
@@ -363,10 +363,7 @@ impl Offline {
                 Some(_) => (Some(CodeOutcome::Step(StepOutcome::Replayed)), failure),
                 None => (Some(CodeOutcome::Wrong), failure),
             }
-        })?;
-        drop(charging);
-        self.journaled();
-        Ok(outcome)
+        })
     }
 
     /// Charges an attempt of `user` to the local throttle and journals it as a failure (an answer
@@ -378,8 +375,7 @@ impl Offline {
         skew: u8,
         config: &ThrottleConfig,
     ) -> Result<Option<Attempt>> {
-        let charging = self.charges.read().unwrap_or_else(PoisonError::into_inner);
-        let attempt = self.local.update(user, now, |record| {
+        self.decide(user, now, |record| {
             let Some(record) = record
                 .as_mut()
                 .filter(|r| r.pack.as_ref().is_some_and(|p| reaches(p, now, skew)))
@@ -390,10 +386,7 @@ impl Offline {
                 attempt @ Attempt::Throttled { .. } => (Some(attempt), None),
                 Attempt::Allowed => (Some(Attempt::Allowed), Some(JournalKind::Failure)),
             }
-        })?;
-        drop(charging);
-        self.journaled();
-        Ok(attempt)
+        })
     }
 
     /// Why a code of a step up to the start floor is not checked offline.
@@ -406,12 +399,25 @@ impl Offline {
         ))
     }
 
-    /// After an offline decision, which may have journaled an entry: the sync task may still be
-    /// in the minute's pause of a round from before the database went away. Woken, it finds the
+    /// An offline decision on the record of `user` ([`Local::update`]), which may charge it and
+    /// journal an entry: not while the sync task writes the database's counts
+    /// ([`Offline::pause_charges`]). Then the sync task is woken: it may still be in the
+    /// minute's pause of a round from before the database went away. Woken, it finds the
     /// database away and retries every two seconds, so the journal reaches the database within
     /// seconds of the link healing, not up to a minute later.
-    fn journaled(&self) {
-        self.wake.notify_one();
+    fn decide<R>(
+        &self,
+        user: &str,
+        now: u64,
+        change: impl Fn(&mut Option<OfflineUser>) -> (R, Option<JournalKind>),
+    ) -> Result<R> {
+        let charging = self.charges.read().unwrap_or_else(PoisonError::into_inner);
+        let outcome = self.local.update(user, now, change);
+        drop(charging);
+        if outcome.is_ok() {
+            self.wake.notify_one();
+        }
+        outcome
     }
 
     /// Packs and journal, for `kronctl fleet status`.

@@ -530,13 +530,8 @@ fn journaled_step(
 ) -> Option<u64> {
     journal
         .iter()
-        .filter_map(|(_, entry)| match entry.kind {
-            JournalKind::Use {
-                step,
-                generation: used,
-            } if entry.user == user && used == generation => Some(step),
-            _ => None,
-        })
+        .filter_map(|(_, entry)| entry.use_by(user))
+        .filter_map(|(step, used)| (used == generation).then_some(step))
         .max()
 }
 
