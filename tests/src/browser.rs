@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::{process, scratch, web};
+use crate::{ports, process, scratch};
 
 /// Chromium's switches for this machine: headless, no sandbox (tests run as root), no GPU, no
 /// QUIC, and nothing that phones home (the network is closed anyway).
@@ -78,7 +78,7 @@ impl Browser {
             &ca,
         ]);
 
-        let port = web::free_port();
+        let port = ports::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .env("HOME", home.path())

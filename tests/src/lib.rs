@@ -20,6 +20,7 @@ pub mod namespace;
 pub mod otpd;
 pub mod pam;
 pub mod pgbouncer;
+pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod proxy;

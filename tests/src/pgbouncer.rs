@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::postgres::{Postgres, chown, free_port, postgres_ids};
+use crate::ports::free_port;
+use crate::postgres::{Postgres, chown, postgres_ids};
 use crate::process::{self, Spawned};
 
 /// Fields drop in order: the process, then its directory.

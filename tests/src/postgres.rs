@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::ports::free_port;
 use crate::process::{self, Output};
 use crate::scratch;
 
@@ -143,7 +144,6 @@ impl Postgres {
             chown(&dir.path().join(file), uid, gid);
         }
         scratch::set_mode(&dir.path().join("server.key"), 0o600);
-        let port = free_port();
         let data = dir.path().join("data");
         as_postgres(Command::new(bin.join("initdb")).arg("-D").arg(&data).args([
             "-U",
@@ -156,7 +156,7 @@ impl Postgres {
         ]))
         .assert_success("initdb");
         let conf = format!(
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
+            "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
              ssl = on\nssl_cert_file = '{dir}/server.pem'\nssl_key_file = '{dir}/server.key'\n\
              max_connections = 100\nshared_buffers = 32MB\ntrack_functions = 'pl'\n",
             dir = dir.path().display()
@@ -170,14 +170,14 @@ impl Postgres {
         )
         .expect("write pg_hba.conf");
         let secrets = scratch::private_dir("kron-pg-secrets.");
-        let postgres = Postgres {
+        let mut postgres = Postgres {
             dir,
             bin,
-            port,
+            port: 0,
             ca,
             secrets,
         };
-        postgres.start_server();
+        postgres.start_on_a_free_port();
         let key = postgres.key_file();
         let hex: String = (0..32)
             .map(|i| format!("{:02x}", (i * 37 + 11) % 256))
@@ -350,16 +350,50 @@ impl Postgres {
 
     /// Starts the server again (crash recovery runs) and waits until it answers.
     pub fn start_server(&self) {
-        let data = self.dir.path().join("data");
+        let output = self.pg_ctl_start();
+        assert!(
+            output.success(),
+            "pg_ctl start failed: {}\n--- server log ---\n{}",
+            output.describe(),
+            self.log()
+        );
+    }
+
+    /// The first start: on a port free a moment ago, and on another one if some other process
+    /// took it before the server bound it.
+    fn start_on_a_free_port(&mut self) {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            self.port = free_port();
+            // The last setting in postgresql.conf wins.
+            append(
+                &self.dir.path().join("data/postgresql.conf"),
+                &format!("port = {}\n", self.port),
+            );
+            let log_before = self.log().len();
+            let output = self.pg_ctl_start();
+            if output.success() {
+                return;
+            }
+            let log = self.log();
+            let taken = log[log_before.min(log.len())..].contains("could not bind");
+            assert!(
+                taken && attempt < ATTEMPTS,
+                "pg_ctl start failed: {}\n--- server log ---\n{log}",
+                output.describe()
+            );
+        }
+    }
+
+    fn pg_ctl_start(&self) -> Output {
         as_postgres(
             Command::new(self.bin.join("pg_ctl"))
                 .arg("-D")
-                .arg(&data)
+                .arg(self.dir.path().join("data"))
                 .arg("-l")
                 .arg(self.dir.path().join("server.log"))
                 .args(["-w", "-t", "120", "start"]),
         )
-        .assert_success("pg_ctl start");
     }
 
     /// The server's log so far.
@@ -457,14 +491,6 @@ fn bin_dir() -> PathBuf {
     versions.sort_unstable();
     let version = versions.last().expect("PostgreSQL 15 or later");
     PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"))
-}
-
-/// A TCP port nobody listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// The processes whose working directory is `dir`.

@@ -14,7 +14,6 @@
 //! itself does at boot.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::namespace::PrivateMounts;
+use crate::ports::free_port;
 use crate::process::{self, Identity, Output};
 use crate::scratch;
 
@@ -184,14 +184,6 @@ fn wait_until_listening(child: &mut Child, log: &Path, port: u16) -> Result<(), 
         }
         text.contains(&ready).then_some(Ok(()))
     })
-}
-
-/// A TCP port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
 }
 
 fn ensure_privsep_dir() {

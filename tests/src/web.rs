@@ -73,14 +73,6 @@ impl TestCa {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; the test binds it right after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// The `[web]` section for kron-web on `port` with `ca`'s certificate.
 pub fn web_section(port: u16, ca: &TestCa, extra: &str) -> String {
     format!(

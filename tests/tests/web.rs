@@ -23,7 +23,7 @@ use kron_tests::pam::Stack;
 use kron_tests::process::{self, Identity};
 use kron_tests::totp::{self, Oath};
 use kron_tests::web::{self, KronWeb, TestCa};
-use kron_tests::{TestUser, Transport, World, scratch, world};
+use kron_tests::{TestUser, Transport, World, ports, scratch, world};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -57,7 +57,7 @@ impl Setup {
         let policy = scratch::public_dir("kron-policy.");
         let bus = Bus::start_with_policy(&web::policy_for(web_user.name(), policy.path()));
         let ca = TestCa::new(gid);
-        let port = web::free_port();
+        let port = ports::free_port();
         let section = web::web_section(port, &ca, web_extra);
         let otpd = Otpd::start(
             &bus,
