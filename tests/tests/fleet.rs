@@ -120,7 +120,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 9, "{status}");
+    assert_eq!(status["schema_version"], 10, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 
     // A host that served logins, its database connections open, stops cleanly on SIGTERM.
@@ -242,6 +242,40 @@ fn wrong_codes_on_three_hosts_spend_one_budget_and_unlock_on_c_frees_a() {
     let unlock = c.kronctl().json(&["unlock", user.name()]);
     assert_eq!(unlock["changed"], serde_json::Value::Bool(true), "{unlock}");
     a.login(user.name()).answer(&right).run().assert_accepted();
+
+    // A host whose clock runs far ahead (here: says it is 2100) locks the user for the
+    // backoff, counted on the database's clock, not until its own future: through a code check
+    // and through the general path's charge alike.
+    let password = fleet.password_of("b");
+    let ahead = 4_102_444_800u64;
+    for (what, call) in [
+        (
+            "a code check",
+            format!(
+                "kron.check_code('{}', '{wrong}', {ahead}, 1, true, 0, 60, 60, NULL)",
+                user.name()
+            ),
+        ),
+        (
+            "a charge",
+            format!("kron.charge('{}', {ahead}, 0, 60, 60)", user.name()),
+        ),
+    ] {
+        c.kronctl().json(&["unlock", user.name()]);
+        fleet
+            .db
+            .psql_as("kron_b", &password, &format!("SELECT * FROM {call}"))
+            .assert_success(what);
+        let row = fleet.db.sql(
+            "kron",
+            &format!(
+                "SELECT failures, next_attempt BETWEEN kron.db_now() + 1 AND kron.db_now() + 60, \
+                 last_attempt <= kron.db_now() FROM kron.users WHERE name = '{}'",
+                user.name()
+            ),
+        );
+        assert_eq!(row, "1|t|t", "{what} from a host clock ahead");
+    }
 }
 
 #[test]
