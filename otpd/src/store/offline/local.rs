@@ -373,6 +373,11 @@ impl Local {
         })
     }
 
+    /// Whether no entry waits to be replayed (a look at the first key, not a count).
+    pub fn journal_is_empty(&self) -> Result<bool> {
+        self.shared.with(|trees| Ok(trees.journal.is_empty()))
+    }
+
     /// Entries waiting to be replayed (none known while the store is closed).
     pub fn journal_len(&self) -> usize {
         self.shared

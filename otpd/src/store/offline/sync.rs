@@ -78,7 +78,7 @@ async fn run(task: Task) {
                 true
             }
         };
-        let pause = match answered && task.offline.local().journal_len() == 0 {
+        let pause = match answered && task.offline.local().journal_is_empty().unwrap_or(true) {
             true => ONLINE_EVERY,
             false => OFFLINE_EVERY,
         };
@@ -300,7 +300,7 @@ impl Task {
         let mut listed = HashSet::new();
         // No offline charge runs from the look at the journal to the last record written.
         let _paused = self.offline.pause_charges();
-        let waiting = !self.offline.local().journal()?.is_empty();
+        let waiting = !self.offline.local().journal_is_empty()?;
         for row in rows {
             let floor: Floor = serde_json::from_str(&column::<String>(&row, 0)?)
                 .map_err(|e| database_error(format!("fleet database: unreadable floor: {e}")))?;
