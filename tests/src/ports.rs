@@ -13,8 +13,9 @@ const FLOOR: u16 = 10_000;
 /// Why not the port of a bind to port 0: that port comes from the ephemeral range, and between
 /// this check and the server's own bind the kernel may give it to any outgoing connection
 /// (another test's client on loopback); the server then cannot bind and does not start. Below
-/// the range only another listener can hold it, and two tests drawing the same one of some
-/// 20,000 ports at the same moment is what the callers' retries are for.
+/// the range only another listener can hold it. Two tests drawing the same one of some 20,000
+/// ports at the same moment is unlikely; PostgreSQL's first start and sshd retry on another
+/// port if it happens, the other servers' tests would fail with a bind error.
 pub fn free_port() -> u16 {
     let ceiling = ephemeral_low().unwrap_or(32_768);
     if ceiling <= FLOOR + 1_000 {

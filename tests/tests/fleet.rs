@@ -243,29 +243,33 @@ fn wrong_codes_on_three_hosts_spend_one_budget_and_unlock_on_c_frees_a() {
     assert_eq!(unlock["changed"], serde_json::Value::Bool(true), "{unlock}");
     a.login(user.name()).answer(&right).run().assert_accepted();
 
-    // A host whose clock runs far ahead (here: says it is 2100) locks the user for the
-    // backoff, counted on the database's clock, not until its own future: through a code check
-    // and through the general path's charge alike.
+    // A host whose clock is far off (here: says it is 2100, or a day ago) makes the user wait
+    // the backoff counted on the database's clock: not until its own future, nor a wait
+    // already over; through a code check and through the general path's charge alike. And a
+    // host ahead is judged on the database's clock too: its next guess is throttled.
     let password = fleet.password_of("b");
-    let ahead = 4_102_444_800u64;
+    let as_b = |sql: &str| {
+        let output = fleet.db.psql_as("kron_b", &password, sql);
+        output.assert_success(sql);
+        output.stdout.trim().to_string()
+    };
+    let check = |now: &str| {
+        format!(
+            "SELECT outcome FROM kron.check_code('{}', '{wrong}', {now}, 1, true, 0, 60, 60, NULL)",
+            user.name()
+        )
+    };
+    let ahead = "4102444800";
+    let behind = "extract(epoch FROM now())::bigint - 86400";
+    let charge = |now: &str| format!("SELECT kron.charge('{}', {now}, 0, 60, 60)", user.name());
     for (what, call) in [
-        (
-            "a code check",
-            format!(
-                "kron.check_code('{}', '{wrong}', {ahead}, 1, true, 0, 60, 60, NULL)",
-                user.name()
-            ),
-        ),
-        (
-            "a charge",
-            format!("kron.charge('{}', {ahead}, 0, 60, 60)", user.name()),
-        ),
+        ("a code check from a host ahead", check(ahead)),
+        ("a charge from a host ahead", charge(ahead)),
+        ("a code check from a host behind", check(behind)),
+        ("a charge from a host behind", charge(behind)),
     ] {
         c.kronctl().json(&["unlock", user.name()]);
-        fleet
-            .db
-            .psql_as("kron_b", &password, &format!("SELECT * FROM {call}"))
-            .assert_success(what);
+        as_b(&call);
         let row = fleet.db.sql(
             "kron",
             &format!(
@@ -274,8 +278,13 @@ fn wrong_codes_on_three_hosts_spend_one_budget_and_unlock_on_c_frees_a() {
                 user.name()
             ),
         );
-        assert_eq!(row, "1|t|t", "{what} from a host clock ahead");
+        assert_eq!(row, "1|t|t", "{what}");
     }
+    assert_eq!(
+        as_b(&check(ahead)),
+        "throttled",
+        "the next guess of a host ahead"
+    );
 }
 
 #[test]

@@ -7,7 +7,10 @@
 -- (p_now), as in local mode. (Version 9 did the same for replayed offline entries, taking the
 -- earlier of the two clocks because those happened in the past.) Otherwise as in versions 4
 -- (kron.charge_row) and 6 (kron.check_one); both keep their arguments, and their callers
--- (kron.charge, kron.check_code, kron.check_codes) are unchanged.
+-- (kron.charge, kron.check_code, kron.check_codes) are unchanged. A row whose last failure a
+-- host's clock already dated ahead gets the database's now as that time (below), so its
+-- failures are forgiven on the usual schedule again; a wait already set that far ahead lasts
+-- until `kronctl unlock`, as before.
 
 CREATE OR REPLACE FUNCTION kron.charge_row(p_name text, p_now bigint, p_free integer,
     p_base bigint, p_max bigint)
@@ -101,3 +104,6 @@ BEGIN
     END IF;
     outcome := CASE WHEN step IS NULL THEN 'wrong' ELSE 'replayed' END;
 END $$;
+
+UPDATE kron.users SET last_attempt = kron.db_now(), version = version + 1
+WHERE last_attempt > kron.db_now();
