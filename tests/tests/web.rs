@@ -149,7 +149,9 @@ fn a_link_in_the_browser_enrolls_a_token_that_logs_in() {
     assert!(text.contains("UTC"), "the expiry: {text}");
 
     let screenshot = browser.screenshot();
-    let out = std::env::temp_dir().join("kron-web-page.png");
+    // Kept in cargo's directory for integration tests' files (for docs/kron-web-page.png), not
+    // in the machine's shared temp directory: it shows a secret, if a test user's.
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kron-web-page.png");
     std::fs::write(&out, &screenshot).expect("keep the screenshot");
     let uri = qr_in(&screenshot);
     assert!(uri.starts_with("otpauth://totp/"), "{uri}");
