@@ -246,13 +246,29 @@ impl Offline {
     }
 
     /// Whether this host accepted `step` or a later one of `user` offline and the database has
-    /// not had that journal entry yet (entries go once replayed).
+    /// not had that journal entry yet (entries go once replayed). A use of a token older than
+    /// the one of the user's pack here does not count: the database accepts only the current
+    /// token's codes, so the step it just took cannot be that use's (after a reset to a longer
+    /// period, the old token's steps are the larger numbers). Without a pack to tell, every
+    /// use counts.
     fn used_offline(&self, user: &str, step: u64) -> Result<bool> {
-        Ok(self
+        let later: Vec<i64> = self
             .local
             .journal()?
             .iter()
-            .any(|(_, entry)| entry.use_by(user).is_some_and(|(used, _)| used >= step)))
+            .filter_map(|(_, entry)| entry.use_by(user))
+            .filter_map(|(used, generation)| (used >= step).then_some(generation))
+            .collect();
+        if later.is_empty() {
+            return Ok(false);
+        }
+        let known = self
+            .local
+            .get(user)?
+            .and_then(|record| record.pack.map(|pack| pack.generation));
+        Ok(later
+            .iter()
+            .any(|&generation| known.is_none_or(|known| generation >= known)))
     }
 
     /// `kronctl fleet offline-add`: `user` gets a pack here as if they had just logged in.

@@ -148,6 +148,30 @@ fn a_step_used_offline_here_is_a_replay_when_the_database_accepts_it_too() {
 }
 
 #[test]
+fn an_offline_use_of_a_retired_token_is_no_replay_of_the_new_tokens_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = offline(dir.path());
+    // Step 101 of token 1 used offline and still waiting in the journal.
+    assert_eq!(
+        o.check("alice", "222222", T + 40, 1, Some(&throttle()))
+            .unwrap(),
+        Some(CodeOutcome::Step(StepOutcome::Accepted))
+    );
+    // With token 1's pack here, a smaller step taken online may be that use: a replay.
+    assert!(!o.used_online("alice", 50, T + 45).unwrap());
+    // The sync task brought the pack of a new token (a reset to 60 s steps: smaller numbers).
+    o.local()
+        .update("alice", T + 50, |record| {
+            let pack = record.as_mut().and_then(|r| r.pack.as_mut()).unwrap();
+            pack.generation = 2;
+            ((), None)
+        })
+        .unwrap();
+    // The database takes only token 2's codes: step 51 is not token 1's step 101.
+    assert!(o.used_online("alice", 51, T + 60).unwrap());
+}
+
+#[test]
 fn no_step_up_to_the_start_floor_passes_offline_and_online_steps_are_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     // otpd started in step 100: steps up to 102 (two more, the largest skew there is) may have
