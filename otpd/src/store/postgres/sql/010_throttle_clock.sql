@@ -10,8 +10,7 @@
 -- (kron.charge, kron.check_code, kron.check_codes) are unchanged. A row whose last failure a
 -- host's clock already dated ahead gets the database's now as that time (below), so its
 -- failures are forgiven on the usual schedule again; a wait already set that far ahead lasts
--- until `kronctl unlock`, as before. And kron.put_user caps the times in the outbox a host
--- writes back (the budget of sent codes) at the database's clock: see there.
+-- until `kronctl unlock`, as before.
 
 CREATE OR REPLACE FUNCTION kron.charge_row(p_name text, p_now bigint, p_free integer,
     p_base bigint, p_max bigint)
@@ -108,54 +107,3 @@ END $$;
 
 UPDATE kron.users SET last_attempt = kron.db_now(), version = version + 1
 WHERE last_attempt > kron.db_now();
-
--- The budget of sent codes is kept in the outbox a host writes back (its sends' times, the live
--- code's expiry), stamped by that host's clock. Capped here at the database's now, and a code's
--- expiry at the longest validity a host may configure ([codes] validity, at most 3600 s) from
--- now: a host whose clock runs ahead can no longer spend a user's budget, fleet-wide, until its
--- own future, nor send a code that stays valid that long. Otherwise as in version 2.
-CREATE OR REPLACE FUNCTION kron.outbox_on_db_clock(p_outbox jsonb) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_now bigint := kron.db_now();
-    v_outbox jsonb := p_outbox;
-BEGIN
-    IF jsonb_typeof(v_outbox -> 'sends') = 'array' THEN
-        v_outbox := jsonb_set(v_outbox, '{sends}', (
-            SELECT coalesce(jsonb_agg(
-                CASE WHEN jsonb_typeof(e.send -> 'at') = 'number'
-                        AND (e.send ->> 'at')::numeric > v_now
-                    THEN jsonb_set(e.send, '{at}', to_jsonb(v_now))
-                    ELSE e.send END
-                ORDER BY e.k), '[]'::jsonb)
-            FROM jsonb_array_elements(v_outbox -> 'sends') WITH ORDINALITY AS e(send, k)));
-    END IF;
-    IF jsonb_typeof(v_outbox -> 'code' -> 'expires') = 'number'
-            AND (v_outbox -> 'code' ->> 'expires')::numeric > v_now + 3600 THEN
-        v_outbox := jsonb_set(v_outbox, '{code,expires}', to_jsonb(v_now + 3600));
-    END IF;
-    RETURN v_outbox;
-END $$;
-REVOKE ALL ON FUNCTION kron.outbox_on_db_clock(jsonb) FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION kron.put_user(p_name text, p_version bigint, p_contact jsonb,
-    p_outbox jsonb, p_last_used bigint, p_failures integer, p_next_attempt bigint,
-    p_clear_pending boolean)
-RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_outbox jsonb := kron.outbox_on_db_clock(p_outbox);
-BEGIN
-    IF p_version IS NULL THEN
-        INSERT INTO kron.users (name, contact, outbox, last_used, failures, next_attempt)
-        VALUES (p_name, p_contact, v_outbox, p_last_used, p_failures, p_next_attempt)
-        ON CONFLICT DO NOTHING;
-        RETURN FOUND;
-    END IF;
-    UPDATE kron.users SET contact = p_contact, outbox = v_outbox, last_used = p_last_used,
-        failures = p_failures, next_attempt = p_next_attempt,
-        pend_id = CASE WHEN p_clear_pending THEN NULL ELSE pend_id END,
-        pend_seed = CASE WHEN p_clear_pending THEN NULL ELSE pend_seed END,
-        version = version + 1
-    WHERE name = p_name AND version = p_version;
-    RETURN FOUND;
-END $$;
