@@ -1,16 +1,16 @@
 -- kron fleet schema, version 10: the throttle runs on the database's clock. A code check and a
 -- charge wrote the calling host's clock into the user's row: a failure on a host whose clock
--- ran hours ahead (a broken NTP, a wrong time zone set as UTC) set next_attempt to that host's
--- future plus the backoff, and every host of the fleet then refused the user until then. Now
--- last_attempt, next_attempt, last_used and a used step's time are the database's now, and
--- the throttle is judged against it; the host's clock still picks which code is expected
--- (p_now), as in local mode. (Version 9 did the same for replayed offline entries, taking the
--- earlier of the two clocks because those happened in the past.) Otherwise as in versions 4
--- (kron.charge_row) and 6 (kron.check_one); both keep their arguments, and their callers
--- (kron.charge, kron.check_code, kron.check_codes) are unchanged. A row whose last failure a
--- host's clock already dated ahead gets the database's now as that time (below), so its
--- failures are forgiven on the usual schedule again; a wait already set that far ahead lasts
--- until `kronctl unlock`, as before.
+-- ran hours ahead (a broken NTP, a hardware clock in local time read as UTC) set next_attempt
+-- to that host's future plus the backoff, and every host of the fleet then refused the user
+-- until then. Now last_attempt, next_attempt, last_used and a used step's time are the
+-- database's now, and the throttle is judged against it; the host's clock still picks which
+-- code is expected (p_now), as in local mode. (Version 9 did the same for replayed offline
+-- entries, taking the earlier of the two clocks because those happened in the past.)
+-- Otherwise as in versions 4 (kron.charge_row) and 6 (kron.check_one); both keep their
+-- arguments, and their callers (kron.charge, kron.check_code, kron.check_codes) are unchanged.
+-- A row whose last failure a host's clock already dated ahead gets the database's now as that
+-- time (below), so its failures are forgiven on the usual schedule again; a wait already set
+-- that far ahead lasts until `kronctl unlock`, as before.
 
 CREATE OR REPLACE FUNCTION kron.charge_row(p_name text, p_now bigint, p_free integer,
     p_base bigint, p_max bigint)
