@@ -161,19 +161,23 @@ impl Local {
     }
 
     pub fn get(&self, user: &str) -> Result<Option<OfflineUser>> {
-        self.shared.with(|trees| {
-            // The online step first: a change moving it into the record between the two reads
-            // then leaves it in one of them.
-            let online = trees.online.get(user)?;
-            let Some(bytes) = trees.users.get(user)? else {
-                return Ok(None);
-            };
-            let mut record = self.open_record(user, &bytes)?;
-            if let Some(online) = online {
-                decode_online(user, &online)?.merge_into(&mut record);
-            }
-            Ok(Some(record))
-        })
+        self.shared
+            .with(|trees| self.read(trees, user.as_bytes(), user))
+    }
+
+    /// The record stored under `key` (`user`'s) with its online step taken in. The online step
+    /// is read first: a change moving it into the record between the two reads then leaves it
+    /// in one of them.
+    fn read(&self, trees: &Trees, key: &[u8], user: &str) -> Result<Option<OfflineUser>> {
+        let online = trees.online.get(key)?;
+        let Some(bytes) = trees.users.get(key)? else {
+            return Ok(None);
+        };
+        let mut record = self.open_record(user, &bytes)?;
+        if let Some(online) = online {
+            decode_online(user, &online)?.merge_into(&mut record);
+        }
+        Ok(Some(record))
     }
 
     /// Whether `user` has a record (without opening it).
@@ -191,17 +195,8 @@ impl Local {
                 .map(|entry| {
                     let (key, _) = entry?;
                     let user = String::from_utf8_lossy(&key).into_owned();
-                    // As `get` reads them (online step first), so a change moving the step
-                    // in meanwhile leaves it in one of the two.
-                    let online = trees.online.get(&key)?;
-                    let Some(value) = trees.users.get(&key)? else {
-                        return Ok(None);
-                    };
-                    let mut record = self.open_record(&user, &value)?;
-                    if let Some(online) = online {
-                        decode_online(&user, &online)?.merge_into(&mut record);
-                    }
-                    Ok(Some((user, record)))
+                    // Read again as `get` reads it, online step first.
+                    Ok(self.read(trees, &key, &user)?.map(|record| (user, record)))
                 })
                 .filter_map(Result::transpose)
                 .collect()
