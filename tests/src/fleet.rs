@@ -192,4 +192,14 @@ impl Fleet {
             .trim()
             .to_string()
     }
+
+    /// Runs `sql` as host `name`'s role (over TLS, with its password), which must succeed;
+    /// its unaligned output, trimmed.
+    pub fn sql_as_host(&self, name: &str, sql: &str) -> String {
+        let output = self
+            .db
+            .psql_as(&format!("kron_{name}"), &self.password_of(name), sql);
+        output.assert_success(sql);
+        output.stdout.trim().to_string()
+    }
 }

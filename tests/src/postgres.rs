@@ -350,13 +350,7 @@ impl Postgres {
 
     /// Starts the server again (crash recovery runs) and waits until it answers.
     pub fn start_server(&self) {
-        let output = self.pg_ctl_start();
-        assert!(
-            output.success(),
-            "pg_ctl start failed: {}\n--- server log ---\n{}",
-            output.describe(),
-            self.log()
-        );
+        self.assert_started(&self.pg_ctl_start());
     }
 
     /// The first start: on a port free a moment ago, and on another one if some other process
@@ -372,17 +366,23 @@ impl Postgres {
             );
             let log_before = self.log().len();
             let output = self.pg_ctl_start();
-            if output.success() {
-                return;
-            }
             let log = self.log();
-            let taken = log[log_before.min(log.len())..].contains("could not bind");
-            assert!(
-                taken && attempt < ATTEMPTS,
-                "pg_ctl start failed: {}\n--- server log ---\n{log}",
-                output.describe()
-            );
+            let taken =
+                !output.success() && log[log_before.min(log.len())..].contains("could not bind");
+            if !taken || attempt == ATTEMPTS {
+                return self.assert_started(&output);
+            }
         }
+    }
+
+    /// Panics with the server's log unless `output`, of `pg_ctl start`, is a success.
+    fn assert_started(&self, output: &Output) {
+        assert!(
+            output.success(),
+            "pg_ctl start failed: {}\n--- server log ---\n{}",
+            output.describe(),
+            self.log()
+        );
     }
 
     fn pg_ctl_start(&self) -> Output {

@@ -247,12 +247,7 @@ fn wrong_codes_on_three_hosts_spend_one_budget_and_unlock_on_c_frees_a() {
     // the backoff counted on the database's clock: not until its own future, nor a wait
     // already over; through a code check and through the general path's charge alike. And a
     // host ahead is judged on the database's clock too: its next guess is throttled.
-    let password = fleet.password_of("b");
-    let as_b = |sql: &str| {
-        let output = fleet.db.psql_as("kron_b", &password, sql);
-        output.assert_success(sql);
-        output.stdout.trim().to_string()
-    };
+    let as_b = |sql: &str| fleet.sql_as_host("b", sql);
     let check = |now: &str| {
         format!(
             "SELECT outcome FROM kron.check_code('{}', '{wrong}', {now}, 1, true, 0, 60, 60, NULL)",

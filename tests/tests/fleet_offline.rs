@@ -229,23 +229,14 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
         "SELECT last_step, failures, version FROM kron.users ORDER BY name",
     );
     // B's role replays an entry by hand (`kron.offline_replay` with these arguments); its answer.
-    let replay_on_b = |what: &str, arguments: String| {
-        let output = fleet.db.psql_as(
-            "kron_b",
-            &fleet.password_of("b"),
-            &format!("SELECT kron.offline_replay({arguments})"),
-        );
-        output.assert_success(what);
-        output.stdout.trim().to_owned()
+    let replay_on_b = |arguments: String| {
+        fleet.sql_as_host("b", &format!("SELECT kron.offline_replay({arguments})"))
     };
-    let again = replay_on_b(
-        "replaying an entry again",
-        format!(
-            "'\\x{id}', '{}', 'use', {}, 0, 0, 3, 3600, 7200",
-            replayed_later.name(),
-            c2 + 5
-        ),
-    );
+    let again = replay_on_b(format!(
+        "'\\x{id}', '{}', 'use', {}, 0, 0, 3, 3600, 7200",
+        replayed_later.name(),
+        c2 + 5
+    ));
     assert_eq!(again, "already");
     // Sent again after a security event (B stopped before taking it off its journal), the
     // answer says the event again, so B can still log it.
@@ -257,13 +248,10 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
             used_twice.name()
         ),
     );
-    let again = replay_on_b(
-        "replaying a double use again",
-        format!(
-            "'\\x{double_id}', '{}', 'use', 1, 0, 0, 3, 3600, 7200",
-            used_twice.name()
-        ),
-    );
+    let again = replay_on_b(format!(
+        "'\\x{double_id}', '{}', 'use', 1, 0, 0, 3, 3600, 7200",
+        used_twice.name()
+    ));
     assert_eq!(again, "already:double-use:a");
     // A use of a step no pack can have held (a host with a forged journal) is refused and
     // reported: it would lock the user's codes out until then. (Of the token in use: one of
@@ -275,14 +263,11 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
             replayed_later.name()
         ),
     );
-    let forged = replay_on_b(
-        "a forged use",
-        format!(
-            "'\\x{}', '{}', 'use', 9223372036854775807, {generation}, 0, 3, 3600, 7200",
-            "ab".repeat(16),
-            replayed_later.name()
-        ),
-    );
+    let forged = replay_on_b(format!(
+        "'\\x{}', '{}', 'use', 9223372036854775807, {generation}, 0, 3, 3600, 7200",
+        "ab".repeat(16),
+        replayed_later.name()
+    ));
     assert_eq!(forged, "refused");
     assert_eq!(
         fleet.db.sql(
@@ -293,14 +278,11 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
     );
     // A failure dated far ahead (a host clock running ahead, or a forged journal) counts from
     // the database's now: the user waits the backoff of one more failure, not until 2100.
-    let ahead = replay_on_b(
-        "a failure dated ahead",
-        format!(
-            "'\\x{}', '{}', 'failure', NULL, NULL, 4102444800, 1, 60, 60",
-            "cd".repeat(16),
-            replayed_later.name()
-        ),
-    );
+    let ahead = replay_on_b(format!(
+        "'\\x{}', '{}', 'failure', NULL, NULL, 4102444800, 1, 60, 60",
+        "cd".repeat(16),
+        replayed_later.name()
+    ));
     assert_eq!(ahead, "applied");
     let waits = fleet.db.sql(
         "kron",
@@ -407,16 +389,14 @@ fn a_high_offline_cost_fills_packs_in_small_statements() {
     let (token, confirmed) = a.kronctl().enroll_confirmed_now(user.name());
 
     // As a host, asking for the most steps a statement may carry.
-    let hashes = fleet.db.psql_as(
-        "kron_c",
-        &fleet.password_of("c"),
+    let hashes = fleet.sql_as_host(
+        "c",
         &format!(
             "SELECT jsonb_array_length(kron.offline_pack('{}', 0, 480)->'hashes')",
             user.name()
         ),
     );
-    hashes.assert_success("kron.offline_pack as host c");
-    assert_eq!(hashes.stdout.trim(), "3", "{}", hashes.describe());
+    assert_eq!(hashes, "3", "kron.offline_pack as host c");
 
     b.login(user.name())
         .answer(&token.code_for_step(confirmed + 1))
