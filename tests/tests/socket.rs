@@ -243,6 +243,44 @@ fn calls_pipelined_without_reading_replies_are_not_buffered() {
     );
 }
 
+/// Calls flagged as wanting no reply escape the count of calls waiting for their replies, yet
+/// zbus runs each one (and answers one it cannot dispatch): otpd ends the connection at the
+/// first, so 200,000 of them pipelined leave its memory where it was. Another user logs in
+/// meanwhile.
+#[test]
+fn calls_that_want_no_reply_end_the_connection() {
+    let world = World::start(REQUIRE);
+    let attacker = TestUser::new();
+    let user = TestUser::new();
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+    let socket = world.otpd.socket_path().display().to_string();
+    let before = rss_kib(world.otpd.pid());
+
+    let (mut flood, mut lines) =
+        spawn_probe(&attacker.identity(), &["unanswered", &socket, "200000"]);
+    let sent = lines.next().expect("a line").expect("read");
+    let after = rss_kib(world.otpd.pid());
+    assert!(
+        after < before + 32 * 1024,
+        "otpd grew from {before} to {after} KiB ({sent})"
+    );
+    assert!(
+        world
+            .otpd
+            .stderr()
+            .contains("a call that wants no reply refused"),
+        "not logged:\n{}",
+        world.otpd.stderr()
+    );
+    world
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+    drop(flood.stdin.take());
+    process::wait_bounded(&mut flood, Duration::from_secs(60)).expect("socket-probe ended");
+}
+
 /// One user cannot hold more connections than `max_connections_per_uid`; the refusal is
 /// logged, other users and root are not affected, and the slots come back when the
 /// connections end.

@@ -17,7 +17,8 @@
 //! On the socket the calls a peer has waiting for their replies are bounded too ([`Calls`]):
 //! zbus runs each call in a task of its own and keeps reading, so a peer that sends calls and
 //! never reads the replies would otherwise have otpd hold every call and its reply, refused or
-//! not, while the replies wait on the full socket.
+//! not, while the replies wait on the full socket. A call flagged as wanting no reply ends the
+//! connection there: it would escape that count.
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -427,11 +428,18 @@ impl ReadHalf for Reader {
                     "a call reuses the serial of one still waiting",
                 )));
             }
-            if wants_reply(&message) {
-                // Held here, not handed on, until an earlier call is answered: the peer's
-                // further calls then wait in the kernel's socket buffers, and its writes block.
-                in_flight.enter(serial).await;
+            if !wants_reply(&message) {
+                // A call that wants no reply would never be counted above, yet zbus runs each
+                // in a task of its own (and answers one it cannot dispatch all the same): a
+                // peer sending them without end would have otpd hold tasks without bound.
+                // pam_kron waits for every reply, so the connection ends.
+                let line = "a call that wants no reply refused (otpd's socket answers every call)";
+                self.limits.report.say(line);
+                return Err(zbus::Error::from(invalid(line)));
             }
+            // Held here, not handed on, until an earlier call is answered: the peer's further
+            // calls then wait in the kernel's socket buffers, and its writes block.
+            in_flight.enter(serial).await;
         }
         Ok(message)
     }

@@ -31,9 +31,12 @@ use crate::sparse_log::SparseLog;
 use kron_common::trust;
 
 /// Largest message one connection may send. A login's largest call, BeginLogin, carries at
-/// most 256 + 3 × 1,024 bytes of strings; calls that carry files (Import, ImportTokens) are for
-/// the system bus, where kronctl makes them.
-const MAX_MESSAGE: usize = 64 * 1024;
+/// most 256 + 3 × 1,024 bytes of strings (about 3.6 KiB with its header); this leaves room for
+/// the other calls of a few bounded strings. Calls that carry files (Import, ImportTokens) are
+/// for the system bus, where kronctl makes them. What one uid can make otpd hold in messages
+/// is this times the calls a connection may have waiting (and the one being read) times its
+/// connections: 5 × 16 KiB × 64 = 5 MiB.
+const MAX_MESSAGE: usize = 16 * 1024;
 /// Most bytes a client's SASL handshake may take (AUTH, NEGOTIATE_UNIX_FD and BEGIN are about
 /// 60).
 const MAX_HANDSHAKE: usize = 1024;

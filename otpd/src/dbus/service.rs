@@ -107,7 +107,14 @@ enum Callers {
 /// At most [`MAX_WAITING`]: a connection that begins more has its oldest cancelled.
 #[derive(Default)]
 pub struct Waiting {
-    handles: Mutex<Vec<String>>,
+    state: Mutex<Waits>,
+}
+
+#[derive(Default)]
+struct Waits {
+    handles: Vec<String>,
+    /// The connection has ended: a login a call still in progress begins is cancelled at once.
+    closed: bool,
 }
 
 /// Logins one connection may have waiting, as many as the engine keeps for one non-root
@@ -115,24 +122,28 @@ pub struct Waiting {
 const MAX_WAITING: usize = 8;
 
 impl Waiting {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.handles.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waits> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Notes what a call on this connection did: `answered` (a handle it sent) is done with,
-    /// and a prompt step in `reply` is a new login waiting. Returns the oldest login, to be
-    /// cancelled, when that makes more than [`MAX_WAITING`].
+    /// and a prompt step in `reply` is a new login waiting. Returns a login to be cancelled:
+    /// the oldest, when that makes more than [`MAX_WAITING`], or the new one, when the
+    /// connection ended while the call was in progress (a BeginLogin on a blocking thread).
     fn note(&self, answered: Option<&str>, reply: &Result<Step, OtpdError>) -> Option<String> {
+        let mut waits = self.lock();
         if let Some(answered) = answered {
-            self.forget(answered);
+            waits.handles.retain(|h| h != answered);
         }
         if let Ok(step) = reply
             && step.kind == kron_proto::StepKind::Prompt as u32
         {
-            let mut handles = self.lock();
-            handles.push(step.handle.clone());
-            if handles.len() > MAX_WAITING {
-                return Some(handles.remove(0));
+            if waits.closed {
+                return Some(step.handle.clone());
+            }
+            waits.handles.push(step.handle.clone());
+            if waits.handles.len() > MAX_WAITING {
+                return Some(waits.handles.remove(0));
             }
         }
         None
@@ -140,12 +151,18 @@ impl Waiting {
 
     /// `handle` is done with (answered or cancelled).
     fn forget(&self, handle: &str) {
-        self.lock().retain(|h| h != handle);
+        self.lock().handles.retain(|h| h != handle);
     }
 
-    /// Cancels every login still waiting; the connection has ended.
+    /// Cancels every login still waiting; the connection has ended, and a login a call still
+    /// in progress begins is cancelled as that call ends ([`Waiting::note`]).
     pub fn cancel_all(&self, engine: &Engine, caller: Caller) {
-        for handle in std::mem::take(&mut *self.lock()) {
+        let handles = {
+            let mut waits = self.lock();
+            waits.closed = true;
+            std::mem::take(&mut waits.handles)
+        };
+        for handle in handles {
             let _ = engine.cancel(caller, &handle);
         }
     }
@@ -1005,7 +1022,7 @@ mod tests {
             assert_eq!(waiting.note(None, &prompt(&format!("h{n}"))), None);
         }
         assert_eq!(waiting.note(None, &prompt("h8")), Some("h0".into()));
-        assert_eq!(waiting.lock().len(), MAX_WAITING);
+        assert_eq!(waiting.lock().handles.len(), MAX_WAITING);
         // An answer that ends a login makes room again.
         let accepted = Ok(Step {
             kind: kron_proto::StepKind::Accept as u32,
@@ -1016,7 +1033,12 @@ mod tests {
         });
         assert_eq!(waiting.note(Some("h1"), &accepted), None);
         assert_eq!(waiting.note(None, &prompt("h9")), None);
-        assert_eq!(waiting.lock().len(), MAX_WAITING);
+        assert_eq!(waiting.lock().handles.len(), MAX_WAITING);
+        // Once the connection has ended, a login begun by a call still in progress is handed
+        // back to be cancelled, not kept.
+        waiting.lock().closed = true;
+        assert_eq!(waiting.note(None, &prompt("h10")), Some("h10".into()));
+        assert!(!waiting.lock().handles.contains(&"h10".to_string()));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! socket-probe pipeline SOCKET N         one connection sending N Cancel calls without reading
 //!                                        a reply, until they are sent or writing stalls for
 //!                                        5 s; held until stdin closes  -> "sent K"
+//! socket-probe unanswered SOCKET N       as pipeline, but calls of an unknown method flagged
+//!                                        as wanting no reply           -> "sent K"
 //! socket-probe bus-flood ADDRESS N BYTES M
 //!                                        N bus connections at once, each sending M SetContact
 //!                                        calls with BYTES-long arguments -> the D-Bus error name
@@ -29,7 +31,8 @@ use zbus::connection::{AuthMechanism, Builder};
 use zbus::proxy::CacheProperties;
 
 const USAGE: &str = "usage: socket-probe claim SOCKET UID | header SOCKET BYTES N | \
-hold SOCKET N | logins SOCKET N PREFIX | pipeline SOCKET N | bus-flood ADDRESS N BYTES M";
+hold SOCKET N | logins SOCKET N PREFIX | pipeline SOCKET N | unanswered SOCKET N | \
+bus-flood ADDRESS N BYTES M";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,7 +42,8 @@ fn main() -> ExitCode {
         ["header", socket, bytes, count] => header(socket, parse(bytes), parse(count)),
         ["hold", socket, count] => hold(socket, parse(count)),
         ["logins", socket, count, prefix] => logins(socket, parse(count), prefix),
-        ["pipeline", socket, count] => pipeline(socket, parse(count)),
+        ["pipeline", socket, count] => pipeline(socket, parse(count), &CANCEL),
+        ["unanswered", socket, count] => pipeline(socket, parse(count), &UNANSWERED),
         ["bus-flood", address, count, bytes, calls] => {
             bus_flood(address, parse(count), parse(bytes), parse(calls))
         }
@@ -197,9 +201,27 @@ fn logins(socket: &str, count: usize, prefix: &str) -> Result<(), String> {
     })
 }
 
-/// Sends `count` calls of `Cancel("x")` on one connection and reads none of the replies: a
-/// peer that makes otpd answer faster than it reads.
-fn pipeline(socket: &str, count: usize) -> Result<(), String> {
+/// A call `pipeline` sends: a method of otpd's interface and the header's flags.
+struct Call {
+    member: &'static str,
+    flags: u8,
+}
+
+/// `Cancel("x")`, wanting a reply.
+const CANCEL: Call = Call {
+    member: "Cancel",
+    flags: 0,
+};
+
+/// A method otpd does not have, flagged NO_REPLY_EXPECTED: zbus answers it all the same.
+const UNANSWERED: Call = Call {
+    member: "Nope",
+    flags: 1,
+};
+
+/// Sends `count` calls of `call` (with one string argument, "x") on one connection and reads
+/// none of the replies: a peer that makes otpd answer faster than it reads.
+fn pipeline(socket: &str, count: usize, call: &Call) -> Result<(), String> {
     let mut stream = connect(socket)?;
     if verdict(&exchange(&mut stream, &auth_line(&my_uid()))) != "OK" {
         return Err("the handshake was refused".into());
@@ -212,7 +234,7 @@ fn pipeline(socket: &str, count: usize) -> Result<(), String> {
         let mut batch = Vec::new();
         // A hundred calls a write, so the calls arrive faster than otpd answers them.
         for serial in 1..=count {
-            batch.extend_from_slice(&cancel_call(serial as u32));
+            batch.extend_from_slice(&method_call(call, serial as u32));
             if serial.is_multiple_of(100) || serial == count {
                 if stream.write_all(&batch).is_err() {
                     break;
@@ -229,9 +251,9 @@ fn pipeline(socket: &str, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// A little-endian method call of `io.kron.Otpd1.Cancel("x")` on otpd's object, as
-/// `serial`, built by hand: no D-Bus library would send calls without reading replies.
-fn cancel_call(serial: u32) -> Vec<u8> {
+/// A little-endian method call of `call` with the argument "x" on otpd's object, as `serial`,
+/// built by hand: no D-Bus library would send calls without reading replies.
+fn method_call(call: &Call, serial: u32) -> Vec<u8> {
     fn pad(bytes: &mut Vec<u8>, to: usize) {
         while !bytes.len().is_multiple_of(to) {
             bytes.push(0);
@@ -257,12 +279,12 @@ fn cancel_call(serial: u32) -> Vec<u8> {
     let mut fields = Vec::new();
     field(&mut fields, 1, b"o", kron_proto::OBJECT_PATH);
     field(&mut fields, 2, b"s", kron_proto::INTERFACE);
-    field(&mut fields, 3, b"s", "Cancel");
+    field(&mut fields, 3, b"s", call.member);
     field(&mut fields, 8, b"g", "s");
     let mut body = Vec::new();
     body.extend_from_slice(&1u32.to_le_bytes());
     body.extend_from_slice(b"x\0");
-    let mut message = vec![b'l', 1, 0, 1];
+    let mut message = vec![b'l', 1, call.flags, 1];
     message.extend_from_slice(&(body.len() as u32).to_le_bytes());
     message.extend_from_slice(&serial.to_le_bytes());
     message.extend_from_slice(&(fields.len() as u32).to_le_bytes());
