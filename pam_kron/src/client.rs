@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kron_proto::{OtpdError, OtpdProxy, Step};
 use zbus::Connection;
@@ -43,11 +43,14 @@ impl DbusOtpd {
     /// Never `Connection::system()`: that reads DBUS_SYSTEM_BUS_ADDRESS from the environment,
     /// which the user who runs sudo controls.
     pub(crate) async fn connect(transport: &Transport, timeout: Duration) -> Result<Self, Error> {
+        // One `timeout` for the connect (with its retries while otpd's listen queue is full)
+        // and the handshake together, as `timeout=` promises.
+        let deadline = Instant::now() + timeout;
         let builder = match transport {
             // Peer-to-peer: otpd itself is the server (no Hello, no bus), on a socket connected
             // here and checked to be root's.
             Transport::Socket(path) => {
-                Builder::unix_stream(connect_roots_socket(path, timeout).await?).p2p()
+                Builder::unix_stream(connect_roots_socket(path, deadline).await?).p2p()
             }
             // An address that does not parse fails the build below, as unreachable.
             Transport::Bus(address) => Builder::address(address.as_str()),
@@ -64,9 +67,12 @@ impl DbusOtpd {
             .method_timeout(timeout);
         // The handshake (AUTH, BEGIN, Hello) is not a method call: bound it separately, so a
         // socket whose peer accepts but never answers cannot hold the login.
-        let conn = within(timeout, builder.build())
-            .await?
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let conn = within(
+            deadline.saturating_duration_since(Instant::now()),
+            builder.build(),
+        )
+        .await?
+        .map_err(|e| Error::Unreachable(e.to_string()))?;
         // No property cache: it would subscribe to PropertiesChanged and fetch properties
         // nobody here reads.
         let proxy = within(
@@ -130,11 +136,11 @@ impl Otpd for DbusOtpd {
 /// A socket another user made (a `socket=` in a directory they may write, while otpd was away)
 /// is never asked for a verdict, and the check is of the very socket the login then talks on.
 /// Non-blocking: while the listen backlog is full (otpd swamped), it tries again every 20 ms on
-/// the runtime's timer until `timeout` has passed, never waiting in the kernel; the usual
-/// connect, at once, sets no timer.
+/// the runtime's timer until `deadline`, never waiting in the kernel; the usual connect, at
+/// once, sets no timer.
 async fn connect_roots_socket(
     path: &std::path::Path,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<UnixStream, Error> {
     use nix::errno::Errno;
     use nix::sys::socket::{
@@ -145,7 +151,6 @@ async fn connect_roots_socket(
     let unreachable =
         |e: &dyn std::fmt::Display| Error::Unreachable(format!("{}: {e}", path.display()));
     let address = UnixAddr::new(path).map_err(|e| unreachable(&e))?;
-    let deadline = std::time::Instant::now() + timeout;
     loop {
         let fd = socket(
             AddressFamily::Unix,
@@ -168,7 +173,7 @@ async fn connect_roots_socket(
                 return Ok(UnixStream::from(fd));
             }
             // A full backlog: a new socket, a little later.
-            Err(Errno::EAGAIN) if std::time::Instant::now() >= deadline => {
+            Err(Errno::EAGAIN) if Instant::now() >= deadline => {
                 return Err(Error::Timeout);
             }
             Err(Errno::EAGAIN) => {

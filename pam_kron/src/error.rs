@@ -36,7 +36,9 @@ pub(crate) enum Error {
     Timeout,
     /// otpd's reply breaks the contract: wrong type, failed `Step::validate`, NUL in a text.
     Malformed(String),
-    /// otpd kept asking beyond [`crate::login::MAX_PROMPTS`] prompts.
+    /// otpd kept asking beyond [`crate::login::MAX_PROMPTS`] prompts. The person can drive the
+    /// number of prompts (typing a channel asks otpd to send a code and ask again), so this is
+    /// theirs to cause, not an outage.
     TooManyRounds,
     /// otpd answered with one of its `io.kron.Otpd1.Error.*` errors.
     Otpd(Refusal, String),
@@ -62,10 +64,11 @@ impl Error {
             // A broken configuration line is the service's fault, not otpd's or the person's;
             // it must not look like an outage a stack may be told to ignore.
             Error::Config(_) => PAM_SERVICE_ERR,
-            Error::Item { .. } | Error::Conversation(_) | Error::Answer(_) => PAM_AUTH_ERR,
-            Error::Unreachable(_) | Error::Timeout | Error::Malformed(_) | Error::TooManyRounds => {
-                PAM_AUTHINFO_UNAVAIL
-            }
+            Error::Item { .. }
+            | Error::Conversation(_)
+            | Error::Answer(_)
+            | Error::TooManyRounds => PAM_AUTH_ERR,
+            Error::Unreachable(_) | Error::Timeout | Error::Malformed(_) => PAM_AUTHINFO_UNAVAIL,
             Error::Otpd(refusal, _) => match refusal {
                 // The calling program may not check this user (an unprivileged program asking
                 // for someone else): exactly what PAM_CRED_INSUFFICIENT means.
@@ -107,9 +110,7 @@ impl Error {
             Error::Malformed(_) => format!(
                 "Two-factor authentication is unavailable (invalid reply from otpd); {DENIED}"
             ),
-            Error::TooManyRounds => {
-                format!("Two-factor authentication is unavailable (too many prompts); {DENIED}")
-            }
+            Error::TooManyRounds => format!("Too many prompts in one login; {DENIED}"),
             Error::Otpd(refusal, text) => {
                 let what = match refusal {
                     Refusal::AccessDenied => "Two-factor authentication refused this program",
@@ -143,7 +144,6 @@ impl Error {
                 | Error::Unreachable(_)
                 | Error::Timeout
                 | Error::Malformed(_)
-                | Error::TooManyRounds
                 | Error::Otpd(Refusal::Failed, _)
         )
     }
@@ -196,7 +196,6 @@ mod tests {
             Error::Unreachable("x".into()),
             Error::Timeout,
             Error::Malformed("x".into()),
-            Error::TooManyRounds,
             Error::Otpd(Refusal::Failed, String::new()),
         ] {
             assert_eq!(e.code(), PAM_AUTHINFO_UNAVAIL, "{e}");
@@ -217,6 +216,7 @@ mod tests {
             Error::Otpd(Refusal::NotFound, String::new()),
             Error::Otpd(Refusal::Conflict, String::new()),
             Error::Otpd(Refusal::Rejected, String::new()),
+            Error::TooManyRounds,
         ] {
             assert_eq!(e.code(), PAM_AUTH_ERR, "{e}");
         }

@@ -18,6 +18,11 @@ use kron_common::contact::Channels;
 use kron_common::rules::{Policy, policy_for};
 use kron_proto::{Channel, MAX_FIELD_LEN, MAX_RESPONSE_LEN, Step, StepKind};
 
+/// Codes one login may have sent again at its prompt. With the first prompt and the enrollment
+/// that follows a validated contact, a login then asks at most five times, well inside
+/// pam_kron's eight.
+pub(crate) const MAX_RESENDS: u8 = 3;
+
 impl Engine {
     /// First step of a login: decides what it needs and asks for a code, shows an enrollment,
     /// skips or denies.
@@ -354,23 +359,33 @@ impl Engine {
     }
 
     /// Sends a new code on `channel` (typed at the prompt) and asks again, within the same
-    /// login: same kind, same deadline.
+    /// login: same kind, same deadline. At most [`MAX_RESENDS`] times a login: the person at
+    /// the prompt decides how often this asks again, and a login that kept asking would end
+    /// at pam_kron's limit of prompts, which it reports as "unavailable", an outcome a stack
+    /// may be told to ignore. Past the limit the login is refused.
     pub(super) fn resend(
         &self,
         caller: Caller,
-        session: LoginSession,
+        mut session: LoginSession,
         channel: Channel,
         purpose: Purpose,
         now: u64,
     ) -> Result<Step> {
+        let subject = subject(&session.request, caller);
+        if session.resends >= MAX_RESENDS {
+            self.audit.record(
+                "resend-limited",
+                &subject,
+                &format!(
+                    "{} asked for more than {MAX_RESENDS} times",
+                    channel.as_str()
+                ),
+            );
+            return Ok(Step::terminal(StepKind::Deny, messages::too_many_resends()));
+        }
+        session.resends += 1;
         let record = self.store.get(&session.request.user)?;
-        let sent = self.send_code(
-            &subject(&session.request, caller),
-            record.as_ref(),
-            channel,
-            purpose,
-            now,
-        )?;
+        let sent = self.send_code(&subject, record.as_ref(), channel, purpose, now)?;
         let told = sent.message(&self.config.contact, now);
         Ok(self.prompt(session, vec![told], now))
     }

@@ -56,6 +56,12 @@ pub fn unreachable() -> Vec<Message> {
     )]
 }
 
+pub fn too_many_resends() -> Vec<Message> {
+    vec![Message::error(
+        "No more codes can be sent during this login. Please start again.",
+    )]
+}
+
 pub fn busy() -> Vec<Message> {
     vec![Message::error(
         "Two-factor authentication is busy; please try again in a moment.",

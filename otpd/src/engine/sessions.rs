@@ -46,6 +46,8 @@ pub struct LoginSession {
     pub request: LoginRequest,
     pub kind: LoginKind,
     pub deadline: u64,
+    /// Codes sent again at this login's prompt (a channel typed instead of a code).
+    pub resends: u8,
 }
 
 impl LoginSession {
@@ -55,6 +57,7 @@ impl LoginSession {
             request,
             kind,
             deadline,
+            resends: 0,
         }
     }
 }

@@ -158,6 +158,38 @@ fn a_token_holder_may_ask_for_a_code_at_the_prompt() {
     );
 }
 
+/// The person at the prompt decides how often a channel is typed: past `MAX_RESENDS` the
+/// login is refused (a Deny, which pam_kron reports as a failed check), never left asking until
+/// pam_kron gives up on it as unavailable. Spent budgets count as asks too.
+#[test]
+fn a_login_sends_again_at_most_max_resends_times() {
+    use crate::engine::login::MAX_RESENDS;
+    let (e, fake) =
+        engine("default_mode = \"require\"\nfallback = [\"email\"]\n[codes]\nmin_interval = 0");
+    set_email(&e, "alice");
+    enroll(&e, "alice");
+    let mut step = begin(&e, "alice", NOW);
+    for asked in 1..=MAX_RESENDS {
+        step = answer(&e, &step, "email", NOW + u64::from(asked));
+        assert_eq!(kind(&step), StepKind::Prompt, "{}", texts(&step));
+    }
+    let sent = fake.count();
+    let refused = answer(&e, &step, "email", NOW + 10);
+    assert_eq!(kind(&refused), StepKind::Deny, "{}", texts(&refused));
+    assert!(
+        texts(&refused).contains("No more codes can be sent during this login"),
+        "{}",
+        texts(&refused)
+    );
+    assert_eq!(fake.count(), sent, "nothing sent past the limit");
+    // A new login may ask again.
+    let step = begin(&e, "alice", NOW + 11);
+    assert_eq!(
+        kind(&answer(&e, &step, "email", NOW + 12)),
+        StepKind::Prompt
+    );
+}
+
 #[test]
 fn a_failed_send_stores_nothing_and_says_so() {
     let (e, fake) =
