@@ -329,6 +329,59 @@ fn host_roles_read_no_seed_and_a_dump_holds_none() {
         "a plain seed in the dump"
     );
     assert!(!dump.contains(token.secret()), "a base32 seed in the dump");
+
+    // Schema public, which the owner's enrolling functions search for pgcrypto, open to every
+    // role as before PostgreSQL 15: `fleet init` closes it, as the owner of the database owns it.
+    let kronctl = fleet.host(0).kronctl();
+    let may_create = "SELECT has_schema_privilege('kron_b', 'public', 'CREATE')";
+    fleet
+        .db
+        .sql("kron", "GRANT CREATE ON SCHEMA public TO PUBLIC");
+    assert_eq!(fleet.db.sql("kron", may_create), "t");
+    let init = fleet.init(&kronctl, fleet.db.port());
+    init.assert_success("fleet init with public open");
+    assert!(
+        init.stdout.contains("revoked CREATE on schema public"),
+        "{}",
+        init.describe()
+    );
+    assert_eq!(fleet.db.sql("kron", may_create), "f");
+    // Owned by someone else (a database from an older template), it cannot be closed by the
+    // owner: `fleet init` and `add-host` refuse, name the roles and the fix, and change nothing.
+    fleet.db.sql(
+        "kron",
+        "ALTER SCHEMA public OWNER TO postgres; GRANT CREATE ON SCHEMA public TO PUBLIC",
+    );
+    let refused = fleet.init(&kronctl, fleet.db.port());
+    refused.assert_failure("fleet init with public open to hosts and not the owner's");
+    for said in [
+        "kron_a",
+        "kron_host",
+        "As public's owner (postgres)",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+    ] {
+        assert!(
+            refused.stderr.contains(said),
+            "{said}: {}",
+            refused.describe()
+        );
+    }
+    let add = fleet.run_add_host(&kronctl, "d", fleet.db.port());
+    add.assert_failure("add-host with public open");
+    assert_eq!(
+        fleet.db.sql(
+            "kron",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'kron_d'"
+        ),
+        "0",
+        "the refused add-host left its role"
+    );
+    fleet
+        .db
+        .sql("kron", "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+    fleet
+        .init(&kronctl, fleet.db.port())
+        .assert_success("fleet init with public closed again");
 }
 
 /// `fleet add-host` sends the server the password's SCRAM verifier, never the password (with
@@ -1371,4 +1424,46 @@ fn a_code_sent_by_email_is_live_on_every_host_and_used_once() {
         .answer(&code)
         .run()
         .assert_denied();
+}
+
+/// A batch of audit rows the database refuses (here: the grant taken away) is logged, not
+/// dropped in silence, and reaches the audit table once the database takes it again.
+#[test]
+fn a_refused_audit_batch_is_logged_and_sent_again() {
+    const WRITE: &str = "kron.audit_write(bigint[], text[], text[], text[], text[], text[], \
+                         bigint[], text[])";
+    let fleet = Fleet::start(REQUIRE);
+    let a = fleet.host(0);
+    let user = TestUser::new();
+    let (token, confirmed) = a.kronctl().enroll_confirmed_now(user.name());
+    fleet.db.sql(
+        "kron",
+        &format!("REVOKE EXECUTE ON FUNCTION {WRITE} FROM kron_host"),
+    );
+    a.login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+    process::wait_for(
+        "the refused audit batch logged",
+        Duration::from_secs(60),
+        || {
+            a.otpd
+                .stderr()
+                .contains("the fleet database refused")
+                .then_some(())
+        },
+    );
+    let accepted = format!(
+        "SELECT count(*) FROM kron.audit WHERE host = 'a' AND event = 'accepted' AND \"user\" = '{}'",
+        user.name()
+    );
+    assert_eq!(fleet.db.sql("kron", &accepted), "0");
+    fleet.db.sql(
+        "kron",
+        &format!("GRANT EXECUTE ON FUNCTION {WRITE} TO kron_host"),
+    );
+    process::wait_for("the held batch written", Duration::from_secs(60), || {
+        (fleet.db.sql("kron", &accepted) == "1").then_some(())
+    });
 }

@@ -423,18 +423,23 @@ fn a_step_used_offline_stays_used_on_that_host_until_the_database_has_it() {
     const REPLAY: &str = "kron.offline_replay(bytea, text, text, bigint, bigint, bigint, \
                           integer, bigint, bigint)";
     let fleet = Fleet::start(THROTTLE);
-    let (user, reset_later) = (TestUser::new(), TestUser::new());
+    let (user, reset_later, doubled) = (TestUser::new(), TestUser::new(), TestUser::new());
     let a = fleet.host(0);
     let (t1, c1) = a.kronctl().enroll_confirmed_now(user.name());
     let (t2, c2) = a.kronctl().enroll_confirmed_now(reset_later.name());
+    let (t3, c3) = a.kronctl().enroll_confirmed_now(doubled.name());
     let b = fleet.host(1);
-    for (user, token, confirmed) in [(&user, &t1, c1), (&reset_later, &t2, c2)] {
+    for (user, token, confirmed) in [
+        (&user, &t1, c1),
+        (&reset_later, &t2, c2),
+        (&doubled, &t3, c3),
+    ] {
         b.login(user.name())
             .answer(&token.code_for_step(confirmed + 1))
             .run()
             .assert_accepted();
     }
-    wait_for_packs(b, 2);
+    wait_for_packs(b, 3);
 
     fleet.db.sql(
         "kron",
@@ -443,9 +448,22 @@ fn a_step_used_offline_stays_used_on_that_host_until_the_database_has_it() {
     b.proxy.cut();
     let code = t1.code_for_step(c1 + 2);
     b.login(user.name()).answer(&code).run().assert_accepted();
+    // One code of `doubled` used twice: offline on B, online on A.
+    let double = t3.code_for_step(c3 + 2);
+    b.login(doubled.name())
+        .answer(&double)
+        .run()
+        .assert_accepted();
+    let used_offline_by = unix_now();
+    a.login(doubled.name())
+        .answer(&double)
+        .run()
+        .assert_accepted();
+    // The rounds after the heal run at least two seconds after the uses (below).
+    std::thread::sleep(Duration::from_millis(2500));
     b.proxy.heal();
     b.wait_for_status("B back, its replay refused", |s| {
-        reachable(s) && number(s, "journal_waiting") == 1
+        reachable(s) && number(s, "journal_waiting") == 2
     });
     process::wait_for(
         "B's refused replay logged",
@@ -462,10 +480,30 @@ fn a_step_used_offline_stays_used_on_that_host_until_the_database_has_it() {
     let reset = a.kronctl().json(&["reset", reset_later.name()]);
     assert_eq!(reset["changed"], serde_json::Value::Bool(true), "{reset}");
     b.wait_for_status("the reset token's pack dropped on B", |s| {
-        number(s, "pack_users") == 1 && number(s, "journal_waiting") == 1
+        number(s, "pack_users") == 2 && number(s, "journal_waiting") == 2
     });
+    // Those rounds did not record B as synced past the entries still waiting, so the database
+    // keeps A's online use of `doubled`'s step for B's replay to find.
+    let synced: u64 = fleet
+        .db
+        .sql(
+            "kron",
+            &format!(
+                "SELECT synced_at FROM kron.offline_packs WHERE host = 'b' AND name = '{}'",
+                doubled.name()
+            ),
+        )
+        .parse()
+        .expect("synced_at");
+    // A round before the cut may have recorded the second of the uses, and the database's
+    // clock rounds to the nearest second: hence the one second.
+    assert!(
+        synced <= used_offline_by + 1,
+        "B recorded as synced at {synced}, past its waiting entries ({used_offline_by})"
+    );
 
-    // The replay allowed again: the journal reaches the database.
+    // The replay allowed again: the journal reaches the database, and the double use of
+    // `doubled`'s code is reported.
     fleet.db.sql(
         "kron",
         &format!("GRANT EXECUTE ON FUNCTION {REPLAY} TO kron_host"),
@@ -473,6 +511,17 @@ fn a_step_used_offline_stays_used_on_that_host_until_the_database_has_it() {
     b.wait_for_status("B's journal replayed", |s| {
         reachable(s) && number(s, "journal_waiting") == 0
     });
+    assert_eq!(
+        count(
+            &fleet,
+            &format!(
+                "SELECT count(*) FROM kron.audit WHERE host = 'b' AND event = 'double-use' \
+                 AND \"user\" = '{}'",
+                doubled.name()
+            ),
+        ),
+        1
+    );
 }
 
 /// A reset to a token of a longer period (30 s steps to 60 s) makes the new token's steps about

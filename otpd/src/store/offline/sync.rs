@@ -269,11 +269,12 @@ impl Task {
     /// pack the database does not list for this host goes. Returns every user kept here, as
     /// left by that (each record is opened once a round).
     async fn floors(&self, now: u64) -> Result<Vec<(String, OfflineUser)>> {
+        let synced = self.synced_through(now)?;
         let rows = self
             .link
             .query_long_async(
                 "SELECT f::text FROM kron.offline_floors($1) f",
-                &[(&int(now), Type::INT8)],
+                &[(&int(synced), Type::INT8)],
             )
             .await?;
         let listed = self.apply_floors(rows, now)?;
@@ -293,6 +294,20 @@ impl Task {
             }
         }
         Ok(users)
+    }
+
+    /// Up to when this host has replayed its journal, as `kron.offline_floors` records it:
+    /// `now` when nothing waits; else just before the oldest entry still waiting (one the
+    /// database refused, or one journaled since the replay). The database keeps the online
+    /// uses of a step that such an entry may turn out to double until the host is synced past
+    /// it, so that the double use is reported when the entry is replayed at last.
+    fn synced_through(&self, now: u64) -> Result<u64> {
+        let local = self.offline.local();
+        if local.journal_is_empty()? {
+            return Ok(now);
+        }
+        let oldest = local.journal()?.iter().map(|(_, entry)| entry.at).min();
+        Ok(oldest.map_or(now, |at| at.saturating_sub(1).min(now)))
     }
 
     /// Writes the rows of `kron.offline_floors` into the records; returns the users listed.

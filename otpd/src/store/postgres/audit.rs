@@ -4,11 +4,15 @@
 //! sends one statement for many logins instead of one or two per login), holding a batch while
 //! the database is away. If the queue fills during a
 //! long outage, further rows are counted and dropped (syslog still has every line), and the
-//! count is logged once rows flow again.
+//! count is logged once rows flow again. A batch the database refuses (a revoked grant, a
+//! missing partition of a partitioned audit table) is held and sent again the same way, and the
+//! refusal is logged at most once a minute: the fleet's audit stopping must not go unseen.
 
 use super::link::Link;
 use crate::audit::{AuditSink, Subject};
 use crate::clock::unix_now;
+use crate::error::Error;
+use crate::sparse_log::SparseLog;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -78,6 +82,11 @@ async fn write_rows(
     dropped: Arc<AtomicU64>,
     log: Box<dyn Fn(&str) + Send + Sync>,
 ) {
+    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::from(log);
+    let refusals = {
+        let log = log.clone();
+        SparseLog::new(move |line| log(line))
+    };
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         if batch.is_empty() {
@@ -93,21 +102,32 @@ async fn write_rows(
                 Err(_) => break,
             }
         }
-        if write(&link, &batch).await {
-            batch.clear();
-            let lost = dropped.swap(0, Ordering::Relaxed);
-            if lost > 0 {
-                log(&format!(
-                    "{lost} audit rows could not be queued for the fleet database (syslog has them)"
-                ));
+        match write(&link, &batch).await {
+            Ok(()) => {
+                batch.clear();
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    log(&format!(
+                        "{lost} audit rows could not be queued for the fleet database (syslog has them)"
+                    ));
+                }
             }
-        } else {
-            tokio::time::sleep(RETRY).await;
+            // Away: the link reports that itself, and the batch waits for it.
+            Err(Error::Unreachable(_)) => tokio::time::sleep(RETRY).await,
+            Err(e) => {
+                refusals.say(&format!(
+                    "the fleet database refused {} audit rows, held and sent again every {} s \
+                     (syslog has them): {e}",
+                    batch.len(),
+                    RETRY.as_secs()
+                ));
+                tokio::time::sleep(RETRY).await;
+            }
         }
     }
 }
 
-async fn write(link: &Link, batch: &[Row]) -> bool {
+async fn write(link: &Link, batch: &[Row]) -> crate::error::Result<()> {
     let column =
         |get: fn(&Row) -> &String| batch.iter().map(|r| get(r).clone()).collect::<Vec<_>>();
     let at: Vec<i64> = batch.iter().map(|r| r.at).collect();
@@ -136,5 +156,5 @@ async fn write(link: &Link, batch: &[Row]) -> bool {
         ],
     )
     .await
-    .is_ok()
+    .map(drop)
 }

@@ -127,6 +127,7 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
             said.push(format!("applied migration {file}"));
         }
         said.extend(settle_host_roles(&mut tx).await?);
+        said.extend(close_public_schema(&tx).await?);
         if version < CURRENT {
             tx.execute(
                 "INSERT INTO kron.settings (key, value) VALUES ('schema_version', $1)
@@ -276,6 +277,69 @@ async fn strangers_in_kron_host(tx: &tokio_postgres::Transaction<'_>) -> Result<
     )))
 }
 
+/// Makes sure no host role may create objects in schema `public`, and refuses to go on if one
+/// still may. The owner's functions that enroll, import and make offline packs search `public`
+/// (pgcrypto is there): a function planted there by a host (an overload of `hmac` or
+/// `convert_to` that an untyped argument prefers) would run with the owner's rights and could
+/// read every seed. PostgreSQL 15 makes new databases that way, but a database made from an
+/// older template, or a grant by hand, may open it. The REVOKE changes something only where
+/// the owner owns `public` (the database's owner does, through `pg_database_owner`); elsewhere
+/// PostgreSQL merely warns, so what counts is the check after it.
+async fn close_public_schema(tx: &tokio_postgres::Transaction<'_>) -> Result<Vec<String>> {
+    let open_before = roles_creating_in_public(tx).await?;
+    if open_before.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.batch_execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .await
+        .map_err(|e| failed("closing schema public", &e))?;
+    let open = roles_creating_in_public(tx).await?;
+    if open.is_empty() {
+        return Ok(vec![
+            "revoked CREATE on schema public from PUBLIC (host roles could create objects in it)"
+                .into(),
+        ]);
+    }
+    let owner: String = tx
+        .query_one(
+            "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'public'",
+            &[],
+        )
+        .await
+        .map_err(|e| failed("reading the owner of schema public", &e))?
+        .get(0);
+    Err(Error::Conflict(format!(
+        "host roles may create objects in schema public ({}), where the functions that \
+         enroll, import and make offline packs look up pgcrypto: a host could plant a function \
+         there that runs with the owner's rights. As public's owner ({owner}), run \
+         `REVOKE CREATE ON SCHEMA public FROM PUBLIC` (and from each role named, or from the \
+         role that granted it to them), then run this again",
+        open.join(", ")
+    )))
+}
+
+/// kron_host and its members (but the owner running this) that may create in `public`, by
+/// their own grants, a group's, or PUBLIC's.
+async fn roles_creating_in_public(tx: &tokio_postgres::Transaction<'_>) -> Result<Vec<String>> {
+    Ok(tx
+        .query(
+            "SELECT r.rolname::text FROM pg_roles r
+             WHERE r.rolname <> current_user AND NOT r.rolsuper
+               AND (r.rolname = 'kron_host' OR r.oid IN (
+                    SELECT a.member FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid
+                    WHERE g.rolname = 'kron_host'))
+               AND CASE WHEN to_regnamespace('public') IS NULL THEN false
+                   ELSE has_schema_privilege(r.oid, 'public', 'CREATE') END
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| failed("reading who may create objects in schema public", &e))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
 /// The role of host `name` ("kron_" + name).
 pub fn role_of(name: &str) -> String {
     format!("kron_{name}")
@@ -372,6 +436,8 @@ pub fn add_host(
         tx.batch_execute(&grant)
             .await
             .map_err(|e| failed("granting kron_host (run kronctl fleet init first)", &e))?;
+        // A grant since `fleet init` may have opened it again; never hand out a role that can.
+        close_public_schema(&tx).await?;
         tx.execute(
             "INSERT INTO kron.hosts (role, host) VALUES ($1, $2)
              ON CONFLICT (role) DO UPDATE SET host = EXCLUDED.host",
