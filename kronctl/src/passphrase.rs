@@ -59,11 +59,41 @@ pub fn code(prompt: &str) -> Result<Zeroizing<String>, Error> {
     Ok(Zeroizing::new(code.trim().to_owned()))
 }
 
+/// The first line of a passphrase file, which must be a regular file of root's or the caller's
+/// that nobody else may read or write: whoever can write it chooses the key of the backup, and
+/// whoever can read it can open the backup (every seed). Checked on the opened file (no final
+/// symlink followed, no FIFO waited on), so what is checked is what is read.
 fn from_file(path: &Path) -> Result<Zeroizing<String>, Error> {
-    let file = File::open(path).map_err(|source| Error::Io {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|source| Error::Io {
+            what: format!("cannot read the passphrase file {}", path.display()),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| Error::Io {
         what: format!("cannot read the passphrase file {}", path.display()),
         source,
     })?;
+    let refused = |why: String| Error::Usage(format!("passphrase file {}: {why}", path.display()));
+    if !meta.is_file() {
+        return Err(refused("not a regular file".into()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(refused(format!(
+            "owned by uid {}, neither root nor you: `chown {euid} FILE`",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(refused(format!(
+            "mode {:04o}: others may read or write it; `chmod 600 FILE`",
+            meta.mode() & 0o7777
+        )));
+    }
     // The first line only, so a trailing newline (or a comment after it) is not part of it.
     read_line(&mut io::BufReader::new(file), MAX_PASSPHRASE)
         .map_err(|reason| Error::Usage(format!("passphrase file {}: {reason}", path.display())))

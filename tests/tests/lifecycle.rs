@@ -512,6 +512,12 @@ fn migration_from_google_authenticator() {
         "{used}"
     );
 
+    // Anyone may write in that directory: a file under another user's name, made by the
+    // totp user (a secret they know), is not that user's token.
+    let victim = TestUser::new();
+    std::fs::copy(file_of(&totp_user), file_of(&victim)).unwrap();
+    chown(&file_of(&victim), &totp_user);
+
     let sources: Vec<_> = [&totp_user, &hotp_user, &slow_user]
         .map(|u| fingerprint(&file_of(u)))
         .to_vec();
@@ -535,6 +541,12 @@ fn migration_from_google_authenticator() {
         .as_str()
         .unwrap_or_default();
     assert!(why.contains("HOTP"), "{report}");
+    assert_eq!(outcome(&report, victim.name()), "skipped", "{report}");
+    let planted = entry(&report, victim.name())["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(planted.contains("neither root nor"), "{report}");
+    assert!(!enrolled(&world, victim.name()));
     assert_eq!(report["imported"], 2, "{report}");
 
     let replay = world
@@ -871,8 +883,14 @@ fn replace_with_an_older_export_keeps_used_steps_used() {
     let dir = scratch::private_dir("kron-replace.");
     let file = dir.path().join("old.age");
     let pass_file = dir.path().join("pass");
-    scratch::write_file(&pass_file, &format!("{PASS}\n"), 0o600);
     let (file_arg, pass_arg) = (file.to_str().unwrap(), pass_file.to_str().unwrap());
+    // A passphrase file others may read (or write) is refused, and nothing is written.
+    scratch::write_file(&pass_file, &format!("{PASS}\n"), 0o644);
+    let open = ctl.run(&["export", file_arg, "--passphrase-file", pass_arg]);
+    open.assert_failure("kronctl export with a passphrase file others may read");
+    assert!(open.stderr.contains("chmod 600"), "{}", open.describe());
+    assert!(!file.exists(), "an export was written");
+    scratch::set_mode(&pass_file, 0o600);
     ctl.run(&["export", file_arg, "--passphrase-file", pass_arg])
         .assert_success("kronctl export");
 

@@ -341,7 +341,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "USER", value_parser = parse_user)]
     pub user: Option<String>,
 
-    /// Read the passphrase from the first line of this file
+    /// Read the passphrase from the first line of this file (root's or yours, mode 0600)
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
 }
@@ -373,7 +373,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Read the export's passphrase from the first line of this file
+    /// Read the export's passphrase from the first line of this file (root's or yours, mode 0600)
     #[arg(
         long,
         value_name = "FILE",

@@ -185,15 +185,35 @@ fn google_directory(dir: &Path) -> Vec<Found> {
             else {
                 return Found::unnamed(source, "the file name is not a valid user name");
             };
-            if user_uid(user).is_none() {
+            let Some(uid) = user_uid(user) else {
                 return Found::skipped(user, source, "no user of that name on this host");
-            }
+            };
             match read_bounded(&path, google::MAX_FILE_BYTES) {
-                Ok((text, _)) => google_found(user, source, &text),
+                Ok((text, meta)) => match not_the_users_own(&meta, user, uid) {
+                    Some(reason) => Found::skipped(user, source, reason),
+                    None => google_found(user, source, &text),
+                },
                 Err(reason) => Found::skipped(user, source, reason),
             }
         })
         .collect()
+}
+
+/// Why a file in a token directory cannot be taken as `user`'s token: its name says whose
+/// token it is, so only root (pam_google_authenticator's `user=root` layout) or that user may
+/// have made it, and it must be no other name's file too. Someone else's file there (a
+/// directory users may write to) could be a secret they chose, imported as `user`'s.
+fn not_the_users_own(meta: &std::fs::Metadata, user: &str, uid: u32) -> Option<String> {
+    if meta.uid() != 0 && meta.uid() != uid {
+        return Some(format!(
+            "owned by uid {}, neither root nor {user} (uid {uid}): not read",
+            meta.uid()
+        ));
+    }
+    if meta.nlink() != 1 {
+        return Some(format!("has {} names (hard links): not read", meta.nlink()));
+    }
+    None
 }
 
 /// `~/.google_authenticator` of each account that has one. A missing file is no entry; a file

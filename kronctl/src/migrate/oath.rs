@@ -26,6 +26,9 @@ use super::{Found, Parsed, Token, check_secret_len};
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// Longest line considered (liboath's secrets fit in 64 hex digits).
 const MAX_LINE: usize = 4096;
+/// Largest search position (steps from the time of the last code) taken from a line: pam_oath
+/// searches a window of a few steps; this is weeks of them.
+const MAX_SEARCH_POSITION: u64 = 100_000;
 
 /// A time-stamp as pam_oath writes it (`%Y-%m-%dT%H:%M:%SL`), still in local time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +119,11 @@ fn parse_line<'a>(
             let when = fields.next().ok_or("malformed: no time of the last OTP")?;
             let local = parse_local_time(when).ok_or("malformed: invalid time of the last OTP")?;
             let unix = to_unix(local).ok_or("malformed: invalid time of the last OTP")?;
+            // pam_oath's search position is a handful of steps; anything far off is a broken
+            // line, not a token to lock its user out with (or to overflow on).
+            if offset.unsigned_abs() > MAX_SEARCH_POSITION {
+                return Err("malformed: invalid search position".into());
+            }
             let step = unix.div_euclid(period as i64) + offset;
             u64::try_from(step).map_err(|_| "malformed: the last used step is before 1970")?
         }
@@ -324,7 +332,8 @@ mod tests {
             "HOTP/T30 alice 1234 {SECRET}\nHOTP/T30 alice - {SECRET}\nHOTP/T30 bob - zz\n\
              HOTP/T30 carol - {SECRET} 0 123456\nHOTP/T30 dave - {SECRET} 0 1 2026-13-01T00:00:00L\n\
              HOTP/T30 erin - 31323334\nHOTP/T30\nHOTP/T30 a:b - {SECRET}\n\
-             HOTP/T30 fay - {SECRET} 0 1 2026-11-23T15:09:37L extra\n"
+             HOTP/T30 fay - {SECRET} 0 1 2026-11-23T15:09:37L extra\n\
+             HOTP/T30 gil - {SECRET} 9223372036854775807 1 2026-11-23T15:09:37L\n"
         ));
         assert!(found[0].parsed.token.is_ok());
         assert!(found[0].parsed.notes[0].starts_with("the PIN is not carried over"));
@@ -346,6 +355,7 @@ mod tests {
                 "malformed: no user name",
                 "malformed: user name contains whitespace, a control character, '/', '\\' or ':'",
                 "malformed: extra fields",
+                "malformed: invalid search position",
             ]
         );
         assert_eq!(found[6].user, "", "no user to name");
