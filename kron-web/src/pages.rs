@@ -25,7 +25,7 @@ word-spacing:.4em;background:#f4f5f7;padding:.5rem .75rem;display:inline-block;u
 label{display:block;font-weight:600;margin:.5rem 0 .25rem}\
 input{font:1.4rem ui-monospace,monospace;width:9ch;padding:.4rem .5rem;letter-spacing:.1em}\
 button{font:inherit;font-weight:600;margin-left:.5rem;padding:.55rem 1.1rem;border:0;\
-border-radius:.3rem;background:#1f5fbf;color:#fff}\
+border-radius:.3rem;background:#1f5fbf;color:#fff}button.first{margin-left:0}\
 .error{color:#a40e26;font-weight:600}.meta{color:#57606a;font-size:.9rem}";
 
 /// The CSP source that allows [`STYLE`]: `'sha256-BASE64'`.
@@ -64,7 +64,31 @@ pub fn group_key(secret: &str) -> String {
         .join(" ")
 }
 
-/// The page of a live link: who and where, the QR code, the key, the form. `error` is shown
+/// What opening a link shows: who and where, and a button that shows the key. Nothing secret:
+/// mail and chat scanners fetch the links they pass on (and may keep what they fetched), but
+/// they do not submit forms.
+pub fn opening(page: &LinkPage) -> String {
+    let title = format!("Set up your authenticator – {}", page.issuer);
+    let body = html! {
+        h1 { "Set up your authenticator" }
+        p {
+            "For " b { (page.user) } " on " b { (page.host) } " (" (page.issuer) "). "
+            "This link works once, until " (utc_date_time(page.expires)) "."
+        }
+        p {
+            "The next page shows your new token's key, as a QR code to scan with your "
+            "authenticator app and as text. Open it where nobody can see your screen."
+        }
+        form method="post" autocomplete="off" {
+            input type="hidden" name="show" value="key";
+            button.first type="submit" { "Show the key" }
+        }
+        p.meta { "Keep this link to yourself: whoever has it can set up the token." }
+    };
+    layout(&title, body)
+}
+
+/// The key of a live link: who and where, the QR code, the key, the form. `error` is shown
 /// above the form (after a wrong code).
 pub fn enrollment(page: &LinkPage, qr_svg: Option<&str>, error: Option<&str>) -> String {
     let title = format!("Set up your authenticator – {}", page.issuer);
@@ -151,11 +175,11 @@ pub fn unavailable() -> String {
     layout("Temporarily unavailable", body)
 }
 
-/// A request that is not a form with a code.
+/// A request that is not one of the page's forms.
 pub fn bad_request() -> String {
     let body = html! {
         h1 { "Bad request" }
-        p { "Open the link again and type the code into the form." }
+        p { "Open the link again and use the page's buttons." }
     };
     layout("Bad request", body)
 }
@@ -192,6 +216,21 @@ mod tests {
             !html.contains("http://") && !html.contains("https://"),
             "no assets"
         );
+    }
+
+    #[test]
+    fn the_opening_page_holds_nothing_secret() {
+        let html = opening(&page());
+        assert!(html.contains("alice&amp;&quot;bob&quot;"), "{html}");
+        assert!(html.contains("2026-03-01 14:05 UTC"));
+        assert!(!html.contains("JBSW"), "no key: {html}");
+        assert!(
+            !html.contains("otpauth") && !html.contains("<svg"),
+            "no QR code"
+        );
+        assert!(html.contains(r#"<form method="post""#));
+        assert!(html.contains(r#"name="show""#));
+        assert!(!html.contains(r#"name="code""#));
     }
 
     #[test]

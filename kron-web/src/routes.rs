@@ -1,6 +1,7 @@
-//! The routes: `GET /enroll/TOKEN` shows a link's page, `POST /enroll/TOKEN` confirms it with
-//! the form's code; everything else, and every link that cannot be used, gets the neutral page.
-//! Opening consumes nothing; only a confirmed code does, in otpd.
+//! The routes: `GET /enroll/TOKEN` shows a link's opening page (nothing secret), `POST
+//! /enroll/TOKEN` with `show` shows the key and the code form, and with `code` confirms it;
+//! everything else, and every link that cannot be used, gets the neutral page. Opening and
+//! showing consume nothing; only a confirmed code does, in otpd.
 
 use crate::headers::{self, SecurityHeaders};
 use crate::otpd::{Failure, Otpd};
@@ -48,9 +49,13 @@ pub fn router(otpd: Otpd, web: &WebConfig, tls: bool) -> Router {
         ))
 }
 
+/// One of the page's two forms: the opening page's button (`show`), or the code (`code`).
 #[derive(Deserialize)]
-struct CodeForm {
-    code: String,
+struct LinkForm {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    show: Option<String>,
 }
 
 async fn show(
@@ -63,7 +68,10 @@ async fn show(
         return neutral();
     };
     let client = app.client(peer, &request_headers);
-    page(&app, &token, &client, None).await
+    match app.otpd.show(&token, &client).await {
+        Ok(shown) => Html(pages::opening(&shown)).into_response(),
+        Err(failure) => failed(failure),
+    }
 }
 
 async fn confirm(
@@ -71,15 +79,22 @@ async fn confirm(
     Extension(peer): Extension<Peer>,
     request_headers: HeaderMap,
     token: Result<Path<String>, PathRejection>,
-    form: Result<Form<CodeForm>, FormRejection>,
+    form: Result<Form<LinkForm>, FormRejection>,
 ) -> Response {
     let Some(token) = well_formed(token) else {
         return neutral();
     };
     let client = app.client(peer, &request_headers);
+    let bad_request = || (StatusCode::BAD_REQUEST, Html(pages::bad_request())).into_response();
     let code = match form {
-        Ok(Form(form)) if form.code.len() <= MAX_CODE_LEN => zeroize::Zeroizing::new(form.code),
-        _ => return (StatusCode::BAD_REQUEST, Html(pages::bad_request())).into_response(),
+        Ok(Form(LinkForm {
+            code: Some(code), ..
+        })) if code.len() <= MAX_CODE_LEN => zeroize::Zeroizing::new(code),
+        Ok(Form(LinkForm {
+            code: None,
+            show: Some(_),
+        })) => return page(&app, &token, &client, None).await,
+        _ => return bad_request(),
     };
     // Shown after success; asked first, so the success page can still name user and host.
     let shown = match app.otpd.show(&token, &client).await {
@@ -97,7 +112,7 @@ async fn confirm(
     }
 }
 
-/// The page of a live link (with `error` above the form), or the failure's page.
+/// The key of a live link and its form (with `error` above the form), or the failure's page.
 async fn page(app: &App, token: &str, client: &str, error: Option<&str>) -> Response {
     match app.otpd.show(token, client).await {
         Ok(shown) => {

@@ -3,11 +3,14 @@
 //! request learns the TCP peer's address ([`Peer`]); behind a proxy the router looks further.
 
 use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -16,6 +19,13 @@ use tower::ServiceExt;
 
 /// Connections served at once; more wait in the kernel's backlog. A person needs one or two.
 const MAX_CONNECTIONS: usize = 256;
+/// Connections one address may hold at once when kron-web faces browsers itself (TLS): a
+/// browser opens a few, so one client cannot take every slot. Behind a proxy every connection
+/// comes from the proxy, which bounds its clients itself.
+const MAX_PER_CLIENT: usize = 16;
+/// Longest time from a request's headers to its response: the body (a short form) must arrive
+/// within it, so a client that sends its body a byte a minute loses the connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest TLS handshake: a client that stalls it loses its slot.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a request's headers.
@@ -37,6 +47,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let clients = Clients::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -51,12 +62,25 @@ pub async fn run(
                 }
             },
         };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        // Facing browsers, one address holds at most its share; the connection over it is
+        // closed at once.
+        let held = match acceptor {
+            Some(_) => match clients.enter(peer.ip()) {
+                Some(held) => Some(held),
+                None => continue,
+            },
+            None => None,
+        };
+        let slot = tokio::select! {
+            () = &mut shutdown => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
         };
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let (_slot, _held) = (slot, held);
             match acceptor {
                 Some(acceptor) => {
                     // A failed handshake (a scanner, an old client) is the client's business.
@@ -78,7 +102,13 @@ where
 {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(Peer(peer));
-        router.clone().oneshot(request)
+        let router = router.clone();
+        async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, router.oneshot(request)).await {
+                Ok(response) => response,
+                Err(_) => Ok(timed_out()),
+            }
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -87,4 +117,87 @@ where
         .serve_connection(io, service);
     // Errors here are broken or slow clients; nothing to report.
     let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+}
+
+/// The answer to a request that took too long (its body, most likely); the connection ends.
+fn timed_out() -> Response {
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        [(header::CONNECTION, "close")],
+        "Request timeout\n",
+    )
+        .into_response()
+}
+
+/// Connections each address holds now.
+#[derive(Default, Clone)]
+struct Clients {
+    held: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection of an address; given back when dropped.
+struct Held {
+    clients: Clients,
+    address: IpAddr,
+}
+
+impl Clients {
+    /// A place for one more connection of `address`, unless it holds [`MAX_PER_CLIENT`].
+    fn enter(&self, address: IpAddr) -> Option<Held> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(address).or_default();
+        if *count >= MAX_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(Held {
+            clients: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self
+            .clients
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.address);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_holds_at_most_its_share_and_gets_it_back() {
+        let clients = Clients::default();
+        let (one, other): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let held: Vec<Held> = (0..MAX_PER_CLIENT)
+            .map(|_| clients.enter(one).expect("a place"))
+            .collect();
+        assert!(clients.enter(one).is_none(), "one over its share");
+        assert!(
+            clients.enter(other).is_some(),
+            "another address is not affected"
+        );
+        drop(held);
+        let again = clients.enter(one).expect("a place again");
+        assert_eq!(
+            clients.held.lock().unwrap().get(&one),
+            Some(&1),
+            "counts go back as connections end"
+        );
+        drop(again);
+        assert!(clients.held.lock().unwrap().is_empty(), "no entry is kept");
+    }
 }

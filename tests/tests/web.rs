@@ -3,8 +3,9 @@
 //! D-Bus policy (with that user in kron-web's place) lets call the link methods; the real otpd;
 //! Debian's headless Chromium driven through chromedriver.
 //!
-//! Covered: a link opened in the browser, its QR code decoded from the screenshot's pixels, the
-//! code computed by oathtool and typed into the form, and a PAM login with that token; a link
+//! Covered: a link opened in the browser (nothing secret until its button is pressed), its QR
+//! code decoded from the screenshot's pixels, the code computed by oathtool and typed into the
+//! form, and a PAM login with that token; a link
 //! sent by email (the test SMTP server) carries the URL and nothing secret; the link
 //! a second time, an expired, a revoked and an unknown link all give the same neutral page;
 //! five wrong codes kill the link; the page makes no request beyond its own origin and sends
@@ -126,6 +127,16 @@ fn qr_in(png_bytes: &[u8]) -> String {
     grids[0].decode().expect("a readable QR code").1
 }
 
+/// Presses the opening page's button, which shows the key (the QR code, the text, the form).
+fn reveal(browser: &Browser) {
+    browser.submit_with(&browser.find("button[type=submit]"));
+    assert!(
+        browser.source().contains("name=\"code\""),
+        "{}",
+        browser.text()
+    );
+}
+
 /// Fills the code field and submits the form.
 fn submit(browser: &Browser, code: &str) {
     let field = browser.find("input[name=code]");
@@ -147,6 +158,14 @@ fn a_link_in_the_browser_enrolls_a_token_that_logs_in() {
     assert!(text.contains("Set up your authenticator"), "{text}");
     assert!(text.contains(setup.user.name()), "{text}");
     assert!(text.contains("UTC"), "the expiry: {text}");
+    // Opening the link shows nothing secret (what a mail scanner fetches); the button does.
+    let opening = browser.source();
+    assert!(
+        !opening.contains("<svg") && !opening.contains("name=\"code\""),
+        "{opening}"
+    );
+    reveal(&browser);
+    let text = page_text(&browser);
 
     let screenshot = browser.screenshot();
     // Kept in cargo's directory for integration tests' files (for docs/kron-web-page.png), not
@@ -297,6 +316,7 @@ fn a_link_sent_by_email_carries_only_the_url_and_opens_the_page() {
     assert_eq!(status["link"]["channel"], "email", "{status}");
     let browser = setup.browser();
     browser.goto(&link);
+    reveal(&browser);
     let secret = otpauth_secret(&qr_in(&browser.screenshot())).expect("a secret");
     assert!(!mail.text.contains(&secret), "no key in the mail");
     submit(&browser, &Oath::new(&secret).code_now());
@@ -328,9 +348,11 @@ fn lynx(setup: &Setup, url: &str, post: Option<&str>) -> String {
 fn the_page_works_in_a_text_browser() {
     let setup = Setup::start("");
     let link = setup.link();
-    let page = lynx(&setup, &link, None);
-    assert!(page.contains("Set up your authenticator"), "{page}");
-    assert!(page.contains(setup.user.name()), "{page}");
+    let opening = lynx(&setup, &link, None);
+    assert!(opening.contains("Set up your authenticator"), "{opening}");
+    assert!(opening.contains(setup.user.name()), "{opening}");
+    assert!(opening.contains("Show the key"), "{opening}");
+    let page = lynx(&setup, &link, Some("show=key"));
     assert!(page.contains("Confirm"), "{page}");
     // The key, typed from the text: the line after "enter this key by hand".
     let key: String = page
@@ -385,6 +407,7 @@ fn five_wrong_codes_kill_the_link() {
     let link = setup.link();
     let browser = setup.browser();
     browser.goto(&link);
+    reveal(&browser);
     let secret = otpauth_secret(&qr_in(&browser.screenshot())).expect("a secret");
     let right = Oath::new(&secret).code_now();
     let wrong = totp::wrong_code(&right);
@@ -415,6 +438,7 @@ fn kron_web_killed_mid_request_leaves_the_link_unconsumed() {
     let link = setup.link();
     let browser = setup.browser();
     browser.goto(&link);
+    reveal(&browser);
     let secret = otpauth_secret(&qr_in(&browser.screenshot())).expect("a secret");
     let token = Oath::new(&secret);
     let step = totp::steady_step();
@@ -437,6 +461,7 @@ fn kron_web_killed_mid_request_leaves_the_link_unconsumed() {
     browser.page_load_timeout(Duration::from_secs(60));
     browser.goto(&link);
     assert!(page_text(&browser).contains("Set up your authenticator"));
+    reveal(&browser);
     submit(&browser, &token.code_for_step(step));
     assert!(page_text(&browser).contains("Your authenticator is set up"));
 }
@@ -470,4 +495,73 @@ fn only_kron_webs_user_and_root_may_call_the_link_methods() {
     );
     show(setup.web_user.identity()).assert_success("ShowLink by kron-web's user");
     show(Identity::Root).assert_success("ShowLink by root");
+}
+
+/// A client that sends its form's body a byte at a time gets 408 and loses the connection
+/// (otherwise 256 such clients would hold every slot), and one address cannot hold more than
+/// its share of connections: the one over it is closed at once. The page still serves.
+#[test]
+fn slow_clients_and_one_address_cannot_hold_the_page() {
+    use std::io::{Read, Write};
+    let setup = Setup::start("");
+    let link = setup.link();
+    let origin = setup.web.origin();
+    let path = link.strip_prefix(&origin).expect("the link's path");
+    let port = origin.rsplit(':').next().expect("a port");
+    let address = format!("127.0.0.1:{port}");
+
+    let mut slow = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &address,
+            "-servername",
+            "localhost",
+        ])
+        .arg("-CAfile")
+        .arg(setup.ca.ca_pem())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start openssl s_client");
+    let mut stdin = slow.stdin.take().expect("stdin");
+    write!(
+        stdin,
+        "POST {path} HTTP/1.1\r\nHost: localhost:{port}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nc"
+    )
+    .expect("write the request's head");
+    stdin.flush().expect("flush");
+    let mut stdout = slow.stdout.take().expect("stdout");
+    let (sender, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = sender.send(text);
+    });
+    // The rest of the body never comes; stdin stays open until the answer is in.
+    let text = answer
+        .recv_timeout(Duration::from_secs(90))
+        .expect("kron-web answered the stalled request");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    drop(stdin);
+    process::wait_bounded(&mut slow, Duration::from_secs(30)).expect("s_client ended");
+
+    let held: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+        .collect();
+    let mut over = std::net::TcpStream::connect(&address).expect("connect");
+    over.set_read_timeout(Some(Duration::from_secs(8)))
+        .expect("read timeout");
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        over.read(&mut byte).expect("closed, not held"),
+        0,
+        "the connection over the address's share is closed at once"
+    );
+    drop(held);
+    let page = lynx(&setup, &link, None);
+    assert!(page.contains("Set up your authenticator"), "{page}");
 }
