@@ -5,10 +5,15 @@
 use kron_proto::{LinkPage, OtpdError, OtpdProxy};
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use zbus::proxy::CacheProperties;
 
 /// Longest wait for one answer (a bus daemon gives up after 25 s by itself).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Calls in progress at once. otpd takes at most four of one ordinary user's (kron-web's, for
+/// every browser) and refuses a fifth as a failure: more requests wait here for their turn
+/// instead (each within its request's time), so a burst gets slower pages, not errors.
+const CALLS_AT_ONCE: usize = 4;
 
 /// What a link request came to, besides success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +31,7 @@ pub enum Failure {
 pub struct Otpd {
     address: String,
     connection: Mutex<Option<zbus::Connection>>,
+    turns: Semaphore,
 }
 
 impl Otpd {
@@ -33,11 +39,17 @@ impl Otpd {
         Otpd {
             address,
             connection: Mutex::new(None),
+            turns: Semaphore::new(CALLS_AT_ONCE),
         }
     }
 
     /// What the page of `token` shows.
     pub async fn show(&self, token: &str, client: &str) -> Result<LinkPage, Failure> {
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .map_err(|_| Failure::Unavailable)?;
         let proxy = self.proxy().await?;
         let answer = proxy.show_link(token, client).await;
         self.sort(answer)
@@ -45,6 +57,11 @@ impl Otpd {
 
     /// Confirms the enrollment of `token` with `code`.
     pub async fn confirm(&self, token: &str, code: &str, client: &str) -> Result<(), Failure> {
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .map_err(|_| Failure::Unavailable)?;
         let proxy = self.proxy().await?;
         let answer = proxy.confirm_link(token, code, client).await;
         self.sort(answer)

@@ -346,7 +346,9 @@ async fn wait_for_stop() {
     }
 }
 
-/// Creates the state directory 0700, or tightens an existing one we own.
+/// Creates the state directory 0700, or tightens an existing one we own; then checks it as
+/// the start did with the part that existed: a directory someone else made in the meantime (in
+/// a parent others may write to) is refused, not used.
 fn prepare_state_dir(dir: &Path) -> Result<()> {
     let io = |e: std::io::Error| Error::System(format!("state directory {}: {e}", dir.display()));
     if !dir.exists() {
@@ -357,5 +359,6 @@ fn prepare_state_dir(dir: &Path) -> Result<()> {
             .map_err(io)?;
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    Ok(())
+    trust::check(dir, trust::Kind::Dir, trust::Owners::root_and_me(), false)
+        .map_err(|untrusted| Error::System(format!("refusing to use {untrusted}")))
 }

@@ -9,7 +9,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -179,7 +179,17 @@ fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES
         path: path.to_owned(),
         problem,
     };
-    let mode = file.metadata().map_err(io)?.permissions().mode();
+    let meta = file.metadata().map_err(io)?;
+    // Root's or otpd's own: a key someone else planted would be theirs to know.
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(refused(format!(
+            "owned by uid {}, neither root nor otpd's user; a key must be made by otpd",
+            meta.uid()
+        ))
+        .into());
+    }
+    let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(refused(format!(
             "readable by others (mode {:o}); run chmod 600 on it",
@@ -282,5 +292,15 @@ mod tests {
             SecretKey::load_or_create(&path).is_err(),
             "refuses a readable key"
         );
+        // Someone else's key (only root can give a file away, as the tests run in CI).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let refused = SecretKey::load_or_create(&path).err().expect("refused");
+            assert!(
+                refused.to_string().contains("owned by uid 65534"),
+                "{refused}"
+            );
+        }
     }
 }
