@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::totp::TokenParams;
 use age::secrecy::SecretString;
 use kron_common::config::Algorithm;
-use kron_proto::MAX_PASSPHRASE;
+use kron_proto::{Channel, MAX_PASSPHRASE};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -82,6 +82,19 @@ impl Drop for BackupRecovery {
 impl BackupRecovery {
     /// The scheme is known, and a key of 32 bytes comes with hmac-sha256 and only with it.
     fn validate(&self) -> std::result::Result<(), String> {
+        // What otpd makes: a 16-byte salt, at most a set's codes, each a 32-byte hash; a little
+        // room either way, and nothing that would make every later check fail or grow a record.
+        if !(8..=64).contains(&self.salt.len()) {
+            return Err("recovery set: a salt of 8 to 64 bytes".into());
+        }
+        if self.hashes.len() > crate::store::recovery::SET_SIZE
+            || self.hashes.iter().any(|h| !(16..=64).contains(&h.len()))
+        {
+            return Err(format!(
+                "recovery set: at most {} hashes of 16 to 64 bytes",
+                crate::store::recovery::SET_SIZE
+            ));
+        }
         let key_bytes = self
             .key
             .as_deref()
@@ -146,6 +159,12 @@ pub(super) fn validate_entry(entry: &BackupUser) -> std::result::Result<(), Stri
     if let Some(recovery) = &entry.recovery {
         recovery.validate()?;
     }
+    for channel in [Channel::Email, Channel::Sms] {
+        if let Some(address) = entry.contact.get(channel) {
+            kron_common::contact::normalize(channel, address)
+                .map_err(|_| format!("not a valid {} contact", channel.as_str()))?;
+        }
+    }
     if let Some(token) = &entry.token {
         validate_params(token.params)?;
         decode_secret(&token.secret)?;
@@ -187,5 +206,50 @@ pub(super) fn invalid_entry(index: usize, user: &str, why: &str) -> String {
     match kron_proto::validate_user(user) {
         Ok(()) => format!("{user}: {why}"),
         Err(_) => format!("entry {}: {why}", index + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> BackupUser {
+        BackupUser {
+            user: "alice".into(),
+            token: None,
+            last_step: None,
+            last_used: 0,
+            recovery: Some(BackupRecovery {
+                salt: vec![1; 16],
+                hashes: vec![vec![2; 32]; 10],
+                created: 1,
+                scheme: HMAC_SHA256.into(),
+                key: Some("ab".repeat(32)),
+            }),
+            contact: kron_common::contact::Contact {
+                email: Some("alice@example.com".into()),
+                phone: Some("+4915123456712".into()),
+            },
+        }
+    }
+
+    /// An import entry is checked whole before it is used: addresses as `kronctl contact`
+    /// checks them, recovery sets of the size otpd makes.
+    #[test]
+    fn entries_with_bad_contacts_or_recovery_sets_are_refused() {
+        assert_eq!(validate_entry(&entry()), Ok(()));
+        let refused = |change: fn(&mut BackupUser)| {
+            let mut bad = entry();
+            change(&mut bad);
+            validate_entry(&bad).unwrap_err()
+        };
+        assert!(refused(|e| e.contact.email = Some("not an address".into())).contains("email"));
+        assert!(refused(|e| e.contact.phone = Some("12;34".into())).contains("sms"));
+        fn set(e: &mut BackupUser) -> &mut BackupRecovery {
+            e.recovery.as_mut().unwrap()
+        }
+        assert!(refused(|e| set(e).salt = vec![1; 2]).contains("salt"));
+        assert!(refused(|e| set(e).hashes = vec![vec![2; 32]; 11]).contains("hashes"));
+        assert!(refused(|e| set(e).hashes = vec![vec![2; 1 << 20]]).contains("hashes"));
     }
 }

@@ -9,7 +9,9 @@ use super::backup::{
 };
 use crate::error::{Error, Result};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use std::cell::Cell;
 use std::io::{BufReader, Read, Write};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use zeroize::Zeroizing;
 
@@ -39,6 +41,11 @@ impl Write for Sink {
 /// to hold on top of its own memory; the minimum passphrase strength makes up for the factor
 /// of four (docs/security.md).
 const WORK_FACTOR: u8 = 16;
+/// Most bytes one user's entry may take. An entry is well under 4 KiB (a seed, ten recovery
+/// hashes, two addresses); a JSON string has no length of its own, so without a bound one
+/// entry of a damaged or hostile file would be buffered whole, however large, before any
+/// check could look at it.
+const MAX_ENTRY_BYTES: u64 = 1 << 20;
 
 /// An export being written. Memory: age's 64 KiB chunk and what the caller has not taken.
 pub struct BackupWriter {
@@ -160,11 +167,17 @@ pub(crate) fn read_plain(
     plain: impl Read,
     on_user: &mut dyn FnMut(BackupUser) -> Result<()>,
 ) -> Result<FileInfo> {
-    let mut json = serde_json::Deserializer::from_reader(BufReader::new(plain));
+    let since_entry = Rc::new(Cell::new(0));
+    let bounded = EntryBound {
+        inner: plain,
+        read: since_entry.clone(),
+    };
+    let mut json = serde_json::Deserializer::from_reader(BufReader::new(bounded));
     let mut state = State {
         on_user,
         failure: None,
         users: 0,
+        since_entry,
     };
     let parsed = File { state: &mut state }
         .deserialize(&mut json)
@@ -173,6 +186,12 @@ pub(crate) fn read_plain(
         return Err(failure);
     }
     let header = parsed.map_err(|e| match e.classify() {
+        serde_json::error::Category::Io if e.to_string().contains(ENTRY_TOO_LARGE) => {
+            Error::InvalidArgument(format!(
+                "entry {} of the file is larger than {MAX_ENTRY_BYTES} bytes",
+                state.users + 1
+            ))
+        }
         serde_json::error::Category::Io => {
             Error::InvalidArgument(format!("the file is truncated or was modified: {e}"))
         }
@@ -191,11 +210,37 @@ pub(crate) fn read_plain(
     }
 }
 
-/// What the parse carries along: the callback, its first error, the users so far.
+/// What the parse carries along: the callback, its first error, the users so far, and the
+/// bytes read since the last entry ended.
 struct State<'a> {
     on_user: &'a mut dyn FnMut(BackupUser) -> Result<()>,
     failure: Option<Error>,
     users: u64,
+    since_entry: Rc<Cell<u64>>,
+}
+
+const ENTRY_TOO_LARGE: &str = "an entry over the bound";
+
+/// The decrypted stream, failing once [`MAX_ENTRY_BYTES`] have been read since the last entry
+/// ended (the parser resets the count after each). What the parser's buffer reads ahead is
+/// counted early, a few KiB at most.
+struct EntryBound<R> {
+    inner: R,
+    read: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for EntryBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read.get() > MAX_ENTRY_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                ENTRY_TOO_LARGE,
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
 }
 
 /// The file's object: `format`, `version`, `created` (returned), `users` (each to `on_user`).
@@ -283,6 +328,7 @@ impl<'de> Visitor<'de> for Users<'_, '_> {
                 return Err(de::Error::custom("stopped"));
             }
             self.state.users += 1;
+            self.state.since_entry.set(0);
         }
         Ok(())
     }
@@ -412,5 +458,38 @@ mod tests {
         );
         let foreign = br#"{"format":"other","version":1,"created":1,"users":[]}"#;
         assert!(read_plain(&foreign[..], &mut |_| Ok(())).is_err());
+    }
+
+    /// One entry with a string of several MiB is refused as it is read, not buffered whole;
+    /// entries of any number, each small, are not bounded together.
+    #[test]
+    fn an_entry_is_bounded_the_file_is_not() {
+        let entry = |user: &str| {
+            format!(
+                r#"{{"user":"{user}","token":null,"last_step":null,"last_used":0,"recovery":null}}"#
+            )
+        };
+        let file = |entries: Vec<String>| {
+            format!(
+                r#"{{"format":"kron-backup","version":1,"created":1,"users":[{}]}}"#,
+                entries.join(",")
+            )
+        };
+        let huge = file(vec![entry("alice"), entry(&"b".repeat(3 << 20))]);
+        let mut seen = 0;
+        let refused = read_plain(huge.as_bytes(), &mut |_| {
+            seen += 1;
+            Ok(())
+        });
+        assert!(
+            matches!(&refused, Err(Error::InvalidArgument(m))
+                if m == &format!("entry 2 of the file is larger than {MAX_ENTRY_BYTES} bytes")),
+            "{refused:?}"
+        );
+        assert_eq!(seen, 1, "the entry before it was read");
+        let many = file((0..20_000).map(|i| entry(&format!("u{i}"))).collect());
+        assert!(many.len() as u64 > MAX_ENTRY_BYTES);
+        let info = read_plain(many.as_bytes(), &mut |_| Ok(())).unwrap();
+        assert_eq!(info.users, 20_000);
     }
 }
