@@ -120,7 +120,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 10, "{status}");
+    assert_eq!(status["schema_version"], 11, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 
     // A host that served logins, its database connections open, stops cleanly on SIGTERM.

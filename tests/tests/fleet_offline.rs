@@ -611,3 +611,52 @@ fn a_new_token_of_a_longer_period_logs_in_offline() {
         reachable(s) && number(s, "journal_waiting") == 0
     });
 }
+
+/// A pack B fetches while a check on another host holds the user (an open transaction that
+/// took a step, here by hand) waits for that check to commit, and then holds its step as used:
+/// cut off right after, B refuses that step's code offline and takes the next one. Before
+/// schema version 11 the pack was made from the row as it was before the check, and the step
+/// passed once more on B.
+#[test]
+fn a_pack_made_while_a_check_holds_the_user_holds_its_step_as_used() {
+    let fleet = Fleet::start("default_mode = \"require\"\n");
+    let b = fleet.host(1);
+    let user = TestUser::new();
+    let (token, _) = fleet.host(0).kronctl().enroll_confirmed_now(user.name());
+    let step = kron_tests::totp::steady_step();
+    let mut check = fleet.db.session("kron");
+    check.send(&format!(
+        "BEGIN; UPDATE kron.users SET last_step = {step}, version = version + 1 \
+         WHERE name = '{}';",
+        user.name()
+    ));
+    b.kronctl()
+        .run(&["fleet", "offline-add", user.name()])
+        .assert_success("kronctl fleet offline-add");
+    // Host roles give up on a lock after 5 s: the commit comes as soon as B's pack waits.
+    process::wait_for(
+        "B's pack waiting for the user's row",
+        Duration::from_secs(4),
+        || {
+            let waiting = fleet.db.sql(
+                "kron",
+                "SELECT count(*) FROM pg_stat_activity \
+             WHERE usename = 'kron_b' AND wait_event_type = 'Lock'",
+            );
+            (waiting == "1").then_some(())
+        },
+    );
+    check.send("COMMIT;");
+    wait_for_packs(b, 1);
+    b.proxy.cut();
+    let refused = b
+        .login(user.name())
+        .answer(&token.code_for_step(step))
+        .run();
+    refused.assert_denied();
+    assert!(refused.mentions("already used"), "{}", refused.raw);
+    b.login(user.name())
+        .answer(&token.code_for_step(step + 1))
+        .run()
+        .assert_accepted();
+}

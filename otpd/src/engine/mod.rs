@@ -160,12 +160,21 @@ impl Engine {
             .map_or_else(|| user.to_owned(), |account| account.name))
     }
 
-    /// The target of an admin operation (reset, unlock): admins only, and only root may act on
-    /// root or on another admin. Names NSS no longer knows (deleted users) are allowed.
+    /// The target of an admin operation (reset, unlock, contact, sent enrollment, link):
+    /// admins only, and only root may act on root or on another admin, the admin's own account
+    /// included: each of these replaces or opens the second factor without asking for it, so an
+    /// admin's session (or malware in it, with the password) would otherwise give itself a new
+    /// token and pass sudo. Names NSS no longer knows (deleted users) are allowed.
     fn managed_target(&self, caller: Caller, user: &str) -> Result<String> {
         caller.require_admin(&self.config, &*self.directory)?;
         kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         match self.directory.by_name(user)? {
+            Some(account) if account.uid == caller.uid && !caller.is_root() => {
+                Err(Error::AccessDenied(
+                    "only root may manage the token of an admin, your own included: ask root"
+                        .into(),
+                ))
+            }
             Some(account) => {
                 caller.may_manage(&account, &self.config, &*self.directory)?;
                 Ok(account.name)

@@ -22,6 +22,32 @@ fn admins_cannot_act_on_root_or_other_admins() {
     assert!(e.reset(ROOT, "root").unwrap());
 }
 
+/// What replaces or opens a second factor without asking for it (reset, unlock, a contact, a
+/// sent enrollment, a link) is not for an admin's own account: a session of theirs (or malware
+/// in it, with the password) would give itself a new token and pass sudo. Root may.
+#[test]
+fn admins_cannot_reset_or_open_their_own_token() {
+    let f = fixture(Config::default());
+    let e = &f.engine;
+    let admin = Caller::new(1003);
+    enroll(e, "admin");
+    let denied = |result: Result<bool>| matches!(result, Err(Error::AccessDenied(_)));
+    assert!(denied(e.reset(admin, "admin")));
+    assert!(denied(e.unlock(admin, "admin")));
+    assert!(denied(e.set_contact(
+        admin,
+        "admin",
+        "email",
+        "x@example.com"
+    )));
+    assert!(denied(e.revoke_link(admin, "admin")));
+    assert!(
+        e.set_contact(admin, "bob", "email", "bob@example.com")
+            .unwrap()
+    );
+    assert!(e.reset(ROOT, "admin").unwrap());
+}
+
 #[test]
 fn confirming_codes_are_throttled_and_kronctl_enrollments_not_shown_at_login() {
     let f = fixture(Config {

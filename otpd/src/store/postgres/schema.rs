@@ -12,7 +12,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 /// Every migration, in order: (version, file, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 10] = [
+pub const MIGRATIONS: [(i32, &str, &str); 11] = [
     (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
     (
         2,
@@ -51,10 +51,15 @@ pub const MIGRATIONS: [(i32, &str, &str); 10] = [
         "010_throttle_clock.sql",
         include_str!("sql/010_throttle_clock.sql"),
     ),
+    (
+        11,
+        "011_pack_lock.sql",
+        include_str!("sql/011_pack_lock.sql"),
+    ),
 ];
 
 /// The schema version this otpd needs.
-pub const CURRENT: i32 = 10;
+pub const CURRENT: i32 = 11;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
