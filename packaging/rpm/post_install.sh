@@ -23,10 +23,13 @@ fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || :
     if [ "$1" -eq 1 ]; then
-        # The distribution's preset policy decides whether otpd starts at boot (Fedora:
-        # disabled unless a preset enables it). With otpd.socket enabled, the first login
-        # starts otpd; D-Bus activation does for kronctl.
-        systemctl --no-reload preset otpd.socket otpd.service || :
+        # The login socket is enabled and listening whatever the preset policy says (Fedora's
+        # disables everything not named): pam_kron reaches otpd only through it, so a stack
+        # that names pam_kron would refuse every login after the next boot without it. It
+        # starts nothing by itself; the first login starts otpd, D-Bus activation does for
+        # kronctl. Whether otpd.service itself starts at boot is the preset policy's.
+        systemctl --no-reload enable --now otpd.socket || :
+        systemctl --no-reload preset otpd.service || :
     fi
 fi
 
