@@ -30,7 +30,8 @@ impl std::fmt::Display for RuleError {
                 fallback,
             } => write!(
                 f,
-                "group {group:?} of a {} rule cannot be resolved; refusing to fall back to {}",
+                "group {group:?} of a {} rule cannot be resolved, and the rule asks more than \
+                 the one that would apply instead ({}); refusing to fall back to it",
                 mode.as_str(),
                 fallback.as_str()
             ),
@@ -96,8 +97,8 @@ pub fn policy_for(
     service: &str,
     directory: &dyn Directory,
 ) -> Result<Policy, RuleError> {
-    // The strongest rule skipped because NSS could not resolve its group.
-    let mut unresolved: Option<&GroupRule> = None;
+    // Rules skipped because NSS could not resolve their group: the account may be a member.
+    let mut unresolved: Vec<&GroupRule> = Vec::new();
     let mut decided = Policy::default_of(config);
     for rule in config
         .groups
@@ -114,16 +115,16 @@ pub fn policy_for(
                 break;
             }
             Some(_) => {}
-            None => {
-                if unresolved.is_none_or(|u| strength(rule.mode) > strength(u.mode)) {
-                    unresolved = Some(rule);
-                }
-            }
+            None => unresolved.push(rule),
         }
     }
     // A group NSS cannot resolve (directory down, typo) must not quietly hand its members a
-    // weaker rule: fail closed. `otpd --check-config` and `kronctl doctor` warn about typos.
-    if let Some(rule) = unresolved.filter(|u| strength(u.mode) > strength(decided.mode)) {
+    // weaker rule, in any respect: fail closed. `otpd --check-config` and `kronctl doctor` warn
+    // about typos.
+    if let Some(rule) = unresolved
+        .into_iter()
+        .find(|rule| Policy::of_rule(rule, config).asks_more_than(&decided))
+    {
         return Err(RuleError::UnresolvedGroup {
             group: rule.name.clone(),
             mode: rule.mode,
@@ -133,12 +134,33 @@ pub fn policy_for(
     Ok(decided)
 }
 
-/// How much a mode asks of a user, for "is this weaker?".
+impl Policy {
+    /// Whether this rule asks more of a login than `other` in any respect: a stricter mode,
+    /// less step-up grace, a fallback channel fewer, or a contact to prove where `other`
+    /// proves none.
+    fn asks_more_than(&self, other: &Policy) -> bool {
+        match strength(self.mode).cmp(&strength(other.mode)) {
+            std::cmp::Ordering::Greater => true,
+            // A weaker mode is weaker whatever else it sets (an exempt rule asks for nothing).
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => {
+                self.grace < other.grace
+                    || other.fallback.iter().any(|c| !self.fallback.contains(c))
+                    || (!self.validate_enrollment.is_empty()
+                        && other.validate_enrollment.is_empty())
+            }
+        }
+    }
+}
+
+/// How much a mode asks of a user, for "is this weaker?". `require` asks more than `enroll`:
+/// without a token, `enroll` lets whoever has the password set one up.
 fn strength(mode: Mode) -> u8 {
     match mode {
         Mode::Exempt => 0,
         Mode::Optional => 1,
-        Mode::Enroll | Mode::Require => 2,
+        Mode::Enroll => 2,
+        Mode::Require => 3,
     }
 }
 
@@ -208,6 +230,53 @@ mod tests {
         assert_eq!(
             mode_for(&weaker, &account("carol"), "sshd", &directory).unwrap(),
             Mode::Optional
+        );
+        // `require` for a group NSS cannot resolve, before a rule for everyone: whoever would
+        // fall through to `enroll` (a token set up by whoever has the password), or to the same
+        // mode with step-up grace, is refused instead; a rule that asks less is no reason to.
+        let fall_through = |first: GroupRule, then: GroupRule| {
+            let config = Config {
+                groups: vec![first, then],
+                ..config.clone()
+            };
+            mode_for(&config, &account("carol"), "sshd", &directory)
+        };
+        let graced = |mode, grace| GroupRule {
+            grace,
+            ..rule("*", mode, None)
+        };
+        assert!(
+            fall_through(
+                rule("ghost-admins", Mode::Require, None),
+                rule("*", Mode::Enroll, None)
+            )
+            .is_err()
+        );
+        assert!(
+            fall_through(
+                rule("ghost-admins", Mode::Require, None),
+                graced(Mode::Require, 300)
+            )
+            .is_err()
+        );
+        assert_eq!(
+            fall_through(
+                GroupRule {
+                    grace: 300,
+                    ..rule("ghost-admins", Mode::Require, None)
+                },
+                graced(Mode::Require, 0)
+            )
+            .unwrap(),
+            Mode::Require
+        );
+        assert_eq!(
+            fall_through(
+                rule("ghost-admins", Mode::Enroll, None),
+                rule("*", Mode::Require, None)
+            )
+            .unwrap(),
+            Mode::Require
         );
         let everyone = Config {
             groups: vec![rule("*", Mode::Exempt, Some(&["cron"]))],
