@@ -659,24 +659,32 @@ pub trait Otpd {
     /// them, with whether that was the last.
     fn import_apply(&self, handle: &str, max: u32) -> zbus::Result<(Vec<ImportResult>, bool)>;
     /// Creates or upgrades the fleet's schema, roles, functions and grants (root), connecting
-    /// as the database owner `url` names (password from `owner_password_file`, "" for none;
-    /// `ca_file` "" = this host's `[fleet]` one). `key_file` is the seed key's path on the
-    /// database server ("" keeps the one set before). Returns what it did, one line each.
+    /// as the database owner `url` names. kronctl reads the owner's files as root and sends
+    /// what they hold (otpd's sandbox cannot read root's home): `owner_password` ("" for none)
+    /// and `ca_pem`, the certificates of `ca_file` ("" and "": this host's `[fleet]` ones).
+    /// `key_file` is the seed key's path on the database server ("" keeps the one set before).
+    /// Returns what it did, one line each.
     fn fleet_init(
         &self,
         url: &str,
         ca_file: &str,
-        owner_password_file: &str,
+        ca_pem: &str,
+        owner_password: &str,
         key_file: &str,
     ) -> zbus::Result<Vec<String>>;
-    /// Creates (or gives a new password to) the role of host `name` (root), writes the password
-    /// to `password_file` (0600) and returns the host's complete `[fleet]` section.
+    /// Creates (or gives the new `password` to) the role of host `name` (root) and returns the
+    /// host's complete `[fleet]` section, which names `ca_file` and `password_file`. kronctl
+    /// made the password and wrote it aside first (otpd's sandbox cannot write /etc), and puts
+    /// it in place once this answers. Owner arguments as for `FleetInit`.
+    #[allow(clippy::too_many_arguments)]
     fn fleet_add_host(
         &self,
         name: &str,
         url: &str,
         ca_file: &str,
-        owner_password_file: &str,
+        ca_pem: &str,
+        owner_password: &str,
+        password: &str,
         password_file: &str,
     ) -> zbus::Result<String>;
     /// This host's fleet settings and what its database says (root).
@@ -688,12 +696,14 @@ pub trait Otpd {
     /// keeps the fleet token and is reported as a conflict.
     fn fleet_push(&self) -> zbus::Result<Vec<ImportResult>>;
     /// The fleet's audit rows for `user` ("" = everyone), newest first (root), read as the role
-    /// `url` names (the owner, or one granted kron_auditor).
+    /// `url` names (the owner, or one granted kron_auditor); `password` and `ca_pem` as for
+    /// `FleetInit`.
     fn fleet_log(
         &self,
         url: &str,
         ca_file: &str,
-        password_file: &str,
+        ca_pem: &str,
+        password: &str,
         user: &str,
         limit: u32,
     ) -> zbus::Result<Vec<FleetLogEntry>>;

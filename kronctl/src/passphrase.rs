@@ -64,20 +64,27 @@ pub fn code(prompt: &str) -> Result<Zeroizing<String>, Error> {
 /// whoever can read it can open the backup (every seed). Checked on the opened file (no final
 /// symlink followed, no FIFO waited on), so what is checked is what is read.
 fn from_file(path: &Path) -> Result<Zeroizing<String>, Error> {
+    secret_line(path, "passphrase file", MAX_PASSPHRASE)
+}
+
+/// The first line of a file holding a secret (`what`: "passphrase file", "password file"), at
+/// most `max` bytes: a regular file of root's or the caller's that nobody else may read or write
+/// (checked on the opened file: no final symlink followed, no FIFO waited on).
+pub(crate) fn secret_line(path: &Path, what: &str, max: usize) -> Result<Zeroizing<String>, Error> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|source| Error::Io {
-            what: format!("cannot read the passphrase file {}", path.display()),
+            what: format!("cannot read the {what} {}", path.display()),
             source,
         })?;
     let meta = file.metadata().map_err(|source| Error::Io {
-        what: format!("cannot read the passphrase file {}", path.display()),
+        what: format!("cannot read the {what} {}", path.display()),
         source,
     })?;
-    let refused = |why: String| Error::Usage(format!("passphrase file {}: {why}", path.display()));
+    let refused = |why: String| Error::Usage(format!("{what} {}: {why}", path.display()));
     if !meta.is_file() {
         return Err(refused("not a regular file".into()));
     }
@@ -95,8 +102,7 @@ fn from_file(path: &Path) -> Result<Zeroizing<String>, Error> {
         )));
     }
     // The first line only, so a trailing newline (or a comment after it) is not part of it.
-    read_line(&mut io::BufReader::new(file), MAX_PASSPHRASE)
-        .map_err(|reason| Error::Usage(format!("passphrase file {}: {reason}", path.display())))
+    read_line(&mut io::BufReader::new(file), max).map_err(refused)
 }
 
 /// Reads one line of at most `max` bytes, without its line ending. An empty input is an empty
@@ -184,6 +190,16 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let file = dir.join("pass");
         std::fs::write(&file, "pass phrase\nignored\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            passphrase(Some(&file), true)
+                .unwrap_err()
+                .to_string()
+                .contains("chmod 600"),
+            "others may read it"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(*passphrase(Some(&file), true).unwrap(), "pass phrase");
         std::fs::write(&file, "\n").unwrap();
         assert!(

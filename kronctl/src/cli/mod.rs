@@ -6,7 +6,7 @@
 
 mod fleet;
 
-pub use fleet::{FleetArgs, FleetCommand};
+pub use fleet::{FleetArgs, FleetCommand, OwnerArgs};
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! `kronctl fleet`: thin clients of otpd's root-only fleet methods. otpd does the database
-//! work (it reads the credential files as root); kronctl only turns paths absolute, makes the
-//! call and prints the answer.
+//! work; kronctl, running as root outside otpd's sandbox (which reads neither root's home nor
+//! writes /etc), reads the owner's files and sends what they hold, writes a new host's
+//! password file, makes the call and prints the answer.
 //!
 //! | file | what |
 //! |---|---|
@@ -13,21 +14,27 @@ mod render;
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Cli, FleetArgs, FleetCommand};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::cli::{Cli, FleetArgs, FleetCommand, OwnerArgs};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::output::print;
+use crate::passphrase::secret_line;
+use crate::secret_file::SecretFile;
 
 pub async fn run(cli: &Cli, args: &FleetArgs) -> Result<(), Error> {
     let otpd = Otpd::connect(&cli.bus).await?;
     let proxy = otpd.proxy();
     match &args.command {
         FleetCommand::Init { owner, key_file } => {
+            let owner = Owner::read(owner)?;
             let said = proxy
                 .fleet_init(
                     &owner.url,
-                    &path_arg(owner.ca_file.as_deref())?,
-                    &path_arg(owner.owner_password_file.as_deref())?,
+                    &owner.ca_file,
+                    &owner.ca_pem,
+                    &owner.password,
                     key_file.as_deref().unwrap_or(""),
                 )
                 .await
@@ -39,18 +46,44 @@ pub async fn run(cli: &Cli, args: &FleetArgs) -> Result<(), Error> {
             owner,
             password_file,
         } => {
-            let password_file = path_arg(Some(password_file))?;
+            let owner = Owner::read(owner)?;
+            let path = path_arg(Some(password_file))?;
+            // Written aside first: the role's new password never exists without its file.
+            let staged = Staged::write(Path::new(&path))?;
             let section = proxy
                 .fleet_add_host(
                     name,
                     &owner.url,
-                    &path_arg(owner.ca_file.as_deref())?,
-                    &path_arg(owner.owner_password_file.as_deref())?,
-                    &password_file,
+                    &owner.ca_file,
+                    &owner.ca_pem,
+                    &owner.password,
+                    &staged.password,
+                    &path,
                 )
-                .await
-                .map_err(|e| otpd.fail(e))?;
-            print(&render::add_host(name, &section, &password_file, cli.json))
+                .await;
+            let section = match section {
+                Ok(section) => section,
+                Err(e) => {
+                    let failed = otpd.fail(e);
+                    // An internal failure or a lost answer may have come after the commit: the
+                    // password may be in effect, so it is kept for the admin. A refusal (bad
+                    // argument, conflict, access) changed nothing.
+                    if matches!(
+                        failed,
+                        Error::Failed(_) | Error::Unreachable { .. } | Error::Protocol(_)
+                    ) {
+                        eprintln!(
+                            "kronctl: the role may have the password kept in {}: move it into \
+                             place, or run add-host again",
+                            staged.path.display()
+                        );
+                        staged.keep();
+                    }
+                    return Err(failed);
+                }
+            };
+            staged.put_in_place(Path::new(&path))?;
+            print(&render::add_host(name, &section, &path, cli.json))
         }
         FleetCommand::Status => {
             let status = proxy.fleet_status().await.map_err(|e| otpd.fail(e))?;
@@ -68,11 +101,13 @@ pub async fn run(cli: &Cli, args: &FleetArgs) -> Result<(), Error> {
             print(&render::push(&results, cli.json))
         }
         FleetCommand::Log { user, owner, limit } => {
+            let owner = Owner::read(owner)?;
             let rows = proxy
                 .fleet_log(
                     &owner.url,
-                    &path_arg(owner.ca_file.as_deref())?,
-                    &path_arg(owner.owner_password_file.as_deref())?,
+                    &owner.ca_file,
+                    &owner.ca_pem,
+                    &owner.password,
                     user.as_deref().unwrap_or(""),
                     *limit,
                 )
@@ -96,4 +131,134 @@ fn path_arg(path: Option<&Path>) -> Result<String, Error> {
         .into_os_string()
         .into_string()
         .map_err(|_| Error::Usage("file paths must be UTF-8".into()))
+}
+
+/// Largest CA file read: a chain of a few certificates, never a document.
+const MAX_CA_BYTES: u64 = 256 * 1024;
+/// Longest password line read from the owner's file.
+const MAX_PASSWORD: usize = 1024;
+
+/// The owner's arguments as otpd takes them: the files read here.
+struct Owner {
+    url: String,
+    /// Absolute, for the host's section; "" for this host's own.
+    ca_file: String,
+    ca_pem: String,
+    password: Zeroizing<String>,
+}
+
+impl Owner {
+    fn read(args: &OwnerArgs) -> Result<Owner, Error> {
+        let ca_pem = match &args.ca_file {
+            Some(path) => read_ca(path)?,
+            None => String::new(),
+        };
+        let password = match &args.owner_password_file {
+            Some(path) => secret_line(path, "password file", MAX_PASSWORD)?,
+            None => Zeroizing::new(String::new()),
+        };
+        Ok(Owner {
+            url: args.url.clone(),
+            ca_file: path_arg(args.ca_file.as_deref())?,
+            ca_pem,
+            password,
+        })
+    }
+}
+
+/// A CA file's certificates: a file root (or the caller) owns and nobody else may change, as
+/// otpd requires of its own `ca_file`.
+fn read_ca(path: &Path) -> Result<String, Error> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let io = |source| Error::Io {
+        what: format!("cannot read the CA file {}", path.display()),
+        source,
+    };
+    let refused = |why: String| Error::Usage(format!("CA file {}: {why}", path.display()));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !meta.is_file() {
+        return Err(refused("not a regular file".into()));
+    }
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(refused(format!(
+            "owned by uid {}, neither root nor you",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refused(format!(
+            "mode {:04o}: others may change it",
+            meta.mode() & 0o7777
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_CA_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|_| refused("not PEM text".into()))?;
+    if text.len() as u64 > MAX_CA_BYTES {
+        return Err(refused(format!("larger than {MAX_CA_BYTES} bytes")));
+    }
+    Ok(text)
+}
+
+/// A new host password, written to `FILE.new` (0600) before the role gets it.
+struct Staged {
+    path: PathBuf,
+    password: Zeroizing<String>,
+    keep: bool,
+}
+
+impl Staged {
+    fn write(final_path: &Path) -> Result<Staged, Error> {
+        use std::io::Read;
+        let mut bytes = Zeroizing::new([0u8; 24]);
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut random| random.read_exact(bytes.as_mut()))
+            .map_err(|source| Error::Io {
+                what: "no randomness (/dev/urandom)".into(),
+                source,
+            })?;
+        let password: Zeroizing<String> =
+            Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect());
+        let path = final_path.with_extension("new");
+        // A stale one from an earlier run that failed: never a password in effect (that run
+        // said so and kept it only when the role might have it; it is replaced now anyway).
+        let _ = std::fs::remove_file(&path);
+        let mut line = Zeroizing::new(format!("{}\n", password.as_str()));
+        SecretFile::create(&path)?.finish(line.as_bytes())?;
+        line.zeroize();
+        Ok(Staged {
+            path,
+            password,
+            keep: false,
+        })
+    }
+
+    fn keep(mut self) {
+        self.keep = true;
+    }
+
+    fn put_in_place(mut self, final_path: &Path) -> Result<(), Error> {
+        std::fs::rename(&self.path, final_path).map_err(|source| Error::Io {
+            what: format!(
+                "the role has its new password, kept in {}; cannot move it to {}",
+                self.path.display(),
+                final_path.display()
+            ),
+            source,
+        })?;
+        self.keep = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }

@@ -768,11 +768,14 @@ impl OtpdService {
         .await
     }
 
+    // The arguments are the D-Bus method's signature (kron-proto), plus connection and header.
+    #[allow(clippy::too_many_arguments)]
     async fn fleet_init(
         &self,
         url: String,
         ca_file: String,
-        owner_password_file: String,
+        ca_pem: String,
+        owner_password: String,
         key_file: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
@@ -781,7 +784,8 @@ impl OtpdService {
         let owner = OwnerArgs {
             url,
             ca_file,
-            password_file: owner_password_file,
+            ca_pem,
+            password: zeroize::Zeroizing::new(owner_password),
         };
         self.call(
             connection,
@@ -799,7 +803,9 @@ impl OtpdService {
         name: String,
         url: String,
         ca_file: String,
-        owner_password_file: String,
+        ca_pem: String,
+        owner_password: String,
+        password: String,
         password_file: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
@@ -808,14 +814,16 @@ impl OtpdService {
         let owner = OwnerArgs {
             url,
             ca_file,
-            password_file: owner_password_file,
+            ca_pem,
+            password: zeroize::Zeroizing::new(owner_password),
         };
+        let password = zeroize::Zeroizing::new(password);
         self.call(
             connection,
             &header,
             Run::Blocking,
             move |engine, caller, _| {
-                engine.fleet_add_host(caller, &runtime, &owner, &name, &password_file)
+                engine.fleet_add_host(caller, &runtime, &owner, &name, (&password, &password_file))
             },
         )
         .await
@@ -870,7 +878,8 @@ impl OtpdService {
         &self,
         url: String,
         ca_file: String,
-        password_file: String,
+        ca_pem: String,
+        password: String,
         user: String,
         limit: u32,
         #[zbus(connection)] connection: &Connection,
@@ -880,7 +889,8 @@ impl OtpdService {
         let owner = OwnerArgs {
             url,
             ca_file,
-            password_file,
+            ca_pem,
+            password: zeroize::Zeroizing::new(password),
         };
         self.call(
             connection,

@@ -13,10 +13,26 @@ use tokio::runtime::Handle;
 
 /// Owner credentials as kronctl passes them: "" means "not given".
 #[derive(Debug, Clone, Default)]
+/// What kronctl sends for a call as the database owner: it read the files as root (otpd's
+/// sandbox reads neither root's home nor anything outside it) and names the CA file for the
+/// host's section. `ca_file` "": this host's own (otpd reads it); `password` "": none.
 pub struct OwnerArgs {
     pub url: String,
     pub ca_file: String,
-    pub password_file: String,
+    pub ca_pem: String,
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl OwnerArgs {
+    /// The owner for `schema` and `admin`, with `ca_file` resolved by [`Engine::ca_file`].
+    fn owner<'a>(&'a self, ca_file: &'a Path) -> schema::Owner<'a> {
+        schema::Owner {
+            url: &self.url,
+            ca_file,
+            ca_pem: (!self.ca_pem.is_empty()).then_some(self.ca_pem.as_bytes()),
+            password: (!self.password.is_empty()).then_some(self.password.as_str()),
+        }
+    }
 }
 
 impl Engine {
@@ -32,11 +48,7 @@ impl Engine {
         let ca_file = self.ca_file(&owner.ca_file)?;
         let said = schema::init(
             runtime,
-            &schema::Owner {
-                url: &owner.url,
-                ca_file: &ca_file,
-                password_file: optional_path(&owner.password_file)?.as_deref(),
-            },
+            &owner.owner(&ca_file),
             (!key_file.is_empty()).then_some(key_file),
         )?;
         self.audit
@@ -51,18 +63,15 @@ impl Engine {
         runtime: &Handle,
         owner: &OwnerArgs,
         name: &str,
-        password_file: &str,
+        (password, password_file): (&str, &str),
     ) -> Result<String> {
         require_root(caller)?;
         let ca_file = self.ca_file(&owner.ca_file)?;
         let section = schema::add_host(
             runtime,
-            &schema::Owner {
-                url: &owner.url,
-                ca_file: &ca_file,
-                password_file: optional_path(&owner.password_file)?.as_deref(),
-            },
+            &owner.owner(&ca_file),
             name,
+            password,
             &absolute(password_file)?,
         )?;
         self.audit
@@ -163,16 +172,7 @@ impl Engine {
             kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
         }
         let ca_file = self.ca_file(&owner.ca_file)?;
-        admin::log(
-            runtime,
-            &schema::Owner {
-                url: &owner.url,
-                ca_file: &ca_file,
-                password_file: optional_path(&owner.password_file)?.as_deref(),
-            },
-            user,
-            limit,
-        )
+        admin::log(runtime, &owner.owner(&ca_file), user, limit)
     }
 
     /// The CA file given, else this host's `[fleet]` one.
@@ -199,12 +199,5 @@ fn absolute(path: &str) -> Result<PathBuf> {
     match path.is_absolute() {
         true => Ok(path.to_path_buf()),
         false => Err(Error::InvalidArgument("file paths must be absolute".into())),
-    }
-}
-
-fn optional_path(path: &str) -> Result<Option<PathBuf>> {
-    match path {
-        "" => Ok(None),
-        path => absolute(path).map(Some),
     }
 }

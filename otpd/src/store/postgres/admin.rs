@@ -93,7 +93,7 @@ pub fn log(
     user: &str,
     limit: u32,
 ) -> Result<Vec<FleetLogEntry>> {
-    let target = super::target::Target::new(owner.url, owner.ca_file, owner.password_file, None)?;
+    let target = owner.target()?;
     let user = (!user.is_empty()).then_some(user);
     let limit = i32::try_from(limit.min(kron_proto::MAX_FLEET_LOG)).unwrap_or(1);
     let committing = super::target::Committing::default();

@@ -3,11 +3,9 @@
 //! advisory lock so two admins cannot race) and `kronctl fleet add-host` (a host's role and its
 //! password). Both run with the owner's credentials given for that call only; otpd stores none.
 
-use super::target::{Committing, Target, owner_call};
+use super::target::{Committing, Password, Target, owner_call};
 use super::tls;
 use crate::error::{Error, Result, describe};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use tokio::runtime::Handle;
 
@@ -64,16 +62,28 @@ pub const CURRENT: i32 = 11;
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
 
-/// Owner credentials for one call: the URL names the owner role.
+/// Owner credentials for one call: the URL names the owner role. kronctl reads the owner's
+/// files as root and hands over what they hold: otpd's sandbox can neither read root's home
+/// nor write /etc.
 pub struct Owner<'a> {
     pub url: &'a str,
+    /// The CA file a host's `[fleet]` section names.
     pub ca_file: &'a Path,
-    pub password_file: Option<&'a Path>,
+    /// What kronctl read from `ca_file`; `None`: otpd reads it (this host's own).
+    pub ca_pem: Option<&'a [u8]>,
+    pub password: Option<&'a str>,
 }
 
 impl Owner<'_> {
-    fn target(&self) -> Result<Target> {
-        Target::new(self.url, self.ca_file, self.password_file, None)
+    pub(super) fn target(&self) -> Result<Target> {
+        let ca = match self.ca_pem {
+            Some(pem) => tls::Ca::Pem(pem),
+            None => tls::Ca::File(self.ca_file),
+        };
+        let password = self
+            .password
+            .map(|p| Password::Given(zeroize::Zeroizing::new(p.to_owned())));
+        Target::with(self.url, ca, password, None)
     }
 }
 
@@ -355,17 +365,30 @@ pub fn role_of(name: &str) -> String {
 const MAX_ROLE_NAME: usize = 63;
 
 /// Creates the role of host `name` (or gives it a new password), records it in kron.hosts,
-/// writes the password to `password_file` (root, 0600) and returns the host's `[fleet]` section.
+/// and returns the host's `[fleet]` section, which names `password_file`. kronctl made the
+/// password and wrote it aside before asking: the role's new password never exists without
+/// its file.
 pub fn add_host(
     runtime: &Handle,
     owner: &Owner<'_>,
     name: &str,
+    password: &str,
     password_file: &Path,
 ) -> Result<String> {
     kron_common::config::check_host_name(name).map_err(Error::InvalidArgument)?;
     if !password_file.is_absolute() {
         return Err(Error::InvalidArgument(
             "the password file must be an absolute path".into(),
+        ));
+    }
+    // What kronctl makes: 48 hex digits. Never an empty or guessable one, nor one that a
+    // password file's first line could not hold.
+    if password.len() < 32
+        || password.len() > 256
+        || !password.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Error::InvalidArgument(
+            "a host's password must be 32 to 256 printable characters".into(),
         ));
     }
     let role = role_of(name);
@@ -376,12 +399,6 @@ pub fn add_host(
         )));
     }
     let target = owner.target()?;
-    let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
-    getrandom::fill(bytes.as_mut()).map_err(|e| Error::System(format!("no randomness: {e}")))?;
-    let password = zeroize::Zeroizing::new(hex::encode(&bytes[..]));
-    // Written aside first: the role's new password must never exist without its file.
-    let staged = password_file.with_extension("new");
-    write_private(&staged, password.as_bytes())?;
     let committing = Committing::default();
     let outcome = runtime.block_on(owner_call("fleet add-host", &committing, async {
         let mut client = target
@@ -456,18 +473,13 @@ pub fn add_host(
     }));
     if let Err(e) = outcome {
         if !committing.sent() {
-            let _ = std::fs::remove_file(&staged);
             return Err(e);
         }
-        // The role may have the new password now: keep it where the admin can find it.
+        // The role may have the new password now: kronctl keeps it where the admin finds it.
         return Err(Error::Unreachable(format!(
-            "{e}; the role may have its new password, kept in {}: run add-host again (another \
-             new password, written to the file), or move that file into place",
-            staged.display()
+            "{e}; the role may have its new password"
         )));
     }
-    std::fs::rename(&staged, password_file)
-        .map_err(|e| Error::System(format!("{}: {e}", password_file.display())))?;
     let url = with_user(owner.url, &role)?;
     Ok(format!(
         "[fleet]\nurl = \"{url}\"\nhost = \"{name}\"\nca_file = \"{}\"\npassword_file = \"{}\"\n",
@@ -485,24 +497,6 @@ fn with_user(url: &str, role: &str) -> Result<String> {
     let (authority, tail) = rest.split_at(authority_end);
     let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     Ok(format!("{scheme}://{role}@{hosts}{tail}"))
-}
-
-/// Writes `bytes` to a new file only root can read, replacing a stale one.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let _ = std::fs::remove_file(path);
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        file.write_all(bytes)?;
-        file.write_all(b"\n")?;
-        file.sync_all()
-    };
-    write().map_err(|e| Error::System(format!("{}: {e}", path.display())))?;
-    // The file must pass the checks otpd applies when it reads it.
-    tls::read_file(path, true).map(drop)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
+use zeroize::Zeroizing;
 
 /// Longest a connect (TCP, TLS, authentication) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,10 +26,17 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 6;
 
+/// The role's password: this host's file (read at every connect), or one kronctl read from
+/// the owner's file for one call.
+pub enum Password {
+    File(PathBuf),
+    Given(Zeroizing<String>),
+}
+
 /// Where to connect and as whom.
 pub struct Target {
     config: tokio_postgres::Config,
-    password_file: Option<PathBuf>,
+    password: Option<Password>,
     tls: MakeRustlsConnect,
     /// The URL as configured (it holds no password), for log lines.
     pub url: String,
@@ -43,11 +51,26 @@ impl Target {
         password_file: Option<&Path>,
         client_cert: Option<(&Path, &Path)>,
     ) -> Result<Target> {
+        Target::with(
+            url,
+            tls::Ca::File(ca_file),
+            password_file.map(|path| Password::File(path.to_path_buf())),
+            client_cert,
+        )
+    }
+
+    /// [`Target::new`] with the CA and the password from wherever they come.
+    pub fn with(
+        url: &str,
+        ca: tls::Ca<'_>,
+        password: Option<Password>,
+        client_cert: Option<(&Path, &Path)>,
+    ) -> Result<Target> {
         let config = connection_config(url)?;
-        let tls = MakeRustlsConnect::new(tls::client_config(ca_file, client_cert)?);
+        let tls = MakeRustlsConnect::new(tls::client_config(ca, client_cert)?);
         Ok(Target {
             config,
-            password_file: password_file.map(Path::to_path_buf),
+            password,
             tls,
             url: url.to_owned(),
         })
@@ -76,11 +99,17 @@ impl Target {
     /// Connects: the client, and the future that does the connection's I/O while polled.
     pub(super) async fn open(&self) -> Result<(Client, Driver)> {
         let mut config = self.config.clone();
-        if let Some(path) = &self.password_file {
-            let password = tls::read_file(path, true)?;
-            let text = std::str::from_utf8(&password)
-                .map_err(|_| Error::Config(format!("{}: is not UTF-8 text", path.display())))?;
-            config.password(text.lines().next().unwrap_or_default().trim_end());
+        match &self.password {
+            Some(Password::File(path)) => {
+                let password = Zeroizing::new(tls::read_file(path, true)?);
+                let text = std::str::from_utf8(&password)
+                    .map_err(|_| Error::Config(format!("{}: is not UTF-8 text", path.display())))?;
+                config.password(text.lines().next().unwrap_or_default().trim_end());
+            }
+            Some(Password::Given(password)) => {
+                config.password(password.as_str());
+            }
+            None => {}
         }
         let connect = config.connect(self.tls.clone());
         let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT * 2, connect)

@@ -15,10 +15,20 @@ use zeroize::Zeroizing;
 /// Largest certificate or key file read: a chain of a few certificates, never a document.
 const MAX_PEM_BYTES: u64 = 256 * 1024;
 
-/// The client TLS settings for `ca_file` and, if given, a client certificate and key.
-pub fn client_config(ca_file: &Path, client: Option<(&Path, &Path)>) -> Result<ClientConfig> {
+/// Where the CA certificates come from: this host's file, or the PEM kronctl read from the
+/// file an admin named (otpd's sandbox cannot read root's home).
+pub enum Ca<'a> {
+    File(&'a Path),
+    Pem(&'a [u8]),
+}
+
+/// The client TLS settings for `ca` and, if given, a client certificate and key.
+pub fn client_config(ca: Ca<'_>, client: Option<(&Path, &Path)>) -> Result<ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    let ca = read_file(ca_file, false)?;
+    let (ca, ca_file) = match ca {
+        Ca::File(path) => (read_file(path, false)?, path),
+        Ca::Pem(pem) => (pem.to_vec(), Path::new("the CA kronctl sent")),
+    };
     let mut count = 0;
     for cert in CertificateDer::pem_slice_iter(&ca) {
         let cert = cert.map_err(|e| config(ca_file, &format!("not a PEM certificate: {e}")))?;
