@@ -386,13 +386,20 @@ fn recovery_from_backup(key: &SecretKey, user: &str, set: &BackupRecovery) -> Re
     })
 }
 
-/// `work` on every item, split over the machine's cores, results in the order of `items`; the
-/// first error (in that order) if any fails.
+/// Threads one call spreads its work over at most: otpd's unit caps its tasks (`TasksMax=128`,
+/// shared with tokio's pools and sled's), and a machine of a hundred cores must not make an
+/// import fail for want of one.
+const MAX_WORK_THREADS: usize = 16;
+
+/// `work` on every item, split over the machine's cores (at most [`MAX_WORK_THREADS`]),
+/// results in the order of `items`; the first error (in that order) if any fails.
 fn on_all_cores<T: Sync, R: Send>(
     items: &[T],
     work: impl Fn(usize, &T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORK_THREADS);
     let per_thread = items.len().div_ceil(cores).max(64);
     let work = &work;
     std::thread::scope(|scope| {
