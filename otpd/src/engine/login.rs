@@ -324,6 +324,8 @@ impl Engine {
             // reads the same for every name.
             LoginKind::UnknownUser => {
                 let attempt = self.strangers.charge(user, now, &self.config.throttle);
+                // Its reply waits for the disk as a real account's charge does.
+                self.store.paced_write()?;
                 self.refuse_without_token(attempt, &subject, "unknown user", now)
             }
             LoginKind::NoToken => {

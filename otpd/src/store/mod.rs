@@ -114,6 +114,13 @@ pub trait Store: Send + Sync {
     /// Blocks until every change so far is durable. Only for what must be on the device before
     /// something leaves otpd other than a reply (an email or SMS with a code, say).
     fn flush(&self) -> Result<()>;
+    /// A write of nothing that matters, counted like a charge ([`own_writes`]): the answer for a
+    /// name that is no account charges no record, and without this its reply, waiting for no
+    /// disk, would come back sooner than a real account's and tell the two apart. Nothing where
+    /// the store's writes are not this host's disk (the fleet's database).
+    fn paced_write(&self) -> Result<()> {
+        Ok(())
+    }
     /// Resolves once write number `write` ([`own_writes`]) and every write before it are
     /// durable; at once for 0. Every reply waits for the writes of its own call (`service.rs`),
     /// so a reply never reports a change that a crash could undo.

@@ -255,8 +255,16 @@ fn unknown_user_reads_like_a_wrong_code() {
         ..Config::default()
     });
     let secret = enroll(&f.engine, "alice");
-    let unknown = attempt(&f.engine, "nobody", "123456", NOW);
-    let wrong = attempt(&f.engine, "alice", "123456", NOW);
+    // Each answer writes, so each reply waits for the disk alike (a reply that waited for
+    // none would tell an unknown name by its speed).
+    let (unknown, unknown_wrote) =
+        crate::store::own_writes(|| attempt(&f.engine, "nobody", "123456", NOW));
+    let (wrong, wrong_wrote) =
+        crate::store::own_writes(|| attempt(&f.engine, "alice", "123456", NOW));
+    assert!(
+        unknown_wrote > 0 && wrong_wrote > 0,
+        "{unknown_wrote} {wrong_wrote}"
+    );
     assert_eq!(kind(&unknown), StepKind::Deny);
     assert_eq!(unknown.messages, wrong.messages);
     assert!(
