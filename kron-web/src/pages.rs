@@ -64,17 +64,27 @@ pub fn group_key(secret: &str) -> String {
         .join(" ")
 }
 
-/// What opening a link shows: who and where, and a button that shows the key. Nothing secret:
-/// mail and chat scanners fetch the links they pass on (and may keep what they fetched), but
-/// they do not submit forms.
-pub fn opening(page: &LinkPage) -> String {
-    let title = format!("Set up your authenticator – {}", page.issuer);
-    let body = html! {
+fn title(page: &LinkPage) -> String {
+    format!("Set up your authenticator – {}", page.issuer)
+}
+
+/// The top of a live link's pages: who and where, and until when.
+fn heading(page: &LinkPage) -> Markup {
+    html! {
         h1 { "Set up your authenticator" }
         p {
             "For " b { (page.user) } " on " b { (page.host) } " (" (page.issuer) "). "
             "This link works once, until " (utc_date_time(page.expires)) "."
         }
+    }
+}
+
+/// What opening a link shows: who and where, and a button that shows the key. Nothing secret:
+/// mail and chat scanners fetch the links they pass on (and may keep what they fetched), but
+/// they do not submit forms.
+pub fn opening(page: &LinkPage) -> String {
+    let body = html! {
+        (heading(page))
         p {
             "The next page shows your new token's key, as a QR code to scan with your "
             "authenticator app and as text. Open it where nobody can see your screen."
@@ -85,19 +95,14 @@ pub fn opening(page: &LinkPage) -> String {
         }
         p.meta { "Keep this link to yourself: whoever has it can set up the token." }
     };
-    layout(&title, body)
+    layout(&title(page), body)
 }
 
 /// The key of a live link: who and where, the QR code, the key, the form. `error` is shown
 /// above the form (after a wrong code).
 pub fn enrollment(page: &LinkPage, qr_svg: Option<&str>, error: Option<&str>) -> String {
-    let title = format!("Set up your authenticator – {}", page.issuer);
     let body = html! {
-        h1 { "Set up your authenticator" }
-        p {
-            "For " b { (page.user) } " on " b { (page.host) } " (" (page.issuer) "). "
-            "This link works once, until " (utc_date_time(page.expires)) "."
-        }
+        (heading(page))
         ol {
             @if let Some(svg) = qr_svg {
                 li {
@@ -130,7 +135,7 @@ pub fn enrollment(page: &LinkPage, qr_svg: Option<&str>, error: Option<&str>) ->
             "Keep this page to yourself: whoever has it can set up the token."
         }
     };
-    layout(&title, body)
+    layout(&title(page), body)
 }
 
 /// After a confirmed code.

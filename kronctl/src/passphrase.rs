@@ -71,7 +71,7 @@ fn from_file(path: &Path) -> Result<Zeroizing<String>, Error> {
 /// most `max` bytes: a regular file of root's or the caller's that nobody else may read or write
 /// (checked on the opened file: no final symlink followed, no FIFO waited on).
 pub(crate) fn secret_line(path: &Path, what: &str, max: usize) -> Result<Zeroizing<String>, Error> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -84,6 +84,21 @@ pub(crate) fn secret_line(path: &Path, what: &str, max: usize) -> Result<Zeroizi
         what: format!("cannot read the {what} {}", path.display()),
         source,
     })?;
+    trusted(&meta, path, what, 0o077)?;
+    // The first line only, so a trailing newline (or a comment after it) is not part of it.
+    read_line(&mut io::BufReader::new(file), max)
+        .map_err(|why| Error::Usage(format!("{what} {}: {why}", path.display())))
+}
+
+/// Checks an opened file's metadata: a regular file, root's or the caller's, with none of
+/// `others` in its mode (0o077: nobody else reads or writes it; 0o022: nobody else writes it).
+pub(crate) fn trusted(
+    meta: &std::fs::Metadata,
+    path: &Path,
+    what: &str,
+    others: u32,
+) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
     let refused = |why: String| Error::Usage(format!("{what} {}: {why}", path.display()));
     if !meta.is_file() {
         return Err(refused("not a regular file".into()));
@@ -95,14 +110,14 @@ pub(crate) fn secret_line(path: &Path, what: &str, max: usize) -> Result<Zeroizi
             meta.uid()
         )));
     }
-    if meta.mode() & 0o077 != 0 {
+    if meta.mode() & others != 0 {
+        let fix = if others & 0o044 != 0 { 600 } else { 644 };
         return Err(refused(format!(
-            "mode {:04o}: others may read or write it; `chmod 600 FILE`",
+            "mode {:04o}: others may read or change it; `chmod {fix} FILE`",
             meta.mode() & 0o7777
         )));
     }
-    // The first line only, so a trailing newline (or a comment after it) is not part of it.
-    read_line(&mut io::BufReader::new(file), max).map_err(refused)
+    Ok(())
 }
 
 /// Reads one line of at most `max` bytes, without its line ending. An empty input is an empty

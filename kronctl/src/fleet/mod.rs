@@ -20,7 +20,7 @@ use crate::cli::{Cli, FleetArgs, FleetCommand, OwnerArgs};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::output::print;
-use crate::passphrase::secret_line;
+use crate::passphrase::{secret_line, trusted};
 use crate::secret_file::SecretFile;
 
 pub async fn run(cli: &Cli, args: &FleetArgs) -> Result<(), Error> {
@@ -170,30 +170,13 @@ impl Owner {
 /// otpd requires of its own `ca_file`.
 fn read_ca(path: &Path) -> Result<String, Error> {
     use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
     let io = |source| Error::Io {
         what: format!("cannot read the CA file {}", path.display()),
         source,
     };
     let refused = |why: String| Error::Usage(format!("CA file {}: {why}", path.display()));
     let file = std::fs::File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    let euid = nix::unistd::geteuid().as_raw();
-    if !meta.is_file() {
-        return Err(refused("not a regular file".into()));
-    }
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(refused(format!(
-            "owned by uid {}, neither root nor you",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(refused(format!(
-            "mode {:04o}: others may change it",
-            meta.mode() & 0o7777
-        )));
-    }
+    trusted(&file.metadata().map_err(io)?, path, "CA file", 0o022)?;
     let mut text = String::new();
     file.take(MAX_CA_BYTES + 1)
         .read_to_string(&mut text)
