@@ -51,6 +51,46 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
+/// What the tests of a misbehaving peer start from: otpd, a user with a token, the attacker
+/// (another user), otpd's socket and its resident memory before the attacker's traffic.
+struct Flooded {
+    world: World,
+    attacker: TestUser,
+    user: TestUser,
+    token: kron_tests::totp::Oath,
+    confirmed: u64,
+    socket: String,
+    before: u64,
+}
+
+impl Flooded {
+    fn start() -> Flooded {
+        let world = World::start(REQUIRE);
+        let user = TestUser::new();
+        let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+        let socket = world.otpd.socket_path().display().to_string();
+        let before = rss_kib(world.otpd.pid());
+        Flooded {
+            world,
+            attacker: TestUser::new(),
+            user,
+            token,
+            confirmed,
+            socket,
+            before,
+        }
+    }
+}
+
+/// otpd's memory within 32 MiB of `before` (`what`: what the attacker reported).
+fn assert_flat(world: &World, before: u64, what: &str) {
+    let after = rss_kib(world.otpd.pid());
+    assert!(
+        after < before + 32 * 1024,
+        "otpd grew from {before} to {after} KiB ({what})"
+    );
+}
+
 /// With dbus-daemon gone, logins go on over the socket; once it is back, otpd takes its name
 /// again by itself and kronctl works within seconds, without a restart of otpd.
 #[test]
@@ -167,23 +207,22 @@ fn a_caller_claiming_another_uid_is_refused() {
 /// another user's login works meanwhile.
 #[test]
 fn oversized_messages_are_refused_before_they_are_buffered() {
-    let world = World::start(REQUIRE);
-    let attacker = TestUser::new();
-    let user = TestUser::new();
-    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
-    let socket = world.otpd.socket_path().display().to_string();
-    let before = rss_kib(world.otpd.pid());
+    let Flooded {
+        world,
+        attacker,
+        user,
+        token,
+        confirmed,
+        socket,
+        before,
+    } = Flooded::start();
 
     let lines = probe(
         &attacker.identity(),
         &["header", &socket, &(100 << 20).to_string(), "8"],
     );
     assert_eq!(lines, vec!["CLOSED"; 8], "{lines:?}");
-    let after = rss_kib(world.otpd.pid());
-    assert!(
-        after < before + 32 * 1024,
-        "otpd grew from {before} to {after} KiB"
-    );
+    assert_flat(&world, before, "");
     world
         .login(user.name())
         .answer(&token.code_for_step(confirmed + 1))
@@ -197,22 +236,21 @@ fn oversized_messages_are_refused_before_they_are_buffered() {
 /// ended once its replies have waited too long. Another user logs in meanwhile and afterwards.
 #[test]
 fn calls_pipelined_without_reading_replies_are_not_buffered() {
-    let world = World::start(REQUIRE);
-    let attacker = TestUser::new();
-    let user = TestUser::new();
-    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
-    let socket = world.otpd.socket_path().display().to_string();
-    let before = rss_kib(world.otpd.pid());
+    let Flooded {
+        world,
+        attacker,
+        user,
+        token,
+        confirmed,
+        socket,
+        before,
+    } = Flooded::start();
 
     let (mut pipeline, mut lines) =
         spawn_probe(&attacker.identity(), &["pipeline", &socket, "200000"]);
     let sent = lines.next().expect("a line").expect("read");
     // Measured with the connection still open, its replies unread.
-    let after = rss_kib(world.otpd.pid());
-    assert!(
-        after < before + 32 * 1024,
-        "otpd grew from {before} to {after} KiB ({sent})"
-    );
+    assert_flat(&world, before, &sent);
     world
         .login(user.name())
         .answer(&wrong_code(&token.code_for_step(confirmed + 1)))
@@ -249,21 +287,20 @@ fn calls_pipelined_without_reading_replies_are_not_buffered() {
 /// meanwhile.
 #[test]
 fn calls_that_want_no_reply_end_the_connection() {
-    let world = World::start(REQUIRE);
-    let attacker = TestUser::new();
-    let user = TestUser::new();
-    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
-    let socket = world.otpd.socket_path().display().to_string();
-    let before = rss_kib(world.otpd.pid());
+    let Flooded {
+        world,
+        attacker,
+        user,
+        token,
+        confirmed,
+        socket,
+        before,
+    } = Flooded::start();
 
     let (mut flood, mut lines) =
         spawn_probe(&attacker.identity(), &["unanswered", &socket, "200000"]);
     let sent = lines.next().expect("a line").expect("read");
-    let after = rss_kib(world.otpd.pid());
-    assert!(
-        after < before + 32 * 1024,
-        "otpd grew from {before} to {after} KiB ({sent})"
-    );
+    assert_flat(&world, before, &sent);
     assert!(
         world
             .otpd
