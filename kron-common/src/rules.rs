@@ -143,12 +143,19 @@ impl Policy {
             std::cmp::Ordering::Greater => true,
             // A weaker mode is weaker whatever else it sets (an exempt rule asks for nothing).
             std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => {
-                self.grace < other.grace
-                    || other.fallback.iter().any(|c| !self.fallback.contains(c))
-                    || (!self.validate_enrollment.is_empty()
-                        && other.validate_enrollment.is_empty())
-            }
+            // Equal modes: what else each sets matters only where it is used. An exempt rule
+            // asks for nothing; grace and fallback go with a prompt; only `enroll` and
+            // `require` show an enrollment, which validation guards.
+            std::cmp::Ordering::Equal => match self.mode {
+                Mode::Exempt => false,
+                Mode::Optional | Mode::Enroll | Mode::Require => {
+                    self.grace < other.grace
+                        || other.fallback.iter().any(|c| !self.fallback.contains(c))
+                        || (matches!(self.mode, Mode::Enroll | Mode::Require)
+                            && !self.validate_enrollment.is_empty()
+                            && other.validate_enrollment.is_empty())
+                }
+            },
         }
     }
 }
@@ -277,6 +284,18 @@ mod tests {
             )
             .unwrap(),
             Mode::Require
+        );
+        // Two exempt rules ask for nothing, whatever else they set.
+        assert_eq!(
+            fall_through(
+                GroupRule {
+                    validate_enrollment: Some(Channels::of(&[kron_proto::Channel::Email])),
+                    ..rule("ghost-admins", Mode::Exempt, None)
+                },
+                rule("*", Mode::Exempt, None)
+            )
+            .unwrap(),
+            Mode::Exempt
         );
         let everyone = Config {
             groups: vec![rule("*", Mode::Exempt, Some(&["cron"]))],

@@ -7,9 +7,12 @@ use crate::headers::{self, SecurityHeaders};
 use crate::otpd::{Failure, Otpd};
 use crate::pages;
 use crate::server::Peer;
+use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::rejection::{FormRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Extension, Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, middleware};
@@ -17,9 +20,14 @@ use kron_common::config::WebConfig;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Largest request body: the form is one short field.
 const MAX_BODY_BYTES: usize = 1024;
+/// Longest wait for a request's body once its headers are in: a client that sends its form a
+/// byte a minute loses the connection (408) instead of holding one of the server's places.
+/// (The answer from otpd may take longer: that wait is not the client's.)
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest code accepted from the form (otpd bounds it again).
 const MAX_CODE_LEN: usize = 32;
 /// Module size of the QR code's SVG (the page scales it).
@@ -43,6 +51,7 @@ pub fn router(otpd: Otpd, web: &WebConfig, tls: bool) -> Router {
         .fallback(not_found)
         .with_state(app)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(body_in_time))
         .layer(middleware::map_response_with_state(
             headers,
             headers::secure,
@@ -50,6 +59,25 @@ pub fn router(otpd: Otpd, web: &WebConfig, tls: bool) -> Router {
 }
 
 /// One of the page's two forms: the opening page's button (`show`), or the code (`code`).
+/// Reads the request's body (bounded in size) within [`BODY_TIMEOUT`] before any route sees
+/// the request.
+async fn body_in_time(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => (StatusCode::BAD_REQUEST, Html(pages::bad_request())).into_response(),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            Html(pages::bad_request()),
+        )
+            .into_response(),
+    }
+}
+
 #[derive(Deserialize)]
 struct LinkForm {
     #[serde(default)]

@@ -3,8 +3,6 @@
 //! request learns the TCP peer's address ([`Peer`]); behind a proxy the router looks further.
 
 use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
@@ -23,9 +21,7 @@ const MAX_CONNECTIONS: usize = 256;
 /// browser opens a few, so one client cannot take every slot. Behind a proxy every connection
 /// comes from the proxy, which bounds its clients itself.
 const MAX_PER_CLIENT: usize = 16;
-/// Longest time from a request's headers to its response: the body (a short form) must arrive
-/// within it, so a client that sends its body a byte a minute loses the connection.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Longest TLS handshake: a client that stalls it loses its slot.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a request's headers.
@@ -102,13 +98,7 @@ where
 {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(Peer(peer));
-        let router = router.clone();
-        async move {
-            match tokio::time::timeout(REQUEST_TIMEOUT, router.oneshot(request)).await {
-                Ok(response) => response,
-                Err(_) => Ok(timed_out()),
-            }
-        }
+        router.clone().oneshot(request)
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -117,16 +107,6 @@ where
         .serve_connection(io, service);
     // Errors here are broken or slow clients; nothing to report.
     let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-}
-
-/// The answer to a request that took too long (its body, most likely); the connection ends.
-fn timed_out() -> Response {
-    (
-        StatusCode::REQUEST_TIMEOUT,
-        [(header::CONNECTION, "close")],
-        "Request timeout\n",
-    )
-        .into_response()
 }
 
 /// Connections each address holds now.

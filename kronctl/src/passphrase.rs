@@ -90,6 +90,16 @@ pub(crate) fn secret_line(path: &Path, what: &str, max: usize) -> Result<Zeroizi
         .map_err(|why| Error::Usage(format!("{what} {}: {why}", path.display())))
 }
 
+/// [`secret_line`] without trailing blanks, as otpd reads its own password files.
+pub(crate) fn password_line(
+    path: &Path,
+    what: &str,
+    max: usize,
+) -> Result<Zeroizing<String>, Error> {
+    let line = secret_line(path, what, max)?;
+    Ok(Zeroizing::new(line.trim_end().to_owned()))
+}
+
 /// Checks an opened file's metadata: a regular file, root's or the caller's, with none of
 /// `others` in its mode (0o077: nobody else reads or writes it; 0o022: nobody else writes it).
 pub(crate) fn trusted(

@@ -20,7 +20,7 @@ use crate::cli::{Cli, FleetArgs, FleetCommand, OwnerArgs};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::output::print;
-use crate::passphrase::{secret_line, trusted};
+use crate::passphrase::{password_line, trusted};
 use crate::secret_file::SecretFile;
 
 pub async fn run(cli: &Cli, args: &FleetArgs) -> Result<(), Error> {
@@ -154,7 +154,7 @@ impl Owner {
             None => String::new(),
         };
         let password = match &args.owner_password_file {
-            Some(path) => secret_line(path, "password file", MAX_PASSWORD)?,
+            Some(path) => password_line(path, "password file", MAX_PASSWORD)?,
             None => Zeroizing::new(String::new()),
         };
         Ok(Owner {
@@ -197,6 +197,15 @@ struct Staged {
 impl Staged {
     fn write(final_path: &Path) -> Result<Staged, Error> {
         use std::io::Read;
+        // Where otpd will read it at every connect: refused there later, the role would have a
+        // password its host cannot use, so refused here first, with nothing changed.
+        kron_common::trust::check(
+            final_path,
+            kron_common::trust::Kind::Secret,
+            kron_common::trust::Owners::root(),
+            true,
+        )
+        .map_err(|untrusted| Error::Usage(format!("password file: {untrusted}")))?;
         let mut bytes = Zeroizing::new([0u8; 24]);
         std::fs::File::open("/dev/urandom")
             .and_then(|mut random| random.read_exact(bytes.as_mut()))
@@ -206,7 +215,9 @@ impl Staged {
             })?;
         let password: Zeroizing<String> =
             Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect());
-        let path = final_path.with_extension("new");
+        let mut staged = final_path.as_os_str().to_owned();
+        staged.push(".new");
+        let path = PathBuf::from(staged);
         // A stale one from an earlier run that failed: never a password in effect (that run
         // said so and kept it only when the role might have it; it is replaced now anyway).
         let _ = std::fs::remove_file(&path);
@@ -225,6 +236,8 @@ impl Staged {
     }
 
     fn put_in_place(mut self, final_path: &Path) -> Result<(), Error> {
+        // The role has this password now: the file stays, whatever happens next.
+        self.keep = true;
         std::fs::rename(&self.path, final_path).map_err(|source| Error::Io {
             what: format!(
                 "the role has its new password, kept in {}; cannot move it to {}",
@@ -233,7 +246,6 @@ impl Staged {
             ),
             source,
         })?;
-        self.keep = true;
         Ok(())
     }
 }

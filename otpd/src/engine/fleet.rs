@@ -11,8 +11,6 @@ use kron_proto::{FleetLogEntry, FleetStatus, ImportResult};
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle;
 
-/// Owner credentials as kronctl passes them: "" means "not given".
-#[derive(Debug, Clone, Default)]
 /// What kronctl sends for a call as the database owner: it read the files as root (otpd's
 /// sandbox reads neither root's home nor anything outside it) and names the CA file for the
 /// host's section. `ca_file` "": this host's own (otpd reads it); `password` "": none.
@@ -21,6 +19,16 @@ pub struct OwnerArgs {
     pub ca_file: String,
     pub ca_pem: String,
     pub password: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for OwnerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerArgs")
+            .field("url", &self.url)
+            .field("ca_file", &self.ca_file)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl OwnerArgs {
