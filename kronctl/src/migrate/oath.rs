@@ -76,6 +76,15 @@ pub fn parse(text: &[u8], path: &str, to_unix: &dyn Fn(LocalTime) -> Option<i64>
         } else {
             parse_line(kind, fields, to_unix, &mut notes)
         };
+        // A line whose columns are out of place can have its key where the user belongs: the
+        // report names a user, so such a "user" is not named.
+        if token.is_err() && user.len() >= 20 && user.bytes().all(|b| b.is_ascii_hexdigit()) {
+            found.push(Found::unnamed(
+                source,
+                "malformed: the user field looks like a key (columns out of place?)",
+            ));
+            continue;
+        }
         // liboath tries every line of a user in turn; kron keeps one token per user: the first
         // one it can use.
         if token.is_ok() {
@@ -333,7 +342,8 @@ mod tests {
              HOTP/T30 carol - {SECRET} 0 123456\nHOTP/T30 dave - {SECRET} 0 1 2026-13-01T00:00:00L\n\
              HOTP/T30 erin - 31323334\nHOTP/T30\nHOTP/T30 a:b - {SECRET}\n\
              HOTP/T30 fay - {SECRET} 0 1 2026-11-23T15:09:37L extra\n\
-             HOTP/T30 gil - {SECRET} 9223372036854775807 1 2026-11-23T15:09:37L\n"
+             HOTP/T30 gil - {SECRET} 9223372036854775807 1 2026-11-23T15:09:37L\n\
+             HOTP/T30 {SECRET} -\n"
         ));
         assert!(found[0].parsed.token.is_ok());
         assert!(found[0].parsed.notes[0].starts_with("the PIN is not carried over"));
@@ -356,6 +366,7 @@ mod tests {
                 "malformed: user name contains whitespace, a control character, '/', '\\' or ':'",
                 "malformed: extra fields",
                 "malformed: invalid search position",
+                "malformed: the user field looks like a key (columns out of place?)",
             ]
         );
         assert_eq!(found[6].user, "", "no user to name");
