@@ -205,7 +205,12 @@ pub fn check(target: &Path, kind: Kind, owners: Owners, missing_ok: bool) -> Res
             Err(e) => return Err(untrusted(&next, &via, Problem::Io(e))),
         };
         if meta.file_type().is_symlink() {
-            // The link itself sits in `here`, which was found safe: nobody else can swap it.
+            // The link itself sits in `here`, which was found safe: nobody else can swap it,
+            // unless `here` is a sticky directory others may write to (/tmp), where whoever
+            // owns the link may replace it: then that must be root or us.
+            if !owners.allows(meta.uid()) && others_may_write(&here) {
+                return Err(untrusted(&next, &via, Problem::Owner { uid: meta.uid() }));
+            }
             links += 1;
             if links > MAX_SYMLINKS {
                 return Err(untrusted(&next, &via, Problem::Loop));
@@ -257,6 +262,11 @@ fn components(path: &Path) -> VecDeque<OsString> {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
         })
         .collect()
+}
+
+/// Whether group or others may write to `dir` (a sticky one that [`check_dir`] lets pass).
+fn others_may_write(dir: &Path) -> bool {
+    std::fs::metadata(dir).is_ok_and(|meta| meta.mode() & 0o022 != 0)
 }
 
 fn check_dir(dir: &Path, owners: Owners) -> Result<(), Problem> {
@@ -420,6 +430,39 @@ mod tests {
             check(&file, Kind::Dir, me, false).unwrap_err().problem,
             Problem::WrongType { .. }
         ));
+    }
+
+    /// In a sticky directory others may write to, a link someone else made could be swapped
+    /// for another: refused, where the same link of root's (or ours) is followed.
+    #[test]
+    fn a_strangers_link_in_a_sticky_directory_is_not_followed() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // Only root can give a link away.
+        }
+        let dir = tree();
+        let sticky = dir.path().join("tmp");
+        std::fs::create_dir(&sticky).unwrap();
+        chmod(&sticky, 0o1777);
+        let file = dir.path().join("otpd.toml");
+        std::fs::write(&file, "").unwrap();
+        chmod(&file, 0o644);
+        let link = sticky.join("kron.toml");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let me = Owners::root_and_me();
+        check(&link, Kind::File, me, false).unwrap();
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &link,
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        let error = check(&link, Kind::File, me, false).unwrap_err();
+        assert!(
+            matches!(error.problem, Problem::Owner { uid: 65534 }),
+            "{error}"
+        );
     }
 
     #[test]
