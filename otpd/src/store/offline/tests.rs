@@ -19,7 +19,7 @@ fn offline(dir: &std::path::Path) -> Offline {
 
 /// [`offline`] of an otpd that started at `started` (the start floor).
 fn started_at(dir: &std::path::Path, started: u64) -> Offline {
-    let local = Local::open(dir, SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
+    let local = open_local(dir, [9u8; 32]);
     let offline = Offline::new(local, 120, 86_400, started);
     offline
         .local()
@@ -37,6 +37,24 @@ fn started_at(dir: &std::path::Path, started: u64) -> Offline {
 }
 
 /// Store events dropped (the recovery test keeps its own).
+/// The store in `dir` under `key`, opened again as soon as the one before has let it go: sled's
+/// own threads finish their writes after the store is dropped and hold its lock meanwhile.
+fn open_local(dir: &std::path::Path, key: [u8; 32]) -> Local {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match Local::open(dir, SecretKey::from_bytes(&key), quiet()) {
+            Ok(local) => return local,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open the offline store: {e}"),
+        }
+    }
+}
+
 fn quiet() -> crate::store::health::Report {
     Box::new(|_| {})
 }
@@ -314,12 +332,7 @@ fn an_online_step_is_kept_beside_the_record_until_the_record_next_changes() {
     // lock against the reopen).
     o.local().flush().unwrap();
     drop(o);
-    let o = Offline::new(
-        Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap(),
-        120,
-        86_400,
-        0,
-    );
+    let o = Offline::new(open_local(dir.path(), [9u8; 32]), 120, 86_400, 0);
     let record = o.local().get("alice").unwrap().unwrap();
     assert_eq!((record.last_step, record.seen), (Some(101), T + 41));
 
@@ -364,7 +377,7 @@ fn the_journal_and_the_step_survive_a_reopen() {
             .unwrap();
         o.local().flush().unwrap();
     }
-    let local = Local::open(dir.path(), SecretKey::from_bytes(&[9u8; 32]), quiet()).unwrap();
+    let local = open_local(dir.path(), [9u8; 32]);
     let o = Offline::new(local, 120, 86_400, 0);
     assert_eq!(o.local().journal_len(), 1);
     assert_eq!(
@@ -374,7 +387,7 @@ fn the_journal_and_the_step_survive_a_reopen() {
     );
     // Records are sealed under the key: another key does not open them.
     drop(o);
-    let other = Local::open(dir.path(), SecretKey::from_bytes(&[8u8; 32]), quiet()).unwrap();
+    let other = open_local(dir.path(), [8u8; 32]);
     assert!(other.get("alice").is_err());
     let raw = std::fs::read_dir(dir.path()).unwrap().count();
     assert!(raw > 0);
