@@ -4,11 +4,24 @@
 #![forbid(unsafe_code)]
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// The text of `path`, an error if it holds more than `max` bytes or is not UTF-8.
+/// `O_NONBLOCK`: opening a FIFO does not wait for a writer. (A regular file reads the same.)
+fn libc_nonblock() -> i32 {
+    nix::fcntl::OFlag::O_NONBLOCK.bits()
+}
+
+/// The text of `path`, an error if it holds more than `max` bytes, is not UTF-8, or is not a
+/// regular file (a FIFO or a device would hold the reader: opened without waiting, refused).
 pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
-    let file = std::fs::File::open(path)?;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc_nonblock())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut text = String::new();
     file.take(max + 1).read_to_string(&mut text)?;
     if text.len() as u64 > max {
@@ -20,6 +33,20 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting() {
+        let dir = std::env::temp_dir().join(format!("kron-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("otpd.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let refused = read_bounded(&fifo, 100).unwrap_err();
+        assert!(
+            refused.to_string().contains("not a regular file"),
+            "{refused}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_file_over_the_bound_is_an_error_not_a_prefix() {

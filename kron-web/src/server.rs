@@ -61,7 +61,7 @@ pub async fn run(
         // Facing browsers, one address holds at most its share; the connection over it is
         // closed at once.
         let held = match acceptor {
-            Some(_) => match clients.enter(peer.ip()) {
+            Some(_) => match clients.enter(client_of(peer.ip())) {
                 Some(held) => Some(held),
                 None => continue,
             },
@@ -107,6 +107,18 @@ where
         .serve_connection(io, service);
     // Errors here are broken or slow clients; nothing to report.
     let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+}
+
+/// Whose connection it is, for [`MAX_PER_CLIENT`]: an IPv4 address, or an IPv6 client by its
+/// /64 (one host gets a whole /64 and may pick any address in it), as otpd's rate limits do.
+fn client_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
 }
 
 /// Connections each address holds now.
@@ -169,6 +181,17 @@ mod tests {
         assert!(
             clients.enter(other).is_some(),
             "another address is not affected"
+        );
+        let (a, b): (IpAddr, IpAddr) = (
+            "2001:db8:1:2::1".parse().unwrap(),
+            "2001:db8:1:2:ffff::9".parse().unwrap(),
+        );
+        assert_eq!(client_of(a), client_of(b), "one /64, one client");
+        assert_ne!(client_of(a), client_of("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(
+            client_of("::ffff:192.0.2.1".parse().unwrap()),
+            client_of(one),
+            "an IPv4 client over IPv6"
         );
         drop(held);
         let again = clients.enter(one).expect("a place again");
