@@ -7,17 +7,13 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// `O_NONBLOCK`: opening a FIFO does not wait for a writer. (A regular file reads the same.)
-fn libc_nonblock() -> i32 {
-    nix::fcntl::OFlag::O_NONBLOCK.bits()
-}
-
 /// The text of `path`, an error if it holds more than `max` bytes, is not UTF-8, or is not a
 /// regular file (a FIFO or a device would hold the reader: opened without waiting, refused).
 pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
     let file = std::fs::File::options()
         .read(true)
-        .custom_flags(libc_nonblock())
+        // A FIFO opens without waiting for a writer; a regular file reads the same.
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));

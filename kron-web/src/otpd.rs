@@ -5,7 +5,7 @@
 use kron_proto::{LinkPage, OtpdError, OtpdProxy};
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use zbus::proxy::CacheProperties;
 
 /// Longest wait for one answer (a bus daemon gives up after 25 s by itself).
@@ -45,11 +45,7 @@ impl Otpd {
 
     /// What the page of `token` shows.
     pub async fn show(&self, token: &str, client: &str) -> Result<LinkPage, Failure> {
-        let _turn = self
-            .turns
-            .acquire()
-            .await
-            .map_err(|_| Failure::Unavailable)?;
+        let _turn = self.turn().await?;
         let proxy = self.proxy().await?;
         let answer = proxy.show_link(token, client).await;
         self.sort(answer)
@@ -57,14 +53,15 @@ impl Otpd {
 
     /// Confirms the enrollment of `token` with `code`.
     pub async fn confirm(&self, token: &str, code: &str, client: &str) -> Result<(), Failure> {
-        let _turn = self
-            .turns
-            .acquire()
-            .await
-            .map_err(|_| Failure::Unavailable)?;
+        let _turn = self.turn().await?;
         let proxy = self.proxy().await?;
         let answer = proxy.confirm_link(token, code, client).await;
         self.sort(answer)
+    }
+
+    /// One of the [`CALLS_AT_ONCE`] places, held while the call is made.
+    async fn turn(&self) -> Result<SemaphorePermit<'_>, Failure> {
+        self.turns.acquire().await.map_err(|_| Failure::Unavailable)
     }
 
     async fn proxy(&self) -> Result<OtpdProxy<'static>, Failure> {

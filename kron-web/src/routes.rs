@@ -10,7 +10,7 @@ use crate::server::Peer;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::extract::rejection::{FormRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Extension, Form, Path, State};
+use axum::extract::{Extension, Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -50,7 +50,6 @@ pub fn router(otpd: Otpd, web: &WebConfig, tls: bool) -> Router {
         .route("/enroll/{token}", get(show).post(confirm))
         .fallback(not_found)
         .with_state(app)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(body_in_time))
         .layer(middleware::map_response_with_state(
             headers,
@@ -58,9 +57,8 @@ pub fn router(otpd: Otpd, web: &WebConfig, tls: bool) -> Router {
         ))
 }
 
-/// One of the page's two forms: the opening page's button (`show`), or the code (`code`).
-/// Reads the request's body (bounded in size) within [`BODY_TIMEOUT`] before any route sees
-/// the request.
+/// Reads the request's body (at most [`MAX_BODY_BYTES`]) within [`BODY_TIMEOUT`] before any
+/// route sees the request.
 async fn body_in_time(request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
@@ -68,7 +66,7 @@ async fn body_in_time(request: Request, next: Next) -> Response {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Ok(Err(_)) => (StatusCode::BAD_REQUEST, Html(pages::bad_request())).into_response(),
+        Ok(Err(_)) => bad_request(),
         Err(_) => (
             StatusCode::REQUEST_TIMEOUT,
             [(header::CONNECTION, "close")],
@@ -78,6 +76,7 @@ async fn body_in_time(request: Request, next: Next) -> Response {
     }
 }
 
+/// One of the page's two forms: the opening page's button (`show`), or the code (`code`).
 #[derive(Deserialize)]
 struct LinkForm {
     #[serde(default)]
@@ -113,7 +112,6 @@ async fn confirm(
         return neutral();
     };
     let client = app.client(peer, &request_headers);
-    let bad_request = || (StatusCode::BAD_REQUEST, Html(pages::bad_request())).into_response();
     let code = match form {
         Ok(Form(LinkForm {
             code: Some(code), ..
@@ -177,6 +175,11 @@ fn failed(failure: Failure) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, Html(pages::unavailable())).into_response()
         }
     }
+}
+
+/// A request that is not one of the page's forms.
+fn bad_request() -> Response {
+    (StatusCode::BAD_REQUEST, Html(pages::bad_request())).into_response()
 }
 
 /// The neutral page, for every link that cannot be used and every other path.

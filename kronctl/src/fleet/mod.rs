@@ -14,7 +14,7 @@ mod render;
 
 use std::path::{Path, PathBuf};
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::cli::{Cli, FleetArgs, FleetCommand, OwnerArgs};
 use crate::client::Otpd;
@@ -221,9 +221,8 @@ impl Staged {
         // A stale one from an earlier run that failed: never a password in effect (that run
         // said so and kept it only when the role might have it; it is replaced now anyway).
         let _ = std::fs::remove_file(&path);
-        let mut line = Zeroizing::new(format!("{}\n", password.as_str()));
+        let line = Zeroizing::new(format!("{}\n", password.as_str()));
         SecretFile::create(&path)?.finish(line.as_bytes())?;
-        line.zeroize();
         Ok(Staged {
             path,
             password,

@@ -186,7 +186,7 @@ pub(crate) fn read_plain(
         return Err(failure);
     }
     let header = parsed.map_err(|e| match e.classify() {
-        serde_json::error::Category::Io if e.to_string().contains(ENTRY_TOO_LARGE) => {
+        serde_json::error::Category::Io if state.since_entry.get() > MAX_ENTRY_BYTES => {
             Error::InvalidArgument(format!(
                 "entry {} of the file is larger than {MAX_ENTRY_BYTES} bytes",
                 state.users + 1
@@ -219,8 +219,6 @@ struct State<'a> {
     since_entry: Rc<Cell<u64>>,
 }
 
-const ENTRY_TOO_LARGE: &str = "an entry over the bound";
-
 /// The decrypted stream, failing once [`MAX_ENTRY_BYTES`] have been read since the last entry
 /// ended (the parser resets the count after each). What the parser's buffer reads ahead is
 /// counted early, a few KiB at most.
@@ -234,7 +232,7 @@ impl<R: Read> Read for EntryBound<R> {
         if self.read.get() > MAX_ENTRY_BYTES {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                ENTRY_TOO_LARGE,
+                "an entry over the bound",
             ));
         }
         let n = self.inner.read(buf)?;
