@@ -1,7 +1,8 @@
 //! Fleet mode against a real PostgreSQL with TLS and three otpd hosts (A, B, C), logins through
 //! the real pam_kron: one enrollment works everywhere, a code is accepted once fleet-wide (raced
 //! 51 times on three hosts, after which each host holds at most two connections), the failure
-//! budget and unlock are fleet-wide, a reset retires the old token everywhere, logins answering
+//! budget and unlock are fleet-wide (a name that is no account costs the database a commit as an
+//! account's wrong code does), a reset retires the old token everywhere, logins answering
 //! at once on one host are checked in one statement and a batch of checks answers each entry
 //! as if alone, host roles read no seed, the database dying mid-login accepts nothing
 //! undurable and otpd recovers by itself, idle connections keep alive and ended ones cost no
@@ -120,7 +121,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 11, "{status}");
+    assert_eq!(status["schema_version"], 12, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 
     // A host that served logins, its database connections open, stops cleanly on SIGTERM.
@@ -279,6 +280,31 @@ fn wrong_codes_on_three_hosts_spend_one_budget_and_unlock_on_c_frees_a() {
         as_b(&check(ahead)),
         "throttled",
         "the next guess of a host ahead"
+    );
+
+    // A name that is no account is refused with a wrong code's words, and its answer costs the
+    // database a commit as an account's charge does (its time would tell the two apart).
+    let paced = || {
+        fleet.db.sql(
+            "kron",
+            "SELECT coalesce(sum(writes), 0) FROM kron.pacing WHERE host = 'a'",
+        )
+    };
+    let before = paced();
+    let stranger = a
+        .login(&kron_tests::users::random_name("kx"))
+        .answer(&wrong)
+        .run();
+    stranger.assert_denied();
+    let other = TestUser::new();
+    c.kronctl().enroll_confirmed_now(other.name());
+    let known = a.login(other.name()).answer(&wrong).run();
+    known.assert_denied();
+    assert_eq!(stranger.messages(), known.messages(), "{}", stranger.raw);
+    assert_eq!(
+        paced().parse::<i64>().unwrap(),
+        before.parse::<i64>().unwrap() + 1,
+        "one pacing write for the unknown name's answer"
     );
 }
 
@@ -795,6 +821,21 @@ fn the_database_killed_mid_login_accepts_nothing_undurable_and_otpd_recovers() {
         "no clear log line:\n{}",
         b.otpd.stderr()
     );
+    // While the database is away a name that is no account gets what an account without an
+    // offline pack here gets: not a prompt, which would tell the two apart.
+    let known = b.login(user.name()).answer("123456").run();
+    let stranger = b
+        .login(&kron_tests::users::random_name("kx"))
+        .answer("123456")
+        .run();
+    assert_eq!(known.result(), result::AUTHINFO_UNAVAIL, "{}", known.raw);
+    assert_eq!(
+        stranger.result(),
+        result::AUTHINFO_UNAVAIL,
+        "{}",
+        stranger.raw
+    );
+    assert_eq!(stranger.shown, known.shown, "{}", stranger.raw);
 
     fleet.db.start_server();
     for (i, outcome) in &outcomes {

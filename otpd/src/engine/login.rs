@@ -65,7 +65,15 @@ impl Engine {
                 Err(Error::Unreachable(why)) => return Ok(self.unreachable(&subject, &why)),
                 Err(e) => return Err(e),
             },
-            None => None,
+            // A name that is no account is read too, and what is read is left unused: a fleet
+            // host's read is a round trip to the database, and an unknown name answered
+            // without it would come back sooner (or prompt while the database is away, where
+            // an account gets "cannot reach its database"), telling the two apart.
+            None => match self.store.get(&request.user) {
+                Ok(_) => None,
+                Err(Error::Unreachable(why)) => return Ok(self.unreachable(&subject, &why)),
+                Err(e) => return Err(e),
+            },
         };
         let kind = match decide(policy.map(|p| p.mode), record.as_ref(), now) {
             Decision::Skip { mode } => {
@@ -324,16 +332,23 @@ impl Engine {
             // reads the same for every name.
             LoginKind::UnknownUser => {
                 let attempt = self.strangers.charge(user, now, &self.config.throttle);
-                // Its reply waits for the disk as a real account's charge does.
-                self.store.paced_write()?;
-                self.refuse_without_token(attempt, &subject, "unknown user", now)
+                // Its reply waits for a write as a real account's charge does (the disk, or
+                // the fleet's database).
+                match self.store.paced_write() {
+                    Ok(()) => self.refuse_without_token(attempt, &subject, "unknown user", now),
+                    Err(Error::Unreachable(why)) => self.unreachable(&subject, &why),
+                    Err(e) => return Err(e),
+                }
             }
-            LoginKind::NoToken => {
-                let attempt = self
-                    .store
-                    .charge_attempt(user, now, &self.config.throttle)?;
-                self.refuse_without_token(attempt, &subject, "no token enrolled", now)
-            }
+            LoginKind::NoToken => match self.store.charge_attempt(user, now, &self.config.throttle)
+            {
+                Ok(attempt) => {
+                    self.refuse_without_token(attempt, &subject, "no token enrolled", now)
+                }
+                // As for an account with a token (`check_code`).
+                Err(Error::Unreachable(why)) => self.unreachable(&subject, &why),
+                Err(e) => return Err(e),
+            },
             LoginKind::Code { offer } | LoginKind::Sent { offer } => {
                 match requested_channel(response, offer) {
                     Some(channel) => {

@@ -84,7 +84,16 @@ impl SecretKey {
     /// Loads the key at `path`, creating it (0600, exclusively) on first start.
     pub fn load_or_create(path: &Path) -> Result<SecretKey> {
         let key = match std::fs::File::open(path) {
-            Ok(file) => read_key(file, path)?,
+            Ok(file) => {
+                let key = read_key(file, path)?;
+                // A start that stopped inside `create_key` may have left its temporary file: a
+                // key never used, or a second name of this one. Neither is kept.
+                remove_if_present(&temporary_of(path)).map_err(|source| CryptoError::KeyFile {
+                    path: temporary_of(path),
+                    source,
+                })?;
+                key
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(path)?,
             Err(source) => {
                 return Err(CryptoError::KeyFile {
@@ -208,10 +217,22 @@ fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES
     Ok(key)
 }
 
+/// Where `create_key` writes the key before it gets its name.
+fn temporary_of(path: &Path) -> std::path::PathBuf {
+    path.with_extension("new")
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn create_key(path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
     getrandom::fill(key.as_mut()).map_err(CryptoError::Random)?;
-    let temporary = path.with_extension("new");
+    let temporary = temporary_of(path);
     let _ = std::fs::remove_file(&temporary);
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
@@ -275,6 +296,20 @@ mod tests {
         ] {
             assert_ne!(mac, other);
         }
+    }
+
+    #[test]
+    fn a_temporary_key_left_by_a_stopped_start_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        let first = SecretKey::load_or_create(&path).unwrap();
+        let sealed = first.seal("alice", b"x").unwrap();
+        // A start stopped between naming the key and removing its temporary name.
+        std::fs::hard_link(&path, dir.path().join("secret.new")).unwrap();
+        let again = SecretKey::load_or_create(&path).unwrap();
+        assert_eq!(again.open("alice", &sealed).unwrap().as_slice(), b"x");
+        assert!(!dir.path().join("secret.new").exists());
+        assert!(path.exists());
     }
 
     #[test]

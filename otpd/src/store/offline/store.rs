@@ -140,6 +140,10 @@ impl Store for FleetStore {
         self.offline.local().flush()
     }
 
+    fn paced_write(&self) -> Result<()> {
+        self.pg.paced_write()
+    }
+
     /// The database commits before it answers; what waits is this host's offline state (an
     /// online step remembered, an offline use journaled).
     fn durable_through(&self, write: u64) -> Durable {

@@ -214,6 +214,24 @@ impl Store for PgStore {
         self.boolean("SELECT kron.reset($1)", user)
     }
 
+    /// One commit in the database (`kron.pace`, schema version 12), as an account's charge
+    /// makes. A database that refuses it (a schema older than 12) is logged, not an error: the
+    /// answer it paces is a refusal either way.
+    fn paced_write(&self) -> Result<()> {
+        match self.link.query("SELECT kron.pace()", &[]) {
+            Ok(_) => Ok(()),
+            Err(e @ Error::Unreachable(_)) => Err(e),
+            Err(e) => {
+                self.refusals.say(&format!(
+                    "fleet database: pacing an unknown name's answer failed ({e}); \
+                     run `kronctl fleet init` to bring the schema to version {}",
+                    schema::CURRENT
+                ));
+                Ok(())
+            }
+        }
+    }
+
     /// Optimistic: reads the row, applies `change`, and writes the contact, the outbox and the
     /// counters a sent code changes back only if no other host changed the row meanwhile (one
     /// conditional UPDATE; nothing is locked across the round trips). Steps and tokens are never
