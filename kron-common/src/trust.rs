@@ -238,7 +238,7 @@ pub fn check(target: &Path, kind: Kind, owners: Owners, missing_ok: bool) -> Res
                     check_dir(&here, owners).err()
                 }
             }
-            (true, file_kind) => check_file(&meta, file_kind, owners),
+            (true, file_kind) => check_opened(&meta, file_kind, owners).err(),
         };
         if let Some(problem) = problem {
             // A directory on the way is named as such; the target by its own path.
@@ -287,19 +287,23 @@ fn check_dir(dir: &Path, owners: Owners) -> Result<(), Problem> {
     Ok(())
 }
 
-fn check_file(meta: &std::fs::Metadata, kind: Kind, owners: Owners) -> Option<Problem> {
+/// Checks one file by its metadata, the path to it aside: a regular file of one of `owners`
+/// that nobody else may change (`Kind::File`) or access at all (`Kind::Secret`). For a file
+/// already opened (checked on the descriptor: what is checked is what is read); each caller
+/// words the problem for its own reader.
+pub fn check_opened(meta: &std::fs::Metadata, kind: Kind, owners: Owners) -> Result<(), Problem> {
     let file_type = meta.file_type();
     if !file_type.is_file() || file_type.is_fifo() {
-        return Some(Problem::WrongType { expected: kind });
+        return Err(Problem::WrongType { expected: kind });
     }
     if !owners.allows(meta.uid()) {
-        return Some(Problem::Owner { uid: meta.uid() });
+        return Err(Problem::Owner { uid: meta.uid() });
     }
     let mode = meta.mode() & 0o7777;
     match kind {
-        Kind::Secret if mode & 0o077 != 0 => Some(Problem::Accessible { mode }),
-        _ if mode & 0o022 != 0 => Some(Problem::Writable { mode }),
-        _ => None,
+        Kind::Secret if mode & 0o077 != 0 => Err(Problem::Accessible { mode }),
+        _ if mode & 0o022 != 0 => Err(Problem::Writable { mode }),
+        _ => Ok(()),
     }
 }
 

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
+use kron_common::trust::{self, Kind, Problem};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
@@ -84,7 +85,7 @@ pub(crate) fn secret_line(path: &Path, what: &str, max: usize) -> Result<Zeroizi
         what: format!("cannot read the {what} {}", path.display()),
         source,
     })?;
-    trusted(&meta, path, what, 0o077)?;
+    trusted(&meta, path, what, Kind::Secret)?;
     // The first line only, so a trailing newline (or a comment after it) is not part of it.
     read_line(&mut io::BufReader::new(file), max)
         .map_err(|why| Error::Usage(format!("{what} {}: {why}", path.display())))
@@ -100,34 +101,28 @@ pub(crate) fn password_line(
     Ok(Zeroizing::new(line.trim_end().to_owned()))
 }
 
-/// Checks an opened file's metadata: a regular file, root's or the caller's, with none of
-/// `others` in its mode (0o077: nobody else reads or writes it; 0o022: nobody else writes it).
+/// Checks an opened file's metadata: a regular file, root's or the caller's, that nobody else
+/// may access (`Kind::Secret`) or change (`Kind::File`).
 pub(crate) fn trusted(
     meta: &std::fs::Metadata,
     path: &Path,
     what: &str,
-    others: u32,
+    kind: Kind,
 ) -> Result<(), Error> {
-    use std::os::unix::fs::MetadataExt;
-    let refused = |why: String| Error::Usage(format!("{what} {}: {why}", path.display()));
-    if !meta.is_file() {
-        return Err(refused("not a regular file".into()));
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(refused(format!(
-            "owned by uid {}, neither root nor you: `chown {euid} FILE`",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & others != 0 {
-        let fix = if others & 0o044 != 0 { 600 } else { 644 };
-        return Err(refused(format!(
-            "mode {:04o}: others may read or change it; `chmod {fix} FILE`",
-            meta.mode() & 0o7777
-        )));
-    }
-    Ok(())
+    let fix = if kind == Kind::Secret { 600 } else { 644 };
+    trust::check_opened(meta, kind, trust::Owners::root_and_me()).map_err(|problem| {
+        let why = match problem {
+            Problem::Owner { uid } => format!(
+                "owned by uid {uid}, neither root nor you: `chown {} FILE`",
+                nix::unistd::geteuid()
+            ),
+            Problem::Accessible { mode } | Problem::Writable { mode } => {
+                format!("mode {mode:04o}: others may read or change it; `chmod {fix} FILE`")
+            }
+            _ => "not a regular file".into(),
+        };
+        Error::Usage(format!("{what} {}: {why}", path.display()))
+    })
 }
 
 /// Reads one line of at most `max` bytes, without its line ending. An empty input is an empty

@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::output::print;
 use crate::passphrase::{password_line, trusted};
 use crate::secret_file::SecretFile;
+use kron_common::trust::Kind;
 
 pub async fn run(cli: &Cli, args: &FleetArgs) -> Result<(), Error> {
     let otpd = Otpd::connect(&cli.bus).await?;
@@ -176,7 +177,7 @@ fn read_ca(path: &Path) -> Result<String, Error> {
     };
     let refused = |why: String| Error::Usage(format!("CA file {}: {why}", path.display()));
     let file = std::fs::File::open(path).map_err(io)?;
-    trusted(&file.metadata().map_err(io)?, path, "CA file", 0o022)?;
+    trusted(&file.metadata().map_err(io)?, path, "CA file", Kind::File)?;
     let mut text = String::new();
     file.take(MAX_CA_BYTES + 1)
         .read_to_string(&mut text)

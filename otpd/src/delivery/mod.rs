@@ -21,9 +21,9 @@ mod sms;
 
 use crate::error::Error;
 use kron_common::config::{EmailConfig, SmsConfig};
+use kron_common::trust;
 use kron_proto::Channel;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -249,24 +249,23 @@ fn read_secret(path: &Path) -> Result<Zeroizing<String>, Error> {
     let fail = |reason: String| Error::Config(format!("{}: {reason}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let metadata = file.metadata().map_err(|e| fail(e.to_string()))?;
-    if !metadata.is_file() {
-        return Err(fail("is not a regular file".into()));
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if metadata.uid() != 0 && metadata.uid() != euid {
-        return Err(fail(format!(
-            "is owned by uid {}, not root; run chown root: {}",
-            metadata.uid(),
-            path.display()
-        )));
-    }
-    let mode = metadata.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(fail(format!(
-            "is accessible by group or others (mode {mode:o}); run chmod 600 {}",
-            path.display()
-        )));
-    }
+    trust::check_opened(&metadata, trust::Kind::Secret, trust::Owners::root_and_me()).map_err(
+        |problem| {
+            fail(match problem {
+                trust::Problem::Owner { uid } => format!(
+                    "is owned by uid {uid}, not root; run chown root: {}",
+                    path.display()
+                ),
+                trust::Problem::Accessible { mode } | trust::Problem::Writable { mode } => {
+                    format!(
+                        "is accessible by group or others (mode {mode:o}); run chmod 600 {}",
+                        path.display()
+                    )
+                }
+                _ => "is not a regular file".into(),
+            })
+        },
+    )?;
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_SECRET_BYTES + 1)
         .read_to_end(&mut bytes)

@@ -7,9 +7,10 @@ use crate::error::Result;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
+use kron_common::trust;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -190,22 +191,22 @@ fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES
     };
     let meta = file.metadata().map_err(io)?;
     // Root's or otpd's own: a key someone else planted would be theirs to know.
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(refused(format!(
-            "owned by uid {}, neither root nor otpd's user; a key must be made by otpd",
-            meta.uid()
-        ))
-        .into());
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(refused(format!(
-            "readable by others (mode {:o}); run chmod 600 on it",
-            mode & 0o777
-        ))
-        .into());
-    }
+    trust::check_opened(&meta, trust::Kind::Secret, trust::Owners::root_and_me()).map_err(
+        |problem| {
+            refused(match problem {
+                trust::Problem::Owner { uid } => format!(
+                    "owned by uid {uid}, neither root nor otpd's user; a key must be made by otpd"
+                ),
+                trust::Problem::Accessible { mode } | trust::Problem::Writable { mode } => {
+                    format!(
+                        "readable by others (mode {:o}); run chmod 600 on it",
+                        mode & 0o777
+                    )
+                }
+                _ => "not a regular file".into(),
+            })
+        },
+    )?;
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
     let mut reader = file.take(KEY_BYTES as u64 + 1);
     let mut buffer = Zeroizing::new(Vec::with_capacity(KEY_BYTES + 1));
@@ -260,6 +261,7 @@ fn create_key(path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn seal_open_round_trip_and_binding() {

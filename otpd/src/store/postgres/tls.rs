@@ -4,11 +4,11 @@
 //! are trusted only if root owns them and nobody else can change them.
 
 use crate::error::{Error, Result};
+use kron_common::trust;
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -70,29 +70,24 @@ pub fn client_config(ca: Ca<'_>, client: Option<(&Path, &Path)>) -> Result<Clien
 pub fn read_file(path: &Path, secret: bool) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(|e| config(path, &e.to_string()))?;
     let metadata = file.metadata().map_err(|e| config(path, &e.to_string()))?;
-    if !metadata.is_file() {
-        return Err(config(path, "is not a regular file"));
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if metadata.uid() != 0 && metadata.uid() != euid {
-        return Err(config(
-            path,
-            &format!("is owned by uid {}, not root", metadata.uid()),
-        ));
-    }
-    let mode = metadata.mode() & 0o7777;
-    let forbidden = if secret { 0o077 } else { 0o022 };
-    if mode & forbidden != 0 {
-        return Err(config(
-            path,
-            &format!(
+    let kind = if secret {
+        trust::Kind::Secret
+    } else {
+        trust::Kind::File
+    };
+    trust::check_opened(&metadata, kind, trust::Owners::root_and_me()).map_err(|problem| {
+        let reason = match problem {
+            trust::Problem::Owner { uid } => format!("is owned by uid {uid}, not root"),
+            trust::Problem::Accessible { mode } | trust::Problem::Writable { mode } => format!(
                 "mode {mode:o} lets group or others {}; run chmod {} {}",
                 if secret { "in" } else { "change it" },
                 if secret { "600" } else { "644" },
                 path.display()
             ),
-        ));
-    }
+            _ => "is not a regular file".into(),
+        };
+        config(path, &reason)
+    })?;
     let mut bytes = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut bytes)
