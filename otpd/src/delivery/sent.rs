@@ -3,6 +3,7 @@
 //! every store applies them atomically and unit tests drive them with a fixed clock.
 
 use kron_common::config::CodesConfig;
+use kron_common::contact::Channels;
 use kron_proto::Channel;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -23,6 +24,30 @@ impl Purpose {
             Purpose::Login => "login",
             Purpose::Enrollment => "enrollment",
         }
+    }
+}
+
+/// The sent code an answer may be: the one sent for `purpose` on one of `channels`, those the
+/// rule deciding this login offers. A code sent during another login, under a rule that offers
+/// a channel this one does not (or offers one where this one offers none), is not it.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected {
+    pub purpose: Purpose,
+    pub channels: Channels,
+}
+
+impl Expected {
+    /// A code for `purpose` sent on any channel (a delivered enrollment's code, confirmed by
+    /// whoever received it).
+    pub fn any(purpose: Purpose) -> Expected {
+        Expected {
+            purpose,
+            channels: Channels::of(&Channel::ALL),
+        }
+    }
+
+    fn covers(&self, code: &SentCode) -> bool {
+        code.purpose == self.purpose && self.channels.contains(code.channel)
     }
 }
 
@@ -122,12 +147,12 @@ impl Outbox {
     }
 
     /// Uses up the live code if `mac` is its MAC for `purpose` and it has not expired.
-    pub fn take(&mut self, purpose: Purpose, mac: &[u8], now: u64) -> CodeCheck {
+    pub fn take(&mut self, expected: Expected, mac: &[u8], now: u64) -> CodeCheck {
         let Some(code) = &self.code else {
             return CodeCheck::Refused("no code sent");
         };
-        if code.purpose != purpose {
-            return CodeCheck::Refused("no code sent for this purpose");
+        if !expected.covers(code) {
+            return CodeCheck::Refused("no code sent for this purpose on a channel offered");
         }
         if now >= code.expires {
             self.code = None;
@@ -145,6 +170,12 @@ impl Outbox {
         self.code
             .as_ref()
             .filter(|c| c.purpose == purpose && now < c.expires)
+    }
+
+    /// Whether the code `expected` is live.
+    pub fn live_expected(&self, expected: Expected, now: u64) -> bool {
+        self.live(expected.purpose, now)
+            .is_some_and(|code| expected.covers(code))
     }
 
     fn forget_old(&mut self, now: u64, config: &CodesConfig) {
@@ -218,20 +249,20 @@ mod tests {
             Budget::Allowed
         );
         assert_eq!(
-            outbox.take(Purpose::Login, &[2; 32], NOW),
+            outbox.take(Expected::any(Purpose::Login), &[2; 32], NOW),
             CodeCheck::Refused("wrong code")
         );
         assert!(matches!(
-            outbox.take(Purpose::Enrollment, &[1; 32], NOW),
+            outbox.take(Expected::any(Purpose::Enrollment), &[1; 32], NOW),
             CodeCheck::Refused(_)
         ));
         assert_eq!(
-            outbox.take(Purpose::Login, &[1; 32], NOW),
+            outbox.take(Expected::any(Purpose::Login), &[1; 32], NOW),
             CodeCheck::Accepted
         );
         assert!(
             matches!(
-                outbox.take(Purpose::Login, &[1; 32], NOW),
+                outbox.take(Expected::any(Purpose::Login), &[1; 32], NOW),
                 CodeCheck::Refused(_)
             ),
             "used"
@@ -240,7 +271,7 @@ mod tests {
         let mut outbox = Outbox::default();
         outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
         assert_eq!(
-            outbox.take(Purpose::Login, &[1; 32], NOW + 300),
+            outbox.take(Expected::any(Purpose::Login), &[1; 32], NOW + 300),
             CodeCheck::Refused("sent code expired")
         );
     }
@@ -252,11 +283,11 @@ mod tests {
         outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
         outbox.reserve(code(Purpose::Login, Channel::Sms, 2), NOW, &config);
         assert!(matches!(
-            outbox.take(Purpose::Login, &[1; 32], NOW),
+            outbox.take(Expected::any(Purpose::Login), &[1; 32], NOW),
             CodeCheck::Refused(_)
         ));
         assert_eq!(
-            outbox.take(Purpose::Login, &[2; 32], NOW),
+            outbox.take(Expected::any(Purpose::Login), &[2; 32], NOW),
             CodeCheck::Accepted
         );
     }

@@ -7,7 +7,7 @@ use super::sessions::{LoginKind, LoginSession};
 use super::verdict::{PendingCheck, Verdict};
 use super::{Engine, subject, throttled};
 use crate::audit::Subject;
-use crate::delivery::sent::Purpose;
+use crate::delivery::sent::{Expected, Purpose};
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
 use crate::policy::{Decision, LoginRequest, decide};
@@ -354,7 +354,7 @@ impl Engine {
                     Some(channel) => {
                         return self.resend(caller, session.clone(), channel, Purpose::Login, now);
                     }
-                    None => self.check_code(user, response, &subject, now)?,
+                    None => self.check_code(user, response, offer, &subject, now)?,
                 }
             }
             LoginKind::Validate { offer } => match requested_channel(response, offer) {
@@ -440,14 +440,21 @@ impl Engine {
         }
     }
 
+    /// Checks the answer of a login whose rule offers codes by `offer` (none: only the token's
+    /// codes pass, whatever was sent during another login).
     pub(super) fn check_code(
         &self,
         user: &str,
         response: &str,
+        offer: Channels,
         subject: &Subject<'_>,
         now: u64,
     ) -> Result<Step> {
-        let (verdict, checked) = match self.verify(user, response, Some(Purpose::Login), now) {
+        let sent = (!offer.is_empty()).then_some(Expected {
+            purpose: Purpose::Login,
+            channels: offer,
+        });
+        let (verdict, checked) = match self.verify(user, response, sent, now) {
             Ok(checked) => checked,
             Err(Error::Unreachable(why)) => return Ok(self.unreachable(subject, &why)),
             Err(e) => return Err(e),

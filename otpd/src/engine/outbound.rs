@@ -5,7 +5,7 @@
 use super::Engine;
 use super::messages;
 use crate::audit::Subject;
-use crate::delivery::sent::{self, Budget, CodeCheck, Purpose, SentCode};
+use crate::delivery::sent::{self, Budget, CodeCheck, Expected, Purpose, SentCode};
 use crate::delivery::{Content, Recipient};
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
@@ -176,28 +176,30 @@ impl Engine {
             return Ok(SentCheck::Throttled { until });
         }
         // Pass or fail, the charge (or its refund) is durable before the reply (service.rs).
-        Ok(match self.take_sent_code(user, purpose, response, now)? {
-            CodeCheck::Accepted => SentCheck::Accepted,
-            CodeCheck::Refused(why) => SentCheck::Refused(why),
-        })
+        Ok(
+            match self.take_sent_code(user, Expected::any(purpose), response, now)? {
+                CodeCheck::Accepted => SentCheck::Accepted,
+                CodeCheck::Refused(why) => SentCheck::Refused(why),
+            },
+        )
     }
 
-    /// Uses up the live sent code for `purpose` if `response` is it (not charged: the caller
-    /// has charged the attempt already).
+    /// Uses up the live sent code `expected` if `response` is it (not charged: the caller has
+    /// charged the attempt already).
     pub(crate) fn take_sent_code(
         &self,
         user: &str,
-        purpose: Purpose,
+        expected: Expected,
         response: &str,
         now: u64,
     ) -> Result<CodeCheck> {
         let Some(code) = sent::candidate(response, self.config.codes.digits) else {
             return Ok(CodeCheck::Refused("not a sent code"));
         };
-        let mac = self.code_mac(user, purpose.as_str(), &code)?;
+        let mac = self.code_mac(user, expected.purpose.as_str(), &code)?;
         let mut check = CodeCheck::Refused("no code sent");
         self.store.modify(user, &mut |record| {
-            check = record.take_sent_code(purpose, &mac, now);
+            check = record.take_sent_code(expected, &mac, now);
         })?;
         Ok(check)
     }

@@ -3,7 +3,7 @@
 //! enrollment. Every check is charged to the throttle before the code is looked at.
 
 use super::Engine;
-use crate::delivery::sent::{CodeCheck, Purpose};
+use crate::delivery::sent::{CodeCheck, Expected};
 use crate::error::Result;
 use crate::store::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
 use crate::store::vault::{Checked, CodeOutcome};
@@ -90,13 +90,13 @@ impl Verdict {
 }
 
 impl Engine {
-    /// Checks a code (or a recovery code, or with `sent` a code sent for that purpose) for
+    /// Checks a code (or a recovery code, or with `sent` the sent code it names) for
     /// `user`: charges the attempt, and accepts the matching step at most once.
     pub(crate) fn verify(
         &self,
         user: &str,
         response: &str,
-        sent: Option<Purpose>,
+        sent: Option<Expected>,
         now: u64,
     ) -> Result<(Verdict, CheckedBy)> {
         // Where the store keeps the seeds (a fleet), it checks the code: the charge, the check
@@ -104,7 +104,7 @@ impl Engine {
         // answer may be something else (then nothing was charged, and the general path below
         // sorts it out).
         if let (Some(vault), Some(code)) = (self.store.vault(), digits_only(response)) {
-            let purpose = sent.map(Purpose::as_str);
+            let purpose = sent.map(|expected| expected.purpose.as_str());
             let checked = vault.check_code(
                 user,
                 &code,
@@ -157,7 +157,7 @@ impl Engine {
         user: &str,
         record: &UserRecord,
         response: &str,
-        sent: Option<Purpose>,
+        sent: Option<Expected>,
         now: u64,
     ) -> Result<Option<Option<u64>>> {
         let Some(token) = &record.token else {
@@ -176,11 +176,11 @@ impl Engine {
         &self,
         record: &UserRecord,
         response: &str,
-        sent: Option<Purpose>,
+        sent: Option<Expected>,
         now: u64,
     ) -> bool {
         record.token.is_some()
-            && sent.is_none_or(|purpose| record.outbox.live(purpose, now).is_none())
+            && sent.is_none_or(|expected| !record.outbox.live_expected(expected, now))
             && !record.may_be_recovery_code(response)
     }
 
@@ -220,15 +220,15 @@ impl Engine {
         &self,
         user: &str,
         response: &str,
-        sent: Option<Purpose>,
+        sent: Option<Expected>,
         now: u64,
     ) -> Result<(Verdict, CheckedBy)> {
         let by_store = self.checked_by_store();
         let record = self.store.get(user)?.unwrap_or_default();
         // A code sent by email or SMS (fallback) is tried first: it is the only thing a user
         // without a token can pass with.
-        if let Some(purpose) = sent.filter(|&p| record.outbox.live(p, now).is_some())
-            && self.take_sent_code(user, purpose, response, now)? == CodeCheck::Accepted
+        if let Some(expected) = sent.filter(|&e| record.outbox.live_expected(e, now))
+            && self.take_sent_code(user, expected, response, now)? == CodeCheck::Accepted
         {
             return Ok((Verdict::AcceptedSent, by_store));
         }

@@ -244,11 +244,11 @@ impl UserRecord {
     /// Uses up the sent code whose MAC for `purpose` is `mac`; a pass takes back its charge.
     pub fn take_sent_code(
         &mut self,
-        purpose: crate::delivery::sent::Purpose,
+        expected: crate::delivery::sent::Expected,
         mac: &[u8],
         now: u64,
     ) -> crate::delivery::sent::CodeCheck {
-        let check = self.outbox.take(purpose, mac, now);
+        let check = self.outbox.take(expected, mac, now);
         if check == crate::delivery::sent::CodeCheck::Accepted {
             self.last_used = now;
             self.undo_charge();

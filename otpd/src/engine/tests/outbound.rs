@@ -111,7 +111,9 @@ fn expired_codes_and_other_purposes_are_refused() {
         e.verify(
             "alice",
             &enrollment_code,
-            Some(crate::delivery::sent::Purpose::Login),
+            Some(crate::delivery::sent::Expected::any(
+                crate::delivery::sent::Purpose::Login
+            )),
             NOW
         )
         .unwrap()
@@ -154,6 +156,50 @@ fn a_token_holder_may_ask_for_a_code_at_the_prompt() {
     let totp = begin(&e, "alice", NOW + 30);
     assert_eq!(
         kind(&answer(&e, &totp, &code(&secret, NOW + 30), NOW + 30)),
+        StepKind::Accept
+    );
+}
+
+/// A code sent during one login passes only logins whose rule offers its channel: asked for
+/// at an sshd prompt whose rule offers email, it does not pass sudo where the rule offers no
+/// fallback (a stolen password and mailbox would otherwise pass a rule set to need the device)
+/// or only SMS; it still passes the next sshd login.
+#[test]
+fn a_sent_code_passes_only_rules_that_offer_its_channel() {
+    let (e, fake) = engine(
+        "default_mode = \"require\"\nfallback = [\"email\"]\n\
+         [[group]]\nname = \"*\"\nmode = \"require\"\nservices = [\"sudo\"]\nfallback = []\n\
+         [[group]]\nname = \"*\"\nmode = \"require\"\nservices = [\"su\"]\nfallback = [\"sms\"]\n",
+    );
+    set_email(&e, "alice");
+    e.set_contact(ROOT, "alice", "sms", "+49 151 2345 6712")
+        .unwrap();
+    let secret = enroll(&e, "alice");
+    let abandoned = begin(&e, "alice", NOW);
+    answer(&e, &abandoned, "email", NOW);
+    let sent = fake.last().unwrap();
+    assert_eq!(sent.channel, Channel::Email);
+    for (service, wants) in [("sudo", "no fallback"), ("su", "SMS only")] {
+        let step = e
+            .begin_login(ROOT, login("alice", service), NOW + 1)
+            .unwrap();
+        assert_eq!(
+            kind(&answer(&e, &step, &sent.payload, NOW + 1)),
+            StepKind::Deny,
+            "the emailed code passed {service} ({wants})"
+        );
+    }
+    // The rules' own codes still pass: sudo's the token's, sshd's the email.
+    let sudo = e
+        .begin_login(ROOT, login("alice", "sudo"), NOW + 30)
+        .unwrap();
+    assert_eq!(
+        kind(&answer(&e, &sudo, &code(&secret, NOW + 30), NOW + 30)),
+        StepKind::Accept
+    );
+    let sshd = begin(&e, "alice", NOW + 31);
+    assert_eq!(
+        kind(&answer(&e, &sshd, &sent.payload, NOW + 31)),
         StepKind::Accept
     );
 }
