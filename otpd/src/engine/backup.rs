@@ -2,6 +2,7 @@
 //! so `age -d` opens it too. Parsed and checked completely before anything is stored.
 
 use crate::error::{Error, Result};
+use crate::store::recovery::MAX_IMPORTED;
 use crate::totp::TokenParams;
 use age::secrecy::SecretString;
 use kron_common::config::Algorithm;
@@ -11,9 +12,11 @@ use zeroize::{Zeroize, Zeroizing};
 
 pub(super) const FORMAT: &str = "kron-backup";
 pub(super) const VERSION: u32 = 1;
-/// Hardest scrypt work factor accepted on import (2^20): a file asking for more is refused
-/// instead of tying otpd up.
-pub(super) const MAX_WORK_FACTOR: u8 = 20;
+/// Hardest scrypt work factor accepted on import (2^18: 256 MiB while the key is derived, one
+/// file at a time; an export asks for 2^16, `age -p` for what takes about a second on the machine
+/// that made the file): a file asking for more is refused instead of having otpd pass the
+/// unit's MemoryMax (384 MiB) and be killed with every login it holds.
+pub(super) const MAX_WORK_FACTOR: u8 = 18;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,17 +85,17 @@ impl Drop for BackupRecovery {
 impl BackupRecovery {
     /// The scheme is known, and a key of 32 bytes comes with hmac-sha256 and only with it.
     fn validate(&self) -> std::result::Result<(), String> {
-        // What otpd makes: a 16-byte salt, at most a set's codes, each a 32-byte hash; a little
-        // room either way, and nothing that would make every later check fail or grow a record.
+        // What otpd makes: a 16-byte salt, at most a migrated set's codes (a set otpd makes has
+        // fewer), each a 32-byte hash; a little room either way, and nothing that would make
+        // every later check fail or grow a record.
         if !(8..=64).contains(&self.salt.len()) {
             return Err("recovery set: a salt of 8 to 64 bytes".into());
         }
-        if self.hashes.len() > crate::store::recovery::SET_SIZE
+        if self.hashes.len() > MAX_IMPORTED
             || self.hashes.iter().any(|h| !(16..=64).contains(&h.len()))
         {
             return Err(format!(
-                "recovery set: at most {} hashes of 16 to 64 bytes",
-                crate::store::recovery::SET_SIZE
+                "recovery set: at most {MAX_IMPORTED} hashes of 16 to 64 bytes"
             ));
         }
         let key_bytes = self
@@ -234,7 +237,7 @@ mod tests {
     }
 
     /// An import entry is checked whole before it is used: addresses as `kronctl contact`
-    /// checks them, recovery sets of the size otpd makes.
+    /// checks them, recovery sets of the sizes otpd stores.
     #[test]
     fn entries_with_bad_contacts_or_recovery_sets_are_refused() {
         assert_eq!(validate_entry(&entry()), Ok(()));
@@ -249,7 +252,13 @@ mod tests {
             e.recovery.as_mut().unwrap()
         }
         assert!(refused(|e| set(e).salt = vec![1; 2]).contains("salt"));
-        assert!(refused(|e| set(e).hashes = vec![vec![2; 32]; 11]).contains("hashes"));
+        assert!(
+            refused(|e| set(e).hashes = vec![vec![2; 32]; MAX_IMPORTED + 1]).contains("hashes")
+        );
+        // A migrated user's set may hold more codes than otpd makes: their export imports.
+        let mut migrated = entry();
+        set(&mut migrated).hashes = vec![vec![2; 32]; MAX_IMPORTED];
+        assert_eq!(validate_entry(&migrated), Ok(()));
         assert!(refused(|e| set(e).hashes = vec![vec![2; 1 << 20]]).contains("hashes"));
     }
 }

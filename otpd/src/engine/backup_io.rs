@@ -41,6 +41,9 @@ impl Write for Sink {
 /// to hold on top of its own memory; the minimum passphrase strength makes up for the factor
 /// of four (docs/security.md).
 const WORK_FACTOR: u8 = 16;
+/// Held while a file's key is derived from its passphrase ([`read_with_work_limit`]).
+static DERIVING: Mutex<()> = Mutex::new(());
+
 /// Most bytes one user's entry may take. An entry is well under 4 KiB (a seed, ten recovery
 /// hashes, two addresses); a JSON string has no length of its own, so without a bound one
 /// entry of a damaged or hostile file would be buffered whole, however large, before any
@@ -147,18 +150,21 @@ pub(crate) fn read_with_work_limit(
         .map_err(|e| Error::InvalidArgument(format!("not an age file or damaged: {e}")))?;
     let mut identity = age::scrypt::Identity::new(passphrase(pass)?);
     identity.set_max_work_factor(max_work_factor);
-    let reader = decryptor
-        .decrypt(std::iter::once(&identity as &dyn age::Identity))
-        .map_err(|e| match e {
-            // Not through age's own text for it: that subtracts the work factor this machine
-            // would pick from the one the file asks for, which overflows when the file asks
-            // for less (a panic in a debug build; found by the `backup` fuzz target).
-            age::DecryptError::ExcessiveWork { required, .. } => Error::InvalidArgument(format!(
-                "the file asks for scrypt work factor {required}, more than the \
+    // One scrypt at a time: each takes 2^(factor + 10) bytes while it runs (256 MiB at the
+    // largest factor accepted), and two at once would pass the unit's MemoryMax.
+    let deriving = DERIVING.lock().unwrap_or_else(PoisonError::into_inner);
+    let decrypted = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity));
+    drop(deriving);
+    let reader = decrypted.map_err(|e| match e {
+        // Not through age's own text for it: that subtracts the work factor this machine
+        // would pick from the one the file asks for, which overflows when the file asks
+        // for less (a panic in a debug build; found by the `backup` fuzz target).
+        age::DecryptError::ExcessiveWork { required, .. } => Error::InvalidArgument(format!(
+            "the file asks for scrypt work factor {required}, more than the \
                  {max_work_factor} otpd accepts"
-            )),
-            e => Error::Rejected(format!("cannot decrypt the file (wrong passphrase?): {e}")),
-        })?;
+        )),
+        e => Error::Rejected(format!("cannot decrypt the file (wrong passphrase?): {e}")),
+    })?;
     read_plain(reader, on_user)
 }
 
