@@ -87,14 +87,16 @@ impl EmailSender {
     ) -> Result<(), DeliveryError> {
         let mut hidden = super::secrets_of(content);
         hidden.push(to.address);
-        let fail = |cause: String| {
-            DeliveryError(format!(
+        let text = |cause: String| {
+            format!(
                 "email could not be sent via {}: {}",
                 self.server,
                 redact(&cause, &hidden)
-            ))
+            )
         };
-        let message = self.message(to, content, values).map_err(fail)?;
+        let message = self
+            .message(to, content, values)
+            .map_err(|cause| DeliveryError::not_sent(text(cause)))?;
         // Runs on a blocking thread (see `Deliverer`): block_on drives lettre's async
         // transport on the daemon's runtime, bounded as a whole by the configured timeout.
         let sent = runtime.block_on(async {
@@ -103,11 +105,14 @@ impl EmailSender {
         });
         match sent {
             Ok(Ok(_response)) => Ok(()),
-            Ok(Err(e)) => Err(fail(describe(&e))),
-            Err(_elapsed) => Err(fail(format!(
+            Ok(Err(e)) => Err(DeliveryError {
+                text: text(describe(&e)),
+                maybe_sent: maybe_accepted(&e),
+            }),
+            Err(_elapsed) => Err(DeliveryError::maybe_sent(text(format!(
                 "no answer within {} seconds",
                 self.timeout.as_secs()
-            ))),
+            )))),
         }
     }
 
@@ -162,6 +167,18 @@ impl EmailSender {
         getrandom::fill(&mut random).map_err(|e| format!("no randomness for a Message-ID: {e}"))?;
         Ok(format!("<{}@{}>", hex::encode(random), self.hostname))
     }
+}
+
+/// Whether the server may have taken the message despite `e`: not when it answered with an
+/// SMTP error code (4xx, 5xx: refused, whenever in the dialogue), the TLS handshake or the
+/// client's own authentication step failed, or no connection was made. A connection that broke,
+/// or an answer that could not be read, may have come after the message was accepted.
+fn maybe_accepted(e: &lettre::transport::smtp::Error) -> bool {
+    !(e.is_transient()
+        || e.is_permanent()
+        || e.is_tls()
+        || e.is_client()
+        || super::never_connected(e))
 }
 
 #[cfg(test)]
@@ -354,7 +371,7 @@ mod tests {
         let (commands, data) = server.join().unwrap();
         assert!(
             error
-                .0
+                .text
                 .starts_with(&format!("email could not be sent via 127.0.0.1:{port}: ")),
             "{error}"
         );
@@ -363,6 +380,7 @@ mod tests {
             "sent in clear: {commands:?}"
         );
         assert!(data.is_empty());
+        assert!(!error.maybe_sent, "{error:?}");
     }
 
     #[test]
@@ -399,13 +417,15 @@ mod tests {
         .unwrap_err();
         assert!(
             error
-                .0
+                .text
                 .starts_with(&format!("email could not be sent via 127.0.0.1:{port}: ")),
             "{error}"
         );
         assert!(
-            !error.0.contains("12345678") && !error.0.contains("alice@"),
+            !error.text.contains("12345678") && !error.text.contains("alice@"),
             "{error}"
         );
+        // Refused at connect: nothing reached a server, the send is handed back.
+        assert!(!error.maybe_sent, "{error:?}");
     }
 }

@@ -62,12 +62,57 @@ pub struct Recipient<'a> {
 /// Why a message could not be sent. The text names the channel, the server and the cause,
 /// never the content (it may hold a code or a secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryError(pub String);
+pub struct DeliveryError {
+    pub text: String,
+    /// Whether the server may have taken the message anyway: no answer came in time, or the
+    /// connection broke after the message went out. Such a send stays counted against the
+    /// budget (a slow gateway that still delivers must not make sends free). False when the
+    /// server answered with a refusal or no connection was made.
+    pub maybe_sent: bool,
+}
+
+impl DeliveryError {
+    /// Nothing reached a server that could have taken it.
+    pub fn not_sent(text: String) -> DeliveryError {
+        DeliveryError {
+            text,
+            maybe_sent: false,
+        }
+    }
+
+    /// The message may have been taken.
+    pub fn maybe_sent(text: String) -> DeliveryError {
+        DeliveryError {
+            text,
+            maybe_sent: true,
+        }
+    }
+}
 
 impl std::fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
+}
+
+/// Whether `error` or one of its sources is an I/O error that means no connection was made
+/// (refused, no route, no such address): nothing can have been delivered.
+fn never_connected(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            );
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Sends messages. Called from blocking threads; each call returns once the server has
@@ -152,7 +197,7 @@ impl Deliver for Deliverer {
     ) -> Result<(), DeliveryError> {
         let values = Values::new(&self.issuer, &self.hostname, to.user, content);
         let not_configured = || {
-            DeliveryError(format!(
+            DeliveryError::not_sent(format!(
                 "{0} is not configured (otpd.toml has no [{0}] section)",
                 channel.as_str()
             ))
@@ -307,12 +352,14 @@ pub mod fake {
         pub payload: String,
     }
 
-    /// Records what it is asked to send; `failing` makes every send fail.
+    /// Records what it is asked to send; `failing` makes every send fail, as one that may have
+    /// reached the server with `maybe_sent`.
     #[derive(Default)]
     pub struct FakeDelivery {
         pub channels: Vec<Channel>,
         pub sent: Mutex<Vec<Sent>>,
         pub failing: std::sync::atomic::AtomicBool,
+        pub maybe_sent: std::sync::atomic::AtomicBool,
     }
 
     impl FakeDelivery {
@@ -344,10 +391,10 @@ pub mod fake {
             content: &Content<'_>,
         ) -> Result<(), DeliveryError> {
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(DeliveryError(format!(
-                    "{} server unreachable",
-                    channel.as_str()
-                )));
+                return Err(DeliveryError {
+                    text: format!("{} server unreachable", channel.as_str()),
+                    maybe_sent: self.maybe_sent.load(std::sync::atomic::Ordering::SeqCst),
+                });
             }
             let payload = match content {
                 Content::Code { code, .. } => code.to_string(),
@@ -502,7 +549,7 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(
-            error.0,
+            error.text,
             "sms is not configured (otpd.toml has no [sms] section)"
         );
 

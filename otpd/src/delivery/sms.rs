@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 
 /// How much of a gateway's error answer goes into the error text (and so the log).
 const MAX_ANSWER_BYTES: usize = 200;
+/// Most of a gateway's answer read to make that excerpt (a value to take out may straddle the
+/// first 200 bytes).
+const MAX_ANSWER_READ: usize = 4096;
 
 pub(super) struct SmsSender {
     client: Client,
@@ -72,15 +75,31 @@ impl SmsSender {
             self.text_template(content),
             &values.pairs(),
         ));
-        let mut hidden = super::secrets_of(content);
-        hidden.extend([to.address, text.as_str(), self.secret.as_str()]);
-        let fail = |cause: String| {
-            DeliveryError(format!(
+        let mut raw = super::secrets_of(content);
+        raw.extend([to.address, text.as_str(), self.secret.as_str()]);
+        // As sent, too: a gateway may echo the request's URL or body, where each value is
+        // escaped (`+49…` as `%2B49…`).
+        let escaped: Vec<Zeroizing<String>> = raw
+            .iter()
+            .flat_map(|value| {
+                [
+                    template::escape_url(value),
+                    template::escape_body(config::BodyFormat::Json, value),
+                    template::escape_body(config::BodyFormat::Form, value),
+                ]
+            })
+            .map(Zeroizing::new)
+            .collect();
+        let mut hidden = raw;
+        hidden.extend(escaped.iter().map(|value| value.as_str()));
+        let described = |cause: String| {
+            format!(
                 "sms could not be sent via gateway {}: {}",
                 self.gateway,
                 redact(&cause, &hidden)
-            ))
+            )
         };
+        let fail = |cause: String| DeliveryError::not_sent(described(cause));
         let filled = [
             ("phone", to.address),
             ("message", text.as_str()),
@@ -100,16 +119,19 @@ impl SmsSender {
             // Inside the async block: the timer needs the runtime's context to be created.
             tokio::time::timeout(
                 self.timeout,
-                self.post(url, body.as_ref().map(|b| b.as_str())),
+                self.post(url, body.as_ref().map(|b| b.as_str()), &hidden),
             )
             .await
         });
         match answer {
-            Ok(result) => result.map_err(fail),
-            Err(_elapsed) => Err(fail(format!(
+            Ok(result) => result.map_err(|failed| DeliveryError {
+                text: described(failed.cause),
+                maybe_sent: failed.maybe_sent,
+            }),
+            Err(_elapsed) => Err(DeliveryError::maybe_sent(described(format!(
                 "no answer within {} seconds",
                 self.timeout.as_secs()
-            ))),
+            )))),
         }
     }
 
@@ -122,7 +144,7 @@ impl SmsSender {
     }
 
     /// Sends the request; Ok on 2xx, else what the gateway answered.
-    async fn post(&self, url: Url, body: Option<&str>) -> Result<(), String> {
+    async fn post(&self, url: Url, body: Option<&str>, hidden: &[&str]) -> Result<(), Failed> {
         let method = match self.config.method {
             HttpMethod::Get => Method::GET,
             HttpMethod::Post => Method::POST,
@@ -135,20 +157,26 @@ impl SmsSender {
         if self.config.method != HttpMethod::Get {
             request = request.body(body.unwrap_or_default().to_owned());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| describe(&e.without_url()))?;
+        let response = request.send().await.map_err(|e| Failed {
+            // A request that never got a connection (or was never built) reached no gateway;
+            // one that timed out or broke on the way may have been taken.
+            maybe_sent: !(e.is_connect() || e.is_builder() || super::never_connected(&e)),
+            cause: describe(&e.without_url()),
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        let excerpt = answer_excerpt(response).await;
-        if excerpt.is_empty() {
-            Err(format!("gateway answered {status}"))
-        } else {
-            Err(format!("gateway answered {status}: {excerpt}"))
-        }
+        // The gateway answered with a refusal: nothing was taken.
+        let excerpt = answer_excerpt(response, hidden).await;
+        Err(Failed {
+            cause: if excerpt.is_empty() {
+                format!("gateway answered {status}")
+            } else {
+                format!("gateway answered {status}: {excerpt}")
+            },
+            maybe_sent: false,
+        })
     }
 }
 
@@ -176,22 +204,38 @@ fn headers(config: &SmsConfig, secret: &str) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
-/// The start of a gateway's answer, on one line: at most 200 bytes, control characters
-/// replaced by spaces.
-async fn answer_excerpt(mut response: Response) -> String {
-    let mut bytes = Vec::new();
-    while bytes.len() < MAX_ANSWER_BYTES {
+/// Why a request failed, before the secrets are taken out of the cause.
+struct Failed {
+    cause: String,
+    maybe_sent: bool,
+}
+
+/// The start of a gateway's answer, on one line: without any of `hidden`, at most 200 bytes,
+/// control characters replaced by spaces. The values are taken out of what was read before it
+/// is cut or its blanks joined, either of which could leave part of one that no longer matches.
+async fn answer_excerpt(mut response: Response, hidden: &[&str]) -> String {
+    let mut bytes = Zeroizing::new(Vec::new());
+    while bytes.len() < MAX_ANSWER_READ {
         match response.chunk().await {
             Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
             Ok(None) | Err(_) => break,
         }
     }
-    bytes.truncate(MAX_ANSWER_BYTES);
-    let text: String = String::from_utf8_lossy(&bytes)
+    bytes.truncate(MAX_ANSWER_READ);
+    let redacted = redact(&String::from_utf8_lossy(&bytes), hidden);
+    let text: String = redacted
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() > MAX_ANSWER_BYTES {
+        let mut end = MAX_ANSWER_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+    }
+    line
 }
 
 #[cfg(test)]
@@ -403,7 +447,7 @@ mod tests {
             ),
             &secret,
         );
-        let error = send(&config, &CODE).unwrap_err().0;
+        let error = send(&config, &CODE).unwrap_err().text;
         server.join().unwrap();
         assert!(
             error.starts_with("sms could not be sent via gateway 127.0.0.1: gateway answered 500"),
@@ -413,6 +457,64 @@ mod tests {
         for leaked in ["4915123456712", "12345678", "s3cr3t", "\x1b", "\n"] {
             assert!(!error.contains(leaked), "{leaked:?} in {error}");
         }
+    }
+
+    /// A gateway that echoes the request as it was sent (values escaped) shows none of them,
+    /// even where one straddles the cut at 200 bytes; its refusal hands the send back.
+    #[test]
+    fn an_echoed_request_is_redacted_before_it_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = secret_file(&dir, "k+y=s3cr3t");
+        // The echoed phone number starts 7 bytes before the cut at 200.
+        let padding: &'static str = Box::leak("x".repeat(178).into_boxed_str());
+        let answer: &'static str = Box::leak(
+            format!("{padding} bad request: /%2B4915123456712?key=k%2By%3Ds3cr3t").into_boxed_str(),
+        );
+        let (port, server) = serve_once("400 Bad Request", answer);
+        let config = sms_config(
+            &format!(
+                "url = \"http://127.0.0.1:{port}/{{phone}}?key={{secret}}\"\n\
+                 body = '{{\"text\": \"{{message}}\"}}'\nsecret_file = \"SECRET_FILE\"\n"
+            ),
+            &secret,
+        );
+        let error = send(&config, &CODE).unwrap_err();
+        server.join().unwrap();
+        assert!(!error.maybe_sent, "{error:?}");
+        for leaked in ["4915", "s3cr3t", "k%2By", "%3Ds3"] {
+            assert!(!error.text.contains(leaked), "{leaked:?} in {}", error.text);
+        }
+    }
+
+    /// A gateway that takes the request and answers nothing in time may have sent the SMS:
+    /// the send stays counted.
+    #[test]
+    fn no_answer_in_time_may_have_been_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = secret_file(&dir, "s3cr3t");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            drop(stream);
+        });
+        let config = sms_config(
+            &format!(
+                "url = \"http://127.0.0.1:{port}/{{phone}}?key={{secret}}\"\n\
+                 body = '{{\"text\": \"{{message}}\"}}'\nsecret_file = \"SECRET_FILE\"\ntimeout = 1\n"
+            ),
+            &secret,
+        );
+        let error = send(&config, &CODE).unwrap_err();
+        silent.join().unwrap();
+        assert!(error.maybe_sent, "{error:?}");
+        // reqwest's own timeout or the one around it, whichever comes first.
+        assert!(
+            error.text.contains("timed out") || error.text.contains("no answer within"),
+            "{}",
+            error.text
+        );
     }
 
     #[test]
@@ -428,7 +530,12 @@ mod tests {
             "url = \"http://127.0.0.1:{port}/{{phone}}?key={{secret}}&m={{message}}\"\n\
              method = \"GET\"\nsecret_file = \"SECRET_FILE\"\n"
         );
-        let error = send(&sms_config(&text, &secret), &CODE).unwrap_err().0;
+        let refused = send(&sms_config(&text, &secret), &CODE).unwrap_err();
+        assert!(
+            !refused.maybe_sent,
+            "no connection, nothing sent: {refused:?}"
+        );
+        let error = refused.text;
         assert!(
             error.starts_with("sms could not be sent via gateway 127.0.0.1: "),
             "{error}"
@@ -442,7 +549,7 @@ mod tests {
         // A redirect is an answer, not something to follow.
         let (port, server) = serve_once("302 Found\r\nLocation: http://127.0.0.1:9/", "");
         let text = text.replace(&format!(":{}/", port_of(&text)), &format!(":{port}/"));
-        let error = send(&sms_config(&text, &secret), &CODE).unwrap_err().0;
+        let error = send(&sms_config(&text, &secret), &CODE).unwrap_err().text;
         server.join().unwrap();
         assert!(error.contains("gateway answered 302"), "{error}");
     }

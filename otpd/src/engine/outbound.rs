@@ -6,7 +6,7 @@ use super::Engine;
 use super::messages;
 use crate::audit::Subject;
 use crate::delivery::sent::{self, Budget, CodeCheck, Expected, Purpose, SentCode};
-use crate::delivery::{Content, Recipient};
+use crate::delivery::{Content, DeliveryError, Recipient};
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
 use crate::store::record::UserRecord;
@@ -148,13 +148,17 @@ impl Engine {
                 })
             }
             Err(e) => {
-                self.store.modify(user, &mut |record| {
-                    record.outbox.release(channel, &mac, now);
-                })?;
+                // A send the server may have taken stays counted, and its code live (it may
+                // arrive): only a refusal hands both back.
+                if !e.maybe_sent {
+                    self.store.modify(user, &mut |record| {
+                        record.outbox.release(channel, &mac, now);
+                    })?;
+                }
                 self.audit.record(
                     "send-failed",
                     subject,
-                    &format!("{} to {masked}: {e}", channel.as_str()),
+                    &format!("{} to {masked}: {e}{}", channel.as_str(), counted(&e)),
                 );
                 Ok(Sent::Failed { channel })
             }
@@ -465,7 +469,9 @@ impl Engine {
         {
             self.store.modify(user, &mut |record| {
                 record.restore_pending(pending, previous.clone());
-                record.outbox.release(channel, &[], now);
+                if !e.maybe_sent {
+                    record.outbox.release(channel, &[], now);
+                }
             })?;
             let what = match content {
                 Content::Link { .. } => "link",
@@ -474,7 +480,11 @@ impl Engine {
             self.audit.record(
                 "send-failed",
                 subject,
-                &format!("{what} by {} to {masked}: {e}", channel.as_str()),
+                &format!(
+                    "{what} by {} to {masked}: {e}{}",
+                    channel.as_str(),
+                    counted(&e)
+                ),
             );
             return Err(Error::Delivery(format!(
                 "the {what} could not be sent by {}: {e}",
@@ -526,4 +536,13 @@ pub(crate) fn already_enrolled(user: &str) -> Error {
     Error::Conflict(format!(
         "{user} already has a confirmed token; an admin must run `kronctl reset {user}` first"
     ))
+}
+
+/// What the audit line of a failed send adds when the send stays counted.
+fn counted(e: &DeliveryError) -> &'static str {
+    if e.maybe_sent {
+        " (it may have reached the server: the send stays counted)"
+    } else {
+        ""
+    }
 }

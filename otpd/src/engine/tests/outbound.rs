@@ -265,6 +265,32 @@ fn a_failed_send_stores_nothing_and_says_so() {
     assert!(texts(&spent).contains("No more codes can be sent by email"));
 }
 
+/// A send that failed after the server may have taken it (no answer in time, the connection
+/// lost) stays counted: a gateway that is slow but delivers must not make sends free.
+#[test]
+fn a_send_that_may_have_gone_out_stays_counted() {
+    let (e, fake) =
+        engine("default_mode = \"require\"\nfallback = [\"email\"]\n[codes]\nmax_sends = 1");
+    set_email(&e, "alice");
+    fake.failing.store(true, Ordering::SeqCst);
+    fake.maybe_sent.store(true, Ordering::SeqCst);
+    let step = begin(&e, "alice", NOW);
+    assert_eq!(kind(&step), StepKind::Unavailable, "{}", texts(&step));
+    let record = e.store.get("alice").unwrap().unwrap();
+    assert_eq!(record.outbox.sends.len(), 1, "the send is counted");
+    fake.failing.store(false, Ordering::SeqCst);
+    // Its code is kept (it may arrive): the next login asks for it and sends nothing new.
+    let again = begin(&e, "alice", NOW + 60);
+    assert_eq!(kind(&again), StepKind::Prompt, "{}", texts(&again));
+    let spent = answer(&e, &again, "email", NOW + 61);
+    assert!(
+        texts(&spent).contains("No more codes can be sent by email"),
+        "{}",
+        texts(&spent)
+    );
+    assert_eq!(fake.count(), 0);
+}
+
 #[test]
 fn validated_enrollment_at_login_proves_the_contact_before_the_qr() {
     let (e, fake) = engine("default_mode = \"enroll\"\nvalidate_enrollment = [\"email\"]");
