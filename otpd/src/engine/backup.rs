@@ -157,15 +157,19 @@ pub(super) fn passphrase(text: &str) -> Result<SecretString> {
     Ok(SecretString::from(text.to_owned()))
 }
 
-pub(super) fn validate_entry(entry: &BackupUser) -> std::result::Result<(), String> {
+/// Checks an import entry and puts its addresses in the form `kronctl contact` stores (a
+/// hand-edited `+49 (151) 2345-6712` as `+4915123456712`): what a sender is given later is
+/// what otpd itself would have stored.
+pub(super) fn validate_entry(entry: &mut BackupUser) -> std::result::Result<(), String> {
     kron_proto::validate_user(&entry.user)?;
     if let Some(recovery) = &entry.recovery {
         recovery.validate()?;
     }
-    for channel in [Channel::Email, Channel::Sms] {
+    for channel in Channel::ALL {
         if let Some(address) = entry.contact.get(channel) {
-            kron_common::contact::normalize(channel, address)
+            let normalized = kron_common::contact::normalize(channel, address)
                 .map_err(|_| format!("not a valid {} contact", channel.as_str()))?;
+            entry.contact.set(channel, Some(normalized));
         }
     }
     if let Some(token) = &entry.token {
@@ -240,12 +244,19 @@ mod tests {
     /// checks them, recovery sets of the sizes otpd stores.
     #[test]
     fn entries_with_bad_contacts_or_recovery_sets_are_refused() {
-        assert_eq!(validate_entry(&entry()), Ok(()));
+        assert_eq!(validate_entry(&mut entry()), Ok(()));
         let refused = |change: fn(&mut BackupUser)| {
             let mut bad = entry();
             change(&mut bad);
-            validate_entry(&bad).unwrap_err()
+            validate_entry(&mut bad).unwrap_err()
         };
+        // Addresses are stored as `kronctl contact` stores them.
+        let mut edited = entry();
+        edited.contact.phone = Some("+49 (151) 2345-6712".into());
+        edited.contact.email = Some(" alice@example.com".into());
+        assert_eq!(validate_entry(&mut edited), Ok(()));
+        assert_eq!(edited.contact.phone.as_deref(), Some("+4915123456712"));
+        assert_eq!(edited.contact.email.as_deref(), Some("alice@example.com"));
         assert!(refused(|e| e.contact.email = Some("not an address".into())).contains("email"));
         assert!(refused(|e| e.contact.phone = Some("12;34".into())).contains("sms"));
         fn set(e: &mut BackupUser) -> &mut BackupRecovery {
@@ -258,7 +269,7 @@ mod tests {
         // A migrated user's set may hold more codes than otpd makes: their export imports.
         let mut migrated = entry();
         set(&mut migrated).hashes = vec![vec![2; 32]; MAX_IMPORTED];
-        assert_eq!(validate_entry(&migrated), Ok(()));
+        assert_eq!(validate_entry(&mut migrated), Ok(()));
         assert!(refused(|e| set(e).hashes = vec![vec![2; 1 << 20]]).contains("hashes"));
     }
 }

@@ -322,9 +322,9 @@ impl<'de> Visitor<'de> for Users<'_, '_> {
     }
 
     fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> std::result::Result<(), S::Error> {
-        while let Some(entry) = seq.next_element::<BackupUser>()? {
+        while let Some(mut entry) = seq.next_element::<BackupUser>()? {
             let index = self.state.users as usize;
-            let outcome = validate_entry(&entry)
+            let outcome = validate_entry(&mut entry)
                 .map_err(|e| Error::InvalidArgument(invalid_entry(index, &entry.user, &e)))
                 .and_then(|()| (self.state.on_user)(entry));
             if let Err(e) = outcome {
