@@ -251,7 +251,10 @@ impl Config {
             )));
         }
         if config.throttle.max_delay < config.throttle.base_delay {
-            let line = find_key_line(text, "max_delay").unwrap_or(1);
+            // max_delay may be left at its default: then base_delay is the one to look at.
+            let line = find_key_line(text, "max_delay")
+                .or_else(|| find_key_line(text, "base_delay"))
+                .unwrap_or(1);
             return Err(ConfigError(format!(
                 "{origin}:{line}: max_delay must not be below base_delay"
             )));
@@ -280,21 +283,36 @@ impl Config {
         if let Some(fleet) = &self.fleet {
             fleet.validate().map_err(|e| section_error("fleet", e))?;
         }
+        // Top-level keys come before any table in TOML: their first occurrence is theirs. A
+        // rule's are found by the rule's own place in the file.
+        let rule_places = toml::from_str::<RulePlaces>(text).unwrap_or_default();
         let lists = [
-            ("validate_enrollment", Some(self.validate_enrollment)),
-            ("fallback", Some(self.fallback)),
+            ("validate_enrollment", Some(self.validate_enrollment), None),
+            ("fallback", Some(self.fallback), None),
         ]
         .into_iter()
-        .chain(self.groups.iter().flat_map(|rule| {
+        .chain(self.groups.iter().enumerate().flat_map(|(index, rule)| {
+            let place = rule_places.group.get(index);
             [
-                ("validate_enrollment", rule.validate_enrollment),
-                ("fallback", rule.fallback),
+                (
+                    "validate_enrollment",
+                    rule.validate_enrollment,
+                    place.and_then(|p| p.validate_enrollment.as_ref()),
+                ),
+                (
+                    "fallback",
+                    rule.fallback,
+                    place.and_then(|p| p.fallback.as_ref()),
+                ),
             ]
         }));
-        for (key, channels) in lists {
+        for (key, channels, place) in lists {
             for channel in channels.iter().flat_map(|c| c.iter()) {
                 if !self.has_channel(channel) {
-                    let line = find_key_line(text, key).unwrap_or(1);
+                    let line = place
+                        .map(|spanned| line_of(text, spanned.span().start))
+                        .or_else(|| find_key_line(text, key))
+                        .unwrap_or(1);
                     return Err(ConfigError(format!(
                         "{origin}:{line}: {key} names \"{0}\" but there is no [{0}] section",
                         channel.as_str()
@@ -329,6 +347,19 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// Where each `[[group]]` rule's channel lists are in the file.
+#[derive(Deserialize, Default)]
+struct RulePlaces {
+    #[serde(default)]
+    group: Vec<RuleKeys>,
+}
+
+#[derive(Deserialize)]
+struct RuleKeys {
+    validate_enrollment: Option<toml::Spanned<toml::Value>>,
+    fallback: Option<toml::Spanned<toml::Value>>,
+}
+
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|line| {
@@ -338,10 +369,17 @@ fn find_key_line(text: &str, key: &str) -> Option<usize> {
         .map(|index| index + 1)
 }
 
+/// The line of `[section]` (a comment may follow the header), else of `section = {…}`.
 fn find_section_line(text: &str, section: &str) -> Option<usize> {
+    let header = format!("[{section}]");
     text.lines()
-        .position(|line| line.trim() == format!("[{section}]"))
+        .position(|line| {
+            line.trim_start()
+                .strip_prefix(&header)
+                .is_some_and(|rest| rest.trim().is_empty() || rest.trim_start().starts_with('#'))
+        })
         .map(|index| index + 1)
+        .or_else(|| find_key_line(text, section))
 }
 
 fn socket_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
@@ -477,6 +515,32 @@ mod tests {
             Err(ConfigError(message)) => message,
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    /// Cross-key errors name the line at fault: a rule's own list (not the top-level one), a
+    /// section header with a comment after it, base_delay when max_delay is left at its default.
+    #[test]
+    fn cross_key_errors_name_the_line_at_fault() {
+        let rule = "fallback = [\"email\"]\n\
+                    [email]   # the relay\nserver = \"mail.example.com\"\nfrom = \"kron@example.com\"\n\
+                    [[group]]\nname = \"wheel\"\nmode = \"require\"\nfallback = [\"email\"]\n\
+                    [[group]]\nname = \"ops\"\nmode = \"require\"\nfallback = [\"sms\"]\n";
+        let error = error_of(rule);
+        assert!(
+            error.starts_with("otpd.toml:12: fallback names \"sms\""),
+            "{error}"
+        );
+        let relay =
+            "server = \"mail.example.com\"\nsecurity = \"none\"\nfrom = \"kron@example.com\"\n";
+        let section = format!("[email]   # the relay\n{relay}");
+        let error = error_of(&section);
+        assert!(error.starts_with("otpd.toml:1: [email]"), "{error}");
+        let section = format!("issuer = \"x\"\n\n[email] # relay\n{relay}");
+        let error = error_of(&section);
+        assert!(error.starts_with("otpd.toml:3: [email]"), "{error}");
+        let delay = "issuer = \"x\"\n[throttle]\nbase_delay = 20000\n";
+        let error = error_of(delay);
+        assert!(error.starts_with("otpd.toml:3: max_delay"), "{error}");
     }
 
     #[test]
