@@ -17,7 +17,8 @@
 //! - `output.rs`: writing the output to stdout
 //! - `error.rs`: the one error type, its one-line messages and exit codes
 //! - `passphrase.rs`: passphrases and codes, from a file, the terminal or stdin
-//! - `secret_file.rs`: new 0600 files that hold a secret (QR code PNGs)
+//! - `secret_file.rs`: new 0600 files that hold a secret (QR code PNGs, exports), renamed
+//!   into place only once whole
 //! - `time.rs`: dates in the local zone and "in 10 minutes"
 //! - `sys/`: the few C library calls std and nix do not wrap: the only unsafe code
 #![deny(unsafe_code)]

@@ -259,8 +259,10 @@ Examples:
     /// last used time steps and the recovery code hashes. The passphrase is asked twice on the
     /// terminal, or read from --passphrase-file, or from stdin when stdin is not a terminal;
     /// never from the command line; it must have at least 12 characters and be hard to guess.
-    /// FILE is created with mode 0600 and never overwritten. The file is fetched from otpd
-    /// piece by piece (progress on a terminal), so stores of any size export.
+    /// FILE is created with mode 0600 and never overwritten; it is written under a temporary
+    /// name beside it and renamed to FILE only once complete and on disk, so a failure or a
+    /// crash never leaves a truncated export at FILE. The file is fetched from otpd piece by
+    /// piece (progress on a terminal), so stores of any size export.
     #[command(after_help = "\
 Examples:
   sudo kronctl export /root/kron-backup.age
@@ -472,8 +474,9 @@ Exit status:
 pub struct DoctorArgs {
     /// Read /etc/ssh, /etc/pam.d, /etc/kron and the D-Bus policy directories under DIR
     ///
-    /// For images, chroots and tests. Accounts and groups still come from this machine's NSS,
-    /// and otpd is still asked on --bus.
+    /// For images, chroots and tests. Symlinks are resolved inside DIR, as if it were /: an
+    /// absolute link names a file under DIR, never this machine's. Accounts and groups still
+    /// come from this machine's NSS, and otpd is still asked on --bus.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
 

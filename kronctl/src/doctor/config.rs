@@ -78,13 +78,16 @@ impl Policy {
 /// Loads the config the way otpd does: `--config FILE` must exist; the default path under the
 /// root may be missing (all defaults).
 pub fn check(root: &Root, explicit: Option<&Path>, out: &mut Findings) -> Policy {
-    let (path, is_explicit) = match explicit {
-        Some(path) => (path.to_path_buf(), true),
-        None => (root.path(DEFAULT_CONFIG_PATH), false),
-    };
     let origin = match explicit {
         Some(path) => path.display().to_string(),
         None => DEFAULT_CONFIG_PATH.to_owned(),
+    };
+    let (path, is_explicit) = match explicit {
+        Some(path) => (path.to_path_buf(), true),
+        None => match root.path(DEFAULT_CONFIG_PATH) {
+            Ok(path) => (path, false),
+            Err(error) => return unusable(format!("{origin}: {error}"), origin, out),
+        },
     };
     let missing_default = !is_explicit && !path.exists();
     match Config::load(&path, is_explicit) {
@@ -110,18 +113,21 @@ pub fn check(root: &Root, explicit: Option<&Path>, out: &mut Findings) -> Policy
             let message = error
                 .to_string()
                 .replace(&path.display().to_string(), &origin);
-            out.push(Finding::error(
-                "otpd-config",
-                format!(
-                    "otpd cannot use its config: {message}; checks below assume codes are required"
-                ),
-                format!("fix the line named, then run `otpd --check-config --config {origin}`"),
-            ));
-            Policy {
-                config: None,
-                origin,
-            }
+            unusable(message, origin, out)
         }
+    }
+}
+
+/// The finding for a config otpd cannot use, and the policy the other checks then assume.
+fn unusable(message: String, origin: String, out: &mut Findings) -> Policy {
+    out.push(Finding::error(
+        "otpd-config",
+        format!("otpd cannot use its config: {message}; checks below assume codes are required"),
+        format!("fix the line named, then run `otpd --check-config --config {origin}`"),
+    ));
+    Policy {
+        config: None,
+        origin,
     }
 }
 

@@ -65,7 +65,7 @@ pub fn check_policy_file(root: &Root, out: &mut Findings) {
                 POLICY_DIRS[0]
             ),
         )),
-        Some(path) => match std::fs::read_to_string(root.path(&path)) {
+        Some(path) => match root.path(&path).and_then(std::fs::read_to_string) {
             Ok(text) if mentions_own(&text) => out.push(Finding::ok(
                 "dbus-policy",
                 format!("{path} lets root own {BUS_NAME}"),

@@ -11,6 +11,7 @@
 //! - `mod.rs`: [`run`] and [`diagnose`], the order the checks run and report in
 //! - `report.rs`: [`Finding`], [`Findings`] and the report as text or JSON
 //! - `files.rs`: [`Root`] (system paths under `--root`), [`Location`], bounded reads
+//! - `resolve.rs`: a path's symlinks resolved inside `--root`, never out to this machine
 //! - `config.rs`: `otpd-config`, and the policy the other checks consult
 //! - `trust.rs`: `file-trust`, otpd's files changeable by root alone (StrictModes)
 //! - `dbus.rs`: `dbus-policy`, `otpd-reachable`
@@ -28,6 +29,7 @@ mod dbus;
 mod files;
 pub(crate) mod pam;
 mod report;
+mod resolve;
 mod socket;
 pub(crate) mod sshd;
 mod trust;

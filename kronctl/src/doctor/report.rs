@@ -81,13 +81,20 @@ impl Findings {
         !self.skip.iter().any(|skipped| skipped == check)
     }
 
-    pub fn push(&mut self, finding: Finding) {
+    /// Adds `finding` unless its check is skipped, with no control character left in it.
+    pub fn push(&mut self, mut finding: Finding) {
         debug_assert!(
             DOCTOR_CHECKS.contains(&finding.check),
             "unknown check id {}",
             finding.check
         );
         if self.wants(finding.check) {
+            // Findings quote what the files checked say (a module, an included file, a word
+            // libpam does not know), and an image under --root is anyone's: its terminal
+            // escapes must reach neither the text report nor a JSON reader that prints the
+            // strings. One place, so no check can forget.
+            finding.message = without_controls(&finding.message);
+            finding.fix = finding.fix.as_deref().map(without_controls);
             self.list.push(finding);
         }
     }
@@ -95,6 +102,20 @@ impl Findings {
     pub fn into_vec(self) -> Vec<Finding> {
         self.list
     }
+}
+
+/// `text` with line breaks and tabs as spaces and every other control character (ESC, the C1
+/// CSI, DEL, ...) written as its escape, `\u{1b}`, so it is shown and never obeyed.
+fn without_controls(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            c if c.is_control() && c.is_whitespace() => shown.push(' '),
+            c if c.is_control() => shown.extend(c.escape_debug()),
+            c => shown.push(c),
+        }
+    }
+    shown
 }
 
 #[derive(Serialize)]
@@ -196,6 +217,22 @@ mod tests {
             "{text}"
         );
         assert!(render_human(&sample()[..1]).ends_with("No problems found.\n"));
+    }
+
+    #[test]
+    fn findings_hold_no_control_characters() {
+        let mut out = Findings::new(&[]);
+        out.push(Finding::warning(
+            "pam-sshd",
+            "cannot read /etc/pam.d/\x1b]0;owned\x07x\u{9b}2J\x7f:\tgone\r\n",
+            "remove \x1b[31m",
+        ));
+        let list = out.into_vec();
+        assert_eq!(
+            list[0].message,
+            "cannot read /etc/pam.d/\\u{1b}]0;owned\\u{7}x\\u{9b}2J\\u{7f}: gone  "
+        );
+        assert_eq!(list[0].fix.as_deref(), Some("remove \\u{1b}[31m"));
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub async fn check(root: &Root, policy: &Policy, live: bool, out: &mut Findings)
         .map(|config| config.socket.clone())
         .unwrap_or_else(|| kron_proto::DEFAULT_SOCKET_PATH.into());
     let shown = path.display().to_string();
-    let metadata = match std::fs::symlink_metadata(root.path(&shown)) {
+    let metadata = match root
+        .path_no_follow(&shown)
+        .and_then(std::fs::symlink_metadata)
+    {
         Ok(metadata) => metadata,
         Err(error) => {
             out.push(Finding::error(
@@ -118,7 +121,9 @@ fn closed_directory(root: &Root, socket: &Path) -> Option<(std::path::PathBuf, u
         .skip(1)
         .filter(|dir| *dir != Path::new("/") && !dir.as_os_str().is_empty())
         .filter_map(|dir| {
-            let mode = std::fs::metadata(root.path(&dir.display().to_string()))
+            let mode = root
+                .path(&dir.display().to_string())
+                .and_then(std::fs::metadata)
                 .ok()?
                 .mode();
             (mode & 0o001 == 0).then(|| (dir.to_path_buf(), mode & 0o7777))

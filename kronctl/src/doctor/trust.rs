@@ -20,10 +20,13 @@ pub fn check(root: &Root, explicit: Option<&Path>, policy: &Policy, out: &mut Fi
     }
     let config_path = match explicit {
         Some(path) => Some(path.to_path_buf()),
-        None => Some(root.path(DEFAULT_CONFIG_PATH)).filter(|path| path.exists()),
+        None => root
+            .path(DEFAULT_CONFIG_PATH)
+            .ok()
+            .filter(|path| path.exists()),
     };
     let files = match &policy.config {
-        Some(config) => trust::otpd_files(config, config_path.as_deref(), &root.path("/")),
+        Some(config) => trust::otpd_files(config, config_path.as_deref(), root.dir()),
         None => config_path
             .into_iter()
             .map(|path| (path, trust::Kind::File, false))

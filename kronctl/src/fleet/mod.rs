@@ -188,6 +188,16 @@ fn read_ca(path: &Path) -> Result<String, Error> {
     Ok(text)
 }
 
+/// Random bytes in a new host password: 192 bits.
+const PASSWORD_BYTES: usize = 24;
+
+/// The password as the role and its file hold it: lowercase hex, ASCII that any PostgreSQL
+/// client and any config file take as it is. `hex` sizes its string exactly, so no
+/// reallocation leaves a copy behind for [`Zeroizing`] to miss.
+fn password_text(bytes: &[u8; PASSWORD_BYTES]) -> Zeroizing<String> {
+    Zeroizing::new(hex::encode(bytes))
+}
+
 /// A new host password, written to `FILE.new` (0600) before the role gets it.
 struct Staged {
     path: PathBuf,
@@ -207,15 +217,14 @@ impl Staged {
             true,
         )
         .map_err(|untrusted| Error::Usage(format!("password file: {untrusted}")))?;
-        let mut bytes = Zeroizing::new([0u8; 24]);
+        let mut bytes = Zeroizing::new([0u8; PASSWORD_BYTES]);
         std::fs::File::open("/dev/urandom")
             .and_then(|mut random| random.read_exact(bytes.as_mut()))
             .map_err(|source| Error::Io {
                 what: "no randomness (/dev/urandom)".into(),
                 source,
             })?;
-        let password: Zeroizing<String> =
-            Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect());
+        let password = password_text(&bytes);
         let mut staged = final_path.as_os_str().to_owned();
         staged.push(".new");
         let path = PathBuf::from(staged);
@@ -255,5 +264,30 @@ impl Drop for Staged {
         if !self.keep {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_password_is_lowercase_hex_of_every_byte() {
+        let mut bytes = [0u8; PASSWORD_BYTES];
+        bytes[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
+        bytes[PASSWORD_BYTES - 1] = 0x10;
+        let password = password_text(&bytes);
+        assert_eq!(password.len(), 2 * PASSWORD_BYTES);
+        assert!(
+            password.starts_with("000fa5ff0000"),
+            "{}",
+            password.as_str()
+        );
+        assert!(password.ends_with("0010"), "{}", password.as_str());
+        assert!(
+            password
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
     }
 }

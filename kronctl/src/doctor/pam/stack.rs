@@ -98,7 +98,7 @@ impl Stack {
                 .push(format!("{file} includes itself or nests too deep"));
             return false;
         }
-        let text = match read_bounded(&root.path(file)) {
+        let text = match root.path(file).and_then(|path| read_bounded(&path)) {
             Ok(text) => text,
             Err(error) => {
                 self.problems.push(format!(

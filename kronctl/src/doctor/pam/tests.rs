@@ -376,3 +376,63 @@ fn findings_per_service() {
         ]
     );
 }
+
+/// A crafted image's PAM file puts terminal escapes in an unknown first word, an included
+/// file's name and a module's name: none reaches the report as a control character, in text
+/// or in the strings of the JSON.
+#[test]
+fn words_from_the_file_reach_the_report_without_control_characters() {
+    use crate::doctor::report::{render_human, render_json};
+    let stack = Stack::parse(
+        "sshd",
+        "\x1b]0;owned\x07auth required pam_unix.so\n\
+         @include \x1b[2J\u{9b}31m\n\
+         auth sufficient pam_\x1b[8munix.so\n\
+         auth required pam_kron.so\n",
+    );
+    assert!(
+        stack.problems[0].contains(r#"unknown module type "\u{1b}]0;owned\u{7}auth""#),
+        "{:?}",
+        stack.problems
+    );
+    let policy = Policy {
+        config: Some(kron_common::config::Config::parse("", "otpd.toml").unwrap()),
+        origin: "otpd.toml".into(),
+    };
+    let mut out = Findings::new(&[]);
+    check(&stack, &policy, &mut out);
+    let findings = out.into_vec();
+    assert!(findings.len() >= 4, "{findings:?}");
+
+    for line in render_human(&findings).lines() {
+        assert!(!line.contains(char::is_control), "{line:?}");
+    }
+    let json = render_json(&findings);
+    assert!(!json.trim_end().contains(char::is_control), "{json:?}");
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for finding in value["findings"].as_array().unwrap() {
+        for text in [&finding["message"], &finding["fix"]] {
+            let text = text.as_str().unwrap_or("");
+            assert!(!text.contains(char::is_control), "{text:?}");
+        }
+    }
+}
+
+/// An image's `/etc/pam.d/sshd` that is an absolute symlink is read in the image, not on this
+/// machine (which has no such file).
+#[test]
+fn an_images_absolute_link_is_followed_inside_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let pam = dir.path().join("etc/pam.d");
+    std::fs::create_dir_all(&pam).unwrap();
+    std::fs::write(
+        pam.join("kron-image-only-sshd"),
+        "auth requisite pam_unix.so\nauth required pam_kron.so\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/pam.d/kron-image-only-sshd", pam.join("sshd")).unwrap();
+    let stack = Stack::load(&Root::new(dir.path()), "sshd");
+    assert!(stack.exists());
+    assert!(stack.problems.is_empty(), "{:?}", stack.problems);
+    assert!(stack.has_kron());
+}

@@ -19,7 +19,7 @@ pub fn glob(root: &Root, pattern: &str) -> Vec<String> {
             } else {
                 prefix.as_str()
             };
-            let Ok(entries) = std::fs::read_dir(root.path(dir)) else {
+            let Ok(entries) = root.path(dir).and_then(std::fs::read_dir) else {
                 continue;
             };
             for entry in entries.flatten() {
@@ -35,7 +35,7 @@ pub fn glob(root: &Root, pattern: &str) -> Vec<String> {
     }
     let mut files: Vec<String> = found
         .into_iter()
-        .filter(|path| root.path(path).is_file())
+        .filter(|path| root.path(path).is_ok_and(|path| path.is_file()))
         .collect();
     files.sort();
     files

@@ -113,7 +113,7 @@ impl SshdConfig {
     }
 
     fn read_file(&mut self, root: &Root, path: &str, block: Option<Rc<MatchBlock>>, depth: usize) {
-        let text = match read_bounded(&root.path(path)) {
+        let text = match root.path(path).and_then(|path| read_bounded(&path)) {
             Ok(text) => text,
             Err(error) => {
                 self.problems.push(format!("cannot read {path}: {error}"));
