@@ -175,26 +175,42 @@ impl Owners {
 /// the way to it. With `missing_ok`, a target that does not exist (or a missing directory on
 /// the way) passes if the part that exists is safe (otpd creates its state directory).
 pub fn check(target: &Path, kind: Kind, owners: Owners, missing_ok: bool) -> Result<(), Untrusted> {
+    check_within(Path::new("/"), target, kind, owners, missing_ok)
+}
+
+/// [`check`] inside the system image at `root` (`kronctl doctor --root`): `target` is a path
+/// under `root`, an absolute symlink on the way leads to `root` again and `..` stops there, as
+/// they would for a system booted from the image, never to this host's files.
+pub fn check_within(
+    root: &Path,
+    target: &Path,
+    kind: Kind,
+    owners: Owners,
+    missing_ok: bool,
+) -> Result<(), Untrusted> {
     let absolute = match target.is_absolute() {
         true => target.to_owned(),
         false => std::env::current_dir()
             .map(|dir| dir.join(target))
             .unwrap_or_else(|_| target.to_owned()),
     };
+    let inside = absolute.strip_prefix(root).unwrap_or(&absolute);
     let untrusted = |at: &Path, via: &Option<PathBuf>, problem| Untrusted {
         target: target.to_owned(),
         at: at.to_owned(),
         via: via.clone(),
         problem,
     };
-    let mut left: VecDeque<OsString> = components(&absolute);
-    let mut here = PathBuf::from("/");
+    let mut left: VecDeque<OsString> = components(inside);
+    let mut here = root.to_owned();
     let mut via: Option<PathBuf> = None;
     let mut links = 0;
     check_dir(&here, owners).map_err(|p| untrusted(&here, &via, p))?;
     while let Some(name) = left.pop_front() {
         if name == ".." {
-            here.pop();
+            if here != root {
+                here.pop();
+            }
             continue;
         }
         let next = here.join(&name);
@@ -219,7 +235,7 @@ pub fn check(target: &Path, kind: Kind, owners: Owners, missing_ok: bool) -> Res
                 std::fs::read_link(&next).map_err(|e| untrusted(&next, &via, Problem::Io(e)))?;
             via.get_or_insert_with(|| next.clone());
             if link.is_absolute() {
-                here = PathBuf::from("/");
+                here = root.to_owned();
             }
             for part in components(&link).into_iter().rev() {
                 left.push_front(part);
@@ -434,6 +450,34 @@ mod tests {
             check(&file, Kind::Dir, me, false).unwrap_err().problem,
             Problem::WrongType { .. }
         ));
+    }
+
+    /// In an image (`doctor --root`), an absolute link leads into the image, not to this
+    /// host's file of that name, and `..` stops at the image's root.
+    #[test]
+    fn links_in_an_image_stay_in_the_image() {
+        let image = tree();
+        let me = Owners::root_and_me();
+        let etc = image.path().join("etc/kron");
+        std::fs::create_dir_all(&etc).unwrap();
+        chmod(&image.path().join("etc"), 0o755);
+        chmod(&etc, 0o755);
+        // The image's real file is open to everyone; a host file of the same path may be fine.
+        let real = etc.join("real.toml");
+        std::fs::write(&real, "").unwrap();
+        chmod(&real, 0o666);
+        let link = etc.join("otpd.toml");
+        std::os::unix::fs::symlink("/etc/kron/real.toml", &link).unwrap();
+        let error = check_within(image.path(), &link, Kind::File, me, false).unwrap_err();
+        assert!(matches!(error.problem, Problem::Writable { .. }), "{error}");
+        chmod(&real, 0o644);
+        check_within(image.path(), &link, Kind::File, me, false).unwrap();
+        // `..` past the image's root stays at it.
+        let up = etc.join("up.toml");
+        std::os::unix::fs::symlink("../../../../../../etc/kron/real.toml", &up).unwrap();
+        check_within(image.path(), &up, Kind::File, me, false).unwrap();
+        // Outside the image, the host's /etc/kron/real.toml (absent) would have been read.
+        assert!(check(&link, Kind::File, me, false).is_err());
     }
 
     /// In a sticky directory others may write to, a link someone else made could be swapped

@@ -36,7 +36,7 @@ pub fn check(root: &Root, explicit: Option<&Path>, policy: &Policy, out: &mut Fi
     // One finding per place at fault: a directory on the way to several files is named once.
     let mut reported = Vec::new();
     for (path, kind, missing_ok) in &files {
-        match trust::check(path, *kind, Owners::root(), *missing_ok) {
+        match trust::check_within(root.dir(), path, *kind, Owners::root(), *missing_ok) {
             Ok(()) => trusted += 1,
             Err(untrusted) if reported.contains(&untrusted.at) => {}
             Err(untrusted) => {
