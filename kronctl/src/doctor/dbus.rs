@@ -7,7 +7,7 @@ use std::time::Duration;
 use kron_proto::{BUS_NAME, OtpdProxy, UserStatus};
 use zbus::proxy::CacheProperties;
 
-use super::files::Root;
+use super::files::{Root, read_bounded};
 use super::report::{Finding, Findings};
 use crate::error::Error;
 
@@ -65,7 +65,7 @@ pub fn check_policy_file(root: &Root, out: &mut Findings) {
                 POLICY_DIRS[0]
             ),
         )),
-        Some(path) => match root.path(&path).and_then(std::fs::read_to_string) {
+        Some(path) => match root.path(&path).and_then(|path| read_bounded(&path)) {
             Ok(text) if mentions_own(&text) => out.push(Finding::ok(
                 "dbus-policy",
                 format!("{path} lets root own {BUS_NAME}"),

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::resolve::{Last, resolve};
@@ -64,13 +64,10 @@ impl fmt::Display for Location {
     }
 }
 
-/// Reads the text of a configuration file, at most [`MAX_FILE_BYTES`] of it.
+/// Reads the text of a configuration file: an error if it is larger than [`MAX_FILE_BYTES`]
+/// (never a silently cut prefix) or not a regular file (a FIFO in an image would hold doctor).
 pub fn read_bounded(path: &Path) -> io::Result<String> {
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES)
-        .read_to_string(&mut text)?;
-    Ok(text)
+    kron_common::files::read_bounded(path, MAX_FILE_BYTES)
 }
 
 #[cfg(test)]
@@ -108,5 +105,18 @@ mod tests {
             root.path_no_follow("/etc/ssh/hosts").unwrap(),
             dir.path().join("etc/ssh/hosts")
         );
+    }
+
+    /// A FIFO where an image should have a config file is refused at once (it would hold
+    /// doctor until something wrote to it), and a file past the bound is an error, not a prefix.
+    #[test]
+    fn a_fifo_or_an_oversized_file_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("sshd");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert!(read_bounded(&fifo).is_err());
+        let large = dir.path().join("large");
+        std::fs::write(&large, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        assert!(read_bounded(&large).is_err());
     }
 }
