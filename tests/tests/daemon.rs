@@ -1,5 +1,6 @@
 //! otpd as a process: restarts and crashes lose nothing, config errors name file:line, bad
-//! D-Bus input is refused without harm, and secrets stay out of logs and plain files.
+//! D-Bus input is refused without harm (and nobody can take otpd's bus name from it), and
+//! secrets stay out of logs and plain files.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -244,6 +245,25 @@ fn malformed_calls_are_refused_without_harm() {
         world.otpd.stderr()
     );
     dbus::version(&conn).expect("otpd still answers");
+
+    // Even a process the bus lets own the name (root) cannot take it from a running otpd:
+    // otpd does not allow replacement, so kronctl never ends up talking to an impostor.
+    let taken = zbus::block_on(async {
+        zbus::fdo::DBusProxy::new(&conn)
+            .await?
+            .request_name(
+                kron_proto::BUS_NAME.try_into().unwrap(),
+                zbus::fdo::RequestNameFlags::REPLACE_EXISTING
+                    | zbus::fdo::RequestNameFlags::DO_NOT_QUEUE,
+            )
+            .await
+    });
+    assert_eq!(
+        taken.expect("RequestName answered"),
+        zbus::fdo::RequestNameReply::Exists,
+        "the name was taken over"
+    );
+    dbus::version(&conn).expect("otpd still owns its name");
 }
 
 /// Neither the secret nor any code appears in otpd's log; the store is private to root and

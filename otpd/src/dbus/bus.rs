@@ -63,8 +63,11 @@ pub async fn serve(
         let built = zbus::connection::Builder::socket(socket)
             .name(kron_proto::BUS_NAME)
             .serve_at(kron_proto::OBJECT_PATH, service)
-            // Another otpd already serving the name is an error here, never a takeover.
+            // Another otpd already serving the name is an error here, never a takeover; nor
+            // may anyone take the name from this one (zbus allows that by default): kronctl
+            // would then talk to whoever did, and otpd would not know.
             .replace_existing_names(false)
+            .allow_name_replacements(false)
             .build()
             .await;
         match built {

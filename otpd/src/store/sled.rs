@@ -321,17 +321,23 @@ impl<O: Opening> Shared<O> {
     /// Closes the store after `cause`, once: the writes in it that are not durable are lost.
     pub(super) fn close(&self, cause: Arc<StoreError>) {
         let mut open = self.open.write().unwrap_or_else(PoisonError::into_inner);
-        // Dropped here, under the lock, so sled's file lock is gone before anyone reopens.
         let Some(closed) = open.take() else {
             return;
         };
-        drop(closed);
-        // Nobody holds the store (this lock is exclusive), so every write it took is counted.
+        // The bookkeeping first, all of it under the lock: nobody holds the store (the lock is
+        // exclusive), so every write it took is counted; and nobody reopens before the failure
+        // is recorded (which paces reopens and starts the count to a fatal exit).
         self.commits.lose_unflushed(cause.clone());
         self.closed_at.store(unix_now(), Ordering::SeqCst);
         self.closings.fetch_add(1, Ordering::SeqCst);
-        drop(open);
         self.health.failed(cause, Instant::now());
+        // Dropped last, still under the lock, so sled's file lock is gone before anyone
+        // reopens. sled's own drop ends with `sync_all().unwrap()`, which panics on the very
+        // errors only a sync sees (a journal aborted, a cache flush the disk failed): what it
+        // leaves undone is the one flush that failed already (the panic's own message goes
+        // to stderr, the journal).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(closed)));
+        drop(open);
     }
 
     /// The group commit's flush: everything counted up to `covers` onto the device.

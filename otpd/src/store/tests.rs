@@ -269,3 +269,54 @@ fn a_broken_store_refuses_once_reported_then_reopens_without_losing_what_was_con
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(events[1].contains("durable again"), "{events:?}");
 }
+
+/// sled's drop ends with `sync_all().unwrap()`, which panics on the errors only a sync sees:
+/// closing the store after such a failure still records all of it (the close is counted, the
+/// failure reported, the next reopen paced), and the panic stays inside the close.
+#[test]
+fn a_close_whose_drop_panics_is_still_recorded() {
+    use super::sled::{Opening, Shared, SledDb};
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("sync_all failed (a test's stand-in for sled's drop)");
+        }
+    }
+    struct Fragile {
+        sled: SledDb,
+        _bomb: Bomb,
+    }
+    impl Opening for Fragile {
+        fn at(dir: &Path) -> std::result::Result<Fragile, StoreError> {
+            Ok(Fragile {
+                sled: SledDb::open(dir)?,
+                _bomb: Bomb,
+            })
+        }
+        fn sled(&self) -> &SledDb {
+            &self.sled
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let report: super::health::Report =
+        Box::new(move |event| seen.lock().unwrap().push(event.to_string()));
+    let (shared, _flusher) = Shared::<Fragile>::open(&dir.path().join("store"), report).unwrap();
+    shared.close(Arc::new(StoreError::Io {
+        what: "fdatasync of",
+        path: dir.path().join("store/db"),
+        source: std::io::Error::from_raw_os_error(libc::EIO),
+    }));
+    assert_eq!(shared.closings().0, 1);
+    assert_eq!(
+        events.lock().unwrap().len(),
+        1,
+        "{:?}",
+        events.lock().unwrap()
+    );
+    assert!(
+        shared.with(|_| Ok(())).is_err(),
+        "the reopen waits its turn after the failure"
+    );
+}
