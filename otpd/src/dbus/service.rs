@@ -19,6 +19,7 @@ use kron_proto::{
 };
 use kron_proto::{FleetLogEntry, FleetStatus};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
@@ -179,12 +180,43 @@ impl Waiting {
 #[derive(Default)]
 struct KnownCallers {
     entries: Mutex<(HashMap<String, Caller>, VecDeque<String>)>,
+    /// Calls waiting for the bus daemon to say who sent them.
+    asking: AtomicUsize,
 }
 
 /// More than the connections the system bus allows at once (256 per uid by default).
 const MAX_KNOWN_CALLERS: usize = 4096;
 
+/// Calls that may wait at once for the bus daemon to identify their sender. Until it has,
+/// a call counts against no uid's slots ([`CallSlots`]), yet holds its message (up to 1 MiB on
+/// the bus) and its decoded arguments; without this bound, any local user's flood of calls from
+/// new connections would grow otpd until its unit's MemoryMax ends it. A lookup takes a
+/// round trip: a full set clears in milliseconds, and a call refused meanwhile is told to try
+/// again.
+const MAX_ASKING: usize = 32;
+
+/// One call's place among those waiting to be identified.
+struct Asking<'a>(&'a AtomicUsize);
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl KnownCallers {
+    /// A place among the calls waiting to be identified, if one is free.
+    fn ask(&self) -> Result<Asking<'_>, OtpdError> {
+        let taken = self.asking.fetch_add(1, Ordering::SeqCst);
+        let asking = Asking(&self.asking);
+        if taken >= MAX_ASKING {
+            return Err(OtpdError::Failed(
+                "otpd is identifying too many callers at once; try again".into(),
+            ));
+        }
+        Ok(asking)
+    }
+
     fn get(&self, key: &str) -> Option<Caller> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.0.get(key).copied()
@@ -268,6 +300,7 @@ impl OtpdService {
         if let Some(caller) = known.get(&key) {
             return Ok(caller);
         }
+        let _asking = known.ask()?;
         let caller = caller_of(&bus_proxy(proxy, connection).await?, header).await?;
         known.insert(key, caller);
         Ok(caller)
@@ -1049,6 +1082,19 @@ mod tests {
         waiting.lock().closed = true;
         assert_eq!(waiting.note(None, &prompt("h10")), Some("h10".into()));
         assert!(!waiting.lock().handles.contains(&"h10".to_string()));
+    }
+
+    /// Calls waiting to be identified are bounded, and a place comes back when its call is done
+    /// (or refused) with it.
+    #[test]
+    fn calls_waiting_to_be_identified_are_bounded() {
+        let known = KnownCallers::default();
+        let held: Vec<_> = (0..MAX_ASKING).map(|_| known.ask().unwrap()).collect();
+        assert!(known.ask().is_err(), "one more than the bound");
+        assert!(known.ask().is_err(), "a refusal gives its place back");
+        drop(held);
+        assert_eq!(known.asking.load(Ordering::SeqCst), 0);
+        assert!(known.ask().is_ok());
     }
 
     #[test]
