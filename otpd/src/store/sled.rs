@@ -93,6 +93,7 @@ impl SledDb {
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io("making private", dir))?;
+        read_from_the_device(dir)?;
         let db = sled::Config::new()
             .path(dir)
             // A small cache: otpd's memory must stay small at a million users, and a record
@@ -114,6 +115,51 @@ impl SledDb {
             source,
         })
     }
+}
+
+/// Makes sled's recovery read `dir`'s files from the device, not from the kernel's cache. When
+/// writing cached pages back fails (EIO), Linux marks those pages clean and keeps them: a
+/// store opened again after such a failure (or by the otpd started after it) would read data
+/// the device never got, append after it, and have every later `fdatasync` succeed, until a
+/// reboot brought the gap back and sled's recovery cut off everything after it, however
+/// durable each reply had said it was. So each file is synced (what is dirty goes out, and a
+/// failure refuses the open) and its cached pages are dropped. The first reads after a start
+/// or a reopen come from the device.
+pub(super) fn read_from_the_device(dir: &Path) -> std::result::Result<(), StoreError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Io {
+        what: "listing",
+        path: dir.to_owned(),
+        source,
+    })?;
+    for entry in entries {
+        let path = entry
+            .map_err(|source| StoreError::Io {
+                what: "listing",
+                path: dir.to_owned(),
+                source,
+            })?
+            .path();
+        let io = |what, source| StoreError::Io {
+            what,
+            path: path.clone(),
+            source,
+        };
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| io("checking", e))?;
+        if meta.is_dir() {
+            read_from_the_device(&path)?;
+        } else if meta.is_file() {
+            let file = File::open(&path).map_err(|e| io("opening", e))?;
+            file.sync_all().map_err(|e| io("fsync of", e))?;
+            nix::fcntl::posix_fadvise(
+                &file,
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )
+            .map_err(|errno| io("dropping the cached pages of", errno.into()))?;
+        }
+    }
+    Ok(())
 }
 
 impl Opening for Open {

@@ -320,3 +320,43 @@ fn a_close_whose_drop_panics_is_still_recorded() {
         "the reopen waits its turn after the failure"
     );
 }
+
+/// The store's files are read from the device when it opens, not from pages the kernel kept:
+/// after a failed write-back those may hold what the device never got.
+#[test]
+fn opening_the_store_reads_from_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(store.join("blobs")).unwrap();
+    let files = [store.join("db"), store.join("blobs/1")];
+    for file in &files {
+        std::fs::write(file, vec![7u8; 256 * 1024]).unwrap();
+        std::fs::File::open(file).unwrap().sync_all().unwrap();
+        std::fs::read(file).unwrap();
+        assert!(resident_pages(file) > 0, "{} is cached", file.display());
+    }
+    super::sled::read_from_the_device(&store).unwrap();
+    for file in &files {
+        assert_eq!(
+            resident_pages(file),
+            0,
+            "{} is still cached",
+            file.display()
+        );
+    }
+}
+
+/// How many bytes of `path` the kernel holds in its cache (util-linux's fincore, which asks
+/// mincore; this module has no unsafe code of its own).
+fn resident_pages(path: &Path) -> u64 {
+    let output = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--raw", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux) runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
