@@ -51,6 +51,10 @@ const SPOOL_PREFIX: &str = "import-";
 pub(super) struct Transfers {
     exports: Mutex<HashMap<String, Export>>,
     imports: Mutex<HashMap<String, Import>>,
+    /// Spools left by an otpd that stopped are removed once, before this one's first import.
+    /// Not at every `ImportBegin`: a session is out of `imports` while one of its calls runs,
+    /// and its spool would look left over.
+    stale_removed: std::sync::OnceLock<()>,
 }
 
 struct Export {
@@ -225,7 +229,9 @@ impl Engine {
                 "{MAX_IMPORTS} imports are running; wait for one to end"
             )));
         }
-        Spool::remove_stale(&self.config.state_dir, imports.keys());
+        self.transfers
+            .stale_removed
+            .get_or_init(|| Spool::remove_stale(&self.config.state_dir));
         let spool = Spool::create(&self.config.state_dir, &handle)?;
         let (sender, receiver) = sync_channel(QUEUED_CHUNKS);
         let checking = spawn_checking(
@@ -423,15 +429,14 @@ impl Spool {
         Ok(Spool { path })
     }
 
-    /// Spool files of sessions that no longer exist (an earlier otpd, an expired session).
-    fn remove_stale<'a>(dir: &Path, live: impl Iterator<Item = &'a String>) {
-        let live: Vec<String> = live.map(|h| format!("{SPOOL_PREFIX}{h}")).collect();
+    /// Spool files an otpd that stopped left behind (a session's own goes with it: `Drop`).
+    fn remove_stale(dir: &Path) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(SPOOL_PREFIX) && !live.contains(&name) {
+            if name.starts_with(SPOOL_PREFIX) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -488,5 +493,37 @@ fn read_part(input: &mut impl Read, may_end: bool) -> Result<Option<Vec<u8>>> {
 impl Drop for Spool {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::tests::{NOW, ROOT, fixture};
+    use kron_common::config::Config;
+
+    /// A spool left by an otpd that stopped goes before the first import; the spool of a
+    /// session whose call is running (out of the map meanwhile) stays when another begins.
+    #[test]
+    fn only_spools_left_by_a_stopped_otpd_are_removed() {
+        let f = fixture(Config::default());
+        let dir = f.engine.config.state_dir.clone();
+        let stale = dir.join(format!("{}left-over", super::SPOOL_PREFIX));
+        std::fs::write(&stale, b"").unwrap();
+        let first = f
+            .engine
+            .import_begin(ROOT, "pass", false, false, NOW)
+            .unwrap();
+        assert!(!stale.exists(), "a stopped otpd's spool is removed");
+        let running = super::take(&f.engine.transfers.imports, &first, ROOT, |i| i.caller).unwrap();
+        let second = f
+            .engine
+            .import_begin(ROOT, "pass", false, false, NOW)
+            .unwrap();
+        assert!(
+            running.spool.path.exists(),
+            "a running session's spool stays"
+        );
+        drop(running);
+        let _ = second;
     }
 }
