@@ -1,7 +1,7 @@
 //! One-time enrollment links: made by admins, shown and confirmed by the token alone, dead after
 //! expiry, use, revocation, replacement or five wrong codes; sent by email without the secret.
 
-use super::{ALICE, BOB, NOW, ROOT, code, enroll, fixture_sending};
+use super::{ALICE, BOB, Fixture, NOW, ROOT, code, enroll, fixture_sending};
 use crate::delivery::fake::FakeDelivery;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -14,7 +14,7 @@ const WEB: Caller = Caller::new(998);
 const CLIENT: &str = "192.0.2.10";
 const VALIDITY: u64 = 3600;
 
-fn engine(extra: &str) -> (Engine, Arc<FakeDelivery>) {
+fn engine(extra: &str) -> (Fixture, Arc<FakeDelivery>) {
     let text = format!(
         "{extra}\n[email]\nserver = \"127.0.0.1\"\nsecurity = \"none\"\n\
          from = \"kron@host.example\"\n\
@@ -23,7 +23,7 @@ fn engine(extra: &str) -> (Engine, Arc<FakeDelivery>) {
     );
     let config = Config::parse(&text, "test.toml").unwrap();
     let fake = Arc::new(FakeDelivery::with(&[Channel::Email]));
-    (fixture_sending(config, fake.clone()).into_engine(), fake)
+    (fixture_sending(config, fake.clone()), fake)
 }
 
 /// A link for `user` made by root at NOW, and its token.
@@ -192,7 +192,7 @@ fn only_admins_make_and_revoke_links_and_not_over_a_token() {
         engine.create_link(ROOT, "bob", "fax", NOW),
         Err(Error::InvalidArgument(_))
     ));
-    let no_web = super::fixture(Config::default()).into_engine();
+    let no_web = super::fixture(Config::default());
     assert!(matches!(
         no_web.create_link(ROOT, "bob", "", NOW),
         Err(Error::InvalidArgument(m)) if m.contains("[web]")

@@ -285,9 +285,10 @@ fn aliases_of_one_account_share_its_token() {
         .with_user("alice", 1001, &["wheel"]);
     let account = directory.users["alice"].clone();
     directory.users.insert("ALICE".into(), account);
+    let Fixture { engine, _dir } = f;
     let e = Engine {
         directory: Box::new(directory),
-        ..f.into_engine()
+        ..engine
     };
     let step = e.begin_login(ROOT, login("ALICE", "sshd"), NOW).unwrap();
     assert_eq!(

@@ -20,14 +20,15 @@ pub(super) const BOB: Caller = Caller::new(1002);
 
 pub(super) struct Fixture {
     pub(super) engine: Engine,
-    _dir: tempfile::TempDir,
+    pub(super) _dir: tempfile::TempDir,
 }
 
-impl Fixture {
-    /// The engine, keeping the store directory alive for the rest of the test process.
-    pub(super) fn into_engine(self) -> Engine {
-        std::mem::forget(self._dir);
-        self.engine
+/// A fixture stands for its engine wherever one is wanted; its store's directory goes with it.
+impl std::ops::Deref for Fixture {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        &self.engine
     }
 }
 

@@ -1,6 +1,6 @@
 //! Email and SMS: fallback codes, validated enrollment, delivered enrollments, contacts.
 
-use super::{NOW, ROOT, code, enroll, fixture_sending, kind, login};
+use super::{Fixture, NOW, ROOT, code, enroll, fixture_sending, kind, login};
 use crate::delivery::fake::FakeDelivery;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 const ALICE: Caller = Caller::new(1001);
 
 /// An engine with `extra` config and email + SMS sections, sending to a fake.
-fn engine(extra: &str) -> (Engine, Arc<FakeDelivery>) {
+fn engine(extra: &str) -> (Fixture, Arc<FakeDelivery>) {
     let text = format!(
         "contact = \"the help desk\"\n{extra}\n\
          [email]\nserver = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"kron@host.example\"\n\
@@ -22,7 +22,7 @@ fn engine(extra: &str) -> (Engine, Arc<FakeDelivery>) {
     );
     let config = Config::parse(&text, "test.toml").unwrap();
     let fake = Arc::new(FakeDelivery::with(&[Channel::Email, Channel::Sms]));
-    let engine = fixture_sending(config, fake.clone()).into_engine();
+    let engine = fixture_sending(config, fake.clone());
     (engine, fake)
 }
 
