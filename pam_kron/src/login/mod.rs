@@ -114,15 +114,20 @@ fn prompt<C: Conversation>(conv: &mut C, step: &Step, silent: bool) -> Result<An
         .map_err(|e| Error::Conversation(e.0))
 }
 
-/// The contract's checks on a reply: `Step::validate`, plus no NUL in any text (a C string
-/// cannot carry it, and truncating would show something otpd did not send).
+/// The contract's checks on a reply: `Step::validate`, plus no control character in any text
+/// but the line breaks of a message (a QR code is lines of block characters). A NUL cannot be
+/// carried by a C string (truncating would show something otpd did not send); an escape
+/// sequence would drive the person's terminal. otpd sends neither, so one is a malformed reply.
 fn check(step: &Step) -> Result<StepKind, Error> {
     let kind = step
         .validate()
         .map_err(|e| Error::Malformed(e.to_string()))?;
-    let has_nul = step.prompt.contains('\0') || step.messages.iter().any(|m| m.text.contains('\0'));
-    if has_nul {
-        return Err(Error::Malformed("NUL character in a text".into()));
+    let control = |text: &str, allowed: &[char]| {
+        text.chars()
+            .any(|c| c.is_control() && !allowed.contains(&c))
+    };
+    if control(&step.prompt, &[]) || step.messages.iter().any(|m| control(&m.text, &['\n'])) {
+        return Err(Error::Malformed("a control character in a text".into()));
     }
     Ok(kind)
 }

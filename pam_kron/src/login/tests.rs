@@ -231,6 +231,32 @@ fn malformed_steps_are_authinfo_unavail() {
     let mut nul_prompt = prompt("h", vec![]);
     nul_prompt.prompt = "code\0".into();
     expect_malformed(nul_prompt);
+    // Escape sequences would drive the person's terminal: no control character but a
+    // message's line breaks.
+    expect_malformed(terminal(
+        StepKind::Deny,
+        vec![Message::info("\x1b]0;owned\x07")],
+    ));
+    expect_malformed(terminal(StepKind::Deny, vec![Message::info("a\u{9b}31m")]));
+    let mut escaping_prompt = prompt("h", vec![]);
+    escaping_prompt.prompt = "\x1b[2Jcode: ".into();
+    expect_malformed(escaping_prompt);
+    let mut two_line_prompt = prompt("h", vec![]);
+    two_line_prompt.prompt = "code\nagain: ".into();
+    expect_malformed(two_line_prompt);
+}
+
+/// A QR code is a message of several lines: its line breaks are shown as they are.
+#[test]
+fn a_message_of_several_lines_is_shown() {
+    let lines = "\u{2588}\u{2580}\n\u{2584}\u{2588}";
+    let (result, _, conv, _) = drive(
+        vec![Ok(terminal(StepKind::Accept, vec![Message::info(lines)]))],
+        FakeConversation::default(),
+        false,
+    );
+    assert_eq!(result.unwrap(), Verdict::Accept);
+    assert_eq!(conv.shown.len(), 1, "{:?}", conv.shown);
 }
 
 #[test]
