@@ -267,7 +267,7 @@ pub struct Enrollment {
     pub expires: u64,
 }
 
-/// What `Status` and `List` report for one user. Never contains a secret.
+/// What `Status`, `List` and `ListPage` report for one user. Never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct UserStatus {
     pub user: String,
@@ -444,6 +444,13 @@ pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 /// Most users one `ImportApply` call applies.
 pub const MAX_APPLY: u32 = 10_000;
+/// Most users one `ListPage` answer holds: a page of the largest records stays a few MiB in
+/// otpd's memory and far inside the bus's message bound.
+pub const MAX_LIST_PAGE: u32 = 1000;
+/// Most users `List` and `Export`, which answer in one message, answer for. Past it they
+/// refuse and name their paged or streamed successor (`ListPage`, `ExportBegin`): a store of a
+/// million users, read whole, would pass otpd's memory limit, and its answer the bus's bound.
+pub const MAX_ONE_MESSAGE_USERS: usize = 10_000;
 /// Most tokens in one `ImportTokens` call.
 pub const MAX_IMPORT_TOKENS: usize = 100_000;
 
@@ -591,8 +598,13 @@ pub trait Otpd {
     fn confirm(&self, user: &str, code: &str) -> zbus::Result<()>;
     /// Reports one user. Empty `user` means the caller.
     fn status(&self, user: &str) -> zbus::Result<UserStatus>;
-    /// Reports every user in the store (admin).
+    /// Reports every user in the store (admin), in one message: refused as `Conflict` when the
+    /// store holds more than [`MAX_ONE_MESSAGE_USERS`]. `list_page` reads a store of any size.
     fn list(&self) -> zbus::Result<Vec<UserStatus>>;
+    /// Reports up to `limit` (1 to [`MAX_LIST_PAGE`]) users after the name `after` ("" = from
+    /// the first), in the store's order (admin), and the `after` of the next page: "" when
+    /// this page is the last.
+    fn list_page(&self, after: &str, limit: u32) -> zbus::Result<(Vec<UserStatus>, String)>;
     /// Deletes a user's token, pending enrollment and counters (admin). True if anything existed.
     fn reset(&self, user: &str) -> zbus::Result<bool>;
     /// Clears a user's failure counter and backoff (admin). True if the user was throttled.
@@ -602,7 +614,9 @@ pub trait Otpd {
     /// current code from their token; root and admins pass "".
     fn recovery_codes(&self, user: &str, code: &str) -> zbus::Result<Vec<String>>;
     /// Exports every token (`user` = "") or one user's, encrypted to `passphrase` in the age
-    /// format (root only). Returns the file contents.
+    /// format (root only). Returns the file contents. Every token in one message: refused as
+    /// `Conflict` when the store holds more than [`MAX_ONE_MESSAGE_USERS`]; `export_begin`
+    /// streams a store of any size.
     fn export(&self, user: &str, passphrase: &str) -> zbus::Result<Vec<u8>>;
     /// Restores an export (root only). Existing users are skipped unless `replace`; with
     /// `dry_run` nothing is written. A damaged file or wrong passphrase changes nothing.

@@ -102,8 +102,17 @@ impl Otpd {
         self.proxy.status(user).await.map_err(|e| self.fail(e))
     }
 
-    pub async fn list(&self) -> Result<Vec<UserStatus>, Error> {
-        self.proxy.list().await.map_err(|e| self.fail(e))
+    /// Up to `limit` users after `after` ("" = from the first), and the `after` of the next
+    /// page ("" after the last).
+    pub async fn list_page(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<UserStatus>, String), Error> {
+        self.proxy
+            .list_page(after, limit)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// True if there was anything to delete.

@@ -57,14 +57,7 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
         Command::Status { user } => {
             crate::link::status(cli, user.as_deref().unwrap_or(""), &clock).await
         }
-        Command::List => {
-            let statuses = Otpd::connect(&cli.bus).await?.list().await?;
-            print(&if cli.json {
-                render::list_json(&statuses)
-            } else {
-                render::list_human(&statuses, &clock)
-            })
-        }
+        Command::List => crate::list::run(cli, &clock).await,
         Command::Reset { user } => admin(cli, AdminAction::Reset, user).await,
         Command::Unlock { user } => admin(cli, AdminAction::Unlock, user).await,
         Command::RecoveryCodes(args) => lifecycle::recovery_codes(cli, args).await,

@@ -9,6 +9,7 @@
 //! - `lib.rs`: [`main`], the whole program; `main.rs` is one line over it
 //! - `cli.rs`: the command line (clap); man pages and completions are generated from it
 //! - `commands.rs`: one function per subcommand: ask otpd, render the answer, print it
+//! - `list.rs`: `list`, a page of users at a time, written as the pages come
 //! - `lifecycle/`: `recovery-codes`, `export`, `import` and `export-token`
 //! - `doctor/`: `kronctl doctor`, one file or folder per family of checks
 //! - `migrate/`: tokens of google-authenticator and pam_oath, found and parsed for `import`
@@ -33,6 +34,7 @@ mod fleet;
 pub mod fuzz;
 mod lifecycle;
 mod link;
+mod list;
 mod migrate;
 mod output;
 mod passphrase;

@@ -1,4 +1,5 @@
-//! Writing to stdout: every command's output goes out whole, through [`print`].
+//! Writing to stdout: a command's output goes out whole, through [`print`], except where it
+//! grows with the store (`list`, `import`): those write it as it comes.
 #![forbid(unsafe_code)]
 
 use std::io::Write;

@@ -149,12 +149,12 @@ pub fn confirm_json(user: Option<&str>) -> String {
     })
 }
 
-// ------------------------------------------------------------------------- status and list
+// ---------------------------------------------------------------------------------- status
 
 /// The JSON shape of one user: spelled out here rather than serializing the wire type, so the
 /// CLI's documented output does not change when the D-Bus struct does.
 #[derive(Serialize)]
-struct StatusJson<'a> {
+pub(crate) struct StatusJson<'a> {
     user: &'a str,
     enrolled: bool,
     pending: bool,
@@ -191,10 +191,6 @@ impl<'a> From<&'a UserStatus> for StatusJson<'a> {
 
 pub fn status_json(status: &UserStatus) -> String {
     json_line(&StatusJson::from(status))
-}
-
-pub fn list_json(statuses: &[UserStatus]) -> String {
-    json_line(&statuses.iter().map(StatusJson::from).collect::<Vec<_>>())
 }
 
 fn token_state(status: &UserStatus) -> &'static str {
@@ -316,61 +312,6 @@ pub fn delivery_human(user: &str, delivery: &Delivery, clock: &Clock) -> String 
     )
 }
 
-pub fn list_human(statuses: &[UserStatus], clock: &Clock) -> String {
-    if statuses.is_empty() {
-        return "No users in the store.\n".to_owned();
-    }
-    let header = ["USER", "TOKEN", "LOCKED", "FAILURES", "LAST USED"].map(str::to_owned);
-    let rows: Vec<[String; 5]> = statuses
-        .iter()
-        .map(|status| {
-            let token = match (status.enrolled, status.pending) {
-                (true, false) => "enrolled",
-                (true, true) => "enrolled+pending",
-                (false, true) => "pending",
-                (false, false) => "none",
-            };
-            let locked = match (status.locked, status.locked_until) {
-                (false, _) => "no".to_owned(),
-                (true, 0) => "yes".to_owned(),
-                (true, until) => format!("until {}", clock.short(until)),
-            };
-            let last_used = match status.last_used {
-                0 => "never".to_owned(),
-                when => clock.short(when),
-            };
-            [
-                one_line(&status.user),
-                token.to_owned(),
-                locked,
-                status.failures.to_string(),
-                last_used,
-            ]
-        })
-        .collect();
-    table(&header, &rows)
-}
-
-/// Left-aligned columns separated by two spaces, no trailing blanks.
-fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for row in std::iter::once(header).chain(rows) {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(header).chain(rows) {
-        let mut line = String::new();
-        for (cell, width) in row.iter().zip(widths) {
-            line.push_str(&format!("{cell:<width$}  "));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 // ----------------------------------------------------------------------- reset and unlock
 
 /// An administrative action on one user.
@@ -470,20 +411,6 @@ mod tests {
                 "recovery_codes": 0, "email": "a***@example.com", "phone": "",
             })
         );
-    }
-
-    #[test]
-    fn list_json_is_an_array_of_status_objects() {
-        assert_eq!(parse(&list_json(&[])), json!([]));
-        let value = parse(&list_json(&[status("a"), status("b")]));
-        let users: Vec<_> = value
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["user"].clone())
-            .collect();
-        assert_eq!(users, [json!("a"), json!("b")]);
-        assert_eq!(value[0], parse(&status_json(&status("a"))));
     }
 
     #[test]
@@ -588,26 +515,6 @@ mod tests {
         let text = status_human(&status("evil\x1b]0;pwned\x07\nuser: root"), &clock());
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'));
         assert_eq!(text.lines().count(), 8);
-    }
-
-    #[test]
-    fn list_human_is_an_aligned_table() {
-        let mut bob = status("bob");
-        bob.locked = true;
-        bob.locked_until = NOW + 300;
-        bob.failures = 12;
-        bob.last_used = NOW;
-        let mut carol = status("carol-long-name");
-        carol.enrolled = false;
-        carol.pending = true;
-        assert_eq!(
-            list_human(&[status("alice"), bob, carol], &clock()),
-            "USER             TOKEN     LOCKED                  FAILURES  LAST USED\n\
-             alice            enrolled  no                      0         never\n\
-             bob              enrolled  until 2025-01-02 15:09  12        2025-01-02 15:04\n\
-             carol-long-name  pending   no                      0         never\n"
-        );
-        assert_eq!(list_human(&[], &clock()), "No users in the store.\n");
     }
 
     #[test]

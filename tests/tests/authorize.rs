@@ -54,6 +54,8 @@ fn unprivileged_callers_are_refused_before_their_input_is_looked_at() {
         ("Reset", &[BIG]),
         ("Unlock", &[BIG]),
         ("List", &[]),
+        ("ListPage", &["", "10"]),
+        ("ListPage", &[BIG, "0"]),
         ("Status", &[BIG]),
         ("Status", &[other.name()]),
         ("Enroll", &[BIG, BIG]),
@@ -92,6 +94,9 @@ fn errors_for_root_name_what_is_wrong_without_repeating_it() {
         ("Reset", &["ECHO-MARKER with blanks"]),
         ("BeginLogin", &["ECHO-MARKER/slash", "login", "", ""]),
         ("ImportTokens", &[BIG]),
+        ("ListPage", &[BIG, "10"]),
+        ("ListPage", &["", "0"]),
+        ("ListPage", &["", "4294967295"]),
     ];
     for (method, args) in cases {
         let what = format!("{method} as root");

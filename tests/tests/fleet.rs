@@ -45,6 +45,23 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
     assert!(kronctl::flag(&status, "enrolled"), "{status}");
     assert!(kronctl::number(&status, "last_used") > 0, "{status}");
     assert!(kronctl::listed_users(&b.kronctl().json(&["list"])).contains(&user.name().to_string()));
+    // On a schema before version 13 (here: its page function taken away) a page is read from
+    // kron.list_users(), and otpd says how to upgrade.
+    const PAGE: &str = "kron.list_users_after(text, integer)";
+    fleet.db.sql(
+        "kron",
+        &format!("REVOKE EXECUTE ON FUNCTION {PAGE} FROM kron_host"),
+    );
+    assert!(kronctl::listed_users(&c.kronctl().json(&["list"])).contains(&user.name().to_string()));
+    let log = c.otpd.stderr();
+    assert!(
+        log.contains("reading a page of users failed") && log.contains("kronctl fleet init"),
+        "{log}"
+    );
+    fleet.db.sql(
+        "kron",
+        &format!("GRANT EXECUTE ON FUNCTION {PAGE} TO kron_host"),
+    );
 
     // Recovery codes made on A work once, on C; a contact set on B shows on C.
     let made = a.kronctl().json(&["recovery-codes", user.name()]);
@@ -121,7 +138,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 12, "{status}");
+    assert_eq!(status["schema_version"], 13, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 
     // A host that served logins, its database connections open, stops cleanly on SIGTERM.

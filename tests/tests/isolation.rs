@@ -269,6 +269,15 @@ fn user_raw_calls_for_another_user_are_access_denied() {
             "List over {route:?}: {}",
             output.describe()
         );
+        // Refused before the limit is looked at (0 is out of bounds).
+        for limit in ["uint32:10", "uint32:0"] {
+            let output = send_as(&caller.identity(), &route, "ListPage", &["string:", limit]);
+            assert!(
+                output.stderr.contains(&denied),
+                "ListPage {limit} over {route:?}: {}",
+                output.describe()
+            );
+        }
     }
 }
 

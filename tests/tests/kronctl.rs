@@ -1,9 +1,10 @@
-//! kronctl against the real otpd: enroll, confirm, status, list, reset, unlock, text and JSON,
-//! and the documented exit codes (2 usage, 3 unreachable, 4 access denied, 5 not found,
-//! 6 conflict, 8 rejected).
+//! kronctl against the real otpd: enroll, confirm, status, list (of more than one page), reset,
+//! unlock, text and JSON, and the documented exit codes (2 usage, 3 unreachable, 4 access
+//! denied, 5 not found, 6 conflict, 8 rejected).
 
+use kron_proto::{MAX_LIST_PAGE, TokenImport, UserStatus};
 use kron_tests::totp::{self, wrong_code};
-use kron_tests::{Bus, Kronctl, Oath, TestUser, World, kronctl};
+use kron_tests::{Bus, Kronctl, Oath, TestUser, World, dbus, kronctl};
 use serde_json::Value;
 
 const REQUIRE: &str = "default_mode = \"require\"\n";
@@ -118,6 +119,55 @@ fn text_output_is_for_people() {
     let list = ctl.run(&["list"]);
     list.assert_success("kronctl list");
     assert!(list.stdout.contains(user.name()), "{}", list.stdout);
+}
+
+/// `list` of a store larger than one page (`ListPage` answers at most `MAX_LIST_PAGE`): every
+/// user once, in order, in one JSON array and in one aligned table; the old one-message `List`
+/// still answers a store of this size.
+#[test]
+fn list_reads_every_page() {
+    let world = World::start(REQUIRE);
+    let ctl = world.kronctl();
+    let count = MAX_LIST_PAGE as usize + MAX_LIST_PAGE as usize / 5;
+    let users: Vec<String> = (0..count).map(|i| format!("paged-{i:05}")).collect();
+    let tokens: Vec<TokenImport> = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| TokenImport {
+            user: user.clone(),
+            secret: (i as u64).to_be_bytes().repeat(2),
+            algorithm: "SHA1".into(),
+            digits: 6,
+            period: 30,
+            last_step: 0,
+            recovery_codes: Vec::new(),
+        })
+        .collect();
+    let conn = world.bus.connect();
+    dbus::call(&conn, "ImportTokens", &(tokens, false, false)).expect("ImportTokens");
+
+    assert_eq!(kronctl::listed_users(&ctl.json(&["list"])), users);
+
+    let text = ctl.run(&["list"]);
+    text.assert_success("kronctl list");
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert_eq!(lines.len(), count + 1, "a header and a line per user");
+    assert!(lines[0].starts_with("USER "), "{}", lines[0]);
+    let shown: Vec<&str> = lines[1..]
+        .iter()
+        .map(|line| line.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(shown, users);
+    let token_column = lines[0].find("TOKEN").expect("a TOKEN column");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|line| line[token_column..].starts_with("enrolled")),
+        "aligned on every page"
+    );
+
+    let whole: Vec<UserStatus> = dbus::decode(&dbus::call(&conn, "List", &()).expect("List"));
+    assert_eq!(whole.len(), count);
 }
 
 /// A user enrolls and confirms their own token, and then cannot replace it by themself.

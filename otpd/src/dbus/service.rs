@@ -586,6 +586,22 @@ impl OtpdService {
         .await
     }
 
+    async fn list_page(
+        &self,
+        after: String,
+        limit: u32,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(Vec<UserStatus>, String), OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, now| engine.list_page(caller, &after, limit, now),
+        )
+        .await
+    }
+
     async fn reset(
         &self,
         user: String,

@@ -5,8 +5,8 @@
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
+use crate::store::SledStore;
 use crate::store::postgres::{admin, schema};
-use crate::store::{SledStore, Store};
 use kron_proto::{FleetLogEntry, FleetStatus, ImportResult};
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle;

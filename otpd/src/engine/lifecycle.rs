@@ -12,7 +12,7 @@ use crate::store::crypto::SecretKey;
 use crate::store::record::{ImportOutcome, Token, UserRecord};
 use crate::store::recovery::{self, RecoverySet, Scheme};
 use crate::totp::{self, TokenParams};
-use kron_proto::{ImportResult, MAX_IMPORT_TOKENS, TokenImport};
+use kron_proto::{ImportResult, MAX_IMPORT_TOKENS, MAX_ONE_MESSAGE_USERS, TokenImport};
 use zeroize::Zeroizing;
 
 impl Engine {
@@ -69,7 +69,12 @@ impl Engine {
         Ok(uri)
     }
 
-    /// Every token (`user` = "") or one user's, encrypted to `passphrase` (root only).
+    /// `Export`: every token (`user` = "") or one user's, encrypted to `passphrase`, in one
+    /// message (root only). kronctl streams instead (`ExportBegin`, transfer.rs); this stays
+    /// because `io.kron.Otpd1` never loses a method (an older kronctl, a site's script), but
+    /// only for a store of at most [`MAX_ONE_MESSAGE_USERS`]: read as one page of one more
+    /// than that, a larger store is refused after a bounded read, never held whole (with its
+    /// file) in memory for an answer the bus could not carry anyway.
     pub fn export(
         &self,
         caller: Caller,
@@ -80,7 +85,14 @@ impl Engine {
         require_root(caller)?;
         self.require_local_seeds("kronctl export")?;
         let records = if user.is_empty() {
-            self.store.list()?
+            let page = self.store.page(None, MAX_ONE_MESSAGE_USERS + 1)?;
+            if page.len() > MAX_ONE_MESSAGE_USERS {
+                return Err(Error::Conflict(format!(
+                    "the store holds more than {MAX_ONE_MESSAGE_USERS} users, too many for one \
+                     message; a newer kronctl streams the export (ExportBegin)"
+                )));
+            }
+            page
         } else {
             kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
             let record = self

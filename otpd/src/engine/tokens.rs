@@ -1,4 +1,5 @@
-//! Token management for kronctl: enroll, confirm, status, list, reset, unlock.
+//! Token management for kronctl: enroll, confirm, status, list (whole or a page), reset,
+//! unlock.
 
 use super::Engine;
 use super::verdict::PendingCheck;
@@ -7,7 +8,10 @@ use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
 use crate::store::record::{ConfirmOutcome, UserRecord};
 use crate::totp;
-use kron_proto::{Channel, Enrollment, MAX_RESPONSE_LEN, UserStatus};
+use kron_proto::{
+    Channel, Enrollment, MAX_LIST_PAGE, MAX_ONE_MESSAGE_USERS, MAX_RESPONSE_LEN, MAX_USER_LEN,
+    UserStatus,
+};
 
 impl Engine {
     /// Starts (or restarts) an enrollment for `user` ("" = the caller). `code` is the
@@ -112,15 +116,65 @@ impl Engine {
         Ok(self.status_of(user, &record, now))
     }
 
-    /// Reports every stored user (admin).
+    /// `List`: every stored user in one answer (admin). Kept for kronctl before `ListPage`,
+    /// but only for a store of at most [`MAX_ONE_MESSAGE_USERS`]: the store is read as one
+    /// page of one more than that, so a larger store is refused (naming the paged method)
+    /// after reading a bounded number of users, never read whole into memory.
     pub fn list(&self, caller: Caller, now: u64) -> Result<Vec<UserStatus>> {
         caller.require_admin(&self.config, &*self.directory)?;
-        Ok(self
+        let page = self.store.page(None, MAX_ONE_MESSAGE_USERS + 1)?;
+        if page.len() > MAX_ONE_MESSAGE_USERS {
+            return Err(Error::Conflict(format!(
+                "the store holds more than {MAX_ONE_MESSAGE_USERS} users, too many for one \
+                 answer; a newer kronctl reads them a page at a time (ListPage)"
+            )));
+        }
+        Ok(self.statuses(page, now))
+    }
+
+    /// `ListPage`: up to `limit` stored users after the name `after` ("" = from the first),
+    /// and the `after` of the next page, "" when this one is the last (admin).
+    pub fn list_page(
+        &self,
+        caller: Caller,
+        after: &str,
+        limit: u32,
+        now: u64,
+    ) -> Result<(Vec<UserStatus>, String)> {
+        caller.require_admin(&self.config, &*self.directory)?;
+        if !(1..=MAX_LIST_PAGE).contains(&limit) {
+            return Err(Error::InvalidArgument(format!(
+                "a page holds 1 to {MAX_LIST_PAGE} users"
+            )));
+        }
+        // A position between names, not a name that must exist: only its length is bounded.
+        if after.len() > MAX_USER_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "a page starts after a name of at most {MAX_USER_LEN} bytes"
+            )));
+        }
+        let limit = limit as usize;
+        // One user more than the page tells whether another page follows, so the last page
+        // says so itself and the caller needs no extra call that finds nothing.
+        let mut page = self
             .store
-            .list()?
-            .into_iter()
+            .page(Some(after).filter(|a| !a.is_empty()), limit + 1)?;
+        let next = match page.len() > limit {
+            true => {
+                page.truncate(limit);
+                page.last()
+                    .map(|(user, _)| user.clone())
+                    .unwrap_or_default()
+            }
+            false => String::new(),
+        };
+        Ok((self.statuses(page, now), next))
+    }
+
+    fn statuses(&self, page: Vec<(String, UserRecord)>, now: u64) -> Vec<UserStatus> {
+        page.into_iter()
             .map(|(user, record)| self.status_of(user, &record, now))
-            .collect())
+            .collect()
     }
 
     /// Deletes everything stored for `user` (admin).

@@ -52,19 +52,12 @@ use kron_common::config::ThrottleConfig;
 /// The operations the login logic needs, each atomic for one user.
 pub trait Store: Send + Sync {
     fn get(&self, user: &str) -> Result<Option<UserRecord>>;
-    /// Every stored user, sorted by name.
-    fn list(&self) -> Result<Vec<(String, UserRecord)>>;
-    /// Up to `limit` stored users after `after` (from the first with `None`), sorted by name:
-    /// a streamed export walks the store a page at a time. The default pages through
-    /// [`Store::list`]; a backend with many users overrides it.
-    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, UserRecord)>> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|(user, _)| after.is_none_or(|after| user.as_str() > after))
-            .take(limit)
-            .collect())
-    }
+    /// Up to `limit` stored users after `after` (from the first with `None`), sorted by name
+    /// in the backend's order (bytes in sled, the database's collation in PostgreSQL): `List`,
+    /// `ListPage` and the exports walk the store a page at a time. A backend reads only that
+    /// page, so otpd's memory stays bounded at any number of users; there is no "every user"
+    /// read here to fall back on.
+    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, UserRecord)>>;
     /// Charges one attempt unless the user is in backoff ("count a failure" before checking).
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt>;
     /// [`UserRecord::charge_and_accept`]: the charge and a TOTP code's step, atomically.

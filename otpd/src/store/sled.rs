@@ -246,6 +246,13 @@ impl SledStore {
         self.with(|open| Ok(open.users.contains_key(user)?))
     }
 
+    /// Every stored user, sorted by name, all in memory at once: only for `kronctl fleet
+    /// push`, which moves a host's own store into the fleet once. Everything otpd serves
+    /// pages through the store ([`Store::page`]).
+    pub fn list(&self) -> Result<Vec<(String, UserRecord)>> {
+        self.with(|open| open.users.iter().map(entry).collect())
+    }
+
     /// Stores raw bytes as `user`'s record (tests of old and damaged records).
     #[cfg(test)]
     pub(super) fn insert_raw(&self, user: &str, bytes: &[u8]) {
@@ -407,6 +414,14 @@ impl<O: Opening> Shared<O> {
     }
 }
 
+/// One user of a scan of the `users` tree: the key is the name, the value the record.
+fn entry(entry: sled::Result<(sled::IVec, sled::IVec)>) -> Result<(String, UserRecord)> {
+    let (key, value) = entry?;
+    let user = String::from_utf8_lossy(&key).into_owned();
+    let record = decode(&user, &value)?;
+    Ok((user, record))
+}
+
 /// Whether the file system under `dir` has room for the store to work again. Root may use the
 /// blocks reserved for it, so the free blocks count, not the available ones.
 fn has_room(dir: &Path) -> bool {
@@ -425,20 +440,8 @@ impl Store for SledStore {
         })
     }
 
-    fn list(&self) -> Result<Vec<(String, UserRecord)>> {
-        self.with(|open| {
-            open.users
-                .iter()
-                .map(|entry| {
-                    let (key, value) = entry?;
-                    let user = String::from_utf8_lossy(&key).into_owned();
-                    let record = decode(&user, &value)?;
-                    Ok((user, record))
-                })
-                .collect()
-        })
-    }
-
+    /// sled's iterators are lazy: the range scan reads and decodes the `limit` records it
+    /// returns and no more.
     fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, UserRecord)>> {
         use std::ops::Bound;
         let start = match after {
@@ -449,12 +452,7 @@ impl Store for SledStore {
             open.users
                 .range::<&[u8], _>((start, Bound::Unbounded))
                 .take(limit)
-                .map(|entry| {
-                    let (key, value) = entry?;
-                    let user = String::from_utf8_lossy(&key).into_owned();
-                    let record = decode(&user, &value)?;
-                    Ok((user, record))
-                })
+                .map(entry)
                 .collect()
         })
     }

@@ -213,6 +213,29 @@ fn corrupt_record_is_reported_not_overwritten() {
     assert_eq!(store.raw("mallory").unwrap(), b"not json");
 }
 
+/// A page reads only its own users: a record past its end that cannot be decoded (here a
+/// damaged one) fails the pages that reach it, and no other.
+#[test]
+fn a_page_reads_no_record_after_its_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = enrolled_store(dir.path());
+    store.modify("bob", &mut |r| r.failures = 1).unwrap();
+    store.insert_raw("mallory", b"not json");
+    let names = |page: Vec<(String, UserRecord)>| -> Vec<String> {
+        page.into_iter().map(|(user, _)| user).collect()
+    };
+    assert_eq!(names(store.page(None, 2).unwrap()), ["alice", "bob"]);
+    assert_eq!(names(store.page(Some("alice"), 1).unwrap()), ["bob"]);
+    assert_eq!(
+        names(store.page(Some("al"), 1).unwrap()),
+        ["alice"],
+        "after is a position"
+    );
+    assert!(store.page(None, 3).is_err());
+    assert!(store.page(Some("bob"), 1).is_err());
+    assert!(store.page(Some("mallory"), 5).unwrap().is_empty());
+}
+
 #[test]
 fn a_broken_store_refuses_once_reported_then_reopens_without_losing_what_was_confirmed() {
     use std::sync::Mutex;

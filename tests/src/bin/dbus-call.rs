@@ -56,6 +56,13 @@ fn main() {
                 [x, y],
             ) => send(c, m, &(x, y)).await,
             ("SetContact", [x, y, z]) => send(c, m, &(x, y, z)).await,
+            ("ListPage", [after, limit]) => {
+                let Ok(limit) = limit.parse::<u32>() else {
+                    eprintln!("dbus-call: ListPage's limit is a number");
+                    std::process::exit(2);
+                };
+                send(c, m, &(after, limit)).await
+            }
             ("BeginLogin", [w, x, y, z]) => send(c, m, &(w, x, y, z)).await,
             ("Import", [data, passphrase]) => {
                 send(c, m, &(data.as_bytes(), passphrase, false, false)).await

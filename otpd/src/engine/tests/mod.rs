@@ -3,6 +3,7 @@
 
 mod lifecycle;
 mod links;
+mod list;
 mod login;
 mod outbound;
 mod tokens;

@@ -64,8 +64,8 @@ impl Store for FleetStore {
         })
     }
 
-    fn list(&self) -> Result<Vec<(String, UserRecord)>> {
-        self.pg.list()
+    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, UserRecord)>> {
+        self.pg.page(after, limit)
     }
 
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt> {

@@ -163,10 +163,37 @@ impl Store for PgStore {
         self.row(user)?.map(|row| row.record()).transpose()
     }
 
-    fn list(&self) -> Result<Vec<(String, UserRecord)>> {
-        self.link
-            .query_long("SELECT u::text FROM kron.list_users() u", &[])?
-            .iter()
+    /// One statement over the primary key's index (`kron.list_users_after`, schema version
+    /// 13). A database that refuses it (a schema older than 13) is logged, and the page taken
+    /// from `kron.list_users()` instead: bounded here still, though the database then reads
+    /// every user for each page.
+    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, UserRecord)>> {
+        // Every name sorts after "" (names are never empty).
+        let after = after.unwrap_or("");
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] =
+            [(&after, Type::TEXT), (&limit, Type::INT4)];
+        let rows = match self.link.query_long(
+            "SELECT u::text FROM kron.list_users_after($1, $2) u",
+            &params,
+        ) {
+            Err(e @ Error::Unreachable(_)) => return Err(e),
+            Err(refused) => {
+                self.refusals.say(&format!(
+                    "fleet database: reading a page of users failed ({refused}); each page \
+                     reads every user until `kronctl fleet init` brings the schema to \
+                     version {}",
+                    schema::CURRENT
+                ));
+                self.link.query_long(
+                    "SELECT u::text FROM kron.list_users() u WHERE u->>'name' > $1 \
+                     ORDER BY u->>'name' LIMIT $2",
+                    &params,
+                )?
+            }
+            Ok(rows) => rows,
+        };
+        rows.iter()
             .map(|row| {
                 let parsed = UserRow::parse(&column::<String>(row, 0)?)?;
                 Ok((parsed.name.clone(), parsed.record()?))

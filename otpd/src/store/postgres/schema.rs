@@ -10,7 +10,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 /// Every migration, in order: (version, file, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 12] = [
+pub const MIGRATIONS: [(i32, &str, &str); 13] = [
     (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
     (
         2,
@@ -55,10 +55,15 @@ pub const MIGRATIONS: [(i32, &str, &str); 12] = [
         include_str!("sql/011_pack_lock.sql"),
     ),
     (12, "012_pacing.sql", include_str!("sql/012_pacing.sql")),
+    (
+        13,
+        "013_list_pages.sql",
+        include_str!("sql/013_list_pages.sql"),
+    ),
 ];
 
 /// The schema version this otpd needs.
-pub const CURRENT: i32 = 12;
+pub const CURRENT: i32 = 13;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
