@@ -139,24 +139,26 @@ impl Policy {
     /// less step-up grace, a fallback channel fewer, or a contact to prove where `other`
     /// proves none.
     fn asks_more_than(&self, other: &Policy) -> bool {
-        match strength(self.mode).cmp(&strength(other.mode)) {
-            std::cmp::Ordering::Greater => true,
-            // A weaker mode is weaker whatever else it sets (an exempt rule asks for nothing).
-            std::cmp::Ordering::Less => false,
-            // Equal modes: what else each sets matters only where it is used. An exempt rule
-            // asks for nothing; grace and fallback go with a prompt; only `enroll` and
-            // `require` show an enrollment, which validation guards.
-            std::cmp::Ordering::Equal => match self.mode {
-                Mode::Exempt => false,
-                Mode::Optional | Mode::Enroll | Mode::Require => {
-                    self.grace < other.grace
-                        || other.fallback.iter().any(|c| !self.fallback.contains(c))
-                        || (matches!(self.mode, Mode::Enroll | Mode::Require)
-                            && !self.validate_enrollment.is_empty()
-                            && other.validate_enrollment.is_empty())
-                }
-            },
+        // An exempt rule asks for nothing, whatever else it sets.
+        if self.mode == Mode::Exempt {
+            return false;
         }
+        if strength(self.mode) > strength(other.mode) {
+            return true;
+        }
+        // Every other mode asks a token holder for a code, as `other` does then (it is not
+        // exempt: that is weaker than this one): what goes with the prompt counts whichever
+        // mode is the stricter, or a fall-through to a "stricter" rule would hand token holders
+        // its grace and its fallback channels.
+        if self.grace < other.grace || other.fallback.iter().any(|c| !self.fallback.contains(c)) {
+            return true;
+        }
+        // Only `enroll` shows an enrollment to a user without a token (and `require` one that
+        // was delivered): validation guards it where both rules would show one.
+        self.mode == other.mode
+            && matches!(self.mode, Mode::Enroll | Mode::Require)
+            && !self.validate_enrollment.is_empty()
+            && other.validate_enrollment.is_empty()
     }
 }
 
@@ -281,6 +283,34 @@ mod tests {
             fall_through(
                 rule("ghost-admins", Mode::Enroll, None),
                 rule("*", Mode::Require, None)
+            )
+            .unwrap(),
+            Mode::Require
+        );
+        // A "stricter" rule to fall through to is still weaker for token holders where it
+        // adds grace or a fallback channel: both modes ask them for a code.
+        let device_only = |mode| GroupRule {
+            fallback: Some(Channels::of(&[])),
+            ..rule("ghost-admins", mode, None)
+        };
+        let mailed = GroupRule {
+            fallback: Some(Channels::of(&[kron_proto::Channel::Email])),
+            ..rule("*", Mode::Require, None)
+        };
+        assert!(fall_through(device_only(Mode::Enroll), mailed.clone()).is_err());
+        assert!(fall_through(device_only(Mode::Optional), mailed).is_err());
+        assert!(
+            fall_through(
+                rule("ghost-admins", Mode::Enroll, None),
+                graced(Mode::Require, 300)
+            )
+            .is_err()
+        );
+        // But an exempt rule asks for nothing, whatever the rule after it offers.
+        assert_eq!(
+            fall_through(
+                rule("ghost-admins", Mode::Exempt, None),
+                graced(Mode::Require, 300)
             )
             .unwrap(),
             Mode::Require

@@ -141,6 +141,26 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
     assert_eq!(status["schema_version"], 13, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 
+    // A host holds no seed to export: refused at once, by name, with nothing written.
+    let dir = scratch::private_dir("kron-fleet-export.");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "a long pass phrase\n").unwrap();
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = dir.path().join("export.age");
+    let export = a.kronctl().run(&[
+        "export",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(!export.status.success(), "{}", export.describe());
+    assert!(
+        export.stderr.contains("not available on a fleet host"),
+        "{}",
+        export.describe()
+    );
+    assert!(!file.exists());
+
     // A host that served logins, its database connections open, stops cleanly on SIGTERM.
     let mut fleet = fleet;
     let host = &mut fleet.hosts[1].otpd;

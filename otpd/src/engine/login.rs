@@ -54,7 +54,18 @@ impl Engine {
                 &request.service,
                 &*self.directory,
             )?),
-            None => None,
+            None => {
+                // A name that is no account meets the rules as an account in no group: while a
+                // rule's group cannot be resolved it is refused as "unavailable" as accounts
+                // are, which a prompt for it alone would tell apart.
+                let nobody = kron_common::users::Account {
+                    name: request.user.clone(),
+                    uid: u32::MAX,
+                    gids: Vec::new(),
+                };
+                policy_for(&self.config, &nobody, &request.service, &*self.directory)?;
+                None
+            }
         };
         let record = match account {
             // Nothing about the record changes what an exempt login gets: not reading it keeps
@@ -163,7 +174,17 @@ impl Engine {
         if let Some(pending) = delivered_pending(record.as_ref(), now) {
             return Ok(self.begin_delivered(caller, request, pending, now));
         }
-        let wanted = policy.map_or_else(Channels::default, |p| p.validate_enrollment);
+        let mut wanted = policy.map_or_else(Channels::default, |p| p.validate_enrollment);
+        // A caller other than root (a screen locker, anything calling as the user) names the
+        // service, and so the rule, itself: it enrolls no more freely than `kronctl enroll`
+        // would let it, or a rule written for the console would hand it an enrollment without
+        // the validation the others ask for.
+        if wanted.is_empty()
+            && !caller.is_root()
+            && let Some(account) = self.directory.by_name(&request.user)?
+        {
+            wanted = self.enrollment_needs_validation(caller, &account)?;
+        }
         if wanted.is_empty() {
             return self.begin_enrollment_login(caller, request, record, now);
         }
@@ -327,28 +348,38 @@ impl Engine {
         };
         let subject = subject(&session.request, caller);
         let user = session.request.user.as_str();
-        let step = match session.kind {
+        // `proven`: the login passed with the device (a TOTP code, a recovery code, an
+        // enrollment confirmed): only such a pass gives step-up grace, never a code sent by
+        // email or SMS, which a rule with grace may not offer itself.
+        let (step, proven) = match session.kind {
             // Refused whatever was typed, but charged like a wrong code, so the throttle
             // reads the same for every name.
             LoginKind::UnknownUser => {
                 let attempt = self.strangers.charge(user, now, &self.config.throttle);
                 // Its reply waits for a write as a real account's charge does (the disk, or
-                // the fleet's database).
-                match self.store.paced_write() {
+                // the fleet's database); a throttled account's is refused without one.
+                let paced = match attempt {
+                    Attempt::Allowed => self.store.paced_write(),
+                    Attempt::Throttled { .. } => Ok(()),
+                };
+                let step = match paced {
                     Ok(()) => self.refuse_without_token(attempt, &subject, "unknown user", now),
                     Err(Error::Unreachable(why)) => self.unreachable(&subject, &why),
                     Err(e) => return Err(e),
-                }
+                };
+                (step, false)
             }
-            LoginKind::NoToken => match self.store.charge_attempt(user, now, &self.config.throttle)
-            {
-                Ok(attempt) => {
-                    self.refuse_without_token(attempt, &subject, "no token enrolled", now)
-                }
-                // As for an account with a token (`check_code`).
-                Err(Error::Unreachable(why)) => self.unreachable(&subject, &why),
-                Err(e) => return Err(e),
-            },
+            LoginKind::NoToken => {
+                let step = match self.store.charge_attempt(user, now, &self.config.throttle) {
+                    Ok(attempt) => {
+                        self.refuse_without_token(attempt, &subject, "no token enrolled", now)
+                    }
+                    // As for an account with a token (`check_code`).
+                    Err(Error::Unreachable(why)) => self.unreachable(&subject, &why),
+                    Err(e) => return Err(e),
+                };
+                (step, false)
+            }
             LoginKind::Code { offer } | LoginKind::Sent { offer } => {
                 match requested_channel(response, offer) {
                     Some(channel) => {
@@ -365,11 +396,12 @@ impl Engine {
                     return self.finish_validation(caller, session.request.clone(), response, now);
                 }
             },
-            LoginKind::Enroll(ref pending) => {
-                self.finish_enrollment_login(user, pending, response, &subject, now)?
-            }
+            LoginKind::Enroll(ref pending) => (
+                self.finish_enrollment_login(user, pending, response, &subject, now)?,
+                true,
+            ),
         };
-        if step.kind == StepKind::Accept as u32 {
+        if proven && step.kind == StepKind::Accept as u32 {
             self.grace.record_pass(caller, &session.request, now);
         }
         Ok(step)
@@ -441,7 +473,8 @@ impl Engine {
     }
 
     /// Checks the answer of a login whose rule offers codes by `offer` (none: only the token's
-    /// codes pass, whatever was sent during another login).
+    /// codes pass, whatever was sent during another login). With the step, whether it passed
+    /// with the device or a recovery code (not a sent code).
     pub(super) fn check_code(
         &self,
         user: &str,
@@ -449,19 +482,23 @@ impl Engine {
         offer: Channels,
         subject: &Subject<'_>,
         now: u64,
-    ) -> Result<Step> {
+    ) -> Result<(Step, bool)> {
         let sent = (!offer.is_empty()).then_some(Expected {
             purpose: Purpose::Login,
             channels: offer,
         });
         let (verdict, checked) = match self.verify(user, response, sent, now) {
             Ok(checked) => checked,
-            Err(Error::Unreachable(why)) => return Ok(self.unreachable(subject, &why)),
+            Err(Error::Unreachable(why)) => return Ok((self.unreachable(subject, &why), false)),
             Err(e) => return Err(e),
         };
         self.audit
             .record(verdict.event(), subject, &checked.note(verdict.detail()));
-        Ok(match verdict {
+        let proven = matches!(
+            verdict,
+            Verdict::Accepted | Verdict::AcceptedRecovery { .. }
+        );
+        let step = match verdict {
             Verdict::Accepted | Verdict::AcceptedSent => Step::terminal(StepKind::Accept, vec![]),
             Verdict::AcceptedRecovery { left } => {
                 Step::terminal(StepKind::Accept, messages::recovery_used(left))
@@ -471,7 +508,8 @@ impl Engine {
             Verdict::Wrong | Verdict::NoToken => {
                 Step::terminal(StepKind::Deny, messages::rejected(&self.config.contact))
             }
-        })
+        };
+        Ok((step, proven))
     }
 
     /// A fleet host that can reach neither its database nor an offline pack of the user:

@@ -131,6 +131,9 @@ impl Engine {
         now: u64,
     ) -> Result<String> {
         require_root(caller)?;
+        // Refused here, at the start, as `Export` is: a fleet host holds no seed to write, and
+        // the first page would fail on one with a less clear error.
+        self.require_local_seeds("kronctl export")?;
         let only = match user {
             "" => None,
             user => {

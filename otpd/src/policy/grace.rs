@@ -13,6 +13,10 @@ const MAX_ENTRIES: usize = 65_536;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
+    /// Who asked otpd: the terminal and remote host are what the caller says, so a pass is
+    /// good only for the same caller (sshd's and sudo's are root; a screen locker running as
+    /// the user cannot make a pass for sudo on a terminal it names).
+    caller: u32,
     user: String,
     session: u32,
     tty: String,
@@ -31,6 +35,7 @@ fn key(caller: Caller, request: &LoginRequest) -> Option<Key> {
         return None;
     }
     Some(Key {
+        caller: caller.uid,
         user: request.user.clone(),
         session,
         tty: request.tty.clone(),
@@ -122,6 +127,15 @@ mod tests {
             !ledger.covers(Caller::new(0), &request("/dev/pts/3", ""), 300, 1001),
             "no session"
         );
+        // A pass made by the user's own process (a screen locker, or anything calling otpd as
+        // the user, naming whatever terminal it likes) is no pass for root's sudo.
+        let as_alice = Caller {
+            uid: 1001,
+            session: Some(7),
+        };
+        ledger.record_pass(as_alice, &request("/dev/pts/5", ""), 1000);
+        assert!(!ledger.covers(here, &request("/dev/pts/5", ""), 300, 1001));
+        assert!(ledger.covers(as_alice, &request("/dev/pts/5", ""), 300, 1001));
         ledger.forget("alice");
         assert!(!ledger.covers(here, &request("/dev/pts/3", ""), 300, 1001));
     }

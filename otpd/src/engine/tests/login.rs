@@ -87,6 +87,28 @@ fn throttling_refuses_even_right_codes_until_unlock() {
     );
 }
 
+/// While a rule's group cannot be resolved (a directory down, a typo), accounts are refused as
+/// "unavailable": so is a name that is no account, not prompted, which would tell them apart.
+#[test]
+fn an_unresolvable_group_refuses_unknown_names_as_it_refuses_accounts() {
+    let f = fixture(Config {
+        default_mode: Mode::Optional,
+        groups: vec![GroupRule {
+            name: "ghost-admins".into(),
+            mode: Mode::Require,
+            services: None,
+            grace: 0,
+            validate_enrollment: None,
+            fallback: None,
+        }],
+        ..Config::default()
+    });
+    let known = f.engine.begin_login(ROOT, login("alice", "sshd"), NOW);
+    let unknown = f.engine.begin_login(ROOT, login("nobody", "sshd"), NOW);
+    let (known, unknown) = (known.unwrap_err(), unknown.unwrap_err());
+    assert_eq!(known.to_string(), unknown.to_string());
+}
+
 #[test]
 fn step_up_grace_stays_in_its_session_terminal_and_window() {
     let rule = |grace| GroupRule {
@@ -272,6 +294,42 @@ fn unknown_user_reads_like_a_wrong_code() {
         "unknown names create no records"
     );
     let _ = secret;
+}
+
+/// An answer that arrives throttled writes nothing for an account (its record is unchanged),
+/// so nor does one for a name that is no account: a paced write there alone would tell them
+/// apart by a flush.
+#[test]
+fn a_throttled_answer_writes_alike_for_accounts_and_unknown_names() {
+    let f = fixture(Config {
+        default_mode: Mode::Require,
+        throttle: kron_common::config::ThrottleConfig {
+            free_attempts: 1,
+            base_delay: 3600,
+            max_delay: 7200,
+        },
+        ..Config::default()
+    });
+    enroll(&f.engine, "alice");
+    let wrote = |user: &str| {
+        let first = f
+            .engine
+            .begin_login(ROOT, login(user, "sshd"), NOW)
+            .unwrap();
+        let second = f
+            .engine
+            .begin_login(ROOT, login(user, "sshd"), NOW)
+            .unwrap();
+        f.engine.answer(ROOT, &first.handle, "123456", NOW).unwrap();
+        let (step, wrote) = crate::store::own_writes(|| {
+            f.engine
+                .answer(ROOT, &second.handle, "123456", NOW)
+                .unwrap()
+        });
+        assert_eq!(kind(&step), StepKind::Throttled, "{user}");
+        wrote
+    };
+    assert_eq!(wrote("nobody"), wrote("alice"));
 }
 
 #[test]

@@ -204,6 +204,83 @@ fn a_sent_code_passes_only_rules_that_offer_its_channel() {
     );
 }
 
+/// A caller other than root names the PAM service itself: enrollment at such a login asks
+/// for the validation `kronctl enroll` would, even where the named service's rule asks none.
+#[test]
+fn a_user_naming_a_service_enrolls_no_more_freely_than_kronctl() {
+    let (e, fake) = engine(
+        "default_mode = \"optional\"\nvalidate_enrollment = [\"email\"]\n\
+         [[group]]\nname = \"*\"\nmode = \"enroll\"\nservices = [\"login\"]\nvalidate_enrollment = []\n",
+    );
+    set_email(&e, "alice");
+    let as_alice = e.begin_login(ALICE, login("alice", "login"), NOW).unwrap();
+    assert_eq!(kind(&as_alice), StepKind::Prompt);
+    assert_eq!(fake.count(), 1, "a validation code went out first");
+    assert!(
+        texts(&as_alice).contains("sent by email"),
+        "{}",
+        texts(&as_alice)
+    );
+    // The console's own login (root) enrolls as its rule says.
+    let console = begin_as(&e, ROOT, "login");
+    assert!(
+        texts(&console).contains("Scan this QR code"),
+        "{}",
+        texts(&console)
+    );
+}
+
+fn begin_as(engine: &Engine, caller: Caller, service: &str) -> Step {
+    engine
+        .begin_login(caller, login("alice", service), NOW + 1)
+        .unwrap()
+}
+
+/// Step-up grace follows a pass with the device, never one with a code sent by email: a rule
+/// that offers no fallback itself must not let the mailbox through by grace either.
+#[test]
+fn a_login_passed_with_a_sent_code_gives_no_grace() {
+    let (e, fake) = engine(
+        "default_mode = \"require\"\nfallback = [\"email\"]\n\
+         [[group]]\nname = \"*\"\nmode = \"require\"\nservices = [\"sudo\"]\nfallback = []\ngrace = 300\n",
+    );
+    set_email(&e, "alice");
+    let secret = enroll(&e, "alice");
+    let here = Caller {
+        uid: 0,
+        session: Some(42),
+    };
+    let answer = |step: &Step, response: &str, now| e.answer(here, &step.handle, response, now);
+    let sshd = e.begin_login(here, login("alice", "sshd"), NOW).unwrap();
+    let sent = answer(&sshd, "email", NOW).unwrap();
+    let code_sent = fake.last().unwrap().payload;
+    assert_eq!(
+        kind(&answer(&sent, &code_sent, NOW).unwrap()),
+        StepKind::Accept
+    );
+    let sudo = e
+        .begin_login(here, login("alice", "sudo"), NOW + 1)
+        .unwrap();
+    assert_eq!(
+        kind(&sudo),
+        StepKind::Prompt,
+        "no grace from an emailed code"
+    );
+    // The device's code gives it.
+    assert_eq!(
+        kind(&answer(&sudo, &code(&secret, NOW + 30), NOW + 30).unwrap()),
+        StepKind::Accept
+    );
+    let again = e
+        .begin_login(here, login("alice", "sudo"), NOW + 31)
+        .unwrap();
+    assert_eq!(
+        kind(&again),
+        StepKind::Accept,
+        "grace after the device's code"
+    );
+}
+
 /// The person at the prompt decides how often a channel is typed: past `MAX_RESENDS` the
 /// login is refused (a Deny, which pam_kron reports as a failed check), never left asking until
 /// pam_kron gives up on it as unavailable. Spent budgets count as asks too.
