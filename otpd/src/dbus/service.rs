@@ -180,36 +180,54 @@ impl Waiting {
 #[derive(Default)]
 struct KnownCallers {
     entries: Mutex<(HashMap<String, Caller>, VecDeque<String>)>,
-    /// Calls waiting for the bus daemon to say who sent them.
-    asking: AtomicUsize,
+    /// What the calls waiting for the bus daemon to say who sent them hold: bytes, calls.
+    asking_bytes: AtomicUsize,
+    asking_calls: AtomicUsize,
 }
 
 /// More than the connections the system bus allows at once (256 per uid by default).
 const MAX_KNOWN_CALLERS: usize = 4096;
 
-/// Calls that may wait at once for the bus daemon to identify their sender. Until it has,
-/// a call counts against no uid's slots ([`CallSlots`]), yet holds its message (up to 1 MiB on
-/// the bus) and its decoded arguments; without this bound, any local user's flood of calls from
-/// new connections would grow otpd until its unit's MemoryMax ends it. A lookup takes a
-/// round trip: a full set clears in milliseconds, and a call refused meanwhile is told to try
-/// again.
-const MAX_ASKING: usize = 32;
+/// What the calls waiting at once for the bus daemon to identify their sender may hold. Until
+/// it has, a call counts against no uid's slots ([`CallSlots`]), yet holds its message (up to
+/// 1 MiB on the bus) and its decoded arguments: without a bound, any local user's flood of large
+/// calls from new connections would grow otpd until its unit's MemoryMax ended it. The bound is
+/// on bytes (twice each message's body: the message and its arguments), so many small calls
+/// (64 kronctl-like clients starting at once) pass while a few large ones fill it; a lookup
+/// takes a round trip, and a call refused meanwhile is told to try again.
+const MAX_ASKING_BYTES: usize = 32 * 1024 * 1024;
+/// And on calls, whatever their size (each also holds a task).
+const MAX_ASKING_CALLS: usize = 1024;
+/// What a call of `body` bytes counts as: its message and its decoded arguments, and room for
+/// the header and the task.
+fn asking_cost(body: u32) -> usize {
+    2 * body as usize + 4096
+}
 
-/// One call's place among those waiting to be identified.
-struct Asking<'a>(&'a AtomicUsize);
+/// One call's share of what calls waiting to be identified may hold.
+struct Asking<'a> {
+    known: &'a KnownCallers,
+    bytes: usize,
+}
 
 impl Drop for Asking<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.known
+            .asking_bytes
+            .fetch_sub(self.bytes, Ordering::SeqCst);
+        self.known.asking_calls.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl KnownCallers {
-    /// A place among the calls waiting to be identified, if one is free.
-    fn ask(&self) -> Result<Asking<'_>, OtpdError> {
-        let taken = self.asking.fetch_add(1, Ordering::SeqCst);
-        let asking = Asking(&self.asking);
-        if taken >= MAX_ASKING {
+    /// A share for a call whose body is `body` bytes, if the calls waiting hold less than
+    /// the bounds.
+    fn ask(&self, body: u32) -> Result<Asking<'_>, OtpdError> {
+        let bytes = asking_cost(body);
+        let held = self.asking_bytes.fetch_add(bytes, Ordering::SeqCst);
+        let calls = self.asking_calls.fetch_add(1, Ordering::SeqCst);
+        let asking = Asking { known: self, bytes };
+        if held + bytes > MAX_ASKING_BYTES || calls >= MAX_ASKING_CALLS {
             return Err(OtpdError::Failed(
                 "otpd is identifying too many callers at once; try again".into(),
             ));
@@ -300,7 +318,7 @@ impl OtpdService {
         if let Some(caller) = known.get(&key) {
             return Ok(caller);
         }
-        let _asking = known.ask()?;
+        let _asking = known.ask(header.primary().body_len())?;
         let caller = caller_of(&bus_proxy(proxy, connection).await?, header).await?;
         known.insert(key, caller);
         Ok(caller)
@@ -1100,17 +1118,27 @@ mod tests {
         assert!(!waiting.lock().handles.contains(&"h10".to_string()));
     }
 
-    /// Calls waiting to be identified are bounded, and a place comes back when its call is done
-    /// (or refused) with it.
+    /// What calls waiting to be identified hold is bounded: a few large ones fill it, many
+    /// small ones fit; a share comes back when its call is done (or refused) with it.
     #[test]
     fn calls_waiting_to_be_identified_are_bounded() {
         let known = KnownCallers::default();
-        let held: Vec<_> = (0..MAX_ASKING).map(|_| known.ask().unwrap()).collect();
-        assert!(known.ask().is_err(), "one more than the bound");
-        assert!(known.ask().is_err(), "a refusal gives its place back");
+        let large = (1024 * 1024) as u32;
+        let held: Vec<_> = std::iter::from_fn(|| known.ask(large).ok()).collect();
+        assert_eq!(held.len(), MAX_ASKING_BYTES / asking_cost(large));
+        assert!(known.ask(large).is_err(), "a refusal gives its share back");
         drop(held);
-        assert_eq!(known.asking.load(Ordering::SeqCst), 0);
-        assert!(known.ask().is_ok());
+        assert_eq!(known.asking_bytes.load(Ordering::SeqCst), 0);
+        assert_eq!(known.asking_calls.load(Ordering::SeqCst), 0);
+        let small: Vec<_> = (0..256).map(|_| known.ask(300).unwrap()).collect();
+        assert_eq!(
+            small.len(),
+            256,
+            "64 or more clients starting at once are not refused"
+        );
+        drop(small);
+        let many: Vec<_> = std::iter::from_fn(|| known.ask(0).ok()).collect();
+        assert_eq!(many.len(), MAX_ASKING_CALLS);
     }
 
     #[test]
