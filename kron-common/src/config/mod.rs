@@ -169,6 +169,8 @@ pub struct Config {
     pub max_connections_root: u32,
     pub default_mode: Mode,
     pub admin_group: String,
+    /// Whom to ask, in every refusal a person sees.
+    #[serde(deserialize_with = "contact_text")]
     pub contact: String,
     #[serde(deserialize_with = "positive_secs")]
     pub enroll_window: u64,
@@ -469,6 +471,26 @@ fn issuer<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(issuer)
 }
 
+/// Longest `contact`: a name, a phone number or an address, with a few words.
+const MAX_CONTACT_LEN: usize = 256;
+
+/// `contact` goes into the messages pam_kron shows, and pam_kron refuses a reply holding a
+/// control character (an escape sequence would drive the person's terminal) as malformed: a tab
+/// or a carriage return here would turn every refusal into "unavailable".
+fn contact_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let contact = String::deserialize(d)?;
+    if contact.is_empty()
+        || contact.len() > MAX_CONTACT_LEN
+        || contact.chars().any(char::is_control)
+    {
+        return Err(de::Error::custom(format!(
+            "contact must be 1 to {MAX_CONTACT_LEN} bytes without control characters (tabs, \
+             line breaks)"
+        )));
+    }
+    Ok(contact)
+}
+
 fn group_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;
     if name == "*" {
@@ -519,6 +541,19 @@ mod tests {
 
     /// Cross-key errors name the line at fault: a rule's own list (not the top-level one), a
     /// section header with a comment after it, base_delay when max_delay is left at its default.
+    /// `contact` is shown in refusals: a control character there would make pam_kron refuse
+    /// every such reply as malformed ("unavailable"), so it is a config error at its line.
+    #[test]
+    fn a_contact_with_a_control_character_is_refused_at_its_line() {
+        for bad in ["contact = \"the\\thelp desk\"", "contact = \"\"", "contact = \"a\\r\""] {
+            let error = error_of(&format!("issuer = \"x\"\n{bad}\n"));
+            assert!(error.starts_with("otpd.toml:2:"), "{bad}: {error}");
+            assert!(error.contains("contact must be"), "{bad}: {error}");
+        }
+        let fine = Config::parse("contact = \"the help desk, +49 30 1234 (24 h)\"\n", "otpd.toml");
+        assert_eq!(fine.unwrap().contact, "the help desk, +49 30 1234 (24 h)");
+    }
+
     #[test]
     fn cross_key_errors_name_the_line_at_fault() {
         let rule = "fallback = [\"email\"]\n\
