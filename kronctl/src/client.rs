@@ -109,10 +109,15 @@ impl Otpd {
         after: &str,
         limit: u32,
     ) -> Result<(Vec<UserStatus>, String), Error> {
-        self.proxy
-            .list_page(after, limit)
-            .await
-            .map_err(|e| self.fail(e))
+        match self.proxy.list_page(after, limit).await {
+            // An otpd older than this kronctl (an upgrade not yet restarted) has no pages: its
+            // one-message `List`, which answers a store of up to 10,000 users.
+            Err(e) if after.is_empty() && unknown_method(&e) => {
+                let all = self.proxy.list().await.map_err(|e| self.fail(e))?;
+                Ok((all, String::new()))
+            }
+            answer => answer.map_err(|e| self.fail(e)),
+        }
     }
 
     /// True if there was anything to delete.
@@ -228,5 +233,16 @@ impl Otpd {
             .export_token(code)
             .await
             .map_err(|e| self.fail(e))
+    }
+}
+
+/// Whether otpd answered that it has no such method (zbus gives D-Bus's own errors as `FDO`).
+fn unknown_method(error: &zbus::Error) -> bool {
+    match error {
+        zbus::Error::FDO(fdo) => matches!(**fdo, zbus::fdo::Error::UnknownMethod(_)),
+        zbus::Error::MethodError(name, _, _) => {
+            name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod"
+        }
+        _ => false,
     }
 }

@@ -1,10 +1,11 @@
 //! An impostor otpd that accepts every login, for tests proving the module never talks to a
-//! bus it was not configured with. It counts the calls it receives.
+//! bus it was not configured with. It counts the calls it receives. It also stands for an otpd
+//! older than this kronctl: it lists users with `List` only.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kron_proto::{BUS_NAME, Message, OBJECT_PATH, Step, StepKind};
+use kron_proto::{BUS_NAME, Message, OBJECT_PATH, Step, StepKind, UserStatus};
 
 use crate::bus::Bus;
 
@@ -28,11 +29,30 @@ impl AcceptAll {
         Step::terminal(StepKind::Accept, vec![Message::info("fake otpd says yes")])
     }
 
+    /// An otpd older than `ListPage` answers `List` only.
+    fn list(&self) -> Vec<UserStatus> {
+        vec![UserStatus {
+            user: FAKE_LISTED_USER.into(),
+            enrolled: true,
+            pending: false,
+            locked: false,
+            locked_until: 0,
+            failures: 0,
+            last_used: 0,
+            recovery_codes: 0,
+            email: String::new(),
+            phone: String::new(),
+        }]
+    }
+
     #[zbus(property)]
     fn version(&self) -> String {
         "fake".into()
     }
 }
+
+/// The one user the impostor lists.
+pub const FAKE_LISTED_USER: &str = "listed-by-an-older-otpd";
 
 /// A running impostor; stops serving on drop.
 pub struct FakeOtpd {

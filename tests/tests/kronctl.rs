@@ -168,6 +168,16 @@ fn list_reads_every_page() {
 
     let whole: Vec<UserStatus> = dbus::decode(&dbus::call(&conn, "List", &()).expect("List"));
     assert_eq!(whole.len(), count);
+
+    // An otpd older than this kronctl (upgraded, not yet restarted) has no `ListPage`: kronctl
+    // lists with its one-message `List`.
+    let older_bus = Bus::start();
+    let _older = kron_tests::FakeOtpd::start(&older_bus);
+    let listed = Kronctl::root(&older_bus).json(&["list"]);
+    assert_eq!(
+        kronctl::listed_users(&listed),
+        vec![kron_tests::fake_otpd::FAKE_LISTED_USER.to_string()]
+    );
 }
 
 /// A user enrolls and confirms their own token, and then cannot replace it by themself.

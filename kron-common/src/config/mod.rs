@@ -545,12 +545,19 @@ mod tests {
     /// every such reply as malformed ("unavailable"), so it is a config error at its line.
     #[test]
     fn a_contact_with_a_control_character_is_refused_at_its_line() {
-        for bad in ["contact = \"the\\thelp desk\"", "contact = \"\"", "contact = \"a\\r\""] {
+        for bad in [
+            "contact = \"the\\thelp desk\"",
+            "contact = \"\"",
+            "contact = \"a\\r\"",
+        ] {
             let error = error_of(&format!("issuer = \"x\"\n{bad}\n"));
             assert!(error.starts_with("otpd.toml:2:"), "{bad}: {error}");
             assert!(error.contains("contact must be"), "{bad}: {error}");
         }
-        let fine = Config::parse("contact = \"the help desk, +49 30 1234 (24 h)\"\n", "otpd.toml");
+        let fine = Config::parse(
+            "contact = \"the help desk, +49 30 1234 (24 h)\"\n",
+            "otpd.toml",
+        );
         assert_eq!(fine.unwrap().contact, "the help desk, +49 30 1234 (24 h)");
     }
 

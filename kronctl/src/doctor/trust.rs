@@ -18,12 +18,14 @@ pub fn check(root: &Root, explicit: Option<&Path>, policy: &Policy, out: &mut Fi
     if !out.wants(CHECK) {
         return;
     }
+    // The default config by its plain path under the root (not one with its links already
+    // resolved), so the walk below sees every link and directory on the way, as otpd's does.
+    // An explicit `--config` is this machine's file, read as such.
     let config_path = match explicit {
         Some(path) => Some(path.to_path_buf()),
         None => root
-            .path(DEFAULT_CONFIG_PATH)
-            .ok()
-            .filter(|path| path.exists()),
+            .exists(DEFAULT_CONFIG_PATH)
+            .then(|| root.dir().join(DEFAULT_CONFIG_PATH.trim_start_matches('/'))),
     };
     let files = match &policy.config {
         Some(config) => trust::otpd_files(config, config_path.as_deref(), root.dir()),
@@ -36,7 +38,12 @@ pub fn check(root: &Root, explicit: Option<&Path>, policy: &Policy, out: &mut Fi
     // One finding per place at fault: a directory on the way to several files is named once.
     let mut reported = Vec::new();
     for (path, kind, missing_ok) in &files {
-        match trust::check_within(root.dir(), path, *kind, Owners::root(), *missing_ok) {
+        let checked = if explicit == Some(path.as_path()) {
+            trust::check(path, *kind, Owners::root(), *missing_ok)
+        } else {
+            trust::check_within(root.dir(), path, *kind, Owners::root(), *missing_ok)
+        };
+        match checked {
             Ok(()) => trusted += 1,
             Err(untrusted) if reported.contains(&untrusted.at) => {}
             Err(untrusted) => {

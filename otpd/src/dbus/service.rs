@@ -188,20 +188,26 @@ struct KnownCallers {
 /// More than the connections the system bus allows at once (256 per uid by default).
 const MAX_KNOWN_CALLERS: usize = 4096;
 
-/// What the calls waiting at once for the bus daemon to identify their sender may hold. Until
-/// it has, a call counts against no uid's slots ([`CallSlots`]), yet holds its message (up to
-/// 1 MiB on the bus) and its decoded arguments: without a bound, any local user's flood of large
-/// calls from new connections would grow otpd until its unit's MemoryMax ended it. The bound is
-/// on bytes (twice each message's body: the message and its arguments), so many small calls
-/// (64 kronctl-like clients starting at once) pass while a few large ones fill it; a lookup
-/// takes a round trip, and a call refused meanwhile is told to try again.
+/// What the large calls waiting at once for the bus daemon to identify their sender may hold.
+/// Until it has, a call counts against no uid's slots ([`CallSlots`]), yet holds its message
+/// (up to 1 MiB on the bus) and its decoded arguments: without a bound, any local user's flood
+/// of large calls from new connections would grow otpd until its unit's MemoryMax ended it.
+/// Only calls over [`SMALL_BODY`] count against it (twice their body: the message and its
+/// arguments), so such a flood cannot hold back the small calls everyone else makes (a login,
+/// any kronctl command but an import); a lookup takes a round trip, and a call refused
+/// meanwhile is told to try again.
 const MAX_ASKING_BYTES: usize = 32 * 1024 * 1024;
-/// And on calls, whatever their size (each also holds a task).
+/// A body this large or smaller is a small call.
+const SMALL_BODY: u32 = 64 * 1024;
+/// And calls of any size, each holding a task: past this many, even small ones wait.
 const MAX_ASKING_CALLS: usize = 1024;
-/// What a call of `body` bytes counts as: its message and its decoded arguments, and room for
-/// the header and the task.
+/// What a large call of `body` bytes counts as: its message and its decoded arguments.
 fn asking_cost(body: u32) -> usize {
-    2 * body as usize + 4096
+    if body <= SMALL_BODY {
+        0
+    } else {
+        2 * body as usize
+    }
 }
 
 /// One call's share of what calls waiting to be identified may hold.
@@ -1118,25 +1124,20 @@ mod tests {
         assert!(!waiting.lock().handles.contains(&"h10".to_string()));
     }
 
-    /// What calls waiting to be identified hold is bounded: a few large ones fill it, many
-    /// small ones fit; a share comes back when its call is done (or refused) with it.
+    /// What calls waiting to be identified hold is bounded: a few large ones fill it, and then
+    /// small ones still pass; a share comes back when its call is done (or refused) with it.
     #[test]
     fn calls_waiting_to_be_identified_are_bounded() {
         let known = KnownCallers::default();
-        let large = (1024 * 1024) as u32;
+        let large = 1024 * 1024;
         let held: Vec<_> = std::iter::from_fn(|| known.ask(large).ok()).collect();
         assert_eq!(held.len(), MAX_ASKING_BYTES / asking_cost(large));
         assert!(known.ask(large).is_err(), "a refusal gives its share back");
-        drop(held);
+        let small: Vec<_> = (0..256).map(|_| known.ask(300).unwrap()).collect();
+        assert_eq!(small.len(), 256, "large calls hold no small one back");
+        drop((held, small));
         assert_eq!(known.asking_bytes.load(Ordering::SeqCst), 0);
         assert_eq!(known.asking_calls.load(Ordering::SeqCst), 0);
-        let small: Vec<_> = (0..256).map(|_| known.ask(300).unwrap()).collect();
-        assert_eq!(
-            small.len(),
-            256,
-            "64 or more clients starting at once are not refused"
-        );
-        drop(small);
         let many: Vec<_> = std::iter::from_fn(|| known.ask(0).ok()).collect();
         assert_eq!(many.len(), MAX_ASKING_CALLS);
     }

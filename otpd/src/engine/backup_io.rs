@@ -69,10 +69,14 @@ impl BackupWriter {
         let sink = Sink::default();
         let mut recipient = age::scrypt::Recipient::new(passphrase(pass)?);
         recipient.set_work_factor(WORK_FACTOR);
+        // The file key is wrapped with scrypt here (2^16: 64 MiB): one derivation at a time
+        // with imports' and other exports', as in [`read_with_work_limit`].
+        let deriving = DERIVING.lock().unwrap_or_else(PoisonError::into_inner);
         let encryptor =
             age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
                 .map_err(failed)?;
         let mut writer = encryptor.wrap_output(sink.clone()).map_err(failed)?;
+        drop(deriving);
         write!(
             writer,
             "{{\"format\":\"{FORMAT}\",\"version\":{VERSION},\"created\":{created},\"users\":["
@@ -150,8 +154,9 @@ pub(crate) fn read_with_work_limit(
         .map_err(|e| Error::InvalidArgument(format!("not an age file or damaged: {e}")))?;
     let mut identity = age::scrypt::Identity::new(passphrase(pass)?);
     identity.set_max_work_factor(max_work_factor);
-    // One scrypt at a time: each takes 2^(factor + 10) bytes while it runs (256 MiB at the
-    // largest factor accepted), and two at once would pass the unit's MemoryMax.
+    // One scrypt at a time, an export's included: each takes 2^(factor + 10) bytes while it
+    // runs (256 MiB at the largest factor accepted), and two at once would pass the unit's
+    // MemoryMax.
     let deriving = DERIVING.lock().unwrap_or_else(PoisonError::into_inner);
     let decrypted = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity));
     drop(deriving);

@@ -355,15 +355,19 @@ impl Engine {
             // Refused whatever was typed, but charged like a wrong code, so the throttle
             // reads the same for every name.
             LoginKind::UnknownUser => {
-                let attempt = self.strangers.charge(user, now, &self.config.throttle);
-                // Its reply waits for a write as a real account's charge does (the disk, or
-                // the fleet's database); a throttled account's is refused without one.
-                let paced = match attempt {
-                    Attempt::Allowed => self.store.paced_write(),
-                    Attempt::Throttled { .. } => Ok(()),
+                // Its reply waits for what an account's does: a charge's write (the disk, or
+                // the fleet's database), or, throttled, a look at a record that stays as it is
+                // (a fleet account's check still asks the database). Charged once that went
+                // through: an account's check that cannot reach the database charges nothing.
+                let trip = match self.strangers.locked_until(user, now) {
+                    None => self.store.paced_write(),
+                    Some(_) => self.store.get(user).map(drop),
                 };
-                let step = match paced {
-                    Ok(()) => self.refuse_without_token(attempt, &subject, "unknown user", now),
+                let step = match trip {
+                    Ok(()) => {
+                        let attempt = self.strangers.charge(user, now, &self.config.throttle);
+                        self.refuse_without_token(attempt, &subject, "unknown user", now)
+                    }
                     Err(Error::Unreachable(why)) => self.unreachable(&subject, &why),
                     Err(e) => return Err(e),
                 };

@@ -103,13 +103,21 @@ impl Health {
 
     /// The store was closed after `cause`.
     pub fn failed(&self, cause: Arc<StoreError>, now: Instant) {
+        if let Some(event) = self.record_failure(cause, now) {
+            (self.report)(event);
+        }
+    }
+
+    /// [`Health::failed`] without its report, which it returns instead: for a caller that
+    /// records the failure under a lock of its own and reports once it let go (a log line may
+    /// wait on syslog, and nothing should wait on it).
+    pub fn record_failure(&self, cause: Arc<StoreError>, now: Instant) -> Option<StoreEvent> {
         let mut state = self.lock();
         if let State::Failing(failing) = &mut *state {
             failing.cause = cause;
             failing.reopened_at = None;
             failing.next_try = failing.next_try.max(now + REOPEN_EVERY);
-            self.check_fatal(state, now);
-            return;
+            return self.fatal_due(state, now);
         }
         *state = State::Failing(Failing {
             since: now,
@@ -118,8 +126,12 @@ impl Health {
             reopened_at: None,
             fatal_reported: false,
         });
-        drop(state);
-        (self.report)(StoreEvent::Failed { cause });
+        Some(StoreEvent::Failed { cause })
+    }
+
+    /// Reports `event` (one [`Health::record_failure`] returned).
+    pub fn report(&self, event: StoreEvent) {
+        (self.report)(event);
     }
 
     /// The latest failure (what a request refused while the store is closed is told).
@@ -186,20 +198,31 @@ impl Health {
     }
 
     /// Reports `Fatal` once when a failure that freeing space will not mend has lasted too long.
-    fn check_fatal(&self, mut state: std::sync::MutexGuard<'_, State>, now: Instant) {
+    fn check_fatal(&self, state: std::sync::MutexGuard<'_, State>, now: Instant) {
+        if let Some(event) = self.fatal_due(state, now) {
+            (self.report)(event);
+        }
+    }
+
+    /// `Fatal`, once, when it is due (see [`Health::check_fatal`]); the lock is let go.
+    fn fatal_due(
+        &self,
+        mut state: std::sync::MutexGuard<'_, State>,
+        now: Instant,
+    ) -> Option<StoreEvent> {
         let State::Failing(failing) = &mut *state else {
-            return;
+            return None;
         };
         if failing.fatal_reported
             || failing.cause.is_out_of_space()
             || now.saturating_duration_since(failing.since) < FATAL_AFTER
         {
-            return;
+            return None;
         }
         failing.fatal_reported = true;
-        let cause = failing.cause.clone();
-        drop(state);
-        (self.report)(StoreEvent::Fatal { cause });
+        Some(StoreEvent::Fatal {
+            cause: failing.cause.clone(),
+        })
     }
 }
 

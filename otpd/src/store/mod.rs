@@ -107,10 +107,10 @@ pub trait Store: Send + Sync {
     /// Blocks until every change so far is durable. Only for what must be on the device before
     /// something leaves otpd other than a reply (an email or SMS with a code, say).
     fn flush(&self) -> Result<()>;
-    /// A write of nothing that matters, counted like a charge ([`own_writes`]): the answer for a
-    /// name that is no account charges no record, and without this its reply, waiting for no
-    /// disk, would come back sooner than a real account's and tell the two apart. Nothing where
-    /// the store's writes are not this host's disk (the fleet's database).
+    /// A write of nothing that matters, as a charge makes: the answer for a name that is no
+    /// account charges no record, and without this its reply would come back sooner than a real
+    /// account's and tell the two apart. On this host's disk, one counted like a charge
+    /// ([`own_writes`]); in the fleet's database, a commit (`kron.pace`).
     fn paced_write(&self) -> Result<()> {
         Ok(())
     }

@@ -383,14 +383,20 @@ impl<O: Opening> Shared<O> {
         self.commits.lose_unflushed(cause.clone());
         self.closed_at.store(unix_now(), Ordering::SeqCst);
         self.closings.fetch_add(1, Ordering::SeqCst);
-        self.health.failed(cause, Instant::now());
-        // Dropped last, still under the lock, so sled's file lock is gone before anyone
-        // reopens. sled's own drop ends with `sync_all().unwrap()`, which panics on the very
-        // errors only a sync sees (a journal aborted, a cache flush the disk failed): what it
-        // leaves undone is the one flush that failed already (the panic's own message goes
-        // to stderr, the journal).
+        // Dropped still under the lock, so sled's file lock is gone before anyone reopens.
+        // sled's own drop ends with `sync_all().unwrap()`, which panics on the very errors
+        // only a sync sees (a journal aborted, a cache flush the disk failed): what it leaves
+        // undone is the one flush that failed already (the panic's own message goes to
+        // stderr, the journal). The failure is recorded after it, so the pause before a
+        // reopen counts from when the store is really closed.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(closed)));
+        let event = self.health.record_failure(cause, Instant::now());
         drop(open);
+        // Reported once the lock is let go: the log line may wait on syslog, and requests
+        // waiting for the lock are refused at once meanwhile.
+        if let Some(event) = event {
+            self.health.report(event);
+        }
     }
 
     /// The group commit's flush: everything counted up to `covers` onto the device.

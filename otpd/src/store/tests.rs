@@ -369,6 +369,21 @@ fn opening_the_store_reads_from_the_device() {
     }
 }
 
+/// Opening the store goes through it: a file of the store's directory that sled does not
+/// read itself is no longer cached once the store is open.
+#[test]
+fn the_store_is_opened_from_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let aside = store.join("aside");
+    std::fs::write(&aside, vec![7u8; 256 * 1024]).unwrap();
+    std::fs::read(&aside).unwrap();
+    assert!(resident_pages(&aside) > 0);
+    let _open = SledStore::open(&store).unwrap();
+    assert_eq!(resident_pages(&aside), 0);
+}
+
 /// How many bytes of `path` the kernel holds in its cache (util-linux's fincore, which asks
 /// mincore; this module has no unsafe code of its own).
 fn resident_pages(path: &Path) -> u64 {
