@@ -447,9 +447,13 @@ pub const MAX_APPLY: u32 = 10_000;
 /// Most users one `ListPage` answer holds: a page of the largest records stays a few MiB in
 /// otpd's memory and far inside the bus's message bound.
 pub const MAX_LIST_PAGE: u32 = 1000;
-/// Most users `List` and `Export`, which answer in one message, answer for. Past it they
-/// refuse and name their paged or streamed successor (`ListPage`, `ExportBegin`): a store of a
-/// million users, read whole, would pass otpd's memory limit, and its answer the bus's bound.
+/// Most local users one `FleetPushPage` call pushes: each is a statement and a commit in the
+/// fleet's database, and the page's answer stays far inside the bus's message bound.
+pub const MAX_PUSH_PAGE: u32 = 1000;
+/// Most users `List`, `Export` and `FleetPush`, which answer in one message, answer for. Past
+/// it they refuse and name their paged or streamed successor (`ListPage`, `ExportBegin`,
+/// `FleetPushPage`): a store of a million users, read whole, would pass otpd's memory limit,
+/// and its answer the bus's bound.
 pub const MAX_ONE_MESSAGE_USERS: usize = 10_000;
 /// Most tokens in one `ImportTokens` call.
 pub const MAX_IMPORT_TOKENS: usize = 100_000;
@@ -707,8 +711,16 @@ pub trait Otpd {
     /// the user had none.
     fn fleet_offline_add(&self, user: &str) -> zbus::Result<bool>;
     /// Moves this host's local tokens into the fleet (root); a user the fleet already knows
-    /// keeps the fleet token and is reported as a conflict.
+    /// keeps the fleet token and is reported as a conflict. Every local user in one message:
+    /// refused as `Conflict` when the local store holds more than [`MAX_ONE_MESSAGE_USERS`];
+    /// `fleet_push_page` pushes a store of any size.
     fn fleet_push(&self) -> zbus::Result<Vec<ImportResult>>;
+    /// Pushes up to `limit` (1 to [`MAX_PUSH_PAGE`]) of this host's local users after the name
+    /// `after` ("" = from the first), in the local store's order, as `fleet_push` does (root),
+    /// and answers their results and the `after` of the next page: "" when this page was the
+    /// last. Pushing a page again changes nothing: its users are then conflicts.
+    fn fleet_push_page(&self, after: &str, limit: u32)
+    -> zbus::Result<(Vec<ImportResult>, String)>;
     /// The fleet's audit rows for `user` ("" = everyone), newest first (root), read as the role
     /// `url` names (the owner, or one granted kron_auditor); `password` and `ca_pem` as for
     /// `FleetInit`.

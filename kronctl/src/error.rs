@@ -55,6 +55,13 @@ pub enum Error {
     Unhealthy {
         errors: usize,
     },
+    /// A command that works a page at a time (`fleet push`) stopped after some pages were
+    /// done: `done` says how far it got and how to go on, in kronctl's own words (names in it
+    /// already shown through `one_line`). The exit status is the cause's.
+    Stopped {
+        cause: Box<Error>,
+        done: String,
+    },
 }
 
 impl Error {
@@ -70,6 +77,7 @@ impl Error {
             Error::Failed(_) | Error::Protocol(_) | Error::Io { .. } | Error::Unhealthy { .. } => {
                 exit::FAILED
             }
+            Error::Stopped { cause, .. } => cause.exit_code(),
         }
     }
 
@@ -158,6 +166,7 @@ impl fmt::Display for Error {
             Error::Io { what, source } => return write!(f, "{}: {source}", one_line(what)),
             Error::Unhealthy { errors: 1 } => return write!(f, "doctor found 1 error"),
             Error::Unhealthy { errors } => return write!(f, "doctor found {errors} errors"),
+            Error::Stopped { cause, done } => return write!(f, "{cause} — {done}"),
         };
         match (label.is_empty(), text.trim().is_empty()) {
             (true, _) => write!(f, "{}", one_line(text)),

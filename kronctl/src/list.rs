@@ -14,6 +14,7 @@ use kron_proto::{MAX_LIST_PAGE, UserStatus};
 use crate::cli::Cli;
 use crate::client::Otpd;
 use crate::error::Error;
+use crate::output::stdout_error;
 use crate::render::{StatusJson, one_line};
 use crate::time::Clock;
 
@@ -41,13 +42,6 @@ pub async fn run(cli: &Cli, clock: &Clock) -> Result<(), Error> {
                 "otpd answered the same page of users again".into(),
             ));
         }
-    }
-}
-
-fn stdout_error(source: std::io::Error) -> Error {
-    Error::Io {
-        what: "cannot write to stdout".into(),
-        source,
     }
 }
 

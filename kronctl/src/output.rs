@@ -1,5 +1,6 @@
 //! Writing to stdout: a command's output goes out whole, through [`print`], except where it
-//! grows with the store (`list`, `import`): those write it as it comes.
+//! grows with the store (`list`, `import`, `fleet push`): those write it as it comes, and
+//! report a failed write with [`stdout_error`].
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -14,10 +15,15 @@ pub fn print(text: &str) -> Result<(), Error> {
     stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
-        .map_err(|source| Error::Io {
-            what: "cannot write to stdout".into(),
-            source,
-        })
+        .map_err(stdout_error)
+}
+
+/// A write to stdout that failed (a closed pipe, a full disk), as kronctl reports it.
+pub fn stdout_error(source: std::io::Error) -> Error {
+    Error::Io {
+        what: "cannot write to stdout".into(),
+        source,
+    }
 }
 
 /// [`print`] for a text that holds a secret (an enrollment, recovery codes, a token's URI): the

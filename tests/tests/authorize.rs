@@ -56,6 +56,9 @@ fn unprivileged_callers_are_refused_before_their_input_is_looked_at() {
         ("List", &[]),
         ("ListPage", &["", "10"]),
         ("ListPage", &[BIG, "0"]),
+        ("FleetPush", &[]),
+        ("FleetPushPage", &["", "10"]),
+        ("FleetPushPage", &[BIG, "0"]),
         ("Status", &[BIG]),
         ("Status", &[other.name()]),
         ("Enroll", &[BIG, BIG]),
@@ -97,6 +100,10 @@ fn errors_for_root_name_what_is_wrong_without_repeating_it() {
         ("ListPage", &[BIG, "10"]),
         ("ListPage", &["", "0"]),
         ("ListPage", &["", "4294967295"]),
+        // Checked before the push looks for a fleet (this host has none).
+        ("FleetPushPage", &[BIG, "10"]),
+        ("FleetPushPage", &["", "0"]),
+        ("FleetPushPage", &["", "4294967295"]),
     ];
     for (method, args) in cases {
         let what = format!("{method} as root");

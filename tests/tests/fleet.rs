@@ -7,16 +7,19 @@
 //! as if alone, host roles read no seed, the database dying mid-login accepts nothing
 //! undurable and otpd recovers by itself, idle connections keep alive and ended ones cost no
 //! login, bad TLS is refused clearly, config mistakes are named by file:line, and local tokens
-//! move into the fleet with `kronctl fleet push`.
+//! move into the fleet with `kronctl fleet push`, a page at a time.
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use kron_proto::{ImportResult, MAX_PUSH_PAGE, TokenImport};
 use kron_tests::fleet::{Host, TEST_OFFLINE_WINDOW};
 use kron_tests::pam::Running;
 use kron_tests::pgbouncer::PgBouncer;
 use kron_tests::postgres::{Postgres, TestCa};
 use kron_tests::totp::{Oath, base32, decode_base32, steady_step, wrong_code};
-use kron_tests::{Fleet, Kronctl, TestUser, Transcript, kronctl, otpd, process, result, scratch};
+use kron_tests::{
+    Fleet, Kronctl, TestUser, Transcript, dbus, kronctl, otpd, process, result, scratch,
+};
 
 const REQUIRE: &str = "default_mode = \"require\"\n";
 /// A backoff that cannot run out while a test runs.
@@ -1420,6 +1423,11 @@ fn fleet_config_mistakes_are_named_with_file_and_line() {
     }
 }
 
+/// Host D joins the fleet with more local users than `kronctl fleet push` sends per call (it
+/// pages with `FleetPushPage`): every user once, in order, a user the fleet has keeps the
+/// fleet's token (a conflict); pushed again, every user is a conflict and nothing changes (the
+/// recovery from a push stopped half-way); a page's `after` on the real database; the old
+/// one-message `FleetPush` still answers.
 #[test]
 fn push_moves_local_tokens_into_the_fleet_and_reports_conflicts() {
     let fleet = Fleet::start(REQUIRE);
@@ -1433,6 +1441,24 @@ fn push_moves_local_tokens_into_the_fleet_and_reports_conflicts() {
     let (local_token, local_step) = d_ctl.enroll_confirmed_now(local_only.name());
     d_ctl.enroll_confirmed_now(both.name());
     let (fleet_token, fleet_step) = a.kronctl().enroll_confirmed_now(both.name());
+    // More users than a page, imported (they need no accounts).
+    let imported: Vec<String> = (0..MAX_PUSH_PAGE + 10)
+        .map(|i| format!("pushed-{i:05}"))
+        .collect();
+    let tokens: Vec<TokenImport> = imported
+        .iter()
+        .enumerate()
+        .map(|(i, user)| TokenImport {
+            user: user.clone(),
+            secret: (i as u64).to_be_bytes().repeat(2),
+            algorithm: "SHA1".into(),
+            digits: 6,
+            period: 30,
+            last_step: 0,
+            recovery_codes: Vec::new(),
+        })
+        .collect();
+    dbus::call(&bus.connect(), "ImportTokens", &(tokens, false, false)).expect("ImportTokens");
     // D joins the fleet.
     let proxy = kron_tests::proxy::Proxy::start(fleet.db.port());
     let section = fleet.add_host_section(&d_ctl, "d", proxy.port());
@@ -1441,10 +1467,21 @@ fn push_moves_local_tokens_into_the_fleet_and_reports_conflicts() {
     std::fs::write(d.config_path(), text).expect("write otpd.toml");
     d.restart();
 
+    let count = imported.len() + 2;
     let pushed = d_ctl.json(&["fleet", "push"]);
-    assert_eq!(pushed["pushed"], 1, "{pushed}");
+    assert_eq!(pushed["pushed"], count - 1, "{pushed}");
     assert_eq!(pushed["conflicts"], 1, "{pushed}");
+    assert_eq!(pushed["skipped"], 0, "{pushed}");
     let users = pushed["users"].as_array().expect("users").clone();
+    let names: Vec<&str> = users
+        .iter()
+        .map(|u| u["user"].as_str().unwrap_or_default())
+        .collect();
+    let mut once_in_order = names.clone();
+    once_in_order.sort_unstable();
+    once_in_order.dedup();
+    assert_eq!(names, once_in_order);
+    assert_eq!(names.len(), count);
     let outcome_of = |name: &str| {
         users
             .iter()
@@ -1453,6 +1490,30 @@ fn push_moves_local_tokens_into_the_fleet_and_reports_conflicts() {
     };
     assert_eq!(outcome_of(local_only.name()).as_deref(), Some("pushed"));
     assert_eq!(outcome_of(both.name()).as_deref(), Some("conflict"));
+    assert_eq!(outcome_of(&imported[0]).as_deref(), Some("pushed"));
+
+    // Again, in text: every user a conflict, a line each as the pages come, the counts last.
+    let again = d_ctl.run(&["fleet", "push"]);
+    again.assert_success("kronctl fleet push, again");
+    let lines: Vec<&str> = again.stdout.lines().collect();
+    assert_eq!(lines.len(), count + 1, "{}", again.stdout);
+    assert_eq!(
+        lines[count],
+        format!("0 pushed, {count} conflicts, 0 skipped")
+    );
+    // A page after a position, and the one-message method.
+    let conn = bus.connect();
+    let (page, next): (Vec<ImportResult>, String) = dbus::decode(
+        &dbus::call(&conn, "FleetPushPage", &("pushed-00004", 2u32)).expect("FleetPushPage"),
+    );
+    let page_names: Vec<&str> = page.iter().map(|r| r.user.as_str()).collect();
+    assert_eq!(page_names, ["pushed-00005", "pushed-00006"]);
+    assert_eq!(next, "pushed-00006");
+    assert!(page.iter().all(|r| r.outcome == "conflict"), "{page:?}");
+    let whole: Vec<ImportResult> =
+        dbus::decode(&dbus::call(&conn, "FleetPush", &()).expect("FleetPush"));
+    assert_eq!(whole.len(), count);
+    assert!(whole.iter().all(|r| r.outcome == "conflict"));
 
     // The pushed token logs in on B; the fleet's token of the other user stays.
     b.login(local_only.name())

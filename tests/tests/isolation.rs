@@ -270,11 +270,14 @@ fn user_raw_calls_for_another_user_are_access_denied() {
             output.describe()
         );
         // Refused before the limit is looked at (0 is out of bounds).
-        for limit in ["uint32:10", "uint32:0"] {
-            let output = send_as(&caller.identity(), &route, "ListPage", &["string:", limit]);
+        for (member, limit) in ["ListPage", "FleetPushPage"]
+            .into_iter()
+            .flat_map(|member| ["uint32:10", "uint32:0"].map(|limit| (member, limit)))
+        {
+            let output = send_as(&caller.identity(), &route, member, &["string:", limit]);
             assert!(
                 output.stderr.contains(&denied),
-                "ListPage {limit} over {route:?}: {}",
+                "{member} {limit} over {route:?}: {}",
                 output.describe()
             );
         }

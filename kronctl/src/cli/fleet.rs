@@ -96,7 +96,9 @@ Examples:
     /// Move this host's local tokens into the fleet (root)
     ///
     /// A user the fleet already knows keeps the fleet's token and is listed as a conflict.
-    /// The local store is left as it was.
+    /// The local store is left as it was. otpd pushes the users a page at a time; a push that
+    /// stops half-way is finished by running it again (pushing is idempotent: the users pushed
+    /// already are then listed as conflicts).
     Push,
 
     /// Show the fleet's logins for a user, or everyone's, newest first (root)

@@ -6,10 +6,12 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | one function per subcommand |
-//! | `render.rs` | text and JSON output |
+//! | `push.rs` | `push`, a page of local users at a time, its output written as they come |
+//! | `render.rs` | text and JSON output of the others |
 //!
 //! Its command line is `cli/fleet.rs`, with the rest of kronctl's.
 
+mod push;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -97,10 +99,7 @@ pub async fn run(cli: &Cli, args: &FleetArgs) -> Result<(), Error> {
                 .map_err(|e| otpd.fail(e))?;
             print(&render::offline_add(user, added, cli.json))
         }
-        FleetCommand::Push => {
-            let results = proxy.fleet_push().await.map_err(|e| otpd.fail(e))?;
-            print(&render::push(&results, cli.json))
-        }
+        FleetCommand::Push => push::run(cli, &otpd).await,
         FleetCommand::Log { user, owner, limit } => {
             let owner = Owner::read(owner)?;
             let rows = proxy

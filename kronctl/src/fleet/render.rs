@@ -1,6 +1,6 @@
 //! What `kronctl fleet` prints: text for people, one JSON value for scripts.
 
-use kron_proto::{FleetLogEntry, FleetStatus, ImportResult};
+use kron_proto::{FleetLogEntry, FleetStatus};
 use serde::Serialize;
 
 use crate::render::{json_line, one_line};
@@ -153,47 +153,6 @@ pub fn offline_add(user: &str, added: bool, json: bool) -> String {
             one_line(user)
         ),
     }
-}
-
-pub fn push(results: &[ImportResult], json: bool) -> String {
-    let count = |outcome: &str| results.iter().filter(|r| r.outcome == outcome).count();
-    if json {
-        #[derive(Serialize)]
-        struct Pushed<'a> {
-            pushed: usize,
-            conflicts: usize,
-            skipped: usize,
-            users: &'a [ImportResult],
-        }
-        return json_line(&Pushed {
-            pushed: count("pushed"),
-            conflicts: count("conflict"),
-            skipped: count("skipped"),
-            users: results,
-        });
-    }
-    if results.is_empty() {
-        return "No local tokens to push.\n".into();
-    }
-    let mut out = String::new();
-    for result in results {
-        out.push_str(&format!(
-            "{}: {}",
-            one_line(&result.user),
-            one_line(&result.outcome)
-        ));
-        if !result.reason.is_empty() {
-            out.push_str(&format!(" ({})", one_line(&result.reason)));
-        }
-        out.push('\n');
-    }
-    out.push_str(&format!(
-        "{} pushed, {} conflicts, {} skipped\n",
-        count("pushed"),
-        count("conflict"),
-        count("skipped")
-    ));
-    out
 }
 
 pub fn log(rows: &[FleetLogEntry], json: bool) -> String {

@@ -25,7 +25,7 @@ use crate::cli::{
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::migrate::{self, Found};
-use crate::output::{print, print_secret};
+use crate::output::{print, print_secret, stdout_error};
 use crate::passphrase;
 use crate::progress::{Progress, Unit};
 use crate::secret_file::SecretFile;
@@ -112,13 +112,6 @@ pub async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), Error> {
         drop(report.finish().map_err(stdout_error)?);
     }
     done
-}
-
-fn stdout_error(source: std::io::Error) -> Error {
-    Error::Io {
-        what: "cannot write to stdout".into(),
-        source,
-    }
 }
 
 /// Users stored per `ImportApply` call.

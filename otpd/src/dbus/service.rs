@@ -945,6 +945,22 @@ impl OtpdService {
         .await
     }
 
+    async fn fleet_push_page(
+        &self,
+        after: String,
+        limit: u32,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(Vec<ImportResult>, String), OtpdError> {
+        self.call(
+            connection,
+            &header,
+            Run::Blocking,
+            move |engine, caller, _| engine.fleet_push_page(caller, &after, limit),
+        )
+        .await
+    }
+
     // The arguments are the D-Bus method's signature (kron-proto), plus connection and header.
     #[allow(clippy::too_many_arguments)]
     async fn fleet_log(

@@ -1,13 +1,14 @@
 //! `kronctl fleet`: set up the fleet's database, add a host, show this host's link, move local
-//! tokens into the fleet, read the fleet's audit. Root only; the owner's credentials come with
-//! each call (paths otpd reads as root) and are never stored.
+//! tokens into the fleet (a page at a time), read the fleet's audit. Root only; the owner's
+//! credentials come with each call (paths otpd reads as root) and are never stored.
 
-use super::Engine;
+use super::{Engine, pages};
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
-use crate::store::SledStore;
 use crate::store::postgres::{admin, schema};
-use kron_proto::{FleetLogEntry, FleetStatus, ImportResult};
+use crate::store::record::UserRecord;
+use crate::store::{SledStore, Store};
+use kron_proto::{FleetLogEntry, FleetStatus, ImportResult, MAX_ONE_MESSAGE_USERS, MAX_PUSH_PAGE};
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle;
 
@@ -129,10 +130,41 @@ impl Engine {
         Ok(added)
     }
 
-    /// Moves the tokens of this host's sled store into the fleet (`kronctl fleet push`): users
-    /// the fleet already has keep the fleet's token and are reported as conflicts.
+    /// `FleetPush`: moves the tokens of this host's sled store into the fleet and answers for
+    /// every local user in one message. kronctl pushes a page at a time instead
+    /// ([`Engine::fleet_push_page`]); this stays because `io.kron.Otpd1` never loses a method
+    /// (an older kronctl, a site's script), but only for a local store of at most
+    /// [`MAX_ONE_MESSAGE_USERS`]: a larger one is refused before anything is pushed.
     pub fn fleet_push(&self, caller: Caller) -> Result<Vec<ImportResult>> {
         require_root(caller)?;
+        match self.local_store()? {
+            Some(local) => self.push_whole(caller, &local),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// `FleetPushPage`: pushes up to `limit` local users after the name `after` ("" = from
+    /// the first) as [`Engine::fleet_push`] does, and answers their results and the `after` of
+    /// the next page, "" when this one is the last. Each call opens the local store and reads
+    /// only its page: nothing is held between calls, and a push stopped anywhere is taken up
+    /// by running it again (pushed users are then conflicts, their fleet token the one pushed).
+    pub fn fleet_push_page(
+        &self,
+        caller: Caller,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<ImportResult>, String)> {
+        require_root(caller)?;
+        pages::check(after, limit, MAX_PUSH_PAGE)?;
+        match self.local_store()? {
+            Some(local) => self.push_page(caller, &local, after, limit),
+            None => Ok((Vec::new(), String::new())),
+        }
+    }
+
+    /// This host's own sled store, to push into its fleet: `None` when the host never had
+    /// one. Refused where there is no fleet to push to.
+    fn local_store(&self) -> Result<Option<SledStore>> {
         if self.store.fleet().is_none() {
             return Err(Error::Conflict(
                 "this host has no [fleet] section: there is no fleet to push to".into(),
@@ -140,14 +172,51 @@ impl Engine {
         }
         let dir = self.config.state_dir.join("store");
         if !dir.join("db").exists() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let local = SledStore::open(&dir)?;
-        let (with_token, without): (Vec<_>, Vec<_>) = local
-            .list()?
+        SledStore::open(&dir).map(Some)
+    }
+
+    /// [`Engine::fleet_push`] once the local store is open (unit tests pass one of their own).
+    pub(super) fn push_whole(
+        &self,
+        caller: Caller,
+        local: &dyn Store,
+    ) -> Result<Vec<ImportResult>> {
+        let records = pages::one_message(local)?.ok_or_else(|| {
+            Error::Conflict(format!(
+                "this host's local store holds more than {MAX_ONE_MESSAGE_USERS} users, too \
+                 many for one answer; a newer kronctl pushes them a page at a time \
+                 (FleetPushPage)"
+            ))
+        })?;
+        self.push_records(caller, records)
+    }
+
+    /// [`Engine::fleet_push_page`] once the local store is open (unit tests pass one of their
+    /// own).
+    pub(super) fn push_page(
+        &self,
+        caller: Caller,
+        local: &dyn Store,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<ImportResult>, String)> {
+        let (records, next) = pages::page(local, after, limit)?;
+        Ok((self.push_records(caller, records)?, next))
+    }
+
+    /// Stores the tokens of `records`, local users, in this host's store (the fleet): users
+    /// it already has keep its token and are reported as conflicts, users without a
+    /// confirmed token are skipped. Results in the order of names, as the pages go.
+    fn push_records(
+        &self,
+        caller: Caller,
+        records: Vec<(String, UserRecord)>,
+    ) -> Result<Vec<ImportResult>> {
+        let (with_token, without): (Vec<_>, Vec<_>) = records
             .into_iter()
             .partition(|(_, record)| record.token.is_some());
-        drop(local);
         let mut results = self.store_imports(caller, with_token, false, false)?;
         for result in &mut results {
             if result.outcome == "skipped" {

@@ -1,10 +1,10 @@
 //! Day-2 operations: recovery codes, encrypted backup and restore, migration from other
 //! systems, and a user copying their own token to a second app.
 
-use super::Engine;
 use super::backup::{self, Backup, BackupRecovery, BackupToken, BackupUser};
 use super::backup_io;
 use super::verdict::Verdict;
+use super::{Engine, pages};
 use crate::audit::Subject;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
@@ -72,9 +72,9 @@ impl Engine {
     /// `Export`: every token (`user` = "") or one user's, encrypted to `passphrase`, in one
     /// message (root only). kronctl streams instead (`ExportBegin`, transfer.rs); this stays
     /// because `io.kron.Otpd1` never loses a method (an older kronctl, a site's script), but
-    /// only for a store of at most [`MAX_ONE_MESSAGE_USERS`]: read as one page of one more
-    /// than that, a larger store is refused after a bounded read, never held whole (with its
-    /// file) in memory for an answer the bus could not carry anyway.
+    /// only for a store of at most [`MAX_ONE_MESSAGE_USERS`] ([`pages::one_message`]): a
+    /// larger store is refused after a bounded read, never held whole (with its file) in
+    /// memory.
     pub fn export(
         &self,
         caller: Caller,
@@ -85,14 +85,12 @@ impl Engine {
         require_root(caller)?;
         self.require_local_seeds("kronctl export")?;
         let records = if user.is_empty() {
-            let page = self.store.page(None, MAX_ONE_MESSAGE_USERS + 1)?;
-            if page.len() > MAX_ONE_MESSAGE_USERS {
-                return Err(Error::Conflict(format!(
+            pages::one_message(&*self.store)?.ok_or_else(|| {
+                Error::Conflict(format!(
                     "the store holds more than {MAX_ONE_MESSAGE_USERS} users, too many for one \
                      message; a newer kronctl streams the export (ExportBegin)"
-                )));
-            }
-            page
+                ))
+            })?
         } else {
             kron_proto::validate_user(user).map_err(Error::InvalidArgument)?;
             let record = self

@@ -8,13 +8,14 @@
 //! | `login.rs` | the login conversation: `BeginLogin`, `Answer`, enrollment at login |
 //! | `verdict.rs` | the verdict on a typed code: TOTP, recovery or sent code, throttle charge, replay |
 //! | `tokens.rs` | token management: enroll, confirm, status, list, reset, unlock |
+//! | `pages.rs` | reading a store a page at a time: page bounds, where the next page begins, one-message answers |
 //! | `outbound.rs` | email and SMS: contacts, sending codes within the budget, delivered enrollments |
 //! | `links.rs` | one-time enrollment links: make, revoke, report, and the page's show and confirm |
 //! | `lifecycle.rs` | recovery codes, backup and restore, migration imports, token export |
 //! | `backup.rs` | the backup file: JSON in an age file encrypted to a passphrase |
 //! | `backup_io.rs` | that file written and read a user at a time (any size, bounded memory), or in one piece |
 //! | `transfer.rs` | streamed export and import: the cursors and sessions between calls |
-//! | `fleet.rs` | `kronctl fleet`: init, add-host, status, push, log (root) |
+//! | `fleet.rs` | `kronctl fleet`: init, add-host, status, push (a page at a time), log (root) |
 //! | `sessions.rs` | logins waiting at the prompt, in memory and bounded |
 //! | `messages.rs` | every text a person sees during a login |
 //! | `tests/` | the engine's unit tests, by part, on a fixed clock |
@@ -29,6 +30,7 @@ mod links;
 mod login;
 mod messages;
 mod outbound;
+mod pages;
 mod sessions;
 #[cfg(test)]
 mod tests;

@@ -1,16 +1,15 @@
 //! Token management for kronctl: enroll, confirm, status, list (whole or a page), reset,
 //! unlock.
 
-use super::Engine;
 use super::verdict::PendingCheck;
+use super::{Engine, pages};
 use crate::audit::Subject;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
 use crate::store::record::{ConfirmOutcome, UserRecord};
 use crate::totp;
 use kron_proto::{
-    Channel, Enrollment, MAX_LIST_PAGE, MAX_ONE_MESSAGE_USERS, MAX_RESPONSE_LEN, MAX_USER_LEN,
-    UserStatus,
+    Channel, Enrollment, MAX_LIST_PAGE, MAX_ONE_MESSAGE_USERS, MAX_RESPONSE_LEN, UserStatus,
 };
 
 impl Engine {
@@ -117,18 +116,17 @@ impl Engine {
     }
 
     /// `List`: every stored user in one answer (admin). Kept for kronctl before `ListPage`,
-    /// but only for a store of at most [`MAX_ONE_MESSAGE_USERS`]: the store is read as one
-    /// page of one more than that, so a larger store is refused (naming the paged method)
-    /// after reading a bounded number of users, never read whole into memory.
+    /// but only for a store of at most [`MAX_ONE_MESSAGE_USERS`] ([`pages::one_message`]): a
+    /// larger store is refused (naming the paged method) after reading a bounded number of
+    /// users, never read whole into memory.
     pub fn list(&self, caller: Caller, now: u64) -> Result<Vec<UserStatus>> {
         caller.require_admin(&self.config, &*self.directory)?;
-        let page = self.store.page(None, MAX_ONE_MESSAGE_USERS + 1)?;
-        if page.len() > MAX_ONE_MESSAGE_USERS {
+        let Some(page) = pages::one_message(&*self.store)? else {
             return Err(Error::Conflict(format!(
                 "the store holds more than {MAX_ONE_MESSAGE_USERS} users, too many for one \
                  answer; a newer kronctl reads them a page at a time (ListPage)"
             )));
-        }
+        };
         Ok(self.statuses(page, now))
     }
 
@@ -142,32 +140,8 @@ impl Engine {
         now: u64,
     ) -> Result<(Vec<UserStatus>, String)> {
         caller.require_admin(&self.config, &*self.directory)?;
-        if !(1..=MAX_LIST_PAGE).contains(&limit) {
-            return Err(Error::InvalidArgument(format!(
-                "a page holds 1 to {MAX_LIST_PAGE} users"
-            )));
-        }
-        // A position between names, not a name that must exist: only its length is bounded.
-        if after.len() > MAX_USER_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "a page starts after a name of at most {MAX_USER_LEN} bytes"
-            )));
-        }
-        let limit = limit as usize;
-        // One user more than the page tells whether another page follows, so the last page
-        // says so itself and the caller needs no extra call that finds nothing.
-        let mut page = self
-            .store
-            .page(Some(after).filter(|a| !a.is_empty()), limit + 1)?;
-        let next = match page.len() > limit {
-            true => {
-                page.truncate(limit);
-                page.last()
-                    .map(|(user, _)| user.clone())
-                    .unwrap_or_default()
-            }
-            false => String::new(),
-        };
+        pages::check(after, limit, MAX_LIST_PAGE)?;
+        let (page, next) = pages::page(&*self.store, after, limit)?;
         Ok((self.statuses(page, now), next))
     }
 

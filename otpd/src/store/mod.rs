@@ -54,9 +54,9 @@ pub trait Store: Send + Sync {
     fn get(&self, user: &str) -> Result<Option<UserRecord>>;
     /// Up to `limit` stored users after `after` (from the first with `None`), sorted by name
     /// in the backend's order (bytes in sled, the database's collation in PostgreSQL): `List`,
-    /// `ListPage` and the exports walk the store a page at a time. A backend reads only that
-    /// page, so otpd's memory stays bounded at any number of users; there is no "every user"
-    /// read here to fall back on.
+    /// `ListPage`, the exports and `kronctl fleet push` (of a host's own sled store) walk the
+    /// store a page at a time. A backend reads only that page, so otpd's memory stays bounded
+    /// at any number of users; there is no "every user" read here to fall back on.
     fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, UserRecord)>>;
     /// Charges one attempt unless the user is in backoff ("count a failure" before checking).
     fn charge_attempt(&self, user: &str, now: u64, config: &ThrottleConfig) -> Result<Attempt>;

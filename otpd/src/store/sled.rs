@@ -246,13 +246,6 @@ impl SledStore {
         self.with(|open| Ok(open.users.contains_key(user)?))
     }
 
-    /// Every stored user, sorted by name, all in memory at once: only for `kronctl fleet
-    /// push`, which moves a host's own store into the fleet once. Everything otpd serves
-    /// pages through the store ([`Store::page`]).
-    pub fn list(&self) -> Result<Vec<(String, UserRecord)>> {
-        self.with(|open| open.users.iter().map(entry).collect())
-    }
-
     /// Stores raw bytes as `user`'s record (tests of old and damaged records).
     #[cfg(test)]
     pub(super) fn insert_raw(&self, user: &str, bytes: &[u8]) {

@@ -47,7 +47,7 @@ fn main() {
             .await?;
         let c = &connection;
         match (m, a.as_slice()) {
-            ("List", []) => send(c, m, &()).await,
+            ("List" | "FleetPush", []) => send(c, m, &()).await,
             ("Status" | "Reset" | "Unlock" | "SendEnrollmentCode" | "ExportToken", [x]) => {
                 send(c, m, &(x,)).await
             }
@@ -56,9 +56,9 @@ fn main() {
                 [x, y],
             ) => send(c, m, &(x, y)).await,
             ("SetContact", [x, y, z]) => send(c, m, &(x, y, z)).await,
-            ("ListPage", [after, limit]) => {
+            ("ListPage" | "FleetPushPage", [after, limit]) => {
                 let Ok(limit) = limit.parse::<u32>() else {
-                    eprintln!("dbus-call: ListPage's limit is a number");
+                    eprintln!("dbus-call: {m}'s limit is a number");
                     std::process::exit(2);
                 };
                 send(c, m, &(after, limit)).await

@@ -1,6 +1,7 @@
 //! The engine's unit tests, by part, all on a fixed clock with fake accounts and a real sled
 //! store in a temporary directory. This file holds the fixtures they share.
 
+mod fleet;
 mod lifecycle;
 mod links;
 mod list;
