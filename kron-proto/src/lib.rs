@@ -351,7 +351,7 @@ impl std::fmt::Debug for TokenImport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct ImportResult {
     pub user: String,
-    /// `imported`, `replaced` or `skipped`.
+    /// `imported`, `replaced` or `skipped`; from a fleet push, `pushed` or `conflict`.
     pub outcome: String,
     /// Why it was skipped; empty otherwise.
     pub reason: String,
