@@ -185,23 +185,7 @@ mod tests {
     use crate::render::json_line;
     use serde_json::{Value, json};
 
-    // 2025-01-02 14:04:05 UTC
-    const NOW: u64 = 1_735_826_645;
-
-    fn status(user: &str) -> UserStatus {
-        UserStatus {
-            user: user.into(),
-            enrolled: true,
-            pending: false,
-            locked: false,
-            locked_until: 0,
-            failures: 0,
-            last_used: 0,
-            recovery_codes: 0,
-            email: "a***@example.com".into(),
-            phone: String::new(),
-        }
-    }
+    use crate::render::tests::{NOW, status};
 
     /// The output for `statuses` arriving in pages of `size`.
     fn report(statuses: &[UserStatus], size: usize, json: bool) -> String {

@@ -353,18 +353,19 @@ pub fn admin_json(action: AdminAction, user: &str, changed: bool) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::{Value, json};
 
     // 2025-01-02 14:04:05 UTC
-    const NOW: u64 = 1_735_826_645;
+    pub(crate) const NOW: u64 = 1_735_826_645;
 
     fn clock() -> Clock {
         Clock::fixed(NOW, 3600)
     }
 
-    fn status(user: &str) -> UserStatus {
+    /// An enrolled user with an email address, for the tests of what kronctl prints.
+    pub(crate) fn status(user: &str) -> UserStatus {
         UserStatus {
             user: user.into(),
             enrolled: true,
