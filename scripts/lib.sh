@@ -23,16 +23,35 @@ ensure_apt_packages() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Debian 12's rustc is too old for the pinned crates: use rustup's stable toolchain.
+# Debian 12's rustc is too old for the pinned crates: use rustup's stable toolchain. A cargo
+# already on PATH is used if its rustc is at least the workspace's rust-version; with rustup,
+# clippy and rustfmt (which scripts/test runs first) are added if missing. The C toolchain links
+# the binaries and builds aws-lc's C code, whichever Rust is used.
 ensure_rust() {
-    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-    if command -v cargo >/dev/null 2>&1; then
-        return 0
-    fi
     ensure_apt_packages curl ca-certificates build-essential pkg-config
-    say "installing the Rust toolchain with rustup"
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
-    export PATH="$HOME/.cargo/bin:$PATH"
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+    if ! rust_is_recent && ! command -v rustup >/dev/null 2>&1; then
+        say "installing the Rust toolchain with rustup"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    command -v rustup >/dev/null 2>&1 || return 0
+    if ! rust_is_recent; then
+        say "updating the Rust toolchain (rustc older than the workspace's rust-version)"
+        rustup toolchain install stable --profile minimal -c clippy,rustfmt && rustup default stable
+    fi
+    if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+        rustup component add clippy rustfmt
+    fi
+}
+
+# Whether rustc is at least the `rust-version` of the workspace's Cargo.toml.
+rust_is_recent() {
+    local have need
+    have=$(rustc --version 2>/dev/null | awk '{ print $2 }')
+    need=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml" | head -n 1)
+    [ -n "$have" ] && [ -n "$need" ] &&
+        [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n 1)" = "$need" ]
 }
 
 cargo_target_dir() {

@@ -67,8 +67,12 @@ pub struct PgStore {
     checks: Batcher<Check, Option<CheckAnswer>>,
     /// Users' rows read by concurrent logins, likewise: the row as JSON, if the user has one.
     reads: Batcher<String, Option<Option<String>>>,
-    /// Refused batches, logged at most once a minute (under load every batch would be).
+    /// Refused statements, logged at most once a minute each (under load every batch would
+    /// be), one log per kind so one kind's lines do not hide another's: batches, a pacing
+    /// write, a page of users.
     refusals: SparseLog,
+    pacing_refusals: SparseLog,
+    page_refusals: SparseLog,
 }
 
 impl PgStore {
@@ -91,13 +95,14 @@ impl PgStore {
             client_cert,
         )?;
         let link = Link::new(target, runtime, log);
-        let reporter = Arc::clone(&link);
         Ok(PgStore {
+            refusals: refusal_log(&link),
+            pacing_refusals: refusal_log(&link),
+            page_refusals: refusal_log(&link),
             link,
             host,
             checks: Batcher::new(LANES, MAX_BATCH),
             reads: Batcher::new(LANES, MAX_BATCH),
-            refusals: SparseLog::new(move |line| reporter.report(line)),
         })
     }
 
@@ -133,6 +138,12 @@ impl PgStore {
             },
         })
     }
+}
+
+/// A log of refused statements, into otpd's log as the link's own reports go.
+fn refusal_log(link: &Arc<Link>) -> SparseLog {
+    let reporter = Arc::clone(link);
+    SparseLog::new(move |line| reporter.report(line))
 }
 
 fn not_here(what: &str) -> Error {
@@ -179,7 +190,7 @@ impl Store for PgStore {
         ) {
             Err(e @ Error::Unreachable(_)) => return Err(e),
             Err(refused) => {
-                self.refusals.say(&format!(
+                self.page_refusals.say(&format!(
                     "fleet database: reading a page of users failed ({refused}); each page \
                      reads every user until `kronctl fleet init` brings the schema to \
                      version {}",
@@ -249,7 +260,7 @@ impl Store for PgStore {
             Ok(_) => Ok(()),
             Err(e @ Error::Unreachable(_)) => Err(e),
             Err(e) => {
-                self.refusals.say(&format!(
+                self.pacing_refusals.say(&format!(
                     "fleet database: pacing an unknown name's answer failed ({e}); \
                      run `kronctl fleet init` to bring the schema to version {}",
                     schema::CURRENT
