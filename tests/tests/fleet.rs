@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kron_proto::{ImportResult, MAX_PUSH_PAGE, TokenImport};
+use kron_proto::{ImportResult, MAX_PUSH_PAGE};
 use kron_tests::fleet::{Host, TEST_OFFLINE_WINDOW};
 use kron_tests::pam::Running;
 use kron_tests::pgbouncer::PgBouncer;
@@ -1445,20 +1445,7 @@ fn push_moves_local_tokens_into_the_fleet_and_reports_conflicts() {
     let imported: Vec<String> = (0..MAX_PUSH_PAGE + 10)
         .map(|i| format!("pushed-{i:05}"))
         .collect();
-    let tokens: Vec<TokenImport> = imported
-        .iter()
-        .enumerate()
-        .map(|(i, user)| TokenImport {
-            user: user.clone(),
-            secret: (i as u64).to_be_bytes().repeat(2),
-            algorithm: "SHA1".into(),
-            digits: 6,
-            period: 30,
-            last_step: 0,
-            recovery_codes: Vec::new(),
-        })
-        .collect();
-    dbus::call(&bus.connect(), "ImportTokens", &(tokens, false, false)).expect("ImportTokens");
+    dbus::import_tokens(&bus.connect(), &imported);
     // D joins the fleet.
     let proxy = kron_tests::proxy::Proxy::start(fleet.db.port());
     let section = fleet.add_host_section(&d_ctl, "d", proxy.port());

@@ -2,7 +2,7 @@
 //! unlock, text and JSON, and the documented exit codes (2 usage, 3 unreachable, 4 access
 //! denied, 5 not found, 6 conflict, 8 rejected).
 
-use kron_proto::{MAX_LIST_PAGE, TokenImport, UserStatus};
+use kron_proto::{MAX_LIST_PAGE, UserStatus};
 use kron_tests::totp::{self, wrong_code};
 use kron_tests::{Bus, Kronctl, Oath, TestUser, World, dbus, kronctl};
 use serde_json::Value;
@@ -130,21 +130,8 @@ fn list_reads_every_page() {
     let ctl = world.kronctl();
     let count = MAX_LIST_PAGE as usize + MAX_LIST_PAGE as usize / 5;
     let users: Vec<String> = (0..count).map(|i| format!("paged-{i:05}")).collect();
-    let tokens: Vec<TokenImport> = users
-        .iter()
-        .enumerate()
-        .map(|(i, user)| TokenImport {
-            user: user.clone(),
-            secret: (i as u64).to_be_bytes().repeat(2),
-            algorithm: "SHA1".into(),
-            digits: 6,
-            period: 30,
-            last_step: 0,
-            recovery_codes: Vec::new(),
-        })
-        .collect();
     let conn = world.bus.connect();
-    dbus::call(&conn, "ImportTokens", &(tokens, false, false)).expect("ImportTokens");
+    dbus::import_tokens(&conn, &users);
 
     assert_eq!(kronctl::listed_users(&ctl.json(&["list"])), users);
 

@@ -5,7 +5,7 @@
 //! pushes into a real PostgreSQL.
 
 use super::*;
-use kron_proto::{ImportResult, MAX_ONE_MESSAGE_USERS, MAX_PUSH_PAGE, MAX_USER_LEN, TokenImport};
+use kron_proto::{ImportResult, MAX_ONE_MESSAGE_USERS, MAX_PUSH_PAGE, MAX_USER_LEN};
 
 const ADMIN: Caller = Caller::new(1003);
 /// Local users with a token; `alice` has only a pending enrollment.
@@ -13,30 +13,11 @@ const LOCAL: u32 = 25;
 /// Users the fleet has already, with tokens of its own.
 const IN_THE_FLEET: [&str; 2] = ["user00003", "user00010"];
 
-fn tokens(names: impl IntoIterator<Item = String>, salt: u8) -> Vec<TokenImport> {
-    names
-        .into_iter()
-        .map(|user| TokenImport {
-            secret: [user.as_bytes(), &[salt; 10]].concat(),
-            user,
-            algorithm: "SHA1".into(),
-            digits: 6,
-            period: 30,
-            last_step: 0,
-            recovery_codes: Vec::new(),
-        })
-        .collect()
-}
-
-fn local_names(count: u32) -> impl Iterator<Item = String> {
-    (0..count).map(|index| format!("user{index:05}"))
-}
-
 /// A host's own store: `count` users with tokens, and `alice` with none (same host key as
 /// [`fleet`]'s, as on one host).
 fn local_host(count: u32) -> Fixture {
     let f = fixture(Config::default());
-    f.import_tokens(ROOT, tokens(local_names(count), 1), false, false, NOW)
+    f.import_tokens(ROOT, tokens(numbered_users(count), 1), false, false, NOW)
         .unwrap();
     f.enroll(ROOT, "alice", "", NOW).unwrap();
     f
@@ -83,7 +64,7 @@ fn expected() -> Vec<ImportResult> {
         "no confirmed token on this host",
     )];
     all.extend(
-        local_names(LOCAL).map(|user| match IN_THE_FLEET.contains(&user.as_str()) {
+        numbered_users(LOCAL).map(|user| match IN_THE_FLEET.contains(&user.as_str()) {
             true => result(
                 &user,
                 "conflict",

@@ -2,25 +2,14 @@
 //! `Export`'s one message) only up to a bound.
 
 use super::*;
-use kron_proto::{MAX_LIST_PAGE, MAX_ONE_MESSAGE_USERS, MAX_USER_LEN, TokenImport, UserStatus};
+use kron_proto::{MAX_LIST_PAGE, MAX_ONE_MESSAGE_USERS, MAX_USER_LEN, UserStatus};
 
 const ADMIN: Caller = Caller::new(1003);
 
 /// Stores `count` users named `user00000`, `user00001`, … (imported: no accounts needed).
 fn store_users(engine: &Engine, count: u32) {
-    let tokens = (0..count)
-        .map(|index| TokenImport {
-            user: format!("user{index:05}"),
-            secret: index.to_be_bytes().repeat(4),
-            algorithm: "SHA1".into(),
-            digits: 6,
-            period: 30,
-            last_step: 0,
-            recovery_codes: Vec::new(),
-        })
-        .collect();
     engine
-        .import_tokens(ROOT, tokens, false, false, NOW)
+        .import_tokens(ROOT, tokens(numbered_users(count), 0), false, false, NOW)
         .unwrap();
 }
 

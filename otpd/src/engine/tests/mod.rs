@@ -117,3 +117,28 @@ pub(super) fn attempt(engine: &Engine, user: &str, answer: &str, now: u64) -> St
     }
     engine.answer(ROOT, &step.handle, answer, now).unwrap()
 }
+
+/// Tokens for `names`, each with a secret of its own (`salt` tells two sets for the same names
+/// apart), to import: users with tokens need no accounts.
+pub(super) fn tokens(
+    names: impl IntoIterator<Item = String>,
+    salt: u8,
+) -> Vec<kron_proto::TokenImport> {
+    names
+        .into_iter()
+        .map(|user| kron_proto::TokenImport {
+            secret: [user.as_bytes(), &[salt; 10]].concat(),
+            user,
+            algorithm: "SHA1".into(),
+            digits: 6,
+            period: 30,
+            last_step: 0,
+            recovery_codes: Vec::new(),
+        })
+        .collect()
+}
+
+/// `user00000`, `user00001`, … `count` names in the store's order.
+pub(super) fn numbered_users(count: u32) -> impl Iterator<Item = String> {
+    (0..count).map(|index| format!("user{index:05}"))
+}
