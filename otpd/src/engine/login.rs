@@ -16,6 +16,7 @@ use crate::totp;
 use kron_common::config::Mode;
 use kron_common::contact::Channels;
 use kron_common::rules::{Policy, policy_for};
+use kron_common::users::Account;
 use kron_proto::{Channel, MAX_FIELD_LEN, MAX_RESPONSE_LEN, Step, StepKind};
 
 /// Codes one login may have sent again at its prompt. With the first prompt and the enrollment
@@ -58,7 +59,7 @@ impl Engine {
                 // A name that is no account meets the rules as an account in no group: while a
                 // rule's group cannot be resolved it is refused as "unavailable" as accounts
                 // are, which a prompt for it alone would tell apart.
-                let nobody = kron_common::users::Account {
+                let nobody = Account {
                     name: request.user.clone(),
                     uid: u32::MAX,
                     gids: Vec::new(),
@@ -67,7 +68,7 @@ impl Engine {
                 None
             }
         };
-        let record = match account {
+        let record = match &account {
             // Nothing about the record changes what an exempt login gets: not reading it keeps
             // such logins working while a fleet's database is away.
             Some(_) if policy.is_some_and(|p| p.mode == Mode::Exempt) => None,
@@ -124,7 +125,14 @@ impl Engine {
                 None => LoginKind::UnknownUser,
             },
             Decision::Enroll => {
-                return self.begin_enroll_mode(caller, request, policy, record, now);
+                return self.begin_enroll_mode(
+                    caller,
+                    request,
+                    account.as_ref(),
+                    policy,
+                    record,
+                    now,
+                );
             }
         };
         Ok(self.prompt(
@@ -167,6 +175,7 @@ impl Engine {
         &self,
         caller: Caller,
         request: LoginRequest,
+        account: Option<&Account>,
         policy: Option<Policy>,
         record: Option<UserRecord>,
         now: u64,
@@ -181,9 +190,9 @@ impl Engine {
         // the validation the others ask for.
         if wanted.is_empty()
             && !caller.is_root()
-            && let Some(account) = self.directory.by_name(&request.user)?
+            && let Some(account) = account
         {
-            wanted = self.enrollment_needs_validation(caller, &account)?;
+            wanted = self.enrollment_needs_validation(caller, account)?;
         }
         if wanted.is_empty() {
             return self.begin_enrollment_login(caller, request, record, now);
