@@ -78,10 +78,10 @@ pub(crate) fn authenticate(
     }
 }
 
-/// The whole D-Bus part of the login, inside one `zbus::block_on`: connect, run the loop,
-/// close. zbus's runtime is driven by this thread for exactly as long as the call lasts, so
-/// nothing (thread, fd, task) outlives it. The conversation runs inside the same call: while the
-/// person types, the connection simply waits, and no other task needs this thread.
+/// The whole D-Bus part of the login: connect, run the loop, close. Everything runs on the
+/// calling thread and the connection is dropped (its one socket closed) before this returns, so
+/// nothing outlives the call. The conversation runs in between: while the person types, the
+/// connection simply waits.
 fn exchange(
     args: &Args,
     conv: &mut PamConversation<'_>,
@@ -90,12 +90,8 @@ fn exchange(
     log: &Log<'_>,
 ) -> Result<Verdict, Error> {
     let mut trace = |line: &str| log.debug(line);
-    zbus::block_on(async {
-        let mut otpd = DbusOtpd::connect(&args.transport, args.timeout).await?;
-        let result = login::run(&mut otpd, conv, login, silent, &mut trace).await;
-        otpd.close().await;
-        result
-    })
+    let mut otpd = DbusOtpd::connect(&args.transport, args.timeout)?;
+    login::run(&mut otpd, conv, login, silent, &mut trace)
 }
 
 /// Reports an error that happened before a conversation was at hand.

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use kron_proto::{Message, OtpdError, Step, StepKind};
 use pam::constants::PamResultCode;
-use zbus::connection::{AuthMechanism, Builder};
+use zbus::connection::Builder;
 
 use crate::args::Transport;
-use crate::client::DbusOtpd;
+use crate::client::{DbusOtpd, Otpd};
 use crate::conversation::fake::FakeConversation;
 use crate::error::Error;
 use crate::items::Login;
@@ -100,8 +100,9 @@ fn start_bus() -> Bus {
 /// - `alice`: prompt (handle `h-alice`), then Accept for `123456`, Deny otherwise;
 /// - `bob`: Skip; `carol`: Unavailable;
 /// - `throttled`: the Throttled error; `garbage`: a step of unknown kind;
-/// - `slow`: never answers in time.
-struct ScriptedOtpd;
+/// - `slow`: never answers in time;
+/// - Cancel of `h-alice` succeeds, of anything else is NotFound.
+pub(crate) struct ScriptedOtpd;
 
 #[zbus::interface(name = "io.kron.Otpd1")]
 impl ScriptedOtpd {
@@ -146,10 +147,17 @@ impl ScriptedOtpd {
             _ => Err(OtpdError::NotFound("unknown login".into())),
         }
     }
+
+    async fn cancel(&self, handle: &str) -> Result<(), OtpdError> {
+        match handle {
+            "h-alice" => Ok(()),
+            _ => Err(OtpdError::NotFound("unknown login".into())),
+        }
+    }
 }
 
 /// Re-runs this binary for the ignored test `name`, optionally as ruid 65534 / euid 0.
-fn run_child(name: &str, as_setuid_host: bool) {
+pub(crate) fn run_child(name: &str, as_setuid_host: bool) {
     let exe = std::fs::read_link("/proc/self/exe").unwrap();
     let mut child = Command::new(exe);
     child.args([
@@ -228,7 +236,7 @@ fn parent_bus_address() -> String {
     std::fs::read_to_string(dir_for(parent as u32).join("address")).expect("run by over_a_real_bus")
 }
 
-/// One whole login, as the hook runs it: one block_on, connect, loop, close.
+/// One whole login, as the hook runs it: connect, loop, close.
 fn login_as(bus: &str, user: &str, answers: &[&str], timeout: Duration) -> Result<Verdict, Error> {
     let login = Login {
         user: user.into(),
@@ -237,12 +245,8 @@ fn login_as(bus: &str, user: &str, answers: &[&str], timeout: Duration) -> Resul
         tty: "ssh".into(),
     };
     let mut conv = FakeConversation::answering(answers);
-    zbus::block_on(async {
-        let mut otpd = DbusOtpd::connect(&Transport::Bus(bus.to_owned()), timeout).await?;
-        let result = login::run(&mut otpd, &mut conv, &login, false, &mut |_| {}).await;
-        otpd.close().await;
-        result
-    })
+    let mut otpd = DbusOtpd::connect(&Transport::Bus(bus.to_owned()), timeout)?;
+    login::run(&mut otpd, &mut conv, &login, false, &mut |_| {})
 }
 
 fn count(dir: &str) -> usize {
@@ -296,37 +300,24 @@ fn child_as_setuid_host() {
     );
     let bus = parent_bus_address();
 
-    // The module's own connect: EXTERNAL as the effective uid. The bus sees uid 0.
-    let uid_seen = zbus::block_on(async {
-        let otpd = DbusOtpd::connect(&Transport::Bus(bus.clone()), Duration::from_secs(5))
-            .await
-            .unwrap();
-        let conn = otpd.connection().clone();
-        let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
-        let me = conn.unique_name().unwrap().to_owned();
-        let uid = dbus.get_connection_unix_user(me.into()).await.unwrap();
-        drop(dbus);
-        drop(conn);
-        otpd.close().await;
-        uid
-    });
-    assert_eq!(uid_seen, 0, "the bus must see the effective uid");
+    // The module's own connect: EXTERNAL as the effective uid, which the bus accepts.
     assert_eq!(
         login_as(&bus, "alice", &["123456"], Duration::from_secs(5)).unwrap(),
         Verdict::Accept
     );
 
     // Control: claiming the real uid, as a client using getuid() would, is refused.
-    let refused = zbus::block_on(
-        Builder::address(bus.as_str())
-            .auth_mechanism(AuthMechanism::External)
-            .user_id(ruid)
-            .build(),
-    );
-    // zbus reports: Handshake("EXTERNAL rejected by the server. Accepted mechanisms: [EXTERNAL]")
+    let refused = DbusOtpd::connect_as(&Transport::Bus(bus.clone()), Duration::from_secs(5), ruid)
+        .and_then(|mut otpd| {
+            otpd.begin_login(&Login {
+                user: "alice".into(),
+                service: "sudo".into(),
+                rhost: String::new(),
+                tty: String::new(),
+            })
+        });
     assert!(
-        matches!(refused, Err(zbus::Error::Handshake(_))),
-        "claiming the real uid should be refused by dbus-daemon: {:?}",
-        refused.err()
+        matches!(&refused, Err(Error::Unreachable(why)) if why.contains("refused")),
+        "claiming the real uid should be refused by dbus-daemon: {refused:?}"
     );
 }

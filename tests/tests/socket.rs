@@ -202,6 +202,36 @@ fn a_caller_claiming_another_uid_is_refused() {
     }
 }
 
+/// Handshake bytes no client sends end their own connection and nothing else: a line break
+/// as the very first byte (no NUL before it, no CR), a bare CR LF, a line of garbage. otpd keeps
+/// running (the same process) and the next login works.
+#[test]
+fn a_broken_handshake_ends_only_its_connection() {
+    let mut world = World::start(REQUIRE);
+    let user = TestUser::new();
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+    let socket = world.otpd.socket_path().display().to_string();
+    let pid = world.otpd.pid();
+
+    for text in [
+        "\\n",
+        "\\nAUTH EXTERNAL 30\\r\\n",
+        "\\r\\n",
+        "\\0\\n",
+        "\\0garbage\\r\\n",
+    ] {
+        let lines = probe(&user.identity(), &["raw", &socket, text]);
+        assert_ne!(lines, ["OK"], "{text:?}");
+        assert!(world.otpd.is_running(), "otpd ended after {text:?}");
+    }
+    assert_eq!(world.otpd.pid(), pid);
+    world
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+}
+
 /// A message larger than any login sends is refused at its header, before it is buffered: a
 /// user announcing 100 MiB messages on 8 connections leaves otpd's memory where it was, and
 /// another user's login works meanwhile.

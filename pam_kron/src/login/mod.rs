@@ -51,14 +51,14 @@ pub(crate) type Trace<'a> = &'a mut dyn FnMut(&str);
 
 /// Runs one login to its verdict. With `silent` (PAM_SILENT), messages are not shown; prompts
 /// are still asked, since the login cannot go on without them.
-pub(crate) async fn run<O: Otpd, C: Conversation>(
+pub(crate) fn run<O: Otpd, C: Conversation>(
     otpd: &mut O,
     conv: &mut C,
     login: &Login,
     silent: bool,
     trace: Trace<'_>,
 ) -> Result<Verdict, Error> {
-    let mut step = Scrubbed(otpd.begin_login(login).await?);
+    let mut step = Scrubbed(otpd.begin_login(login)?);
     let mut prompts = 0;
     loop {
         let kind = check(&step.0)?;
@@ -82,11 +82,11 @@ pub(crate) async fn run<O: Otpd, C: Conversation>(
                 let response = match asked {
                     Ok(response) => response,
                     Err(e) => {
-                        let _ = otpd.cancel(&step.0.handle).await;
+                        let _ = otpd.cancel(&step.0.handle);
                         return Err(e);
                     }
                 };
-                step = Scrubbed(otpd.answer(&step.0.handle, &response).await?);
+                step = Scrubbed(otpd.answer(&step.0.handle, &response)?);
                 continue;
             }
             StepKind::Accept => Verdict::Accept,

@@ -45,7 +45,7 @@ fn drive(
     let mut conv = conv;
     let mut traced = Vec::new();
     let mut trace = |line: &str| traced.push(line.to_owned());
-    let result = zbus::block_on(run(&mut otpd, &mut conv, &login(), silent, &mut trace));
+    let result = run(&mut otpd, &mut conv, &login(), silent, &mut trace);
     (result, otpd, conv, traced)
 }
 

@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! socket-probe claim SOCKET UID          EXTERNAL claiming UID      -> OK | REJECTED | CLOSED
+//! socket-probe raw SOCKET TEXT         TEXT as the first bytes, \0 \r \n written as escapes
+//!                                        -> OK | REJECTED | CLOSED
 //! socket-probe header SOCKET BYTES N     N connections announcing a BYTES message -> CLOSED x N
 //! socket-probe hold SOCKET N             N connections through the handshake, held until
 //!                                        stdin closes                -> OK | CLOSED, one a line
@@ -30,7 +32,7 @@ use zbus::address::transport::{Transport, Unix, UnixSocket};
 use zbus::connection::{AuthMechanism, Builder};
 use zbus::proxy::CacheProperties;
 
-const USAGE: &str = "usage: socket-probe claim SOCKET UID | header SOCKET BYTES N | \
+const USAGE: &str = "usage: socket-probe claim SOCKET UID | raw SOCKET TEXT | header SOCKET BYTES N | \
 hold SOCKET N | logins SOCKET N PREFIX | pipeline SOCKET N | unanswered SOCKET N | \
 bus-flood ADDRESS N BYTES M";
 
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let done = match words.as_slice() {
         ["claim", socket, uid] => claim(socket, uid),
+        ["raw", socket, text] => raw(socket, &unescape(text)),
         ["header", socket, bytes, count] => header(socket, parse(bytes), parse(count)),
         ["hold", socket, count] => hold(socket, parse(count)),
         ["logins", socket, count, prefix] => logins(socket, parse(count), prefix),
@@ -107,6 +110,19 @@ fn my_uid() -> String {
 fn claim(socket: &str, uid: &str) -> Result<(), String> {
     let mut stream = connect(socket)?;
     println!("{}", verdict(&exchange(&mut stream, &auth_line(uid))));
+    Ok(())
+}
+
+/// `\0`, `\r` and `\n` as the bytes they name: an argument cannot hold a NUL.
+fn unescape(text: &str) -> String {
+    text.replace("\\0", "\0")
+        .replace("\\r", "\r")
+        .replace("\\n", "\n")
+}
+
+fn raw(socket: &str, text: &str) -> Result<(), String> {
+    let mut stream = connect(socket)?;
+    println!("{}", verdict(&exchange(&mut stream, text.as_bytes())));
     Ok(())
 }
 

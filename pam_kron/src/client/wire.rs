@@ -1,0 +1,251 @@
+//! The bytes of one D-Bus connection: the SASL EXTERNAL handshake, sent with the first call,
+//! and whole messages read within a deadline, each refused past a bound before it is read.
+//!
+//! zbus encodes every message sent and checks every message received (`Message::from_bytes`
+//! runs the same parse as zbus's own reader); this module only frames them on a blocking socket.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use kron_proto::{MAX_HANDLE_LEN, MAX_MESSAGE_LEN, MAX_MESSAGES, MAX_PROMPT_LEN};
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, send};
+use zbus::Message;
+use zbus::message::Type;
+use zbus::wire::Endian;
+use zbus::wire::serialized::{Context, Data};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::Error;
+
+/// The largest message accepted from otpd or a bus: twice the largest `Step` the contract
+/// allows, with its header. A larger length is refused from the first 16 bytes, before any of
+/// the rest is read or a buffer is grown for it.
+pub(super) const MAX_REPLY_LEN: usize =
+    2 * (MAX_MESSAGES * (MAX_MESSAGE_LEN + 16) + MAX_PROMPT_LEN + MAX_HANDLE_LEN + 1024);
+/// The longest handshake line accepted (`OK` and a 32-digit GUID take 37 bytes).
+const MAX_LINE_LEN: usize = 256;
+/// Messages that are not the awaited reply (a bus's Hello reply and NameAcquired signal) that
+/// one call skips before it gives up on the peer.
+pub(super) const MAX_SKIPPED: usize = 8;
+/// Bytes asked of the kernel at least per read: a whole reply usually comes in one.
+const READ_CHUNK: usize = 4096;
+
+/// One connection's socket and what is still to be sent or parsed on it.
+pub(super) struct Wire {
+    stream: UnixStream,
+    /// Sent with the next call: the handshake, and on a bus the Hello call.
+    outgoing: Zeroizing<Vec<u8>>,
+    /// The server's answer to the handshake is still to be read, before the first reply.
+    handshake_pending: bool,
+    /// The server GUID the address names, if it names one.
+    expected_guid: Option<String>,
+    /// Bytes read and not yet parsed. Wiped when dropped: a reply may carry a token's secret.
+    received: Zeroizing<Vec<u8>>,
+}
+
+impl Wire {
+    /// A connected socket, with the handshake for `uid` queued for the first call. Writes are
+    /// bounded by `timeout` each; reads by each call's deadline.
+    pub(super) fn new(
+        stream: UnixStream,
+        timeout: Duration,
+        uid: u32,
+        expected_guid: Option<String>,
+    ) -> Result<Self, Error> {
+        stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_write_timeout(Some(timeout)))
+            .map_err(|e| Error::Unreachable(format!("socket set-up: {e}")))?;
+        let mut outgoing = Zeroizing::new(Vec::with_capacity(1024));
+        // EXTERNAL: the server compares the uid claimed here with the socket's SO_PEERCRED.
+        // The leading NUL is the spec's credentials byte; BEGIN follows at once, as sd-bus
+        // and zbus's own client do, and the first call follows BEGIN.
+        outgoing.extend_from_slice(b"\0AUTH EXTERNAL ");
+        for digit in uid.to_string().bytes() {
+            outgoing.extend_from_slice(format!("{digit:02x}").as_bytes());
+        }
+        outgoing.extend_from_slice(b"\r\nBEGIN\r\n");
+        Ok(Wire {
+            stream,
+            outgoing,
+            handshake_pending: true,
+            expected_guid,
+            received: Zeroizing::new(Vec::with_capacity(2 * READ_CHUNK)),
+        })
+    }
+
+    /// Queues `message` to go out with the next call, whose reply is awaited alone.
+    pub(super) fn queue(&mut self, message: &Message) {
+        self.outgoing.extend_from_slice(message.data().bytes());
+    }
+
+    /// Sends `message` (after whatever is queued) and returns its reply, a method return or an
+    /// error, by `deadline`.
+    pub(super) fn call(&mut self, message: &Message, deadline: Instant) -> Result<Message, Error> {
+        let serial = message.primary_header().serial_num();
+        self.queue(message);
+        let sent = self.send();
+        // The queue may hold an answer to a prompt: wiped whether or not it went out.
+        self.outgoing.zeroize();
+        sent?;
+        if self.handshake_pending {
+            self.read_handshake_answer(deadline)?;
+            self.handshake_pending = false;
+        }
+        for _ in 0..=MAX_SKIPPED {
+            let reply = self.read_message(deadline)?;
+            let header = reply.header();
+            let is_reply = matches!(reply.message_type(), Type::MethodReturn | Type::Error);
+            if is_reply && header.reply_serial() == Some(serial) {
+                return Ok(reply);
+            }
+        }
+        Err(Error::Malformed(format!(
+            "more than {MAX_SKIPPED} messages without the reply"
+        )))
+    }
+
+    /// Writes the queue whole. MSG_NOSIGNAL: a peer that went away must be an error here, not
+    /// a SIGPIPE that kills the host process (sshd, sudo).
+    fn send(&mut self) -> Result<(), Error> {
+        let mut written = 0;
+        while written < self.outgoing.len() {
+            match send(
+                self.stream.as_raw_fd(),
+                &self.outgoing[written..],
+                MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => written += n,
+                Err(Errno::EINTR) => {}
+                // SO_SNDTIMEO ran out: the peer does not read.
+                Err(Errno::EAGAIN) => return Err(Error::Timeout),
+                Err(e) => return Err(Error::Unreachable(format!("sending: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the server's `OK <guid>` line.
+    fn read_handshake_answer(&mut self, deadline: Instant) -> Result<(), Error> {
+        let end = loop {
+            if let Some(at) = self.received.iter().position(|&b| b == b'\n') {
+                break at + 1;
+            }
+            if self.received.len() >= MAX_LINE_LEN {
+                return Err(Error::Malformed("a handshake line too long".into()));
+            }
+            self.fill(self.received.len() + 1, deadline)?;
+        };
+        let line: Zeroizing<Vec<u8>> = Zeroizing::new(self.received.drain(..end).collect());
+        let Some(line) = line.strip_suffix(b"\r\n") else {
+            return Err(Error::Malformed("a handshake line without CR LF".into()));
+        };
+        if line.starts_with(b"REJECTED") || line.starts_with(b"ERROR") {
+            return Err(Error::Unreachable(
+                "the server refused the authentication (EXTERNAL, as the effective uid)".into(),
+            ));
+        }
+        let Some(guid) = line.strip_prefix(b"OK ") else {
+            return Err(Error::Malformed(
+                "an unexpected answer to the handshake".into(),
+            ));
+        };
+        if let Some(expected) = &self.expected_guid
+            && guid != expected.as_bytes()
+        {
+            return Err(Error::Unreachable(
+                "the server's GUID is not the one the bus address names".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads one whole message, refusing one longer than [`MAX_REPLY_LEN`] from its header.
+    fn read_message(&mut self, deadline: Instant) -> Result<Message, Error> {
+        // The fixed part: endianness, type, flags, version, body length, serial, and the
+        // length of the header fields that follow it.
+        const FIXED: usize = 16;
+        self.fill(FIXED, deadline)?;
+        let endian = match self.received[0] {
+            b'l' => Endian::Little,
+            b'B' => Endian::Big,
+            _ => return Err(Error::Malformed("not a D-Bus message".into())),
+        };
+        let word = |at: usize| {
+            let bytes = [
+                self.received[at],
+                self.received[at + 1],
+                self.received[at + 2],
+                self.received[at + 3],
+            ];
+            let value = match endian {
+                Endian::Little => u32::from_le_bytes(bytes),
+                Endian::Big => u32::from_be_bytes(bytes),
+            };
+            usize::try_from(value).unwrap_or(usize::MAX)
+        };
+        // The body starts on the 8-byte boundary after the header fields.
+        let length = FIXED
+            .checked_add(word(12))
+            .and_then(|header| header.checked_next_multiple_of(8))
+            .and_then(|header| header.checked_add(word(4)))
+            .filter(|&length| length <= MAX_REPLY_LEN)
+            .ok_or_else(|| {
+                Error::Malformed(format!("a message longer than {MAX_REPLY_LEN} bytes"))
+            })?;
+        self.fill(length, deadline)?;
+        let bytes = self.received.drain(..length).collect::<Vec<u8>>();
+        // SAFETY: `from_bytes` is unsafe only because the bytes come from outside zbus; it runs
+        // the same parse and header checks zbus's own reader runs on every message it receives,
+        // and the body is checked against its signature when it is deserialized. The message
+        // carries no file descriptors (none are asked for, and a plain read takes none).
+        unsafe { Message::from_bytes(Data::new(bytes, Context::new(endian, 0))) }
+            .map_err(|e| Error::Malformed(e.to_string()))
+    }
+
+    /// How many bytes are buffered and not yet parsed.
+    #[cfg(test)]
+    pub(super) fn received_len(&self) -> usize {
+        self.received.len()
+    }
+
+    /// Reads until `wanted` bytes are buffered, by `deadline`.
+    fn fill(&mut self, wanted: usize, deadline: Instant) -> Result<(), Error> {
+        while self.received.len() < wanted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| Error::Unreachable(format!("socket set-up: {e}")))?;
+            let start = self.received.len();
+            self.received
+                .resize(start + (wanted - start).max(READ_CHUNK), 0);
+            let read = (&self.stream).read(&mut self.received[start..]);
+            self.received.truncate(start + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => {
+                    return Err(Error::Unreachable(
+                        "the connection was closed before the reply".into(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(Error::Timeout);
+                }
+                Err(e) => return Err(Error::Unreachable(format!("receiving: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
