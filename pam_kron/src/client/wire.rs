@@ -20,16 +20,13 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::Error;
 
-/// The largest message accepted from otpd or a bus: twice the largest `Step` the contract
-/// allows, with its header. A larger length is refused from the first 16 bytes, before any of
-/// the rest is read or a buffer is grown for it.
+/// The largest reply accepted from otpd or a bus: twice the largest `Step` the contract allows,
+/// with its header. A larger length is refused from the first 16 bytes, before any of the rest
+/// is read or a buffer is grown for it.
 pub(super) const MAX_REPLY_LEN: usize =
     2 * (MAX_MESSAGES * (MAX_MESSAGE_LEN + 16) + MAX_PROMPT_LEN + MAX_HANDLE_LEN + 1024);
 /// The longest handshake line accepted (`OK` and a 32-digit GUID take 37 bytes).
 const MAX_LINE_LEN: usize = 256;
-/// Messages that are not the awaited reply (a bus's Hello reply and NameAcquired signal) that
-/// one call skips before it gives up on the peer.
-pub(super) const MAX_SKIPPED: usize = 8;
 /// Bytes asked of the kernel at least per read: a whole reply usually comes in one.
 const READ_CHUNK: usize = 4096;
 
@@ -87,7 +84,7 @@ impl Wire {
     pub(super) fn call(&mut self, message: &Message, deadline: Instant) -> Result<Message, Error> {
         let serial = message.primary_header().serial_num();
         self.queue(message);
-        let sent = self.send();
+        let sent = self.send(deadline);
         // The queue may hold an answer to a prompt: wiped whether or not it went out.
         self.outgoing.zeroize();
         sent?;
@@ -95,24 +92,35 @@ impl Wire {
             self.read_handshake_answer(deadline)?;
             self.handshake_pending = false;
         }
-        for _ in 0..=MAX_SKIPPED {
-            let reply = self.read_message(deadline)?;
-            let header = reply.header();
-            let is_reply = matches!(reply.message_type(), Type::MethodReturn | Type::Error);
-            if is_reply && header.reply_serial() == Some(serial) {
+        // On a bus, any local user may send this connection signals (the default policy
+        // allows signals to any unique name): they are skipped whatever their number or size,
+        // until the reply comes or the deadline passes. Otherwise a user could turn this login
+        // into "unavailable" by sending a few, which `authinfo_unavail=ignore` would let pass.
+        loop {
+            let Some(reply) = self.read_reply(deadline)? else {
+                continue;
+            };
+            if reply.header().reply_serial() == Some(serial) {
                 return Ok(reply);
             }
         }
-        Err(Error::Malformed(format!(
-            "more than {MAX_SKIPPED} messages without the reply"
-        )))
     }
 
-    /// Writes the queue whole. MSG_NOSIGNAL: a peer that went away must be an error here, not
-    /// a SIGPIPE that kills the host process (sshd, sudo).
-    fn send(&mut self) -> Result<(), Error> {
+    /// Writes the queue whole by `deadline` (SO_SNDTIMEO, set to what is left before each write
+    /// after the first: the socket's timeout is the call's whole timeout). MSG_NOSIGNAL: a peer
+    /// that went away must be an error here, not a SIGPIPE that kills the host process.
+    fn send(&mut self, deadline: Instant) -> Result<(), Error> {
         let mut written = 0;
         while written < self.outgoing.len() {
+            if written > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout);
+                }
+                self.stream
+                    .set_write_timeout(Some(left))
+                    .map_err(|e| Error::Unreachable(format!("socket set-up: {e}")))?;
+            }
             match send(
                 self.stream.as_raw_fd(),
                 &self.outgoing[written..],
@@ -132,6 +140,9 @@ impl Wire {
     fn read_handshake_answer(&mut self, deadline: Instant) -> Result<(), Error> {
         let end = loop {
             if let Some(at) = self.received.iter().position(|&b| b == b'\n') {
+                if at >= MAX_LINE_LEN {
+                    return Err(Error::Malformed("a handshake line too long".into()));
+                }
                 break at + 1;
             }
             if self.received.len() >= MAX_LINE_LEN {
@@ -163,8 +174,11 @@ impl Wire {
         Ok(())
     }
 
-    /// Reads one whole message, refusing one longer than [`MAX_REPLY_LEN`] from its header.
-    fn read_message(&mut self, deadline: Instant) -> Result<Message, Error> {
+    /// Reads the next message: a method return or an error, parsed by zbus; `None` for any
+    /// other type (a signal, a call), whose bytes are dropped unparsed, a piece at a time. A
+    /// reply longer than [`MAX_REPLY_LEN`] is refused from its header, before any more of it is
+    /// read.
+    fn read_reply(&mut self, deadline: Instant) -> Result<Option<Message>, Error> {
         // The fixed part: endianness, type, flags, version, body length, serial, and the
         // length of the header fields that follow it.
         const FIXED: usize = 16;
@@ -192,10 +206,17 @@ impl Wire {
             .checked_add(word(12))
             .and_then(|header| header.checked_next_multiple_of(8))
             .and_then(|header| header.checked_add(word(4)))
-            .filter(|&length| length <= MAX_REPLY_LEN)
-            .ok_or_else(|| {
-                Error::Malformed(format!("a message longer than {MAX_REPLY_LEN} bytes"))
-            })?;
+            .ok_or_else(|| Error::Malformed("a message longer than memory".into()))?;
+        let kind = self.received[1];
+        if kind != Type::MethodReturn as u8 && kind != Type::Error as u8 {
+            self.discard(length, deadline)?;
+            return Ok(None);
+        }
+        if length > MAX_REPLY_LEN {
+            return Err(Error::Malformed(format!(
+                "a reply longer than {MAX_REPLY_LEN} bytes"
+            )));
+        }
         self.fill(length, deadline)?;
         let bytes = self.received.drain(..length).collect::<Vec<u8>>();
         // SAFETY: `from_bytes` is unsafe only because the bytes come from outside zbus; it runs
@@ -203,7 +224,22 @@ impl Wire {
         // and the body is checked against its signature when it is deserialized. The message
         // carries no file descriptors (none are asked for, and a plain read takes none).
         unsafe { Message::from_bytes(Data::new(bytes, Context::new(endian, 0))) }
+            .map(Some)
             .map_err(|e| Error::Malformed(e.to_string()))
+    }
+
+    /// Drops the next `length` bytes, reading at most [`READ_CHUNK`] at a time past what is
+    /// buffered.
+    fn discard(&mut self, mut length: usize, deadline: Instant) -> Result<(), Error> {
+        while length > 0 {
+            if self.received.is_empty() {
+                self.fill(1, deadline)?;
+            }
+            let dropped = length.min(self.received.len());
+            self.received.drain(..dropped);
+            length -= dropped;
+        }
+        Ok(())
     }
 
     /// How many bytes are buffered and not yet parsed.
@@ -223,8 +259,15 @@ impl Wire {
                 .set_read_timeout(Some(left))
                 .map_err(|e| Error::Unreachable(format!("socket set-up: {e}")))?;
             let start = self.received.len();
-            self.received
-                .resize(start + (wanted - start).max(READ_CHUNK), 0);
+            let end = start + (wanted - start).max(READ_CHUNK);
+            if end > self.received.capacity() {
+                // Grown by hand: a reallocating Vec would free the old block unwiped, and a
+                // reply may carry a token's secret.
+                let mut grown = Zeroizing::new(Vec::with_capacity(end));
+                grown.extend_from_slice(&self.received);
+                self.received = grown;
+            }
+            self.received.resize(end, 0);
             let read = (&self.stream).read(&mut self.received[start..]);
             self.received.truncate(start + *read.as_ref().unwrap_or(&0));
             match read {
