@@ -113,12 +113,8 @@ impl Wire {
         let mut written = 0;
         while written < self.outgoing.len() {
             if written > 0 {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Error::Timeout);
-                }
                 self.stream
-                    .set_write_timeout(Some(left))
+                    .set_write_timeout(Some(left_until(deadline)?))
                     .map_err(|e| Error::Unreachable(format!("socket set-up: {e}")))?;
             }
             match send(
@@ -251,12 +247,8 @@ impl Wire {
     /// Reads until `wanted` bytes are buffered, by `deadline`.
     fn fill(&mut self, wanted: usize, deadline: Instant) -> Result<(), Error> {
         while self.received.len() < wanted {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout);
-            }
             self.stream
-                .set_read_timeout(Some(left))
+                .set_read_timeout(Some(left_until(deadline)?))
                 .map_err(|e| Error::Unreachable(format!("socket set-up: {e}")))?;
             let start = self.received.len();
             let end = start + (wanted - start).max(READ_CHUNK);
@@ -291,4 +283,13 @@ impl Wire {
         }
         Ok(())
     }
+}
+
+/// The time left before `deadline`; past it, the call has timed out.
+fn left_until(deadline: Instant) -> Result<Duration, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::Timeout);
+    }
+    Ok(left)
 }
