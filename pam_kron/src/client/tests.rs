@@ -197,6 +197,20 @@ fn read_greeting_and_call(stream: &mut UnixStream) -> (Vec<u8>, Message) {
     }
 }
 
+/// One whole message (little-endian, as zbus builds them here) from a client.
+fn read_message(stream: &mut UnixStream) -> Message {
+    let mut fixed = [0u8; 16];
+    stream.read_exact(&mut fixed).unwrap();
+    let word = |i: usize| u32::from_le_bytes(fixed[i..i + 4].try_into().unwrap()) as usize;
+    let length = (16 + word(12)).next_multiple_of(8) + word(4);
+    let mut bytes = fixed.to_vec();
+    bytes.resize(length, 0);
+    stream.read_exact(&mut bytes[16..]).unwrap();
+    let data = Data::new(bytes, Context::new(Endian::Little, 0));
+    // SAFETY: test bytes, checked by zbus's parse.
+    unsafe { Message::from_bytes(data) }.unwrap()
+}
+
 fn ok_line() -> Vec<u8> {
     format!("OK {}\r\n", zbus::Guid::generate()).into_bytes()
 }
@@ -411,6 +425,47 @@ fn messages_other_than_the_reply_are_skipped_whatever_their_number_and_size() {
         "{}",
         otpd.wire.received_len()
     );
+}
+
+#[test]
+fn a_big_endian_reply_and_bytes_after_it_are_read() {
+    // The spec lets a peer choose its byte order per message; and what follows a reply in the
+    // same read (here the start of a signal) is kept for the next call's reading.
+    let (mut otpd, _peer) = against(Duration::from_secs(5), None, |mut s| {
+        let (_, call) = read_greeting_and_call(&mut s);
+        let prompt = Step {
+            kind: StepKind::Prompt as u32,
+            messages: vec![],
+            prompt: "Code: ".into(),
+            echo: false,
+            handle: "h".into(),
+        };
+        let first = Message::method_return(&call.header())
+            .endian(Endian::Big)
+            .build(&prompt)
+            .unwrap();
+        let signal = Message::signal("/x", "org.example.Noise", "Noise")
+            .build(&("noise",))
+            .unwrap();
+        let signal = signal.data().bytes();
+        let mut answer = ok_line();
+        answer.extend_from_slice(first.data().bytes());
+        answer.extend_from_slice(&signal[..5]);
+        s.write_all(&answer).unwrap();
+        let second_call = read_message(&mut s);
+        let mut answer = signal[5..].to_vec();
+        answer.extend(reply_to(
+            &second_call,
+            &Step::terminal(StepKind::Accept, vec![]),
+        ));
+        s.write_all(&answer).unwrap();
+        s
+    });
+    let prompt = otpd.begin_login(&login()).unwrap();
+    assert_eq!(prompt.validate().unwrap(), StepKind::Prompt);
+    assert_eq!(prompt.prompt, "Code: ");
+    let accepted = otpd.answer("h", "123456").unwrap();
+    assert_eq!(accepted.validate().unwrap(), StepKind::Accept);
 }
 
 #[test]
