@@ -7,8 +7,11 @@ use kron_common::config::ThrottleConfig;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Names tracked at once; past this, quiet entries are dropped first.
+/// Names tracked at once; past this, one entry makes room for each new name.
 const MAX_NAMES: usize = 65_536;
+/// Entries looked at to choose the one that makes room: bounded work per new name, whatever
+/// the table was filled with.
+const EVICTION_SAMPLE: usize = 16;
 
 #[derive(Default)]
 pub struct StrangerThrottle {
@@ -29,10 +32,18 @@ impl StrangerThrottle {
     pub fn charge(&self, name: &str, now: u64, config: &ThrottleConfig) -> Attempt {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         if names.len() >= MAX_NAMES && !names.contains_key(name) {
-            // Entries past their backoff with no recent failure streak are the cheapest to lose.
-            names.retain(|_, r| r.is_locked(now));
-            if names.len() >= MAX_NAMES {
-                return Attempt::Allowed;
+            // Full: of a few entries, the one whose backoff ends first (or has ended) is the
+            // cheapest to lose; the new name is then throttled like any other. Scanning the
+            // whole table here would cost every unknown name a pass over 65,536 entries under
+            // the lock once someone filled it, and letting the new name through unthrottled
+            // would tell it from an account.
+            let evicted = names
+                .iter()
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, r)| r.next_attempt)
+                .map(|(evicted, _)| evicted.clone());
+            if let Some(evicted) = evicted {
+                names.remove(&evicted);
             }
         }
         names
@@ -103,6 +114,35 @@ mod tests {
             Some(account.next_attempt)
         );
         assert_eq!(strangers.locked_until("other", 100), None);
+    }
+
+    #[test]
+    fn a_full_table_still_throttles_new_names() {
+        let strangers = StrangerThrottle::default();
+        let config = ThrottleConfig::default();
+        // Fill the table with names all in backoff, as a guesser could.
+        {
+            let mut names = strangers.names.lock().unwrap();
+            let mut locked = UserRecord::default();
+            while !locked.is_locked(100) {
+                locked.charge_attempt(100, &config);
+            }
+            for i in 0..MAX_NAMES {
+                names.insert(format!("filler{i}"), locked.clone());
+            }
+        }
+        let mut account = UserRecord::default();
+        for _ in 0..4 {
+            assert_eq!(
+                strangers.charge("ghost", 100, &config),
+                account.charge_attempt(100, &config)
+            );
+        }
+        assert_eq!(
+            strangers.locked_until("ghost", 100),
+            Some(account.next_attempt)
+        );
+        assert_eq!(strangers.names.lock().unwrap().len(), MAX_NAMES);
     }
 
     #[test]
