@@ -44,8 +44,8 @@ pub(super) struct Wire {
 }
 
 impl Wire {
-    /// A connected socket, with the handshake for `uid` queued for the first call. Writes are
-    /// bounded by `timeout` each; reads by each call's deadline.
+    /// A connected socket, with the handshake for `uid` queued for the first call. Every read
+    /// and write is bounded by its call's deadline (`timeout` from the call's start).
     pub(super) fn new(
         stream: UnixStream,
         timeout: Duration,
