@@ -98,21 +98,26 @@ impl SelfServiceLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn strangers_are_throttled_like_accounts() {
-        let strangers = StrangerThrottle::default();
+    /// Four attempts of `name` are charged and locked exactly as an account's would be.
+    fn assert_throttled_like_an_account(strangers: &StrangerThrottle, name: &str) {
         let config = ThrottleConfig::default();
         let mut account = UserRecord::default();
         for _ in 0..4 {
             assert_eq!(
-                strangers.charge("ghost", 100, &config),
+                strangers.charge(name, 100, &config),
                 account.charge_attempt(100, &config)
             );
         }
         assert_eq!(
-            strangers.locked_until("ghost", 100),
+            strangers.locked_until(name, 100),
             Some(account.next_attempt)
         );
+    }
+
+    #[test]
+    fn strangers_are_throttled_like_accounts() {
+        let strangers = StrangerThrottle::default();
+        assert_throttled_like_an_account(&strangers, "ghost");
         assert_eq!(strangers.locked_until("other", 100), None);
     }
 
@@ -131,17 +136,7 @@ mod tests {
                 names.insert(format!("filler{i}"), locked.clone());
             }
         }
-        let mut account = UserRecord::default();
-        for _ in 0..4 {
-            assert_eq!(
-                strangers.charge("ghost", 100, &config),
-                account.charge_attempt(100, &config)
-            );
-        }
-        assert_eq!(
-            strangers.locked_until("ghost", 100),
-            Some(account.next_attempt)
-        );
+        assert_throttled_like_an_account(&strangers, "ghost");
         assert_eq!(strangers.names.lock().unwrap().len(), MAX_NAMES);
     }
 

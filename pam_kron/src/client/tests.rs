@@ -224,6 +224,27 @@ fn reply_to(call: &Message, step: &Step) -> Vec<u8> {
         .to_vec()
 }
 
+/// BeginLogin against a peer that reads the handshake and the call, then answers with the
+/// bytes `answer` makes of the call and keeps the connection open.
+fn begin_against(
+    expected_guid: Option<&str>,
+    answer: impl FnOnce(&Message) -> Vec<u8> + Send + 'static,
+) -> Result<Step, Error> {
+    let (mut otpd, _peer) = against(Duration::from_secs(5), expected_guid, |mut s| {
+        let (_, call) = read_greeting_and_call(&mut s);
+        s.write_all(&answer(&call)).unwrap();
+        s
+    });
+    otpd.begin_login(&login())
+}
+
+/// `OK <guid>` and then `bytes`.
+fn ok_then(bytes: &[u8]) -> Vec<u8> {
+    let mut answer = ok_line();
+    answer.extend_from_slice(bytes);
+    answer
+}
+
 #[test]
 fn the_handshake_and_the_first_call_go_out_together() {
     let (mut otpd, peer) = against(Duration::from_secs(5), None, |mut s| {
@@ -265,12 +286,7 @@ fn the_handshake_and_the_first_call_go_out_together() {
 
 #[test]
 fn a_refused_handshake_is_unreachable() {
-    let (mut otpd, _peer) = against(Duration::from_secs(5), None, |mut s| {
-        let _ = read_greeting_and_call(&mut s);
-        s.write_all(b"REJECTED EXTERNAL\r\n").unwrap();
-        s
-    });
-    match otpd.begin_login(&login()) {
+    match begin_against(None, |_| b"REJECTED EXTERNAL\r\n".to_vec()) {
         Err(Error::Unreachable(why)) => assert!(why.contains("refused"), "{why}"),
         other => panic!("{other:?}"),
     }
@@ -303,17 +319,8 @@ fn an_oversized_reply_is_refused_from_its_header() {
 
 #[test]
 fn bytes_that_are_not_a_message_are_malformed() {
-    let (mut otpd, _peer) = against(Duration::from_secs(5), None, |mut s| {
-        let _ = read_greeting_and_call(&mut s);
-        let mut answer = ok_line();
-        answer.extend_from_slice(&[b'x'; 64]);
-        s.write_all(&answer).unwrap();
-        s
-    });
-    assert!(matches!(
-        otpd.begin_login(&login()),
-        Err(Error::Malformed(_))
-    ));
+    let result = begin_against(None, |_| ok_then(&[b'x'; 64]));
+    assert!(matches!(result, Err(Error::Malformed(_))), "{result:?}");
 }
 
 #[test]
@@ -377,14 +384,10 @@ fn a_trickling_peer_times_out_at_the_deadline() {
 #[test]
 fn a_guid_other_than_the_address_names_is_refused() {
     let named = zbus::Guid::generate().to_string();
-    let (mut otpd, _peer) = against(Duration::from_secs(5), Some(&named), |mut s| {
-        let (_, call) = read_greeting_and_call(&mut s);
-        let mut answer = ok_line();
-        answer.extend(reply_to(&call, &Step::terminal(StepKind::Accept, vec![])));
-        s.write_all(&answer).unwrap();
-        s
+    let result = begin_against(Some(&named), |call| {
+        ok_then(&reply_to(call, &Step::terminal(StepKind::Accept, vec![])))
     });
-    match otpd.begin_login(&login()) {
+    match result {
         Err(Error::Unreachable(why)) => assert!(why.contains("GUID"), "{why}"),
         other => panic!("{other:?}"),
     }
@@ -470,36 +473,24 @@ fn a_big_endian_reply_and_bytes_after_it_are_read() {
 
 #[test]
 fn a_handshake_line_past_its_bound_is_malformed() {
-    let (mut otpd, _peer) = against(Duration::from_secs(5), None, |mut s| {
-        let _ = read_greeting_and_call(&mut s);
+    let result = begin_against(None, |_| {
         let mut line = b"OK ".to_vec();
         line.extend_from_slice(&[b'0'; 1000]);
         line.extend_from_slice(b"\r\n");
-        s.write_all(&line).unwrap();
-        s
+        line
     });
-    assert!(matches!(
-        otpd.begin_login(&login()),
-        Err(Error::Malformed(_))
-    ));
+    assert!(matches!(result, Err(Error::Malformed(_))), "{result:?}");
 }
 
 #[test]
 fn a_reply_of_another_shape_is_malformed() {
-    let (mut otpd, _peer) = against(Duration::from_secs(5), None, |mut s| {
-        let (_, call) = read_greeting_and_call(&mut s);
-        let mut answer = ok_line();
+    let result = begin_against(None, |call| {
         let reply = Message::method_return(&call.header())
             .build(&("no step",))
             .unwrap();
-        answer.extend_from_slice(reply.data().bytes());
-        s.write_all(&answer).unwrap();
-        s
+        ok_then(reply.data().bytes())
     });
-    assert!(matches!(
-        otpd.begin_login(&login()),
-        Err(Error::Malformed(_))
-    ));
+    assert!(matches!(result, Err(Error::Malformed(_))), "{result:?}");
 }
 
 #[test]
