@@ -28,6 +28,35 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/kron/otpd.sock";
 /// Longest path a unix socket address can hold (`sun_path` less its terminating NUL).
 pub const MAX_SOCKET_PATH_LEN: usize = 107;
 
+/// Bytes of a D-Bus message's fixed header: endianness, type, flags, version, body length,
+/// serial, and the length of the header fields that follow it.
+pub const MESSAGE_FIXED_HEADER: usize = 16;
+
+/// What the first [`MESSAGE_FIXED_HEADER`] bytes of a D-Bus message say of it: its byte order,
+/// the length of its header (fixed part and fields, padded to 8: where the body starts) and of
+/// the whole message. `None` for an endianness byte D-Bus does not define. In `u64`, where
+/// no announced length can overflow, so each reader bounds them before it buffers anything:
+/// otpd's socket and pam_kron's client both read messages from peers they do not trust.
+pub fn message_lengths(
+    head: &[u8; MESSAGE_FIXED_HEADER],
+) -> Option<(zbus::wire::Endian, u64, u64)> {
+    use zbus::wire::Endian;
+    let endian = match head[0] {
+        b'l' => Endian::Little,
+        b'B' => Endian::Big,
+        _ => return None,
+    };
+    let u32_at = |at: usize| {
+        let bytes = [head[at], head[at + 1], head[at + 2], head[at + 3]];
+        u64::from(match endian {
+            Endian::Little => u32::from_le_bytes(bytes),
+            Endian::Big => u32::from_be_bytes(bytes),
+        })
+    };
+    let header = (MESSAGE_FIXED_HEADER as u64 + u32_at(12)).next_multiple_of(8);
+    Some((endian, header, header + u32_at(4)))
+}
+
 /// An out-of-band channel for codes and enrollments. Its name (`"email"`, `"sms"`) is what the
 /// config, the D-Bus methods and the prompt use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -39,7 +39,7 @@ use zruntime::{AsyncIo, Event, Shared, SharedRuntime};
 /// Messages are read through a small buffer, so a login's calls cost one read each.
 const READ_BUFFER: usize = 4096;
 /// The fixed header (12 bytes) and the length of the header field array (4 bytes).
-const FIXED_HEADER: usize = 16;
+const FIXED_HEADER: usize = kron_proto::MESSAGE_FIXED_HEADER;
 
 /// What to do with a message over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,20 +244,10 @@ fn recv(stream: &UnixStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<u
 /// The lengths of the message whose first 16 bytes are `head`: of its header (fixed part and
 /// fields, padded to 8) and of the whole message.
 fn lengths(head: &[u8]) -> io::Result<(Endian, u64, u64)> {
-    let endian = match head[0] {
-        b'l' => Endian::Little,
-        b'B' => Endian::Big,
-        _ => return Err(invalid("not a D-Bus message")),
-    };
-    let u32_at = |at: usize| {
-        let bytes = [head[at], head[at + 1], head[at + 2], head[at + 3]];
-        u64::from(match endian {
-            Endian::Little => u32::from_le_bytes(bytes),
-            Endian::Big => u32::from_be_bytes(bytes),
-        })
-    };
-    let header = (FIXED_HEADER as u64 + u32_at(12)).next_multiple_of(8);
-    Ok((endian, header, header + u32_at(4)))
+    head.try_into()
+        .ok()
+        .and_then(kron_proto::message_lengths)
+        .ok_or_else(|| invalid("not a D-Bus message"))
 }
 
 impl Reader {

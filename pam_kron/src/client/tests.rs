@@ -184,8 +184,9 @@ fn read_greeting_and_call(stream: &mut UnixStream) -> (Vec<u8>, Message) {
         if message.len() < 16 {
             continue;
         }
-        let word = |i: usize| u32::from_le_bytes(message[i..i + 4].try_into().unwrap()) as usize;
-        let length = (16 + word(12)).next_multiple_of(8) + word(4);
+        let (_, _, length) =
+            kron_proto::message_lengths(message[..16].try_into().unwrap()).unwrap();
+        let length = length as usize;
         if message.len() < length {
             continue;
         }
@@ -201,8 +202,8 @@ fn read_greeting_and_call(stream: &mut UnixStream) -> (Vec<u8>, Message) {
 fn read_message(stream: &mut UnixStream) -> Message {
     let mut fixed = [0u8; 16];
     stream.read_exact(&mut fixed).unwrap();
-    let word = |i: usize| u32::from_le_bytes(fixed[i..i + 4].try_into().unwrap()) as usize;
-    let length = (16 + word(12)).next_multiple_of(8) + word(4);
+    let (_, _, length) = kron_proto::message_lengths(&fixed).unwrap();
+    let length = length as usize;
     let mut bytes = fixed.to_vec();
     bytes.resize(length, 0);
     stream.read_exact(&mut bytes[16..]).unwrap();

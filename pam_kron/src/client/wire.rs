@@ -9,12 +9,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use kron_proto::{MAX_HANDLE_LEN, MAX_MESSAGE_LEN, MAX_MESSAGES, MAX_PROMPT_LEN};
+use kron_proto::{
+    MAX_HANDLE_LEN, MAX_MESSAGE_LEN, MAX_MESSAGES, MAX_PROMPT_LEN, MESSAGE_FIXED_HEADER,
+};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, send};
 use zbus::Message;
 use zbus::message::Type;
-use zbus::wire::Endian;
 use zbus::wire::serialized::{Context, Data};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -175,34 +176,14 @@ impl Wire {
     /// reply longer than [`MAX_REPLY_LEN`] is refused from its header, before any more of it is
     /// read.
     fn read_reply(&mut self, deadline: Instant) -> Result<Option<Message>, Error> {
-        // The fixed part: endianness, type, flags, version, body length, serial, and the
-        // length of the header fields that follow it.
-        const FIXED: usize = 16;
-        self.fill(FIXED, deadline)?;
-        let endian = match self.received[0] {
-            b'l' => Endian::Little,
-            b'B' => Endian::Big,
-            _ => return Err(Error::Malformed("not a D-Bus message".into())),
-        };
-        let word = |at: usize| {
-            let bytes = [
-                self.received[at],
-                self.received[at + 1],
-                self.received[at + 2],
-                self.received[at + 3],
-            ];
-            let value = match endian {
-                Endian::Little => u32::from_le_bytes(bytes),
-                Endian::Big => u32::from_be_bytes(bytes),
-            };
-            usize::try_from(value).unwrap_or(usize::MAX)
-        };
-        // The body starts on the 8-byte boundary after the header fields.
-        let length = FIXED
-            .checked_add(word(12))
-            .and_then(|header| header.checked_next_multiple_of(8))
-            .and_then(|header| header.checked_add(word(4)))
-            .ok_or_else(|| Error::Malformed("a message longer than memory".into()))?;
+        self.fill(MESSAGE_FIXED_HEADER, deadline)?;
+        let (endian, _, length) = self.received[..MESSAGE_FIXED_HEADER]
+            .try_into()
+            .ok()
+            .and_then(kron_proto::message_lengths)
+            .ok_or_else(|| Error::Malformed("not a D-Bus message".into()))?;
+        let length = usize::try_from(length)
+            .map_err(|_| Error::Malformed("a message longer than memory".into()))?;
         let kind = self.received[1];
         if kind != Type::MethodReturn as u8 && kind != Type::Error as u8 {
             self.discard(length, deadline)?;
