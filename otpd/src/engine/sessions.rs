@@ -16,11 +16,14 @@ const MAX_SESSIONS: usize = 4096;
 /// Root callers (sshd, sudo) are not limited per uid, and a quarter of the table is kept for
 /// them, so no local user can fill it and deny everyone's logins.
 const MAX_PER_USER: usize = 8;
-/// Logins for one account waiting at once, whoever began them (sshd for anyone who connects);
-/// beyond this the oldest is dropped. A code is accepted once per time step, so more logins of
-/// one account in parallel cannot pass anyway; this keeps a flood of logins as one name from
-/// filling the table.
-const MAX_PER_ACCOUNT: usize = 8;
+/// Logins for one account from one origin (the same caller uid, remote host and terminal)
+/// waiting at once; beyond this the origin's oldest is dropped. A code is accepted once per
+/// time step, so more logins of one account in parallel cannot pass anyway; this keeps a flood
+/// of logins as one name from filling the table. Counted per origin, not per account: anyone
+/// may make sshd or `su` begin logins as any name (a wrong password still reaches the second
+/// factor), and a cap per account would let them push the real user's login, waiting at its
+/// prompt, out of the table. A flood from one origin now only pushes out its own.
+const MAX_PER_ORIGIN: usize = 8;
 const RESERVED_FOR_ROOT: usize = MAX_SESSIONS / 4;
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,15 @@ impl LoginSession {
             resends: 0,
         }
     }
+
+    /// Whether `other` is a login of the same account begun from the same place: the same
+    /// caller, the same remote host and the same terminal, as the PAM stack that asked told.
+    fn same_origin(&self, other: &LoginSession) -> bool {
+        self.caller.uid == other.caller.uid
+            && self.request.user == other.request.user
+            && self.request.rhost == other.request.rhost
+            && self.request.tty == other.request.tty
+    }
 }
 
 #[derive(Default)]
@@ -78,8 +90,7 @@ impl Sessions {
         if !caller.is_root() {
             drop_oldest(&mut live, MAX_PER_USER, |s| s.caller.uid == caller.uid);
         }
-        let account = session.request.user.clone();
-        drop_oldest(&mut live, MAX_PER_ACCOUNT, |s| s.request.user == account);
+        drop_oldest(&mut live, MAX_PER_ORIGIN, |s| s.same_origin(&session));
         let limit = if caller.is_root() {
             MAX_SESSIONS
         } else {
@@ -264,19 +275,56 @@ mod tests {
         );
     }
 
+    fn from(user: &str, rhost: &str, tty: &str, deadline: u64) -> LoginSession {
+        let mut login = session_for(0, user, deadline);
+        login.request.rhost = rhost.into();
+        login.request.tty = tty.into();
+        login
+    }
+
     #[test]
-    fn logins_of_one_account_are_bounded_whoever_begins_them() {
+    fn logins_of_one_account_from_one_origin_are_bounded() {
         let sessions = Sessions::default();
-        let handles: Vec<String> = (0..MAX_PER_ACCOUNT + 2)
+        let handles: Vec<String> = (0..MAX_PER_ORIGIN + 2)
             .map(|n| {
                 sessions
-                    .insert(session_for(0, "alice", 100 + n as u64), 10)
+                    .insert(from("alice", "192.0.2.7", "ssh", 100 + n as u64), 10)
                     .unwrap()
             })
             .collect();
         let live = sessions.live.lock().unwrap();
-        assert_eq!(live.len(), MAX_PER_ACCOUNT);
+        assert_eq!(live.len(), MAX_PER_ORIGIN);
         assert!(!live.contains_key(&handles[0]), "the oldest went first");
+    }
+
+    #[test]
+    fn a_flood_of_logins_as_one_name_does_not_push_out_the_real_one() {
+        let sessions = Sessions::default();
+        // alice waits at her prompt in sudo on her terminal, and over ssh from her desk.
+        let sudo = sessions
+            .insert(from("alice", "", "/dev/pts/3", 100), 10)
+            .unwrap();
+        let ssh = sessions
+            .insert(from("alice", "198.51.100.4", "ssh", 100), 10)
+            .unwrap();
+        // Someone else starts logins as alice: `su alice` on their own terminal, and over ssh
+        // from elsewhere, each left at the prompt after a wrong password.
+        for n in 0..3 * MAX_PER_ORIGIN as u64 {
+            sessions
+                .insert(from("alice", "", "/dev/pts/9", 200 + n), 10)
+                .unwrap();
+            sessions
+                .insert(from("alice", "203.0.113.9", "ssh", 200 + n), 10)
+                .unwrap();
+        }
+        let live = sessions.live.lock().unwrap();
+        assert!(live.contains_key(&sudo), "alice's sudo still waits");
+        assert!(live.contains_key(&ssh), "alice's ssh login still waits");
+        assert_eq!(
+            live.len(),
+            2 + 2 * MAX_PER_ORIGIN,
+            "each origin holds at most its share"
+        );
     }
 
     #[test]
