@@ -30,6 +30,14 @@ impl SparseLog {
         }
     }
 
+    /// A log to `log` that shares this one's pace: a line said through either counts for both.
+    pub fn sharing(&self, log: impl Fn(&str) + Send + Sync + 'static) -> SparseLog {
+        SparseLog {
+            log: Arc::new(log),
+            last: self.last.clone(),
+        }
+    }
+
     /// Logs `line` unless a line was logged less than a minute ago.
     pub fn say(&self, line: &str) {
         let now = Instant::now();
@@ -38,5 +46,25 @@ impl SparseLog {
             *last = Some(now);
             (self.log)(line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_sharing_a_pace_say_one_line_between_them() {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let pace = SparseLog::new(|_| {});
+        let to = |tag: &'static str| {
+            let lines = lines.clone();
+            pace.sharing(move |line| lines.lock().unwrap().push(format!("{tag}: {line}")))
+        };
+        let (one, other) = (to("one"), to("other"));
+        one.say("first");
+        other.say("second");
+        one.say("third");
+        assert_eq!(*lines.lock().unwrap(), ["one: first"]);
     }
 }

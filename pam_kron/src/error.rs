@@ -42,6 +42,10 @@ pub(crate) enum Error {
     TooManyRounds,
     /// otpd answered with one of its `io.kron.Otpd1.Error.*` errors.
     Otpd(Refusal, String),
+    /// otpd refused the connection: the calling uid holds its share of connections
+    /// ([`kron_proto::CONNECTION_LIMIT_LINE`]). Anyone who can open connections as that uid
+    /// can cause it, so it denies like a throttled login rather than reading as an outage.
+    TooManyConnections,
 }
 
 /// The `io.kron.Otpd1.Error` names, without the transport variant.
@@ -68,6 +72,7 @@ impl Error {
             | Error::Conversation(_)
             | Error::Answer(_)
             | Error::TooManyRounds => PAM_AUTH_ERR,
+            Error::TooManyConnections => PAM_MAXTRIES,
             Error::Unreachable(_) | Error::Timeout | Error::Malformed(_) => PAM_AUTHINFO_UNAVAIL,
             Error::Otpd(refusal, _) => match refusal {
                 // The calling program may not check this user (an unprivileged program asking
@@ -111,6 +116,9 @@ impl Error {
                 "Two-factor authentication is unavailable (invalid reply from otpd); {DENIED}"
             ),
             Error::TooManyRounds => format!("Too many prompts in one login; {DENIED}"),
+            Error::TooManyConnections => {
+                format!("Too many logins at once by this program's user; {DENIED}")
+            }
             Error::Otpd(refusal, text) => {
                 let what = match refusal {
                     Refusal::AccessDenied => "Two-factor authentication refused this program",
@@ -161,6 +169,9 @@ impl fmt::Display for Error {
             Error::Timeout => write!(f, "otpd did not answer in time"),
             Error::Malformed(why) => write!(f, "malformed reply from otpd: {}", sanitize(why)),
             Error::TooManyRounds => write!(f, "otpd asked too many prompts"),
+            Error::TooManyConnections => {
+                write!(f, "otpd refused the connection: this uid holds too many")
+            }
             Error::Otpd(refusal, text) => write!(f, "otpd: {refusal:?}: {}", sanitize(text)),
         }
     }
@@ -232,6 +243,9 @@ mod tests {
             Error::Otpd(Refusal::Throttled, String::new()).code(),
             PAM_MAXTRIES
         );
+        // Whoever can open connections as the caller's uid can cause it: never "unavailable".
+        assert_eq!(Error::TooManyConnections.code(), PAM_MAXTRIES);
+        assert!(!Error::TooManyConnections.is_fault());
         assert_eq!(
             Error::Config(ArgError::MissingValue("bus")).code(),
             PAM_SERVICE_ERR

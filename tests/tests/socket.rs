@@ -349,21 +349,30 @@ fn calls_that_want_no_reply_end_the_connection() {
 }
 
 /// One user cannot hold more connections than `max_connections_per_uid`; the refusal is
-/// logged, other users and root are not affected, and the slots come back when the
-/// connections end.
+/// said (a login of that user is denied as throttled, never "unavailable", which a stack may
+/// let through) and logged, other users and root are not affected, and the slots come back
+/// when the connections end.
 #[test]
 fn connections_per_uid_are_bounded_and_the_limit_logged() {
     let world = World::start(&format!("{REQUIRE}max_connections_per_uid = 3\n"));
     let hog = TestUser::new();
     let user = TestUser::new();
     let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+    world.kronctl().enroll_confirmed_now(hog.name());
     let socket = world.otpd.socket_path().display().to_string();
 
     let (mut holder, mut lines) = spawn_probe(&hog.identity(), &["hold", &socket, "4"]);
     let held: Vec<String> = (0..4)
         .map(|_| lines.next().expect("a line").expect("read"))
         .collect();
-    assert_eq!(held, ["OK", "OK", "OK", "CLOSED"], "{held:?}");
+    assert_eq!(held, ["OK", "OK", "OK", "LIMIT"], "{held:?}");
+    // The hog's own PAM login (a screen locker's, say) while it holds its share.
+    let own = world
+        .login(hog.name())
+        .as_identity(hog.identity())
+        .answer("123456")
+        .run();
+    assert_eq!(own.result(), result::MAXTRIES, "{}", own.raw);
     assert!(
         world
             .otpd

@@ -8,7 +8,7 @@
 //! blocking pool, or inline when it cannot wait).
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -300,6 +300,7 @@ pub fn serve(
             root: config.max_connections_root,
             held: Mutex::default(),
         }),
+        refusals: SparseLog::new(|_| {}),
         engine,
         runtime,
         calls,
@@ -332,6 +333,10 @@ struct Server {
     /// Calls in progress per uid, shared with the bus.
     calls: Arc<CallSlots>,
     path: PathBuf,
+    /// How often a connection's refusal (a message over the limit, a broken call) is logged:
+    /// once a minute for the whole socket, not per connection, so that reconnecting in a loop
+    /// cannot flood the log (and have the journal drop otpd's audit lines with the noise).
+    refusals: SparseLog,
 }
 
 impl Server {
@@ -409,6 +414,10 @@ impl Server {
                         if charged == 0 { "root" } else { "per_uid" }
                     ));
                 }
+                // Said, not just hung up on: a bare hang-up reads as "otpd unreachable",
+                // which a stack may let through. The line fits any new socket's buffer, so
+                // the write cannot block; what the caller sent is not read.
+                let _ = (&stream).write(kron_proto::CONNECTION_LIMIT_LINE);
                 return;
             }
         };
@@ -433,7 +442,7 @@ impl Server {
                 write_timeout: WRITE_TIMEOUT,
                 runtime: runtime.clone(),
             }),
-            report: SparseLog::new(move |line| {
+            report: self.refusals.sharing(move |line| {
                 engine.log_event(&format!("login socket, uid {}: {line}", caller.uid));
             }),
         };

@@ -294,6 +294,40 @@ fn a_refused_handshake_is_unreachable() {
 }
 
 #[test]
+fn a_connection_over_its_limit_is_a_refusal_not_an_outage() {
+    // As otpd's socket does over a uid's limit: the line, then hang up with what the client
+    // sent unread (which resets the connection). One byte is read first only so that the
+    // client has sent its handshake and call before the hang-up.
+    let (mut otpd, peer) = against(Duration::from_secs(5), None, |mut s| {
+        s.read_exact(&mut [0u8; 1]).unwrap();
+        s.write_all(kron_proto::CONNECTION_LIMIT_LINE).unwrap();
+        drop(s);
+    });
+    let outcome = otpd.begin_login(&login());
+    peer.join().unwrap();
+    match outcome {
+        Err(e @ Error::TooManyConnections) => {
+            assert_eq!(e.code(), pam::constants::PamResultCode::PAM_MAXTRIES)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_connection_refused_before_the_client_writes_is_still_a_refusal() {
+    // otpd refuses at accept, so it may have said its line and hung up before the client
+    // writes a byte: the write fails (EPIPE), and the line is still there to be read.
+    let (mut otpd, peer) = against(Duration::from_secs(5), None, |s| {
+        (&s).write_all(kron_proto::CONNECTION_LIMIT_LINE).unwrap();
+    });
+    peer.join().unwrap();
+    assert!(matches!(
+        otpd.begin_login(&login()),
+        Err(Error::TooManyConnections)
+    ));
+}
+
+#[test]
 fn an_oversized_reply_is_refused_from_its_header() {
     // A header claiming a body of almost 4 GiB, and nothing after it: the client must refuse
     // at once, not wait for (or allocate) the body.

@@ -127,6 +127,14 @@ impl Wire {
                 Err(Errno::EINTR) => {}
                 // SO_SNDTIMEO ran out: the peer does not read.
                 Err(Errno::EAGAIN) => return Err(Error::Timeout),
+                // otpd hung up before reading the handshake: it may have said why first (a
+                // uid over its connection limit), and that line waits to be read.
+                Err(e @ (Errno::EPIPE | Errno::ECONNRESET)) if self.handshake_pending => {
+                    return Err(match self.read_handshake_answer(deadline) {
+                        Err(Error::TooManyConnections) => Error::TooManyConnections,
+                        _ => Error::Unreachable(format!("sending: {e}")),
+                    });
+                }
                 Err(e) => return Err(Error::Unreachable(format!("sending: {e}"))),
             }
         }
@@ -151,6 +159,13 @@ impl Wire {
         let Some(line) = line.strip_suffix(b"\r\n") else {
             return Err(Error::Malformed("a handshake line without CR LF".into()));
         };
+        if line
+            == kron_proto::CONNECTION_LIMIT_LINE
+                .strip_suffix(b"\r\n")
+                .unwrap_or_default()
+        {
+            return Err(Error::TooManyConnections);
+        }
         if line.starts_with(b"REJECTED") || line.starts_with(b"ERROR") {
             return Err(Error::Unreachable(
                 "the server refused the authentication (EXTERNAL, as the effective uid)".into(),

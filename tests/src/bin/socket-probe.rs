@@ -8,7 +8,7 @@
 //!                                        -> OK | REJECTED | CLOSED
 //! socket-probe header SOCKET BYTES N     N connections announcing a BYTES message -> CLOSED x N
 //! socket-probe hold SOCKET N             N connections through the handshake, held until
-//!                                        stdin closes                -> OK | CLOSED, one a line
+//!                                        stdin closes       -> OK | LIMIT | CLOSED, one a line
 //! socket-probe logins SOCKET N PREFIX    N logins of PREFIX0.. held at the prompt at once,
 //!                                        then all answered            -> "prompted N", "ended N"
 //! socket-probe pipeline SOCKET N         one connection sending N Cancel calls without reading
@@ -86,12 +86,15 @@ fn exchange(stream: &mut UnixStream, line: &[u8]) -> String {
     }
 }
 
-/// The handshake's first word back: OK, REJECTED, or CLOSED when the server hung up.
+/// The handshake's first word back: OK, REJECTED, LIMIT (otpd's line for a uid over its
+/// connection limit), or CLOSED when the server hung up without a word.
 fn verdict(answer: &str) -> &'static str {
     if answer.starts_with("OK ") {
         "OK"
     } else if answer.starts_with("REJECTED") {
         "REJECTED"
+    } else if answer.as_bytes() == kron_proto::CONNECTION_LIMIT_LINE {
+        "LIMIT"
     } else {
         "CLOSED"
     }
