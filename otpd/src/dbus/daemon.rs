@@ -276,6 +276,7 @@ fn open_store(
         link,
         config.throttle.clone(),
         logger(args.log_stderr),
+        fatal.clone(),
     );
     let store = FleetStore::new(store, offline, config.totp.skew, Box::new(unix_now));
     Ok((Box::new(store), audit, fatal))

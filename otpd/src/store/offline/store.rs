@@ -186,6 +186,11 @@ impl Vault for FleetStore {
                 };
                 Ok(Checked::online(CodeOutcome::Step(outcome)))
             }
+            // The database's "yes" always names the step: without one, this host could not
+            // keep it from passing offline here later, so it is no yes.
+            Ok((CodeOutcome::Step(StepOutcome::Accepted), None)) => Err(Error::System(
+                "the database accepted a code without naming its step".into(),
+            )),
             Ok((outcome, _)) => Ok(Checked::online(outcome)),
             Err(Error::Unreachable(why)) if self.offline.enabled() => {
                 drop(in_flight);

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_postgres::types::Type;
 
 /// Pause between rounds while the database answers and nothing waits in the journal.
@@ -40,22 +41,47 @@ struct Task {
     offline: Arc<Offline>,
     link: Arc<Link>,
     throttle: ThrottleConfig,
-    log: Log,
+    log: Arc<dyn Fn(&str) + Send + Sync>,
     /// Journal entries kept after their replay (a check of their user in flight) whose
     /// outcome was reported: sent again, their `already:` answer is not reported twice.
     reported: Mutex<HashSet<[u8; 16]>>,
 }
 
-/// Starts the task on the link's runtime; it runs as long as otpd.
-pub fn start(offline: Arc<Offline>, link: Arc<Link>, throttle: ThrottleConfig, log: Log) {
+/// Starts the task on the link's runtime; it runs as long as otpd. If it ever panics, `fatal`
+/// fires (otpd exits non-zero to be restarted): without it, journal entries would wait
+/// unreplayed and a reset token's pack would keep passing here until it ran out, with otpd up.
+pub fn start(
+    offline: Arc<Offline>,
+    link: Arc<Link>,
+    throttle: ThrottleConfig,
+    log: Log,
+    fatal: Arc<Notify>,
+) {
     let runtime = link.runtime().clone();
-    runtime.spawn(run(Task {
+    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::from(log);
+    let task = runtime.spawn(run(Task {
         offline,
         link,
         throttle,
-        log,
+        log: log.clone(),
         reported: Mutex::default(),
     }));
+    runtime.spawn(exit_on_panic(task, log, fatal));
+}
+
+/// Waits for `task`, which never returns (`run` loops for ever): if it ends by a panic, says so
+/// and fires `fatal`.
+async fn exit_on_panic(
+    task: tokio::task::JoinHandle<()>,
+    log: Arc<dyn Fn(&str) + Send + Sync>,
+    fatal: Arc<Notify>,
+) {
+    if let Err(ended) = task.await
+        && ended.is_panic()
+    {
+        log("offline packs: the sync task failed; exiting so otpd is restarted");
+        fatal.notify_one();
+    }
 }
 
 async fn run(task: Task) {
@@ -162,14 +188,28 @@ impl Task {
         // Every pack user now has the newest step the database knows, online uses before a
         // crash or a closing of the offline store included.
         self.offline.lift_start_floor(closings);
+        // One user's refusal (a row an administrator holds locked past the lock timeout, a
+        // seed that does not decrypt) holds back nobody else's pack: the first one is
+        // reported at the end of the round. Only a database gone away ends it.
+        let mut refused = None;
         for (user, record) in users {
-            if now.saturating_sub(record.seen) > self.offline.keep {
-                self.drop_user(&user, now).await?;
+            let done = if now.saturating_sub(record.seen) > self.offline.keep {
+                self.drop_user(&user, now).await
             } else {
-                self.top_up(&user, &record, now).await?;
+                self.top_up(&user, &record, now).await
+            };
+            match done {
+                Ok(()) => {}
+                Err(e @ Error::Unreachable(_)) => return Err(e),
+                Err(e) => {
+                    refused.get_or_insert(e);
+                }
             }
         }
-        replayed
+        match refused {
+            Some(e) => replayed.and(Err(e)),
+            None => replayed,
+        }
     }
 
     /// Sends every journal entry to the database, oldest first, and takes each off the journal
@@ -585,6 +625,29 @@ mod tests {
     }
 
     const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn a_sync_task_that_panics_makes_otpd_exit() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log: Arc<dyn Fn(&str) + Send + Sync> = {
+            let lines = lines.clone();
+            Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
+        };
+        let fatal = Arc::new(Notify::new());
+        runtime.block_on(async {
+            let task = tokio::spawn(async { panic!("a round failed") });
+            exit_on_panic(task, log, fatal.clone()).await;
+            // Fired: a waiter now returns at once.
+            tokio::time::timeout(Duration::from_secs(5), fatal.notified())
+                .await
+                .expect("fatal fired");
+        });
+        assert_eq!(lines.lock().unwrap().len(), 1, "said once");
+    }
 
     #[test]
     fn a_new_token_brings_its_own_newest_step_even_a_smaller_one() {
