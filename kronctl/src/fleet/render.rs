@@ -75,6 +75,17 @@ pub fn status(status: &FleetStatus, json: bool) -> String {
             one_line(&status.server_version),
             if status.primary { "yes" } else { "no (a standby)" }
         ));
+        if status.database_host != status.host {
+            // Offline packs, double-use reports and the audit go by the name the database
+            // knows a connection by: a pooler logging in as one role for every host makes
+            // them all one host.
+            out.push_str(&format!(
+                "warning:         the database knows this connection as {}, not {}: check that \
+                 `url` names this host's own role (a pooler must log in as each host's role)\n",
+                one_line(&status.database_host),
+                one_line(&status.host)
+            ));
+        }
         if status.replicas.is_empty() {
             out.push_str("replication:     no standby visible to this role\n");
         }
@@ -234,6 +245,15 @@ mod tests {
             ..status
         };
         let text = status_text(&online);
+        assert!(
+            text.contains("warning:         the database knows this connection as , not b"),
+            "{text}"
+        );
+        let text = status_text(&FleetStatus {
+            database_host: "b".into(),
+            ..online.clone()
+        });
+        assert!(!text.contains("warning"), "{text}");
         assert!(text.contains("(online since 2025-01-02"), "{text}");
         assert!(text.contains("offline logins:  off"), "{text}");
         assert!(
