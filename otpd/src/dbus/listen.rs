@@ -14,7 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zbus::connection::Builder;
 use zbus::{Guid, OwnedGuid};
@@ -49,8 +49,6 @@ const MAX_CALLS_IN_FLIGHT: usize = 4;
 /// is ended (a login's replies are a few hundred bytes; only a peer that stopped reading
 /// fills the socket's buffers).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a uid over its connection limit is logged, at most.
-const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where the listening socket came from, for the start-up log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,14 +200,13 @@ fn activated_fd() -> io::Result<Option<RawFd>> {
 struct Slots {
     per_user: u32,
     root: u32,
-    held: Mutex<HashMap<u32, Held>>,
-}
-
-#[derive(Default)]
-struct Held {
-    count: u32,
-    /// When a refusal of this uid was last logged.
-    logged: Option<Instant>,
+    /// Connections held, by the uid charged; a uid is listed only while it holds some, so
+    /// the map is as small as the connections (whatever number of uids, subordinate ids
+    /// included, comes and goes).
+    held: Mutex<HashMap<u32, u32>>,
+    /// How often a refusal is logged: once a minute for the whole socket, not per uid, so a
+    /// user with many uids cannot flood the log with one line each.
+    refusals: SparseLog,
 }
 
 /// One connection's share of its uid's limit.
@@ -218,14 +215,13 @@ struct Slot {
     uid: u32,
 }
 
-/// What [`Slots::take`] refused: the limit, and whether to log it now.
+/// What [`Slots::take`] refused: the limit.
 struct Refused {
     limit: u32,
-    log: bool,
 }
 
 impl Slots {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, u32>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -240,23 +236,20 @@ impl Slots {
 
     /// Whether a new connection from a root peer is to be charged to its real uid.
     fn examine_root(&self) -> bool {
-        self.lock().get(&0).map_or(0, |held| held.count) >= self.root_unexamined()
+        self.lock().get(&0).copied().unwrap_or(0) >= self.root_unexamined()
     }
 
-    fn take(self: &Arc<Self>, uid: u32, now: Instant) -> std::result::Result<Slot, Refused> {
+    fn take(self: &Arc<Self>, uid: u32) -> std::result::Result<Slot, Refused> {
         let limit = if uid == 0 { self.root } else { self.per_user };
         let mut held = self.lock();
-        let entry = held.entry(uid).or_default();
-        if entry.count >= limit {
-            let log = entry
-                .logged
-                .is_none_or(|at| now.duration_since(at) >= LIMIT_LOG_INTERVAL);
-            if log {
-                entry.logged = Some(now);
+        let count = held.entry(uid).or_default();
+        if *count >= limit {
+            if *count == 0 {
+                held.remove(&uid);
             }
-            return Err(Refused { limit, log });
+            return Err(Refused { limit });
         }
-        entry.count += 1;
+        *count += 1;
         Ok(Slot {
             slots: self.clone(),
             uid,
@@ -267,9 +260,9 @@ impl Slots {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut held = self.slots.lock();
-        if let Some(entry) = held.get_mut(&self.uid) {
-            entry.count -= 1;
-            if entry.count == 0 && entry.logged.is_none() {
+        if let Some(count) = held.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
                 held.remove(&self.uid);
             }
         }
@@ -299,6 +292,10 @@ pub fn serve(
             per_user: config.max_connections_per_uid,
             root: config.max_connections_root,
             held: Mutex::default(),
+            refusals: {
+                let engine = engine.clone();
+                SparseLog::new(move |line| engine.log_event(line))
+            },
         }),
         refusals: SparseLog::new(|_| {}),
         engine,
@@ -398,22 +395,20 @@ impl Server {
         } else {
             creds.uid
         };
-        let _slot = match self.slots.take(charged, Instant::now()) {
+        let _slot = match self.slots.take(charged) {
             Ok(slot) => slot,
             Err(refused) => {
-                if refused.log {
-                    self.engine.log_event(&format!(
-                        "login socket: uid {charged} holds {} connections, its limit{}; \
-                         refusing more (max_connections_{})",
-                        refused.limit,
-                        if charged != creds.uid {
-                            " (as root, through set-uid programs such as sudo)"
-                        } else {
-                            ""
-                        },
-                        if charged == 0 { "root" } else { "per_uid" }
-                    ));
-                }
+                self.slots.refusals.say(&format!(
+                    "login socket: uid {charged} holds {} connections, its limit{}; \
+                     refusing more (max_connections_{})",
+                    refused.limit,
+                    if charged != creds.uid {
+                        " (as root, through set-uid programs such as sudo)"
+                    } else {
+                        ""
+                    },
+                    if charged == 0 { "root" } else { "per_uid" }
+                ));
                 // Said, not just hung up on: a bare hang-up reads as "otpd unreachable",
                 // which a stack may let through. The line fits any new socket's buffer, so
                 // the write cannot block; what the caller sent is not read.
@@ -502,34 +497,43 @@ pub fn raise_descriptor_limit() {
 mod tests {
     use super::*;
 
-    #[test]
-    fn slots_are_bounded_per_uid_given_back_and_refusals_logged_once_a_minute() {
-        let slots = Arc::new(Slots {
-            per_user: 2,
-            root: 3,
+    fn slots_with(per_user: u32, root: u32) -> Arc<Slots> {
+        Arc::new(Slots {
+            per_user,
+            root,
             held: Mutex::default(),
-        });
-        let now = Instant::now();
-        let a = slots.take(1000, now).ok().unwrap();
-        let _b = slots.take(1000, now).ok().unwrap();
-        let refused = slots.take(1000, now).err().unwrap();
-        assert_eq!((refused.limit, refused.log), (2, true));
-        assert!(!slots.take(1000, now).err().unwrap().log, "logged once");
-        assert!(
-            slots
-                .take(1000, now + LIMIT_LOG_INTERVAL)
-                .err()
-                .unwrap()
-                .log
-        );
+            refusals: SparseLog::new(|_| {}),
+        })
+    }
+
+    #[test]
+    fn slots_are_bounded_per_uid_and_given_back() {
+        let slots = slots_with(2, 3);
+        let a = slots.take(1000).ok().unwrap();
+        let _b = slots.take(1000).ok().unwrap();
+        assert_eq!(slots.take(1000).err().unwrap().limit, 2);
         // Another user and root have their own counts.
-        let _other = slots.take(1001, now).ok().unwrap();
-        let roots: Vec<Slot> = (0..3).map(|_| slots.take(0, now).ok().unwrap()).collect();
-        assert_eq!(slots.take(0, now).err().unwrap().limit, 3);
+        let _other = slots.take(1001).ok().unwrap();
+        let roots: Vec<Slot> = (0..3).map(|_| slots.take(0).ok().unwrap()).collect();
+        assert_eq!(slots.take(0).err().unwrap().limit, 3);
         drop(a);
-        let _again = slots.take(1000, now).ok().unwrap();
+        let _again = slots.take(1000).ok().unwrap();
         drop(roots);
-        assert!(slots.take(0, now).is_ok());
+        assert!(slots.take(0).is_ok());
+    }
+
+    #[test]
+    fn only_uids_holding_connections_are_remembered() {
+        let slots = slots_with(1, 1);
+        // Many uids (one user's subordinate ids, say), each refused once, then gone.
+        for uid in 1000..3000 {
+            let slot = slots.take(uid).ok().unwrap();
+            assert!(slots.take(uid).is_err());
+            drop(slot);
+        }
+        assert!(slots.lock().is_empty());
+        let _held = slots.take(1).ok().unwrap();
+        assert_eq!(slots.lock().len(), 1);
     }
 
     #[test]
@@ -586,27 +590,18 @@ mod tests {
 
     #[test]
     fn root_peers_are_examined_once_root_holds_half_its_limit() {
-        let slots = Arc::new(Slots {
-            per_user: 2,
-            root: 4,
-            held: Mutex::default(),
-        });
-        let now = Instant::now();
+        let slots = slots_with(2, 4);
         assert!(!slots.examine_root());
-        let first = slots.take(0, now).ok().unwrap();
+        let first = slots.take(0).ok().unwrap();
         assert!(!slots.examine_root());
-        let _second = slots.take(0, now).ok().unwrap();
+        let _second = slots.take(0).ok().unwrap();
         assert!(
             slots.examine_root(),
             "two of root's held: the next is examined"
         );
         drop(first);
         assert!(!slots.examine_root());
-        let one = Slots {
-            per_user: 64,
-            root: 1,
-            held: Mutex::default(),
-        };
+        let one = slots_with(64, 1);
         assert_eq!(one.root_unexamined(), 1);
     }
 
