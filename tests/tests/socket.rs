@@ -395,6 +395,40 @@ fn connections_per_uid_are_bounded_and_the_limit_logged() {
     });
 }
 
+/// All users but root together hold at most `max_connections_users` (one person may have
+/// thousands of uids); root's logins go on past it.
+#[test]
+fn users_together_hold_at_most_their_share() {
+    let world = World::start(&format!("{REQUIRE}max_connections_users = 2\n"));
+    let (first, second, user) = (TestUser::new(), TestUser::new(), TestUser::new());
+    let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
+    let socket = world.otpd.socket_path().display().to_string();
+
+    let (mut holder, mut lines) = spawn_probe(&first.identity(), &["hold", &socket, "2"]);
+    let held: Vec<String> = (0..2)
+        .map(|_| lines.next().expect("a line").expect("read"))
+        .collect();
+    assert_eq!(held, ["OK", "OK"], "{held:?}");
+    let other = probe(
+        &second.identity(),
+        &["claim", &socket, &second.uid().to_string()],
+    );
+    assert_eq!(other, ["LIMIT"], "another uid, over the users' share");
+    assert!(
+        world.otpd.stderr().contains("(max_connections_users)"),
+        "{}",
+        world.otpd.stderr()
+    );
+    // Root's (sshd's) logins are not counted there.
+    world
+        .login(user.name())
+        .answer(&token.code_for_step(confirmed + 1))
+        .run()
+        .assert_accepted();
+    drop(holder.stdin.take());
+    process::wait_bounded(&mut holder, Duration::from_secs(60)).expect("socket-probe ended");
+}
+
 /// otpd run by hand creates its socket; a stale socket left by a killed otpd is replaced, and
 /// a socket someone still serves is not taken over.
 #[test]

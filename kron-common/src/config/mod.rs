@@ -167,6 +167,10 @@ pub struct Config {
     /// connection per login in progress.
     #[serde(deserialize_with = "connections")]
     pub max_connections_root: u32,
+    /// Connections every uid but root may hold together (one person may have thousands of
+    /// uids: subordinate ids).
+    #[serde(deserialize_with = "connections")]
+    pub max_connections_users: u32,
     pub default_mode: Mode,
     pub admin_group: String,
     /// Whom to ask, in every refusal a person sees.
@@ -205,6 +209,7 @@ impl Default for Config {
             socket: PathBuf::from(kron_proto::DEFAULT_SOCKET_PATH),
             max_connections_per_uid: 64,
             max_connections_root: 4096,
+            max_connections_users: 1024,
             default_mode: Mode::Optional,
             admin_group: "kron-admin".into(),
             contact: "your system administrator".into(),

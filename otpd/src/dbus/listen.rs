@@ -200,13 +200,23 @@ fn activated_fd() -> io::Result<Option<RawFd>> {
 struct Slots {
     per_user: u32,
     root: u32,
-    /// Connections held, by the uid charged; a uid is listed only while it holds some, so
-    /// the map is as small as the connections (whatever number of uids, subordinate ids
-    /// included, comes and goes).
-    held: Mutex<HashMap<u32, u32>>,
+    /// Connections every uid but root may hold together: a user with a range of subordinate
+    /// ids (rootless containers) has thousands of uids, each with its own `per_user`, and
+    /// would otherwise run otpd out of descriptors and memory, every sshd login with it.
+    users: u32,
+    held: Mutex<Held>,
     /// How often a refusal is logged: once a minute for the whole socket, not per uid, so a
     /// user with many uids cannot flood the log with one line each.
     refusals: SparseLog,
+}
+
+/// Connections held, by the uid charged; a uid is listed only while it holds some, so the map
+/// is as small as the connections (whatever number of uids comes and goes).
+#[derive(Default)]
+struct Held {
+    by_uid: HashMap<u32, u32>,
+    /// The sum of `by_uid` for every uid but root.
+    users: u32,
 }
 
 /// One connection's share of its uid's limit.
@@ -215,13 +225,16 @@ struct Slot {
     uid: u32,
 }
 
-/// What [`Slots::take`] refused: the limit.
-struct Refused {
-    limit: u32,
+/// What [`Slots::take`] refused.
+enum Refused {
+    /// The uid holds its limit.
+    Uid { limit: u32 },
+    /// Every uid but root together hold `max_connections_users`.
+    Users { limit: u32 },
 }
 
 impl Slots {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -236,20 +249,23 @@ impl Slots {
 
     /// Whether a new connection from a root peer is to be charged to its real uid.
     fn examine_root(&self) -> bool {
-        self.lock().get(&0).copied().unwrap_or(0) >= self.root_unexamined()
+        self.lock().by_uid.get(&0).copied().unwrap_or(0) >= self.root_unexamined()
     }
 
     fn take(self: &Arc<Self>, uid: u32) -> std::result::Result<Slot, Refused> {
         let limit = if uid == 0 { self.root } else { self.per_user };
         let mut held = self.lock();
-        let count = held.entry(uid).or_default();
-        if *count >= limit {
-            if *count == 0 {
-                held.remove(&uid);
-            }
-            return Err(Refused { limit });
+        if uid != 0 && held.users >= self.users {
+            return Err(Refused::Users { limit: self.users });
         }
-        *count += 1;
+        let count = held.by_uid.get(&uid).copied().unwrap_or(0);
+        if count >= limit {
+            return Err(Refused::Uid { limit });
+        }
+        held.by_uid.insert(uid, count + 1);
+        if uid != 0 {
+            held.users += 1;
+        }
         Ok(Slot {
             slots: self.clone(),
             uid,
@@ -260,10 +276,13 @@ impl Slots {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut held = self.slots.lock();
-        if let Some(count) = held.get_mut(&self.uid) {
+        if let Some(count) = held.by_uid.get_mut(&self.uid) {
             *count -= 1;
             if *count == 0 {
-                held.remove(&self.uid);
+                held.by_uid.remove(&self.uid);
+            }
+            if self.uid != 0 {
+                held.users -= 1;
             }
         }
     }
@@ -291,6 +310,7 @@ pub fn serve(
         slots: Arc::new(Slots {
             per_user: config.max_connections_per_uid,
             root: config.max_connections_root,
+            users: config.max_connections_users,
             held: Mutex::default(),
             refusals: {
                 let engine = engine.clone();
@@ -398,17 +418,22 @@ impl Server {
         let _slot = match self.slots.take(charged) {
             Ok(slot) => slot,
             Err(refused) => {
-                self.slots.refusals.say(&format!(
-                    "login socket: uid {charged} holds {} connections, its limit{}; \
-                     refusing more (max_connections_{})",
-                    refused.limit,
-                    if charged != creds.uid {
-                        " (as root, through set-uid programs such as sudo)"
-                    } else {
-                        ""
-                    },
-                    if charged == 0 { "root" } else { "per_uid" }
-                ));
+                let through = if charged != creds.uid {
+                    " (as root, through set-uid programs such as sudo)"
+                } else {
+                    ""
+                };
+                self.slots.refusals.say(&match refused {
+                    Refused::Uid { limit } => format!(
+                        "login socket: uid {charged} holds {limit} connections, its \
+                         limit{through}; refusing more (max_connections_{})",
+                        if charged == 0 { "root" } else { "per_uid" }
+                    ),
+                    Refused::Users { limit } => format!(
+                        "login socket: users other than root hold {limit} connections, their \
+                         limit together; refusing uid {charged}{through} (max_connections_users)"
+                    ),
+                });
                 // Said, not just hung up on: a bare hang-up reads as "otpd unreachable",
                 // which a stack may let through. The line fits any new socket's buffer, so
                 // the write cannot block; what the caller sent is not read.
@@ -501,6 +526,7 @@ mod tests {
         Arc::new(Slots {
             per_user,
             root,
+            users: 65_536,
             held: Mutex::default(),
             refusals: SparseLog::new(|_| {}),
         })
@@ -511,11 +537,17 @@ mod tests {
         let slots = slots_with(2, 3);
         let a = slots.take(1000).ok().unwrap();
         let _b = slots.take(1000).ok().unwrap();
-        assert_eq!(slots.take(1000).err().unwrap().limit, 2);
+        assert!(matches!(
+            slots.take(1000).err(),
+            Some(Refused::Uid { limit: 2 })
+        ));
         // Another user and root have their own counts.
         let _other = slots.take(1001).ok().unwrap();
         let roots: Vec<Slot> = (0..3).map(|_| slots.take(0).ok().unwrap()).collect();
-        assert_eq!(slots.take(0).err().unwrap().limit, 3);
+        assert!(matches!(
+            slots.take(0).err(),
+            Some(Refused::Uid { limit: 3 })
+        ));
         drop(a);
         let _again = slots.take(1000).ok().unwrap();
         drop(roots);
@@ -531,9 +563,29 @@ mod tests {
             assert!(slots.take(uid).is_err());
             drop(slot);
         }
-        assert!(slots.lock().is_empty());
+        assert!(slots.lock().by_uid.is_empty());
+        assert_eq!(slots.lock().users, 0);
         let _held = slots.take(1).ok().unwrap();
-        assert_eq!(slots.lock().len(), 1);
+        assert_eq!(slots.lock().by_uid.len(), 1);
+    }
+
+    #[test]
+    fn users_together_hold_at_most_their_share_and_root_keeps_its_own() {
+        let slots = Arc::new(Slots {
+            users: 3,
+            ..Arc::into_inner(slots_with(2, 2)).unwrap()
+        });
+        // Three uids of one person (subordinate ids) take the users' three places.
+        let held: Vec<Slot> = (100_000..100_003)
+            .map(|uid| slots.take(uid).ok().unwrap())
+            .collect();
+        assert!(matches!(
+            slots.take(1000).err(),
+            Some(Refused::Users { limit: 3 })
+        ));
+        let _sshd = slots.take(0).ok().expect("root has its own");
+        drop(held);
+        assert!(slots.take(1000).is_ok(), "given back");
     }
 
     #[test]

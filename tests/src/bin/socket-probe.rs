@@ -3,7 +3,7 @@
 //! it as root or as a test user (it learns its uid from the kernel like everyone else).
 //!
 //! ```text
-//! socket-probe claim SOCKET UID          EXTERNAL claiming UID      -> OK | REJECTED | CLOSED
+//! socket-probe claim SOCKET UID          EXTERNAL claiming UID -> OK | REJECTED | LIMIT | CLOSED
 //! socket-probe raw SOCKET TEXT         TEXT as the first bytes, \0 \r \n written as escapes
 //!                                        -> OK | REJECTED | CLOSED
 //! socket-probe header SOCKET BYTES N     N connections announcing a BYTES message -> CLOSED x N
