@@ -141,7 +141,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 13, "{status}");
+    assert_eq!(status["schema_version"], 14, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 
     // A host holds no seed to export: refused at once, by name, with nothing written.

@@ -10,7 +10,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 /// Every migration, in order: (version, file, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 13] = [
+pub const MIGRATIONS: [(i32, &str, &str); 14] = [
     (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
     (
         2,
@@ -60,10 +60,15 @@ pub const MIGRATIONS: [(i32, &str, &str); 13] = [
         "013_list_pages.sql",
         include_str!("sql/013_list_pages.sql"),
     ),
+    (
+        14,
+        "014_host_secrets.sql",
+        include_str!("sql/014_host_secrets.sql"),
+    ),
 ];
 
 /// The schema version this otpd needs.
-pub const CURRENT: i32 = 13;
+pub const CURRENT: i32 = 14;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
@@ -149,6 +154,7 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
         }
         said.extend(settle_host_roles(&mut tx).await?);
         said.extend(close_public_schema(&tx).await?);
+        no_function_for_public(&tx).await?;
         if version < CURRENT {
             tx.execute(
                 "INSERT INTO kron.settings (key, value) VALUES ('schema_version', $1)
@@ -335,6 +341,39 @@ async fn close_public_schema(tx: &tokio_postgres::Transaction<'_>) -> Result<Vec
          there that runs with the owner's rights. As public's owner ({owner}), run \
          `REVOKE CREATE ON SCHEMA public FROM PUBLIC` (and from each role named, or from the \
          role that granted it to them), then run this again",
+        open.join(", ")
+    )))
+}
+
+/// Refuses to commit while PUBLIC may execute a function in schema kron: most of them run with
+/// the owner's rights, and only the ones granted to kron_host (and kron_auditor) are meant for
+/// anyone but the owner. PostgreSQL lets PUBLIC execute every new function unless told
+/// otherwise: each migration revokes that, and from version 14 the owner's default privileges
+/// do too; this is the check that neither was missed (nor a grant made by hand). A function
+/// with no ACL (`proacl` NULL) has the built-in default, which includes PUBLIC's EXECUTE.
+async fn no_function_for_public(tx: &tokio_postgres::Transaction<'_>) -> Result<()> {
+    let open: Vec<String> = tx
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'kron'::regnamespace
+               AND (p.proacl IS NULL OR EXISTS (
+                    SELECT FROM pg_catalog.aclexplode(p.proacl) a
+                    WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| failed("reading who may execute the fleet's functions", &e))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "every role may execute these functions of schema kron: {}. Most run with the owner's \
+         rights; as the owner, run `REVOKE EXECUTE ON FUNCTION <each> FROM PUBLIC`, then run \
+         this again (nothing was changed)",
         open.join(", ")
     )))
 }
