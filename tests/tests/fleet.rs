@@ -4,10 +4,11 @@
 //! budget and unlock are fleet-wide (a name that is no account costs the database a commit as an
 //! account's wrong code does), a reset retires the old token everywhere, logins answering
 //! at once on one host are checked in one statement and a batch of checks answers each entry
-//! as if alone, host roles read no seed, the database dying mid-login accepts nothing
-//! undurable and otpd recovers by itself, idle connections keep alive and ended ones cost no
-//! login, bad TLS is refused clearly, config mistakes are named by file:line, and local tokens
-//! move into the fleet with `kronctl fleet push`, a page at a time.
+//! as if alone, host roles read no seed (not even a pending one another host made), cannot
+//! search a live sent code, and PUBLIC may execute no function, the database dying mid-login
+//! accepts nothing undurable and otpd recovers by itself, idle connections keep alive and ended
+//! ones cost no login, bad TLS is refused clearly, config mistakes are named by file:line, and
+//! local tokens move into the fleet with `kronctl fleet push`, a page at a time.
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -448,6 +449,37 @@ fn host_roles_read_no_seed_and_a_dump_holds_none() {
     fleet
         .init(&kronctl, fleet.db.port())
         .assert_success("fleet init with public closed again");
+
+    // No function of schema kron may be executed by PUBLIC, not even one the owner creates
+    // there later without a REVOKE of its own (the owner's default privileges, schema version
+    // 14); and `fleet init` refuses to leave one that may, naming it, and changes nothing.
+    let for_public = "SELECT count(*) FROM pg_proc WHERE pronamespace = 'kron'::regnamespace \
+                      AND has_function_privilege('public', oid, 'EXECUTE')";
+    assert_eq!(fleet.db.sql("kron", for_public), "0");
+    fleet.db.sql(
+        "kron",
+        "SET ROLE kron_owner; CREATE FUNCTION kron.probe() RETURNS integer LANGUAGE sql \
+         AS 'SELECT 1'",
+    );
+    assert_eq!(
+        fleet.db.sql("kron", for_public),
+        "0",
+        "a new function of the owner's is executable by PUBLIC"
+    );
+    fleet
+        .db
+        .sql("kron", "GRANT EXECUTE ON FUNCTION kron.probe() TO PUBLIC");
+    let refused = fleet.init(&kronctl, fleet.db.port());
+    refused.assert_failure("fleet init with a function PUBLIC may execute");
+    assert!(
+        refused.stderr.contains("kron.probe()"),
+        "{}",
+        refused.describe()
+    );
+    fleet.db.sql("kron", "DROP FUNCTION kron.probe()");
+    fleet
+        .init(&kronctl, fleet.db.port())
+        .assert_success("fleet init with no function for PUBLIC");
 }
 
 /// `fleet add-host` sends the server the password's SCRAM verifier, never the password (with
@@ -1550,6 +1582,145 @@ fn a_code_sent_by_email_is_live_on_every_host_and_used_once() {
         .answer(&code)
         .run()
         .assert_denied();
+}
+
+/// An enrollment begun at a login shows its QR code again only on the host where it began: the
+/// database gives a pending seed only to the host that saved it (a host role asking for
+/// another's gets nothing), and only while it is live by the database's clock, whatever time
+/// the host gives. A login on another host begins a new enrollment. A reset drops the pending
+/// enrollment with its host.
+#[test]
+fn a_pending_enrollment_shows_its_seed_only_to_the_host_that_began_it() {
+    let fleet = Fleet::start("default_mode = \"enroll\"\n");
+    let (a, b) = (fleet.host(0), fleet.host(1));
+    let user = TestUser::new();
+    let shown_on = |host: &Host| {
+        let mut login = host.login(user.name()).interactive();
+        let shown = login.until_prompt();
+        drop(login);
+        shown
+            .enrollment_secret()
+            .unwrap_or_else(|| panic!("no secret shown on {}:\n{}", host.name, shown.raw))
+    };
+    let on_a = shown_on(a);
+    assert_eq!(shown_on(a), on_a, "A shows its own enrollment again");
+
+    // Asked directly as each host's role, with the id every host reads and a time of 0: only
+    // A gets the seed.
+    let pending_seed = format!(
+        "SELECT coalesce(encode(kron.pending_seed('{u}', \
+         decode(substr(kron.get_user('{u}') ->> 'pend_id', 3), 'hex'), 0), 'hex'), 'none')",
+        u = user.name()
+    );
+    assert_eq!(
+        fleet.sql_as_host("a", &pending_seed),
+        hex(&decode_base32(&on_a))
+    );
+    assert_eq!(fleet.sql_as_host("b", &pending_seed), "none");
+    let row = fleet.sql_as_host("b", &format!("SELECT kron.get_user('{}')", user.name()));
+    assert!(
+        row.contains("pend_id") && !row.contains("pend_host"),
+        "{row}"
+    );
+
+    // A login on B begins an enrollment of its own, which B shows again and A cannot read.
+    let on_b = shown_on(b);
+    assert_ne!(on_b, on_a, "B showed the seed of A's enrollment");
+    assert_eq!(shown_on(b), on_b, "B shows its own enrollment again");
+    assert_eq!(fleet.sql_as_host("a", &pending_seed), "none");
+    assert_eq!(
+        fleet.sql_as_host("b", &pending_seed),
+        hex(&decode_base32(&on_b))
+    );
+
+    // Expired by the database's clock: nothing, though the host says it is 1970.
+    fleet.db.sql(
+        "kron",
+        &format!(
+            "UPDATE kron.users SET pend_expires = kron.db_now() - 1 WHERE name = '{}'",
+            user.name()
+        ),
+    );
+    assert_eq!(fleet.sql_as_host("b", &pending_seed), "none");
+
+    let reset = fleet.host(2).kronctl().json(&["reset", user.name()]);
+    assert_eq!(reset["changed"], serde_json::Value::Bool(true), "{reset}");
+    assert_eq!(
+        fleet.db.sql(
+            "kron",
+            &format!(
+                "SELECT pend_id IS NULL AND pend_host IS NULL FROM kron.users WHERE name = '{}'",
+                user.name()
+            )
+        ),
+        "t"
+    );
+}
+
+/// `kron.code_mac`, which hosts call to store and check email and SMS codes, answers at most
+/// 30 times per user in 10 minutes, fleet-wide: a host role that reads a live code's MAC cannot
+/// search every candidate in one statement. A refused MAC refuses the login that needed it
+/// (the right code, on another host), other users are unaffected, and once the window has
+/// passed the same code logs in; windows that ended are deleted.
+#[test]
+fn sent_code_macs_are_bounded_per_user_and_a_refused_one_refuses_the_login() {
+    let mailbox = kron_tests::mailbox::Mailbox::start();
+    let fleet = Fleet::start(&format!(
+        "default_mode = \"require\"\nfallback = [\"email\"]\n[contacts]\nemail = \"{{user}}@example.test\"\n[codes]\nmin_interval = 0\n{}\n",
+        mailbox.config_section()
+    ));
+    let (user, other) = (TestUser::new(), TestUser::new());
+    let to = format!("{}@example.test", user.name());
+    let mut begun = fleet.host(0).login(user.name()).interactive();
+    begun.until_prompt();
+    let code = mailbox.wait_for(&to).code();
+    drop(begun);
+
+    // The send made one call; B makes 29 more, of a search over every candidate.
+    let macs = |name: &str, count: u32| {
+        format!(
+            "SELECT count(kron.code_mac('{name}', 'login', lpad(g::text, {}, '0'))) \
+             FROM generate_series(1, {count}) g",
+            code.len()
+        )
+    };
+    assert_eq!(fleet.sql_as_host("b", &macs(user.name(), 29)), "29");
+    for (host, count) in [("c", 1), ("b", 1_000_000)] {
+        let refused = fleet.db.psql_as(
+            &format!("kron_{host}"),
+            &fleet.password_of(host),
+            &macs(user.name(), count),
+        );
+        refused.assert_failure("code_mac beyond the bound");
+        assert!(
+            refused.stderr.contains("too many sent-code MACs"),
+            "{}",
+            refused.describe()
+        );
+    }
+    let refused = fleet.host(1).login(user.name()).answer(&code).run();
+    assert_ne!(refused.result(), "PAM_SUCCESS", "{}", refused.raw);
+    assert_eq!(fleet.sql_as_host("c", &macs(other.name(), 30)), "30");
+
+    fleet.db.sql(
+        "kron",
+        "UPDATE kron.code_mac_calls SET window_start = window_start - 600",
+    );
+    fleet
+        .host(1)
+        .login(user.name())
+        .answer(&code)
+        .run()
+        .assert_accepted();
+    assert_eq!(mailbox.count(), 1, "a second code was sent");
+    assert_eq!(
+        fleet.db.sql(
+            "kron",
+            "SELECT string_agg(name, ',') FROM kron.code_mac_calls"
+        ),
+        user.name(),
+        "an ended window was kept"
+    );
 }
 
 /// A batch of audit rows the database refuses (here: the grant taken away) is logged, not
