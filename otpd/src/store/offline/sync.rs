@@ -273,9 +273,13 @@ impl Task {
             self.offline.local().forget(&key)?;
             replayed += 1;
         }
-        (self.log)(&format!(
-            "replayed {replayed} offline journal entries in the fleet database"
-        ));
+        // A round that only sent again a use kept for a check in flight replayed nothing new:
+        // no line every two seconds while such a check lasts.
+        if replayed > 0 {
+            (self.log)(&format!(
+                "replayed {replayed} offline journal entries in the fleet database"
+            ));
+        }
         Ok(())
     }
 

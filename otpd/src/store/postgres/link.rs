@@ -339,7 +339,8 @@ impl Link {
         if !self.down.swap(true, Ordering::SeqCst) {
             self.since.store(unix_now(), Ordering::SeqCst);
             (self.log)(&format!(
-                "{why}; logins that need the fleet database are refused until it is back"
+                "{why}; until it is back, logins that need the fleet database are refused, \
+                 or checked offline where this host holds the user's pack"
             ));
         }
     }
