@@ -186,19 +186,16 @@ impl Local {
             .with(|trees| Ok(trees.users.contains_key(user)?))
     }
 
-    /// Every user with a record, by name.
-    pub fn users(&self) -> Result<Vec<(String, OfflineUser)>> {
+    /// The names of the users with a record, in order. Each record is then read on its own
+    /// ([`Local::get`]): a record holds its pack (about 30 KiB at the default window), and a
+    /// round over every user of a busy bastion host must not hold them all at once.
+    pub fn names(&self) -> Result<Vec<String>> {
         self.shared.with(|trees| {
             trees
                 .users
                 .iter()
-                .map(|entry| {
-                    let (key, _) = entry?;
-                    let user = String::from_utf8_lossy(&key).into_owned();
-                    // Read again as `get` reads it, online step first.
-                    Ok(self.read(trees, &key, &user)?.map(|record| (user, record)))
-                })
-                .filter_map(Result::transpose)
+                .keys()
+                .map(|key| Ok(String::from_utf8_lossy(&key?).into_owned()))
                 .collect()
         })
     }

@@ -442,8 +442,8 @@ impl Offline {
             journal: u32::try_from(self.local.journal_len()).unwrap_or(u32::MAX),
             ..Summary::default()
         };
-        for (_, record) in self.local.users()? {
-            let Some(pack) = &record.pack else {
+        for user in self.local.names()? {
+            let Some(pack) = self.local.get(&user)?.and_then(|record| record.pack) else {
                 continue;
             };
             summary.users += 1;

@@ -178,7 +178,7 @@ impl Task {
         }
         if !self.offline.enabled() {
             // Offline logins were turned off: the packs go, here and in the database's list.
-            for (user, _) in self.offline.local().users()? {
+            for user in self.offline.local().names()? {
                 self.drop_user(&user, now).await?;
             }
             return replayed;
@@ -192,7 +192,11 @@ impl Task {
         // seed that does not decrypt) holds back nobody else's pack: the first one is
         // reported at the end of the round. Only a database gone away ends it.
         let mut refused = None;
-        for (user, record) in users {
+        for user in users {
+            // Read now, one at a time: a record holds its pack.
+            let Some(record) = self.offline.local().get(&user)? else {
+                continue;
+            };
             let done = if now.saturating_sub(record.seen) > self.offline.keep {
                 self.drop_user(&user, now).await
             } else {
@@ -312,7 +316,7 @@ impl Task {
     /// The newest steps used anywhere, generations and throttles of this host's pack users; a
     /// pack the database does not list for this host goes. Returns every user kept here, as
     /// left by that (each record is opened once a round).
-    async fn floors(&self, now: u64) -> Result<Vec<(String, OfflineUser)>> {
+    async fn floors(&self, now: u64) -> Result<Vec<String>> {
         let synced = self.synced_through(now)?;
         let rows = self
             .link
@@ -325,17 +329,22 @@ impl Task {
         // A pack the database does not list for this host (its user was removed there) goes:
         // every pack left has the newest step the database knows. Packs are fetched only by
         // this task, after this, so none can be on its way in.
-        let mut users = self.offline.local().users()?;
-        for (user, record) in &mut users {
-            if record.pack.is_some() && !listed.contains(user) {
-                self.offline.local().update(user, now, |record| {
-                    if let Some(record) = record.as_mut() {
-                        record.pack = None;
-                    }
-                    ((), None)
-                })?;
-                record.pack = None;
+        let users = self.offline.local().names()?;
+        for user in users.iter().filter(|user| !listed.contains(*user)) {
+            let has_pack = self
+                .offline
+                .local()
+                .get(user)?
+                .is_some_and(|record| record.pack.is_some());
+            if !has_pack {
+                continue;
             }
+            self.offline.local().update(user, now, |record| {
+                if let Some(record) = record.as_mut() {
+                    record.pack = None;
+                }
+                ((), None)
+            })?;
         }
         Ok(users)
     }
