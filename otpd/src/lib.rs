@@ -9,11 +9,12 @@
 //! | `delivery/` | sending email and SMS, and the sent codes with their budget |
 //! | `totp.rs` | TOTP per RFC 6238 through totp-rs |
 //! | `audit.rs` | one syslog line per decision |
+//! | `supervise.rs` | background tasks whose panic ends otpd rather than their work |
 //! | `error.rs` | the one error type, and its D-Bus mapping |
 //! | `serde_hex.rs` | byte strings in records: hex in JSON, bytes in postcard |
 //!
 //! Layers only call downwards: dbus → engine → policy → store → delivery, with `totp`,
-//! `audit`, `serde_hex`, `sparse_log` and `error` below them all.
+//! `audit`, `serde_hex`, `sparse_log`, `supervise` and `error` below them all.
 
 pub mod audit;
 pub mod clock;
@@ -27,4 +28,5 @@ pub mod policy;
 pub mod serde_hex;
 pub mod sparse_log;
 pub mod store;
+pub mod supervise;
 pub mod totp;

@@ -186,7 +186,7 @@ fn serve(config: Config, args: &Args) -> Result<()> {
             () = bus::serve(engine.clone(), address, handle, calls) => Ok(()),
             () = wait_for_stop() => Ok(()),
             () = store_fatal.notified() => Err(Error::System(
-                "the store failed and did not recover; see the log above".into(),
+                "the store, or a task it needs, failed and did not recover; see the log above".into(),
             )),
             _ = login_ended => {
                 // Every login would time out from now on: better restarted than up and broken.
@@ -250,7 +250,7 @@ fn open_store(
         logger(args.log_stderr),
     )?;
     let link = store.link().clone();
-    let sink = FleetAudit::start(link.clone(), logger(args.log_stderr));
+    let sink = FleetAudit::start(link.clone(), logger(args.log_stderr), fatal.clone());
     let audit = Audit::new(args.log_stderr).with_sink(Box::new(sink));
     audit.daemon(&format!(
         "fleet mode: host {host}, database {} (checked at the first login)",

@@ -17,6 +17,7 @@ use super::{Offline, OnlineWatch};
 use crate::clock::unix_now;
 use crate::error::{Error, Result};
 use crate::store::postgres::link::{Link, column, database_error};
+use crate::supervise;
 use crate::totp::TokenParams;
 use kron_common::config::{Algorithm, ThrottleConfig};
 use serde::Deserialize;
@@ -66,22 +67,12 @@ pub fn start(
         log: log.clone(),
         reported: Mutex::default(),
     }));
-    runtime.spawn(exit_on_panic(task, log, fatal));
-}
-
-/// Waits for `task`, which never returns (`run` loops for ever): if it ends by a panic, says so
-/// and fires `fatal`.
-async fn exit_on_panic(
-    task: tokio::task::JoinHandle<()>,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
-    fatal: Arc<Notify>,
-) {
-    if let Err(ended) = task.await
-        && ended.is_panic()
-    {
-        log("offline packs: the sync task failed; exiting so otpd is restarted");
-        fatal.notify_one();
-    }
+    runtime.spawn(supervise::exit_on_panic(
+        "offline packs: the sync task",
+        task,
+        log,
+        fatal,
+    ));
 }
 
 async fn run(task: Task) {
@@ -638,29 +629,6 @@ mod tests {
     }
 
     const NOW: u64 = 1_800_000_000;
-
-    #[test]
-    fn a_sync_task_that_panics_makes_otpd_exit() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let log: Arc<dyn Fn(&str) + Send + Sync> = {
-            let lines = lines.clone();
-            Arc::new(move |line: &str| lines.lock().unwrap().push(line.to_owned()))
-        };
-        let fatal = Arc::new(Notify::new());
-        runtime.block_on(async {
-            let task = tokio::spawn(async { panic!("a round failed") });
-            exit_on_panic(task, log, fatal.clone()).await;
-            // Fired: a waiter now returns at once.
-            tokio::time::timeout(Duration::from_secs(5), fatal.notified())
-                .await
-                .expect("fatal fired");
-        });
-        assert_eq!(lines.lock().unwrap().len(), 1, "said once");
-    }
 
     #[test]
     fn a_new_token_brings_its_own_newest_step_even_a_smaller_one() {

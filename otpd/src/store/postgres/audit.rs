@@ -13,6 +13,7 @@ use crate::audit::{AuditSink, Subject};
 use crate::clock::unix_now;
 use crate::error::Error;
 use crate::sparse_log::SparseLog;
+use crate::supervise;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,13 +47,24 @@ pub struct FleetAudit {
 }
 
 impl FleetAudit {
-    /// Starts the writer task on the link's runtime.
-    pub fn start(link: Arc<Link>, log: Box<dyn Fn(&str) + Send + Sync>) -> FleetAudit {
+    /// Starts the writer task on the link's runtime; if it ever panics, `fatal` fires (otpd
+    /// exits to be restarted) rather than leave rows queueing with nobody to write them.
+    pub fn start(
+        link: Arc<Link>,
+        log: Box<dyn Fn(&str) + Send + Sync>,
+        fatal: Arc<tokio::sync::Notify>,
+    ) -> FleetAudit {
         let (queue, rows) = mpsc::channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        link.runtime()
-            .clone()
-            .spawn(write_rows(link, rows, dropped.clone(), log));
+        let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::from(log);
+        let runtime = link.runtime().clone();
+        let writer = runtime.spawn(write_rows(link, rows, dropped.clone(), log.clone()));
+        runtime.spawn(supervise::exit_on_panic(
+            "the fleet audit writer",
+            writer,
+            log,
+            fatal,
+        ));
         FleetAudit { queue, dropped }
     }
 }
@@ -80,9 +92,8 @@ async fn write_rows(
     link: Arc<Link>,
     mut rows: mpsc::Receiver<Row>,
     dropped: Arc<AtomicU64>,
-    log: Box<dyn Fn(&str) + Send + Sync>,
+    log: Arc<dyn Fn(&str) + Send + Sync>,
 ) {
-    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::from(log);
     let refusals = {
         let log = log.clone();
         SparseLog::new(move |line| log(line))
