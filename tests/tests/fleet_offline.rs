@@ -372,6 +372,39 @@ fn packs_run_out_after_the_window_and_an_admin_adds_a_user_ahead() {
         .assert_accepted();
 }
 
+/// A pack the database refuses for one user (here a seed it cannot decrypt; or a row an
+/// administrator holds locked past the lock timeout) holds back no other user's: the users after
+/// them in the round still get theirs, and the refusal is logged.
+#[test]
+fn a_pack_refused_for_one_user_holds_back_no_other_users() {
+    let fleet = Fleet::start("default_mode = \"require\"\n");
+    let (a, c) = (fleet.host(0), fleet.host(2));
+    let mut users = [TestUser::new(), TestUser::new()];
+    users.sort_by(|x, y| x.name().cmp(y.name()));
+    for user in &users {
+        a.kronctl().enroll_confirmed_now(user.name());
+    }
+    // The first in the round's (name) order.
+    fleet.db.sql(
+        "kron",
+        &format!(
+            "UPDATE kron.users SET seed = '\\x00' WHERE name = '{}'",
+            users[0].name()
+        ),
+    );
+    for user in &users {
+        c.kronctl()
+            .run(&["fleet", "offline-add", user.name()])
+            .assert_success("kronctl fleet offline-add");
+    }
+    wait_for_packs(c, 1);
+    process::wait_for("the refusal logged", Duration::from_secs(60), || {
+        c.otpd.stderr().contains("offline packs: ").then_some(())
+    });
+    let status = c.fleet_status();
+    assert_eq!(number(&status, "pack_users"), 1, "{status}");
+}
+
 /// At any `offline_cost` one pack statement does about the same bcrypt work (schema version
 /// 8): at cost 11 the database hashes three steps a statement, whatever a host asks for, and a
 /// host still fills its pack at once by asking again from where each answer ends. Before, a
