@@ -348,6 +348,22 @@ fn calls_that_want_no_reply_end_the_connection() {
     process::wait_bounded(&mut flood, Duration::from_secs(60)).expect("socket-probe ended");
 }
 
+/// Opens `count` connections as `identity` through the handshake (socket-probe `hold`): the
+/// verdict of each, and the probe, which holds them until [`release`].
+fn hold(identity: &Identity, socket: &str, count: usize) -> (std::process::Child, Vec<String>) {
+    let (holder, mut lines) = spawn_probe(identity, &["hold", socket, &count.to_string()]);
+    let verdicts = (0..count)
+        .map(|_| lines.next().expect("a line").expect("read"))
+        .collect();
+    (holder, verdicts)
+}
+
+/// Ends a [`hold`]: its connections close.
+fn release(mut holder: std::process::Child) {
+    drop(holder.stdin.take());
+    process::wait_bounded(&mut holder, Duration::from_secs(60)).expect("socket-probe ended");
+}
+
 /// One user cannot hold more connections than `max_connections_per_uid`; the refusal is
 /// said (a login of that user is denied as throttled, never "unavailable", which a stack may
 /// let through) and logged, other users and root are not affected, and the slots come back
@@ -361,10 +377,7 @@ fn connections_per_uid_are_bounded_and_the_limit_logged() {
     world.kronctl().enroll_confirmed_now(hog.name());
     let socket = world.otpd.socket_path().display().to_string();
 
-    let (mut holder, mut lines) = spawn_probe(&hog.identity(), &["hold", &socket, "4"]);
-    let held: Vec<String> = (0..4)
-        .map(|_| lines.next().expect("a line").expect("read"))
-        .collect();
+    let (holder, held) = hold(&hog.identity(), &socket, 4);
     assert_eq!(held, ["OK", "OK", "OK", "LIMIT"], "{held:?}");
     // The hog's own PAM login (a screen locker's, say) while it holds its share.
     let own = world
@@ -387,8 +400,7 @@ fn connections_per_uid_are_bounded_and_the_limit_logged() {
         .answer(&token.code_for_step(confirmed + 1))
         .run()
         .assert_accepted();
-    drop(holder.stdin.take());
-    process::wait_bounded(&mut holder, Duration::from_secs(60)).expect("socket-probe ended");
+    release(holder);
     process::wait_for("the slots to come back", Duration::from_secs(30), || {
         let lines = probe(&hog.identity(), &["claim", &socket, &hog.uid().to_string()]);
         (lines == ["OK"]).then_some(())
@@ -404,10 +416,7 @@ fn users_together_hold_at_most_their_share() {
     let (token, confirmed) = world.kronctl().enroll_confirmed_now(user.name());
     let socket = world.otpd.socket_path().display().to_string();
 
-    let (mut holder, mut lines) = spawn_probe(&first.identity(), &["hold", &socket, "2"]);
-    let held: Vec<String> = (0..2)
-        .map(|_| lines.next().expect("a line").expect("read"))
-        .collect();
+    let (holder, held) = hold(&first.identity(), &socket, 2);
     assert_eq!(held, ["OK", "OK"], "{held:?}");
     let other = probe(
         &second.identity(),
@@ -425,8 +434,7 @@ fn users_together_hold_at_most_their_share() {
         .answer(&token.code_for_step(confirmed + 1))
         .run()
         .assert_accepted();
-    drop(holder.stdin.take());
-    process::wait_bounded(&mut holder, Duration::from_secs(60)).expect("socket-probe ended");
+    release(holder);
 }
 
 /// otpd run by hand creates its socket; a stale socket left by a killed otpd is replaced, and

@@ -74,11 +74,11 @@ fn connect(socket: &str) -> Result<UnixStream, String> {
     Ok(stream)
 }
 
-/// Sends one handshake line and reads the server's answer; empty when it hung up.
+/// Sends one handshake line and reads the server's answer; empty when it hung up. A write that
+/// fails does not end it: a server that refuses at once may have answered and hung up before
+/// the line went out, and its answer waits to be read.
 fn exchange(stream: &mut UnixStream, line: &[u8]) -> String {
-    if stream.write_all(line).is_err() {
-        return String::new();
-    }
+    let _ = stream.write_all(line);
     let mut answer = [0u8; 256];
     match stream.read(&mut answer) {
         Ok(n) => String::from_utf8_lossy(&answer[..n]).into_owned(),
