@@ -1107,7 +1107,9 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
         "the check on the other connection waited {waited:?}, for a timeout of its own"
     );
     assert!(
-        a.otpd.stderr().contains("refused until it is back"),
+        a.otpd
+            .stderr()
+            .contains("until it is back, logins that need the fleet database are refused"),
         "{}",
         a.otpd.stderr()
     );
