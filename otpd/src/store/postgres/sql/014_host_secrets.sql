@@ -13,22 +13,6 @@
 --   drops a pending enrollment drops its host with it. A login on another host starts a new
 --   enrollment, as it does when the old one has expired. An enrollment pending at the upgrade
 --   has no host recorded and is shown again nowhere: its user's next login starts a new one.
--- * kron.code_mac is bounded per user. A host reads the MAC of a user's live email or SMS code
---   (the outbox in kron.get_user) and may call kron.code_mac: without a bound, one statement over
---   every candidate code found the live one. Now every call counts against its user in
---   kron.code_mac_calls, and more than 30 calls for one user in a window of 10 minutes (fleet-wide,
---   by the database's clock) raise an error, which otpd takes as a refusal. Legitimate use is one
---   call per code sent and one per code checked. With the default send budget (at most 5 sends
---   an hour per channel, one every 30 s) and failure budget (checks are charged before
---   code_mac is called: 3 free, then waits of 30 s, 60 s, 2 min, 4 min), a user who gets codes
---   by both email and SMS makes at most 10 sends, 10 right answers and 7 wrong ones in any
---   10 minutes, 27 calls, and a real person far fewer; 30 still bounds a search: a sent
---   code lives at most an hour (codes.validity), in which at most 30 × 7 = 210 candidates can be
---   tried, against 10^6 codes of 6 digits (0.021 %) or 10^8 of the default 8 digits; trying
---   every 6-digit code would take 10^6 / 30 × 600 s ≈ 7.6 months, every 8-digit one 63 years.
---   The table keeps one row per user with calls in the current window: each call resets its
---   user's window once it has ended and deletes up to 16 other ended windows, so it holds no
---   more rows than names asked for in the last 10 minutes, plus ended ones on their way out.
 -- * ALTER DEFAULT PRIVILEGES IN SCHEMA kron ... REVOKE ... FROM PUBLIC (version 2) changed
 --   nothing: a default scoped to a schema can only add to the global default, which lets PUBLIC
 --   execute every new function. What kept functions from PUBLIC was each migration's own
@@ -204,46 +188,6 @@ BEGIN
         version = version + 1
     WHERE name = p_name;
     RETURN result;
-END $$;
-
--- The calls of kron.code_mac per user in the current window (owner only: no grants).
-CREATE TABLE kron.code_mac_calls (
-    name text PRIMARY KEY,
-    window_start bigint NOT NULL,
-    calls integer NOT NULL
-);
-CREATE INDEX code_mac_calls_window ON kron.code_mac_calls (window_start);
-
--- The stored form of a code sent by email or SMS, as in version 2 (HMAC-SHA256 under a key
--- derived from the seed key, over length-prefixed user, purpose and code: the same MAC on every
--- host), counted against the user: the 31st call for one user within 10 minutes (by the
--- database's clock, fleet-wide) raises an error instead. The header says why 30. The error
--- rolls the count back with the statement, so the count stays at the bound until the window
--- ends.
-CREATE OR REPLACE FUNCTION kron.code_mac(p_name text, p_purpose text, p_code text)
-RETURNS bytea LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_now bigint := kron.db_now();
-    v_ended bigint := v_now - 600;
-    v_calls integer;
-BEGIN
-    DELETE FROM kron.code_mac_calls c WHERE c.name IN (
-        SELECT o.name FROM kron.code_mac_calls o WHERE o.window_start <= v_ended
-        LIMIT 16 FOR UPDATE SKIP LOCKED);
-    INSERT INTO kron.code_mac_calls AS c (name, window_start, calls) VALUES (p_name, v_now, 1)
-    ON CONFLICT (name) DO UPDATE SET
-        window_start = CASE WHEN c.window_start <= v_ended THEN v_now ELSE c.window_start END,
-        calls = CASE WHEN c.window_start <= v_ended THEN 1 ELSE c.calls + 1 END
-    RETURNING c.calls INTO v_calls;
-    IF v_calls > 30 THEN
-        RAISE EXCEPTION 'kron: too many sent-code MACs for one user in 10 minutes; refused';
-    END IF;
-    RETURN public.hmac(
-        int8send(octet_length(p_name)) || convert_to(p_name, 'UTF8')
-            || int8send(octet_length(p_purpose)) || convert_to(p_purpose, 'UTF8')
-            || int8send(octet_length(p_code)) || convert_to(p_code, 'UTF8'),
-        public.hmac('kron-sent-code-mac-v1'::bytea, decode(kron.seed_key(), 'hex'), 'sha256'),
-        'sha256');
 END $$;
 
 -- CREATE OR REPLACE kept every function's grants; nothing new is granted.
