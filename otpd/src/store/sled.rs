@@ -27,7 +27,7 @@ use super::recovery::RecoverySet;
 use crate::clock::unix_now;
 use crate::error::{Error, Result};
 use kron_common::config::ThrottleConfig;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -77,9 +77,10 @@ pub(super) struct SledDb {
     log: File,
     /// `DIR/db`.
     log_path: PathBuf,
-    /// `DIR/blobs`, and the names of the files in it already synced (see [`SledDb::flush`]).
+    /// `DIR/blobs`, and the files in it already synced, with their length then (see
+    /// [`SledDb::flush`]).
     blobs: PathBuf,
-    synced_blobs: Mutex<HashSet<OsString>>,
+    synced_blobs: Mutex<HashMap<OsString, u64>>,
 }
 
 /// One opening of the sled store.
@@ -110,7 +111,7 @@ impl SledDb {
         let log = File::open(&log_path).map_err(io("opening", &log_path))?;
         let blobs = dir.join("blobs");
         // None counted as synced yet: the first flush syncs what an earlier run left.
-        let synced_blobs = Mutex::new(HashSet::new());
+        let synced_blobs = Mutex::new(HashMap::new());
         Ok(SledDb {
             db,
             log,
@@ -140,19 +141,34 @@ impl SledDb {
         })
     }
 
-    /// `fsync`s the files in `blobs/` not synced before, then the directory if there were any.
-    /// One listing of a directory that is almost always empty per flush.
+    /// `fsync`s the files in `blobs/` not synced before, or grown since (sled may have been
+    /// writing one, for a later write, while the last flush listed it), then the directory if
+    /// there were new ones. One listing of a directory that is almost always empty per flush.
     fn sync_new_blobs(&self) -> std::result::Result<(), StoreError> {
         let names = blob_names(&self.blobs)?;
         let mut synced = self
             .synced_blobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let mut now_synced = HashMap::with_capacity(names.len());
         let mut new = false;
-        for name in names.iter().filter(|name| !synced.contains(*name)) {
-            let path = self.blobs.join(name);
-            match File::open(&path).and_then(|file| file.sync_all()) {
-                Ok(()) => new = true,
+        for name in names {
+            let path = self.blobs.join(&name);
+            // The length before the fsync: whatever is written after it shows as a change at
+            // the next flush, and is synced then.
+            let outcome = std::fs::metadata(&path).and_then(|metadata| {
+                let length = metadata.len();
+                if synced.get(&name) == Some(&length) {
+                    return Ok((length, false));
+                }
+                File::open(&path)?.sync_all()?;
+                Ok((length, true))
+            });
+            match outcome {
+                Ok((length, fresh)) => {
+                    new |= fresh;
+                    now_synced.insert(name, length);
+                }
                 // Removed by sled since the listing (a blob it no longer needs): nothing to keep.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
@@ -173,17 +189,17 @@ impl SledDb {
                     source,
                 })?;
         }
-        // Forget the names sled removed, so the set stays as small as the directory.
-        *synced = names;
+        // Only what is there now: the map stays as small as the directory.
+        *synced = now_synced;
         Ok(())
     }
 }
 
 /// The names of the files in sled's `blobs` directory (none if it does not exist).
-fn blob_names(blobs: &Path) -> std::result::Result<HashSet<OsString>, StoreError> {
+fn blob_names(blobs: &Path) -> std::result::Result<Vec<OsString>, StoreError> {
     let listing = match std::fs::read_dir(blobs) {
         Ok(listing) => listing,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
             return Err(StoreError::Io {
                 what: "listing",
@@ -641,17 +657,31 @@ mod tests {
         let tree = sled.db.open_tree("big").unwrap();
         tree.insert("one", vec![7u8; 200 * 1024]).unwrap();
         sled.flush().unwrap();
-        let on_disk = blob_names(&sled.blobs).unwrap();
+        let known = |sled: &SledDb| {
+            let mut names: Vec<OsString> =
+                sled.synced_blobs.lock().unwrap().keys().cloned().collect();
+            names.sort();
+            names
+        };
+        let on_disk = |sled: &SledDb| {
+            let mut names = blob_names(&sled.blobs).unwrap();
+            names.sort();
+            names
+        };
+        let blobs = on_disk(&sled);
         assert!(
-            !on_disk.is_empty(),
+            !blobs.is_empty(),
             "sled wrote no blob: the test tests nothing"
         );
-        assert_eq!(*sled.synced_blobs.lock().unwrap(), on_disk);
+        assert_eq!(known(&sled), blobs);
+        // A blob that grew after it was synced (sled was still writing it) is synced again.
+        let first = blobs[0].clone();
+        sled.synced_blobs.lock().unwrap().insert(first.clone(), 1);
+        sled.flush().unwrap();
+        let length = std::fs::metadata(sled.blobs.join(&first)).unwrap().len();
+        assert_eq!(sled.synced_blobs.lock().unwrap()[&first], length);
         tree.remove("one").unwrap();
         sled.flush().unwrap();
-        assert_eq!(
-            *sled.synced_blobs.lock().unwrap(),
-            blob_names(&sled.blobs).unwrap()
-        );
+        assert_eq!(known(&sled), on_disk(&sled));
     }
 }
