@@ -72,6 +72,9 @@ pub const CURRENT: i32 = 14;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
+/// Longest wait of `fleet init` for a lock on a table it changes (see [`init`]); the hosts'
+/// statements wait for it meanwhile, up to their own lock timeout (5 s).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Owner credentials for one call: the URL names the owner role. kronctl reads the owner's
 /// files as root and hands over what they hold: otpd's sandbox can neither read root's home
@@ -119,6 +122,15 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK])
             .await
             .map_err(|e| failed("locking", &e))?;
+        // A migration that alters a table waits for every open transaction on it, and while it
+        // waits, every host's statement on that table queues behind it: logins fleet-wide would
+        // fail at the hosts' own lock timeout. Better to give up quickly and be run again.
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{}s'",
+            LOCK_WAIT.as_secs()
+        ))
+        .await
+        .map_err(|e| failed("setting the lock timeout", &e))?;
         let exists: Option<String> = tx
             .query_one("SELECT to_regclass('kron.settings')::text", &[])
             .await
@@ -147,9 +159,18 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
             if number <= version {
                 continue;
             }
-            tx.batch_execute(sql)
-                .await
-                .map_err(|e| failed(&format!("applying {file}"), &e))?;
+            tx.batch_execute(sql).await.map_err(|e| {
+                if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                    Error::Conflict(format!(
+                        "applying {file}: a table it changes was busy for {} s (a long \
+                         statement or an open transaction holds it); nothing was changed: run \
+                         `kronctl fleet init` again",
+                        LOCK_WAIT.as_secs()
+                    ))
+                } else {
+                    failed(&format!("applying {file}"), &e)
+                }
+            })?;
             said.push(format!("applied migration {file}"));
         }
         said.extend(settle_host_roles(&mut tx).await?);
