@@ -3,6 +3,8 @@
 //! leave otpd up with the task's work silently undone: a panic instead ends otpd, non-zero, for
 //! its supervisor to restart it (design invariant: recover, or exit for the supervisor).
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;

@@ -42,8 +42,8 @@ pub(crate) enum Error {
     TooManyRounds,
     /// otpd answered with one of its `io.kron.Otpd1.Error.*` errors.
     Otpd(Refusal, String),
-    /// otpd refused the connection: the calling uid holds its share of connections
-    /// ([`kron_proto::CONNECTION_LIMIT_LINE`]). Anyone who can open connections as that uid
+    /// otpd refused the connection: the calling uid holds its share of connections, or all
+    /// users but root together hold theirs ([`kron_proto::CONNECTION_LIMIT_LINE`]). Anyone who can open connections as that uid
     /// can cause it, so it denies like a throttled login rather than reading as an outage.
     TooManyConnections,
 }
@@ -117,7 +117,7 @@ impl Error {
             ),
             Error::TooManyRounds => format!("Too many prompts in one login; {DENIED}"),
             Error::TooManyConnections => {
-                format!("Too many logins at once by this program's user; {DENIED}")
+                format!("Too many logins at once; {DENIED}")
             }
             Error::Otpd(refusal, text) => {
                 let what = match refusal {
@@ -170,7 +170,10 @@ impl fmt::Display for Error {
             Error::Malformed(why) => write!(f, "malformed reply from otpd: {}", sanitize(why)),
             Error::TooManyRounds => write!(f, "otpd asked too many prompts"),
             Error::TooManyConnections => {
-                write!(f, "otpd refused the connection: this uid holds too many")
+                write!(
+                    f,
+                    "otpd refused the connection: too many connections at once"
+                )
             }
             Error::Otpd(refusal, text) => write!(f, "otpd: {refusal:?}: {}", sanitize(text)),
         }

@@ -208,6 +208,10 @@ struct Slots {
     /// How often a refusal is logged: once a minute for the whole socket, not per uid, so a
     /// user with many uids cannot flood the log with one line each.
     refusals: SparseLog,
+    /// The same for refusals of root's own connections (sshd's, sudo's), on a pace of their own:
+    /// the line an administrator needs when sshd logins are refused must not be crowded out by
+    /// a user refused every minute.
+    root_refusals: SparseLog,
 }
 
 /// Connections held, by the uid charged; a uid is listed only while it holds some, so the map
@@ -313,6 +317,10 @@ pub fn serve(
             users: config.max_connections_users,
             held: Mutex::default(),
             refusals: {
+                let engine = engine.clone();
+                SparseLog::new(move |line| engine.log_event(line))
+            },
+            root_refusals: {
                 let engine = engine.clone();
                 SparseLog::new(move |line| engine.log_event(line))
             },
@@ -423,7 +431,11 @@ impl Server {
                 } else {
                     ""
                 };
-                self.slots.refusals.say(&match refused {
+                let log = match charged {
+                    0 => &self.slots.root_refusals,
+                    _ => &self.slots.refusals,
+                };
+                log.say(&match refused {
                     Refused::Uid { limit } => format!(
                         "login socket: uid {charged} holds {limit} connections, its \
                          limit{through}; refusing more (max_connections_{})",
@@ -529,6 +541,7 @@ mod tests {
             users: 65_536,
             held: Mutex::default(),
             refusals: SparseLog::new(|_| {}),
+            root_refusals: SparseLog::new(|_| {}),
         })
     }
 
