@@ -29,10 +29,10 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/kron/otpd.sock";
 pub const MAX_SOCKET_PATH_LEN: usize = 107;
 /// The SASL line otpd's socket answers a connection with, instead of `OK`, when the caller's
 /// uid already holds its share of connections (or all users but root together hold theirs);
-/// then it hangs up. A client must take it as a
-/// refusal of this login (pam_kron: PAM_MAXTRIES), never as otpd being unreachable: a person
-/// who can open connections must not be able to turn their own login into "unavailable",
-/// which a stack may be told to let through.
+/// then it hangs up. A client must take it as a refusal of this login (pam_kron:
+/// PAM_MAXTRIES), never as otpd being unreachable: a person who can open connections must not
+/// be able to turn their own login into "unavailable", which a stack may be told to let
+/// through.
 pub const CONNECTION_LIMIT_LINE: &[u8] =
     b"ERROR io.kron.Otpd1.Error.Throttled too many connections\r\n";
 

@@ -89,13 +89,15 @@ struct Open {
     users: sled::Tree,
 }
 
+/// The error of `what` (a verb: "opening", "fsync of") failing on `path`, for `map_err`.
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
+    let path = path.to_owned();
+    move |source| StoreError::Io { what, path, source }
+}
+
 impl SledDb {
     /// The sled database in `dir` (made 0700) and its log file.
     pub(super) fn open(dir: &Path) -> std::result::Result<SledDb, StoreError> {
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| StoreError::Io { what, path, source }
-        };
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io("making private", dir))?;
@@ -134,11 +136,9 @@ impl SledDb {
     fn flush(&self) -> std::result::Result<(), StoreError> {
         self.db.flush()?;
         self.sync_new_blobs()?;
-        self.log.sync_data().map_err(|source| StoreError::Io {
-            what: "fdatasync of",
-            path: self.log_path.clone(),
-            source,
-        })
+        self.log
+            .sync_data()
+            .map_err(io("fdatasync of", &self.log_path))
     }
 
     /// `fsync`s the files in `blobs/` not synced before, or grown since (sled may have been
@@ -171,23 +171,13 @@ impl SledDb {
                 }
                 // Removed by sled since the listing (a blob it no longer needs): nothing to keep.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        what: "fsync of",
-                        path,
-                        source,
-                    });
-                }
+                Err(source) => return Err(io("fsync of", &path)(source)),
             }
         }
         if new {
             File::open(&self.blobs)
                 .and_then(|dir| dir.sync_all())
-                .map_err(|source| StoreError::Io {
-                    what: "fsync of",
-                    path: self.blobs.clone(),
-                    source,
-                })?;
+                .map_err(io("fsync of", &self.blobs))?;
         }
         // Only what is there now: the map stays as small as the directory.
         *synced = now_synced;
@@ -200,22 +190,12 @@ fn blob_names(blobs: &Path) -> std::result::Result<Vec<OsString>, StoreError> {
     let listing = match std::fs::read_dir(blobs) {
         Ok(listing) => listing,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(StoreError::Io {
-                what: "listing",
-                path: blobs.to_owned(),
-                source,
-            });
-        }
+        Err(source) => return Err(io("listing", blobs)(source)),
     };
     listing
         .map(|entry| entry.map(|entry| entry.file_name()))
         .collect::<std::io::Result<_>>()
-        .map_err(|source| StoreError::Io {
-            what: "listing",
-            path: blobs.to_owned(),
-            source,
-        })
+        .map_err(io("listing", blobs))
 }
 
 /// Makes sled's recovery read `dir`'s files from the device, not from the kernel's cache. When
@@ -227,37 +207,22 @@ fn blob_names(blobs: &Path) -> std::result::Result<Vec<OsString>, StoreError> {
 /// failure refuses the open) and its cached pages are dropped. The first reads after a start
 /// or a reopen come from the device.
 pub(super) fn read_from_the_device(dir: &Path) -> std::result::Result<(), StoreError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Io {
-        what: "listing",
-        path: dir.to_owned(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(io("listing", dir))?;
     for entry in entries {
-        let path = entry
-            .map_err(|source| StoreError::Io {
-                what: "listing",
-                path: dir.to_owned(),
-                source,
-            })?
-            .path();
-        let io = |what, source| StoreError::Io {
-            what,
-            path: path.clone(),
-            source,
-        };
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| io("checking", e))?;
+        let path = entry.map_err(io("listing", dir))?.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(io("checking", &path))?;
         if meta.is_dir() {
             read_from_the_device(&path)?;
         } else if meta.is_file() {
-            let file = File::open(&path).map_err(|e| io("opening", e))?;
-            file.sync_all().map_err(|e| io("fsync of", e))?;
+            let file = File::open(&path).map_err(io("opening", &path))?;
+            file.sync_all().map_err(io("fsync of", &path))?;
             nix::fcntl::posix_fadvise(
                 &file,
                 0,
                 0,
                 nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
             )
-            .map_err(|errno| io("dropping the cached pages of", errno.into()))?;
+            .map_err(|errno| io("dropping the cached pages of", &path)(errno.into()))?;
         }
     }
     Ok(())

@@ -42,7 +42,7 @@ struct Task {
     offline: Arc<Offline>,
     link: Arc<Link>,
     throttle: ThrottleConfig,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
+    log: supervise::Log,
     /// Journal entries kept after their replay (a check of their user in flight) whose
     /// outcome was reported: sent again, their `already:` answer is not reported twice.
     reported: Mutex<HashSet<[u8; 16]>>,
@@ -59,7 +59,7 @@ pub fn start(
     fatal: Arc<Notify>,
 ) {
     let runtime = link.runtime().clone();
-    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::from(log);
+    let log: supervise::Log = Arc::from(log);
     let task = runtime.spawn(run(Task {
         offline,
         link,

@@ -56,7 +56,7 @@ impl FleetAudit {
     ) -> FleetAudit {
         let (queue, rows) = mpsc::channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::from(log);
+        let log: supervise::Log = Arc::from(log);
         let runtime = link.runtime().clone();
         let writer = runtime.spawn(write_rows(link, rows, dropped.clone(), log.clone()));
         runtime.spawn(supervise::exit_on_panic(
@@ -92,7 +92,7 @@ async fn write_rows(
     link: Arc<Link>,
     mut rows: mpsc::Receiver<Row>,
     dropped: Arc<AtomicU64>,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
+    log: supervise::Log,
 ) {
     let refusals = {
         let log = log.clone();
