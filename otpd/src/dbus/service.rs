@@ -467,9 +467,11 @@ impl OtpdService {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Step, OtpdError> {
         let response = zeroize::Zeroizing::new(response);
-        let run = match self.engine.answer_is_quick(&handle, &response) {
-            true => Run::Here,
-            false => Run::Blocking,
+        // Who asks is known before anything of the login is looked at (a failure to tell is
+        // left to `call`, which reports it).
+        let run = match self.caller(connection, &header).await {
+            Ok(caller) if self.engine.answer_is_quick(caller, &handle, &response) => Run::Here,
+            _ => Run::Blocking,
         };
         let answered = handle.clone();
         let reply = self

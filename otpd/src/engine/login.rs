@@ -303,8 +303,9 @@ impl Engine {
     /// Whether [`Engine::answer`] for this response can only check a code and refuse or accept:
     /// no recovery-code hash (argon2, tens of milliseconds), no email or SMS, no enrollment.
     /// The service runs such answers on the bus threads directly; the rest, like every other
-    /// call, on a blocking thread (docs/performance.md). False whenever in doubt.
-    pub fn answer_is_quick(&self, handle: &str, response: &str) -> bool {
+    /// call, on a blocking thread (docs/performance.md). False whenever in doubt. Nothing is
+    /// read for a login `caller` did not begin: authorize first.
+    pub fn answer_is_quick(&self, caller: Caller, handle: &str, response: &str) -> bool {
         // Codes are 6 to 9 digits; a channel name or a recovery code is anything else, or
         // digits of another length than the token's.
         if !(6..=9).contains(&response.len()) || !response.bytes().all(|b| b.is_ascii_digit()) {
@@ -314,17 +315,22 @@ impl Engine {
         if self.store.vault().is_some() {
             return false;
         }
-        let Some(user) = self.sessions.peek(handle, |session| {
+        // No such login, or another caller's: refused at once, before any record is read.
+        if self
+            .sessions
+            .peek(handle, |session| session.caller == caller)
+            != Some(true)
+        {
+            return true;
+        }
+        let user = self.sessions.peek(handle, |session| {
             matches!(
                 session.kind,
                 LoginKind::Code { .. } | LoginKind::Sent { .. }
             )
             .then(|| session.request.user.clone())
-        }) else {
-            // No such login: refused at once.
-            return true;
-        };
-        let Some(user) = user else {
+        });
+        let Some(user) = user.flatten() else {
             return false;
         };
         match self.store.get(&user) {

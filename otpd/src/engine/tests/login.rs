@@ -468,3 +468,34 @@ fn enroll_mode_shows_qr_and_saves_only_on_the_right_code_before_the_deadline() {
     assert_eq!(kind(&step), StepKind::Deny);
     assert!(!e.status(ROOT, "alice", NOW + window).unwrap().enrolled);
 }
+
+#[test]
+fn only_the_caller_that_began_a_login_has_its_record_looked_at_for_a_quick_answer() {
+    let f = fixture(Config {
+        default_mode: Mode::Require,
+        ..Config::default()
+    });
+    let secret = enroll(&f.engine, "alice");
+    f.engine
+        .recovery_codes(ROOT, "alice", "", NOW)
+        .expect("recovery codes");
+    let step = f
+        .engine
+        .begin_login(ALICE, login("alice", "sudo"), NOW)
+        .unwrap();
+    assert_eq!(kind(&step), StepKind::Prompt);
+    // Eight digits may be one of alice's recovery codes: her own answer goes to a blocking
+    // thread, which only her record could tell.
+    assert!(!f.engine.answer_is_quick(ALICE, &step.handle, "12345678"));
+    assert!(
+        f.engine
+            .answer_is_quick(ALICE, &step.handle, &code(&secret, NOW))
+    );
+    // Anyone else's is refused at once, whatever alice's record holds.
+    assert!(f.engine.answer_is_quick(BOB, &step.handle, "12345678"));
+    assert!(matches!(
+        f.engine.answer(BOB, &step.handle, "12345678", NOW),
+        Err(Error::AccessDenied(_))
+    ));
+    assert!(f.engine.answer_is_quick(ALICE, "no-such-login", "12345678"));
+}
