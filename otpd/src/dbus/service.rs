@@ -127,13 +127,17 @@ impl Waiting {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes what a call on this connection did: `answered` (a handle it sent) is done with,
-    /// and a prompt step in `reply` is a new login waiting. Returns a login to be cancelled:
+    /// Notes what a call on this connection did: `answered` (a handle it sent) is done with if
+    /// the call brought a step (a refused call, such as one over the calls in progress, may
+    /// have left the login waiting, and it must still go when the connection ends), and a
+    /// prompt step in `reply` is a new login waiting. Returns a login to be cancelled:
     /// the oldest, when that makes more than [`MAX_WAITING`], or the new one, when the
     /// connection ended while the call was in progress (a BeginLogin on a blocking thread).
     fn note(&self, answered: Option<&str>, reply: &Result<Step, OtpdError>) -> Option<String> {
         let mut waits = self.lock();
-        if let Some(answered) = answered {
+        if let Some(answered) = answered
+            && reply.is_ok()
+        {
             waits.handles.retain(|h| h != answered);
         }
         if let Ok(step) = reply
@@ -1135,6 +1139,11 @@ mod tests {
         assert_eq!(waiting.note(Some("h1"), &accepted), None);
         assert_eq!(waiting.note(None, &prompt("h9")), None);
         assert_eq!(waiting.lock().handles.len(), MAX_WAITING);
+        // A refused answer (too many calls in progress) may leave its login waiting: it stays
+        // noted, to be cancelled with the connection.
+        let refused = Err(OtpdError::Failed("too many calls in progress".into()));
+        assert_eq!(waiting.note(Some("h2"), &refused), None);
+        assert!(waiting.lock().handles.contains(&"h2".to_string()));
         // Once the connection has ended, a login begun by a call still in progress is handed
         // back to be cancelled, not kept.
         waiting.lock().closed = true;
