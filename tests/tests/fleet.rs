@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use kron_proto::{ImportResult, MAX_PUSH_PAGE};
 use kron_tests::fleet::{Host, TEST_OFFLINE_WINDOW};
-use kron_tests::pam::Running;
+use kron_tests::pam::{Interactive, Running};
 use kron_tests::pgbouncer::PgBouncer;
 use kron_tests::postgres::{Postgres, TestCa};
 use kron_tests::totp::{Oath, base32, decode_base32, steady_step, wrong_code};
@@ -142,7 +142,7 @@ fn one_enrollment_works_on_every_host_and_a_reset_retires_it_everywhere() {
         "{status}"
     );
     assert_eq!(status["primary"], serde_json::Value::Bool(true), "{status}");
-    assert_eq!(status["schema_version"], 14, "{status}");
+    assert_eq!(status["schema_version"], 15, "{status}");
     assert_eq!(status["database_host"], "b", "{status}");
 
     // A host holds no seed to export: refused at once, by name, with nothing written.
@@ -496,7 +496,7 @@ fn add_host_sets_up_its_role_and_takes_over_no_other_role() {
          JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = 'kron_a' AND s.setdatabase = 0",
     );
     assert!(
-        settings.contains("synchronous_commit=on") && settings.contains("lock_timeout=5s"),
+        settings.contains("synchronous_commit=on") && settings.contains("lock_timeout=2s"),
         "{settings}"
     );
     // A host role without them (added before schema version 7) gets them from `fleet init`.
@@ -577,8 +577,8 @@ fn add_host_sets_up_its_role_and_takes_over_no_other_role() {
 }
 
 /// An admin's open transaction holding a user's row delays that user's login only: its code
-/// check waits for the row until the host role's `lock_timeout` (5 s) and is refused alone,
-/// before the host would give up on the statement (10 s) and on both of its connections with
+/// check waits for the row until the host role's `lock_timeout` (2 s) and is refused alone,
+/// before the host would give up on the statement (3 s) and on both of its connections with
 /// it; nothing is charged or used, so the same code passes once the row is free.
 #[test]
 fn a_row_held_by_an_open_transaction_delays_only_its_own_login() {
@@ -605,7 +605,8 @@ fn a_row_held_by_an_open_transaction_delays_only_its_own_login() {
         },
     );
     let mark = a.otpd.stderr().len();
-    // Not for the host to give up on its statement (10 s).
+    // Refused by the lock wait, not by the host giving up on its statement (which would log
+    // the database unreachable).
     refused_within("the busy user's login", Duration::from_secs(9), || {
         a.login(busy.name()).answer(&code).run()
     });
@@ -667,6 +668,16 @@ fn logins_answering_at_once_on_one_host_are_checked_in_one_statement() {
     };
 
     let step = steady_step();
+    // Every other user waits at the prompt first (their rows are read now), so that their
+    // answers can all reach the host within the moment the lane is held: otpd gives up on a
+    // statement after 3 s.
+    let mut waiting: Vec<(usize, Interactive)> = (1..users.len())
+        .map(|i| (i, a.login(users[i].name()).interactive()))
+        .collect();
+    for (i, login) in &mut waiting {
+        let shown = login.until_prompt();
+        assert!(shown.raw.contains("PROMPT"), "user {i}: {}", shown.raw);
+    }
     standby("kron_test_nobody");
     // The lane: the first user's check commits and then waits for the standby.
     let first = a.login(users[0].name()).answer(&code(0, step)).spawn();
@@ -677,30 +688,28 @@ fn logins_answering_at_once_on_one_host_are_checked_in_one_statement() {
         );
         (waiting != "0").then_some(())
     });
-    // Every other user answers now, right codes and wrong ones; they queue on the host (their
-    // rows are read meanwhile: a read does not wait for the standby).
-    let running: Vec<(usize, Running)> = (1..users.len())
-        .map(|i| {
-            let right = code(i, step);
-            let answer = if i % 2 == 0 {
-                right
-            } else {
-                wrong_code(&right)
-            };
-            (i, a.login(users[i].name()).answer(&answer).spawn())
-        })
-        .collect();
-    // Well within otpd's 10 s for a statement, counted from the first check's.
-    std::thread::sleep(Duration::from_secs(3));
+    // Every other user answers now, right codes and wrong ones; they queue on the host.
+    for (i, login) in &mut waiting {
+        let right = code(*i, step);
+        let answer = if *i % 2 == 0 {
+            right
+        } else {
+            wrong_code(&right)
+        };
+        login.answer(&answer);
+    }
+    // Well within otpd's 3 s for a statement, counted from the first check's.
+    std::thread::sleep(Duration::from_millis(800));
     standby("");
     assert_eq!(first.wait().result(), result::SUCCESS);
-    for (i, login) in running {
+    for (i, login) in waiting {
         let expected = if i % 2 == 0 {
             result::SUCCESS
         } else {
             result::AUTH_ERR
         };
-        assert_eq!(login.wait().result(), expected, "user {i}");
+        let login = login.finish();
+        assert_eq!(login.result(), expected, "user {i}: {}", login.raw);
     }
     for (i, user) in users.iter().enumerate().skip(1) {
         let status = a.kronctl().status(user.name());
@@ -1041,9 +1050,9 @@ fn idle_connections_keep_alive_and_ended_ones_cost_no_login() {
 /// themselves.
 ///
 /// The bounds on waiting below are not on speed: the login on the other connection ends with
-/// the first (its own timeout would come 10 s after its statement, 4 s later), and each login
-/// after them waits less than half the connect timeout (5 s), where the link before waited out
-/// a whole connect or statement timeout (10 s).
+/// the first (its own timeout would come 3 s after its statement, 1.5 s later), and each login
+/// after them waits less than half the connect timeout (5 s), where a link that connected
+/// itself waited out a whole connect timeout.
 #[test]
 fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
     let fleet = Fleet::start_with(REQUIRE, "offline_window = 0\n");
@@ -1089,7 +1098,7 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
         .spawn();
     // Meanwhile the held login's code check goes out on the other connection (the first has a
     // statement in flight), and gets no answer either.
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_millis(1500));
     let answered = Instant::now();
     held.answer(&prompted_token.code_for_step(prompted_step + 1));
     let found_out = found_out.wait();
@@ -1103,7 +1112,7 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
     let waited = answered.elapsed();
     assert_eq!(held.result(), result::AUTHINFO_UNAVAIL, "{}", held.raw);
     assert!(
-        waited < Duration::from_secs(8),
+        waited < Duration::from_millis(2800),
         "the check on the other connection waited {waited:?}, for a timeout of its own"
     );
     assert!(
@@ -1114,7 +1123,7 @@ fn a_database_that_answers_nothing_holds_no_login_for_a_connect() {
         a.otpd.stderr()
     );
     // Both connections went with that timeout, not only the one it happened on: the other would
-    // stay open until a statement on it timed out too (10 s).
+    // stay open until a statement on it timed out too.
     none_established(
         "both of host a's connections closed",
         port,

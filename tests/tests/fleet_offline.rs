@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use kron_tests::fleet::{Host, TEST_OFFLINE_WINDOW};
+use kron_tests::pam::PamConfig;
 use kron_tests::totp::{Oath, base32, unix_now, wrong_code};
-use kron_tests::{Fleet, TestUser, process, result, scratch};
+use kron_tests::{Fleet, Stack, TestUser, process, result, scratch, world};
 
 /// Wrong codes: three free, then an hour's wait (which cannot run out while the test runs).
 const THROTTLE: &str = "default_mode = \"require\"\n[throttle]\nfree_attempts = 3\nbase_delay = 3600\nmax_delay = 7200\n";
@@ -323,6 +324,56 @@ fn a_host_cut_off_logs_in_from_its_packs_once_and_reports_when_back() {
     let hosts = status["hosts"].as_array().expect("hosts").clone();
     let b_row = hosts.iter().find(|h| h["host"] == "b").expect("host b");
     assert_eq!(b_row["users"], 3, "{status}");
+}
+
+/// A database that goes silent (its machine dead, a firewall that drops: nothing is refused,
+/// nothing answers) is found away soon enough for the login that meets it to be checked offline
+/// within pam_kron's default timeout (5 s): a host gives up on a login's statement after 3 s.
+/// Before, it waited 10 s, the module gave up first, and every login of those seconds was
+/// refused although the host held the user's pack. The logins run through a stack with the
+/// module's default timeout.
+#[test]
+fn a_login_that_meets_a_silent_database_is_checked_offline_in_time() {
+    let fleet = Fleet::start(THROTTLE);
+    let (first, second) = (TestUser::new(), TestUser::new());
+    let a = fleet.host(0);
+    let (t1, c1) = a.kronctl().enroll_confirmed_now(first.name());
+    let (t2, c2) = a.kronctl().enroll_confirmed_now(second.name());
+    let b = fleet.host(1);
+    let reach = world::transport_arg(&b.bus, &b.otpd, world::Transport::Socket);
+    let default_timeout =
+        PamConfig::with_module_args("kron-default-timeout", Stack::Probe, &[&reach]);
+    for (user, token, confirmed) in [(&first, &t1, c1), (&second, &t2, c2)] {
+        default_timeout
+            .login(user.name())
+            .answer(&token.code_for_step(confirmed + 1))
+            .run()
+            .assert_accepted();
+    }
+    wait_for_packs(b, 2);
+
+    b.proxy.black_hole();
+    let met = default_timeout
+        .login(first.name())
+        .answer(&t1.code_for_step(c1 + 2))
+        .run();
+    met.assert_accepted();
+    assert!(
+        b.otpd.stderr().contains("detail=\"checked offline\""),
+        "{}",
+        b.otpd.stderr()
+    );
+    // Known away now: the next login waits for no timeout at all.
+    default_timeout
+        .login(second.name())
+        .answer(&t2.code_for_step(c2 + 2))
+        .run()
+        .assert_accepted();
+
+    b.proxy.heal();
+    b.wait_for_status("B's journal replayed", |s| {
+        reachable(s) && number(s, "journal_waiting") == 0
+    });
 }
 
 #[test]

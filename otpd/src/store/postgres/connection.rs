@@ -13,8 +13,16 @@ use tokio::runtime::Runtime;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
-/// Longest one statement may take before the login is refused.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a login's statement (milliseconds of work) may take before the database counts as
+/// away: the login is then refused or checked offline. Under pam_kron's default timeout (5 s)
+/// with room for a connect before it ([`super::link`]), so that a database that went silent
+/// (its machine dead, a firewall that drops) leaves the login time to be checked offline
+/// rather than given up by the module; above the host role's `lock_timeout` (2 s), so a row
+/// held by another transaction refuses its own login, not the whole link.
+pub(super) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The same for a long statement ([`super::link::Link::query_long`]: an offline pack's
+/// bcrypts, every user), which no login waits for.
+pub(super) const LONG_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connection of the link, with the runtime its socket is registered with. Shared by the
 /// statements in flight on it; the last one to let go closes it.
@@ -47,7 +55,7 @@ fn let_go(runtime: Runtime) {
 /// Why a statement on a connection brought no rows.
 pub(super) enum Lost {
     Failed(tokio_postgres::Error),
-    /// No answer within [`QUERY_TIMEOUT`].
+    /// No answer within the statement's timeout.
     TimedOut,
     /// The connection ended (the server went away) before the answer came.
     Ended(String),
@@ -83,7 +91,7 @@ impl Connection {
             runtime: Some(runtime),
         };
         connection
-            .run(SESSION, &[], true)
+            .run(SESSION, &[], true, STATEMENT_TIMEOUT)
             .map_err(|lost| lost.unreachable(&target.url))?;
         Ok(connection)
     }
@@ -113,13 +121,15 @@ impl Connection {
         self.task.abort();
     }
 
-    /// Runs one statement (`simple`: a plain text command, no rows), doing the I/O here unless
-    /// another thread is already doing it for this connection.
+    /// Runs one statement (`simple`: a plain text command, no rows) with an answer due within
+    /// `timeout`, doing the I/O here unless another thread is already doing it for this
+    /// connection.
     pub(super) fn run(
         &self,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
         simple: bool,
+        timeout: Duration,
     ) -> std::result::Result<Vec<Row>, Lost> {
         let Some(runtime) = &self.runtime else {
             return Err(Lost::Ended("the connection is closed".to_owned()));
@@ -132,7 +142,7 @@ impl Connection {
                     false => client.query_typed(sql, params).await,
                 }
             };
-            match tokio::time::timeout(QUERY_TIMEOUT, statement).await {
+            match tokio::time::timeout(timeout, statement).await {
                 Ok(Ok(rows)) => Ok(rows),
                 Ok(Err(e)) if e.is_closed() => {
                     Err(Lost::Ended("the server closed the connection".to_owned()))

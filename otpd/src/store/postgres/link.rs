@@ -18,18 +18,21 @@
 //! own Sync), so the link works through PgBouncer in transaction mode too. While the database
 //! cannot be reached, calls fail with [`Error::Unreachable`] (the login is refused, fail closed,
 //! or checked offline: `store/offline/`) and a connect is tried again at most once a second per
-//! connection, so calls in between fail at once; the first success ends the outage. While it is
-//! away, connects are made in the background and a call waits for one only briefly
-//! ([`WAIT_WHILE_AWAY`]): a server that answers nothing (its machine dead, a firewall that drops)
-//! would otherwise hold a login for the connect timeout. One log line marks each change between
+//! connection, so calls in between fail at once; the first success ends the outage. Connects are
+//! made in the background and a call waits for one only briefly ([`WAIT_FOR_CONNECT`],
+//! [`WAIT_WHILE_AWAY`]): a server that answers nothing (its machine dead, a firewall that drops)
+//! would otherwise hold a login for the connect timeout, past pam_kron's own, where it could not
+//! even be checked offline. One log line marks each change between
 //! reachable and unreachable. A connection found broken is closed at once, so the statements
 //! still in flight on it fail now instead of at their timeout, and a host holds no more than two
 //! connections but for the moment the old socket takes to close. One the server ended while it
 //! sat idle (a restart, `idle_session_timeout`) is found before a statement is sent on it and
 //! replaced, so that costs no login.
 
-use super::connection::{Connection, Lost, session_lost};
-use super::target::Target;
+use super::connection::{
+    Connection, LONG_STATEMENT_TIMEOUT, Lost, STATEMENT_TIMEOUT, session_lost,
+};
+use super::target::{Target, unreachable};
 use crate::clock::unix_now;
 use crate::error::{Error, Result, describe};
 use crate::sparse_log::SparseLog;
@@ -50,6 +53,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// server that is back answers a connect within milliseconds on a LAN, and one that answers
 /// nothing costs a login no more than this.
 const WAIT_WHILE_AWAY: Duration = Duration::from_millis(500);
+/// The same while the database is not known to be away (a host's first statements, a
+/// connection replaced): a connect with TLS and a password takes a few round trips, and this
+/// and a statement's timeout ([`STATEMENT_TIMEOUT`], 3 s) stay under pam_kron's default
+/// timeout (5 s), so a login that meets a silent database can still be checked offline.
+const WAIT_FOR_CONNECT: Duration = Duration::from_millis(1500);
 
 /// One of the link's connections, and what the link remembers about it.
 #[derive(Default)]
@@ -63,7 +71,7 @@ struct Slot {
     /// Held while connecting, so one caller connects and the others wait for it.
     retry: Mutex<Retry>,
     /// When the connect under way in the background began, if one is
-    /// ([`Link::connect_while_away`]).
+    /// ([`Link::wait_for_connect`]).
     background: Mutex<Option<Instant>>,
     /// Told when that connect ends.
     background_done: Condvar,
@@ -237,24 +245,25 @@ impl Link {
 
     /// Slot `index`'s live connection, reconnecting it if it ended (at most once a second).
     fn connection(&self, index: usize) -> Result<Arc<Connection>> {
-        let slot = &self.slots[index];
-        if let Some(live) = live(slot) {
-            return Ok(live);
+        match live(&self.slots[index]) {
+            Some(live) => Ok(live),
+            None => self.wait_for_connect(index),
         }
-        if self.down.load(Ordering::SeqCst) {
-            return self.connect_while_away(index);
-        }
-        self.connect(slot)
     }
 
-    /// While the database is away a statement does not connect itself: a server that answers
-    /// nothing (its machine dead, a firewall that drops) would hold it for the connect timeout,
-    /// and every login behind it. The connect runs on a thread of its own
-    /// ([`Link::connect_in_background`]); the statement waits for it until [`WAIT_WHILE_AWAY`]
-    /// after it began, and then fails (the login is refused or checked offline) while the
-    /// connect goes on.
-    fn connect_while_away(&self, index: usize) -> Result<Arc<Connection>> {
+    /// A statement does not connect itself: a server that answers nothing (its machine dead, a
+    /// firewall that drops) would hold it for the connect timeout (5 s for each server the URL
+    /// lists), and every login behind it. The connect runs on a thread of its own
+    /// ([`Link::connect_in_background`]); the statement waits for it until [`WAIT_FOR_CONNECT`]
+    /// after it began ([`WAIT_WHILE_AWAY`] while the database is known to be away), and then
+    /// fails (the login is refused or checked offline) while the connect goes on. A connect
+    /// that outlasts the wait counts as the database away until it succeeds.
+    fn wait_for_connect(&self, index: usize) -> Result<Arc<Connection>> {
         let slot = &self.slots[index];
+        let wait = match self.down.load(Ordering::SeqCst) {
+            true => WAIT_WHILE_AWAY,
+            false => WAIT_FOR_CONNECT,
+        };
         let start = {
             let mut background = lock(&slot.background);
             let start = background.is_none() && slot.connect_waiting() == Some(false);
@@ -268,7 +277,7 @@ impl Link {
         }
         let mut background = lock(&slot.background);
         if let Some(began) = *background {
-            let until = began + WAIT_WHILE_AWAY;
+            let until = began + wait;
             while background.is_some() {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -282,7 +291,19 @@ impl Link {
             }
         }
         drop(background);
-        live(slot).ok_or_else(|| Error::Unreachable(lock(&self.reason).clone()))
+        if let Some(live) = live(slot) {
+            return Ok(live);
+        }
+        if !self.down.load(Ordering::SeqCst) {
+            // The connect is still under way: a failed one has marked the database away.
+            let error = unreachable(
+                &self.target.url,
+                &format!("no connection within {} ms", wait.as_millis()),
+            );
+            self.mark_down(&error.to_string());
+            return Err(error);
+        }
+        Err(Error::Unreachable(lock(&self.reason).clone()))
     }
 
     /// Connects slot `index` on a thread of its own, not one of the runtime's: otpd's shutdown
@@ -300,8 +321,8 @@ impl Link {
             .spawn(move || connect.run());
     }
 
-    /// Connects `slot` unless another caller did meanwhile or its failed connect's second is not
-    /// over; callers meanwhile wait for this one.
+    /// Connects `slot` unless another connect did meanwhile or its failed connect's second is
+    /// not over ([`BackgroundConnect`], on a thread of its own).
     fn connect(&self, slot: &Slot) -> Result<Arc<Connection>> {
         let mut retry = slot.retry.lock().unwrap_or_else(PoisonError::into_inner);
         // Another caller may have connected while this one waited for the lock.
@@ -385,7 +406,11 @@ impl Link {
                 self.target.url
             ));
         }
-        let lost = match connection.run(sql, params, false) {
+        let timeout = match long {
+            true => LONG_STATEMENT_TIMEOUT,
+            false => STATEMENT_TIMEOUT,
+        };
+        let lost = match connection.run(sql, params, false, timeout) {
             Ok(rows) => return Ok(rows),
             Err(Lost::Failed(e)) if e.as_db_error().is_some_and(|db| !session_lost(db)) => {
                 return Err(database_error(format!(
@@ -399,8 +424,8 @@ impl Link {
         // the next call makes a new one.
         forget(slot, &connection);
         if matches!(lost, Lost::TimedOut) && !long {
-            // No answer in ten seconds to a statement that is milliseconds of work: the server
-            // or the way to it is gone, and the other connection goes the same way. Closed too,
+            // No answer in seconds to a statement that is milliseconds of work: the server or
+            // the way to it is gone, and the other connection goes the same way. Closed too,
             // so the statements on it fail now, not each at its timeout, and the next ones wait
             // for a connect half a second at most.
             for other in &self.slots {

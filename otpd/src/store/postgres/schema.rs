@@ -10,7 +10,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 /// Every migration, in order: (version, file, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 14] = [
+pub const MIGRATIONS: [(i32, &str, &str); 15] = [
     (1, "001_schema.sql", include_str!("sql/001_schema.sql")),
     (
         2,
@@ -65,10 +65,15 @@ pub const MIGRATIONS: [(i32, &str, &str); 14] = [
         "014_host_secrets.sql",
         include_str!("sql/014_host_secrets.sql"),
     ),
+    (
+        15,
+        "015_lock_wait.sql",
+        include_str!("sql/015_lock_wait.sql"),
+    ),
 ];
 
 /// The schema version this otpd needs.
-pub const CURRENT: i32 = 14;
+pub const CURRENT: i32 = 15;
 
 /// Serialises concurrent `fleet init` runs (an arbitrary constant: "kron" in ASCII).
 const INIT_LOCK: i64 = 0x6b72_6f6e;
@@ -211,10 +216,11 @@ pub fn init(runtime: &Handle, owner: &Owner<'_>, key_file: Option<&str>) -> Resu
     }))
 }
 
-/// Gives every host role of the fleet that lacks them the settings of `007_host_roles.sql`,
-/// each in a savepoint: a role the owner may not alter (from PostgreSQL 16, one created before
-/// an upgrade from 15 carries no ADMIN OPTION for its creator) is reported with the fix, and
-/// the rest of `fleet init` goes on; the next run tries it again.
+/// Gives every host role of the fleet that lacks them the settings of `kron.set_host_role`
+/// (`007_host_roles.sql`, `015_lock_wait.sql`), each in a savepoint: a role the owner may not
+/// alter (from PostgreSQL 16, one created before an upgrade from 15 carries no ADMIN OPTION for
+/// its creator) is reported with the fix, and the rest of `fleet init` goes on; the next run
+/// tries it again.
 async fn settle_host_roles(tx: &mut tokio_postgres::Transaction<'_>) -> Result<Vec<String>> {
     let roles: Vec<String> = tx
         .query(
@@ -512,7 +518,8 @@ pub fn add_host(
         tx.batch_execute(&statement)
             .await
             .map_err(|e| failed("creating the role", &e))?;
-        // The settings every host role logs in with (007_host_roles.sql says which and why).
+        // The settings every host role logs in with (007_host_roles.sql and 015_lock_wait.sql say
+        // which and why).
         tx.execute("SELECT kron.set_host_role($1)", &[&role])
             .await
             .map_err(|e| failed("setting the role's settings", &e))?;
