@@ -228,6 +228,17 @@ fn parse_bus(value: &str) -> Result<String, ArgError> {
     // down) would answer in otpd's place.
     match address.transport() {
         DbusTransport::Unix(unix) => match unix.path() {
+            // A path that cannot fit a socket address would fail at every login, and must
+            // fail as the configuration mistake it is, not as the bus being away.
+            UnixSocket::File(path)
+                if path.is_absolute()
+                    && path.as_os_str().len() > kron_proto::MAX_SOCKET_PATH_LEN =>
+            {
+                Err(ArgError::BadBus(format!(
+                    "a socket path longer than {} bytes",
+                    kron_proto::MAX_SOCKET_PATH_LEN
+                )))
+            }
             UnixSocket::File(path) if path.is_absolute() => Ok(value.to_owned()),
             UnixSocket::Abstract(_) => Err(ArgError::BadBus(
                 "an abstract socket has no owner: any local user could answer on it; \
@@ -365,6 +376,13 @@ mod tests {
         let long = format!("socket=/{}", "a".repeat(kron_proto::MAX_SOCKET_PATH_LEN));
         let long = std::ffi::CString::new(long).unwrap();
         assert!(matches!(run(&[&long]).args, Err(ArgError::BadSocket(_))));
+        // The same bound for a bus's socket: a configuration error, never "unavailable".
+        let long = format!(
+            "bus=unix:path=/{}",
+            "a".repeat(kron_proto::MAX_SOCKET_PATH_LEN)
+        );
+        let long = std::ffi::CString::new(long).unwrap();
+        assert!(matches!(run(&[&long]).args, Err(ArgError::BadBus(_))));
         assert_eq!(
             run(&[c"socket=/run/kron/otpd.sock", c"bus=unix:path=/x"]).args,
             Err(ArgError::SocketAndBus),

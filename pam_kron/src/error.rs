@@ -6,7 +6,13 @@
 //! person or the client application can cause (a broken conversation, an unusable answer, a user
 //! name otpd refuses) is PAM_AUTH_ERR: stacks sometimes map `authinfo_unavail=ignore`, and a
 //! person must never be able to turn a login into "unavailable" by pressing Ctrl-D at the prompt.
-//! Every error denies the login; none returns PAM_SUCCESS or PAM_IGNORE.
+//! Nor by anything else they can do to their own process: once otpd has answered a login's
+//! first call, a later call of the same login that fails on otpd's side ([`Error::Interrupted`])
+//! is PAM_AUTH_ERR, since a person can stop the process at the prompt (Ctrl-Z at sudo's) past the
+//! timeout, or ask for a code by email through a slow relay; and a process that cannot make a
+//! socket (its descriptor limit, which a set-uid program inherits from its caller) is
+//! PAM_SYSTEM_ERR ([`Error::Local`]). Every error denies the login; none returns PAM_SUCCESS or
+//! PAM_IGNORE.
 
 use std::fmt;
 
@@ -43,9 +49,17 @@ pub(crate) enum Error {
     /// otpd answered with one of its `io.kron.Otpd1.Error.*` errors.
     Otpd(Refusal, String),
     /// otpd refused the connection: the calling uid holds its share of connections, or all
-    /// users but root together hold theirs ([`kron_proto::CONNECTION_LIMIT_LINE`]). Anyone who can open connections as that uid
-    /// can cause it, so it denies like a throttled login rather than reading as an outage.
+    /// users but root together hold theirs ([`kron_proto::CONNECTION_LIMIT_LINE`]), or its
+    /// socket's listen queue stayed full until the timeout. Anyone who can open connections can
+    /// cause it, so it denies like a throttled login rather than reading as an outage.
     TooManyConnections,
+    /// This process could not make a socket (out of descriptors or memory): a limit of the
+    /// caller's, not otpd's state, so never "unavailable".
+    Local(String),
+    /// otpd's side failed (not reachable, too slow, a broken reply, its own failure) in a call
+    /// after it had answered this login's first: otpd was there, so whatever broke the login
+    /// since may be the person's doing (see the module's comment).
+    Interrupted(Box<Error>),
 }
 
 /// The `io.kron.Otpd1.Error` names, without the transport variant.
@@ -71,8 +85,10 @@ impl Error {
             Error::Item { .. }
             | Error::Conversation(_)
             | Error::Answer(_)
-            | Error::TooManyRounds => PAM_AUTH_ERR,
+            | Error::TooManyRounds
+            | Error::Interrupted(_) => PAM_AUTH_ERR,
             Error::TooManyConnections => PAM_MAXTRIES,
+            Error::Local(_) => PAM_SYSTEM_ERR,
             Error::Unreachable(_) | Error::Timeout | Error::Malformed(_) => PAM_AUTHINFO_UNAVAIL,
             Error::Otpd(refusal, _) => match refusal {
                 // The calling program may not check this user (an unprivileged program asking
@@ -119,6 +135,12 @@ impl Error {
             Error::TooManyConnections => {
                 format!("Too many logins at once; {DENIED}")
             }
+            Error::Local(_) => {
+                format!("Two-factor authentication could not run in this process; {DENIED}")
+            }
+            Error::Interrupted(_) => {
+                format!("Two-factor authentication could not finish this login; {DENIED}")
+            }
             Error::Otpd(refusal, text) => {
                 let what = match refusal {
                     Refusal::AccessDenied => "Two-factor authentication refused this program",
@@ -138,6 +160,15 @@ impl Error {
         }
     }
 
+    /// This error met in a call after otpd answered the login's first: a failure on otpd's side
+    /// becomes [`Error::Interrupted`], anything else stays what it is.
+    pub(crate) fn after_first_answer(self) -> Error {
+        match self.code() {
+            PamResultCode::PAM_AUTHINFO_UNAVAIL => Error::Interrupted(Box::new(self)),
+            _ => self,
+        }
+    }
+
     /// Whether the conversation still works, so that the person can be told.
     pub(crate) fn can_tell_user(&self) -> bool {
         !matches!(self, Error::Conversation(_))
@@ -153,7 +184,8 @@ impl Error {
                 | Error::Timeout
                 | Error::Malformed(_)
                 | Error::Otpd(Refusal::Failed, _)
-        )
+                | Error::Local(_)
+        ) || matches!(self, Error::Interrupted(cause) if cause.is_fault())
     }
 }
 
@@ -175,6 +207,8 @@ impl fmt::Display for Error {
                     "otpd refused the connection: too many connections at once"
                 )
             }
+            Error::Local(why) => write!(f, "cannot make a socket: {why}"),
+            Error::Interrupted(cause) => write!(f, "after otpd's first answer: {cause}"),
             Error::Otpd(refusal, text) => write!(f, "otpd: {refusal:?}: {}", sanitize(text)),
         }
     }
@@ -253,6 +287,35 @@ mod tests {
             Error::Config(ArgError::MissingValue("bus")).code(),
             PAM_SERVICE_ERR
         );
+        // The calling process's own limits: never "unavailable".
+        assert_eq!(Error::Local("EMFILE".into()).code(), PAM_SYSTEM_ERR);
+    }
+
+    /// Once otpd has answered a login, its side failing later is a failed login, never
+    /// "unavailable": the person may have caused it (stopped the process past the timeout).
+    #[test]
+    fn otpd_failing_after_its_first_answer_is_auth_err() {
+        for e in [
+            Error::Unreachable("x".into()),
+            Error::Timeout,
+            Error::Malformed("x".into()),
+            Error::Otpd(Refusal::Failed, String::new()),
+        ] {
+            let later = e.after_first_answer();
+            assert_eq!(later.code(), PAM_AUTH_ERR, "{later}");
+            assert!(later.is_fault(), "{later}");
+        }
+        // Anything else keeps its meaning.
+        for (e, code) in [
+            (Error::Otpd(Refusal::Throttled, String::new()), PAM_MAXTRIES),
+            (
+                Error::Otpd(Refusal::AccessDenied, String::new()),
+                PAM_CRED_INSUFFICIENT,
+            ),
+            (Error::Conversation("x".into()), PAM_AUTH_ERR),
+        ] {
+            assert_eq!(e.after_first_answer().code(), code);
+        }
     }
 
     #[test]

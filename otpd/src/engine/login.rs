@@ -428,9 +428,8 @@ impl Engine {
 
     /// Sends a new code on `channel` (typed at the prompt) and asks again, within the same
     /// login: same kind, same deadline. At most [`MAX_RESENDS`] times a login: the person at
-    /// the prompt decides how often this asks again, and a login that kept asking would end
-    /// at pam_kron's limit of prompts, which it reports as "unavailable", an outcome a stack
-    /// may be told to ignore. Past the limit the login is refused.
+    /// the prompt decides how often this asks again, and a login that kept asking would only
+    /// end at pam_kron's limit of prompts. Past the limit the login is refused.
     pub(super) fn resend(
         &self,
         caller: Caller,

@@ -112,7 +112,7 @@ impl DbusOtpd {
             .build(body)
             // Arguments the contract's bounds let through always encode; failing here is a bug.
             .map_err(|e| Error::Malformed(format!("{member} not encoded: {e}")))?;
-        let reply = self.wire.call(&message, Instant::now() + self.timeout)?;
+        let reply = self.wire.call(&message, self.timeout)?;
         match reply.message_type() {
             MessageType::Error => Err(call_error(zbus::Error::from(reply))),
             _ => reply.body().deserialize::<R>().map_err(call_error),
@@ -157,7 +157,10 @@ fn bus_socket(address: &str) -> Result<(std::path::PathBuf, Option<String>), Err
 /// `otpd.socket` for it). A socket another user made (a `socket=` in a directory they may
 /// write, while otpd was away) is never asked for a verdict, and the check is of the very
 /// socket the login then talks on. Non-blocking: while the listen backlog is full (otpd or the
-/// bus swamped), it tries again every 20 ms until `deadline`, never waiting in the kernel.
+/// bus swamped), it tries again every 20 ms until `deadline`, never waiting in the kernel; a
+/// backlog still full then is [`Error::TooManyConnections`], since any local user can keep it
+/// full, and a socket this process cannot make is [`Error::Local`] (its descriptor limit is the
+/// caller's to set, even for a set-uid program), so that neither reads as otpd being down.
 fn connect_socket(path: &Path, deadline: Instant, roots_only: bool) -> Result<UnixStream, Error> {
     use nix::errno::Errno;
     use nix::sys::socket::{
@@ -175,7 +178,7 @@ fn connect_socket(path: &Path, deadline: Instant, roots_only: bool) -> Result<Un
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             None,
         )
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| Error::Local(e.to_string()))?;
         match connect(fd.as_raw_fd(), &address) {
             Ok(()) => {
                 if roots_only {
@@ -195,7 +198,7 @@ fn connect_socket(path: &Path, deadline: Instant, roots_only: bool) -> Result<Un
             Err(Errno::EAGAIN) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Error::Timeout);
+                    return Err(Error::TooManyConnections);
                 }
                 std::thread::sleep(left.min(Duration::from_millis(20)));
             }

@@ -598,3 +598,81 @@ fn nothing_listening_is_unreachable_not_a_hang() {
         );
     }
 }
+
+#[test]
+fn a_listen_queue_full_until_the_deadline_denies_like_a_connection_limit() {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+    };
+    use std::os::fd::AsRawFd;
+    // A listener that accepts nothing, its queue filled by connections of its own: anyone who
+    // can connect can do that to otpd's socket, so it must not read as otpd being down.
+    let dir = TempDir::new("full-queue");
+    let path = dir.0.join("otpd.sock");
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let address = UnixAddr::new(&path).unwrap();
+    bind(listener.as_raw_fd(), &address).unwrap();
+    listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        let filler = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        if connect(filler.as_raw_fd(), &address).is_err() {
+            break;
+        }
+        fillers.push(filler);
+        assert!(fillers.len() < 64, "the queue never filled");
+    }
+    let result = connect_socket(&path, Instant::now() + Duration::from_millis(200), false);
+    assert!(
+        matches!(result, Err(Error::TooManyConnections)),
+        "{result:?}"
+    );
+    assert_eq!(
+        result.unwrap_err().code(),
+        pam::constants::PamResultCode::PAM_MAXTRIES
+    );
+}
+
+#[test]
+fn a_process_out_of_descriptors_is_a_local_failure_not_otpd_down() {
+    // In a process of its own: the descriptor limit is the whole process's.
+    crate::bus_tests::run_child(
+        "client::tests::child_out_of_descriptors_is_a_local_failure",
+        false,
+    );
+}
+
+#[test]
+#[ignore = "run by a_process_out_of_descriptors_is_a_local_failure_not_otpd_down in a process of its own"]
+fn child_out_of_descriptors_is_a_local_failure() {
+    // What a caller can do to a set-uid program: start it with descriptors used up to its limit.
+    let dir = TempDir::new("no-fds");
+    let path = dir.0.join("otpd.sock");
+    let _listener = UnixListener::bind(&path).unwrap();
+    let limit = libc::rlimit {
+        rlim_cur: 64,
+        rlim_max: 64,
+    };
+    // SAFETY: sets this (child) process's descriptor limit from a valid struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    let mut held = Vec::new();
+    while let Ok(file) = std::fs::File::open("/dev/null") {
+        held.push(file);
+    }
+    let result = DbusOtpd::connect(&Transport::Socket(path), Duration::from_secs(1));
+    let error = result.err().expect("no socket can be made");
+    assert!(matches!(error, Error::Local(_)), "{error:?}");
+    assert_eq!(error.code(), pam::constants::PamResultCode::PAM_SYSTEM_ERR);
+}

@@ -13,7 +13,7 @@ use kron_proto::{
     MAX_HANDLE_LEN, MAX_MESSAGE_LEN, MAX_MESSAGES, MAX_PROMPT_LEN, MESSAGE_FIXED_HEADER,
 };
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, send};
+use nix::sys::socket::{MsgFlags, recv, send};
 use zbus::Message;
 use zbus::message::Type;
 use zbus::wire::serialized::{Context, Data};
@@ -80,15 +80,20 @@ impl Wire {
         self.outgoing.extend_from_slice(message.data().bytes());
     }
 
-    /// Sends `message` (after whatever is queued) and returns its reply, a method return or an
-    /// error, by `deadline`.
-    pub(super) fn call(&mut self, message: &Message, deadline: Instant) -> Result<Message, Error> {
+    /// Sends `message` (after whatever is queued) within `timeout` and returns its reply, a
+    /// method return or an error, if otpd gives it within `timeout` of the sending. The wait
+    /// starts once the call is out: a process stopped before that (Ctrl-Z at sudo's prompt)
+    /// gives otpd its whole time; one stopped while waiting still reads a reply that came
+    /// meanwhile ([`Wire::fill`]). A timeout then means otpd was silent, never that the person
+    /// held their own process.
+    pub(super) fn call(&mut self, message: &Message, timeout: Duration) -> Result<Message, Error> {
         let serial = message.primary_header().serial_num();
         self.queue(message);
-        let sent = self.send(deadline);
+        let sent = self.send(Instant::now() + timeout);
         // The queue may hold an answer to a prompt: wiped whether or not it went out.
         self.outgoing.zeroize();
         sent?;
+        let deadline = Instant::now() + timeout;
         if self.handshake_pending {
             self.read_handshake_answer(deadline)?;
             self.handshake_pending = false;
@@ -240,12 +245,18 @@ impl Wire {
         self.received.len()
     }
 
-    /// Reads until `wanted` bytes are buffered, by `deadline`.
+    /// Reads until `wanted` bytes are buffered, by `deadline`. Past it, what has already
+    /// arrived is still read, without waiting: a process stopped while otpd answered (a
+    /// signal, or Ctrl-Z at a prompt, past the timeout) reads the reply that waits in its
+    /// socket instead of calling otpd silent.
     fn fill(&mut self, wanted: usize, deadline: Instant) -> Result<(), Error> {
         while self.received.len() < wanted {
-            self.stream
-                .set_read_timeout(Some(left_until(deadline)?))
-                .map_err(|e| Error::Unreachable(format!("socket set-up: {e}")))?;
+            let left = left_until(deadline).ok();
+            if let Some(left) = left {
+                self.stream
+                    .set_read_timeout(Some(left))
+                    .map_err(|e| Error::Unreachable(format!("socket set-up: {e}")))?;
+            }
             let start = self.received.len();
             let end = start + (wanted - start).max(READ_CHUNK);
             if end > self.received.capacity() {
@@ -256,7 +267,15 @@ impl Wire {
                 self.received = grown;
             }
             self.received.resize(end, 0);
-            let read = (&self.stream).read(&mut self.received[start..]);
+            let read = match left {
+                Some(_) => (&self.stream).read(&mut self.received[start..]),
+                None => recv(
+                    self.stream.as_raw_fd(),
+                    &mut self.received[start..],
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(std::io::Error::from),
+            };
             self.received.truncate(start + *read.as_ref().unwrap_or(&0));
             match read {
                 Ok(0) => {
@@ -265,11 +284,22 @@ impl Wire {
                     ));
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A signal (SIGSTOP and SIGCONT among them): read again, or past the deadline
+                // look once more at what arrived.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted && left.is_some() => {}
+                // The read's timeout ran out: look once more at what arrived, without waiting.
+                Err(e)
+                    if left.is_some()
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
                 Err(e)
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
                     ) =>
                 {
                     return Err(Error::Timeout);
@@ -288,4 +318,35 @@ fn left_until(deadline: Instant) -> Result<Duration, Error> {
         return Err(Error::Timeout);
     }
     Ok(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn wire_on(stream: UnixStream) -> Wire {
+        Wire::new(stream, Duration::from_secs(1), 0, None).unwrap()
+    }
+
+    /// A process stopped past its deadline (Ctrl-Z at sudo's prompt, then `fg`) while otpd
+    /// answered: the reply waiting in the socket is read, not called a timeout; with nothing
+    /// there, it is one, at once.
+    #[test]
+    fn past_the_deadline_what_arrived_is_still_read_without_waiting() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut wire = wire_on(ours);
+        let passed = Instant::now() - Duration::from_secs(1);
+        theirs.write_all(b"0123456789").unwrap();
+        wire.fill(10, passed).unwrap();
+        assert_eq!(wire.received_len(), 10);
+
+        let started = Instant::now();
+        assert!(matches!(wire.fill(11, passed), Err(Error::Timeout)));
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // Part of what is wanted arrived: still a timeout, with the part kept.
+        theirs.write_all(b"ab").unwrap();
+        assert!(matches!(wire.fill(20, passed), Err(Error::Timeout)));
+        assert_eq!(wire.received_len(), 12);
+    }
 }

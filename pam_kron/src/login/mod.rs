@@ -61,7 +61,11 @@ pub(crate) fn run<O: Otpd, C: Conversation>(
     let mut step = Scrubbed(otpd.begin_login(login)?);
     let mut prompts = 0;
     loop {
-        let kind = check(&step.0)?;
+        // A broken step after an answer is otpd's side failing once it had answered.
+        let kind = check(&step.0).map_err(|e| match prompts {
+            0 => e,
+            _ => e.after_first_answer(),
+        })?;
         trace(&format!(
             "step {kind:?} with {} message(s)",
             step.0.messages.len()
@@ -86,7 +90,10 @@ pub(crate) fn run<O: Otpd, C: Conversation>(
                         return Err(e);
                     }
                 };
-                step = Scrubbed(otpd.answer(&step.0.handle, &response)?);
+                step = Scrubbed(
+                    otpd.answer(&step.0.handle, &response)
+                        .map_err(Error::after_first_answer)?,
+                );
                 continue;
             }
             StepKind::Accept => Verdict::Accept,

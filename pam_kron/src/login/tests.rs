@@ -268,7 +268,13 @@ fn a_malformed_step_after_a_prompt_is_refused_too() {
         FakeConversation::answering(&["1"]),
         false,
     );
-    assert!(matches!(result, Err(Error::Malformed(_))));
+    // otpd had answered the login once: a failed login, never "unavailable".
+    let error = result.unwrap_err();
+    assert!(
+        matches!(&error, Error::Interrupted(cause) if matches!(**cause, Error::Malformed(_))),
+        "{error}"
+    );
+    assert_eq!(error.code(), PamResultCode::PAM_AUTH_ERR);
 }
 
 #[test]
@@ -361,7 +367,7 @@ fn an_empty_answer_is_sent_as_is() {
 }
 
 #[test]
-fn transport_and_otpd_errors_pass_through() {
+fn transport_and_otpd_errors_pass_through_until_otpd_answered_once() {
     let (result, _, conv, _) = drive(
         vec![Err(Error::Unreachable("no".into()))],
         FakeConversation::default(),
@@ -373,12 +379,22 @@ fn transport_and_otpd_errors_pass_through() {
     );
     assert!(conv.shown.is_empty());
 
-    let (result, _, _, _) = drive(
-        vec![Ok(prompt("h", vec![])), Err(Error::Timeout)],
-        FakeConversation::answering(&["1"]),
-        false,
-    );
-    assert!(matches!(result, Err(Error::Timeout)));
+    // After otpd's first answer its side failing (the person may have stopped the process at
+    // the prompt past the timeout) is a failed login, never "unavailable".
+    for failure in [
+        Error::Timeout,
+        Error::Unreachable("closed".into()),
+        Error::Otpd(Refusal::Failed, "store".into()),
+    ] {
+        let (result, _, _, _) = drive(
+            vec![Ok(prompt("h", vec![])), Err(failure)],
+            FakeConversation::answering(&["1"]),
+            false,
+        );
+        let error = result.unwrap_err();
+        assert!(matches!(error, Error::Interrupted(_)), "{error}");
+        assert_eq!(error.code(), PamResultCode::PAM_AUTH_ERR);
+    }
 
     let (result, _, _, _) = drive(
         vec![
