@@ -10,18 +10,33 @@ use std::process::Command;
 use crate::process::Identity;
 
 /// Optionally starts a new kernel audit session (`--loginuid UID`), mounts `source` over
-/// `target` inside the namespace, then execs the program.
+/// `target` (or, after `--overlay`, a read-only overlay of `layer` on `target`) inside the
+/// namespace, then execs the program.
 const SCRIPT: &str = r#"set -e
 if [ "$1" = "--loginuid" ]; then echo "$2" > /proc/self/loginuid; shift 2; fi
-while [ "$1" != "--" ]; do mount --bind "$1" "$2"; shift 2; done
+while [ "$1" != "--" ]; do
+  if [ "$1" = "--overlay" ]; then
+    mount -t overlay kron-test -o "lowerdir=$2:$3" "$3"; shift 3
+  else
+    mount --bind "$1" "$2"; shift 2
+  fi
+done
 shift
 exec "$@""#;
 
-/// A set of bind mounts to make in a fresh private mount namespace.
+/// A set of mounts to make in a fresh private mount namespace.
 #[derive(Debug, Clone, Default)]
 pub struct PrivateMounts {
-    binds: Vec<(PathBuf, PathBuf)>,
+    mounts: Vec<Mount>,
     loginuid: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+enum Mount {
+    /// `source` shown at `target`.
+    Bind { source: PathBuf, target: PathBuf },
+    /// The files of `layer` shown over those of the directory `target`.
+    Overlay { layer: PathBuf, target: PathBuf },
 }
 
 impl PrivateMounts {
@@ -31,8 +46,22 @@ impl PrivateMounts {
 
     /// Shows `source` at `target` (both must exist and be of the same kind: file or dir).
     pub fn bind(mut self, source: &Path, target: &Path) -> PrivateMounts {
-        self.binds
-            .push((source.to_path_buf(), target.to_path_buf()));
+        self.mounts.push(Mount::Bind {
+            source: source.to_path_buf(),
+            target: target.to_path_buf(),
+        });
+        self
+    }
+
+    /// Shows the files of the directory `layer` over those of the directory `target`, the rest
+    /// of `target` still seen, read-only. For a machine file that others replace meanwhile
+    /// (useradd renames a new /etc/subuid into place): the kernel drops a bind mount on a file
+    /// once that file is replaced, in every namespace, but not one on its directory.
+    pub fn overlay(mut self, layer: &Path, target: &Path) -> PrivateMounts {
+        self.mounts.push(Mount::Overlay {
+            layer: layer.to_path_buf(),
+            target: target.to_path_buf(),
+        });
         self
     }
 
@@ -61,8 +90,11 @@ impl PrivateMounts {
         if let Some(uid) = self.loginuid {
             command.arg("--loginuid").arg(uid.to_string());
         }
-        for (source, target) in &self.binds {
-            command.arg(source).arg(target);
+        for mount in &self.mounts {
+            match mount {
+                Mount::Bind { source, target } => command.arg(source).arg(target),
+                Mount::Overlay { layer, target } => command.arg("--overlay").arg(layer).arg(target),
+            };
         }
         command.arg("--");
         let inner = identity.command(program);

@@ -8,6 +8,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::bus::{self, Bus};
+use crate::namespace::PrivateMounts;
+use crate::process::Identity;
 use crate::{artifacts, dbus, process, scratch};
 
 /// How long otpd may take to own its name or to stop. Generous: CI is a loaded 2-core machine.
@@ -36,6 +38,9 @@ enum Launch {
     /// As root without any capability, as its systemd unit runs it
     /// ([`Otpd::start_without_capabilities`]).
     NoCapabilities,
+    /// In a mount namespace of its own with test files over the machine's
+    /// ([`Otpd::start_with_mounts`]).
+    Mounts(PrivateMounts),
 }
 
 impl std::fmt::Debug for Otpd {
@@ -67,6 +72,12 @@ impl Otpd {
     /// fill up ([`Otpd::state_dir_of_process`]) without touching the machine's.
     pub fn start_on_tmpfs(bus: &Bus, extra_toml: &str, size: &str) -> Otpd {
         Otpd::start_with(bus, extra_toml, Launch::Tmpfs(size.to_owned()))
+    }
+
+    /// As [`Otpd::start`], but in a mount namespace of otpd's own where `mounts` show test
+    /// files at the machine's paths (a test `/etc/subuid`); the machine's files stay as they are.
+    pub fn start_with_mounts(bus: &Bus, extra_toml: &str, mounts: PrivateMounts) -> Otpd {
+        Otpd::start_with(bus, extra_toml, Launch::Mounts(mounts))
     }
 
     fn start_with(bus: &Bus, extra_toml: &str, launch: Launch) -> Otpd {
@@ -188,6 +199,8 @@ impl Otpd {
                     .arg(artifacts::otpd());
                 command
             }
+            // unshare and sh both exec, so the child's pid is otpd's.
+            Launch::Mounts(mounts) => mounts.command(&Identity::Root, artifacts::otpd()),
             Launch::Tmpfs(size) => {
                 // unshare and sh both exec, so the child's pid is otpd's.
                 let state = self.state_dir();

@@ -199,6 +199,9 @@ pub enum Identity {
     Root,
     /// A test user: the program runs through `setpriv` with that user's uid, gid and groups.
     User { name: String, uid: u32, gid: u32 },
+    /// A uid no account has, as a rootless container's processes have (a subordinate uid):
+    /// the program runs through `setpriv` with that uid, the same number as gid and no groups.
+    Unnamed { uid: u32 },
 }
 
 impl Identity {
@@ -212,6 +215,16 @@ impl Identity {
                     .arg(format!("--reuid={uid}"))
                     .arg(format!("--regid={gid}"))
                     .arg("--init-groups")
+                    .arg("--")
+                    .arg(program);
+                command
+            }
+            Identity::Unnamed { uid } => {
+                let mut command = Command::new("setpriv");
+                command
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
                     .arg("--")
                     .arg(program);
                 command

@@ -3,13 +3,15 @@
 //! callers known by the kernel and not by what they claim, and what one connection may send.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kron_tests::namespace::PrivateMounts;
 use kron_tests::process::{self, Identity};
 use kron_tests::totp::wrong_code;
 use kron_tests::users::random_name;
-use kron_tests::{TestUser, World, artifacts, kronctl, result};
+use kron_tests::{Bus, Otpd, TestUser, World, artifacts, kronctl, result, scratch};
 
 const REQUIRE: &str = "default_mode = \"require\"\n";
 
@@ -435,6 +437,71 @@ fn users_together_hold_at_most_their_share() {
         .run()
         .assert_accepted();
     release(holder);
+}
+
+/// A person's subordinate uids (a rootless container runs as them) count as that person in
+/// `max_connections_per_uid`: one container's many uids cannot take the users' shared share
+/// and lock other users' own PAM logins out; the refusal names both uids. otpd runs with a
+/// test `/etc/subuid` in a mount namespace of its own (laid over /etc: other tests' useradd
+/// replaces the machine's file meanwhile).
+#[test]
+fn subordinate_uids_count_as_their_owners() {
+    let (owner, other) = (TestUser::new(), TestUser::new());
+    // Far above any uid useradd hands out, as subordinate ranges are.
+    let first = 1_800_000_000 + (owner.uid() % 1000) * 65_536;
+    // Shown as /etc, which otpd trusts only if root alone can change it.
+    let etc = scratch::public_dir("kron-etc.");
+    let subuid = format!("{}:{first}:65536\n", owner.name());
+    scratch::write_file(&etc.path().join("subuid"), &subuid, 0o644);
+    let bus = Bus::start();
+    let otpd = Otpd::start_with_mounts(
+        &bus,
+        "max_connections_per_uid = 3\nmax_connections_users = 5\n",
+        PrivateMounts::new().overlay(etc.path(), Path::new("/etc")),
+    );
+    process::wait_for("otpd to read /etc/subuid", Duration::from_secs(60), || {
+        otpd.stderr()
+            .contains("subordinate uids: /etc/subuid lists 1 range of 1 user")
+            .then_some(())
+    });
+    let socket = otpd.socket_path().display().to_string();
+
+    let (own, held) = hold(&owner.identity(), &socket, 1);
+    assert_eq!(held, ["OK"], "{held:?}");
+    let container = Identity::Unnamed { uid: first + 5 };
+    let (containers, held) = hold(&container, &socket, 3);
+    assert_eq!(held, ["OK", "OK", "LIMIT"], "the owner's limit, shared");
+    let another = first + 65_535;
+    let refused = probe(
+        &Identity::Unnamed { uid: another },
+        &["claim", &socket, &another.to_string()],
+    );
+    assert_eq!(refused, ["LIMIT"], "another of the owner's uids");
+    assert!(
+        otpd.stderr().contains(&format!(
+            "refusing uid {} (a subordinate uid of uid {})",
+            first + 5,
+            owner.uid()
+        )),
+        "{}",
+        otpd.stderr()
+    );
+    // Another user's own logins have their place in the users' share.
+    let (others, held) = hold(&other.identity(), &socket, 2);
+    assert_eq!(held, ["OK", "OK"], "{held:?}");
+    // A uid past the range is nobody's: charged as itself, not to the owner at their limit.
+    let past = first + 65_536;
+    let claim_past = || {
+        probe(
+            &Identity::Unnamed { uid: past },
+            &["claim", &socket, &past.to_string()],
+        )
+    };
+    assert_eq!(claim_past(), ["LIMIT"], "the users' share is full now");
+    release(others);
+    assert_eq!(claim_past(), ["OK"]);
+    release(containers);
+    release(own);
 }
 
 /// otpd run by hand creates its socket; a stale socket left by a killed otpd is replaced, and

@@ -160,15 +160,16 @@ pub struct Config {
     /// otpd's own socket: pam_kron talks D-Bus peer-to-peer there (docs/architecture.md).
     #[serde(deserialize_with = "socket_path")]
     pub socket: PathBuf,
-    /// Connections to the socket one ordinary user (not root) may hold at once.
+    /// Connections to the socket one ordinary user (not root) may hold at once, the user's
+    /// subordinate uids (`/etc/subuid`) included.
     #[serde(deserialize_with = "connections")]
     pub max_connections_per_uid: u32,
     /// Connections root may hold at once: sshd and sudo run the module as root, one
     /// connection per login in progress.
     #[serde(deserialize_with = "connections")]
     pub max_connections_root: u32,
-    /// Connections every uid but root may hold together (one person may have thousands of
-    /// uids: subordinate ids).
+    /// Connections every uid but root may hold together (many users, or many uids no range
+    /// in `/etc/subuid` gives an owner).
     #[serde(deserialize_with = "connections")]
     pub max_connections_users: u32,
     pub default_mode: Mode,

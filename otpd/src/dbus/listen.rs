@@ -2,10 +2,10 @@
 //!
 //! The socket comes from systemd (`otpd.socket`, so it exists before otpd starts and outlives
 //! its restarts) or, for otpd run by hand, is bound here. One thread, `otpd-login`, accepts and
-//! serves every connection on zbus's own runtime: per connection it takes a slot of the
-//! caller's uid, reads SO_PEERCRED and the audit session, and serves `io.kron.Otpd1` with that
-//! caller until the peer hangs up. Engine work still runs where the service puts it (tokio's
-//! blocking pool, or inline when it cannot wait).
+//! serves every connection on zbus's own runtime: per connection it reads SO_PEERCRED, takes a
+//! slot of the caller's uid (or of the owner of that subordinate uid), reads the audit session,
+//! and serves `io.kron.Otpd1` with that caller until the peer hangs up. Engine work still runs
+//! where the service puts it (tokio's blocking pool, or inline when it cannot wait).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -24,6 +24,7 @@ use super::bounded::{Calls, Limits, Oversize};
 use super::peer::{PeerSocket, peer_creds, pidfd_of, real_uid};
 use super::service::{CallSlots, OtpdService, Waiting};
 use super::session;
+use super::subordinate::{SUBUID, SubordinateUids};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
@@ -197,13 +198,18 @@ fn activated_fd() -> io::Result<Option<RawFd>> {
 /// sudo login out. Once root holds [`Slots::root_unexamined`] connections, a further one from
 /// a root peer is charged to the real uid of its process instead (sshd's is root's, a user's
 /// sudo is the user's): below that, nothing is read, so the usual login costs no /proc read.
+///
+/// A user's subordinate uids (rootless containers run as them) are charged to the user
+/// ([`Slots::charged_to`]): one person, one `per_user`, however many uids.
 struct Slots {
     per_user: u32,
     root: u32,
-    /// Connections every uid but root may hold together: a user with a range of subordinate
-    /// ids (rootless containers) has thousands of uids, each with its own `per_user`, and
-    /// would otherwise run otpd out of descriptors and memory, every sshd login with it.
+    /// Connections every uid but root may hold together: many users, or many uids that no
+    /// range in /etc/subuid gives an owner, each with its own `per_user`, would otherwise run
+    /// otpd out of descriptors and memory, every sshd login with it.
     users: u32,
+    /// Whose subordinate uids are whose: a table in memory, looked up without waiting.
+    subordinates: SubordinateUids,
     held: Mutex<Held>,
     /// How often a refusal is logged: once a minute for the whole socket, not per uid, so a
     /// user with many uids cannot flood the log with one line each.
@@ -256,6 +262,12 @@ impl Slots {
         self.lock().by_uid.get(&0).copied().unwrap_or(0) >= self.root_unexamined()
     }
 
+    /// The uid whose slots a connection of `uid` takes: the owner of a subordinate uid (never
+    /// root: root's ranges are charged as themselves), else `uid` itself.
+    fn charged_to(&self, uid: u32) -> u32 {
+        self.subordinates.owner_of(uid).unwrap_or(uid)
+    }
+
     fn take(self: &Arc<Self>, uid: u32) -> std::result::Result<Slot, Refused> {
         let limit = if uid == 0 { self.root } else { self.per_user };
         let mut held = self.lock();
@@ -274,6 +286,61 @@ impl Slots {
             slots: self.clone(),
             uid,
         })
+    }
+}
+
+/// Whose a connection is and whose slot it takes, for the line that says it was refused.
+#[derive(Clone, Copy)]
+struct Charge {
+    /// The uid the connection is counted for: the peer's, or for a set-uid program's the real
+    /// uid of its process.
+    connecting: u32,
+    /// Whether `connecting` is the real uid of a root peer (a set-uid program such as sudo).
+    set_uid: bool,
+    /// Whose slots it takes: `connecting`, or the owner of that subordinate uid.
+    charged: u32,
+}
+
+impl Charge {
+    /// The log line of a refusal: whose slots are full, and who was refused.
+    fn refusal(&self, refused: Refused) -> String {
+        let Charge {
+            connecting,
+            set_uid,
+            charged,
+        } = *self;
+        let through = if set_uid {
+            " (as root, through set-uid programs such as sudo)"
+        } else {
+            ""
+        };
+        let subordinate = charged != connecting;
+        // The uid refused, as a reader can tell whose it is.
+        let who = if subordinate {
+            let as_root = if set_uid {
+                ", as root through set-uid programs such as sudo"
+            } else {
+                ""
+            };
+            format!("uid {connecting} (a subordinate uid of uid {charged}{as_root})")
+        } else {
+            format!("uid {charged}{through}")
+        };
+        match refused {
+            Refused::Uid { limit } if subordinate => format!(
+                "login socket: uid {charged} and its subordinate uids hold {limit} connections, \
+                 their limit; refusing {who} (max_connections_per_uid)"
+            ),
+            Refused::Uid { limit } => format!(
+                "login socket: uid {charged} holds {limit} connections, its limit{through}; \
+                 refusing more (max_connections_{})",
+                if charged == 0 { "root" } else { "per_uid" }
+            ),
+            Refused::Users { limit } => format!(
+                "login socket: users other than root hold {limit} connections, their limit \
+                 together; refusing {who} (max_connections_users)"
+            ),
+        }
     }
 }
 
@@ -315,6 +382,12 @@ pub fn serve(
             per_user: config.max_connections_per_uid,
             root: config.max_connections_root,
             users: config.max_connections_users,
+            subordinates: {
+                let engine = engine.clone();
+                SubordinateUids::watch(PathBuf::from(SUBUID), &runtime, move |line| {
+                    engine.log_event(line)
+                })
+            },
             held: Mutex::default(),
             refusals: {
                 let engine = engine.clone();
@@ -413,7 +486,7 @@ impl Server {
             }
         };
         // Whose slot the connection takes (see [`Slots`]); who the caller is stays creds.uid.
-        let charged = if creds.uid == 0 && self.slots.examine_root() {
+        let connecting = if creds.uid == 0 && self.slots.examine_root() {
             let own = creds
                 .pidfd
                 .is_none()
@@ -423,29 +496,19 @@ impl Server {
         } else {
             creds.uid
         };
-        let _slot = match self.slots.take(charged) {
+        let charge = Charge {
+            set_uid: connecting != creds.uid,
+            connecting,
+            charged: self.slots.charged_to(connecting),
+        };
+        let _slot = match self.slots.take(charge.charged) {
             Ok(slot) => slot,
             Err(refused) => {
-                let through = if charged != creds.uid {
-                    " (as root, through set-uid programs such as sudo)"
-                } else {
-                    ""
-                };
-                let log = match charged {
+                let log = match charge.charged {
                     0 => &self.slots.root_refusals,
                     _ => &self.slots.refusals,
                 };
-                log.say(&match refused {
-                    Refused::Uid { limit } => format!(
-                        "login socket: uid {charged} holds {limit} connections, its \
-                         limit{through}; refusing more (max_connections_{})",
-                        if charged == 0 { "root" } else { "per_uid" }
-                    ),
-                    Refused::Users { limit } => format!(
-                        "login socket: users other than root hold {limit} connections, their \
-                         limit together; refusing uid {charged}{through} (max_connections_users)"
-                    ),
-                });
+                log.say(&charge.refusal(refused));
                 // Said, not just hung up on: a bare hang-up reads as "otpd unreachable",
                 // which a stack may let through. The line fits any new socket's buffer, so
                 // the write cannot block; what the caller sent is not read.
@@ -539,6 +602,7 @@ mod tests {
             per_user,
             root,
             users: 65_536,
+            subordinates: SubordinateUids::default(),
             held: Mutex::default(),
             refusals: SparseLog::new(|_| {}),
             root_refusals: SparseLog::new(|_| {}),
@@ -570,7 +634,7 @@ mod tests {
     #[test]
     fn only_uids_holding_connections_are_remembered() {
         let slots = slots_with(1, 1);
-        // Many uids (one user's subordinate ids, say), each refused once, then gone.
+        // Many uids (subordinate ids no range lists, say), each refused once, then gone.
         for uid in 1000..3000 {
             let slot = slots.take(uid).ok().unwrap();
             assert!(slots.take(uid).is_err());
@@ -588,7 +652,7 @@ mod tests {
             users: 3,
             ..Arc::into_inner(slots_with(2, 2)).unwrap()
         });
-        // Three uids of one person (subordinate ids) take the users' three places.
+        // Three uids (of no range in /etc/subuid) take the users' three places.
         let held: Vec<Slot> = (100_000..100_003)
             .map(|uid| slots.take(uid).ok().unwrap())
             .collect();
@@ -599,6 +663,96 @@ mod tests {
         let _sshd = slots.take(0).ok().expect("root has its own");
         drop(held);
         assert!(slots.take(1000).is_ok(), "given back");
+    }
+
+    /// Slots whose table says uid 1000 owns 100000 to 165535 and root owns 300000 to 300009.
+    fn slots_with_subordinates(per_user: u32, users: u32) -> Arc<Slots> {
+        Arc::new(Slots {
+            users,
+            subordinates: SubordinateUids::fixed("1000:100000:65536\n0:300000:10\n"),
+            ..Arc::into_inner(slots_with(per_user, 2)).unwrap()
+        })
+    }
+
+    #[test]
+    fn subordinate_uids_share_their_owners_limit() {
+        let slots = slots_with_subordinates(3, 65_536);
+        let take = |uid| slots.take(slots.charged_to(uid));
+        let own = take(1000).ok().unwrap();
+        let _container = take(100_005).ok().unwrap();
+        let _other_container = take(165_535).ok().unwrap();
+        assert!(matches!(
+            take(100_006).err(),
+            Some(Refused::Uid { limit: 3 })
+        ));
+        assert!(matches!(take(1000).err(), Some(Refused::Uid { limit: 3 })));
+        assert_eq!(slots.lock().by_uid.get(&1000), Some(&3));
+        // Others, uids past the range and the uids of root's range keep their own counts.
+        for uid in [1001, 165_536, 300_005] {
+            let held: Vec<Slot> = (0..3).map(|_| take(uid).ok().unwrap()).collect();
+            assert!(take(uid).is_err(), "{uid}");
+            drop(held);
+        }
+        drop(own);
+        assert!(take(100_006).is_ok(), "given back to the owner");
+    }
+
+    #[test]
+    fn one_persons_subordinate_uids_cannot_fill_the_users_share() {
+        let slots = slots_with_subordinates(2, 4);
+        let take = |uid| slots.take(slots.charged_to(uid));
+        // A container's worth of uids each trying to connect: two get through.
+        let held: Vec<Slot> = (100_000..100_016)
+            .filter_map(|uid| take(uid).ok())
+            .collect();
+        assert_eq!(held.len(), 2);
+        // Another user's own logins (a screen locker's) still have their place.
+        let _locker = take(1001).ok().expect("another user's login");
+        let _again = take(1001).ok().expect("another user's login");
+        assert!(matches!(
+            take(1002).err(),
+            Some(Refused::Users { limit: 4 })
+        ));
+        let _sshd = take(0).ok().expect("root has its own");
+    }
+
+    #[test]
+    fn a_refusal_names_the_subordinate_uid_and_its_owner() {
+        let refusal = |connecting, set_uid, charged, refused| {
+            let charge = Charge {
+                connecting,
+                set_uid,
+                charged,
+            };
+            charge.refusal(refused)
+        };
+        assert_eq!(
+            refusal(100_005, false, 1000, Refused::Uid { limit: 64 }),
+            "login socket: uid 1000 and its subordinate uids hold 64 connections, their limit; \
+             refusing uid 100005 (a subordinate uid of uid 1000) (max_connections_per_uid)"
+        );
+        assert_eq!(
+            refusal(100_005, true, 1000, Refused::Users { limit: 1024 }),
+            "login socket: users other than root hold 1024 connections, their limit together; \
+             refusing uid 100005 (a subordinate uid of uid 1000, as root through set-uid \
+             programs such as sudo) (max_connections_users)"
+        );
+        // Without a subordinate uid, the lines are those of before.
+        assert_eq!(
+            refusal(1000, true, 1000, Refused::Uid { limit: 64 }),
+            "login socket: uid 1000 holds 64 connections, its limit (as root, through set-uid \
+             programs such as sudo); refusing more (max_connections_per_uid)"
+        );
+        assert_eq!(
+            refusal(0, false, 0, Refused::Uid { limit: 4096 }),
+            "login socket: uid 0 holds 4096 connections, its limit; refusing more \
+             (max_connections_root)"
+        );
+        assert_eq!(
+            refusal(1000, false, 1000, Refused::Users { limit: 1024 }),
+            "login socket: users other than root hold 1024 connections, their limit together; \
+             refusing uid 1000 (max_connections_users)"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | `bus.rs` | otpd on the bus: the name `io.kron.Otpd`, and reconnecting when the bus goes |
 //! | `service.rs` | the `io.kron.Otpd1` methods: the caller's uid, engine on the right thread, reply once durable |
 //! | `listen.rs` | otpd's own socket: systemd's or bound, per-uid connection slots, the `otpd-login` thread |
+//! | `subordinate.rs` | whose subordinate uids are whose (`/etc/subuid`), kept off the socket's thread, so their connections count as their owner's |
 //! | `peer.rs` | one connection on that socket: SO_PEERCRED read at accept, no lookups |
 //! | `bounded.rs` | reading messages with a bound on their size before they are buffered, on the socket and the bus |
 //! | `session.rs` | the caller's kernel audit session, for step-up grace |
@@ -17,3 +18,4 @@ pub mod listen;
 mod peer;
 pub mod service;
 mod session;
+mod subordinate;
