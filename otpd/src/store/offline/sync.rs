@@ -229,7 +229,7 @@ impl Task {
             let id = entry.id.to_vec();
             let rows = self
                 .link
-                .query_async(
+                .query_long_async(
                     "SELECT kron.offline_replay($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     &[
                         (&id, Type::BYTEA),
@@ -384,7 +384,7 @@ impl Task {
 
     async fn drop_user(&self, user: &str, now: u64) -> Result<()> {
         self.link
-            .query_async("SELECT kron.offline_drop($1)", &[(&user, Type::TEXT)])
+            .query_long_async("SELECT kron.offline_drop($1)", &[(&user, Type::TEXT)])
             .await?;
         self.offline.local().update(user, now, |record| {
             *record = None;

@@ -46,7 +46,7 @@ pub fn status(store: &PgStore) -> FleetStatus {
     };
     let answer = store
         .link()
-        .query_one("SELECT kron.status()::text", &[])
+        .query_one_long("SELECT kron.status()::text", &[])
         .and_then(|row| column::<String>(&row, 0))
         .and_then(|text| {
             serde_json::from_str::<StatusRow>(&text)

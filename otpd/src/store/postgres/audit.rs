@@ -153,7 +153,7 @@ async fn write(link: &Link, batch: &[Row]) -> crate::error::Result<()> {
         column(|r| &r.tty),
         column(|r| &r.detail),
     );
-    link.query_async(
+    link.query_long_async(
         "SELECT kron.audit_write($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
             (&at, Type::INT8_ARRAY),

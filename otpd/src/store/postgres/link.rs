@@ -27,7 +27,7 @@
 //! still in flight on it fail now instead of at their timeout, and a host holds no more than two
 //! connections but for the moment the old socket takes to close. One the server ended while it
 //! sat idle (a restart, `idle_session_timeout`) is found before a statement is sent on it and
-//! replaced, so that costs no login.
+//! replaced, so that costs no login as long as a connect takes less than [`WAIT_FOR_CONNECT`].
 
 use super::connection::{
     Connection, LONG_STATEMENT_TIMEOUT, Lost, STATEMENT_TIMEOUT, session_lost,
@@ -264,16 +264,21 @@ impl Link {
             true => WAIT_WHILE_AWAY,
             false => WAIT_FOR_CONNECT,
         };
-        let start = {
+        {
             let mut background = lock(&slot.background);
-            let start = background.is_none() && slot.connect_waiting() == Some(false);
-            if start {
+            if background.is_none() {
+                // Only a connect holds `retry` for long, and one is under way only while
+                // `background` is set: this waits for no connect, only for a look at the slot.
+                let retry = lock(&slot.retry);
+                if retry.waiting() {
+                    // This slot's connect failed less than a second ago.
+                    return Err(Error::Unreachable(retry.error.clone()));
+                }
+                drop(retry);
                 *background = Some(Instant::now());
+                drop(background);
+                self.connect_in_background(index);
             }
-            start
-        };
-        if start {
-            self.connect_in_background(index);
         }
         let mut background = lock(&slot.background);
         if let Some(began) = *background {
@@ -290,12 +295,15 @@ impl Link {
                     .0;
             }
         }
+        let under_way = background.is_some();
         drop(background);
         if let Some(live) = live(slot) {
             return Ok(live);
         }
-        if !self.down.load(Ordering::SeqCst) {
-            // The connect is still under way: a failed one has marked the database away.
+        if under_way {
+            // A connect that ended in failure has marked the database away with its reason; one
+            // still under way does so here. If it succeeds, it (or the next statement that
+            // passes) says the database is back.
             let error = unreachable(
                 &self.target.url,
                 &format!("no connection within {} ms", wait.as_millis()),
@@ -337,13 +345,7 @@ impl Link {
                 let connection = Arc::new(connection);
                 *write(slot) = Some(Arc::clone(&connection));
                 retry.at = None;
-                if self.down.swap(false, Ordering::SeqCst) {
-                    self.since.store(unix_now(), Ordering::SeqCst);
-                    (self.log)(&format!(
-                        "fleet database {} is reachable again",
-                        self.target.url
-                    ));
-                }
+                self.mark_up();
                 Ok(connection)
             }
             Err(e) => {
@@ -352,6 +354,17 @@ impl Link {
                 self.mark_down(&retry.error);
                 Err(e)
             }
+        }
+    }
+
+    /// The database answered: if it was away, it is back.
+    fn mark_up(&self) {
+        if self.down.swap(false, Ordering::SeqCst) {
+            self.since.store(unix_now(), Ordering::SeqCst);
+            (self.log)(&format!(
+                "fleet database {} is reachable again",
+                self.target.url
+            ));
         }
     }
 
@@ -376,8 +389,11 @@ impl Link {
         self.statement(sql, params, false)
     }
 
-    /// [`Link::query`] for a statement that may take seconds (an offline pack, every user): the
-    /// logins' statements go to the other connection while it runs, where that one is up.
+    /// [`Link::query`] for a statement that may take seconds (an offline pack, every user) or
+    /// that no login waits for (the audit rows, a journal's replay, the status, an import): the
+    /// logins' statements go to the other connection while it runs, where that one is up, and
+    /// its answer may take [`LONG_STATEMENT_TIMEOUT`], past which only its own connection is
+    /// closed.
     pub fn query_long(
         &self,
         sql: &str,
@@ -411,7 +427,14 @@ impl Link {
             false => STATEMENT_TIMEOUT,
         };
         let lost = match connection.run(sql, params, false, timeout) {
-            Ok(rows) => return Ok(rows),
+            Ok(rows) => {
+                // A statement that passes ends an outage another one declared, even one whose
+                // connect succeeded just as a statement gave up waiting for it.
+                if self.down.load(Ordering::Relaxed) {
+                    self.mark_up();
+                }
+                return Ok(rows);
+            }
             Err(Lost::Failed(e)) if e.as_db_error().is_some_and(|db| !session_lost(db)) => {
                 return Err(database_error(format!(
                     "fleet database refused a statement: {}",
@@ -439,17 +462,8 @@ impl Link {
         Err(error)
     }
 
-    /// [`Link::query`] from a task on otpd's runtime (the background tasks): the worker thread
-    /// hands its other tasks on while this one waits for the database.
-    pub async fn query_async(
-        &self,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<Vec<Row>> {
-        tokio::task::block_in_place(|| self.query(sql, params))
-    }
-
-    /// [`Link::query_long`] from a task on otpd's runtime.
+    /// [`Link::query_long`] from a task on otpd's runtime (the background tasks): the worker
+    /// thread hands its other tasks on while this one waits for the database.
     pub async fn query_long_async(
         &self,
         sql: &str,
@@ -460,11 +474,19 @@ impl Link {
 
     /// [`Link::query`] for statements that return exactly one row.
     pub fn query_one(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Row> {
-        self.query(sql, params)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| database_error(format!("fleet database: no row from {sql}")))
+        first_row(sql, self.query(sql, params)?)
     }
+
+    /// [`Link::query_long`] for statements that return exactly one row.
+    pub fn query_one_long(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Row> {
+        first_row(sql, self.query_long(sql, params)?)
+    }
+}
+
+fn first_row(sql: &str, rows: Vec<Row>) -> Result<Row> {
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| database_error(format!("fleet database: no row from {sql}")))
 }
 
 /// The slot's connection, unless there is none or it ended.

@@ -463,7 +463,8 @@ impl Vault for PgStore {
         let recovery = record.recovery.as_ref().map(json).transpose()?;
         let contact = json(&record.contact)?;
         let last_step = record.last_step.map(int);
-        let row = self.link.query_one(
+        // An import (`kronctl import`, `fleet push`), which no login waits for.
+        let row = self.link.query_one_long(
             "SELECT kron.import_user($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11)",
             &[
                 (&user, Type::TEXT),
