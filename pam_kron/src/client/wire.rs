@@ -42,6 +42,9 @@ pub(super) struct Wire {
     expected_guid: Option<String>,
     /// Bytes read and not yet parsed. Wiped when dropped: a reply may carry a token's secret.
     received: Zeroizing<Vec<u8>>,
+    /// Bytes read past the current call's deadline: bounded, since on a bus any local user can
+    /// keep sending the connection signals, and reads that never wait would never end.
+    late: usize,
 }
 
 impl Wire {
@@ -72,6 +75,7 @@ impl Wire {
             handshake_pending: true,
             expected_guid,
             received: Zeroizing::new(Vec::with_capacity(2 * READ_CHUNK)),
+            late: 0,
         })
     }
 
@@ -94,6 +98,7 @@ impl Wire {
         self.outgoing.zeroize();
         sent?;
         let deadline = Instant::now() + timeout;
+        self.late = 0;
         if self.handshake_pending {
             self.read_handshake_answer(deadline)?;
             self.handshake_pending = false;
@@ -277,6 +282,14 @@ impl Wire {
                 .map_err(std::io::Error::from),
             };
             self.received.truncate(start + *read.as_ref().unwrap_or(&0));
+            if left.is_none() {
+                // Past the deadline, at most what a whole reply and what came before it can
+                // take: more is a stream of other messages.
+                self.late += *read.as_ref().unwrap_or(&0);
+                if self.late > 2 * MAX_REPLY_LEN {
+                    return Err(Error::Timeout);
+                }
+            }
             match read {
                 Ok(0) => {
                     return Err(Error::Unreachable(
@@ -348,5 +361,32 @@ mod tests {
         theirs.write_all(b"ab").unwrap();
         assert!(matches!(wire.fill(20, passed), Err(Error::Timeout)));
         assert_eq!(wire.received_len(), 12);
+    }
+
+    /// Past the deadline, reads that never wait stop after what a reply could take, however
+    /// much more is waiting (on a bus, any local user may stream signals at the connection).
+    #[test]
+    fn past_the_deadline_what_is_read_is_bounded() {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        // Room for more than the bound in the socket at once (root may exceed the usual caps).
+        let room = 4 * MAX_REPLY_LEN;
+        if setsockopt(&theirs, sockopt::SndBufForce, &room).is_err() {
+            eprintln!("skipped: needs root to grow a socket's buffer");
+            return;
+        }
+        theirs.write_all(&vec![0u8; 3 * MAX_REPLY_LEN]).unwrap();
+        let mut wire = wire_on(ours);
+        let passed = Instant::now() - Duration::from_secs(1);
+        // What `call` does with messages that are not its reply: drop them a piece at a time.
+        let dropped = wire.discard(usize::MAX, passed);
+        assert!(matches!(dropped, Err(Error::Timeout)), "{dropped:?}");
+        let mut waiting: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through a valid pointer.
+        unsafe { libc::ioctl(wire.stream.as_raw_fd(), libc::FIONREAD, &mut waiting) };
+        assert!(
+            waiting as usize >= MAX_REPLY_LEN / 2,
+            "read on until the socket was empty: {waiting} bytes left"
+        );
     }
 }

@@ -105,7 +105,13 @@ pub(crate) fn run<O: Otpd, C: Conversation>(
                     conv.show(MessageLevel::Error, UNAVAILABLE_TEXT)
                         .map_err(|e| Error::Conversation(e.0))?;
                 }
-                Verdict::Unavailable
+                // Only before any answer: once the person has answered a prompt, what follows
+                // may be of their making (a channel typed when no login can wait any more), and
+                // must not read as otpd unavailable, which a stack may let through.
+                match prompts {
+                    0 => Verdict::Unavailable,
+                    _ => Verdict::Deny,
+                }
             }
         };
         return Ok(verdict);

@@ -425,3 +425,21 @@ fn trace_never_holds_texts_or_answers() {
         assert!(!line.contains("424242") && !line.contains("secret") && !line.contains("otpauth"));
     }
 }
+
+#[test]
+fn unavailable_after_an_answer_is_a_failed_login() {
+    let (result, _, conv, _) = drive(
+        vec![
+            Ok(prompt("h", vec![])),
+            Ok(terminal(StepKind::Unavailable, vec![])),
+        ],
+        FakeConversation::answering(&["email"]),
+        false,
+    );
+    assert_eq!(result.unwrap(), Verdict::Deny);
+    assert!(
+        conv.shown.iter().any(|(_, text)| text == UNAVAILABLE_TEXT),
+        "{:?}",
+        conv.shown
+    );
+}
