@@ -199,9 +199,13 @@ pub enum Identity {
     Root,
     /// A test user: the program runs through `setpriv` with that user's uid, gid and groups.
     User { name: String, uid: u32, gid: u32 },
-    /// A uid no account has, as a rootless container's processes have (a subordinate uid):
-    /// the program runs through `setpriv` with that uid, the same number as gid and no groups.
+    /// A uid no account has: the program runs through `setpriv` with that uid, the same
+    /// number as gid and no groups, in the machine's own user namespace.
     Unnamed { uid: u32 },
+    /// A rootless container's process: as [`Identity::Unnamed`], then in a user namespace of
+    /// its own whose root is that uid (`unshare --user --map-root-user`), as a container
+    /// runtime maps a subordinate uid.
+    Contained { uid: u32 },
 }
 
 impl Identity {
@@ -225,6 +229,15 @@ impl Identity {
                     .arg(format!("--reuid={uid}"))
                     .arg(format!("--regid={uid}"))
                     .arg("--clear-groups")
+                    .arg("--")
+                    .arg(program);
+                command
+            }
+            Identity::Contained { uid } => {
+                let mut command = Identity::Unnamed { uid: *uid }.command("unshare");
+                command
+                    .arg("--user")
+                    .arg("--map-root-user")
                     .arg("--")
                     .arg(program);
                 command

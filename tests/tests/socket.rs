@@ -354,7 +354,16 @@ fn calls_that_want_no_reply_end_the_connection() {
 /// Opens `count` connections as `identity` through the handshake (socket-probe `hold`): the
 /// verdict of each, and the probe, which holds them until [`release`].
 fn hold(identity: &Identity, socket: &str, count: usize) -> (std::process::Child, Vec<String>) {
-    let (holder, mut lines) = spawn_probe(identity, &["hold", socket, &count.to_string()]);
+    let count = count.to_string();
+    let mut args = vec!["hold", socket, &count];
+    // A contained process claims the uid otpd knows it by (its own inside is root).
+    let known_as = match identity {
+        Identity::Contained { uid } => Some(uid.to_string()),
+        _ => None,
+    };
+    args.extend(known_as.as_deref());
+    let (holder, mut lines) = spawn_probe(identity, &args);
+    let count: usize = count.parse().expect("a count");
     let verdicts = (0..count)
         .map(|_| lines.next().expect("a line").expect("read"))
         .collect();
@@ -469,15 +478,22 @@ fn subordinate_uids_count_as_their_owners() {
 
     let (own, held) = hold(&owner.identity(), &socket, 1);
     assert_eq!(held, ["OK"], "{held:?}");
-    let container = Identity::Unnamed { uid: first + 5 };
+    let container = Identity::Contained { uid: first + 5 };
     let (containers, held) = hold(&container, &socket, 3);
     assert_eq!(held, ["OK", "OK", "LIMIT"], "the owner's limit, shared");
     let another = first + 65_535;
     let refused = probe(
-        &Identity::Unnamed { uid: another },
+        &Identity::Contained { uid: another },
         &["claim", &socket, &another.to_string()],
     );
     assert_eq!(refused, ["LIMIT"], "another of the owner's uids");
+    // The same uid outside any container is an account of its own (a directory's id mapping
+    // may hand out uids inside someone's range): charged as itself.
+    let account = probe(
+        &Identity::Unnamed { uid: another },
+        &["claim", &socket, &another.to_string()],
+    );
+    assert_eq!(account, ["OK"], "an account whose uid lies in the range");
     assert!(
         otpd.stderr().contains(&format!(
             "refusing uid {} (a subordinate uid of uid {})",

@@ -21,7 +21,9 @@ use zbus::{Guid, OwnedGuid};
 use zruntime::{AsyncIo, SharedRuntime};
 
 use super::bounded::{Calls, Limits, Oversize};
-use super::peer::{PeerSocket, peer_creds, pidfd_of, real_uid};
+use super::peer::{
+    PeerSocket, UserNamespace, own_user_namespace, peer_creds, pidfd_of, real_uid, user_namespace,
+};
 use super::service::{CallSlots, OtpdService, Waiting};
 use super::session;
 use super::subordinate::{SUBUID, SubordinateUids};
@@ -200,7 +202,9 @@ fn activated_fd() -> io::Result<Option<RawFd>> {
 /// sudo is the user's): below that, nothing is read, so the usual login costs no /proc read.
 ///
 /// A user's subordinate uids (rootless containers run as them) are charged to the user
-/// ([`Slots::charged_to`]): one person, one `per_user`, however many uids.
+/// ([`Slots::charged_to`]): one person, one `per_user`, however many uids. Only a process in a
+/// user namespace other than otpd's is a container's: one in otpd's own with such a uid is an
+/// account of its own (a directory's id mapping may hand out uids inside someone's range).
 struct Slots {
     per_user: u32,
     root: u32,
@@ -210,6 +214,8 @@ struct Slots {
     users: u32,
     /// Whose subordinate uids are whose: a table in memory, looked up without waiting.
     subordinates: SubordinateUids,
+    /// otpd's own user namespace, if it can be known: a peer in another one is a container's.
+    own_namespace: Option<UserNamespace>,
     held: Mutex<Held>,
     /// How often a refusal is logged: once a minute for the whole socket, not per uid, so a
     /// user with many uids cannot flood the log with one line each.
@@ -263,9 +269,18 @@ impl Slots {
     }
 
     /// The uid whose slots a connection of `uid` takes: the owner of a subordinate uid (never
-    /// root: root's ranges are charged as themselves), else `uid` itself.
-    fn charged_to(&self, uid: u32) -> u32 {
-        self.subordinates.owner_of(uid).unwrap_or(uid)
+    /// root: root's ranges are charged as themselves) if the peer runs in a user namespace
+    /// other than otpd's, else `uid` itself. `peer_namespace` is asked only for a uid in a
+    /// range: a /proc look, and none for the usual login. A pid reused meanwhile could only
+    /// move a connection between a uid's own slots and its owner's, never grant anything.
+    fn charged_to(&self, uid: u32, peer_namespace: impl FnOnce() -> Option<UserNamespace>) -> u32 {
+        let Some(owner) = self.subordinates.owner_of(uid) else {
+            return uid;
+        };
+        match (self.own_namespace, peer_namespace()) {
+            (Some(own), Some(peer)) if own != peer => owner,
+            _ => uid,
+        }
     }
 
     fn take(self: &Arc<Self>, uid: u32) -> std::result::Result<Slot, Refused> {
@@ -388,6 +403,7 @@ pub fn serve(
                     engine.log_event(line)
                 })
             },
+            own_namespace: own_user_namespace(),
             held: Mutex::default(),
             refusals: {
                 let engine = engine.clone();
@@ -499,7 +515,14 @@ impl Server {
         let charge = Charge {
             set_uid: connecting != creds.uid,
             connecting,
-            charged: self.slots.charged_to(connecting),
+            charged: self.slots.charged_to(connecting, || {
+                let own = creds
+                    .pidfd
+                    .is_none()
+                    .then(|| pidfd_of(&stream, creds.pid))
+                    .flatten();
+                user_namespace(creds.pid, creds.pidfd.as_ref().or(own.as_ref()))
+            }),
         };
         let _slot = match self.slots.take(charge.charged) {
             Ok(slot) => slot,
@@ -603,6 +626,7 @@ mod tests {
             root,
             users: 65_536,
             subordinates: SubordinateUids::default(),
+            own_namespace: None,
             held: Mutex::default(),
             refusals: SparseLog::new(|_| {}),
             root_refusals: SparseLog::new(|_| {}),
@@ -665,11 +689,19 @@ mod tests {
         assert!(slots.take(1000).is_ok(), "given back");
     }
 
+    /// otpd's user namespace in these tests, and a container's.
+    const OTPD_NAMESPACE: UserNamespace = (1, 1);
+
+    fn in_a_container() -> Option<UserNamespace> {
+        Some((1, 2))
+    }
+
     /// Slots whose table says uid 1000 owns 100000 to 165535 and root owns 300000 to 300009.
     fn slots_with_subordinates(per_user: u32, users: u32) -> Arc<Slots> {
         Arc::new(Slots {
             users,
             subordinates: SubordinateUids::fixed("1000:100000:65536\n0:300000:10\n"),
+            own_namespace: Some(OTPD_NAMESPACE),
             ..Arc::into_inner(slots_with(per_user, 2)).unwrap()
         })
     }
@@ -677,7 +709,7 @@ mod tests {
     #[test]
     fn subordinate_uids_share_their_owners_limit() {
         let slots = slots_with_subordinates(3, 65_536);
-        let take = |uid| slots.take(slots.charged_to(uid));
+        let take = |uid| slots.take(slots.charged_to(uid, in_a_container));
         let own = take(1000).ok().unwrap();
         let _container = take(100_005).ok().unwrap();
         let _other_container = take(165_535).ok().unwrap();
@@ -697,10 +729,33 @@ mod tests {
         assert!(take(100_006).is_ok(), "given back to the owner");
     }
 
+    /// A process in otpd's own user namespace with a uid inside someone's range is an account
+    /// of its own (a directory's id mapping may hand such uids out): charged as itself, and so
+    /// is one whose namespace cannot be known (it has gone).
+    #[test]
+    fn only_a_container_is_charged_to_the_owner() {
+        let slots = slots_with_subordinates(3, 65_536);
+        assert_eq!(slots.charged_to(100_005, in_a_container), 1000);
+        assert_eq!(slots.charged_to(100_005, || Some(OTPD_NAMESPACE)), 100_005);
+        assert_eq!(slots.charged_to(100_005, || None), 100_005);
+        // Outside any range the peer's namespace is not even looked up.
+        assert_eq!(
+            slots.charged_to(1001, || panic!("looked up for a uid in no range")),
+            1001
+        );
+        // A process's namespace as the kernel names it: otpd's own, for this test's process.
+        let own = own_user_namespace().expect("/proc/self/ns/user");
+        let pidfd = super::super::peer::pidfd_open(std::process::id());
+        assert_eq!(
+            user_namespace(std::process::id(), pidfd.as_ref()),
+            Some(own)
+        );
+    }
+
     #[test]
     fn one_persons_subordinate_uids_cannot_fill_the_users_share() {
         let slots = slots_with_subordinates(2, 4);
-        let take = |uid| slots.take(slots.charged_to(uid));
+        let take = |uid| slots.take(slots.charged_to(uid, in_a_container));
         // A container's worth of uids each trying to connect: two get through.
         let held: Vec<Slot> = (100_000..100_016)
             .filter_map(|uid| take(uid).ok())

@@ -98,6 +98,32 @@ pub fn real_uid(pid: u32, pidfd: Option<&OwnedFd>) -> Option<u32> {
     super::session::alive(pidfd).then_some(real)
 }
 
+/// A user namespace as the kernel names it: the device and inode of a process's `ns/user`.
+pub type UserNamespace = (u64, u64);
+
+/// The user namespace of the process that connected, confirmed as that process's own by its
+/// pidfd as [`real_uid`] is. `None` if it cannot be known.
+pub fn user_namespace(pid: u32, pidfd: Option<&OwnedFd>) -> Option<UserNamespace> {
+    let pidfd = pidfd?;
+    if pid == 0 {
+        return None;
+    }
+    let namespace = namespace_at(&format!("/proc/{pid}/ns/user"))?;
+    super::session::alive(pidfd).then_some(namespace)
+}
+
+/// otpd's own user namespace.
+pub fn own_user_namespace() -> Option<UserNamespace> {
+    namespace_at("/proc/self/ns/user")
+}
+
+fn namespace_at(path: &str) -> Option<UserNamespace> {
+    use std::os::unix::fs::MetadataExt;
+    // The link's target: the namespace's own inode.
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
 /// SO_PEERPIDFD of the connected socket `fd`, or `None` where the kernel has none (before
 /// Linux 6.5: no audit session, so no step-up grace).
 fn peer_pidfd(fd: RawFd) -> Option<OwnedFd> {

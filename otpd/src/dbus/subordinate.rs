@@ -138,7 +138,8 @@ enum Fault {
     Malformed,
     /// `first + count` is past the last uid.
     PastLastUid,
-    /// Its range overlaps that of the line with this number, which counts.
+    /// Its range overlaps that of the line with this number: newuidmap grants both, so the
+    /// uids of both (and of any other line they overlap) are owned by nobody.
     Overlaps(usize),
     /// NSS knows no user of that name: the range is kept, its uids owned by nobody.
     UnknownOwner,
@@ -153,9 +154,10 @@ impl std::fmt::Display for Fault {
         match self {
             Fault::Malformed => f.write_str("not owner:first:count; line skipped"),
             Fault::PastLastUid => f.write_str("the range runs past the last uid; line skipped"),
-            Fault::Overlaps(line) => {
-                write!(f, "the range overlaps that of line {line}; line skipped")
-            }
+            Fault::Overlaps(line) => write!(
+                f,
+                "the range overlaps that of line {line}; the uids of both count as themselves"
+            ),
             Fault::UnknownOwner => f.write_str("no such user; its uids count as themselves"),
             Fault::Lookup(e) => write!(
                 f,
@@ -250,12 +252,25 @@ fn parse(text: &[u8], resolve: &mut dyn FnMut(&str) -> Result<Option<u32>, nix::
                 continue;
             }
         };
-        // The ranges taken are disjoint: only the last one starting at or before `last` can
-        // reach into this one.
-        if let Some((_, &(end, _, earlier))) = taken.range(..=last).next_back()
-            && end >= first
-        {
+        // The ranges taken are disjoint and sorted: those that reach into this one are the
+        // last ones starting at or before `last`, back to the first that ends before `first`.
+        // newuidmap lets each owner map their line whatever the others say, so a uid two lines
+        // claim is nobody's to be charged to: the overlapping lines become one range of
+        // nobody's, which a later line overlapping it joins too.
+        let overlapped: Vec<(u32, u32, usize)> = taken
+            .range(..=last)
+            .rev()
+            .take_while(|(_, (end, _, _))| *end >= first)
+            .map(|(&start, &(end, _, line))| (start, end, line))
+            .collect();
+        if let Some(&(_, _, earlier)) = overlapped.last() {
             parsed.faults.push((number, Fault::Overlaps(earlier)));
+            let start = overlapped.iter().map(|o| o.0).fold(first, u32::min);
+            let end = overlapped.iter().map(|o| o.1).fold(last, u32::max);
+            for (start, _, _) in &overlapped {
+                taken.remove(start);
+            }
+            taken.insert(start, (end, None, number));
             continue;
         }
         let uid = match number_or_name(owner, &mut known, resolve) {
@@ -571,48 +586,31 @@ mod tests {
     }
 
     #[test]
-    fn of_overlapping_ranges_the_first_in_the_file_wins() {
+    fn uids_two_lines_claim_are_nobodys() {
         let parsed = parsed(
-            "alice:100000:100\nbob:100050:100\nbob:99990:11\nbob:100099:1\nbob:99900:300\n\
-             bob:100100:10\ncarol:200000:10\nbob:200005:10\n",
+            "alice:100000:100\nbob:100050:100\n1002:300000:10\n1003:300020:10\n\
+             1004:300005:20\nbob:400000:10\n",
         );
+        let overlap = |line: usize| {
+            format!("the range overlaps that of line {line}; the uids of both count as themselves")
+        };
         assert_eq!(
             faults(&parsed),
-            [
-                (
-                    2,
-                    "the range overlaps that of line 1; line skipped".to_string()
-                ),
-                (
-                    3,
-                    "the range overlaps that of line 1; line skipped".to_string()
-                ),
-                (
-                    4,
-                    "the range overlaps that of line 1; line skipped".to_string()
-                ),
-                (
-                    5,
-                    "the range overlaps that of line 1; line skipped".to_string()
-                ),
-                (7, "no such user; its uids count as themselves".to_string()),
-                (
-                    8,
-                    "the range overlaps that of line 7; line skipped".to_string()
-                ),
-            ]
+            [(2, overlap(1)), (5, overlap(3))],
+            "line 5 reaches into lines 3 and 4: the first of them is named"
         );
         let ranges = &parsed.ranges;
-        assert_eq!(ranges.owner_of(99_989), None);
-        assert_eq!(
-            ranges.owner_of(100_050),
-            Some(1000),
-            "alice's, listed first"
-        );
-        assert_eq!(ranges.owner_of(100_099), Some(1000));
-        assert_eq!(ranges.owner_of(100_100), Some(1001), "bob's, next to it");
-        // An unknown owner's range still comes first: its uids count as themselves.
-        assert_eq!(ranges.owner_of(200_005), None);
+        // Neither alice nor bob may charge the other: bob could map alice's uids, and alice his.
+        for uid in [100_000, 100_049, 100_050, 100_099, 100_149] {
+            assert_eq!(ranges.owner_of(uid), None, "{uid}");
+        }
+        assert_eq!(ranges.owner_of(100_150), None, "past both");
+        // Three lines joined into one range of nobody's.
+        for uid in [300_000, 300_005, 300_024, 300_029] {
+            assert_eq!(ranges.owner_of(uid), None, "{uid}");
+        }
+        // A line of bob's that overlaps nothing still counts.
+        assert_eq!(ranges.owner_of(400_005), Some(1001));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use zbus::connection::{AuthMechanism, Builder};
 use zbus::proxy::CacheProperties;
 
 const USAGE: &str = "usage: socket-probe claim SOCKET UID | raw SOCKET TEXT | header SOCKET BYTES N | \
-hold SOCKET N | logins SOCKET N PREFIX | pipeline SOCKET N | unanswered SOCKET N | \
+hold SOCKET N [UID] | logins SOCKET N PREFIX | pipeline SOCKET N | unanswered SOCKET N | \
 bus-flood ADDRESS N BYTES M";
 
 fn main() -> ExitCode {
@@ -43,7 +43,10 @@ fn main() -> ExitCode {
         ["claim", socket, uid] => claim(socket, uid),
         ["raw", socket, text] => raw(socket, &unescape(text)),
         ["header", socket, bytes, count] => header(socket, parse(bytes), parse(count)),
-        ["hold", socket, count] => hold(socket, parse(count)),
+        ["hold", socket, count] => hold(socket, parse(count), &my_uid()),
+        // Claiming `uid`: a process in a user namespace of its own is known to otpd by the
+        // uid its namespace maps to, not the one it has inside.
+        ["hold", socket, count, uid] => hold(socket, parse(count), uid),
         ["logins", socket, count, prefix] => logins(socket, parse(count), prefix),
         ["pipeline", socket, count] => pipeline(socket, parse(count), &CANCEL),
         ["unanswered", socket, count] => pipeline(socket, parse(count), &UNANSWERED),
@@ -156,11 +159,11 @@ fn header(socket: &str, bytes: usize, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn hold(socket: &str, count: usize) -> Result<(), String> {
+fn hold(socket: &str, count: usize, uid: &str) -> Result<(), String> {
     let mut held = Vec::new();
     for _ in 0..count {
         let mut stream = connect(socket)?;
-        let answer = verdict(&exchange(&mut stream, &auth_line(&my_uid())));
+        let answer = verdict(&exchange(&mut stream, &auth_line(uid)));
         if answer == "OK" {
             // Past the handshake: the connection now waits for calls, for as long as we like.
             let _ = stream.write_all(b"BEGIN\r\n");
