@@ -14,7 +14,7 @@ use crate::audit::Subject;
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
 use crate::store::link::{LinkRecord, WrongCode};
-use crate::store::record::{ConfirmOutcome, Pending};
+use crate::store::record::{Charge, ConfirmOutcome, Pending};
 use crate::totp;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -314,7 +314,12 @@ impl Engine {
                     WrongCode::Gone => Err(dead()),
                 };
             };
-            match self.store.confirm(user, &pending, step, now)? {
+            // Not charged against the user's throttle (wrong codes count against the link), so
+            // it takes nothing back from it either: failures that guesses set stay.
+            match self
+                .store
+                .confirm(user, &pending, step, now, Charge::NotMade)?
+            {
                 ConfirmOutcome::Confirmed => {
                     self.grace.forget(user);
                     self.audit.record("enrolled", &subject, "by one-time link");

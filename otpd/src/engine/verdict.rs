@@ -5,7 +5,9 @@
 use super::Engine;
 use crate::delivery::sent::{CodeCheck, Expected};
 use crate::error::Result;
-use crate::store::record::{Attempt, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord};
+use crate::store::record::{
+    Attempt, Charge, ConfirmOutcome, Pending, StepOutcome, Token, UserRecord,
+};
 use crate::store::vault::{Checked, CodeOutcome};
 use crate::totp;
 
@@ -291,7 +293,13 @@ impl Engine {
         Ok(
             match totp::matching_step(&secret, params, self.config.totp.skew, code, now, None) {
                 None => PendingCheck::Wrong,
-                Some(step) => PendingCheck::Done(self.store.confirm(user, pending, step, now)?),
+                Some(step) => PendingCheck::Done(self.store.confirm(
+                    user,
+                    pending,
+                    step,
+                    now,
+                    Charge::Made,
+                )?),
             },
         )
     }

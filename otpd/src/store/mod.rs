@@ -44,7 +44,7 @@ pub use sled::SledStore;
 
 use crate::error::Result;
 use crate::store::record::{
-    Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
+    Attempt, Charge, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use crate::store::recovery::RecoverySet;
 use kron_common::config::ThrottleConfig;
@@ -76,13 +76,15 @@ pub trait Store: Send + Sync {
         user: &str,
         pending: Pending,
     ) -> Result<std::result::Result<(), ConfirmOutcome>>;
-    /// Turns the pending enrollment the code was checked against into the confirmed token.
+    /// Turns the pending enrollment the code was checked against into the confirmed token;
+    /// takes back the code's charge only if `charge` says one was made.
     fn confirm(
         &self,
         user: &str,
         expected: &Pending,
         step: u64,
         now: u64,
+        charge: Charge,
     ) -> Result<ConfirmOutcome>;
     /// Deletes what `kronctl reset` removes ([`UserRecord::reset`]). True if anything existed.
     fn reset(&self, user: &str) -> Result<bool>;

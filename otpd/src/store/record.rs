@@ -114,6 +114,17 @@ pub enum ConfirmOutcome {
     AlreadyEnrolled,
 }
 
+/// Whether a confirming code was charged against the user's throttle before it was checked.
+/// A confirmation takes back only a charge that was made: one that was never charged must not
+/// wipe the failures and the wait that someone else's guesses set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// Charged first, as `kronctl confirm` and a login's prompt do: a pass takes it back.
+    Made,
+    /// Not charged: a one-time link, whose wrong codes count against the link, not the user.
+    NotMade,
+}
+
 impl UserRecord {
     pub fn is_locked(&self, now: u64) -> bool {
         now < self.next_attempt
@@ -196,8 +207,14 @@ impl UserRecord {
     }
 
     /// Turns `expected` (the pending enrollment the code was checked against) into the
-    /// confirmed token, with `step` already used.
-    pub fn confirm(&mut self, expected: &Pending, step: u64, now: u64) -> ConfirmOutcome {
+    /// confirmed token, with `step` already used; takes back the code's charge if it was made.
+    pub fn confirm(
+        &mut self,
+        expected: &Pending,
+        step: u64,
+        now: u64,
+        charge: Charge,
+    ) -> ConfirmOutcome {
         if self.token.is_some() {
             return ConfirmOutcome::AlreadyEnrolled;
         }
@@ -212,7 +229,9 @@ impl UserRecord {
         self.token = self.pending.take().map(|p| p.token);
         self.last_step = Some(step);
         self.last_used = now;
-        self.undo_charge();
+        if charge == Charge::Made {
+            self.undo_charge();
+        }
         ConfirmOutcome::Confirmed
     }
 
@@ -450,12 +469,18 @@ pub(crate) mod tests {
             delivered: None,
             link: None,
         };
-        assert_eq!(record.confirm(&other, 10, 100), ConfirmOutcome::NoPending);
         assert_eq!(
-            record.clone().confirm(&pending, 10, 500),
+            record.confirm(&other, 10, 100, Charge::Made),
+            ConfirmOutcome::NoPending
+        );
+        assert_eq!(
+            record.clone().confirm(&pending, 10, 500, Charge::Made),
             ConfirmOutcome::Expired
         );
-        assert_eq!(record.confirm(&pending, 10, 100), ConfirmOutcome::Confirmed);
+        assert_eq!(
+            record.confirm(&pending, 10, 100, Charge::Made),
+            ConfirmOutcome::Confirmed
+        );
         assert_eq!(record.token, Some(token(2)));
         assert_eq!(
             record.last_step,
@@ -467,6 +492,46 @@ pub(crate) mod tests {
             Err(ConfirmOutcome::AlreadyEnrolled)
         );
         assert_eq!(record.live_pending(0), None);
+    }
+
+    #[test]
+    fn a_confirmation_takes_back_only_a_charge_it_made() {
+        let config = ThrottleConfig::default();
+        let mut record = UserRecord::default();
+        let pending = Pending {
+            token: token(2),
+            expires: 500,
+            at_login: false,
+            delivered: None,
+            link: None,
+        };
+        record.set_pending(pending.clone()).unwrap();
+        // Five guesses, each as soon as the throttle lets it through.
+        let mut at = 100;
+        for _ in 0..5 {
+            at = at.max(record.next_attempt);
+            assert_eq!(record.charge_attempt(at, &config), Attempt::Allowed);
+        }
+        let guessed = (record.failures, record.next_attempt);
+        assert_eq!(guessed.0, 5);
+        assert!(guessed.1 > at);
+
+        let mut uncharged = record.clone();
+        assert_eq!(
+            uncharged.confirm(&pending, 10, at + 1, Charge::NotMade),
+            ConfirmOutcome::Confirmed
+        );
+        assert_eq!((uncharged.failures, uncharged.next_attempt), guessed);
+
+        // A charged confirmation (as `kronctl confirm` makes, after its wait) takes back its own.
+        let mut charged = record;
+        let later = guessed.1;
+        assert_eq!(charged.charge_attempt(later, &config), Attempt::Allowed);
+        assert_eq!(
+            charged.confirm(&pending, 10, later, Charge::Made),
+            ConfirmOutcome::Confirmed
+        );
+        assert_eq!((charged.failures, charged.next_attempt), (5, 0));
     }
 
     #[test]

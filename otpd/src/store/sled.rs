@@ -21,7 +21,7 @@ use super::encoding::{decode, encode};
 use super::error::StoreError;
 use super::health::{Health, Report};
 use super::record::{
-    Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
+    Attempt, Charge, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use super::recovery::RecoverySet;
 use crate::clock::unix_now;
@@ -554,8 +554,9 @@ impl Store for SledStore {
         expected: &Pending,
         step: u64,
         now: u64,
+        charge: Charge,
     ) -> Result<ConfirmOutcome> {
-        self.update(user, |record| record.confirm(expected, step, now))
+        self.update(user, |record| record.confirm(expected, step, now, charge))
     }
 
     fn reset(&self, user: &str) -> Result<bool> {

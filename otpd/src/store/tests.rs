@@ -22,7 +22,9 @@ fn enrolled_store(dir: &Path) -> SledStore {
         .unwrap()
         .unwrap();
     assert_eq!(
-        store.confirm("alice", &pending, 10, 100).unwrap(),
+        store
+            .confirm("alice", &pending, 10, 100, Charge::Made)
+            .unwrap(),
         ConfirmOutcome::Confirmed
     );
     store
@@ -258,7 +260,9 @@ fn a_broken_store_refuses_once_reported_then_reopens_without_losing_what_was_con
         .save_pending("alice", pending.clone())
         .unwrap()
         .unwrap();
-    store.confirm("alice", &pending, 10, 100).unwrap();
+    store
+        .confirm("alice", &pending, 10, 100, Charge::Made)
+        .unwrap();
     store.flush().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

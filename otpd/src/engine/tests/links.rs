@@ -88,6 +88,43 @@ fn a_link_shows_its_enrollment_until_confirmed_then_dies() {
     assert_eq!(super::kind(&step), kron_proto::StepKind::Deny);
 }
 
+/// A link's code is never charged against the user's throttle, so confirming it takes nothing
+/// back from it: the failures and the wait that someone's guesses set stay as they were.
+#[test]
+fn confirming_a_link_keeps_the_throttle_that_guesses_set() {
+    let (engine, _) = engine("");
+    let token = link(&engine, "alice");
+    let secret = secret_of(&engine, &token, NOW + 1);
+    let at = NOW + 1000;
+    // Five charged attempts before (wrong codes, typed by whoever guesses), each as soon as
+    // the throttle lets it through.
+    let mut guess = at - 100;
+    for _ in 0..5 {
+        let next = engine.store.get("alice").unwrap().unwrap().next_attempt;
+        guess = guess.max(next);
+        let charged = engine
+            .store
+            .charge_attempt("alice", guess, &engine.config.throttle)
+            .unwrap();
+        assert_eq!(charged, crate::store::record::Attempt::Allowed);
+    }
+    let before = engine.store.get("alice").unwrap().unwrap();
+    assert_eq!(before.failures, 5);
+    assert!(before.is_locked(at), "the guesses set a wait");
+
+    engine
+        .confirm_link(WEB, &token, &code(&secret, at), CLIENT, at)
+        .unwrap();
+    let after = engine.store.get("alice").unwrap().unwrap();
+    assert!(after.token.is_some());
+    assert_eq!(
+        (after.failures, after.next_attempt, after.last_attempt),
+        (before.failures, before.next_attempt, before.last_attempt),
+        "a confirmation that was never charged refunds nothing"
+    );
+    assert!(after.is_locked(at));
+}
+
 #[test]
 fn expired_unknown_malformed_revoked_and_replaced_links_read_alike() {
     let (engine, _) = engine("");

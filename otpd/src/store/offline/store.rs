@@ -7,7 +7,7 @@
 use super::Offline;
 use crate::error::{Error, Result};
 use crate::store::record::{
-    Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
+    Attempt, Charge, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use crate::store::recovery::RecoverySet;
 use crate::store::vault::{Checked, CodeOutcome, Vault};
@@ -102,8 +102,9 @@ impl Store for FleetStore {
         expected: &Pending,
         step: u64,
         now: u64,
+        charge: Charge,
     ) -> Result<ConfirmOutcome> {
-        self.pg.confirm(user, expected, step, now)
+        self.pg.confirm(user, expected, step, now, charge)
     }
 
     fn reset(&self, user: &str) -> Result<bool> {

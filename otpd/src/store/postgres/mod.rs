@@ -37,7 +37,7 @@ pub mod target;
 pub mod tls;
 
 use super::record::{
-    Attempt, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
+    Attempt, Charge, ConfirmOutcome, ImportOutcome, Pending, StepOutcome, Token, UserRecord,
 };
 use super::recovery::RecoverySet;
 use super::vault::{Checked, Vault};
@@ -244,6 +244,7 @@ impl Store for PgStore {
         _expected: &Pending,
         _step: u64,
         _now: u64,
+        _charge: Charge,
     ) -> Result<ConfirmOutcome> {
         Err(not_here("confirming an enrollment"))
     }
