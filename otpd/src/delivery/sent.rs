@@ -76,6 +76,15 @@ pub struct Outbox {
     pub sends: Vec<Send>,
 }
 
+/// What [`Outbox::reserve`] did: whether the budget allowed the send, and the live code the new
+/// one replaced if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Reservation {
+    pub budget: Budget,
+    pub replaced: Option<SentCode>,
+}
+
 /// Whether a send may go out now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Budget {
@@ -96,13 +105,15 @@ pub enum CodeCheck {
 
 impl Outbox {
     /// Spends one send on `channel` and stores `code` as the live one (replacing any other),
-    /// unless the budget is spent.
-    pub fn reserve(&mut self, code: SentCode, now: u64, config: &CodesConfig) -> Budget {
+    /// unless the budget is spent. The reservation keeps the code it replaced, for
+    /// [`Outbox::release`] to put back if the message cannot be sent.
+    pub fn reserve(&mut self, code: SentCode, now: u64, config: &CodesConfig) -> Reservation {
         let budget = self.spend(code.channel, now, config);
-        if budget == Budget::Allowed {
-            self.code = Some(code);
-        }
-        budget
+        let replaced = match budget {
+            Budget::Allowed => self.code.replace(code),
+            Budget::Spent { .. } => None,
+        };
+        Reservation { budget, replaced }
     }
 
     /// Spends one send on `channel` unless the budget is spent. Sends older than the window are
@@ -131,11 +142,13 @@ impl Outbox {
         Budget::Allowed
     }
 
-    /// Takes back a reservation whose message could not be sent: its code and its send. Only
-    /// if `mac` is still the live code (a later send must not be undone).
-    pub fn release(&mut self, channel: Channel, mac: &[u8], at: u64) {
+    /// Takes back a reservation whose message could not be sent: its send, and its code, in
+    /// whose place the code it replaced (`replaced`) comes back: a refused send stores nothing,
+    /// so it must not take away a code the user already holds. The code only if `mac` is still
+    /// the live one (a later send must not be undone).
+    pub fn release(&mut self, channel: Channel, mac: &[u8], at: u64, replaced: Option<&SentCode>) {
         if self.code.as_ref().is_some_and(|c| c.mac == mac) {
-            self.code = None;
+            self.code = replaced.cloned();
         }
         if let Some(index) = self
             .sends
@@ -245,7 +258,9 @@ mod tests {
         let mut outbox = Outbox::default();
         let config = CodesConfig::default();
         assert_eq!(
-            outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config),
+            outbox
+                .reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config)
+                .budget,
             Budget::Allowed
         );
         assert_eq!(
@@ -269,7 +284,7 @@ mod tests {
         );
 
         let mut outbox = Outbox::default();
-        outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
+        let _ = outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
         assert_eq!(
             outbox.take(Expected::any(Purpose::Login), &[1; 32], NOW + 300),
             CodeCheck::Refused("sent code expired")
@@ -280,8 +295,12 @@ mod tests {
     fn a_new_code_replaces_the_old_one() {
         let mut outbox = Outbox::default();
         let config = CodesConfig::default();
-        outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
-        outbox.reserve(code(Purpose::Login, Channel::Sms, 2), NOW, &config);
+        let _ = outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
+        let reservation = outbox.reserve(code(Purpose::Login, Channel::Sms, 2), NOW, &config);
+        assert_eq!(
+            reservation.replaced,
+            Some(code(Purpose::Login, Channel::Email, 1))
+        );
         assert!(matches!(
             outbox.take(Expected::any(Purpose::Login), &[1; 32], NOW),
             CodeCheck::Refused(_)
@@ -302,7 +321,9 @@ mod tests {
         };
         let mut outbox = Outbox::default();
         let email = |outbox: &mut Outbox, at| {
-            outbox.reserve(code(Purpose::Login, Channel::Email, 1), at, &config)
+            outbox
+                .reserve(code(Purpose::Login, Channel::Email, 1), at, &config)
+                .budget
         };
         assert_eq!(email(&mut outbox, NOW), Budget::Allowed);
         assert_eq!(
@@ -310,7 +331,9 @@ mod tests {
             Budget::Spent { until: NOW + 30 }
         );
         assert_eq!(
-            outbox.reserve(code(Purpose::Login, Channel::Sms, 1), NOW + 10, &config),
+            outbox
+                .reserve(code(Purpose::Login, Channel::Sms, 1), NOW + 10, &config)
+                .budget,
             Budget::Allowed,
             "the other channel has its own budget"
         );
@@ -335,13 +358,41 @@ mod tests {
             ..CodesConfig::default()
         };
         let mut outbox = Outbox::default();
-        outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
-        outbox.release(Channel::Email, &[1; 32], NOW);
+        let reservation = outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
+        outbox.release(Channel::Email, &[1; 32], NOW, reservation.replaced.as_ref());
         assert_eq!(outbox, Outbox::default());
         assert_eq!(
-            outbox.reserve(code(Purpose::Login, Channel::Email, 2), NOW, &config),
+            outbox
+                .reserve(code(Purpose::Login, Channel::Email, 2), NOW, &config)
+                .budget,
             Budget::Allowed
         );
+    }
+
+    #[test]
+    fn a_refused_send_leaves_the_code_it_would_have_replaced() {
+        let config = CodesConfig::default();
+        let email = code(Purpose::Login, Channel::Email, 1);
+        let mut outbox = Outbox::default();
+        let _ = outbox.reserve(email.clone(), NOW, &config);
+        // The user asks for a code by SMS too, and the gateway refuses it.
+        let sms = outbox.reserve(code(Purpose::Login, Channel::Sms, 2), NOW + 40, &config);
+        assert_eq!(sms.budget, Budget::Allowed);
+        outbox.release(Channel::Sms, &[2; 32], NOW + 40, sms.replaced.as_ref());
+        assert_eq!(outbox.code, Some(email));
+        assert_eq!(
+            outbox.take(Expected::any(Purpose::Login), &[1; 32], NOW + 41),
+            CodeCheck::Accepted,
+            "the email code still passes"
+        );
+
+        // A newer code that took the refused one's place stays.
+        let mut outbox = Outbox::default();
+        let _ = outbox.reserve(code(Purpose::Login, Channel::Email, 1), NOW, &config);
+        let sms = outbox.reserve(code(Purpose::Login, Channel::Sms, 2), NOW + 40, &config);
+        let _ = outbox.reserve(code(Purpose::Login, Channel::Email, 3), NOW + 80, &config);
+        outbox.release(Channel::Sms, &[2; 32], NOW + 40, sms.replaced.as_ref());
+        assert_eq!(outbox.code, Some(code(Purpose::Login, Channel::Email, 3)));
     }
 
     #[test]

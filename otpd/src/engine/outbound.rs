@@ -5,7 +5,7 @@
 use super::Engine;
 use super::messages;
 use crate::audit::Subject;
-use crate::delivery::sent::{self, Budget, CodeCheck, Expected, Purpose, SentCode};
+use crate::delivery::sent::{self, Budget, CodeCheck, Expected, Purpose, Reservation, SentCode};
 use crate::delivery::{Content, DeliveryError, Recipient};
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
@@ -101,13 +101,16 @@ impl Engine {
             mac: mac.clone(),
             expires,
         };
-        let mut budget = Budget::Allowed;
+        let mut reservation = Reservation {
+            budget: Budget::Allowed,
+            replaced: None,
+        };
         self.store.modify(user, &mut |record| {
-            budget = record
+            reservation = record
                 .outbox
                 .reserve(stored.clone(), now, &self.config.codes);
         })?;
-        if let Budget::Spent { until } = budget {
+        if let Budget::Spent { until } = reservation.budget {
             self.audit.record(
                 "send-limited",
                 subject,
@@ -149,10 +152,12 @@ impl Engine {
             }
             Err(e) => {
                 // A send the server may have taken stays counted, and its code live (it may
-                // arrive): only a refusal hands both back.
+                // arrive): only a refusal hands both back, and the code it replaced with them.
                 if !e.maybe_sent {
                     self.store.modify(user, &mut |record| {
-                        record.outbox.release(channel, &mac, now);
+                        record
+                            .outbox
+                            .release(channel, &mac, now, reservation.replaced.as_ref());
                     })?;
                 }
                 self.audit.record(
@@ -457,7 +462,7 @@ impl Engine {
         let previous = record.and_then(|r| r.pending.clone());
         if !self.save_new_pending(user, pending, seed)? {
             self.store.modify(user, &mut |record| {
-                record.outbox.release(channel, &[], now);
+                record.outbox.release(channel, &[], now, None);
             })?;
             return Err(already_enrolled(user));
         }
@@ -470,7 +475,7 @@ impl Engine {
             self.store.modify(user, &mut |record| {
                 record.restore_pending(pending, previous.clone());
                 if !e.maybe_sent {
-                    record.outbox.release(channel, &[], now);
+                    record.outbox.release(channel, &[], now, None);
                 }
             })?;
             let what = match content {

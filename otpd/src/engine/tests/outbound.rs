@@ -342,6 +342,39 @@ fn a_failed_send_stores_nothing_and_says_so() {
     assert!(texts(&spent).contains("No more codes can be sent by email"));
 }
 
+/// A user holding a live email code asks for one by SMS and the gateway refuses it: the
+/// refused send stores nothing, so the email code still passes.
+#[test]
+fn a_refused_send_leaves_the_live_code_of_another_channel() {
+    let (e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\", \"sms\"]");
+    set_email(&e, "alice");
+    e.set_contact(ROOT, "alice", "sms", "+49 151 2345 6712")
+        .unwrap();
+    enroll(&e, "alice");
+    let step = begin(&e, "alice", NOW);
+    let step = answer(&e, &step, "email", NOW);
+    assert!(texts(&step).contains("sent by email"), "{}", texts(&step));
+    let emailed = fake.last().unwrap().payload;
+    let before = e.store.get("alice").unwrap().unwrap().outbox;
+
+    fake.failing.store(true, Ordering::SeqCst);
+    let step = answer(&e, &step, "sms", NOW + 1);
+    assert!(
+        texts(&step).contains("could not be sent by SMS"),
+        "{}",
+        texts(&step)
+    );
+    assert_eq!(
+        e.store.get("alice").unwrap().unwrap().outbox,
+        before,
+        "the email code and the budget as they were"
+    );
+    assert_eq!(
+        kind(&answer(&e, &step, &emailed, NOW + 2)),
+        StepKind::Accept
+    );
+}
+
 /// A send that failed after the server may have taken it (no answer in time, the connection
 /// lost) stays counted: a gateway that is slow but delivers must not make sends free.
 #[test]
