@@ -31,7 +31,8 @@ mod tls;
 use clap::Parser;
 use kron_common::config::{Config, DEFAULT_CONFIG_PATH, WebConfig};
 use kron_common::daemon_args::WebArgs;
-use std::path::PathBuf;
+use kron_common::trust::{self, Kind, Owners};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Why kron-web could not start. Each says what to fix.
@@ -76,7 +77,7 @@ fn run(args: &WebArgs) -> Result<(), StartError> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    let config = Config::load(&path, true).map_err(|e| StartError::Config(e.to_string()))?;
+    let config = load_config(&path, args.config.is_some())?;
     let web = config.web.clone().ok_or_else(|| {
         StartError::Config(format!(
             "{}: no [web] section: kron-web has nothing to serve (docs/delivery.md)",
@@ -91,6 +92,16 @@ fn run(args: &WebArgs) -> Result<(), StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     runtime.block_on(serve(web, acceptor, bus))
+}
+
+/// Reads otpd.toml if it can be trusted (design invariant 11): root owns it and every directory
+/// on the way, and nobody else can change them. Its `bus` decides where every link's token
+/// goes, so a config kron-web's own user (or anyone but root) could change is refused. A
+/// missing file at the default path passes here, to be refused for having no `[web]`.
+fn load_config(path: &Path, explicit: bool) -> Result<Config, StartError> {
+    trust::check(path, Kind::File, Owners::root(), !explicit)
+        .map_err(|untrusted| StartError::Config(format!("refusing to use {untrusted}")))?;
+    Config::load(path, explicit).map_err(|e| StartError::Config(e.to_string()))
 }
 
 async fn serve(
@@ -133,5 +144,70 @@ async fn shutdown() {
         }
         // Without signal handlers the default action (exit) still stops the process.
         _ => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Not root: no file can be given away, and no check can pass (the temp dir is ours).
+    fn as_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    pub(crate) fn write(path: &Path, text: &str, mode: u32) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Gives `path` to `uid` (65534: nobody, as kron-web's own user would be).
+    pub(crate) fn chown(path: &Path, uid: u32) {
+        std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+    }
+
+    /// A directory only root can change, under the temp dir.
+    pub(crate) fn dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_config_is_read_only_if_root_alone_can_change_it() {
+        if !as_root() {
+            return;
+        }
+        let dir = dir();
+        let path = dir.path().join("otpd.toml");
+        let text = "[web]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"https://localhost\"\n";
+        write(&path, text, 0o644);
+        assert!(load_config(&path, true).unwrap().web.is_some());
+
+        write(&path, text, 0o666);
+        let error = load_config(&path, true).unwrap_err().to_string();
+        assert!(error.contains("writable by group or others"), "{error}");
+
+        write(&path, text, 0o644);
+        chown(&path, 65534);
+        let error = load_config(&path, true).unwrap_err().to_string();
+        assert!(error.contains("owned by uid 65534, not root"), "{error}");
+
+        // A directory on the way that someone else may change is as bad.
+        chown(&path, 0);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = load_config(&path, true).unwrap_err().to_string();
+        assert!(error.contains("on the way"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_config_is_an_error_only_if_named() {
+        let dir = dir();
+        let path = dir.path().join("absent.toml");
+        assert!(load_config(&path, true).is_err());
+        if as_root() {
+            assert!(load_config(&path, false).unwrap().web.is_none());
+        }
     }
 }

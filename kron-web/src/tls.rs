@@ -4,6 +4,7 @@
 
 use crate::StartError;
 use kron_common::config::WebConfig;
+use kron_common::trust::{self, Kind, Owners, Problem};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::Read;
@@ -48,30 +49,51 @@ pub fn acceptor(web: &WebConfig) -> Result<Option<TlsAcceptor>, StartError> {
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
 
-/// Reads a PEM file, bounded. A key must be a regular file that others cannot read and only
-/// its owner (root, or kron-web's own user) can write: `root:kron-web 0640` is the usual.
+/// Reads a PEM file, bounded, if it can be trusted (design invariant 11): root owns it and
+/// every directory on the way to it, and nobody else can change any of them; a key is besides
+/// closed to others, its group at most reading it (`root:kron-web 0640` is the usual). A file
+/// kron-web's own user could change is refused: whoever took over kron-web could then make it
+/// serve their own key after its next start.
 fn read(path: &Path, secret: bool) -> Result<Vec<u8>, StartError> {
+    trust::check(path, Kind::File, Owners::root(), false).map_err(|untrusted| {
+        // `chown root` keeps the group, which may be kron-web's (the key's).
+        let fix = match untrusted.problem {
+            Problem::Owner { .. } if untrusted.at == untrusted.target => {
+                format!("chown root {}", path.display())
+            }
+            _ => untrusted.fix(),
+        };
+        StartError::Tls(format!("refusing to use {}; fix: {fix}", untrusted.what()))
+    })?;
     let file = std::fs::File::open(path).map_err(|e| fail(path, &e.to_string()))?;
     let metadata = file.metadata().map_err(|e| fail(path, &e.to_string()))?;
-    if !metadata.is_file() {
-        return Err(fail(path, "is not a regular file"));
-    }
-    if secret {
-        let euid = nix::unistd::geteuid().as_raw();
-        if metadata.uid() != 0 && metadata.uid() != euid {
-            return Err(fail(path, "must be owned by root (or kron-web's user)"));
-        }
-        let mode = metadata.mode() & 0o7777;
-        if mode & 0o027 != 0 {
-            return Err(fail(
-                path,
-                &format!(
-                    "is accessible by others or writable by its group (mode {mode:o}); \
-                     run chmod 640 {}",
+    // What is read is what is checked: the descriptor again, in case the file was replaced.
+    trust::check_opened(&metadata, Kind::File, Owners::root()).map_err(|problem| {
+        fail(
+            path,
+            &match problem {
+                Problem::Owner { uid } => format!(
+                    "is owned by uid {uid}, not root; run chown root {}",
                     path.display()
                 ),
-            ));
-        }
+                Problem::Writable { mode } => format!(
+                    "is writable by group or others (mode {mode:o}); run chmod go-w {}",
+                    path.display()
+                ),
+                _ => "is not a regular file".into(),
+            },
+        )
+    })?;
+    let mode = metadata.mode() & 0o7777;
+    if secret && mode & 0o027 != 0 {
+        return Err(fail(
+            path,
+            &format!(
+                "is accessible by others or writable by its group (mode {mode:o}); \
+                 run chmod 640 {}",
+                path.display()
+            ),
+        ));
     }
     let mut bytes = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
@@ -85,4 +107,63 @@ fn read(path: &Path, secret: bool) -> Result<Vec<u8>, StartError> {
 
 fn fail(path: &Path, reason: &str) -> StartError {
     StartError::Tls(format!("{}: {reason}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{chown, dir, write};
+
+    fn refused(path: &Path, secret: bool) -> String {
+        match read(path, secret) {
+            Ok(_) => panic!("{} was read", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_certificate_is_read_only_if_root_alone_can_change_it() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // No file can be given away.
+        }
+        let dir = dir();
+        let cert = dir.path().join("web.crt");
+        write(&cert, "chain", 0o644);
+        assert_eq!(read(&cert, false).unwrap(), b"chain");
+        write(&cert, "chain", 0o664);
+        assert!(refused(&cert, false).contains("writable by group or others"));
+        write(&cert, "chain", 0o644);
+        chown(&cert, 65534);
+        let error = refused(&cert, false);
+        assert!(error.contains("owned by uid 65534, not root"), "{error}");
+        assert!(error.contains("fix: chown root "), "{error}");
+    }
+
+    /// `root:kron-web 0640` as docs/delivery.md installs it; a key kron-web's own user owns (and
+    /// so could replace) is refused, as one others can read or its group can write.
+    #[test]
+    fn the_key_is_read_only_if_root_owns_it_and_its_group_at_most_reads_it() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = dir();
+        let key = dir.path().join("web.key");
+        write(&key, "key", 0o640);
+        std::os::unix::fs::chown(&key, Some(0), Some(65534)).unwrap();
+        assert_eq!(read(&key, true).unwrap(), b"key");
+        write(&key, "key", 0o600);
+        assert_eq!(read(&key, true).unwrap(), b"key");
+        for mode in [0o644, 0o604, 0o660] {
+            write(&key, "key", mode);
+            let error = refused(&key, true);
+            assert!(
+                error.contains("accessible by others") || error.contains("writable by group"),
+                "{mode:o}: {error}"
+            );
+        }
+        write(&key, "key", 0o600);
+        chown(&key, 65534);
+        let error = refused(&key, true);
+        assert!(error.contains("owned by uid 65534, not root"), "{error}");
+    }
 }

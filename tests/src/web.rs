@@ -99,6 +99,47 @@ pub fn policy_for(user: &str, dir: &Path) -> PathBuf {
     path
 }
 
+/// Runs kron-web as `identity` with a config holding `web_section`, owned by `config_uid`,
+/// expecting it to refuse to start; what it wrote to stderr. It gets no bus: files are checked
+/// before the bus is used. Kills it and panics if it is still running after [`START_LIMIT`].
+pub fn refused(web_section: &str, identity: &Identity, config_uid: u32) -> String {
+    let dir = scratch::public_dir("kron-web.");
+    let config = dir.path().join("otpd.toml");
+    scratch::write_file(&config, web_section, 0o644);
+    chown(&config, Some(config_uid), None).expect("chown the config");
+    let mut child = identity
+        .command(artifacts::bin_dir().join("kron-web"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--bus")
+        .arg("unix:path=/nonexistent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kron-web");
+    let deadline = std::time::Instant::now() + START_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for kron-web") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kron-web started, where it should have refused its files");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut child.stderr.take().expect("kron-web's stderr"),
+        &mut stderr,
+    )
+    .expect("read kron-web's stderr");
+    assert!(!status.success(), "kron-web exited 0: {stderr}");
+    stderr
+}
+
 /// A running kron-web. Killed on drop.
 pub struct KronWeb {
     dir: TempDir,

@@ -11,7 +11,8 @@
 //! five wrong codes kill the link; the page makes no request beyond its own origin and sends
 //! its security headers; kron-web killed mid-request leaves the link unconsumed; only
 //! kron-web's user (and root) may call ShowLink on the bus; the page is read and confirmed in
-//! a text browser (lynx) too.
+//! a text browser (lynx) too; kron-web refuses a key, a certificate or a config its own user
+//! could change.
 
 use std::time::Duration;
 
@@ -146,6 +147,45 @@ fn submit(browser: &Browser, code: &str) {
 
 fn page_text(browser: &Browser) -> String {
     browser.text()
+}
+
+/// kron-web trusts a file only if root alone can change it (design invariant 11): a key or a
+/// certificate that its own user owns (and so could replace), or a config it could change
+/// (whose `bus` decides where every link's token goes), stops it at start with the reason.
+#[test]
+fn kron_web_refuses_files_its_own_user_could_change() {
+    let web_user = TestUser::new();
+    let identity = web_user.identity();
+    let Identity::User { uid, gid, .. } = identity else {
+        unreachable!("a test user");
+    };
+    let ca = TestCa::new(gid);
+    let section = web::web_section(ports::free_port(), &ca, "");
+    let give = |path: &std::path::Path, owner: u32| {
+        std::os::unix::fs::chown(path, Some(owner), None).expect("chown");
+    };
+
+    give(&ca.key(), uid);
+    let error = web::refused(&section, &identity, 0);
+    assert!(
+        error.contains("web.key") && error.contains(&format!("owned by uid {uid}, not root")),
+        "{error}"
+    );
+    give(&ca.key(), 0);
+
+    give(&ca.cert(), uid);
+    let error = web::refused(&section, &identity, 0);
+    assert!(
+        error.contains("web.crt") && error.contains(&format!("owned by uid {uid}, not root")),
+        "{error}"
+    );
+    give(&ca.cert(), 0);
+
+    let error = web::refused(&section, &identity, uid);
+    assert!(
+        error.contains("otpd.toml") && error.contains(&format!("owned by uid {uid}, not root")),
+        "{error}"
+    );
 }
 
 #[test]
