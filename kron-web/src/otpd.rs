@@ -32,14 +32,21 @@ pub struct Otpd {
     address: String,
     connection: Mutex<Option<zbus::Connection>>,
     turns: Semaphore,
+    /// Longest wait for a new connection to the bus (its handshake and `Hello`).
+    connect_timeout: Duration,
 }
 
 impl Otpd {
     pub fn new(address: String) -> Otpd {
+        Otpd::with_connect_timeout(address, CALL_TIMEOUT)
+    }
+
+    fn with_connect_timeout(address: String, connect_timeout: Duration) -> Otpd {
         Otpd {
             address,
             connection: Mutex::new(None),
             turns: Semaphore::new(CALLS_AT_ONCE),
+            connect_timeout,
         }
     }
 
@@ -73,15 +80,19 @@ impl Otpd {
         let connection = match cached {
             Some(connection) => connection,
             None => {
-                let unreachable = |e: zbus::Error| {
+                let unreachable = |e: &dyn std::fmt::Display| {
                     eprintln!("kron-web: cannot connect to {}: {e}", self.address);
                     Failure::Unavailable
                 };
-                let connection = zbus::connection::Builder::address(self.address.as_str())
+                // A bus that accepts but never finishes the handshake must not hold the turn
+                // (and the request) for ever: the connection is bounded like a call.
+                let building = zbus::connection::Builder::address(self.address.as_str())
                     .method_timeout(CALL_TIMEOUT)
-                    .build()
+                    .build();
+                let connection = tokio::time::timeout(self.connect_timeout, building)
                     .await
-                    .map_err(unreachable)?;
+                    .map_err(|_| unreachable(&"no answer in time"))?
+                    .map_err(|e| unreachable(&e))?;
                 *self
                     .connection
                     .lock()
@@ -125,5 +136,34 @@ impl Otpd {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
         Failure::Unavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bus that accepts the connection and never says a word: the request ends, unavailable,
+    /// after the connection's timeout, instead of waiting for ever.
+    #[tokio::test]
+    async fn a_silent_bus_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let held = tokio::spawn(async move {
+            let mut streams = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                streams.push(stream);
+            }
+        });
+        let otpd = Otpd::with_connect_timeout(
+            format!("unix:path={}", path.display()),
+            Duration::from_millis(200),
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(10), otpd.show("token", "::1"))
+            .await
+            .expect("an answer before the test gives up");
+        assert_eq!(answer.err(), Some(Failure::Unavailable));
+        held.abort();
     }
 }
