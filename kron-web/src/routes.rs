@@ -44,7 +44,7 @@ pub fn router(otpd: Otpd, web: &WebConfig, tls: bool) -> Router {
         otpd,
         behind_proxy: !tls,
     });
-    let hsts = tls || web.public_url.starts_with("https://");
+    let hsts = tls || is_https(&web.public_url);
     let headers = Arc::new(SecurityHeaders::new(&pages::style_hash(), hsts));
     Router::new()
         .route("/enroll/{token}", get(show).post(confirm))
@@ -55,6 +55,12 @@ pub fn router(otpd: Otpd, web: &WebConfig, tls: bool) -> Router {
             headers,
             headers::secure,
         ))
+}
+
+/// Whether `url` is https (the config accepts the scheme in any case, as URLs have it).
+fn is_https(url: &str) -> bool {
+    url.get(.."https://".len())
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
 }
 
 /// Reads the request's body (at most [`MAX_BODY_BYTES`]) within [`BODY_TIMEOUT`] before any
@@ -232,6 +238,26 @@ mod tests {
         assert!(well_formed(path("YWxpY2U.abc-_DEF")).is_some());
         for bad in ["", "a/b", "a b", "<script>", "a%20b", &"a".repeat(401)] {
             assert!(well_formed(path(bad)).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn https_is_told_in_any_case() {
+        for url in [
+            "https://kron.example.com",
+            "HTTPS://kron.example.com",
+            "Https://x",
+        ] {
+            assert!(is_https(url), "{url}");
+        }
+        for url in [
+            "http://localhost:8080",
+            "HTTP://localhost",
+            "https:/",
+            "",
+            "ht",
+        ] {
+            assert!(!is_https(url), "{url}");
         }
     }
 
