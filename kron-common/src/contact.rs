@@ -98,7 +98,14 @@ fn normalize_phone(input: &str) -> Result<String, String> {
         match c {
             '0'..='9' => digits.push(c),
             ' ' | '-' | '.' | '(' | ')' => {}
-            _ => return Err(format!("a phone number may not contain {c:?}")),
+            // Never the character itself: no error echoes the caller's input.
+            _ => {
+                return Err(
+                    "a phone number may hold only digits after the +, with spaces, dots, \
+                     dashes and parentheses between them"
+                        .into(),
+                );
+            }
         }
     }
     if !PHONE_DIGITS.contains(&digits.len()) || digits.starts_with('0') {
@@ -250,6 +257,20 @@ mod tests {
             "+1234567890123456",
         ] {
             assert!(normalize(Channel::Sms, bad).is_err(), "{bad}");
+        }
+    }
+
+    /// No error echoes the caller's input (design invariant 9): not even the one bad character.
+    #[test]
+    fn a_bad_phone_number_is_refused_without_its_characters() {
+        for (bad, shown) in [
+            ("+49151<234567", "<"),
+            ("+4915123\u{7}4567", "\\u{7}"),
+            ("+49x", "'x'"),
+        ] {
+            let error = normalize(Channel::Sms, bad).unwrap_err();
+            assert!(!error.contains(shown), "{error}");
+            assert!(error.contains("only digits"), "{error}");
         }
     }
 
