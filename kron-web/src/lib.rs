@@ -124,7 +124,15 @@ async fn serve(
             "plain HTTP behind a proxy"
         }
     );
-    server::run(listener, acceptor, router, shutdown()).await;
+    let limit = server::budget();
+    if limit < server::MAX_CONNECTIONS {
+        eprintln!(
+            "kron-web: the descriptor limit allows {limit} connections at once, not {}: \
+             raise LimitNOFILE",
+            server::MAX_CONNECTIONS
+        );
+    }
+    server::run(listener, acceptor, router, limit, shutdown()).await;
     eprintln!("kron-web: stopped");
     Ok(())
 }

@@ -1,26 +1,41 @@
 //! The accept loop: one task per connection, the TLS handshake (bounded in time) when kron-web
 //! terminates TLS itself, then HTTP/1.1 by hyper with the axum router as the service. Each
 //! request learns the TCP peer's address ([`Peer`]); behind a proxy the router looks further.
+//! The open connections ([`Open`]) are bounded in total, per client when facing browsers, and
+//! each in time and requests; a full server closes the connection idle longest for a newcomer.
 
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-/// Connections served at once; more wait in the kernel's backlog. A person needs one or two.
-const MAX_CONNECTIONS: usize = 256;
-/// Connections one address may hold at once when kron-web faces browsers itself (TLS): a
-/// browser opens a few, so one client cannot take every slot. Behind a proxy every connection
-/// comes from the proxy, which bounds its clients itself.
-const MAX_PER_CLIENT: usize = 16;
+/// Connections served at once, if the descriptor limit allows ([`budget`]; the unit's
+/// `LimitNOFILE=8192` does). When all are taken, the one idle longest (between two requests
+/// of a keep-alive, or not yet sent its first) is closed for the newcomer; when every one is
+/// in the middle of a request, newcomers wait in the kernel's backlog. A person needs one or
+/// two.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections one address (an IPv6 client by its /64) may hold at once when kron-web faces
+/// browsers itself (TLS): a browser opens a few, so it takes many addresses to crowd others
+/// out, and the idle ones of those go first. Behind a proxy every connection comes from the
+/// proxy, which bounds its clients itself.
+const MAX_PER_CLIENT: usize = 8;
+/// Requests on one connection: the last one's response says `Connection: close`. A client
+/// cannot keep a connection by sending a request every few seconds (hyper's header timer
+/// starts again for each).
+const MAX_REQUESTS: usize = 16;
+/// Descriptors kept for everything but connections (the listener, the bus, the runtime, ...).
+const RESERVED_FDS: u64 = 64;
 
 /// Longest TLS handshake: a client that stalls it loses its slot.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,22 +45,34 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 /// Largest request head hyper buffers (the page's requests are a few hundred bytes).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// How often a full server looks again for a connection to close or one that ended.
+const FULL_RETRY: Duration = Duration::from_millis(20);
 
 /// The TCP peer of a request, put into its extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// Serves `listener` until `shutdown` resolves.
+/// Connections to serve at once: [`MAX_CONNECTIONS`], fewer if the descriptor limit
+/// (`RLIMIT_NOFILE`, the unit's `LimitNOFILE`) leaves less than that after [`RESERVED_FDS`].
+pub fn budget() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    let room = usize::try_from(soft.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    room.clamp(1, MAX_CONNECTIONS)
+}
+
+/// Serves `listener` until `shutdown` resolves, at most `limit` connections at once.
 pub async fn run(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
     router: Router,
+    limit: usize,
     shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let clients = Clients::default();
+    let open = Open::new(limit);
     tokio::pin!(shutdown);
-    loop {
+    'accept: loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
@@ -60,45 +87,66 @@ pub async fn run(
         };
         // Facing browsers, one address holds at most its share; the connection over it is
         // closed at once.
-        let held = match acceptor {
-            Some(_) => match clients.enter(client_of(peer.ip())) {
-                Some(held) => Some(held),
-                None => continue,
-            },
-            None => None,
-        };
-        let slot = tokio::select! {
-            () = &mut shutdown => return,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
+        let client = acceptor.as_ref().map(|_| client_of(peer.ip()));
+        let held = loop {
+            match open.enter(client, Instant::now()) {
+                Entry::Held(held) => break held,
+                Entry::OverShare => continue 'accept,
+                Entry::Full => tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(FULL_RETRY) => {}
+                },
+            }
         };
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
-            let (_slot, _held) = (slot, held);
-            match acceptor {
-                Some(acceptor) => {
-                    // A failed handshake (a scanner, an old client) is the client's business.
-                    if let Ok(Ok(tls)) =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        serve(TokioIo::new(tls), peer, router).await;
+            let held = Arc::new(held);
+            let close = held.close.clone();
+            let work = async {
+                match acceptor {
+                    Some(acceptor) => {
+                        // A failed handshake (a scanner, an old client) is the client's
+                        // business.
+                        if let Ok(Ok(tls)) =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                        {
+                            serve(TokioIo::new(tls), peer, router, held.clone()).await;
+                        }
                     }
+                    None => serve(TokioIo::new(stream), peer, router, held.clone()).await,
                 }
-                None => serve(TokioIo::new(stream), peer, router).await,
+            };
+            // Closed for a newcomer while idle: dropping the connection closes it.
+            tokio::select! {
+                () = work => {}
+                () = close.notified() => {}
             }
         });
     }
 }
 
-async fn serve<I>(io: TokioIo<I>, peer: SocketAddr, router: Router)
+async fn serve<I>(io: TokioIo<I>, peer: SocketAddr, router: Router, held: Arc<Held>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let served = Arc::new(AtomicUsize::new(0));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(Peer(peer));
-        router.clone().oneshot(request)
+        let (router, held) = (router.clone(), held.clone());
+        let last = served.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_REQUESTS;
+        async move {
+            held.set_busy();
+            let mut response = router.oneshot(request).await;
+            held.set_idle(Instant::now());
+            if let Ok(response) = &mut response
+                && last
+            {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -121,47 +169,146 @@ fn client_of(address: IpAddr) -> IpAddr {
     }
 }
 
-/// Connections each address holds now.
-#[derive(Default, Clone)]
-struct Clients {
-    held: Arc<Mutex<HashMap<IpAddr, usize>>>,
+/// The connections open now: how many each client holds, and which are idle.
+#[derive(Clone)]
+struct Open {
+    inner: Arc<Mutex<Inner>>,
+    limit: usize,
 }
 
-/// One connection of an address; given back when dropped.
+#[derive(Default)]
+struct Inner {
+    next: u64,
+    connections: HashMap<u64, Arc<State>>,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// One connection's state, shared by its task and [`Open`].
+struct State {
+    client: Option<IpAddr>,
+    /// A request is being served.
+    busy: AtomicBool,
+    /// Since when it has been idle (or open, before its first request).
+    idle_since: Mutex<Instant>,
+    /// Told to close (for a newcomer, while idle).
+    close: Arc<Notify>,
+}
+
+/// What [`Open::enter`] came to.
+enum Entry {
+    Held(Held),
+    /// The client holds its share already: close the new connection.
+    OverShare,
+    /// Every place is taken by a connection in the middle of a request: wait.
+    Full,
+}
+
+/// One open connection; its place is given back when dropped.
 struct Held {
-    clients: Clients,
-    address: IpAddr,
+    open: Open,
+    id: u64,
+    state: Arc<State>,
+    close: Arc<Notify>,
 }
 
-impl Clients {
-    /// A place for one more connection of `address`, unless it holds [`MAX_PER_CLIENT`].
-    fn enter(&self, address: IpAddr) -> Option<Held> {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = held.entry(address).or_default();
-        if *count >= MAX_PER_CLIENT {
-            return None;
+impl Held {
+    /// A request is being served: not to be closed for a newcomer.
+    fn set_busy(&self) {
+        self.state.busy.store(true, Ordering::Relaxed);
+    }
+
+    /// The request is answered: idle from `now`.
+    fn set_idle(&self, now: Instant) {
+        *self
+            .state
+            .idle_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = now;
+        self.state.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Open {
+    fn new(limit: usize) -> Open {
+        Open {
+            inner: Arc::default(),
+            limit,
         }
-        *count += 1;
-        Some(Held {
-            clients: self.clone(),
-            address,
+    }
+
+    /// A place for a new connection of `client` (`None`: not counted per client), unless the
+    /// client holds [`MAX_PER_CLIENT`]. When every place is taken, the connection idle longest
+    /// is told to close and gives its place up at once.
+    fn enter(&self, client: Option<IpAddr>, now: Instant) -> Entry {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = client
+            && inner.per_client.get(&client).copied().unwrap_or(0) >= MAX_PER_CLIENT
+        {
+            return Entry::OverShare;
+        }
+        if inner.connections.len() >= self.limit {
+            let idlest = inner
+                .connections
+                .iter()
+                .filter(|(_, state)| !state.busy.load(Ordering::Relaxed))
+                .min_by_key(|(_, state)| {
+                    *state
+                        .idle_since
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                })
+                .map(|(&id, _)| id);
+            let Some(id) = idlest else {
+                return Entry::Full;
+            };
+            if let Some(state) = inner.remove(id) {
+                state.close.notify_one();
+            }
+        }
+        let id = inner.next;
+        inner.next += 1;
+        let state = Arc::new(State {
+            client,
+            busy: AtomicBool::new(false),
+            idle_since: Mutex::new(now),
+            close: Arc::new(Notify::new()),
+        });
+        inner.connections.insert(id, state.clone());
+        if let Some(client) = client {
+            *inner.per_client.entry(client).or_default() += 1;
+        }
+        Entry::Held(Held {
+            open: self.clone(),
+            id,
+            close: state.close.clone(),
+            state,
         })
+    }
+}
+
+impl Inner {
+    /// Forgets connection `id` (ended, or closed for a newcomer). Its state, if it was open.
+    fn remove(&mut self, id: u64) -> Option<Arc<State>> {
+        let state = self.connections.remove(&id)?;
+        if let Some(client) = state.client
+            && let Some(count) = self.per_client.get_mut(&client)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+        Some(state)
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut held = self
-            .clients
-            .held
+        self.open
+            .inner
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = held.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&self.address);
-            }
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(self.id);
     }
 }
 
@@ -169,19 +316,32 @@ impl Drop for Held {
 mod tests {
     use super::*;
 
+    fn held(entry: Entry) -> Held {
+        match entry {
+            Entry::Held(held) => held,
+            Entry::OverShare => panic!("over its share"),
+            Entry::Full => panic!("full"),
+        }
+    }
+
     #[test]
     fn one_address_holds_at_most_its_share_and_gets_it_back() {
-        let clients = Clients::default();
+        let open = Open::new(MAX_CONNECTIONS);
+        let now = Instant::now();
         let (one, other): (IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let held: Vec<Held> = (0..MAX_PER_CLIENT)
-            .map(|_| clients.enter(one).expect("a place"))
+        let mine: Vec<Held> = (0..MAX_PER_CLIENT)
+            .map(|_| held(open.enter(Some(one), now)))
             .collect();
-        assert!(clients.enter(one).is_none(), "one over its share");
         assert!(
-            clients.enter(other).is_some(),
-            "another address is not affected"
+            matches!(open.enter(Some(one), now), Entry::OverShare),
+            "one over its share"
         );
+        let _other = held(open.enter(Some(other), now));
+        // Behind the proxy (no client counted) only the total applies.
+        let _proxied: Vec<Held> = (0..MAX_PER_CLIENT * 2)
+            .map(|_| held(open.enter(None, now)))
+            .collect();
         let (a, b): (IpAddr, IpAddr) = (
             "2001:db8:1:2::1".parse().unwrap(),
             "2001:db8:1:2:ffff::9".parse().unwrap(),
@@ -193,14 +353,57 @@ mod tests {
             client_of(one),
             "an IPv4 client over IPv6"
         );
-        drop(held);
-        let again = clients.enter(one).expect("a place again");
-        assert_eq!(
-            clients.held.lock().unwrap().get(&one),
-            Some(&1),
-            "counts go back as connections end"
-        );
+        drop(mine);
+        let again = held(open.enter(Some(one), now));
+        let count = |address| {
+            let inner = open.inner.lock().unwrap();
+            inner.per_client.get(&address).copied()
+        };
+        assert_eq!(count(one), Some(1), "counts go back as connections end");
         drop(again);
-        assert!(clients.held.lock().unwrap().is_empty(), "no entry is kept");
+        assert_eq!(count(one), None, "no entry is kept");
+    }
+
+    /// The total is far above one client's share, and a full server closes the connection
+    /// idle longest for a newcomer rather than leave it waiting; connections in the middle of
+    /// a request are never closed for one.
+    #[test]
+    fn a_full_server_closes_the_connection_idle_longest() {
+        const { assert!(MAX_CONNECTIONS >= 64 * MAX_PER_CLIENT) };
+        let open = Open::new(3);
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let first = held(open.enter(None, at(0)));
+        let second = held(open.enter(None, at(1)));
+        let third = held(open.enter(None, at(2)));
+        first.set_busy();
+        second.set_idle(at(5));
+        // Idle longest: the third (since 2 s), not the second (idle again since 5 s), nor
+        // the first (busy).
+        let newcomer = held(open.enter(None, at(6)));
+        let closed = |h: &Held| {
+            // A close told before anyone waited is kept: the first poll is ready.
+            let told = std::pin::pin!(h.close.notified());
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            told.poll(&mut context).is_ready()
+        };
+        assert!(closed(&third), "the idlest is told to close");
+        assert!(!closed(&second) && !closed(&first));
+        assert_eq!(open.inner.lock().unwrap().connections.len(), 3);
+        drop(third);
+        assert_eq!(
+            open.inner.lock().unwrap().connections.len(),
+            3,
+            "its place was given up already"
+        );
+        second.set_busy();
+        newcomer.set_busy();
+        assert!(
+            matches!(open.enter(None, at(7)), Entry::Full),
+            "every one busy: the newcomer waits"
+        );
+        first.set_idle(at(8));
+        let _later = held(open.enter(None, at(9)));
+        assert!(closed(&first));
     }
 }
