@@ -451,24 +451,23 @@ pub(crate) mod tests {
         );
     }
 
+    /// A pending enrollment of `token(byte)`, live until 500, made by an admin.
+    fn pending_of(byte: u8) -> Pending {
+        Pending {
+            token: token(byte),
+            expires: 500,
+            at_login: false,
+            delivered: None,
+            link: None,
+        }
+    }
+
     #[test]
     fn enrollment_confirms_only_the_checked_pending_and_not_after_expiry() {
         let mut record = UserRecord::default();
-        let pending = Pending {
-            token: token(2),
-            expires: 500,
-            at_login: false,
-            delivered: None,
-            link: None,
-        };
+        let pending = pending_of(2);
         record.set_pending(pending.clone()).unwrap();
-        let other = Pending {
-            token: token(3),
-            expires: 500,
-            at_login: false,
-            delivered: None,
-            link: None,
-        };
+        let other = pending_of(3);
         assert_eq!(
             record.confirm(&other, 10, 100, Charge::Made),
             ConfirmOutcome::NoPending
@@ -498,13 +497,7 @@ pub(crate) mod tests {
     fn a_confirmation_takes_back_only_a_charge_it_made() {
         let config = ThrottleConfig::default();
         let mut record = UserRecord::default();
-        let pending = Pending {
-            token: token(2),
-            expires: 500,
-            at_login: false,
-            delivered: None,
-            link: None,
-        };
+        let pending = pending_of(2);
         record.set_pending(pending.clone()).unwrap();
         // Five guesses, each as soon as the throttle lets it through.
         let mut at = 100;
