@@ -61,6 +61,50 @@ pub struct SentCode {
     pub expires: u64,
 }
 
+/// The codes whose sends are under way in this otpd, by MAC: one of them may yet be refused,
+/// so a send that replaces it must not put it back if that send is refused in turn (two logins
+/// of a user asking for codes at once: the first code refused, the second refused after it,
+/// would bring back the first, never delivered, as the code the user was "sent").
+#[derive(Debug, Default)]
+pub struct SendsInFlight {
+    macs: std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
+}
+
+impl SendsInFlight {
+    /// Marks `mac`'s send as under way until the guard is dropped.
+    pub fn start(&self, mac: &[u8]) -> InFlight<'_> {
+        self.lock().insert(mac.to_vec());
+        InFlight {
+            sends: self,
+            mac: mac.to_vec(),
+        }
+    }
+
+    /// Whether the send of `mac` is under way.
+    pub fn contains(&self, mac: &[u8]) -> bool {
+        self.lock().contains(mac)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Vec<u8>>> {
+        self.macs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One send under way ([`SendsInFlight::start`]).
+#[must_use]
+pub struct InFlight<'a> {
+    sends: &'a SendsInFlight,
+    mac: Vec<u8>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.sends.lock().remove(&self.mac);
+    }
+}
+
 /// One send that counts against the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Send {

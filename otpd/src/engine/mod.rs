@@ -73,6 +73,8 @@ pub struct Engine {
     transfers: transfer::Transfers,
     hostname: String,
     delivery: Box<dyn Deliver>,
+    /// Codes whose email or SMS is being sent (`outbound.rs`).
+    sending: crate::delivery::sent::SendsInFlight,
 }
 
 impl Engine {
@@ -99,6 +101,7 @@ impl Engine {
             transfers: transfer::Transfers::default(),
             hostname,
             delivery,
+            sending: Default::default(),
         }
     }
 

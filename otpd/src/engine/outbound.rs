@@ -105,10 +105,19 @@ impl Engine {
             budget: Budget::Allowed,
             replaced: None,
         };
+        let _sending = self.sending.start(&mac);
         self.store.modify(user, &mut |record| {
             reservation = record
                 .outbox
                 .reserve(stored.clone(), now, &self.config.codes);
+            // A code still on its way out may yet be refused: not one to put back.
+            if reservation
+                .replaced
+                .as_ref()
+                .is_some_and(|replaced| self.sending.contains(&replaced.mac))
+            {
+                reservation.replaced = None;
+            }
         })?;
         if let Budget::Spent { until } = reservation.budget {
             self.audit.record(

@@ -375,6 +375,50 @@ fn a_refused_send_leaves_the_live_code_of_another_channel() {
     );
 }
 
+/// Two logins of one user ask for codes at once and both sends are refused: the second must
+/// not bring back the first's code, which was never delivered, as the code the user "was sent".
+#[test]
+fn a_refused_send_never_brings_back_a_code_still_on_its_way() {
+    let (e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\", \"sms\"]");
+    set_email(&e, "alice");
+    e.set_contact(ROOT, "alice", "sms", "+49 151 2345 6712")
+        .unwrap();
+    enroll(&e, "alice");
+    let step = begin(&e, "alice", NOW);
+    let step = answer(&e, &step, "email", NOW);
+    assert!(texts(&step).contains("sent by email"), "{}", texts(&step));
+
+    // The first login's SMS is on its way: its code is the live one, its send not over.
+    let on_its_way = crate::delivery::sent::SentCode {
+        purpose: crate::delivery::sent::Purpose::Login,
+        channel: Channel::Sms,
+        mac: vec![7; 32],
+        expires: NOW + 600,
+    };
+    let _first = e.sending.start(&on_its_way.mac);
+    e.store
+        .modify("alice", &mut |record| {
+            let _ = record
+                .outbox
+                .reserve(on_its_way.clone(), NOW + 1, &e.config.codes);
+        })
+        .unwrap();
+    // The second login's email is refused.
+    fake.failing.store(true, Ordering::SeqCst);
+    let second = begin(&e, "alice", NOW + 40);
+    let refused = answer(&e, &second, "email", NOW + 40);
+    assert!(
+        texts(&refused).contains("could not be sent by email"),
+        "{}",
+        texts(&refused)
+    );
+    assert_eq!(
+        e.store.get("alice").unwrap().unwrap().outbox.code,
+        None,
+        "the SMS code may yet be refused: not put back"
+    );
+}
+
 /// A send that failed after the server may have taken it (no answer in time, the connection
 /// lost) stays counted: a gateway that is slow but delivers must not make sends free.
 #[test]
