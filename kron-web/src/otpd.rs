@@ -10,6 +10,9 @@ use zbus::proxy::CacheProperties;
 
 /// Longest wait for one answer (a bus daemon gives up after 25 s by itself).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a new connection to the bus may take: a local socket and a handshake answer in
+/// milliseconds, and every request waiting for one holds one of the bus's turns meanwhile.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Calls in progress at once. otpd takes at most four of one ordinary user's (kron-web's, for
 /// every browser) and refuses a fifth as a failure: more requests wait here for their turn
 /// instead (each within its request's time), so a burst gets slower pages, not errors.
@@ -38,7 +41,7 @@ pub struct Otpd {
 
 impl Otpd {
     pub fn new(address: String) -> Otpd {
-        Otpd::with_connect_timeout(address, CALL_TIMEOUT)
+        Otpd::with_connect_timeout(address, CONNECT_TIMEOUT)
     }
 
     fn with_connect_timeout(address: String, connect_timeout: Duration) -> Otpd {
@@ -85,7 +88,7 @@ impl Otpd {
                     Failure::Unavailable
                 };
                 // A bus that accepts but never finishes the handshake must not hold the turn
-                // (and the request) for ever: the connection is bounded like a call.
+                // (and the request) for ever.
                 let building = zbus::connection::Builder::address(self.address.as_str())
                     .method_timeout(CALL_TIMEOUT)
                     .build();

@@ -6,7 +6,7 @@
 use crate::headers::{self, SecurityHeaders};
 use crate::otpd::{Failure, Otpd};
 use crate::pages;
-use crate::server::Peer;
+use crate::server::{Peer, Serving};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::extract::rejection::{FormRejection, PathRejection};
@@ -64,11 +64,23 @@ fn is_https(url: &str) -> bool {
 }
 
 /// Reads the request's body (at most [`MAX_BODY_BYTES`]) within [`BODY_TIMEOUT`] before any
-/// route sees the request.
+/// route sees the request. Only then is the request served ([`Serving`]): its connection
+/// cannot be closed for a newcomer from here until its response is written.
 async fn body_in_time(request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
         Ok(Ok(bytes)) => {
+            if let Some(serving) = parts.extensions.get::<Serving>()
+                && !serving.begin()
+            {
+                // Closed for a newcomer while the body came in: nothing was done for it.
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::CONNECTION, "close")],
+                    Html(pages::unavailable()),
+                )
+                    .into_response();
+            }
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }

@@ -11,8 +11,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -51,6 +53,28 @@ const FULL_RETRY: Duration = Duration::from_millis(20);
 /// The TCP peer of a request, put into its extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
+
+/// A connection's request, put into its extensions: the router calls [`Serving::begin`] once
+/// the request's body is in, before anything is done for it. Until then the connection may be
+/// closed for a newcomer (a client trickling its body holds nothing), from then until its
+/// response is written it may not.
+#[derive(Clone)]
+pub struct Serving(Arc<Held>);
+
+impl Serving {
+    /// Marks the connection busy; false if it was closed for a newcomer meanwhile, and then
+    /// the request must not be served (nothing of it has been done).
+    pub fn begin(&self) -> bool {
+        self.0.try_busy()
+    }
+}
+
+/// A connection's phase ([`State::phase`]): between requests, or before its first.
+const IDLE: u8 = 0;
+/// From its request's body being in until its response is written.
+const BUSY: u8 = 1;
+/// Closed for a newcomer: a request that comes now is not served.
+const CLOSING: u8 = 2;
 
 /// Connections to serve at once: [`MAX_CONNECTIONS`], fewer if the descriptor limit
 /// (`RLIMIT_NOFILE`, the unit's `LimitNOFILE`) leaves less than that after [`RESERVED_FDS`].
@@ -132,20 +156,22 @@ where
     let served = Arc::new(AtomicUsize::new(0));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(Peer(peer));
+        request.extensions_mut().insert(Serving(held.clone()));
         let (router, held) = (router.clone(), held.clone());
         let last = served.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_REQUESTS;
         async move {
-            held.set_busy();
-            let mut response = router.oneshot(request).await;
-            held.set_idle(Instant::now());
-            if let Ok(response) = &mut response
-                && last
-            {
+            let response = router.oneshot(request).await;
+            response.map(|response| {
+                // Idle once hyper has written the body and let it go, not when the router
+                // returns: a page half written must not be closed for a newcomer.
+                let mut response = response.map(|body| IdleWhenWritten { body, held });
+                if last {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            response
+            })
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -183,11 +209,45 @@ struct Inner {
     per_client: HashMap<IpAddr, usize>,
 }
 
+/// A response's body, which marks its connection idle when hyper lets it go (written whole, or
+/// the connection lost).
+struct IdleWhenWritten {
+    body: axum::body::Body,
+    held: Arc<Held>,
+}
+
+impl hyper::body::Body for IdleWhenWritten {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for IdleWhenWritten {
+    fn drop(&mut self) {
+        self.held.set_idle(Instant::now());
+    }
+}
+
 /// One connection's state, shared by its task and [`Open`].
 struct State {
     client: Option<IpAddr>,
-    /// A request is being served.
-    busy: AtomicBool,
+    /// [`IDLE`], [`BUSY`] or [`CLOSING`]: changed only by compare-and-swap, so a connection is
+    /// never both chosen to close and serving.
+    phase: AtomicU8,
     /// Since when it has been idle (or open, before its first request).
     idle_since: Mutex<Instant>,
     /// Told to close (for a newcomer, while idle).
@@ -212,19 +272,30 @@ struct Held {
 }
 
 impl Held {
-    /// A request is being served: not to be closed for a newcomer.
-    fn set_busy(&self) {
-        self.state.busy.store(true, Ordering::Relaxed);
+    /// A request is being served: not to be closed for a newcomer. False if it was closed for
+    /// one already.
+    fn try_busy(&self) -> bool {
+        match self
+            .state
+            .phase
+            .compare_exchange(IDLE, BUSY, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(phase) => phase == BUSY,
+        }
     }
 
-    /// The request is answered: idle from `now`.
+    /// The response is written: idle from `now` (unless closed for a newcomer meanwhile).
     fn set_idle(&self, now: Instant) {
         *self
             .state
             .idle_since
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = now;
-        self.state.busy.store(false, Ordering::Relaxed);
+        let _ = self
+            .state
+            .phase
+            .compare_exchange(BUSY, IDLE, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -247,21 +318,31 @@ impl Open {
             return Entry::OverShare;
         }
         if inner.connections.len() >= self.limit {
-            let idlest = inner
-                .connections
-                .iter()
-                .filter(|(_, state)| !state.busy.load(Ordering::Relaxed))
-                .min_by_key(|(_, state)| {
-                    *state
-                        .idle_since
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                })
-                .map(|(&id, _)| id);
-            let Some(id) = idlest else {
-                return Entry::Full;
+            // The idlest, unless it has just begun a request: then the next idlest.
+            let closed = loop {
+                let idlest = inner
+                    .connections
+                    .iter()
+                    .filter(|(_, state)| state.phase.load(Ordering::Acquire) == IDLE)
+                    .min_by_key(|(_, state)| {
+                        *state
+                            .idle_since
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                    })
+                    .map(|(&id, state)| (id, state.clone()));
+                let Some((id, state)) = idlest else {
+                    return Entry::Full;
+                };
+                if state
+                    .phase
+                    .compare_exchange(IDLE, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    break id;
+                }
             };
-            if let Some(state) = inner.remove(id) {
+            if let Some(state) = inner.remove(closed) {
                 state.close.notify_one();
             }
         }
@@ -269,7 +350,7 @@ impl Open {
         inner.next += 1;
         let state = Arc::new(State {
             client,
-            busy: AtomicBool::new(false),
+            phase: AtomicU8::new(IDLE),
             idle_since: Mutex::new(now),
             close: Arc::new(Notify::new()),
         });
@@ -376,7 +457,8 @@ mod tests {
         let first = held(open.enter(None, at(0)));
         let second = held(open.enter(None, at(1)));
         let third = held(open.enter(None, at(2)));
-        first.set_busy();
+        assert!(first.try_busy());
+        assert!(second.try_busy());
         second.set_idle(at(5));
         // Idle longest: the third (since 2 s), not the second (idle again since 5 s), nor
         // the first (busy).
@@ -389,6 +471,8 @@ mod tests {
         };
         assert!(closed(&third), "the idlest is told to close");
         assert!(!closed(&second) && !closed(&first));
+        // A request that comes on it now is not served: nothing of it is done.
+        assert!(!third.try_busy());
         assert_eq!(open.inner.lock().unwrap().connections.len(), 3);
         drop(third);
         assert_eq!(
@@ -396,13 +480,23 @@ mod tests {
             3,
             "its place was given up already"
         );
-        second.set_busy();
-        newcomer.set_busy();
+        assert!(second.try_busy());
+        assert!(newcomer.try_busy());
         assert!(
             matches!(open.enter(None, at(7)), Entry::Full),
             "every one busy: the newcomer waits"
         );
-        first.set_idle(at(8));
+        // Idle again only once its response is written (hyper lets the body go).
+        let first = Arc::new(first);
+        let written = IdleWhenWritten {
+            body: axum::body::Body::empty(),
+            held: first.clone(),
+        };
+        assert!(
+            matches!(open.enter(None, at(8)), Entry::Full),
+            "the response is not written yet"
+        );
+        drop(written);
         let _later = held(open.enter(None, at(9)));
         assert!(closed(&first));
     }

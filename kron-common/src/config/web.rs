@@ -24,7 +24,7 @@ pub struct WebConfig {
     /// PEM certificate chain; with `tls_key`. Both absent: plain HTTP (loopback only).
     #[serde(default, deserialize_with = "absolute")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key; readable by kron-web's user and nobody else.
+    /// PEM private key: owned by root, readable by kron-web's group and nobody else (0640).
     #[serde(default, deserialize_with = "absolute")]
     pub tls_key: Option<PathBuf>,
     /// Seconds a link lives, 1 to 7 days' worth (604800).
