@@ -342,10 +342,9 @@ fn a_failed_send_stores_nothing_and_says_so() {
     assert!(texts(&spent).contains("No more codes can be sent by email"));
 }
 
-/// A user holding a live email code asks for one by SMS and the gateway refuses it: the
-/// refused send stores nothing, so the email code still passes.
-#[test]
-fn a_refused_send_leaves_the_live_code_of_another_channel() {
+/// alice, enrolled, with an email address and a phone number, at the prompt of a login after
+/// asking for a code by email (sent, live).
+fn emailed_with_a_phone_too() -> (Fixture, Arc<FakeDelivery>, Step) {
     let (e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\", \"sms\"]");
     set_email(&e, "alice");
     e.set_contact(ROOT, "alice", "sms", "+49 151 2345 6712")
@@ -354,6 +353,14 @@ fn a_refused_send_leaves_the_live_code_of_another_channel() {
     let step = begin(&e, "alice", NOW);
     let step = answer(&e, &step, "email", NOW);
     assert!(texts(&step).contains("sent by email"), "{}", texts(&step));
+    (e, fake, step)
+}
+
+/// A user holding a live email code asks for one by SMS and the gateway refuses it: the
+/// refused send stores nothing, so the email code still passes.
+#[test]
+fn a_refused_send_leaves_the_live_code_of_another_channel() {
+    let (e, fake, step) = emailed_with_a_phone_too();
     let emailed = fake.last().unwrap().payload;
     let before = e.store.get("alice").unwrap().unwrap().outbox;
 
@@ -379,14 +386,7 @@ fn a_refused_send_leaves_the_live_code_of_another_channel() {
 /// not bring back the first's code, which was never delivered, as the code the user "was sent".
 #[test]
 fn a_refused_send_never_brings_back_a_code_still_on_its_way() {
-    let (e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\", \"sms\"]");
-    set_email(&e, "alice");
-    e.set_contact(ROOT, "alice", "sms", "+49 151 2345 6712")
-        .unwrap();
-    enroll(&e, "alice");
-    let step = begin(&e, "alice", NOW);
-    let step = answer(&e, &step, "email", NOW);
-    assert!(texts(&step).contains("sent by email"), "{}", texts(&step));
+    let (e, fake, _) = emailed_with_a_phone_too();
 
     // The first login's SMS is on its way: its code is the live one, its send not over.
     let on_its_way = crate::delivery::sent::SentCode {
