@@ -307,44 +307,21 @@ impl Open {
         }
     }
 
-    /// A place for a new connection of `client` (`None`: not counted per client), unless the
-    /// client holds [`MAX_PER_CLIENT`]. When every place is taken, the connection idle longest
-    /// is told to close and gives its place up at once.
+    /// A place for a new connection of `client` (`None`: not counted per client). A client
+    /// that holds [`MAX_PER_CLIENT`] gets it in place of its own connection idle longest (many
+    /// people behind one address share its share), or not at all while every one of its own is
+    /// in the middle of a request. When every place is taken, the connection idle longest is
+    /// told to close and gives its place up at once.
     fn enter(&self, client: Option<IpAddr>, now: Instant) -> Entry {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(client) = client
             && inner.per_client.get(&client).copied().unwrap_or(0) >= MAX_PER_CLIENT
+            && !inner.close_idlest(|state| state.client == Some(client))
         {
             return Entry::OverShare;
         }
-        if inner.connections.len() >= self.limit {
-            // The idlest, unless it has just begun a request: then the next idlest.
-            let closed = loop {
-                let idlest = inner
-                    .connections
-                    .iter()
-                    .filter(|(_, state)| state.phase.load(Ordering::Acquire) == IDLE)
-                    .min_by_key(|(_, state)| {
-                        *state
-                            .idle_since
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                    })
-                    .map(|(&id, state)| (id, state.clone()));
-                let Some((id, state)) = idlest else {
-                    return Entry::Full;
-                };
-                if state
-                    .phase
-                    .compare_exchange(IDLE, CLOSING, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    break id;
-                }
-            };
-            if let Some(state) = inner.remove(closed) {
-                state.close.notify_one();
-            }
+        if inner.connections.len() >= self.limit && !inner.close_idlest(|_| true) {
+            return Entry::Full;
         }
         let id = inner.next;
         inner.next += 1;
@@ -368,6 +345,39 @@ impl Open {
 }
 
 impl Inner {
+    /// Tells the idle connection among `these` that has been idle longest to close, and gives
+    /// its place up; false if none of them is idle. One that has just begun a request is
+    /// passed over for the next.
+    fn close_idlest(&mut self, these: impl Fn(&State) -> bool) -> bool {
+        let closed = loop {
+            let idlest = self
+                .connections
+                .iter()
+                .filter(|(_, state)| these(state) && state.phase.load(Ordering::Acquire) == IDLE)
+                .min_by_key(|(_, state)| {
+                    *state
+                        .idle_since
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                })
+                .map(|(&id, state)| (id, state.clone()));
+            let Some((id, state)) = idlest else {
+                return false;
+            };
+            if state
+                .phase
+                .compare_exchange(IDLE, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                break id;
+            }
+        };
+        if let Some(state) = self.remove(closed) {
+            state.close.notify_one();
+        }
+        true
+    }
+
     /// Forgets connection `id` (ended, or closed for a newcomer). Its state, if it was open.
     fn remove(&mut self, id: u64) -> Option<Arc<State>> {
         let state = self.connections.remove(&id)?;
@@ -414,10 +424,26 @@ mod tests {
         let mine: Vec<Held> = (0..MAX_PER_CLIENT)
             .map(|_| held(open.enter(Some(one), now)))
             .collect();
+        // At its share with every one of its own serving: the newcomer is closed.
+        for mine in &mine {
+            assert!(mine.try_busy());
+        }
         assert!(
             matches!(open.enter(Some(one), now), Entry::OverShare),
             "one over its share"
         );
+        // With one of its own idle, that one makes room (people behind one address).
+        mine[3].set_idle(now);
+        let newcomer = held(open.enter(Some(one), now));
+        {
+            let told = std::pin::pin!(mine[3].close.notified());
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(
+                told.poll(&mut context).is_ready(),
+                "its own idle one closes"
+            );
+        }
+        drop(newcomer);
         let _other = held(open.enter(Some(other), now));
         // Behind the proxy (no client counted) only the total applies.
         let _proxied: Vec<Held> = (0..MAX_PER_CLIENT * 2)
