@@ -109,8 +109,8 @@ pub async fn run(
                 }
             },
         };
-        // Facing browsers, one address holds at most its share; the connection over it is
-        // closed at once.
+        // Facing browsers, one address holds at most its share: a connection over it takes the
+        // place of its own idlest, or is closed at once.
         let client = acceptor.as_ref().map(|_| client_of(peer.ip()));
         let held = loop {
             match open.enter(client, Instant::now()) {
@@ -125,7 +125,7 @@ pub async fn run(
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
             let held = Arc::new(held);
-            let close = held.close.clone();
+            let close = held.state.close.clone();
             let work = async {
                 match acceptor {
                     Some(acceptor) => {
@@ -257,7 +257,7 @@ struct State {
 /// What [`Open::enter`] came to.
 enum Entry {
     Held(Held),
-    /// The client holds its share already: close the new connection.
+    /// The client holds its share already, every one of them serving: close the new one.
     OverShare,
     /// Every place is taken by a connection in the middle of a request: wait.
     Full,
@@ -268,7 +268,6 @@ struct Held {
     open: Open,
     id: u64,
     state: Arc<State>,
-    close: Arc<Notify>,
 }
 
 impl Held {
@@ -338,7 +337,6 @@ impl Open {
         Entry::Held(Held {
             open: self.clone(),
             id,
-            close: state.close.clone(),
             state,
         })
     }
@@ -436,7 +434,7 @@ mod tests {
         mine[3].set_idle(now);
         let newcomer = held(open.enter(Some(one), now));
         {
-            let told = std::pin::pin!(mine[3].close.notified());
+            let told = std::pin::pin!(mine[3].state.close.notified());
             let mut context = std::task::Context::from_waker(std::task::Waker::noop());
             assert!(
                 told.poll(&mut context).is_ready(),
@@ -491,7 +489,7 @@ mod tests {
         let newcomer = held(open.enter(None, at(6)));
         let closed = |h: &Held| {
             // A close told before anyone waited is kept: the first poll is ready.
-            let told = std::pin::pin!(h.close.notified());
+            let told = std::pin::pin!(h.state.close.notified());
             let mut context = std::task::Context::from_waker(std::task::Waker::noop());
             told.poll(&mut context).is_ready()
         };

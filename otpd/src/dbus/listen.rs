@@ -22,7 +22,8 @@ use zruntime::{AsyncIo, SharedRuntime};
 
 use super::bounded::{Calls, Limits, Oversize};
 use super::peer::{
-    PeerSocket, UserNamespace, own_user_namespace, peer_creds, pidfd_of, real_uid, user_namespace,
+    PeerCreds, PeerSocket, UserNamespace, own_user_namespace, peer_creds, pidfd_of, real_uid,
+    user_namespace,
 };
 use super::service::{CallSlots, OtpdService, Waiting};
 use super::session;
@@ -503,12 +504,7 @@ impl Server {
         };
         // Whose slot the connection takes (see [`Slots`]); who the caller is stays creds.uid.
         let connecting = if creds.uid == 0 && self.slots.examine_root() {
-            let own = creds
-                .pidfd
-                .is_none()
-                .then(|| pidfd_of(&stream, creds.pid))
-                .flatten();
-            real_uid(creds.pid, creds.pidfd.as_ref().or(own.as_ref())).unwrap_or(0)
+            with_peer_pidfd(&creds, &stream, |pidfd| real_uid(creds.pid, pidfd)).unwrap_or(0)
         } else {
             creds.uid
         };
@@ -516,12 +512,7 @@ impl Server {
             set_uid: connecting != creds.uid,
             connecting,
             charged: self.slots.charged_to(connecting, || {
-                let own = creds
-                    .pidfd
-                    .is_none()
-                    .then(|| pidfd_of(&stream, creds.pid))
-                    .flatten();
-                user_namespace(creds.pid, creds.pidfd.as_ref().or(own.as_ref()))
+                with_peer_pidfd(&creds, &stream, |pidfd| user_namespace(creds.pid, pidfd))
             }),
         };
         let _slot = match self.slots.take(charge.charged) {
@@ -596,6 +587,19 @@ impl Server {
         connection.closed().await;
         // Whatever it left waiting at a prompt will never be answered.
         waiting.cancel_all(&self.engine, caller);
+    }
+}
+
+/// Runs `look` with a pidfd of the connecting process: the one read with its credentials, else
+/// one made now ([`pidfd_of`]).
+fn with_peer_pidfd<T>(
+    creds: &PeerCreds,
+    stream: &UnixStream,
+    look: impl FnOnce(Option<&std::os::fd::OwnedFd>) -> T,
+) -> T {
+    match &creds.pidfd {
+        Some(pidfd) => look(Some(pidfd)),
+        None => look(pidfd_of(stream, creds.pid).as_ref()),
     }
 }
 

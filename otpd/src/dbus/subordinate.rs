@@ -11,9 +11,10 @@
 //!   [`MAX_BYTES`] gives no ranges: every uid is charged as itself. Each such state is logged
 //!   once, when it begins.
 //! - A line is `owner:first:count`, the owner a name (looked up through NSS) or a uid. A
-//!   malformed line, or one whose range runs past the last uid, is skipped; so is a line whose
-//!   range overlaps an earlier line's, whole: the first in the file wins. A range whose owner
-//!   NSS does not know gives its uids no owner (each is charged as itself). Blank lines and
+//!   malformed line, or one whose range runs past the last uid, is skipped. Lines whose ranges
+//!   overlap give the uids of all of them no owner (newuidmap grants each owner their line
+//!   whatever the others say). A range whose owner NSS does not know gives its uids no owner:
+//!   each is charged as itself. Blank lines and
 //!   lines starting with `#` are ignored. Such lines are logged, with their numbers, once per
 //!   version of the file.
 //! - Ranges owned by root are left out: their uids are charged as themselves, not to root,

@@ -315,22 +315,22 @@ impl Engine {
         if self.store.vault().is_some() {
             return false;
         }
-        // No such login, or another caller's: refused at once, before any record is read.
-        if self
-            .sessions
-            .peek(handle, |session| session.caller == caller)
-            != Some(true)
-        {
-            return true;
-        }
-        let user = self.sessions.peek(handle, |session| {
-            matches!(
-                session.kind,
-                LoginKind::Code { .. } | LoginKind::Sent { .. }
-            )
-            .then(|| session.request.user.clone())
+        // One look at the login: whose it is, and whether it asks for a code.
+        let looked = self.sessions.peek(handle, |session| {
+            (session.caller == caller).then(|| {
+                matches!(
+                    session.kind,
+                    LoginKind::Code { .. } | LoginKind::Sent { .. }
+                )
+                .then(|| session.request.user.clone())
+            })
         });
-        let Some(user) = user.flatten() else {
+        let user = match looked {
+            // No such login, or another caller's: refused at once, before any record is read.
+            None | Some(None) => return true,
+            Some(Some(user)) => user,
+        };
+        let Some(user) = user else {
             return false;
         };
         match self.store.get(&user) {

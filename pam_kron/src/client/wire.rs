@@ -297,16 +297,9 @@ impl Wire {
                     ));
                 }
                 Ok(_) => {}
-                // A signal (SIGSTOP and SIGCONT among them): read again, or past the deadline
-                // look once more at what arrived.
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted && left.is_some() => {}
-                // The read's timeout ran out: look once more at what arrived, without waiting.
-                Err(e)
-                    if left.is_some()
-                        && matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
+                // The read's timeout ran out, or a signal came (SIGSTOP and SIGCONT among
+                // them): the loop looks once more at what arrived, without waiting, unless that
+                // look was this one.
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -315,7 +308,9 @@ impl Wire {
                             | std::io::ErrorKind::Interrupted
                     ) =>
                 {
-                    return Err(Error::Timeout);
+                    if left.is_none() {
+                        return Err(Error::Timeout);
+                    }
                 }
                 Err(e) => return Err(Error::Unreachable(format!("receiving: {e}"))),
             }

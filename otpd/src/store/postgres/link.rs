@@ -68,7 +68,8 @@ struct Slot {
     busy: AtomicUsize,
     /// Long statements among them ([`Link::query_long`]).
     long: AtomicUsize,
-    /// Held while connecting, so one caller connects and the others wait for it.
+    /// Held while a connect runs (on a thread of its own, [`BackgroundConnect`]), and with it
+    /// when a failed connect may be tried again.
     retry: Mutex<Retry>,
     /// When the connect under way in the background began, if one is
     /// ([`Link::wait_for_connect`]).
