@@ -38,6 +38,39 @@ pub struct Subject<'a> {
     pub caller_uid: u32,
 }
 
+/// A [`Subject`] that owns its text: for a record written after the call that made it
+/// returned (a send finishing on its own thread).
+#[derive(Debug, Clone, Default)]
+pub struct OwnedSubject {
+    user: String,
+    service: String,
+    rhost: String,
+    tty: String,
+    caller_uid: u32,
+}
+
+impl OwnedSubject {
+    pub fn of(subject: &Subject<'_>) -> OwnedSubject {
+        OwnedSubject {
+            user: subject.user.to_owned(),
+            service: subject.service.to_owned(),
+            rhost: subject.rhost.to_owned(),
+            tty: subject.tty.to_owned(),
+            caller_uid: subject.caller_uid,
+        }
+    }
+
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            user: &self.user,
+            service: &self.service,
+            rhost: &self.rhost,
+            tty: &self.tty,
+            caller_uid: self.caller_uid,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Severity {
     Info,

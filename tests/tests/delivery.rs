@@ -13,9 +13,11 @@
 use kron_tests::gateway::{self, Gateway};
 use kron_tests::mailbox::{Mail, Mailbox};
 use kron_tests::messages::{find_otpauth_uri, otpauth_secret};
+use kron_tests::pam::PamConfig;
 use kron_tests::totp::{self, Oath};
-use kron_tests::{Kronctl, TestUser, Transcript, World, kronctl, result};
+use kron_tests::{Kronctl, Stack, TestUser, Transcript, World, kronctl, process, result, world};
 use serde_json::Value;
+use std::time::Duration;
 
 const CONTACT: &str = "the kron test desk";
 
@@ -460,6 +462,47 @@ fn sms_code_passes_a_login() {
     without.assert_denied();
     assert_mentions(&without, CONTACT);
     assert_eq!(gateway.count(), 1, "sent without a phone number");
+}
+
+/// A gateway slower than pam_kron's default `timeout=5`, within otpd's own `[sms] timeout`
+/// (10 s by default): the login prompts once otpd has waited its 3 s, saying the code is on its
+/// way, and the code passes. Before, the module gave up on `BeginLogin` and the login failed as
+/// "unavailable" (which `authinfo_unavail=ignore` lets through) while the code still arrived.
+/// The login runs through a stack with the module's default timeout.
+#[test]
+fn a_gateway_slower_than_the_module_still_gets_a_prompt() {
+    let gateway = Gateway::start();
+    gateway.delay(Duration::from_secs(7));
+    let world = World::start(&config(
+        "",
+        "[[group]]\nname = \"*\"\nmode = \"require\"\nfallback = [\"sms\"]\n",
+        &[gateway.config_section()],
+    ));
+    let user = TestUser::new();
+    world
+        .kronctl()
+        .json(&["contact", user.name(), "--phone", PHONE_TYPED]);
+    let reach = world::transport_arg(&world.bus, &world.otpd, world::Transport::Socket);
+    let default_timeout =
+        PamConfig::with_module_args("kron-default-timeout", Stack::Probe, &[&reach]);
+
+    let mut login = default_timeout.login(user.name()).interactive();
+    let first = login.until_prompt();
+    assert_mentions(&first, &format!("on its way by SMS to {PHONE_MASKED}"));
+    let code = gateway.wait_for_request().code();
+    login.answer(&code);
+    login.finish().assert_accepted();
+    process::wait_for(
+        "the late send's audit line",
+        Duration::from_secs(20),
+        || {
+            world
+                .otpd
+                .stderr()
+                .contains("event=code-sent")
+                .then_some(())
+        },
+    );
 }
 
 /// Proof 3: SMTP down. The login is refused as unavailable with a clear message, `--send`

@@ -353,13 +353,16 @@ pub mod fake {
     }
 
     /// Records what it is asked to send; `failing` makes every send fail, as one that may have
-    /// reached the server with `maybe_sent`.
+    /// reached the server with `maybe_sent`; [`FakeDelivery::hold`] keeps sends waiting, as a
+    /// slow server does, until [`FakeDelivery::let_go`].
     #[derive(Default)]
     pub struct FakeDelivery {
         pub channels: Vec<Channel>,
         pub sent: Mutex<Vec<Sent>>,
         pub failing: std::sync::atomic::AtomicBool,
         pub maybe_sent: std::sync::atomic::AtomicBool,
+        held: Mutex<bool>,
+        let_go: std::sync::Condvar,
     }
 
     impl FakeDelivery {
@@ -377,6 +380,17 @@ pub mod fake {
         pub fn count(&self) -> usize {
             self.sent.lock().unwrap().len()
         }
+
+        /// Sends from now on wait until [`FakeDelivery::let_go`].
+        pub fn hold(&self) {
+            *self.held.lock().unwrap() = true;
+        }
+
+        /// Lets the waiting sends, and the next ones, through.
+        pub fn let_go(&self) {
+            *self.held.lock().unwrap() = false;
+            self.let_go.notify_all();
+        }
     }
 
     impl Deliver for FakeDelivery {
@@ -390,6 +404,8 @@ pub mod fake {
             to: &Recipient<'_>,
             content: &Content<'_>,
         ) -> Result<(), DeliveryError> {
+            let held = self.held.lock().unwrap();
+            drop(self.let_go.wait_while(held, |held| *held).unwrap());
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(DeliveryError {
                     text: format!("{} server unreachable", channel.as_str()),

@@ -6,6 +6,7 @@ use kron_common::config::CodesConfig;
 use kron_common::contact::Channels;
 use kron_proto::Channel;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// What a sent code may be used for. Part of the MAC: one purpose's code never passes the other.
@@ -71,11 +72,12 @@ pub struct SendsInFlight {
 }
 
 impl SendsInFlight {
-    /// Marks `mac`'s send as under way until the guard is dropped.
-    pub fn start(&self, mac: &[u8]) -> InFlight<'_> {
+    /// Marks `mac`'s send as under way until the guard is dropped. The guard owns its share of
+    /// the set: a send a login stopped waiting for finishes on a thread of its own.
+    pub fn start(self: &Arc<Self>, mac: &[u8]) -> InFlight {
         self.lock().insert(mac.to_vec());
         InFlight {
-            sends: self,
+            sends: Arc::clone(self),
             mac: mac.to_vec(),
         }
     }
@@ -83,6 +85,11 @@ impl SendsInFlight {
     /// Whether the send of `mac` is under way.
     pub fn contains(&self, mac: &[u8]) -> bool {
         self.lock().contains(mac)
+    }
+
+    /// How many sends are under way.
+    pub fn count(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Vec<u8>>> {
@@ -94,12 +101,12 @@ impl SendsInFlight {
 
 /// One send under way ([`SendsInFlight::start`]).
 #[must_use]
-pub struct InFlight<'a> {
-    sends: &'a SendsInFlight,
+pub struct InFlight {
+    sends: Arc<SendsInFlight>,
     mac: Vec<u8>,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.sends.lock().remove(&self.mac);
     }

@@ -3,6 +3,7 @@
 
 use super::messages;
 use super::outbound::{Sent, SentCheck};
+use super::sending::SendWait;
 use super::sessions::{LoginKind, LoginSession};
 use super::verdict::{PendingCheck, Verdict};
 use super::{Engine, subject, throttled};
@@ -251,8 +252,9 @@ impl Engine {
             None => {
                 let mut outcome = None;
                 for channel in offer.iter() {
-                    let sent = self.send_code(&subject, record, channel, purpose, now)?;
-                    let done = matches!(sent, Sent::Done { .. });
+                    let sent =
+                        self.send_code(&subject, record, channel, purpose, SendWait::Login, now)?;
+                    let done = matches!(sent, Sent::Done { .. } | Sent::Underway { .. });
                     outcome = Some(sent);
                     if done {
                         break;
@@ -263,7 +265,7 @@ impl Engine {
         };
         let told = sent.message(&self.config.contact, now);
         match sent {
-            Sent::Done { .. } => {}
+            Sent::Done { .. } | Sent::Underway { .. } => {}
             Sent::Spent { .. } => {
                 self.audit
                     .record("throttled", &subject, "send budget spent");
@@ -452,7 +454,14 @@ impl Engine {
         }
         session.resends += 1;
         let record = self.store.get(&session.request.user)?;
-        let sent = self.send_code(&subject, record.as_ref(), channel, purpose, now)?;
+        let sent = self.send_code(
+            &subject,
+            record.as_ref(),
+            channel,
+            purpose,
+            SendWait::Login,
+            now,
+        )?;
         let told = sent.message(&self.config.contact, now);
         Ok(self.prompt(session, vec![told], now))
     }

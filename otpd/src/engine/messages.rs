@@ -133,6 +133,15 @@ pub fn code_sent(channel: Channel, masked: &str, expires: u64, now: u64) -> Mess
     ))
 }
 
+pub fn code_underway(channel: Channel, masked: &str, expires: u64, now: u64) -> Message {
+    Message::info(format!(
+        "A verification code is on its way {} to {masked}; it may take a moment to arrive. It is \
+         valid for {}.",
+        by(channel),
+        duration(expires.saturating_sub(now))
+    ))
+}
+
 /// `Or type "email" to get a code by email.`, naming every offered channel.
 pub fn fallback_hint(offer: Channels) -> Option<Message> {
     let words: Vec<String> = offer

@@ -10,6 +10,7 @@
 //! | `tokens.rs` | token management: enroll, confirm, status, list, reset, unlock |
 //! | `pages.rs` | reading a store a page at a time: page bounds, where the next page begins, one-message answers |
 //! | `outbound.rs` | email and SMS: contacts, sending codes within the budget, delivered enrollments |
+//! | `sending.rs` | one code on its way: the send, its outcome, a login's bounded wait for it |
 //! | `links.rs` | one-time enrollment links: make, revoke, report, and the page's show and confirm |
 //! | `lifecycle.rs` | recovery codes, backup and restore, migration imports, token export |
 //! | `backup.rs` | the backup file: JSON in an age file encrypted to a passphrase |
@@ -31,6 +32,7 @@ mod login;
 mod messages;
 mod outbound;
 mod pages;
+mod sending;
 mod sessions;
 #[cfg(test)]
 mod tests;
@@ -54,17 +56,20 @@ use kron_common::config::Config;
 use kron_common::users::Directory;
 use kron_proto::{Step, StepKind};
 use sessions::Sessions;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// Everything a decision needs. The parts in the files beside this one are `impl Engine`
 /// blocks; nothing outside the engine sees its fields.
 pub struct Engine {
     config: Config,
-    store: Box<dyn Store>,
+    /// Shared with a send that finishes after its login stopped waiting (`outbound.rs`), as
+    /// are `audit`, `delivery` and `sending`.
+    store: Arc<dyn Store>,
     /// Shared with the threads that check an import as it arrives (`transfer.rs`).
-    key: std::sync::Arc<SecretKey>,
+    key: Arc<SecretKey>,
     directory: Box<dyn Directory>,
-    audit: Audit,
+    audit: Arc<Audit>,
     sessions: Sessions,
     grace: GraceLedger,
     strangers: StrangerThrottle,
@@ -72,9 +77,11 @@ pub struct Engine {
     links: LinkLimiter,
     transfers: transfer::Transfers,
     hostname: String,
-    delivery: Box<dyn Deliver>,
+    delivery: Arc<dyn Deliver>,
     /// Codes whose email or SMS is being sent (`outbound.rs`).
-    sending: crate::delivery::sent::SendsInFlight,
+    sending: Arc<crate::delivery::sent::SendsInFlight>,
+    /// How long a login waits for its code's send before it prompts anyway (`outbound.rs`).
+    send_wait: std::time::Duration,
 }
 
 impl Engine {
@@ -89,10 +96,10 @@ impl Engine {
     ) -> Engine {
         Engine {
             config,
-            store,
-            key: std::sync::Arc::new(key),
+            store: Arc::from(store),
+            key: Arc::new(key),
             directory,
-            audit,
+            audit: Arc::new(audit),
             sessions: Sessions::default(),
             grace: GraceLedger::default(),
             strangers: StrangerThrottle::default(),
@@ -100,8 +107,9 @@ impl Engine {
             links: LinkLimiter::default(),
             transfers: transfer::Transfers::default(),
             hostname,
-            delivery,
+            delivery: Arc::from(delivery),
             sending: Default::default(),
+            send_wait: sending::LOGIN_SEND_WAIT,
         }
     }
 
@@ -109,6 +117,12 @@ impl Engine {
     /// it are on the device; replies wait for it.
     pub fn durable_through(&self, write: u64) -> Durable {
         self.store.durable_through(write)
+    }
+
+    /// How long a login waits for its code's send (tests shorten it).
+    #[cfg(test)]
+    pub(crate) fn set_send_wait(&mut self, wait: std::time::Duration) {
+        self.send_wait = wait;
     }
 
     /// The configuration otpd runs with.

@@ -4,9 +4,10 @@
 
 use super::Engine;
 use super::messages;
-use crate::audit::Subject;
+use super::sending::{self, MAX_SENDS_IN_FLIGHT, SendJob, SendWait};
+use crate::audit::{OwnedSubject, Subject};
 use crate::delivery::sent::{self, Budget, CodeCheck, Expected, Purpose, Reservation, SentCode};
-use crate::delivery::{Content, DeliveryError, Recipient};
+use crate::delivery::{Content, Recipient};
 use crate::error::{Error, Result};
 use crate::policy::authz::Caller;
 use crate::store::record::UserRecord;
@@ -14,6 +15,7 @@ use crate::totp;
 use kron_common::contact::{self, Channels};
 use kron_proto::Channel;
 use kron_proto::{Delivery, MAX_RESPONSE_LEN};
+use std::sync::Arc;
 
 /// The PAM service name rules are looked up for when kronctl enrolls.
 const KRONCTL_SERVICE: &str = "kronctl";
@@ -23,6 +25,13 @@ const KRONCTL_SERVICE: &str = "kronctl";
 pub(crate) enum Sent {
     /// Sent to `masked`; valid until `expires`.
     Done {
+        channel: Channel,
+        masked: String,
+        expires: u64,
+    },
+    /// Handed to its own thread, the server still to answer when the login stopped waiting;
+    /// valid until `expires` if it arrives.
+    Underway {
         channel: Channel,
         masked: String,
         expires: u64,
@@ -42,6 +51,11 @@ impl Sent {
                 masked,
                 expires,
             } => messages::code_sent(*channel, masked, *expires, now),
+            Sent::Underway {
+                channel,
+                masked,
+                expires,
+            } => messages::code_underway(*channel, masked, *expires, now),
             Sent::Spent { channel, until } => messages::send_spent(*channel, *until, now),
             Sent::Failed { channel } => messages::send_failed(*channel, contact),
         }
@@ -78,19 +92,37 @@ impl Engine {
     }
 
     /// Makes a code for `purpose`, spends the budget, sends it, and keeps it only if the server
-    /// took the message.
+    /// may have taken the message. A login (`wait` of [`SendWait::Login`]) waits for the server
+    /// at most [`Engine::send_wait`]: past it the send goes on by itself and the person is told
+    /// the code is on its way ([`Sent::Underway`]). pam_kron gives up on a call after its
+    /// `timeout=` (5 s by default) and a relay may take `[email] timeout` (10 s by default):
+    /// without the bound, a relay slower than the module made the login "unavailable" while the
+    /// code still arrived.
     pub(crate) fn send_code(
         &self,
         subject: &Subject<'_>,
         record: Option<&UserRecord>,
         channel: Channel,
         purpose: Purpose,
+        wait: SendWait,
         now: u64,
     ) -> Result<Sent> {
         let user = subject.user;
         let address = self.address(user, record, channel).ok_or_else(|| {
             Error::NotFound(format!("no {} contact for {user}", channel.as_str()))
         })?;
+        if self.sending.count() >= MAX_SENDS_IN_FLIGHT {
+            // Each send under way holds a thread until its server answers or its timeout ends.
+            self.audit.record(
+                "send-failed",
+                subject,
+                &format!(
+                    "{}: {MAX_SENDS_IN_FLIGHT} sends already under way",
+                    channel.as_str()
+                ),
+            );
+            return Ok(Sent::Failed { channel });
+        }
         let code = sent::new_code(self.config.codes.digits)
             .map_err(|e| Error::System(format!("no randomness: {e}")))?;
         let expires = now.saturating_add(self.config.codes.validity);
@@ -105,7 +137,7 @@ impl Engine {
             budget: Budget::Allowed,
             replaced: None,
         };
-        let _sending = self.sending.start(&mac);
+        let in_flight = self.sending.start(&mac);
         self.store.modify(user, &mut |record| {
             reservation = record
                 .outbox
@@ -127,56 +159,36 @@ impl Engine {
             );
             return Ok(Sent::Spent { channel, until });
         }
-        let content = Content::Code {
-            code: &code,
-            valid_for: self.config.codes.validity,
-        };
         // The reservation is on the device before the code leaves: a crash must not hand the
         // send budget back.
         self.store.flush()?;
         let masked = contact::mask(channel, &address);
-        match self.delivery.send(
+        let job = SendJob {
+            store: Arc::clone(&self.store),
+            audit: Arc::clone(&self.audit),
+            delivery: Arc::clone(&self.delivery),
+            _in_flight: in_flight,
+            subject: OwnedSubject::of(subject),
             channel,
-            &Recipient {
-                user,
-                address: &address,
-            },
-            &content,
-        ) {
-            Ok(()) => {
-                self.audit.record(
-                    "code-sent",
-                    subject,
-                    &format!(
-                        "{} code by {} to {masked}",
-                        purpose.as_str(),
-                        channel.as_str()
-                    ),
-                );
-                Ok(Sent::Done {
-                    channel,
-                    masked,
-                    expires,
-                })
-            }
-            Err(e) => {
-                // A send the server may have taken stays counted, and its code live (it may
-                // arrive): only a refusal hands both back, and the code it replaced with them.
-                if !e.maybe_sent {
-                    self.store.modify(user, &mut |record| {
-                        record
-                            .outbox
-                            .release(channel, &mac, now, reservation.replaced.as_ref());
-                    })?;
-                }
-                self.audit.record(
-                    "send-failed",
-                    subject,
-                    &format!("{} to {masked}: {e}{}", channel.as_str(), counted(&e)),
-                );
-                Ok(Sent::Failed { channel })
-            }
-        }
+            address,
+            masked: masked.clone(),
+            code,
+            valid_for: self.config.codes.validity,
+            purpose,
+            mac,
+            replaced: reservation.replaced,
+            expires,
+            now,
+        };
+        let limit = match wait {
+            SendWait::Whole => None,
+            SendWait::Login => Some(self.send_wait),
+        };
+        Ok(job.run_within(limit)?.unwrap_or(Sent::Underway {
+            channel,
+            masked,
+            expires,
+        }))
     }
 
     /// Charges an attempt, then uses up the sent code for `purpose` if `response` is it.
@@ -317,6 +329,7 @@ impl Engine {
             record.as_ref(),
             channel,
             Purpose::Enrollment,
+            SendWait::Whole,
             now,
         )?)
     }
@@ -497,7 +510,7 @@ impl Engine {
                 &format!(
                     "{what} by {} to {masked}: {e}{}",
                     channel.as_str(),
-                    counted(&e)
+                    sending::counted(&e)
                 ),
             );
             return Err(Error::Delivery(format!(
@@ -520,6 +533,11 @@ pub(crate) enum SentCheck {
 fn sent_to_delivery(sent: Sent) -> Result<Delivery> {
     match sent {
         Sent::Done {
+            channel,
+            masked,
+            expires,
+        }
+        | Sent::Underway {
             channel,
             masked,
             expires,
@@ -550,13 +568,4 @@ pub(crate) fn already_enrolled(user: &str) -> Error {
     Error::Conflict(format!(
         "{user} already has a confirmed token; an admin must run `kronctl reset {user}` first"
     ))
-}
-
-/// What the audit line of a failed send adds when the send stays counted.
-fn counted(e: &DeliveryError) -> &'static str {
-    if e.maybe_sent {
-        " (it may have reached the server: the send stays counted)"
-    } else {
-        ""
-    }
 }

@@ -419,6 +419,98 @@ fn a_refused_send_never_brings_back_a_code_still_on_its_way() {
     );
 }
 
+/// Waits (up to 10 s) for the sends left to finish on their own threads.
+fn sends_finished(e: &Engine) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.sending.count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a send never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A server slower than a login waits for (a relay slower than pam_kron's `timeout=` made the
+/// login "unavailable" while the code still arrived): the login prompts, saying the code is on
+/// its way, the send finishes by itself and its code passes.
+#[test]
+fn a_slow_send_prompts_and_its_code_passes_once_it_arrives() {
+    let (mut e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\"]");
+    e.engine.set_send_wait(std::time::Duration::from_millis(50));
+    set_email(&e, "alice");
+    fake.hold();
+    let step = begin(&e, "alice", NOW);
+    assert_eq!(kind(&step), StepKind::Prompt, "{}", texts(&step));
+    assert!(
+        texts(&step).contains("on its way by email to a***@example.com")
+            && texts(&step).contains("valid for 5 minutes")
+            && texts(&step).contains("Or type \"email\""),
+        "{}",
+        texts(&step)
+    );
+    assert_eq!(fake.count(), 0, "the server has not taken it yet");
+    fake.let_go();
+    sends_finished(&e);
+    assert_eq!(fake.count(), 1);
+    let sent = fake.last().unwrap().payload;
+    assert_eq!(kind(&answer(&e, &step, &sent, NOW + 5)), StepKind::Accept);
+}
+
+/// A send the login stopped waiting for and the server then refuses hands its budget back and
+/// leaves no code, as a refusal in time does: the next login sends a new one.
+#[test]
+fn a_slow_send_refused_later_hands_its_budget_back() {
+    let (mut e, fake) =
+        engine("default_mode = \"require\"\nfallback = [\"email\"]\n[codes]\nmax_sends = 1");
+    e.engine.set_send_wait(std::time::Duration::from_millis(50));
+    set_email(&e, "alice");
+    fake.hold();
+    fake.failing.store(true, Ordering::SeqCst);
+    let step = begin(&e, "alice", NOW);
+    assert!(texts(&step).contains("on its way"), "{}", texts(&step));
+    fake.let_go();
+    sends_finished(&e);
+    assert_eq!(
+        e.store.get("alice").unwrap().unwrap().outbox,
+        crate::delivery::sent::Outbox::default(),
+        "no code, no budget spent"
+    );
+    fake.failing.store(false, Ordering::SeqCst);
+    let step = begin(&e, "alice", NOW + 1);
+    assert!(
+        texts(&step).contains("was sent by email"),
+        "{}",
+        texts(&step)
+    );
+    assert_eq!(
+        kind(&answer(&e, &step, &fake.last().unwrap().payload, NOW + 1)),
+        StepKind::Accept
+    );
+}
+
+/// A code asked for at the prompt from a slow server: the prompt comes back in time too.
+#[test]
+fn a_slow_send_asked_for_at_the_prompt_prompts_again() {
+    let (mut e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\"]");
+    e.engine.set_send_wait(std::time::Duration::from_millis(50));
+    set_email(&e, "alice");
+    enroll(&e, "alice");
+    let step = begin(&e, "alice", NOW);
+    fake.hold();
+    let step = answer(&e, &step, "email", NOW + 1);
+    assert_eq!(kind(&step), StepKind::Prompt, "{}", texts(&step));
+    assert!(
+        texts(&step).contains("on its way by email"),
+        "{}",
+        texts(&step)
+    );
+    fake.let_go();
+    sends_finished(&e);
+    let sent = fake.last().unwrap().payload;
+    assert_eq!(kind(&answer(&e, &step, &sent, NOW + 2)), StepKind::Accept);
+}
+
 /// A send that failed after the server may have taken it (no answer in time, the connection
 /// lost) stays counted: a gateway that is slow but delivers must not make sends free.
 #[test]

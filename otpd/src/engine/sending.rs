@@ -1,0 +1,184 @@
+//! One email or SMS code on its way: the send, and what its outcome changes (the audit line;
+//! on a refusal the budget and the replaced code handed back). A login waits for it a bounded
+//! time and leaves it to finish on its own thread after that (`Engine::send_code`).
+
+use super::outbound::Sent;
+use crate::audit::{Audit, OwnedSubject};
+use crate::delivery::sent::{InFlight, Purpose, SentCode};
+use crate::delivery::{Content, Deliver, DeliveryError, Recipient};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use kron_proto::Channel;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// How long a login waits for its code's server before it prompts anyway: well inside
+/// pam_kron's default `timeout=5`, which counts from the call's send and covers the rest of
+/// `BeginLogin` too.
+pub(crate) const LOGIN_SEND_WAIT: Duration = Duration::from_secs(3);
+
+/// Sends under way at once in this otpd; past it a send is refused as failed. Each holds a
+/// thread until its server answers or its `timeout` passes, and every send also needs its
+/// user's budget, so only a relay that hangs for many users at once comes near it.
+pub(crate) const MAX_SENDS_IN_FLIGHT: usize = 128;
+
+/// How long the caller of a send waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendWait {
+    /// Until the server answers or the channel's `timeout` passes (kronctl).
+    Whole,
+    /// At most `Engine::send_wait` (a login at its prompt).
+    Login,
+}
+
+/// A code reserved in the user's outbox, to be sent. Owns what it needs, so it can finish
+/// after the login that made it stopped waiting.
+pub(crate) struct SendJob {
+    pub store: Arc<dyn Store>,
+    pub audit: Arc<Audit>,
+    pub delivery: Arc<dyn Deliver>,
+    /// Marks the code as on its way until the outcome is written.
+    pub _in_flight: InFlight,
+    pub subject: OwnedSubject,
+    pub channel: Channel,
+    pub address: String,
+    pub masked: String,
+    pub code: Zeroizing<String>,
+    pub valid_for: u64,
+    pub purpose: Purpose,
+    pub mac: Vec<u8>,
+    /// The live code the reservation replaced, put back if the server refuses this one.
+    pub replaced: Option<SentCode>,
+    pub expires: u64,
+    pub now: u64,
+}
+
+impl SendJob {
+    /// Sends and writes the outcome. With a `limit`, the send runs on its own thread: `None`
+    /// if the server has not answered within it (the thread then writes the outcome itself).
+    /// An outcome that comes in time is written on the calling thread, so the caller's reply
+    /// waits for its writes as every reply does (`store::own_writes`).
+    pub fn run_within(self, limit: Option<Duration>) -> Result<Option<Sent>> {
+        let Some(limit) = limit else {
+            let result = self.deliver();
+            return self.finish(result).map(Some);
+        };
+        let (give, take) = mpsc::channel::<SendJob>();
+        // A rendezvous: the hand-back succeeds only while the caller still waits, so exactly
+        // one side writes the outcome.
+        let (done, outcome) = mpsc::sync_channel::<(SendJob, DeliveryResult)>(0);
+        let spawned = std::thread::Builder::new()
+            .name("otpd-send".into())
+            .spawn(move || {
+                let Ok(job) = take.recv() else { return };
+                let result = job.deliver();
+                if let Err(mpsc::SendError((job, result))) = done.send((job, result)) {
+                    let audit = Arc::clone(&job.audit);
+                    if let Err(e) = job.finish(result) {
+                        // Left counted, its code live: as a send the server may have taken.
+                        audit.daemon(&format!("a send's outcome could not be recorded: {e}"));
+                    }
+                }
+            });
+        if spawned.is_err() {
+            // No thread to be had: the send runs here, as kronctl's do.
+            let result = self.deliver();
+            return self.finish(result).map(Some);
+        }
+        let audit = Arc::clone(&self.audit);
+        if let Err(mpsc::SendError(job)) = give.send(self) {
+            let result = job.deliver();
+            return job.finish(result).map(Some);
+        }
+        match outcome.recv_timeout(limit) {
+            Ok((job, result)) => job.finish(result).map(Some),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Dropping the receiver makes the thread's hand-back fail: it writes the outcome.
+                drop(outcome);
+                Ok(None)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                audit.daemon("a send's thread stopped without an outcome");
+                Err(Error::System("the send stopped".into()))
+            }
+        }
+    }
+
+    fn deliver(&self) -> DeliveryResult {
+        self.delivery.send(
+            self.channel,
+            &Recipient {
+                user: self.subject.subject().user,
+                address: &self.address,
+            },
+            &Content::Code {
+                code: &self.code,
+                valid_for: self.valid_for,
+            },
+        )
+    }
+
+    /// Records the outcome. A send the server may have taken stays counted, and its code live
+    /// (it may arrive): only a refusal hands both back, and the code it replaced with them.
+    fn finish(self, result: DeliveryResult) -> Result<Sent> {
+        let subject = self.subject.subject();
+        match result {
+            Ok(()) => {
+                self.audit.record(
+                    "code-sent",
+                    &subject,
+                    &format!(
+                        "{} code by {} to {}",
+                        self.purpose.as_str(),
+                        self.channel.as_str(),
+                        self.masked
+                    ),
+                );
+                Ok(Sent::Done {
+                    channel: self.channel,
+                    masked: self.masked,
+                    expires: self.expires,
+                })
+            }
+            Err(e) => {
+                let released = if e.maybe_sent {
+                    Ok(())
+                } else {
+                    self.store.modify(subject.user, &mut |record| {
+                        record.outbox.release(
+                            self.channel,
+                            &self.mac,
+                            self.now,
+                            self.replaced.as_ref(),
+                        );
+                    })
+                };
+                self.audit.record(
+                    "send-failed",
+                    &subject,
+                    &format!(
+                        "{} to {}: {e}{}",
+                        self.channel.as_str(),
+                        self.masked,
+                        counted(&e)
+                    ),
+                );
+                released.map(|()| Sent::Failed {
+                    channel: self.channel,
+                })
+            }
+        }
+    }
+}
+
+type DeliveryResult = std::result::Result<(), DeliveryError>;
+
+/// What the audit line of a failed send adds when the send stays counted.
+pub(crate) fn counted(e: &DeliveryError) -> &'static str {
+    if e.maybe_sent {
+        " (it may have reached the server: the send stays counted)"
+    } else {
+        ""
+    }
+}
