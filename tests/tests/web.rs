@@ -550,22 +550,7 @@ fn slow_clients_and_one_address_cannot_hold_the_page() {
     let port = origin.rsplit(':').next().expect("a port");
     let address = format!("127.0.0.1:{port}");
 
-    let mut slow = std::process::Command::new("openssl")
-        .args([
-            "s_client",
-            "-quiet",
-            "-connect",
-            &address,
-            "-servername",
-            "localhost",
-        ])
-        .arg("-CAfile")
-        .arg(setup.ca.ca_pem())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start openssl s_client");
+    let mut slow = tls_client(&setup, &address);
     let mut stdin = slow.stdin.take().expect("stdin");
     write!(
         stdin,
@@ -609,4 +594,64 @@ fn slow_clients_and_one_address_cannot_hold_the_page() {
     drop(held);
     let page = lynx(&setup, &link, None);
     assert!(page.contains("Set up your authenticator"), "{page}");
+
+    // A connection serves at most 16 requests (kron-web's MAX_REQUESTS), so one client cannot
+    // keep a connection, and the place it holds, forever: the 16th answer says
+    // `Connection: close` and the connection ends though more requests were sent.
+    let mut client = tls_client(&setup, &address);
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut stdout = client.stdout.take().expect("stdout");
+    let (sender, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = sender.send(text);
+    });
+    for _ in 0..20 {
+        write!(
+            stdin,
+            "GET /enroll/none HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+        )
+        .expect("write a request");
+    }
+    stdin.flush().expect("flush");
+    let text = answer
+        .recv_timeout(Duration::from_secs(60))
+        .expect("kron-web closed the connection");
+    let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 16, "{text}");
+    let last_head = answers[15].split("\r\n\r\n").next().unwrap_or_default();
+    assert!(
+        last_head.to_ascii_lowercase().contains("connection: close"),
+        "{last_head}"
+    );
+    assert!(
+        answers[..15]
+            .iter()
+            .all(|a| !a.to_ascii_lowercase().contains("connection: close")),
+        "{text}"
+    );
+    drop(stdin);
+    process::wait_bounded(&mut client, Duration::from_secs(30)).expect("s_client ended");
+}
+
+/// `openssl s_client` on kron-web at `address`, trusting the test CA, its stdin and stdout
+/// piped: a client that writes exactly the bytes a test gives it.
+fn tls_client(setup: &Setup, address: &str) -> std::process::Child {
+    std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            address,
+            "-servername",
+            "localhost",
+        ])
+        .arg("-CAfile")
+        .arg(setup.ca.ca_pem())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start openssl s_client")
 }

@@ -19,9 +19,11 @@ use zeroize::Zeroizing;
 pub(crate) const LOGIN_SEND_WAIT: Duration = Duration::from_secs(3);
 
 /// Sends under way at once in this otpd; past it a send is refused as failed. Each holds a
-/// thread until its server answers or its `timeout` passes, and every send also needs its
-/// user's budget, so only a relay that hangs for many users at once comes near it.
-pub(crate) const MAX_SENDS_IN_FLIGHT: usize = 128;
+/// thread until its server answers or its `timeout` passes, and otpd.service allows 128 tasks:
+/// tokio's blocking pool (64), sled's I/O threads (about 8) and otpd's own few leave room for
+/// these. Every send also needs its user's budget, so only a relay that hangs for many users at
+/// once comes near it.
+pub(crate) const MAX_SENDS_IN_FLIGHT: usize = 32;
 
 /// How long the caller of a send waits for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
