@@ -304,10 +304,9 @@ fn check_dir(dir: &Path, owners: Owners) -> Result<(), Problem> {
 }
 
 /// Checks one file by its metadata, the path to it aside: a regular file of one of `owners`
-/// that nobody else may change (`Kind::File`) or access at all (`Kind::Secret`). For a file
-/// already opened (checked on the descriptor: what is checked is what is read); each caller
-/// words the problem for its own reader.
-pub fn check_opened(meta: &std::fs::Metadata, kind: Kind, owners: Owners) -> Result<(), Problem> {
+/// that nobody else may change (`Kind::File`) or access at all (`Kind::Secret`). The last step
+/// of [`check`], and [`open_trusted`]'s check of the opened descriptor.
+fn check_opened(meta: &std::fs::Metadata, kind: Kind, owners: Owners) -> Result<(), Problem> {
     let file_type = meta.file_type();
     if !file_type.is_file() || file_type.is_fifo() {
         return Err(Problem::WrongType { expected: kind });
@@ -321,6 +320,59 @@ pub fn check_opened(meta: &std::fs::Metadata, kind: Kind, owners: Owners) -> Res
         _ if mode & 0o022 != 0 => Err(Problem::Writable { mode }),
         _ => Ok(()),
     }
+}
+
+/// Whether [`open_trusted`] opens through a symlink at the end of the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalLink {
+    /// Through it, as [`check`] goes: a path from the config, whose files otpd checks all the
+    /// way (certbot's `live/` certificates and `/etc/ssl/certs` are links).
+    Follow,
+    /// Not at all (`O_NOFOLLOW`: the open fails with `ELOOP`): a secret's path a person typed.
+    Refuse,
+}
+
+/// Opens `path` for reading and checks the opened file as [`check`] checks the file at the end
+/// of a path: a regular file of one of `owners` that nobody else may change (`Kind::File`) or
+/// access at all (`Kind::Secret`). What is checked is what is then read, whatever is at the
+/// path by then. Gives the file and its metadata (one `fstat`).
+///
+/// The open never waits and never takes a terminal (`O_NONBLOCK | O_NOCTTY`, and `O_CLOEXEC`
+/// as always): a FIFO or a device is refused as not a regular file instead of holding the
+/// caller, and a regular file reads the same (neither flag changes anything for one). The
+/// directories on the way are not looked at: a caller that needs them checked calls [`check`]
+/// first.
+///
+/// In the error `at` is `path` and `via` is `None`: the descriptor tells nothing of the way. An
+/// open or `fstat` that fails is [`Problem::Io`] (`NotFound` for a missing file, `ELOOP` for a
+/// refused link), for the caller to word or act on. Nothing is read from the file here, so no
+/// error can hold any of it.
+pub fn open_trusted(
+    path: &Path,
+    kind: Kind,
+    owners: Owners,
+    link: FinalLink,
+) -> Result<(std::fs::File, std::fs::Metadata), Untrusted> {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let untrusted = |problem| Untrusted {
+        target: path.to_owned(),
+        at: path.to_owned(),
+        via: None,
+        problem,
+    };
+    let mut flags = OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    if link == FinalLink::Refuse {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+        .map_err(|e| untrusted(Problem::Io(e)))?;
+    let meta = file.metadata().map_err(|e| untrusted(Problem::Io(e)))?;
+    check_opened(&meta, kind, owners).map_err(untrusted)?;
+    Ok((file, meta))
 }
 
 /// Every file otpd trusts with `config` read from `config_path` (`None`: the default path,
@@ -510,6 +562,125 @@ mod tests {
         assert!(
             matches!(error.problem, Problem::Owner { uid: 65534 }),
             "{error}"
+        );
+    }
+
+    fn problem_opening(path: &Path, kind: Kind, owners: Owners, link: FinalLink) -> Problem {
+        match open_trusted(path, kind, owners, link) {
+            Ok(_) => panic!("{} was opened", path.display()),
+            Err(error) => {
+                // The file itself is named, never a directory or a link on the way.
+                assert_eq!(
+                    (&error.target, &error.at),
+                    (&path.to_owned(), &path.to_owned())
+                );
+                assert!(error.via.is_none(), "{error}");
+                error.problem
+            }
+        }
+    }
+
+    #[test]
+    fn opened_files_are_read_only_if_theirs_alone_to_change() {
+        use std::io::Read;
+        let dir = tree();
+        let me = Owners::root_and_me();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "hunter2\n").unwrap();
+        chmod(&file, 0o600);
+        let (mut opened, meta) = open_trusted(&file, Kind::Secret, me, FinalLink::Refuse).unwrap();
+        assert_eq!(meta.len(), 8);
+        let mut text = String::new();
+        opened.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hunter2\n");
+
+        // A secret others may read; a file its group may change.
+        chmod(&file, 0o640);
+        let problem = problem_opening(&file, Kind::Secret, me, FinalLink::Follow);
+        assert!(
+            matches!(problem, Problem::Accessible { mode: 0o640 }),
+            "{problem:?}"
+        );
+        open_trusted(&file, Kind::File, me, FinalLink::Follow).unwrap();
+        chmod(&file, 0o664);
+        let problem = problem_opening(&file, Kind::File, me, FinalLink::Follow);
+        assert!(
+            matches!(problem, Problem::Writable { mode: 0o664 }),
+            "{problem:?}"
+        );
+        // What the file holds is in no error.
+        let error = open_trusted(&file, Kind::Secret, me, FinalLink::Follow).unwrap_err();
+        assert!(!format!("{error} {error:?}").contains("hunter2"), "{error}");
+
+        // Not a regular file: a directory, and a FIFO (refused, not waited on for a writer).
+        let problem = problem_opening(dir.path(), Kind::File, me, FinalLink::Follow);
+        assert!(matches!(problem, Problem::WrongType { .. }), "{problem:?}");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let problem = problem_opening(&fifo, Kind::Secret, me, FinalLink::Follow);
+        assert!(matches!(problem, Problem::WrongType { .. }), "{problem:?}");
+
+        let missing = dir.path().join("missing");
+        let problem = problem_opening(&missing, Kind::File, me, FinalLink::Follow);
+        assert!(
+            matches!(&problem, Problem::Io(e) if e.kind() == std::io::ErrorKind::NotFound),
+            "{problem:?}"
+        );
+    }
+
+    /// Followed, a link leads to its file, and that file is what is checked; refused, the
+    /// open fails however good the file behind it is.
+    #[test]
+    fn a_final_symlink_is_followed_only_when_asked() {
+        let dir = tree();
+        let me = Owners::root_and_me();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, "").unwrap();
+        chmod(&file, 0o644);
+        let link = dir.path().join("link.pem");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let (_, meta) = open_trusted(&link, Kind::File, me, FinalLink::Follow).unwrap();
+        assert!(meta.is_file());
+        let problem = problem_opening(&link, Kind::File, me, FinalLink::Refuse);
+        assert!(
+            matches!(&problem, Problem::Io(e) if e.raw_os_error() == Some(nix::libc::ELOOP)),
+            "{problem:?}"
+        );
+        chmod(&file, 0o666);
+        let problem = problem_opening(&link, Kind::File, me, FinalLink::Follow);
+        assert!(
+            matches!(problem, Problem::Writable { mode: 0o666 }),
+            "{problem:?}"
+        );
+    }
+
+    /// Another user's file is refused, however closed its mode; root's own only when only root
+    /// is trusted.
+    #[test]
+    fn another_users_file_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // Only root can give a file away.
+        }
+        let dir = tree();
+        let file = dir.path().join("secret.key");
+        std::fs::write(&file, "").unwrap();
+        chmod(&file, 0o600);
+        open_trusted(&file, Kind::Secret, Owners::root(), FinalLink::Refuse).unwrap();
+        std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+        for owners in [Owners::root(), Owners::root_and_me()] {
+            let problem = problem_opening(&file, Kind::Secret, owners, FinalLink::Refuse);
+            assert!(
+                matches!(problem, Problem::Owner { uid: 65534 }),
+                "{problem:?}"
+            );
+        }
+        // A link of root's to it does not make it root's.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let problem = problem_opening(&link, Kind::Secret, Owners::root(), FinalLink::Follow);
+        assert!(
+            matches!(problem, Problem::Owner { uid: 65534 }),
+            "{problem:?}"
         );
     }
 

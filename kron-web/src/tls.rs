@@ -4,7 +4,7 @@
 
 use crate::StartError;
 use kron_common::config::WebConfig;
-use kron_common::trust::{self, Kind, Owners, Problem};
+use kron_common::trust::{self, FinalLink, Kind, Owners, Problem};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::Read;
@@ -65,25 +65,25 @@ fn read(path: &Path, secret: bool) -> Result<Vec<u8>, StartError> {
         };
         StartError::Tls(format!("refusing to use {}; fix: {fix}", untrusted.what()))
     })?;
-    let file = std::fs::File::open(path).map_err(|e| fail(path, &e.to_string()))?;
-    let metadata = file.metadata().map_err(|e| fail(path, &e.to_string()))?;
     // What is read is what is checked: the descriptor again, in case the file was replaced.
-    trust::check_opened(&metadata, Kind::File, Owners::root()).map_err(|problem| {
-        fail(
-            path,
-            &match problem {
-                Problem::Owner { uid } => format!(
-                    "is owned by uid {uid}, not root; run chown root {}",
-                    path.display()
-                ),
-                Problem::Writable { mode } => format!(
-                    "is writable by group or others (mode {mode:o}); run chmod go-w {}",
-                    path.display()
-                ),
-                _ => "is not a regular file".into(),
-            },
-        )
-    })?;
+    let (file, metadata) = trust::open_trusted(path, Kind::File, Owners::root(), FinalLink::Follow)
+        .map_err(|untrusted| {
+            fail(
+                path,
+                &match untrusted.problem {
+                    Problem::Io(e) => e.to_string(),
+                    Problem::Owner { uid } => format!(
+                        "is owned by uid {uid}, not root; run chown root {}",
+                        path.display()
+                    ),
+                    Problem::Writable { mode } => format!(
+                        "is writable by group or others (mode {mode:o}); run chmod go-w {}",
+                        path.display()
+                    ),
+                    _ => "is not a regular file".into(),
+                },
+            )
+        })?;
     let mode = metadata.mode() & 0o7777;
     if secret && mode & 0o027 != 0 {
         return Err(fail(

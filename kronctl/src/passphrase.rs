@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
-use kron_common::trust::{self, Kind, Problem};
+use kron_common::trust::{self, FinalLink, Kind, Problem};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
@@ -72,20 +72,7 @@ fn from_file(path: &Path) -> Result<Zeroizing<String>, Error> {
 /// most `max` bytes: a regular file of root's or the caller's that nobody else may read or write
 /// (checked on the opened file: no final symlink followed, no FIFO waited on).
 pub(crate) fn secret_line(path: &Path, what: &str, max: usize) -> Result<Zeroizing<String>, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|source| Error::Io {
-            what: format!("cannot read the {what} {}", path.display()),
-            source,
-        })?;
-    let meta = file.metadata().map_err(|source| Error::Io {
-        what: format!("cannot read the {what} {}", path.display()),
-        source,
-    })?;
-    trusted(&meta, path, what, Kind::Secret)?;
+    let file = trusted_file(path, what, Kind::Secret, FinalLink::Refuse)?;
     // The first line only, so a trailing newline (or a comment after it) is not part of it.
     read_line(&mut io::BufReader::new(file), max)
         .map_err(|why| Error::Usage(format!("{what} {}: {why}", path.display())))
@@ -101,17 +88,24 @@ pub(crate) fn password_line(
     Ok(Zeroizing::new(line.trim_end().to_owned()))
 }
 
-/// Checks an opened file's metadata: a regular file, root's or the caller's, that nobody else
-/// may access (`Kind::Secret`) or change (`Kind::File`).
-pub(crate) fn trusted(
-    meta: &std::fs::Metadata,
+/// Opens `what` at `path` if it is a regular file, root's or the caller's, that nobody else may
+/// access (`Kind::Secret`) or change (`Kind::File`), checked on the opened file.
+pub(crate) fn trusted_file(
     path: &Path,
     what: &str,
     kind: Kind,
-) -> Result<(), Error> {
+    link: FinalLink,
+) -> Result<File, Error> {
     let fix = if kind == Kind::Secret { 600 } else { 644 };
-    trust::check_opened(meta, kind, trust::Owners::root_and_me()).map_err(|problem| {
-        let why = match problem {
+    let opened = trust::open_trusted(path, kind, trust::Owners::root_and_me(), link);
+    let (file, _) = opened.map_err(|untrusted| {
+        let why = match untrusted.problem {
+            Problem::Io(source) => {
+                return Error::Io {
+                    what: format!("cannot read the {what} {}", path.display()),
+                    source,
+                };
+            }
             Problem::Owner { uid } => format!(
                 "owned by uid {uid}, neither root nor you: `chown {} FILE`",
                 nix::unistd::geteuid()
@@ -122,7 +116,8 @@ pub(crate) fn trusted(
             _ => "not a regular file".into(),
         };
         Error::Usage(format!("{what} {}: {why}", path.display()))
-    })
+    })?;
+    Ok(file)
 }
 
 /// Reads one line of at most `max` bytes, without its line ending. An empty input is an empty

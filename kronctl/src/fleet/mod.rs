@@ -22,9 +22,9 @@ use crate::cli::{Cli, FleetArgs, FleetCommand, OwnerArgs};
 use crate::client::Otpd;
 use crate::error::Error;
 use crate::output::print;
-use crate::passphrase::{password_line, trusted};
+use crate::passphrase::{password_line, trusted_file};
 use crate::secret_file::SecretFile;
-use kron_common::trust::Kind;
+use kron_common::trust::{FinalLink, Kind};
 
 pub async fn run(cli: &Cli, args: &FleetArgs) -> Result<(), Error> {
     let otpd = Otpd::connect(&cli.bus).await?;
@@ -170,13 +170,8 @@ impl Owner {
 /// otpd requires of its own `ca_file`.
 fn read_ca(path: &Path) -> Result<String, Error> {
     use std::io::Read;
-    let io = |source| Error::Io {
-        what: format!("cannot read the CA file {}", path.display()),
-        source,
-    };
     let refused = |why: String| Error::Usage(format!("CA file {}: {why}", path.display()));
-    let file = std::fs::File::open(path).map_err(io)?;
-    trusted(&file.metadata().map_err(io)?, path, "CA file", Kind::File)?;
+    let file = trusted_file(path, "CA file", Kind::File, FinalLink::Follow)?;
     let mut text = String::new();
     file.take(MAX_CA_BYTES + 1)
         .read_to_string(&mut text)

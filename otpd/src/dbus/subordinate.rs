@@ -423,29 +423,24 @@ impl Watcher {
             true,
         )
         .map_err(|untrusted| format!("refusing to use {untrusted}"))?;
-        let file = std::fs::File::open(&self.path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => format!("{path} does not exist"),
-            _ => format!("cannot read {path}: {e}"),
+        // What is read is what is checked: the opened file, not whatever is at the path now.
+        let (file, meta) = trust::open_trusted(
+            &self.path,
+            trust::Kind::File,
+            trust::Owners::root_and_me(),
+            trust::FinalLink::Follow,
+        )
+        .map_err(|untrusted| match &untrusted.problem {
+            trust::Problem::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                format!("{path} does not exist")
+            }
+            trust::Problem::Io(e) => format!("cannot read {path}: {e}"),
+            _ => format!("refusing to use {untrusted}"),
         })?;
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot read {path}: {e}"))?;
         let version = Version::of(&meta);
         if self.read == Some(version) {
             return Ok(None);
         }
-        // What is read is what is checked: the opened file, not whatever is at the path now.
-        trust::check_opened(&meta, trust::Kind::File, trust::Owners::root_and_me()).map_err(
-            |problem| {
-                let untrusted = trust::Untrusted {
-                    target: self.path.clone(),
-                    at: self.path.clone(),
-                    via: None,
-                    problem,
-                };
-                format!("refusing to use {untrusted}")
-            },
-        )?;
         let mut bytes = Vec::new();
         file.take(MAX_BYTES + 1)
             .read_to_end(&mut bytes)

@@ -292,25 +292,26 @@ const MAX_SECRET_BYTES: u64 = 4096;
 /// tests) that group and others cannot access, at most 4 KiB, one trailing newline ignored.
 fn read_secret(path: &Path) -> Result<Zeroizing<String>, Error> {
     let fail = |reason: String| Error::Config(format!("{}: {reason}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-    let metadata = file.metadata().map_err(|e| fail(e.to_string()))?;
-    trust::check_opened(&metadata, trust::Kind::Secret, trust::Owners::root_and_me()).map_err(
-        |problem| {
-            fail(match problem {
-                trust::Problem::Owner { uid } => format!(
-                    "is owned by uid {uid}, not root; run chown root: {}",
-                    path.display()
-                ),
-                trust::Problem::Accessible { mode } | trust::Problem::Writable { mode } => {
-                    format!(
-                        "is accessible by group or others (mode {mode:o}); run chmod 600 {}",
-                        path.display()
-                    )
-                }
-                _ => "is not a regular file".into(),
-            })
-        },
-    )?;
+    let (file, _) = trust::open_trusted(
+        path,
+        trust::Kind::Secret,
+        trust::Owners::root_and_me(),
+        trust::FinalLink::Follow,
+    )
+    .map_err(|untrusted| {
+        fail(match untrusted.problem {
+            trust::Problem::Io(e) => e.to_string(),
+            trust::Problem::Owner { uid } => format!(
+                "is owned by uid {uid}, not root; run chown root: {}",
+                path.display()
+            ),
+            trust::Problem::Accessible { mode } | trust::Problem::Writable { mode } => format!(
+                "is accessible by group or others (mode {mode:o}); run chmod 600 {}",
+                path.display()
+            ),
+            _ => "is not a regular file".into(),
+        })
+    })?;
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_SECRET_BYTES + 1)
         .read_to_end(&mut bytes)

@@ -84,8 +84,15 @@ pub struct SecretKey {
 impl SecretKey {
     /// Loads the key at `path`, creating it (0600, exclusively) on first start.
     pub fn load_or_create(path: &Path) -> Result<SecretKey> {
-        let key = match std::fs::File::open(path) {
-            Ok(file) => {
+        // Root's or otpd's own: a key someone else planted would be theirs to know.
+        let opened = trust::open_trusted(
+            path,
+            trust::Kind::Secret,
+            trust::Owners::root_and_me(),
+            trust::FinalLink::Follow,
+        );
+        let key = match opened {
+            Ok((file, _)) => {
                 let key = read_key(file, path)?;
                 // A start that stopped inside `create_key` may have left its temporary file: a
                 // key never used, or a second name of this one. Neither is kept.
@@ -95,14 +102,12 @@ impl SecretKey {
                 })?;
                 key
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(path)?,
-            Err(source) => {
-                return Err(CryptoError::KeyFile {
-                    path: path.to_owned(),
-                    source,
+            Err(untrusted) => match untrusted.problem {
+                trust::Problem::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    create_key(path)?
                 }
-                .into());
-            }
+                problem => return Err(key_refused(path, problem).into()),
+            },
         };
         Ok(SecretKey::from_bytes(&key))
     }
@@ -180,6 +185,31 @@ fn aad(user: &str) -> Vec<u8> {
     [AAD_PREFIX, user.as_bytes()].concat()
 }
 
+/// Why the key file at `path` was not opened, or not used.
+fn key_refused(path: &Path, problem: trust::Problem) -> CryptoError {
+    let problem = match problem {
+        trust::Problem::Io(source) => {
+            return CryptoError::KeyFile {
+                path: path.to_owned(),
+                source,
+            };
+        }
+        trust::Problem::Owner { uid } => {
+            format!("owned by uid {uid}, neither root nor otpd's user; a key must be made by otpd")
+        }
+        trust::Problem::Accessible { mode } | trust::Problem::Writable { mode } => format!(
+            "readable by others (mode {:o}); run chmod 600 on it",
+            mode & 0o777
+        ),
+        _ => "not a regular file".into(),
+    };
+    CryptoError::KeyRefused {
+        path: path.to_owned(),
+        problem,
+    }
+}
+
+/// The key from the opened and checked key file.
 fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES]>> {
     let io = |source| CryptoError::KeyFile {
         path: path.to_owned(),
@@ -189,24 +219,6 @@ fn read_key(file: std::fs::File, path: &Path) -> Result<Zeroizing<[u8; KEY_BYTES
         path: path.to_owned(),
         problem,
     };
-    let meta = file.metadata().map_err(io)?;
-    // Root's or otpd's own: a key someone else planted would be theirs to know.
-    trust::check_opened(&meta, trust::Kind::Secret, trust::Owners::root_and_me()).map_err(
-        |problem| {
-            refused(match problem {
-                trust::Problem::Owner { uid } => format!(
-                    "owned by uid {uid}, neither root nor otpd's user; a key must be made by otpd"
-                ),
-                trust::Problem::Accessible { mode } | trust::Problem::Writable { mode } => {
-                    format!(
-                        "readable by others (mode {:o}); run chmod 600 on it",
-                        mode & 0o777
-                    )
-                }
-                _ => "not a regular file".into(),
-            })
-        },
-    )?;
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
     let mut reader = file.take(KEY_BYTES as u64 + 1);
     let mut buffer = Zeroizing::new(Vec::with_capacity(KEY_BYTES + 1));

@@ -68,15 +68,20 @@ pub fn client_config(ca: Ca<'_>, client: Option<(&Path, &Path)>) -> Result<Clien
 
 /// Reads a file root owns that group and others cannot write (nor read, for a `secret`).
 pub fn read_file(path: &Path, secret: bool) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| config(path, &e.to_string()))?;
-    let metadata = file.metadata().map_err(|e| config(path, &e.to_string()))?;
     let kind = if secret {
         trust::Kind::Secret
     } else {
         trust::Kind::File
     };
-    trust::check_opened(&metadata, kind, trust::Owners::root_and_me()).map_err(|problem| {
-        let reason = match problem {
+    let opened = trust::open_trusted(
+        path,
+        kind,
+        trust::Owners::root_and_me(),
+        trust::FinalLink::Follow,
+    );
+    let (file, _) = opened.map_err(|untrusted| {
+        let reason = match untrusted.problem {
+            trust::Problem::Io(e) => e.to_string(),
             trust::Problem::Owner { uid } => format!("is owned by uid {uid}, not root"),
             trust::Problem::Accessible { mode } | trust::Problem::Writable { mode } => format!(
                 "mode {mode:o} lets group or others {}; run chmod {} {}",
