@@ -95,7 +95,8 @@ fn read(path: &Path, secret: bool) -> Result<Vec<u8>, StartError> {
             ),
         ));
     }
-    let mut bytes = Vec::new();
+    // Room for all of it up front: a buffer that grew would leave copies of a key behind.
+    let mut bytes = Vec::with_capacity(MAX_PEM_BYTES as usize + 1);
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| fail(path, &e.to_string()))?;

@@ -312,7 +312,8 @@ fn read_secret(path: &Path) -> Result<Zeroizing<String>, Error> {
             _ => "is not a regular file".into(),
         })
     })?;
-    let mut bytes = Zeroizing::new(Vec::new());
+    // Room for all of it up front: a buffer that grew would leave copies of the secret behind.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_SECRET_BYTES as usize + 1));
     file.take(MAX_SECRET_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| fail(e.to_string()))?;
