@@ -27,6 +27,10 @@ pub const DEFAULT_BUS_ADDRESS: &str = "unix:path=/run/dbus/system_bus_socket";
 pub const DEFAULT_SOCKET_PATH: &str = "/run/kron/otpd.sock";
 /// Longest path a unix socket address can hold (`sun_path` less its terminating NUL).
 pub const MAX_SOCKET_PATH_LEN: usize = 107;
+/// Seconds otpd waits for an email or SMS server during a login before it prompts anyway (the
+/// send goes on by itself). pam_kron's `timeout=` must be longer, or a slow server makes the
+/// login "unavailable"; `kronctl doctor` says so.
+pub const LOGIN_SEND_WAIT_SECS: u64 = 3;
 /// The SASL line otpd's socket answers a connection with, instead of `OK`, when the caller's
 /// uid already holds its share of connections (or all users but root together hold theirs);
 /// then it hangs up. A client must take it as a refusal of this login (pam_kron:

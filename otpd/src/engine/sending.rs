@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 /// How long a login waits for its code's server before it prompts anyway: well inside
 /// pam_kron's default `timeout=5`, which counts from the call's send and covers the rest of
 /// `BeginLogin` too.
-pub(crate) const LOGIN_SEND_WAIT: Duration = Duration::from_secs(3);
+pub(crate) const LOGIN_SEND_WAIT: Duration = Duration::from_secs(kron_proto::LOGIN_SEND_WAIT_SECS);
 
 /// Sends under way at once in this otpd; past it a send is refused as failed. Each holds a
 /// thread until its server answers or its `timeout` passes, and otpd.service allows 128 tasks:

@@ -75,6 +75,9 @@ pub fn check(stack: &Stack, policy: &Policy, out: &mut Findings) {
             format!("{} in the auth stack of {file}", first_kron.shown()),
         )),
     }
+    if let Some(finding) = short_timeout(stack, policy, present_id) {
+        out.push(finding);
+    }
 
     match stack.find_bypass(true) {
         Some(Bypass::Skipped { by }) => {
@@ -116,4 +119,31 @@ pub fn check(stack: &Stack, policy: &Policy, out: &mut Findings) {
             format!("nothing in {file} can end the auth stack with success before pam_kron.so"),
         )),
     }
+}
+
+/// A pam_kron line whose `timeout=` ends before otpd stops waiting for an email or SMS server
+/// at a login (`kron_proto::LOGIN_SEND_WAIT_SECS`), where otpd.toml sends codes: a slow server
+/// then makes such a login fail as "unavailable", which `authinfo_unavail=ignore` lets through.
+fn short_timeout(stack: &Stack, policy: &Policy, id: &'static str) -> Option<Finding> {
+    let config = policy.config.as_ref()?;
+    if config.email.is_none() && config.sms.is_none() {
+        return None;
+    }
+    let wait = kron_proto::LOGIN_SEND_WAIT_SECS;
+    stack.handlers().iter().find_map(|handler| {
+        let timeout = handler.kron_timeout().filter(|&t| t <= wait)?;
+        Some(Finding::warning(
+            id,
+            format!(
+                "{} has timeout={timeout}: otpd waits up to {wait} s for an email or SMS server \
+                 before it prompts, so a slow server makes such a login fail as unavailable",
+                handler.shown()
+            ),
+            format!(
+                "raise it to timeout={} or more (5 is the default) in {}",
+                wait + 1,
+                handler.at.file
+            ),
+        ))
+    })
 }

@@ -64,6 +64,8 @@ pub(super) enum Kind {
         control: Control,
         /// The line is broken (bad control, missing include): libpam fails it every time.
         broken: bool,
+        /// The module's arguments, as written.
+        args: Vec<String>,
     },
     /// The `substack` line itself; its lines follow one level deeper.
     Substack,
@@ -94,6 +96,20 @@ impl Handler {
     pub(super) fn is_factor(&self) -> bool {
         self.module()
             .is_some_and(|module| !self.is_kron() && !NOT_A_FACTOR.contains(&module))
+    }
+
+    /// pam_kron's `timeout=` in whole seconds, the last one written (as the module reads
+    /// them); `None` for another module, or when it is absent or not a number.
+    pub(super) fn kron_timeout(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Module { args, .. } if self.is_kron() => args
+                .iter()
+                .rev()
+                .find_map(|arg| arg.strip_prefix("timeout="))
+                .filter(|value| value.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|value| value.parse().ok()),
+            _ => None,
+        }
     }
 
     pub(super) fn action(&self, result: usize) -> Action {

@@ -181,6 +181,7 @@ impl Stack {
                             path: module.clone(),
                             control: parsed,
                             broken: false,
+                            args: words[3..].to_vec(),
                         },
                     }),
                     None => {
@@ -194,6 +195,7 @@ impl Stack {
                                 path: module.clone(),
                                 control: Control::must_fail(control),
                                 broken: true,
+                                args: words[3..].to_vec(),
                             },
                         });
                     }
@@ -225,6 +227,7 @@ impl Stack {
                 path: format!("({how})"),
                 control: Control::must_fail(how),
                 broken: true,
+                args: Vec::new(),
             },
         });
     }

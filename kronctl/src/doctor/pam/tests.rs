@@ -377,6 +377,49 @@ fn findings_per_service() {
     );
 }
 
+/// A pam_kron `timeout=` no longer than otpd's wait for an email or SMS server is a warning
+/// where otpd.toml sends codes (a slow server would make such logins "unavailable"), and
+/// nothing where it sends none; the last `timeout=` counts, as in the module.
+#[test]
+fn a_module_timeout_inside_otpds_wait_for_a_code_server_is_a_warning() {
+    let email =
+        "[email]\nserver = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"kron@host.example\"\n";
+    let findings = |line: &str, toml: &str| {
+        let stack = Stack::parse("sshd", &format!("auth requisite pam_unix.so\n{line}\n"));
+        let policy = Policy {
+            config: Some(kron_common::config::Config::parse(toml, "otpd.toml").unwrap()),
+            origin: "otpd.toml".into(),
+        };
+        let mut out = Findings::new(&[]);
+        check(&stack, &policy, &mut out);
+        out.into_vec()
+    };
+    let short = findings("auth required pam_kron.so timeout=3", email);
+    let warning = short
+        .iter()
+        .find(|f| f.check == "pam-sshd" && f.severity == Severity::Warning)
+        .expect("a warning");
+    assert!(
+        warning.message.contains("timeout=3") && warning.message.contains("unavailable"),
+        "{}",
+        warning.message
+    );
+    for (line, toml) in [
+        ("auth required pam_kron.so timeout=4", email),
+        ("auth required pam_kron.so", email),
+        ("auth required pam_kron.so timeout=2 timeout=10", email),
+        ("auth required pam_kron.so timeout=+2", email),
+        ("auth required pam_kron.so timeout=2", ""),
+    ] {
+        assert!(
+            findings(line, toml)
+                .iter()
+                .all(|f| f.severity != Severity::Warning),
+            "{line} with {toml:?}"
+        );
+    }
+}
+
 /// A crafted image's PAM file puts terminal escapes in an unknown first word, an included
 /// file's name and a module's name: none reaches the report as a control character, in text
 /// or in the strings of the JSON.
