@@ -354,15 +354,19 @@ pub mod fake {
         pub payload: String,
     }
 
-    /// Records what it is asked to send; `failing` makes every send fail, as one that may have
-    /// reached the server with `maybe_sent`; [`FakeDelivery::hold`] keeps sends waiting, as a
-    /// slow server does, until [`FakeDelivery::let_go`].
+    /// Records what it is asked to send; `failing` makes every send fail (`refusing` those of
+    /// one channel), as one that may have reached the server with `maybe_sent`;
+    /// [`FakeDelivery::hold`] keeps sends waiting, as a slow server does, until
+    /// [`FakeDelivery::let_go`] (at most 10 s, then the send panics: a test that waits on a
+    /// held send fails rather than hangs); `delay` makes every send take that long.
     #[derive(Default)]
     pub struct FakeDelivery {
         pub channels: Vec<Channel>,
         pub sent: Mutex<Vec<Sent>>,
         pub failing: std::sync::atomic::AtomicBool,
         pub maybe_sent: std::sync::atomic::AtomicBool,
+        pub refusing: Mutex<Option<Channel>>,
+        pub delay: Mutex<std::time::Duration>,
         held: Mutex<bool>,
         let_go: std::sync::Condvar,
     }
@@ -407,8 +411,19 @@ pub mod fake {
             content: &Content<'_>,
         ) -> Result<(), DeliveryError> {
             let held = self.held.lock().unwrap();
-            drop(self.let_go.wait_while(held, |held| *held).unwrap());
-            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            let (held, waited) = self
+                .let_go
+                .wait_timeout_while(held, std::time::Duration::from_secs(10), |held| *held)
+                .unwrap();
+            drop(held);
+            assert!(
+                !waited.timed_out(),
+                "a held send was not let go within 10 s"
+            );
+            std::thread::sleep(*self.delay.lock().unwrap());
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst)
+                || *self.refusing.lock().unwrap() == Some(channel)
+            {
                 return Err(DeliveryError {
                     text: format!("{} server unreachable", channel.as_str()),
                     maybe_sent: self.maybe_sent.load(std::sync::atomic::Ordering::SeqCst),

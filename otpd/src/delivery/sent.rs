@@ -62,53 +62,87 @@ pub struct SentCode {
     pub expires: u64,
 }
 
-/// The codes whose sends are under way in this otpd, by MAC: one of them may yet be refused,
-/// so a send that replaces it must not put it back if that send is refused in turn (two logins
-/// of a user asking for codes at once: the first code refused, the second refused after it,
-/// would bring back the first, never delivered, as the code the user was "sent").
+/// The codes whose sends are under way in this otpd, by MAC, and those whose send was refused
+/// lately. A send that replaced a live code and is then refused puts that code back unless its
+/// own send was refused meanwhile (two logins of a user asking for codes at once: the first code
+/// refused, the second refused after it, would otherwise bring back the first, never
+/// delivered, as the code the user "was sent"). A code still on its way when that happens is
+/// put back: it may arrive, and if it is refused after all its own refusal takes it away again.
 #[derive(Debug, Default)]
 pub struct SendsInFlight {
-    macs: std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
+    state: std::sync::Mutex<Sends>,
 }
 
+#[derive(Debug, Default)]
+struct Sends {
+    under_way: std::collections::HashSet<Vec<u8>>,
+    /// Refused sends' MACs and when; kept as long as a send that replaced one may still end.
+    refused: std::collections::HashMap<Vec<u8>, std::time::Instant>,
+}
+
+/// How long a refusal is remembered: longer than any send may take (`timeout` is at most 60 s).
+const REMEMBER_REFUSALS: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl SendsInFlight {
-    /// Marks `mac`'s send as under way until the guard is dropped. The guard owns its share of
-    /// the set: a send a login stopped waiting for finishes on a thread of its own.
-    pub fn start(self: &Arc<Self>, mac: &[u8]) -> InFlight {
-        self.lock().insert(mac.to_vec());
-        InFlight {
+    /// Marks `mac`'s send as under way until the guard is dropped, unless `limit` sends are
+    /// under way already. The guard owns its share of the set: a send a login stopped waiting
+    /// for finishes on a thread of its own.
+    pub fn try_start(self: &Arc<Self>, mac: &[u8], limit: usize) -> Option<InFlight> {
+        let mut state = self.lock();
+        if state.under_way.len() >= limit {
+            return None;
+        }
+        state.under_way.insert(mac.to_vec());
+        Some(InFlight {
             sends: Arc::clone(self),
             mac: mac.to_vec(),
-        }
-    }
-
-    /// Whether the send of `mac` is under way.
-    pub fn contains(&self, mac: &[u8]) -> bool {
-        self.lock().contains(mac)
+        })
     }
 
     /// How many sends are under way.
     pub fn count(&self) -> usize {
-        self.lock().len()
+        self.lock().under_way.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Vec<u8>>> {
-        self.macs
+    /// Whether the send of `mac` was refused lately.
+    pub fn was_refused(&self, mac: &[u8]) -> bool {
+        self.lock().refused.contains_key(mac)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sends> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// One send under way ([`SendsInFlight::start`]).
+/// One send under way ([`SendsInFlight::try_start`]).
 #[must_use]
 pub struct InFlight {
     sends: Arc<SendsInFlight>,
     mac: Vec<u8>,
 }
 
+impl InFlight {
+    /// The server refused this send: remembered for [`SendsInFlight::was_refused`].
+    pub fn refused(&self) {
+        let now = std::time::Instant::now();
+        let mut state = self.sends.lock();
+        state
+            .refused
+            .retain(|_, at| now.duration_since(*at) < REMEMBER_REFUSALS);
+        state.refused.insert(self.mac.clone(), now);
+    }
+
+    /// Whether the send of `mac` was refused lately ([`SendsInFlight::was_refused`]).
+    pub fn was_refused(&self, mac: &[u8]) -> bool {
+        self.sends.was_refused(mac)
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.sends.lock().remove(&self.mac);
+        self.sends.lock().under_way.remove(&self.mac);
     }
 }
 

@@ -29,6 +29,7 @@ impl Engine {
     /// First step of a login: decides what it needs and asks for a code, shows an enrollment,
     /// skips or denies.
     pub fn begin_login(&self, caller: Caller, mut request: LoginRequest, now: u64) -> Result<Step> {
+        let send_by = self.send_deadline();
         // Authorize first: a caller other than root may only check itself, and a name that is
         // not even valid cannot be its own, so it learns nothing about what it sent.
         if !caller.is_root() && kron_proto::validate_user(&request.user).is_err() {
@@ -116,7 +117,7 @@ impl Engine {
                 return Ok(self.prompt(session, shown, now));
             }
             Decision::NoToken => {
-                return self.begin_without_token(caller, request, policy, record, now);
+                return self.begin_without_token(caller, request, policy, record, send_by, now);
             }
             Decision::UnknownUser => match self.strangers.locked_until(&request.user, now) {
                 Some(until) => {
@@ -129,9 +130,9 @@ impl Engine {
                 return self.begin_enroll_mode(
                     caller,
                     request,
-                    account.as_ref(),
-                    policy,
+                    (account.as_ref(), policy),
                     record,
+                    send_by,
                     now,
                 );
             }
@@ -152,6 +153,7 @@ impl Engine {
         request: LoginRequest,
         policy: Option<Policy>,
         record: Option<UserRecord>,
+        send_by: SendWait,
         now: u64,
     ) -> Result<Step> {
         if let Some(pending) = delivered_pending(record.as_ref(), now) {
@@ -167,7 +169,14 @@ impl Engine {
             );
             return Ok(self.prompt(session, vec![], now));
         }
-        self.begin_sent(caller, request, record.as_ref(), offer, Purpose::Login, now)
+        self.begin_sent(
+            caller,
+            request,
+            record.as_ref(),
+            (offer, Purpose::Login),
+            send_by,
+            now,
+        )
     }
 
     /// Mode `enroll` without a token: a delivered enrollment waiting for its code, else the
@@ -176,9 +185,9 @@ impl Engine {
         &self,
         caller: Caller,
         request: LoginRequest,
-        account: Option<&Account>,
-        policy: Option<Policy>,
+        (account, policy): (Option<&Account>, Option<Policy>),
         record: Option<UserRecord>,
+        send_by: SendWait,
         now: u64,
     ) -> Result<Step> {
         if let Some(pending) = delivered_pending(record.as_ref(), now) {
@@ -216,8 +225,8 @@ impl Engine {
             caller,
             request,
             record.as_ref(),
-            offer,
-            Purpose::Enrollment,
+            (offer, Purpose::Enrollment),
+            send_by,
             now,
         )
     }
@@ -229,8 +238,8 @@ impl Engine {
         caller: Caller,
         request: LoginRequest,
         record: Option<&UserRecord>,
-        offer: Channels,
-        purpose: Purpose,
+        (offer, purpose): (Channels, Purpose),
+        send_by: SendWait,
         now: u64,
     ) -> Result<Step> {
         let subject = subject(&request, caller);
@@ -252,8 +261,7 @@ impl Engine {
             None => {
                 let mut outcome = None;
                 for channel in offer.iter() {
-                    let sent =
-                        self.send_code(&subject, record, channel, purpose, SendWait::Login, now)?;
+                    let sent = self.send_code(&subject, record, channel, purpose, send_by, now)?;
                     let done = matches!(sent, Sent::Done { .. } | Sent::Underway { .. });
                     outcome = Some(sent);
                     if done {
@@ -271,6 +279,7 @@ impl Engine {
                     .record("throttled", &subject, "send budget spent");
                 return Ok(Step::terminal(StepKind::Throttled, vec![told]));
             }
+            Sent::Busy { .. } => return Ok(Step::terminal(StepKind::Throttled, vec![told])),
             Sent::Failed { .. } => return Ok(Step::terminal(StepKind::Unavailable, vec![told])),
         }
         let kind = match purpose {
@@ -355,6 +364,7 @@ impl Engine {
 
     /// Answers the prompt of the step that carried `handle`.
     pub fn answer(&self, caller: Caller, handle: &str, response: &str, now: u64) -> Result<Step> {
+        let send_by = self.send_deadline();
         // Authorize first: only the caller that began the login may answer it.
         self.sessions.check_owner(handle, caller)?;
         if response.len() > MAX_RESPONSE_LEN {
@@ -404,14 +414,16 @@ impl Engine {
             LoginKind::Code { offer } | LoginKind::Sent { offer } => {
                 match requested_channel(response, offer) {
                     Some(channel) => {
-                        return self.resend(caller, session.clone(), channel, Purpose::Login, now);
+                        let asked = (channel, Purpose::Login);
+                        return self.resend(caller, session.clone(), asked, send_by, now);
                     }
                     None => self.check_code(user, response, offer, &subject, now)?,
                 }
             }
             LoginKind::Validate { offer } => match requested_channel(response, offer) {
                 Some(channel) => {
-                    return self.resend(caller, session.clone(), channel, Purpose::Enrollment, now);
+                    let asked = (channel, Purpose::Enrollment);
+                    return self.resend(caller, session.clone(), asked, send_by, now);
                 }
                 None => {
                     return self.finish_validation(caller, session.request.clone(), response, now);
@@ -436,8 +448,8 @@ impl Engine {
         &self,
         caller: Caller,
         mut session: LoginSession,
-        channel: Channel,
-        purpose: Purpose,
+        (channel, purpose): (Channel, Purpose),
+        send_by: SendWait,
         now: u64,
     ) -> Result<Step> {
         let subject = subject(&session.request, caller);
@@ -454,14 +466,7 @@ impl Engine {
         }
         session.resends += 1;
         let record = self.store.get(&session.request.user)?;
-        let sent = self.send_code(
-            &subject,
-            record.as_ref(),
-            channel,
-            purpose,
-            SendWait::Login,
-            now,
-        )?;
+        let sent = self.send_code(&subject, record.as_ref(), channel, purpose, send_by, now)?;
         let told = sent.message(&self.config.contact, now);
         Ok(self.prompt(session, vec![told], now))
     }

@@ -167,6 +167,13 @@ pub fn send_spent(channel: Channel, until: u64, now: u64) -> Message {
     ))
 }
 
+pub fn sends_busy(channel: Channel) -> Message {
+    Message::error(format!(
+        "Too many codes are being sent just now; none could be sent {}. Try again in a minute.",
+        by(channel)
+    ))
+}
+
 pub fn send_failed(channel: Channel, contact: &str) -> Message {
     Message::error(format!(
         "The code could not be sent {}. Try again later, or ask {contact}.",

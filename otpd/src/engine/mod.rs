@@ -119,6 +119,12 @@ impl Engine {
         self.store.durable_through(write)
     }
 
+    /// Until when a login's call may wait for the email or SMS it sends: [`Engine::send_wait`]
+    /// from now, taken as otpd begins on the call.
+    fn send_deadline(&self) -> sending::SendWait {
+        sending::SendWait::Until(std::time::Instant::now() + self.send_wait)
+    }
+
     /// How long a login waits for its code's send (tests shorten it).
     #[cfg(test)]
     pub(crate) fn set_send_wait(&mut self, wait: std::time::Duration) {

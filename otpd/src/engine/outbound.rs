@@ -38,6 +38,8 @@ pub(crate) enum Sent {
     },
     /// The budget is spent until then.
     Spent { channel: Channel, until: u64 },
+    /// Too many sends of this otpd are under way; nothing was reserved.
+    Busy { channel: Channel },
     /// The server refused or could not be reached; nothing was stored.
     Failed { channel: Channel },
 }
@@ -57,6 +59,7 @@ impl Sent {
                 expires,
             } => messages::code_underway(*channel, masked, *expires, now),
             Sent::Spent { channel, until } => messages::send_spent(*channel, *until, now),
+            Sent::Busy { channel } => messages::sends_busy(*channel),
             Sent::Failed { channel } => messages::send_failed(*channel, contact),
         }
     }
@@ -92,12 +95,12 @@ impl Engine {
     }
 
     /// Makes a code for `purpose`, spends the budget, sends it, and keeps it only if the server
-    /// may have taken the message. A login (`wait` of [`SendWait::Login`]) waits for the server
-    /// at most [`Engine::send_wait`]: past it the send goes on by itself and the person is told
-    /// the code is on its way ([`Sent::Underway`]). pam_kron gives up on a call after its
-    /// `timeout=` (5 s by default) and a relay may take `[email] timeout` (10 s by default):
-    /// without the bound, a relay slower than the module made the login "unavailable" while the
-    /// code still arrived.
+    /// may have taken the message. A login (`wait` of [`SendWait::Until`], from
+    /// [`Engine::send_deadline`] when its call began) waits for the server until then: past it
+    /// the send goes on by itself and the person is told the code is on its way
+    /// ([`Sent::Underway`]). pam_kron gives up on a call after its `timeout=` (5 s by default)
+    /// and a relay may take `[email] timeout` (10 s by default): without the bound, a relay
+    /// slower than the module made the login "unavailable" while the code still arrived.
     pub(crate) fn send_code(
         &self,
         subject: &Subject<'_>,
@@ -111,18 +114,6 @@ impl Engine {
         let address = self.address(user, record, channel).ok_or_else(|| {
             Error::NotFound(format!("no {} contact for {user}", channel.as_str()))
         })?;
-        if self.sending.count() >= MAX_SENDS_IN_FLIGHT {
-            // Each send under way holds a thread until its server answers or its timeout ends.
-            self.audit.record(
-                "send-failed",
-                subject,
-                &format!(
-                    "{}: {MAX_SENDS_IN_FLIGHT} sends already under way",
-                    channel.as_str()
-                ),
-            );
-            return Ok(Sent::Failed { channel });
-        }
         let code = sent::new_code(self.config.codes.digits)
             .map_err(|e| Error::System(format!("no randomness: {e}")))?;
         let expires = now.saturating_add(self.config.codes.validity);
@@ -137,19 +128,23 @@ impl Engine {
             budget: Budget::Allowed,
             replaced: None,
         };
-        let in_flight = self.sending.start(&mac);
+        let Some(in_flight) = self.sending.try_start(&mac, MAX_SENDS_IN_FLIGHT) else {
+            // Each send under way holds a thread until its server answers or its timeout
+            // ends. Refused as a throttle (the login fails closed), not as otpd being away.
+            self.audit.record(
+                "send-limited",
+                subject,
+                &format!(
+                    "{}: {MAX_SENDS_IN_FLIGHT} sends already under way",
+                    channel.as_str()
+                ),
+            );
+            return Ok(Sent::Busy { channel });
+        };
         self.store.modify(user, &mut |record| {
             reservation = record
                 .outbox
                 .reserve(stored.clone(), now, &self.config.codes);
-            // A code still on its way out may yet be refused: not one to put back.
-            if reservation
-                .replaced
-                .as_ref()
-                .is_some_and(|replaced| self.sending.contains(&replaced.mac))
-            {
-                reservation.replaced = None;
-            }
         })?;
         if let Budget::Spent { until } = reservation.budget {
             self.audit.record(
@@ -167,7 +162,7 @@ impl Engine {
             store: Arc::clone(&self.store),
             audit: Arc::clone(&self.audit),
             delivery: Arc::clone(&self.delivery),
-            _in_flight: in_flight,
+            in_flight,
             subject: OwnedSubject::of(subject),
             channel,
             address,
@@ -182,7 +177,9 @@ impl Engine {
         };
         let limit = match wait {
             SendWait::Whole => None,
-            SendWait::Login => Some(self.send_wait),
+            SendWait::Until(deadline) => {
+                Some(deadline.saturating_duration_since(std::time::Instant::now()))
+            }
         };
         Ok(job.run_within(limit)?.unwrap_or(Sent::Underway {
             channel,
@@ -550,6 +547,10 @@ fn sent_to_delivery(sent: Sent) -> Result<Delivery> {
             "no more codes can be sent by {} before {}",
             channel.as_str(),
             messages::utc(until)
+        ))),
+        Sent::Busy { channel } => Err(Error::Conflict(format!(
+            "too many codes are being sent just now; try again in a minute ({})",
+            channel.as_str()
         ))),
         Sent::Failed { channel } => Err(Error::Delivery(format!(
             "the code could not be sent by {}; see otpd's log",

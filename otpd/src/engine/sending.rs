@@ -30,8 +30,9 @@ pub(crate) const MAX_SENDS_IN_FLIGHT: usize = 32;
 pub(crate) enum SendWait {
     /// Until the server answers or the channel's `timeout` passes (kronctl).
     Whole,
-    /// At most `Engine::send_wait` (a login at its prompt).
-    Login,
+    /// Until then at most (a login: `Engine::send_deadline`, counted from when otpd began on
+    /// its call, so a second channel tried after a refusal shares the first one's time).
+    Until(std::time::Instant),
 }
 
 /// A code reserved in the user's outbox, to be sent. Owns what it needs, so it can finish
@@ -41,7 +42,7 @@ pub(crate) struct SendJob {
     pub audit: Arc<Audit>,
     pub delivery: Arc<dyn Deliver>,
     /// Marks the code as on its way until the outcome is written.
-    pub _in_flight: InFlight,
+    pub in_flight: InFlight,
     pub subject: OwnedSubject,
     pub channel: Channel,
     pub address: String,
@@ -83,15 +84,16 @@ impl SendJob {
                     }
                 }
             });
-        if spawned.is_err() {
-            // No thread to be had: the send runs here, as kronctl's do.
-            let result = self.deliver();
-            return self.finish(result).map(Some);
-        }
         let audit = Arc::clone(&self.audit);
-        if let Err(mpsc::SendError(job)) = give.send(self) {
-            let result = job.deliver();
-            return job.finish(result).map(Some);
+        let handed = match spawned {
+            Ok(_) => give.send(self).map_err(|mpsc::SendError(job)| job),
+            Err(_) => Err(self),
+        };
+        if let Err(job) = handed {
+            // No thread to be had (otpd at its task limit): refused as unsent, without waiting
+            // for a server here, which would hold the login past pam_kron's timeout.
+            let unsent = DeliveryError::not_sent("no thread to send it on".into());
+            return job.finish(Err(unsent)).map(Some);
         }
         match outcome.recv_timeout(limit) {
             Ok((job, result)) => job.finish(result).map(Some),
@@ -147,13 +149,18 @@ impl SendJob {
                 let released = if e.maybe_sent {
                     Ok(())
                 } else {
+                    self.in_flight.refused();
                     self.store.modify(subject.user, &mut |record| {
-                        record.outbox.release(
-                            self.channel,
-                            &self.mac,
-                            self.now,
-                            self.replaced.as_ref(),
-                        );
+                        // Looked at inside the change, which is atomic for the user: of this
+                        // refusal and one of the replaced code's own send, the later change
+                        // sees what the earlier did.
+                        let replaced = self
+                            .replaced
+                            .as_ref()
+                            .filter(|code| !self.in_flight.was_refused(&code.mac));
+                        record
+                            .outbox
+                            .release(self.channel, &self.mac, self.now, replaced);
                     })
                 };
                 self.audit.record(

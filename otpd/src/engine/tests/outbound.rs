@@ -382,28 +382,38 @@ fn a_refused_send_leaves_the_live_code_of_another_channel() {
     );
 }
 
-/// Two logins of one user ask for codes at once and both sends are refused: the second must
-/// not bring back the first's code, which was never delivered, as the code the user "was sent".
-#[test]
-fn a_refused_send_never_brings_back_a_code_still_on_its_way() {
-    let (e, fake, _) = emailed_with_a_phone_too();
-
-    // The first login's SMS is on its way: its code is the live one, its send not over.
-    let on_its_way = crate::delivery::sent::SentCode {
+/// alice's SMS code, reserved as a login's send would reserve it, its send under way (the
+/// guard): the live code until something replaces it.
+fn sms_on_its_way(
+    e: &Engine,
+) -> (
+    crate::delivery::sent::SentCode,
+    crate::delivery::sent::InFlight,
+) {
+    let code = crate::delivery::sent::SentCode {
         purpose: crate::delivery::sent::Purpose::Login,
         channel: Channel::Sms,
         mac: vec![7; 32],
         expires: NOW + 600,
     };
-    let _first = e.sending.start(&on_its_way.mac);
+    let guard = e.sending.try_start(&code.mac, 32).unwrap();
     e.store
         .modify("alice", &mut |record| {
             let _ = record
                 .outbox
-                .reserve(on_its_way.clone(), NOW + 1, &e.config.codes);
+                .reserve(code.clone(), NOW + 1, &e.config.codes);
         })
         .unwrap();
-    // The second login's email is refused.
+    (code, guard)
+}
+
+/// A login's SMS is still on its way when a send that replaced its code is refused: the SMS
+/// code comes back, since it may yet arrive (the person asked by email at the prompt while the
+/// SMS was slow; its code must still pass when it comes).
+#[test]
+fn a_refused_send_puts_back_a_code_still_on_its_way() {
+    let (e, fake, _) = emailed_with_a_phone_too();
+    let (on_its_way, _first) = sms_on_its_way(&e);
     fake.failing.store(true, Ordering::SeqCst);
     let second = begin(&e, "alice", NOW + 40);
     let refused = answer(&e, &second, "email", NOW + 40);
@@ -414,9 +424,101 @@ fn a_refused_send_never_brings_back_a_code_still_on_its_way() {
     );
     assert_eq!(
         e.store.get("alice").unwrap().unwrap().outbox.code,
-        None,
-        "the SMS code may yet be refused: not put back"
+        Some(on_its_way),
+        "the SMS code may still arrive: put back"
     );
+}
+
+/// Two logins of one user ask for codes at once and both sends are refused, the first before
+/// the second: the second must not bring back the first's code, never delivered, as the code
+/// the user "was sent".
+#[test]
+fn a_refused_send_never_brings_back_a_code_refused_before_it() {
+    let (mut e, fake, _) = emailed_with_a_phone_too();
+    e.engine.set_send_wait(std::time::Duration::from_millis(50));
+    let (on_its_way, first) = sms_on_its_way(&e);
+    // The second login's email is on its way when the first login's SMS is refused (its
+    // release finds the email's code live and leaves it).
+    fake.hold();
+    let second = begin(&e, "alice", NOW + 40);
+    let asked = answer(&e, &second, "email", NOW + 40);
+    assert!(
+        texts(&asked).contains("on its way by email"),
+        "{}",
+        texts(&asked)
+    );
+    first.refused();
+    e.store
+        .modify("alice", &mut |record| {
+            record
+                .outbox
+                .release(Channel::Sms, &on_its_way.mac, NOW + 41, None);
+        })
+        .unwrap();
+    drop(first);
+    // Then the email is refused too.
+    fake.failing.store(true, Ordering::SeqCst);
+    fake.let_go();
+    sends_finished(&e);
+    assert_eq!(
+        e.store.get("alice").unwrap().unwrap().outbox.code,
+        None,
+        "the SMS code was refused: not put back"
+    );
+}
+
+/// With as many sends under way as otpd allows, a login that needs one is refused as throttled
+/// (it fails closed), never as otpd being away; nothing is reserved.
+#[test]
+fn a_login_past_the_sends_under_way_is_throttled() {
+    let (e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\"]");
+    set_email(&e, "alice");
+    let held: Vec<_> = (0..crate::engine::sending::MAX_SENDS_IN_FLIGHT)
+        .map(|i| e.sending.try_start(&[i as u8; 32], usize::MAX).unwrap())
+        .collect();
+    let step = begin(&e, "alice", NOW);
+    assert_eq!(kind(&step), StepKind::Throttled, "{}", texts(&step));
+    assert!(texts(&step).contains("Too many codes"), "{}", texts(&step));
+    assert_eq!(fake.count(), 0);
+    assert_eq!(
+        e.store
+            .get("alice")
+            .unwrap()
+            .map(|r| r.outbox)
+            .unwrap_or_default(),
+        crate::delivery::sent::Outbox::default()
+    );
+    drop(held);
+    let step = begin(&e, "alice", NOW + 1);
+    assert!(
+        texts(&step).contains("was sent by email"),
+        "{}",
+        texts(&step)
+    );
+}
+
+/// A login's wait for its code counts from when otpd began on the call, for every channel it
+/// tries: the email refused after 200 ms, the SMS gets what is left of the 300 ms and is still
+/// on its way when the login prompts (a wait per channel would have waited for it: 400 ms).
+#[test]
+fn a_second_channel_waits_only_for_what_is_left_of_the_logins_time() {
+    let (mut e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\", \"sms\"]");
+    e.engine
+        .set_send_wait(std::time::Duration::from_millis(300));
+    set_email(&e, "alice");
+    e.set_contact(ROOT, "alice", "sms", "+49 151 2345 6712")
+        .unwrap();
+    *fake.refusing.lock().unwrap() = Some(Channel::Email);
+    *fake.delay.lock().unwrap() = std::time::Duration::from_millis(200);
+    let step = begin(&e, "alice", NOW);
+    assert_eq!(kind(&step), StepKind::Prompt, "{}", texts(&step));
+    assert!(
+        texts(&step).contains("on its way by SMS"),
+        "{}",
+        texts(&step)
+    );
+    sends_finished(&e);
+    assert_eq!(fake.last().unwrap().channel, Channel::Sms);
 }
 
 /// Waits (up to 10 s) for the sends left to finish on their own threads.
