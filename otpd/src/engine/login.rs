@@ -2,8 +2,8 @@
 //! (`Answer`), and an enrollment shown and confirmed within a login.
 
 use super::messages;
-use super::outbound::{Sent, SentCheck};
-use super::sending::SendWait;
+use super::outbound::SentCheck;
+use super::sending::{SendWait, Sent};
 use super::sessions::{LoginKind, LoginSession};
 use super::verdict::{PendingCheck, Verdict};
 use super::{Engine, subject, throttled};

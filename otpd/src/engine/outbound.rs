@@ -4,7 +4,7 @@
 
 use super::Engine;
 use super::messages;
-use super::sending::{self, MAX_SENDS_IN_FLIGHT, SendJob, SendWait};
+use super::sending::{self, MAX_SENDS_IN_FLIGHT, SendJob, SendWait, Sent};
 use crate::audit::{OwnedSubject, Subject};
 use crate::delivery::sent::{self, Budget, CodeCheck, Expected, Purpose, Reservation, SentCode};
 use crate::delivery::{Content, Recipient};
@@ -19,51 +19,6 @@ use std::sync::Arc;
 
 /// The PAM service name rules are looked up for when kronctl enrolls.
 const KRONCTL_SERVICE: &str = "kronctl";
-
-/// What became of one send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Sent {
-    /// Sent to `masked`; valid until `expires`.
-    Done {
-        channel: Channel,
-        masked: String,
-        expires: u64,
-    },
-    /// Handed to its own thread, the server still to answer when the login stopped waiting;
-    /// valid until `expires` if it arrives.
-    Underway {
-        channel: Channel,
-        masked: String,
-        expires: u64,
-    },
-    /// The budget is spent until then.
-    Spent { channel: Channel, until: u64 },
-    /// Too many sends of this otpd are under way; nothing was reserved.
-    Busy { channel: Channel },
-    /// The server refused or could not be reached; nothing was stored.
-    Failed { channel: Channel },
-}
-
-impl Sent {
-    /// What the person at the prompt is told.
-    pub(crate) fn message(&self, contact: &str, now: u64) -> kron_proto::Message {
-        match self {
-            Sent::Done {
-                channel,
-                masked,
-                expires,
-            } => messages::code_sent(*channel, masked, *expires, now),
-            Sent::Underway {
-                channel,
-                masked,
-                expires,
-            } => messages::code_underway(*channel, masked, *expires, now),
-            Sent::Spent { channel, until } => messages::send_spent(*channel, *until, now),
-            Sent::Busy { channel } => messages::sends_busy(*channel),
-            Sent::Failed { channel } => messages::send_failed(*channel, contact),
-        }
-    }
-}
 
 impl Engine {
     /// The full address of `user` on `channel`, if the channel is configured and there is one.

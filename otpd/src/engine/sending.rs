@@ -2,7 +2,7 @@
 //! on a refusal the budget and the replaced code handed back). A login waits for it a bounded
 //! time and leaves it to finish on its own thread after that (`Engine::send_code`).
 
-use super::outbound::Sent;
+use super::messages;
 use crate::audit::{Audit, OwnedSubject};
 use crate::delivery::sent::{InFlight, Purpose, SentCode};
 use crate::delivery::{Content, Deliver, DeliveryError, Recipient};
@@ -24,6 +24,51 @@ pub(crate) const LOGIN_SEND_WAIT: Duration = Duration::from_secs(kron_proto::LOG
 /// these. Every send also needs its user's budget, so only a relay that hangs for many users at
 /// once comes near it.
 pub(crate) const MAX_SENDS_IN_FLIGHT: usize = 32;
+
+/// What became of one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Sent to `masked`; valid until `expires`.
+    Done {
+        channel: Channel,
+        masked: String,
+        expires: u64,
+    },
+    /// Handed to its own thread, the server still to answer when the login stopped waiting;
+    /// valid until `expires` if it arrives.
+    Underway {
+        channel: Channel,
+        masked: String,
+        expires: u64,
+    },
+    /// The budget is spent until then.
+    Spent { channel: Channel, until: u64 },
+    /// Too many sends of this otpd are under way; nothing was reserved.
+    Busy { channel: Channel },
+    /// The server refused or could not be reached; nothing was stored.
+    Failed { channel: Channel },
+}
+
+impl Sent {
+    /// What the person at the prompt is told.
+    pub(crate) fn message(&self, contact: &str, now: u64) -> kron_proto::Message {
+        match self {
+            Sent::Done {
+                channel,
+                masked,
+                expires,
+            } => messages::code_sent(*channel, masked, *expires, now),
+            Sent::Underway {
+                channel,
+                masked,
+                expires,
+            } => messages::code_underway(*channel, masked, *expires, now),
+            Sent::Spent { channel, until } => messages::send_spent(*channel, *until, now),
+            Sent::Busy { channel } => messages::sends_busy(*channel),
+            Sent::Failed { channel } => messages::send_failed(*channel, contact),
+        }
+    }
+}
 
 /// How long the caller of a send waits for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
