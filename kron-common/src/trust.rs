@@ -52,7 +52,7 @@ pub enum Problem {
     Accessible { mode: u32 },
     /// Not the kind of file expected.
     WrongType { expected: Kind },
-    /// More than [`MAX_SYMLINKS`] symlinks (a loop).
+    /// More than `MAX_SYMLINKS` symlinks (a loop).
     Loop,
     /// It could not be looked at.
     Io(std::io::Error),

@@ -76,12 +76,18 @@ pub struct SendsInFlight {
 #[derive(Debug, Default)]
 struct Sends {
     under_way: std::collections::HashSet<Vec<u8>>,
-    /// Refused sends' MACs and when; kept as long as a send that replaced one may still end.
-    refused: std::collections::HashMap<Vec<u8>, std::time::Instant>,
+    /// Refused sends' MACs: when, and the code each had replaced (to be put back in its place
+    /// by a later refusal that would have put back the refused one). Kept as long as a send
+    /// that replaced one may still end; `refused_order` lists them oldest first.
+    refused: std::collections::HashMap<Vec<u8>, (std::time::Instant, Option<SentCode>)>,
+    refused_order: std::collections::VecDeque<(std::time::Instant, Vec<u8>)>,
 }
 
 /// How long a refusal is remembered: longer than any send may take (`timeout` is at most 60 s).
 const REMEMBER_REFUSALS: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Refused codes a put-back steps over at most ([`InFlight::put_back`]).
+const MAX_PUT_BACK_STEPS: usize = 8;
 
 impl SendsInFlight {
     /// Marks `mac`'s send as under way until the guard is dropped, unless `limit` sends are
@@ -104,11 +110,6 @@ impl SendsInFlight {
         self.lock().under_way.len()
     }
 
-    /// Whether the send of `mac` was refused lately.
-    pub fn was_refused(&self, mac: &[u8]) -> bool {
-        self.lock().refused.contains_key(mac)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Sends> {
         self.state
             .lock()
@@ -124,19 +125,41 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// The server refused this send: remembered for [`SendsInFlight::was_refused`].
-    pub fn refused(&self) {
+    /// The server refused this send, which had replaced `replaced`: remembered for
+    /// [`InFlight::put_back`].
+    pub fn refused(&self, replaced: Option<&SentCode>) {
         let now = std::time::Instant::now();
         let mut state = self.sends.lock();
+        while let Some((at, _)) = state.refused_order.front() {
+            if now.duration_since(*at) < REMEMBER_REFUSALS {
+                break;
+            }
+            let (at, mac) = state.refused_order.pop_front().expect("a front entry");
+            if state.refused.get(&mac).is_some_and(|(when, _)| *when == at) {
+                state.refused.remove(&mac);
+            }
+        }
         state
             .refused
-            .retain(|_, at| now.duration_since(*at) < REMEMBER_REFUSALS);
-        state.refused.insert(self.mac.clone(), now);
+            .insert(self.mac.clone(), (now, replaced.cloned()));
+        state.refused_order.push_back((now, self.mac.clone()));
     }
 
-    /// Whether the send of `mac` was refused lately ([`SendsInFlight::was_refused`]).
-    pub fn was_refused(&self, mac: &[u8]) -> bool {
-        self.sends.was_refused(mac)
+    /// The code a refused send puts back in place of its own: the one it replaced, or, where
+    /// that one's send was refused too, what that one had replaced, and so on. Refusals land in
+    /// any order: two logins' codes, both refused, the second refused last, leave the code
+    /// before both live, as the first refused last does.
+    pub fn put_back(&self, replaced: Option<&SentCode>) -> Option<SentCode> {
+        let state = self.sends.lock();
+        let mut code = replaced.cloned();
+        for _ in 0..MAX_PUT_BACK_STEPS {
+            match code.as_ref().and_then(|c| state.refused.get(&c.mac)) {
+                Some((_, before)) => code = before.clone(),
+                None => return code,
+            }
+        }
+        // A chain this long is no user's: nothing is put back.
+        None
     }
 }
 
@@ -495,5 +518,32 @@ mod tests {
         ] {
             assert!(toml::from_str::<CodesConfig>(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The sends under way are capped as they are counted; a refused send puts back the code it
+    /// replaced, stepping over codes whose own sends were refused, whatever order the refusals
+    /// came in.
+    #[test]
+    fn sends_under_way_are_capped_and_refusals_step_back_to_a_live_code() {
+        let sends = Arc::new(SendsInFlight::default());
+        let first = sends.try_start(&[1; 32], 2).unwrap();
+        let second = sends.try_start(&[2; 32], 2).unwrap();
+        assert!(sends.try_start(&[3; 32], 2).is_none(), "over the cap");
+        assert_eq!(sends.count(), 2);
+
+        let delivered = code(Purpose::Login, Channel::Email, 0);
+        let code_1 = code(Purpose::Login, Channel::Sms, 1);
+        // first replaced the delivered code, second replaced first's.
+        assert_eq!(
+            second.put_back(Some(&code_1)),
+            Some(code_1.clone()),
+            "first's send may still arrive"
+        );
+        first.refused(Some(&delivered));
+        assert_eq!(second.put_back(Some(&code_1)), Some(delivered.clone()));
+        drop(first);
+        assert_eq!(sends.count(), 1);
+        assert!(sends.try_start(&[3; 32], 2).is_some());
+        assert_eq!(second.put_back(None), None);
     }
 }

@@ -262,7 +262,11 @@ impl Engine {
                 let mut outcome = None;
                 for channel in offer.iter() {
                     let sent = self.send_code(&subject, record, channel, purpose, send_by, now)?;
-                    let done = matches!(sent, Sent::Done { .. } | Sent::Underway { .. });
+                    // Busy: otpd's sends are all in use, for every channel alike.
+                    let done = matches!(
+                        sent,
+                        Sent::Done { .. } | Sent::Underway { .. } | Sent::Busy { .. }
+                    );
                     outcome = Some(sent);
                     if done {
                         break;
@@ -279,7 +283,11 @@ impl Engine {
                     .record("throttled", &subject, "send budget spent");
                 return Ok(Step::terminal(StepKind::Throttled, vec![told]));
             }
-            Sent::Busy { .. } => return Ok(Step::terminal(StepKind::Throttled, vec![told])),
+            Sent::Busy { .. } => {
+                self.audit
+                    .record("throttled", &subject, "too many sends under way");
+                return Ok(Step::terminal(StepKind::Throttled, vec![told]));
+            }
             Sent::Failed { .. } => return Ok(Step::terminal(StepKind::Unavailable, vec![told])),
         }
         let kind = match purpose {

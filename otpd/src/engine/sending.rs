@@ -18,7 +18,8 @@ use zeroize::Zeroizing;
 /// `BeginLogin` too.
 pub(crate) const LOGIN_SEND_WAIT: Duration = Duration::from_secs(kron_proto::LOGIN_SEND_WAIT_SECS);
 
-/// Sends under way at once in this otpd; past it a send is refused as failed. Each holds a
+/// Sends under way at once for logins and kronctl's validation codes in this otpd; past it a
+/// login is refused as throttled ([`Sent::Busy`]). Each holds a
 /// thread until its server answers or its `timeout` passes, and otpd.service allows 128 tasks:
 /// tokio's blocking pool (64), sled's I/O threads (about 8) and otpd's own few leave room for
 /// these. Every send also needs its user's budget, so only a relay that hangs for many users at
@@ -135,10 +136,14 @@ impl SendJob {
             Err(_) => Err(self),
         };
         if let Err(job) = handed {
-            // No thread to be had (otpd at its task limit): refused as unsent, without waiting
-            // for a server here, which would hold the login past pam_kron's timeout.
+            // No thread to be had (otpd at its task limit): handed back as unsent, without
+            // waiting for a server here, which would hold the login past pam_kron's timeout,
+            // and told as too many sends at once (the login fails closed).
             let unsent = DeliveryError::not_sent("no thread to send it on".into());
-            return job.finish(Err(unsent)).map(Some);
+            return job.finish(Err(unsent)).map(|sent| match sent {
+                Sent::Failed { channel } => Some(Sent::Busy { channel }),
+                other => Some(other),
+            });
         }
         match outcome.recv_timeout(limit) {
             Ok((job, result)) => job.finish(result).map(Some),
@@ -194,18 +199,15 @@ impl SendJob {
                 let released = if e.maybe_sent {
                     Ok(())
                 } else {
-                    self.in_flight.refused();
+                    self.in_flight.refused(self.replaced.as_ref());
                     self.store.modify(subject.user, &mut |record| {
                         // Looked at inside the change, which is atomic for the user: of this
                         // refusal and one of the replaced code's own send, the later change
                         // sees what the earlier did.
-                        let replaced = self
-                            .replaced
-                            .as_ref()
-                            .filter(|code| !self.in_flight.was_refused(&code.mac));
+                        let replaced = self.in_flight.put_back(self.replaced.as_ref());
                         record
                             .outbox
-                            .release(self.channel, &self.mac, self.now, replaced);
+                            .release(self.channel, &self.mac, self.now, replaced.as_ref());
                     })
                 };
                 self.audit.record(

@@ -382,38 +382,66 @@ fn a_refused_send_leaves_the_live_code_of_another_channel() {
     );
 }
 
-/// alice's SMS code, reserved as a login's send would reserve it, its send under way (the
-/// guard): the live code until something replaces it.
-fn sms_on_its_way(
-    e: &Engine,
-) -> (
-    crate::delivery::sent::SentCode,
-    crate::delivery::sent::InFlight,
-) {
-    let code = crate::delivery::sent::SentCode {
-        purpose: crate::delivery::sent::Purpose::Login,
-        channel: Channel::Sms,
-        mac: vec![7; 32],
-        expires: NOW + 600,
-    };
-    let guard = e.sending.try_start(&code.mac, 32).unwrap();
-    e.store
-        .modify("alice", &mut |record| {
-            let _ = record
-                .outbox
-                .reserve(code.clone(), NOW + 1, &e.config.codes);
-        })
-        .unwrap();
-    (code, guard)
+/// A send of alice's begun by hand: its code reserved as a login's send would reserve it, its
+/// send under way (the guard). With the code it replaced, and what releasing it on a refusal
+/// does (as the send's own thread would).
+struct ByHand {
+    code: crate::delivery::sent::SentCode,
+    replaced: Option<crate::delivery::sent::SentCode>,
+    guard: crate::delivery::sent::InFlight,
+}
+
+impl ByHand {
+    fn sms(e: &Engine) -> ByHand {
+        let code = crate::delivery::sent::SentCode {
+            purpose: crate::delivery::sent::Purpose::Login,
+            channel: Channel::Sms,
+            mac: vec![7; 32],
+            expires: NOW + 600,
+        };
+        let guard = e.sending.try_start(&code.mac, 32).unwrap();
+        let mut replaced = None;
+        e.store
+            .modify("alice", &mut |record| {
+                replaced = record
+                    .outbox
+                    .reserve(code.clone(), NOW + 1, &e.config.codes)
+                    .replaced;
+            })
+            .unwrap();
+        ByHand {
+            code,
+            replaced,
+            guard,
+        }
+    }
+
+    fn refused(self, e: &Engine) {
+        self.guard.refused(self.replaced.as_ref());
+        e.store
+            .modify("alice", &mut |record| {
+                let back = self.guard.put_back(self.replaced.as_ref());
+                record
+                    .outbox
+                    .release(Channel::Sms, &self.code.mac, NOW + 1, back.as_ref());
+            })
+            .unwrap();
+    }
+}
+
+fn live_code(e: &Engine) -> Option<crate::delivery::sent::SentCode> {
+    e.store.get("alice").unwrap().unwrap().outbox.code
 }
 
 /// A login's SMS is still on its way when a send that replaced its code is refused: the SMS
 /// code comes back, since it may yet arrive (the person asked by email at the prompt while the
-/// SMS was slow; its code must still pass when it comes).
+/// SMS was slow; its code must still pass when it comes). Refused in turn, it brings back the
+/// email code live before it.
 #[test]
 fn a_refused_send_puts_back_a_code_still_on_its_way() {
     let (e, fake, _) = emailed_with_a_phone_too();
-    let (on_its_way, _first) = sms_on_its_way(&e);
+    let emailed = live_code(&e).expect("the emailed code");
+    let sms = ByHand::sms(&e);
     fake.failing.store(true, Ordering::SeqCst);
     let second = begin(&e, "alice", NOW + 40);
     let refused = answer(&e, &second, "email", NOW + 40);
@@ -423,22 +451,25 @@ fn a_refused_send_puts_back_a_code_still_on_its_way() {
         texts(&refused)
     );
     assert_eq!(
-        e.store.get("alice").unwrap().unwrap().outbox.code,
-        Some(on_its_way),
+        live_code(&e),
+        Some(sms.code.clone()),
         "the SMS code may still arrive: put back"
     );
+    sms.refused(&e);
+    assert_eq!(live_code(&e), Some(emailed), "the code before both");
 }
 
-/// Two logins of one user ask for codes at once and both sends are refused, the first before
-/// the second: the second must not bring back the first's code, never delivered, as the code
-/// the user "was sent".
+/// Two sends of one user, both refused, the first before the second: the second must not bring
+/// back the first's code, never delivered, as the code the user "was sent", but the code live
+/// before both (delivered) comes back.
 #[test]
 fn a_refused_send_never_brings_back_a_code_refused_before_it() {
     let (mut e, fake, _) = emailed_with_a_phone_too();
     e.engine.set_send_wait(std::time::Duration::from_millis(50));
-    let (on_its_way, first) = sms_on_its_way(&e);
-    // The second login's email is on its way when the first login's SMS is refused (its
-    // release finds the email's code live and leaves it).
+    let emailed = live_code(&e).expect("the emailed code");
+    let sms = ByHand::sms(&e);
+    // The second login's email is on its way when the SMS is refused (its release finds the
+    // email's code live and leaves it).
     fake.hold();
     let second = begin(&e, "alice", NOW + 40);
     let asked = answer(&e, &second, "email", NOW + 40);
@@ -447,23 +478,15 @@ fn a_refused_send_never_brings_back_a_code_refused_before_it() {
         "{}",
         texts(&asked)
     );
-    first.refused();
-    e.store
-        .modify("alice", &mut |record| {
-            record
-                .outbox
-                .release(Channel::Sms, &on_its_way.mac, NOW + 41, None);
-        })
-        .unwrap();
-    drop(first);
+    sms.refused(&e);
     // Then the email is refused too.
     fake.failing.store(true, Ordering::SeqCst);
     fake.let_go();
-    sends_finished(&e);
+    sends_finished(&e, &fake);
     assert_eq!(
-        e.store.get("alice").unwrap().unwrap().outbox.code,
-        None,
-        "the SMS code was refused: not put back"
+        live_code(&e),
+        Some(emailed),
+        "the SMS code was refused: the code before it instead"
     );
 }
 
@@ -498,18 +521,18 @@ fn a_login_past_the_sends_under_way_is_throttled() {
 }
 
 /// A login's wait for its code counts from when otpd began on the call, for every channel it
-/// tries: the email refused after 200 ms, the SMS gets what is left of the 300 ms and is still
-/// on its way when the login prompts (a wait per channel would have waited for it: 400 ms).
+/// tries: the email refused after 600 ms, the SMS gets what is left of the second and is still
+/// on its way when the login prompts (a wait per channel would have waited for it).
 #[test]
 fn a_second_channel_waits_only_for_what_is_left_of_the_logins_time() {
     let (mut e, fake) = engine("default_mode = \"require\"\nfallback = [\"email\", \"sms\"]");
     e.engine
-        .set_send_wait(std::time::Duration::from_millis(300));
+        .set_send_wait(std::time::Duration::from_millis(1000));
     set_email(&e, "alice");
     e.set_contact(ROOT, "alice", "sms", "+49 151 2345 6712")
         .unwrap();
     *fake.refusing.lock().unwrap() = Some(Channel::Email);
-    *fake.delay.lock().unwrap() = std::time::Duration::from_millis(200);
+    *fake.delay.lock().unwrap() = std::time::Duration::from_millis(600);
     let step = begin(&e, "alice", NOW);
     assert_eq!(kind(&step), StepKind::Prompt, "{}", texts(&step));
     assert!(
@@ -517,12 +540,12 @@ fn a_second_channel_waits_only_for_what_is_left_of_the_logins_time() {
         "{}",
         texts(&step)
     );
-    sends_finished(&e);
+    sends_finished(&e, &fake);
     assert_eq!(fake.last().unwrap().channel, Channel::Sms);
 }
 
 /// Waits (up to 10 s) for the sends left to finish on their own threads.
-fn sends_finished(e: &Engine) {
+fn sends_finished(e: &Engine, fake: &FakeDelivery) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while e.sending.count() > 0 {
         assert!(
@@ -531,6 +554,10 @@ fn sends_finished(e: &Engine) {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    assert!(
+        !fake.gave_up.load(Ordering::SeqCst),
+        "a held send was never let go"
+    );
 }
 
 /// A server slower than a login waits for (a relay slower than pam_kron's `timeout=` made the
@@ -553,7 +580,7 @@ fn a_slow_send_prompts_and_its_code_passes_once_it_arrives() {
     );
     assert_eq!(fake.count(), 0, "the server has not taken it yet");
     fake.let_go();
-    sends_finished(&e);
+    sends_finished(&e, &fake);
     assert_eq!(fake.count(), 1);
     let sent = fake.last().unwrap().payload;
     assert_eq!(kind(&answer(&e, &step, &sent, NOW + 5)), StepKind::Accept);
@@ -572,7 +599,7 @@ fn a_slow_send_refused_later_hands_its_budget_back() {
     let step = begin(&e, "alice", NOW);
     assert!(texts(&step).contains("on its way"), "{}", texts(&step));
     fake.let_go();
-    sends_finished(&e);
+    sends_finished(&e, &fake);
     assert_eq!(
         e.store.get("alice").unwrap().unwrap().outbox,
         crate::delivery::sent::Outbox::default(),
@@ -608,7 +635,7 @@ fn a_slow_send_asked_for_at_the_prompt_prompts_again() {
         texts(&step)
     );
     fake.let_go();
-    sends_finished(&e);
+    sends_finished(&e, &fake);
     let sent = fake.last().unwrap().payload;
     assert_eq!(kind(&answer(&e, &step, &sent, NOW + 2)), StepKind::Accept);
 }
