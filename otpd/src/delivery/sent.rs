@@ -76,15 +76,19 @@ pub struct SendsInFlight {
 #[derive(Debug, Default)]
 struct Sends {
     under_way: std::collections::HashSet<Vec<u8>>,
-    /// Refused sends' MACs: when, and the code each had replaced (to be put back in its place
-    /// by a later refusal that would have put back the refused one). Kept as long as a send
-    /// that replaced one may still end; `refused_order` lists them oldest first.
+    /// Refused sends' MACs: until when they matter, and the code each had replaced (to be put
+    /// back in its place by a later refusal that would have put back the refused one). Kept
+    /// until the refused code would have expired (a code before it in a chain of replacements
+    /// expires no later, so nothing a put-back could reach is forgotten first), at most
+    /// [`MAX_REFUSALS`]; `refused_order` lists them in the order they came.
     refused: std::collections::HashMap<Vec<u8>, (std::time::Instant, Option<SentCode>)>,
     refused_order: std::collections::VecDeque<(std::time::Instant, Vec<u8>)>,
 }
 
-/// How long a refusal is remembered: longer than any send may take (`timeout` is at most 60 s).
-const REMEMBER_REFUSALS: std::time::Duration = std::time::Duration::from_secs(120);
+/// Refusals remembered at most: each user's sends are budgeted, but a refusal hands its budget
+/// back, so only this bounds the memory a relay refusing everything at once can make otpd use
+/// (about 300 bytes each).
+const MAX_REFUSALS: usize = 4096;
 
 /// Refused codes a put-back steps over at most ([`InFlight::put_back`]).
 const MAX_PUT_BACK_STEPS: usize = 8;
@@ -125,24 +129,29 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// The server refused this send, which had replaced `replaced`: remembered for
-    /// [`InFlight::put_back`].
-    pub fn refused(&self, replaced: Option<&SentCode>) {
+    /// The server refused this send, which had replaced `replaced`; its code would have
+    /// expired after `valid_for`. Remembered for [`InFlight::put_back`] until then.
+    pub fn refused(&self, replaced: Option<&SentCode>, valid_for: std::time::Duration) {
         let now = std::time::Instant::now();
         let mut state = self.sends.lock();
-        while let Some((at, _)) = state.refused_order.front() {
-            if now.duration_since(*at) < REMEMBER_REFUSALS {
+        while let Some((until, _)) = state.refused_order.front() {
+            if *until > now && state.refused_order.len() < MAX_REFUSALS {
                 break;
             }
-            let (at, mac) = state.refused_order.pop_front().expect("a front entry");
-            if state.refused.get(&mac).is_some_and(|(when, _)| *when == at) {
+            let (until, mac) = state.refused_order.pop_front().expect("a front entry");
+            if state
+                .refused
+                .get(&mac)
+                .is_some_and(|(when, _)| *when == until)
+            {
                 state.refused.remove(&mac);
             }
         }
+        let until = now + valid_for;
         state
             .refused
-            .insert(self.mac.clone(), (now, replaced.cloned()));
-        state.refused_order.push_back((now, self.mac.clone()));
+            .insert(self.mac.clone(), (until, replaced.cloned()));
+        state.refused_order.push_back((until, self.mac.clone()));
     }
 
     /// The code a refused send puts back in place of its own: the one it replaced, or, where
@@ -539,7 +548,7 @@ mod tests {
             Some(code_1.clone()),
             "first's send may still arrive"
         );
-        first.refused(Some(&delivered));
+        first.refused(Some(&delivered), std::time::Duration::from_secs(300));
         assert_eq!(second.put_back(Some(&code_1)), Some(delivered.clone()));
         drop(first);
         assert_eq!(sends.count(), 1);

@@ -199,7 +199,8 @@ impl SendJob {
                 let released = if e.maybe_sent {
                     Ok(())
                 } else {
-                    self.in_flight.refused(self.replaced.as_ref());
+                    let valid_for = Duration::from_secs(self.expires.saturating_sub(self.now));
+                    self.in_flight.refused(self.replaced.as_ref(), valid_for);
                     self.store.modify(subject.user, &mut |record| {
                         // Looked at inside the change, which is atomic for the user: of this
                         // refusal and one of the replaced code's own send, the later change

@@ -105,6 +105,12 @@ impl Handler {
             Kind::Module { args, .. } if self.is_kron() => args
                 .iter()
                 .rev()
+                // libpam takes `[timeout=5]` as `timeout=5` (brackets let a value hold spaces).
+                .map(|arg| {
+                    arg.strip_prefix('[')
+                        .and_then(|a| a.strip_suffix(']'))
+                        .unwrap_or(arg)
+                })
                 .find_map(|arg| arg.strip_prefix("timeout="))
                 .filter(|value| value.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|value| value.parse().ok()),

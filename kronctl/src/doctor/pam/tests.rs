@@ -394,6 +394,11 @@ fn a_module_timeout_inside_otpds_wait_for_a_code_server_is_a_warning() {
         check(&stack, &policy, &mut out);
         out.into_vec()
     };
+    let bracketed = findings("auth required pam_kron.so [timeout=2]", email);
+    assert!(
+        bracketed.iter().any(|f| f.severity == Severity::Warning),
+        "libpam strips the brackets"
+    );
     let short = findings("auth required pam_kron.so timeout=3", email);
     let warning = short
         .iter()

@@ -417,7 +417,8 @@ impl ByHand {
     }
 
     fn refused(self, e: &Engine) {
-        self.guard.refused(self.replaced.as_ref());
+        self.guard
+            .refused(self.replaced.as_ref(), std::time::Duration::from_secs(600));
         e.store
             .modify("alice", &mut |record| {
                 let back = self.guard.put_back(self.replaced.as_ref());
