@@ -19,11 +19,10 @@ use zeroize::Zeroizing;
 pub(crate) const LOGIN_SEND_WAIT: Duration = Duration::from_secs(kron_proto::LOGIN_SEND_WAIT_SECS);
 
 /// Sends under way at once for logins and kronctl's validation codes in this otpd; past it a
-/// login is refused as throttled ([`Sent::Busy`]). Each holds a
-/// thread until its server answers or its `timeout` passes, and otpd.service allows 128 tasks:
-/// tokio's blocking pool (64), sled's I/O threads (about 8) and otpd's own few leave room for
-/// these. Every send also needs its user's budget, so only a relay that hangs for many users at
-/// once comes near it.
+/// login is refused as throttled ([`Sent::Busy`]). Each holds a thread until its server
+/// answers or its `timeout` passes, and otpd.service allows 128 tasks: tokio's blocking pool
+/// (64), sled's I/O threads (about 8) and otpd's own few leave room for these. Every send also
+/// needs its user's budget, so only a relay that hangs for many users at once comes near it.
 pub(crate) const MAX_SENDS_IN_FLIGHT: usize = 32;
 
 /// What became of one send.
@@ -44,7 +43,8 @@ pub(crate) enum Sent {
     },
     /// The budget is spent until then.
     Spent { channel: Channel, until: u64 },
-    /// Too many sends of this otpd are under way; nothing was reserved.
+    /// Too many sends of this otpd are under way, or no thread could be started for this one;
+    /// nothing was kept.
     Busy { channel: Channel },
     /// The server refused or could not be reached; nothing was stored.
     Failed { channel: Channel },
@@ -94,6 +94,7 @@ pub(crate) struct SendJob {
     pub address: String,
     pub masked: String,
     pub code: Zeroizing<String>,
+    /// Seconds the code is valid: `expires` less `now`.
     pub valid_for: u64,
     pub purpose: Purpose,
     pub mac: Vec<u8>,
@@ -199,7 +200,7 @@ impl SendJob {
                 let released = if e.maybe_sent {
                     Ok(())
                 } else {
-                    let valid_for = Duration::from_secs(self.expires.saturating_sub(self.now));
+                    let valid_for = Duration::from_secs(self.valid_for);
                     self.in_flight.refused(self.replaced.as_ref(), valid_for);
                     self.store.modify(subject.user, &mut |record| {
                         // Looked at inside the change, which is atomic for the user: of this
